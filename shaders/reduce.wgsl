@@ -1,0 +1,124 @@
+// Row reductions over a (B, N) matrix, their backward broadcasts, and a global sum of squares.
+//
+// One workgroup per row: each thread accumulates a strided slice in f32, then a tree in
+// workgroup memory halves 256 partial sums to one. The global sum of squares runs in two passes:
+// sum_sq_partial writes one partial per workgroup of CHUNK elements, then row_sum (one row)
+// adds the partials. All outputs are overwritten.
+//
+// Bindings (group 0, inputs first, outputs last):
+//   row_sum, row_mean, sum_sq_partial:  x (read), out (write)
+//   row_sq_err:                         x (read), y (read), out2 (write)
+//   row_broadcast_bwd:                  dout (read), dx (write)       dx[b, i] = scale * dout[b]
+//   row_sq_err_bwd:                     x (read), y (read), dout_e (read), dx_e (write)
+// Group 1: Params.
+
+struct Params {
+    rows: u32,
+    n: u32,
+    scale: f32,
+    _pad: u32,
+}
+
+@group(1) @binding(0) var<uniform> p: Params;
+
+@group(0) @binding(0) var<storage, read> x: array<f32>;
+@group(0) @binding(1) var<storage, read_write> out: array<f32>;
+
+@group(0) @binding(1) var<storage, read> y: array<f32>;
+@group(0) @binding(2) var<storage, read_write> out2: array<f32>;
+
+@group(0) @binding(0) var<storage, read> dout: array<f32>;
+@group(0) @binding(1) var<storage, read_write> dx: array<f32>;
+
+@group(0) @binding(2) var<storage, read> dout_e: array<f32>;
+@group(0) @binding(3) var<storage, read_write> dx_e: array<f32>;
+
+const WG: u32 = 256u;
+// Elements per workgroup in sum_sq_partial (WG threads x 16 each).
+const CHUNK: u32 = 4096u;
+
+var<workgroup> partial: array<f32, 256>;
+
+// Tree-reduces `partial` and returns the total (valid in every thread).
+fn tree_sum(lid: u32, v: f32) -> f32 {
+    partial[lid] = v;
+    workgroupBarrier();
+    for (var s = WG / 2u; s > 0u; s = s / 2u) {
+        if (lid < s) { partial[lid] = partial[lid] + partial[lid + s]; }
+        workgroupBarrier();
+    }
+    return partial[0];
+}
+
+fn row_total(row: u32, lid: u32) -> f32 {
+    var acc = 0.0;
+    if (row < p.rows) {
+        let base = row * p.n;
+        for (var i = lid; i < p.n; i = i + WG) { acc = acc + x[base + i]; }
+    }
+    return tree_sum(lid, acc);
+}
+
+@compute @workgroup_size(256)
+fn row_sum(@builtin(workgroup_id) wid: vec3<u32>, @builtin(num_workgroups) nwg: vec3<u32>,
+           @builtin(local_invocation_index) lid: u32) {
+    let row = workgroup_linear(wid, nwg);
+    let total = row_total(row, lid);
+    if (lid == 0u && row < p.rows) { out[row] = total; }
+}
+
+@compute @workgroup_size(256)
+fn row_mean(@builtin(workgroup_id) wid: vec3<u32>, @builtin(num_workgroups) nwg: vec3<u32>,
+            @builtin(local_invocation_index) lid: u32) {
+    let row = workgroup_linear(wid, nwg);
+    let total = row_total(row, lid);
+    if (lid == 0u && row < p.rows) { out[row] = total / f32(p.n); }
+}
+
+@compute @workgroup_size(256)
+fn row_sq_err(@builtin(workgroup_id) wid: vec3<u32>, @builtin(num_workgroups) nwg: vec3<u32>,
+              @builtin(local_invocation_index) lid: u32) {
+    let row = workgroup_linear(wid, nwg);
+    var acc = 0.0;
+    if (row < p.rows) {
+        let base = row * p.n;
+        for (var i = lid; i < p.n; i = i + WG) {
+            let d = x[base + i] - y[base + i];
+            acc = acc + d * d;
+        }
+    }
+    let total = tree_sum(lid, acc);
+    if (lid == 0u && row < p.rows) { out2[row] = total; }
+}
+
+// rows = number of partials; n = total element count.
+@compute @workgroup_size(256)
+fn sum_sq_partial(@builtin(workgroup_id) wid: vec3<u32>, @builtin(num_workgroups) nwg: vec3<u32>,
+                  @builtin(local_invocation_index) lid: u32) {
+    let g = workgroup_linear(wid, nwg);
+    var acc = 0.0;
+    if (g < p.rows) {
+        let end = min((g + 1u) * CHUNK, p.n);
+        for (var i = g * CHUNK + lid; i < end; i = i + WG) {
+            let v = x[i];
+            acc = acc + v * v;
+        }
+    }
+    let total = tree_sum(lid, acc);
+    if (lid == 0u && g < p.rows) { out[g] = total; }
+}
+
+// One thread per element of dx (rows * n).
+@compute @workgroup_size(256)
+fn row_broadcast_bwd(@builtin(workgroup_id) wid: vec3<u32>, @builtin(num_workgroups) nwg: vec3<u32>,
+                     @builtin(local_invocation_index) lid: u32) {
+    let i = workgroup_linear(wid, nwg) * WG + lid;
+    if (i < p.rows * p.n) { dx[i] = p.scale * dout[i / p.n]; }
+}
+
+@compute @workgroup_size(256)
+fn row_sq_err_bwd(@builtin(workgroup_id) wid: vec3<u32>, @builtin(num_workgroups) nwg: vec3<u32>,
+                  @builtin(local_invocation_index) lid: u32) {
+    let i = workgroup_linear(wid, nwg) * WG + lid;
+    if (i < p.rows * p.n) { dx_e[i] = 2.0 * dout_e[i / p.n] * (x[i] - y[i]); }
+}

@@ -1,0 +1,92 @@
+//! Command-line front end: parses arguments, acquires the device, calls into the library and
+//! turns every error into one line on stderr and a non-zero exit code.
+
+mod bench;
+
+use std::process::ExitCode;
+
+use clap::{Parser, Subcommand};
+
+use cdl::gpu::{Gpu, GpuOptions};
+
+#[derive(Parser)]
+#[command(name = "cdl", version, about = "Contrastive Diffusion Loss training on WebGPU")]
+struct Cli {
+    /// Use the adapter whose name contains this text (see `cdl info`); default: the first
+    /// high-performance adapter. Also read from CDL_ADAPTER.
+    #[arg(long, global = true)]
+    adapter: Option<String>,
+    #[command(subcommand)]
+    command: Command,
+}
+
+#[derive(Subcommand)]
+enum Command {
+    /// Print the adapter, its limits, and a self-test of every op against the CPU reference.
+    Info,
+    /// Measure kernels and write JSON results.
+    Bench {
+        #[command(subcommand)]
+        what: BenchWhat,
+    },
+}
+
+#[derive(Subcommand)]
+enum BenchWhat {
+    /// Matmul forward and backward at 256, 512, 1024; row reductions. JSON on stdout.
+    Ops {
+        /// Timed runs per case (after one warm-up run); the median is reported.
+        #[arg(long, default_value_t = 5, value_parser = clap::value_parser!(u32).range(1..=1000))]
+        runs: u32,
+        /// Also write the JSON to this file.
+        #[arg(long)]
+        out: Option<std::path::PathBuf>,
+    },
+}
+
+pub fn main() -> ExitCode {
+    let cli = Cli::parse();
+    match pollster::block_on(run(cli)) {
+        Ok(code) => code,
+        Err(e) => {
+            eprintln!("error: {e}");
+            ExitCode::from(2)
+        }
+    }
+}
+
+async fn run(cli: Cli) -> Result<ExitCode, String> {
+    let mut opts = GpuOptions::from_env();
+    if cli.adapter.is_some() {
+        opts.adapter = cli.adapter;
+    }
+    let gpu = Gpu::new(&opts).await.map_err(|e| e.to_string())?;
+    match cli.command {
+        Command::Info => info(&gpu).await,
+        Command::Bench { what: BenchWhat::Ops { runs, out } } => {
+            let json = bench::ops(&gpu, runs as usize).await.map_err(|e| e.to_string())?;
+            let text = serde_json::to_string_pretty(&json).map_err(|e| e.to_string())?;
+            println!("{text}");
+            if let Some(path) = out {
+                std::fs::write(&path, text + "\n").map_err(|e| format!("cannot write {}: {e}", path.display()))?;
+            }
+            Ok(ExitCode::SUCCESS)
+        }
+    }
+}
+
+async fn info(gpu: &Gpu) -> Result<ExitCode, String> {
+    println!("adapter: {}", gpu.describe());
+    println!("limits:");
+    for (name, value) in gpu.limit_report() {
+        println!("  {name:40} {value}");
+    }
+    println!("self-test (GPU vs CPU reference):");
+    let results = cdl::ops::check_all(gpu).await.map_err(|e| e.to_string())?;
+    for r in &results {
+        println!("  {r}");
+    }
+    let bad = results.iter().filter(|r| !r.ok()).count();
+    println!("self-test: {} of {} checks OK", results.len() - bad, results.len());
+    Ok(if bad == 0 { ExitCode::SUCCESS } else { ExitCode::FAILURE })
+}

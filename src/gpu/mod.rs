@@ -1,0 +1,448 @@
+//! The GPU context: adapter and device acquisition (native and browser behind one async API),
+//! storage buffers, the pipeline cache, dispatch sizing and async readback.
+//!
+//! Nothing here knows about any op or model. `cfg(target_arch = "wasm32")` appears only in this
+//! module and in the web entry point.
+//!
+//! Binding convention for every kernel: group 0 holds the storage buffers, inputs first and
+//! outputs last; group 1 binding 0 holds the op's uniform parameters.
+
+mod error;
+mod readback;
+
+pub use error::GpuError;
+
+use std::collections::HashMap;
+use std::fmt;
+use std::sync::{Arc, Mutex, MutexGuard};
+
+use glam::UVec3;
+use wgpu::util::DeviceExt;
+
+/// The most workgroups one dispatch dimension may have (WebGPU default limit).
+pub const MAX_WORKGROUPS_PER_DIM: u32 = 65_535;
+
+/// Options for acquiring a device.
+#[derive(Clone, Debug, Default)]
+pub struct GpuOptions {
+    /// Pick the adapter whose name contains this (case-insensitive); native only.
+    pub adapter: Option<String>,
+    /// Keep naga's bounds checks in native shaders (always on in browsers). Set by
+    /// `CDL_SHADER_CHECKS=1` natively; off by default because every kernel guards its own
+    /// indices and the checks cost 2-4x on lavapipe.
+    pub shader_checks: bool,
+}
+
+impl GpuOptions {
+    /// Defaults, overridden by `CDL_ADAPTER` and `CDL_SHADER_CHECKS` natively.
+    pub fn from_env() -> Self {
+        #[cfg(not(target_arch = "wasm32"))]
+        {
+            Self {
+                adapter: std::env::var("CDL_ADAPTER").ok().filter(|s| !s.is_empty()),
+                shader_checks: std::env::var("CDL_SHADER_CHECKS").is_ok_and(|v| v != "0"),
+            }
+        }
+        #[cfg(target_arch = "wasm32")]
+        Self::default()
+    }
+}
+
+/// A compute pipeline and the bind group layouts it was built with.
+#[derive(Clone, Debug)]
+pub struct Kernel {
+    pub key: String,
+    pub pipeline: wgpu::ComputePipeline,
+}
+
+/// A device, its queue and everything that is created once per device.
+pub struct Gpu {
+    pub device: wgpu::Device,
+    pub queue: wgpu::Queue,
+    pub info: wgpu::AdapterInfo,
+    pub limits: wgpu::Limits,
+    pub features: wgpu::Features,
+    shader_checks: bool,
+    modules: Mutex<HashMap<&'static str, wgpu::ShaderModule>>,
+    kernels: Mutex<HashMap<String, Kernel>>,
+    /// A small buffer for optional bindings a dispatch does not read.
+    unused: Buffer,
+    /// Device errors no error scope caught (validation, out of memory, device lost), kept for
+    /// the next readback to report instead of panicking inside wgpu.
+    errors: Arc<Mutex<Vec<String>>>,
+    debug: u32,
+}
+
+impl fmt::Debug for Gpu {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        write!(f, "Gpu({} / {:?})", self.info.name, self.info.backend)
+    }
+}
+
+impl Gpu {
+    /// Acquires an adapter and a device with every limit the adapter offers.
+    pub async fn new(opts: &GpuOptions) -> Result<Self, GpuError> {
+        let instance = wgpu::Instance::new(wgpu::InstanceDescriptor::new_without_display_handle_from_env());
+        let adapter = pick_adapter(&instance, opts).await?;
+        let info = adapter.get_info();
+        // Storage bindings default to 128 MiB; the adapter usually offers far more.
+        let limits = adapter.limits();
+        let features = adapter.features() & wgpu::Features::TIMESTAMP_QUERY;
+        let (device, queue) = adapter
+            .request_device(&wgpu::DeviceDescriptor {
+                label: Some("cdl"),
+                required_features: features,
+                required_limits: limits.clone(),
+                ..Default::default()
+            })
+            .await
+            .map_err(|e| GpuError::Device(e.to_string()))?;
+        let debug = debug_level();
+        let unused = Buffer {
+            buffer: device.create_buffer(&wgpu::BufferDescriptor {
+                label: Some("unused"),
+                // 16 bytes: the smallest binding a vec4 array accepts.
+                size: 16,
+                usage: STORAGE_USAGE,
+                mapped_at_creation: false,
+            }),
+            len: 4,
+        };
+        let errors: Arc<Mutex<Vec<String>>> = Arc::default();
+        let sink = errors.clone();
+        device.on_uncaptured_error(Arc::new(move |e: wgpu::Error| lock(&sink).push(first_line(&e.to_string()))));
+        Ok(Self {
+            device,
+            queue,
+            info,
+            limits,
+            features,
+            shader_checks: opts.shader_checks,
+            modules: Mutex::default(),
+            kernels: Mutex::default(),
+            unused,
+            errors,
+            debug,
+        })
+    }
+
+    /// One line naming the adapter and backend.
+    pub fn describe(&self) -> String {
+        if self.info.name.is_empty() {
+            // Browsers hide the adapter's name; say what is known.
+            return format!("browser WebGPU adapter ({:?}, {:?})", self.info.backend, self.info.device_type);
+        }
+        format!(
+            "{} ({:?}, {:?}, driver {} {})",
+            self.info.name, self.info.backend, self.info.device_type, self.info.driver, self.info.driver_info
+        )
+    }
+
+    /// The limits that matter for the kernels, as (name, value) pairs.
+    pub fn limit_report(&self) -> Vec<(&'static str, u64)> {
+        let l = &self.limits;
+        vec![
+            ("max_storage_buffer_binding_size", l.max_storage_buffer_binding_size),
+            ("max_buffer_size", l.max_buffer_size),
+            ("max_compute_workgroup_storage_size", u64::from(l.max_compute_workgroup_storage_size)),
+            ("max_compute_invocations_per_workgroup", u64::from(l.max_compute_invocations_per_workgroup)),
+            ("max_compute_workgroups_per_dimension", u64::from(l.max_compute_workgroups_per_dimension)),
+            ("max_storage_buffers_per_shader_stage", u64::from(l.max_storage_buffers_per_shader_stage)),
+            ("max_bind_groups", u64::from(l.max_bind_groups)),
+            ("timestamp_query", u64::from(self.features.contains(wgpu::Features::TIMESTAMP_QUERY))),
+        ]
+    }
+
+    // --- buffers -----------------------------------------------------------------------------
+
+    /// A zeroed f32 storage buffer of `len` elements that can be copied to and from.
+    pub fn zeros(&self, label: &str, len: usize) -> Result<Buffer, GpuError> {
+        let size = self.checked_size(label, len)?;
+        let buffer = self.device.create_buffer(&wgpu::BufferDescriptor {
+            label: Some(label),
+            size,
+            usage: STORAGE_USAGE,
+            mapped_at_creation: false,
+        });
+        Ok(Buffer { buffer, len })
+    }
+
+    /// A small buffer to bind where an optional operand is absent.
+    pub fn unused(&self) -> &Buffer {
+        &self.unused
+    }
+
+    /// A storage buffer holding `data`.
+    pub fn upload(&self, label: &str, data: &[f32]) -> Result<Buffer, GpuError> {
+        self.checked_size(label, data.len())?;
+        let contents: &[u8] = if data.is_empty() { &[0u8; 4] } else { bytemuck::cast_slice(data) };
+        let buffer = self.device.create_buffer_init(&wgpu::util::BufferInitDescriptor {
+            label: Some(label),
+            contents,
+            usage: STORAGE_USAGE,
+        });
+        Ok(Buffer { buffer, len: data.len() })
+    }
+
+    /// Overwrites the start of `dst` with `data`.
+    pub fn write(&self, dst: &Buffer, data: &[f32]) {
+        debug_assert!(data.len() <= dst.len);
+        self.queue.write_buffer(&dst.buffer, 0, bytemuck::cast_slice(data));
+    }
+
+    /// A uniform buffer holding one parameter struct.
+    pub fn uniform<T: bytemuck::Pod>(&self, label: &str, params: &T) -> wgpu::Buffer {
+        self.device.create_buffer_init(&wgpu::util::BufferInitDescriptor {
+            label: Some(label),
+            contents: bytemuck::bytes_of(params),
+            usage: wgpu::BufferUsages::UNIFORM | wgpu::BufferUsages::COPY_DST,
+        })
+    }
+
+    fn checked_size(&self, label: &str, len: usize) -> Result<u64, GpuError> {
+        let size = (len.max(1) * 4) as u64;
+        let max = self.limits.max_storage_buffer_binding_size;
+        if size > max || size > self.limits.max_buffer_size {
+            return Err(GpuError::TooLarge { what: label.to_string(), bytes: size, limit: max });
+        }
+        Ok(size)
+    }
+
+    // --- pipelines ---------------------------------------------------------------------------
+
+    /// The compute pipeline for `entry` of the shader `source`, created on first use and cached
+    /// under `key` (for example `matmul_nn_4x4`). Validation errors come back as `Err`.
+    pub async fn kernel(
+        &self,
+        key: &str,
+        shader: &'static str,
+        source: &'static str,
+        entry: &'static str,
+    ) -> Result<Kernel, GpuError> {
+        if let Some(k) = lock(&self.kernels).get(key) {
+            return Ok(k.clone());
+        }
+        let scope = self.device.push_error_scope(wgpu::ErrorFilter::Validation);
+        let module = self.module(shader, source);
+        let pipeline = self.device.create_compute_pipeline(&wgpu::ComputePipelineDescriptor {
+            label: Some(key),
+            layout: None,
+            module: &module,
+            entry_point: Some(entry),
+            compilation_options: Default::default(),
+            cache: None,
+        });
+        if let Some(e) = scope.pop().await {
+            return Err(GpuError::Pipeline { key: key.to_string(), message: first_line(&e.to_string()) });
+        }
+        if self.debug >= 1 {
+            log(&format!("cdl: pipeline {key} = {shader}.wgsl::{entry}"));
+        }
+        if self.debug >= 2 {
+            log(source);
+        }
+        let k = Kernel { key: key.to_string(), pipeline };
+        lock(&self.kernels).insert(key.to_string(), k.clone());
+        Ok(k)
+    }
+
+    fn module(&self, shader: &'static str, source: &'static str) -> wgpu::ShaderModule {
+        if let Some(m) = lock(&self.modules).get(shader) {
+            return m.clone();
+        }
+        let desc =
+            wgpu::ShaderModuleDescriptor { label: Some(shader), source: wgpu::ShaderSource::Wgsl(source.into()) };
+        let module = if self.shader_checks || cfg!(target_arch = "wasm32") {
+            self.device.create_shader_module(desc)
+        } else {
+            // SAFETY: every kernel bounds-checks its own indices against the shape uniforms, and
+            // launchers check buffer lengths against shapes before binding (tests run the same
+            // kernels with `CDL_SHADER_CHECKS=1`).
+            #[allow(unsafe_code)]
+            unsafe {
+                self.device.create_shader_module_trusted(desc, wgpu::ShaderRuntimeChecks::unchecked())
+            }
+        };
+        lock(&self.modules).insert(shader, module.clone());
+        module
+    }
+
+    /// A dispatch of `kernel` over `buffers` (group 0, in binding order) with `params` (group 1).
+    pub fn dispatch<T: bytemuck::Pod>(
+        &self,
+        kernel: &Kernel,
+        buffers: &[&wgpu::Buffer],
+        params: &T,
+        workgroups: u32,
+    ) -> Result<Dispatch, GpuError> {
+        let layout0 = kernel.pipeline.get_bind_group_layout(0);
+        let entries: Vec<wgpu::BindGroupEntry> = buffers
+            .iter()
+            .enumerate()
+            .map(|(i, b)| wgpu::BindGroupEntry { binding: i as u32, resource: b.as_entire_binding() })
+            .collect();
+        let storage = self.device.create_bind_group(&wgpu::BindGroupDescriptor {
+            label: Some(&kernel.key),
+            layout: &layout0,
+            entries: &entries,
+        });
+        let ubuf = self.uniform(&kernel.key, params);
+        let uniforms = self.device.create_bind_group(&wgpu::BindGroupDescriptor {
+            label: Some(&kernel.key),
+            layout: &kernel.pipeline.get_bind_group_layout(1),
+            entries: &[wgpu::BindGroupEntry { binding: 0, resource: ubuf.as_entire_binding() }],
+        });
+        let grid = fold_workgroups(workgroups)?;
+        if self.debug >= 1 {
+            log(&format!("cdl: dispatch {} workgroups {} -> {:?}", kernel.key, workgroups, grid));
+        }
+        Ok(Dispatch { pipeline: kernel.pipeline.clone(), groups: [storage, uniforms], params: ubuf, grid })
+    }
+
+    /// Encodes and submits `dispatches` in one compute pass.
+    pub fn run(&self, dispatches: &[&Dispatch]) {
+        let mut enc = self.device.create_command_encoder(&Default::default());
+        {
+            let mut pass = enc.begin_compute_pass(&Default::default());
+            for d in dispatches {
+                d.encode(&mut pass);
+            }
+        }
+        self.queue.submit([enc.finish()]);
+    }
+
+    /// Reads a buffer back to the host.
+    pub async fn read(&self, buf: &Buffer) -> Result<Vec<f32>, GpuError> {
+        let out = readback::read_f32(self, &buf.buffer, buf.len).await;
+        self.take_error()?;
+        out
+    }
+
+    /// The first device error recorded since the last call, if any.
+    pub fn take_error(&self) -> Result<(), GpuError> {
+        let mut errs = lock(&self.errors);
+        match errs.first().cloned() {
+            Some(e) => {
+                errs.clear();
+                Err(GpuError::Device(e))
+            }
+            None => Ok(()),
+        }
+    }
+
+    /// Reads a buffer of u32 words back to the host (same bytes, other type).
+    pub async fn read_u32(&self, buf: &Buffer) -> Result<Vec<u32>, GpuError> {
+        Ok(self.read(buf).await?.into_iter().map(f32::to_bits).collect())
+    }
+
+    /// Waits until the queue is idle (natively); the browser resolves this itself.
+    pub async fn finish(&self) -> Result<(), GpuError> {
+        readback::wait_idle(self).await?;
+        self.take_error()
+    }
+}
+
+const STORAGE_USAGE: wgpu::BufferUsages =
+    wgpu::BufferUsages::STORAGE.union(wgpu::BufferUsages::COPY_SRC).union(wgpu::BufferUsages::COPY_DST);
+
+/// An f32 storage buffer and its element count.
+#[derive(Clone, Debug)]
+pub struct Buffer {
+    pub buffer: wgpu::Buffer,
+    pub len: usize,
+}
+
+/// A prepared dispatch: pipeline, bind groups and grid, created once and encoded every step.
+#[derive(Debug)]
+pub struct Dispatch {
+    pipeline: wgpu::ComputePipeline,
+    groups: [wgpu::BindGroup; 2],
+    /// The uniform buffer behind group 1, for launchers that update parameters in place.
+    pub params: wgpu::Buffer,
+    grid: UVec3,
+}
+
+impl Dispatch {
+    /// Replaces the folded 1-D grid with an explicit 2-D one (for kernels indexed by
+    /// `global_invocation_id`, such as the benchmark baselines).
+    pub fn set_grid(&mut self, x: u32, y: u32) {
+        self.grid = UVec3::new(x, y, 1);
+    }
+
+    pub fn encode(&self, pass: &mut wgpu::ComputePass<'_>) {
+        pass.set_pipeline(&self.pipeline);
+        pass.set_bind_group(0, &self.groups[0], &[]);
+        pass.set_bind_group(1, &self.groups[1], &[]);
+        pass.dispatch_workgroups(self.grid.x, self.grid.y, self.grid.z);
+    }
+}
+
+/// Folds a linear workgroup count into a grid whose dimensions stay within the WebGPU limit.
+/// Kernels recover the linear id as `(wid.z * n.y + wid.y) * n.x + wid.x` and skip ids past
+/// the count (the grid may overshoot by less than one row).
+pub fn fold_workgroups(count: u32) -> Result<UVec3, GpuError> {
+    let m = MAX_WORKGROUPS_PER_DIM;
+    if count <= m {
+        return Ok(UVec3::new(count.max(1), 1, 1));
+    }
+    let y = count.div_ceil(m);
+    if y <= m {
+        return Ok(UVec3::new(count.div_ceil(y), y, 1));
+    }
+    let z = y.div_ceil(m);
+    let y = y.div_ceil(z);
+    Ok(UVec3::new(count.div_ceil(y * z), y, z))
+}
+
+/// Number of groups of `per_group` needed to cover `n` items.
+pub fn groups_for(n: usize, per_group: usize) -> u32 {
+    n.div_ceil(per_group).max(1) as u32
+}
+
+async fn pick_adapter(instance: &wgpu::Instance, opts: &GpuOptions) -> Result<wgpu::Adapter, GpuError> {
+    #[cfg(not(target_arch = "wasm32"))]
+    if let Some(want) = &opts.adapter {
+        let want = want.to_lowercase();
+        let all = instance.enumerate_adapters(wgpu::Backends::all()).await;
+        let names: Vec<String> = all.iter().map(|a| a.get_info().name).collect();
+        return all
+            .into_iter()
+            .find(|a| a.get_info().name.to_lowercase().contains(&want))
+            .ok_or(GpuError::AdapterNotFound { want, available: names });
+    }
+    #[cfg(target_arch = "wasm32")]
+    let _ = opts;
+    instance
+        .request_adapter(&wgpu::RequestAdapterOptions {
+            power_preference: wgpu::PowerPreference::HighPerformance,
+            ..Default::default()
+        })
+        .await
+        .map_err(|_| GpuError::NoAdapter)
+}
+
+/// Locks a cache; a poisoned lock still holds a consistent map (inserts are single calls).
+fn lock<T>(m: &Mutex<T>) -> MutexGuard<'_, T> {
+    m.lock().unwrap_or_else(|e| e.into_inner())
+}
+
+fn first_line(s: &str) -> String {
+    s.lines().map(str::trim).filter(|l| !l.is_empty()).collect::<Vec<_>>().join(" ")
+}
+
+fn debug_level() -> u32 {
+    #[cfg(not(target_arch = "wasm32"))]
+    {
+        std::env::var("CDL_DEBUG").ok().and_then(|v| v.parse().ok()).unwrap_or(0)
+    }
+    #[cfg(target_arch = "wasm32")]
+    0
+}
+
+/// Writes a diagnostic line: stderr natively, the console in a browser.
+pub fn log(msg: &str) {
+    #[cfg(not(target_arch = "wasm32"))]
+    eprintln!("{msg}");
+    #[cfg(target_arch = "wasm32")]
+    web_sys::console::log_1(&msg.into());
+}

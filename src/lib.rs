@@ -1,0 +1,12 @@
+//! CDL: diffusion models trained with the Contrastive Diffusion Loss on WebGPU, natively and in
+//! the browser, from one set of WGSL shaders.
+//!
+//! Layers, each depending only on those above it: `reference` (CPU oracles, depends on nothing),
+//! `gpu` (device, buffers, pipelines, dispatch, readback), `ops` (the op registry and launchers).
+
+pub mod gpu;
+pub mod ops;
+pub mod reference;
+
+#[cfg(target_arch = "wasm32")]
+pub mod web;

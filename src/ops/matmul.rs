@@ -1,0 +1,309 @@
+//! Launchers for `shaders/matmul.wgsl`: batched out = op(a) · op(b) + bias and its backward.
+
+use super::{f64s, need, prepare, run_read, CheckFuture, CheckResult, Entry, OpSpec};
+use crate::gpu::{groups_for, Buffer, Dispatch, Gpu, GpuError};
+use crate::reference::matmul::{self as r, MatmulShape};
+use crate::reference::philox::normal_vec;
+use crate::reference::tol::{compare, Tol, LOOSE};
+
+/// f32 dot products of length K over unit normals: the rounding error grows like
+/// sqrt(K) * 2^-24 * (partial sum size ~ sqrt(K)), about 2e-5 at K = 300; LOOSE has 5x margin
+/// on the absolute part and covers outputs near zero, where relative error is meaningless.
+const WHY: &str = "f32 accumulation over K terms vs an f64 reference";
+
+pub const SPEC: OpSpec = OpSpec {
+    name: "matmul",
+    source: super::shader_source!("matmul.wgsl"),
+    entries: &[
+        Entry { name: "matmul_nn", reference: "matmul::matmul", tol: LOOSE, why: WHY },
+        Entry { name: "matmul_nt", reference: "matmul::matmul (trans_b)", tol: LOOSE, why: WHY },
+        Entry { name: "matmul_tn", reference: "matmul::matmul (trans_a)", tol: LOOSE, why: WHY },
+        Entry { name: "matmul_nn4", reference: "matmul::matmul", tol: LOOSE, why: WHY },
+        Entry { name: "matmul_nt4", reference: "matmul::matmul (trans_b)", tol: LOOSE, why: WHY },
+        Entry { name: "matmul_tn4", reference: "matmul::matmul (trans_a)", tol: LOOSE, why: WHY },
+        Entry { name: "matmul_bwd_bias", reference: "matmul::matmul_bwd_bias", tol: LOOSE, why: WHY },
+    ],
+    check,
+};
+
+/// Which operands are stored transposed.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum Layout {
+    /// a (M, K), b (K, N)
+    NN,
+    /// a (M, K), b (N, K)
+    NT,
+    /// a (K, M), b (K, N)
+    TN,
+}
+
+impl Layout {
+    /// The entry point for these dimensions: the vec4 variant when the dimensions read along
+    /// rows are multiples of 4, else the scalar one.
+    fn entry(self, d: Dims) -> &'static str {
+        let aligned = match self {
+            Layout::NN | Layout::NT => d.k.is_multiple_of(4) && d.n.is_multiple_of(4),
+            Layout::TN => d.m.is_multiple_of(4) && d.n.is_multiple_of(4),
+        };
+        match (self, aligned) {
+            (Layout::NN, false) => "matmul_nn",
+            (Layout::NT, false) => "matmul_nt",
+            (Layout::TN, false) => "matmul_tn",
+            (Layout::NN, true) => "matmul_nn4",
+            (Layout::NT, true) => "matmul_nt4",
+            (Layout::TN, true) => "matmul_tn4",
+        }
+    }
+
+    fn shape(self, d: Dims) -> MatmulShape {
+        MatmulShape { m: d.m, n: d.n, k: d.k, trans_a: self == Layout::TN, trans_b: self == Layout::NT }
+    }
+}
+
+/// Problem size: `batch` independent (M, N, K) products over contiguous matrices.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub struct Dims {
+    pub m: usize,
+    pub n: usize,
+    pub k: usize,
+    pub batch: usize,
+}
+
+impl Dims {
+    pub fn new(m: usize, n: usize, k: usize) -> Self {
+        Self { m, n, k, batch: 1 }
+    }
+
+    /// Multiply-adds times two.
+    pub fn flops(&self) -> f64 {
+        2.0 * (self.m * self.n * self.k * self.batch) as f64
+    }
+}
+
+/// Rows and columns of output per workgroup (R and COLS in the shader).
+const TILE_ROWS: usize = 16;
+const TILE_COLS: usize = 256;
+
+#[repr(C)]
+#[derive(Clone, Copy, bytemuck::Pod, bytemuck::Zeroable)]
+struct Params {
+    m: u32,
+    n: u32,
+    k: u32,
+    batch: u32,
+    stride_a: u32,
+    stride_b: u32,
+    stride_out: u32,
+    has_bias: u32,
+}
+
+impl Params {
+    fn new(d: Dims, has_bias: bool) -> Self {
+        Self {
+            m: d.m as u32,
+            n: d.n as u32,
+            k: d.k as u32,
+            batch: d.batch as u32,
+            stride_a: (d.m * d.k) as u32,
+            stride_b: (d.k * d.n) as u32,
+            stride_out: (d.m * d.n) as u32,
+            has_bias: u32::from(has_bias),
+        }
+    }
+}
+
+fn key(entry: &str) -> String {
+    format!("{entry}_r{TILE_ROWS}_c{TILE_COLS}")
+}
+
+/// out = op(a) · op(b) (+ bias), per batch. `bias` is (N,), shared across the batch.
+pub async fn matmul(
+    gpu: &Gpu,
+    layout: Layout,
+    a: &Buffer,
+    b: &Buffer,
+    bias: Option<&Buffer>,
+    out: &Buffer,
+    d: Dims,
+) -> Result<Dispatch, GpuError> {
+    if d.m == 0 || d.n == 0 || d.k == 0 || d.batch == 0 {
+        return Err(GpuError::Shape(format!("matmul with an empty dimension: {d:?}")));
+    }
+    need("matmul a", a, d.batch * d.m * d.k)?;
+    need("matmul b", b, d.batch * d.k * d.n)?;
+    need("matmul out", out, d.batch * d.m * d.n)?;
+    let bias_buf = match bias {
+        Some(bb) => {
+            need("matmul bias", bb, d.n)?;
+            bb
+        }
+        None => gpu.unused(), // bound but never read (has_bias = 0)
+    };
+    let tiles = d.batch * d.m.div_ceil(TILE_ROWS) * d.n.div_ceil(TILE_COLS);
+    let entry = layout.entry(d);
+    let params = Params::new(d, bias.is_some());
+    prepare(gpu, &SPEC, entry, &key(entry), &[a, b, bias_buf, out], &params, tiles as u32).await
+}
+
+/// How a gradient is computed: a forward product of `layout` over `dims`, with `dout` as its
+/// first operand when `dout_first`, else as its second.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub struct Plan {
+    pub layout: Layout,
+    pub dims: Dims,
+    pub dout_first: bool,
+}
+
+impl Plan {
+    /// The entry point that runs this plan.
+    pub fn entry(&self) -> &'static str {
+        self.layout.entry(self.dims)
+    }
+}
+
+/// The product giving `da` for `out = op(a) · op(b)` (stored like `a`, overwritten).
+pub fn bwd_a_plan(layout: Layout, d: Dims) -> Plan {
+    let Dims { m, n, k, batch } = d;
+    match layout {
+        // da (M, K) = dout (M, N) · b^T, b (K, N)
+        Layout::NN => Plan { layout: Layout::NT, dims: Dims { m, n: k, k: n, batch }, dout_first: true },
+        // da (M, K) = dout (M, N) · b, b (N, K)
+        Layout::NT => Plan { layout: Layout::NN, dims: Dims { m, n: k, k: n, batch }, dout_first: true },
+        // da (K, M) = b (K, N) · dout^T
+        Layout::TN => Plan { layout: Layout::NT, dims: Dims { m: k, n: m, k: n, batch }, dout_first: false },
+    }
+}
+
+/// The product giving `db` for `out = op(a) · op(b)` (stored like `b`, overwritten).
+pub fn bwd_b_plan(layout: Layout, d: Dims) -> Plan {
+    let Dims { m, n, k, batch } = d;
+    match layout {
+        // db (K, N) = a^T (K, M) · dout (M, N)
+        Layout::NN => Plan { layout: Layout::TN, dims: Dims { m: k, n, k: m, batch }, dout_first: false },
+        // db (N, K) = dout^T (N, M) · a (M, K)
+        Layout::NT => Plan { layout: Layout::TN, dims: Dims { m: n, n: k, k: m, batch }, dout_first: true },
+        // db (K, N) = a (K, M) · dout (M, N)
+        Layout::TN => Plan { layout: Layout::NN, dims: Dims { m: k, n, k: m, batch }, dout_first: false },
+    }
+}
+
+async fn run_plan(gpu: &Gpu, plan: Plan, dout: &Buffer, other: &Buffer, grad: &Buffer) -> Result<Dispatch, GpuError> {
+    let (x, y) = if plan.dout_first { (dout, other) } else { (other, dout) };
+    matmul(gpu, plan.layout, x, y, None, grad, plan.dims).await
+}
+
+/// The gradient of `a` for `out = op(a) · op(b)`: stored like `a`, overwritten.
+pub async fn matmul_bwd_a(
+    gpu: &Gpu,
+    layout: Layout,
+    dout: &Buffer,
+    b: &Buffer,
+    da: &Buffer,
+    d: Dims,
+) -> Result<Dispatch, GpuError> {
+    run_plan(gpu, bwd_a_plan(layout, d), dout, b, da).await
+}
+
+/// The gradient of `b` for `out = op(a) · op(b)`: stored like `b`, overwritten.
+pub async fn matmul_bwd_b(
+    gpu: &Gpu,
+    layout: Layout,
+    dout: &Buffer,
+    a: &Buffer,
+    db: &Buffer,
+    d: Dims,
+) -> Result<Dispatch, GpuError> {
+    run_plan(gpu, bwd_b_plan(layout, d), dout, a, db).await
+}
+
+/// dbias (N,) += column sums of dout over all rows and batches.
+pub async fn matmul_bwd_bias(gpu: &Gpu, dout: &Buffer, dbias: &Buffer, d: Dims) -> Result<Dispatch, GpuError> {
+    need("matmul_bwd_bias dout", dout, d.batch * d.m * d.n)?;
+    need("matmul_bwd_bias dbias", dbias, d.n)?;
+    let params = Params::new(d, false);
+    prepare(gpu, &SPEC, "matmul_bwd_bias", "matmul_bwd_bias", &[dout, dbias], &params, groups_for(d.n, 64)).await
+}
+
+fn check(gpu: &Gpu) -> CheckFuture<'_> {
+    Box::pin(check_async(gpu))
+}
+
+fn result(entry: &'static str, shape: String, got: &[f32], want: &[f64]) -> CheckResult {
+    let tol: Tol = SPEC.entry(entry).map_or(LOOSE, |e| e.tol);
+    CheckResult { op: SPEC.name, entry, shape, tol, report: compare(got, want, tol) }
+}
+
+async fn check_async(gpu: &Gpu) -> Result<Vec<CheckResult>, GpuError> {
+    let mut results = Vec::new();
+    // Several tiles in both directions, K not a multiple of 4, a batch, with and without bias.
+    // The aligned shapes take the vec4 entry points (M stays odd where the layout allows).
+    for (d, with_bias) in [
+        (Dims { m: 67, n: 45, k: 83, batch: 2 }, true),
+        (Dims { m: 131, n: 97, k: 150, batch: 1 }, false),
+        (Dims { m: 68, n: 44, k: 84, batch: 3 }, true),
+        (Dims { m: 100, n: 132, k: 36, batch: 1 }, false),
+    ] {
+        for layout in [Layout::NN, Layout::NT, Layout::TN] {
+            results.extend(check_one(gpu, layout, d, with_bias).await?);
+        }
+    }
+    Ok(results)
+}
+
+/// Forward, both input gradients and (with bias) the bias gradient of one layout, each against
+/// the f64 reference run per batch.
+async fn check_one(gpu: &Gpu, layout: Layout, d: Dims, with_bias: bool) -> Result<Vec<CheckResult>, GpuError> {
+    let s = layout.shape(d);
+    let (na, nb, nc) = (d.m * d.k, d.k * d.n, d.m * d.n);
+    let xa = normal_vec(na * d.batch, 7, 0);
+    let xb = normal_vec(nb * d.batch, 7, 1);
+    let xbias = normal_vec(d.n, 7, 2);
+    let xdout = normal_vec(nc * d.batch, 7, 3);
+    let (a64, b64, bias64, dout64) = (f64s(&xa), f64s(&xb), f64s(&xbias), f64s(&xdout));
+    let a = gpu.upload("a", &xa)?;
+    let b = gpu.upload("b", &xb)?;
+    let bias = gpu.upload("bias", &xbias)?;
+    let dout = gpu.upload("dout", &xdout)?;
+    let out = gpu.zeros("out", nc * d.batch)?;
+    let da = gpu.zeros("da", na * d.batch)?;
+    let db = gpu.zeros("db", nb * d.batch)?;
+
+    let (mut want_out, mut want_da, mut want_db) =
+        (vec![0.0; nc * d.batch], vec![0.0; na * d.batch], vec![0.0; nb * d.batch]);
+    for t in 0..d.batch {
+        let (ra, rb, rc) = (t * na..(t + 1) * na, t * nb..(t + 1) * nb, t * nc..(t + 1) * nc);
+        r::matmul(&mut want_out[rc.clone()], &a64[ra.clone()], &b64[rb.clone()], with_bias.then_some(&bias64[..]), s);
+        r::matmul_bwd_a(&mut want_da[ra.clone()], &dout64[rc.clone()], &b64[rb.clone()], s);
+        r::matmul_bwd_b(&mut want_db[rb], &dout64[rc], &a64[ra], s);
+    }
+    let shape = format!(
+        "{:?} m={} n={} k={} batch={}{}",
+        layout,
+        d.m,
+        d.n,
+        d.k,
+        d.batch,
+        if with_bias { " +bias" } else { "" }
+    );
+    let entry = layout.entry(d);
+    let mut results = Vec::new();
+    let f = matmul(gpu, layout, &a, &b, with_bias.then_some(&bias), &out, d).await?;
+    results.push(result(entry, shape.clone(), &run_read(gpu, &f, &out).await?, &want_out));
+    let ga = matmul_bwd_a(gpu, layout, &dout, &b, &da, d).await?;
+    let e = bwd_a_plan(layout, d).entry();
+    results.push(result(e, format!("{shape} bwd_a"), &run_read(gpu, &ga, &da).await?, &want_da));
+    let gb = matmul_bwd_b(gpu, layout, &dout, &a, &db, d).await?;
+    let e = bwd_b_plan(layout, d).entry();
+    results.push(result(e, format!("{shape} bwd_b"), &run_read(gpu, &gb, &db).await?, &want_db));
+    if with_bias {
+        // Accumulates into a non-zero gradient, as parameter gradients do.
+        let dbias = gpu.upload("dbias", &xbias)?;
+        let mut want = bias64.clone();
+        for t in 0..d.batch {
+            r::matmul_bwd_bias(&mut want, &dout64[t * nc..(t + 1) * nc], d.m, d.n);
+        }
+        let g = matmul_bwd_bias(gpu, &dout, &dbias, d).await?;
+        results.push(result("matmul_bwd_bias", shape, &run_read(gpu, &g, &dbias).await?, &want));
+    }
+    Ok(results)
+}

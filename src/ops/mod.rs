@@ -1,0 +1,133 @@
+//! The op registry and one launcher module per shader family.
+//!
+//! `OPS` is the single table that shader validation, pipeline creation, the GPU-vs-reference
+//! checks (native tests, browser tests, `cdl info`) and the benchmarks iterate. Launchers check
+//! shapes against buffer lengths, then return a prepared `Dispatch` (pipeline + bind groups +
+//! grid) that a caller creates once and encodes every step. No math lives here.
+//!
+//! Dimension letters: B rows (batch), N row length, M/N/K matmul rows/cols/inner.
+
+pub mod elementwise;
+pub mod matmul;
+pub mod philox;
+pub mod reduce;
+
+use std::future::Future;
+use std::pin::Pin;
+
+use crate::gpu::{Buffer, Dispatch, Gpu, GpuError};
+use crate::reference::tol::{Report, Tol};
+
+/// Prepends the shared helpers to an op shader (WGSL has no #include).
+macro_rules! shader_source {
+    ($file:literal) => {
+        concat!(include_str!("../../shaders/common/index.wgsl"), "\n", include_str!(concat!("../../shaders/", $file)))
+    };
+}
+pub(crate) use shader_source;
+
+/// One entry point of a shader: its CPU reference and the tolerance its check uses.
+#[derive(Clone, Copy, Debug)]
+pub struct Entry {
+    pub name: &'static str,
+    /// The reference function(s) it is checked against.
+    pub reference: &'static str,
+    pub tol: Tol,
+    /// Why this tolerance.
+    pub why: &'static str,
+}
+
+/// The result of checking one entry point on one shape.
+#[derive(Clone, Debug)]
+pub struct CheckResult {
+    pub op: &'static str,
+    pub entry: &'static str,
+    pub shape: String,
+    pub tol: Tol,
+    pub report: Report,
+}
+
+impl CheckResult {
+    pub fn ok(&self) -> bool {
+        self.report.ok()
+    }
+}
+
+impl std::fmt::Display for CheckResult {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        let status = if self.ok() { "OK" } else { "NOT OK" };
+        write!(f, "{status:6} {}::{} [{}] {}", self.op, self.entry, self.shape, self.report)
+    }
+}
+
+pub type CheckFuture<'a> = Pin<Box<dyn Future<Output = Result<Vec<CheckResult>, GpuError>> + 'a>>;
+
+/// A shader family: file stem, full source, entry points and its GPU-vs-reference check.
+pub struct OpSpec {
+    /// Shader file stem, Rust module name and registry key.
+    pub name: &'static str,
+    /// The WGSL exactly as pipelines receive it (shared helpers prepended).
+    pub source: &'static str,
+    pub entries: &'static [Entry],
+    /// Runs every entry point on shapes that need several workgroups and compares with the
+    /// reference.
+    pub check: for<'a> fn(&'a Gpu) -> CheckFuture<'a>,
+}
+
+impl OpSpec {
+    pub fn entry(&self, name: &str) -> Option<&Entry> {
+        self.entries.iter().find(|e| e.name == name)
+    }
+}
+
+/// Every op family.
+pub const OPS: &[OpSpec] = &[elementwise::SPEC, matmul::SPEC, reduce::SPEC, philox::SPEC];
+
+/// Looks an op family up by name.
+pub fn op(name: &str) -> Option<&'static OpSpec> {
+    OPS.iter().find(|o| o.name == name)
+}
+
+/// Runs the check of every registered op; stops at the first GPU error, not at the first
+/// numeric failure (those are reported in the results).
+pub async fn check_all(gpu: &Gpu) -> Result<Vec<CheckResult>, GpuError> {
+    let mut out = Vec::new();
+    for spec in OPS {
+        out.extend((spec.check)(gpu).await?);
+    }
+    Ok(out)
+}
+
+/// The pipeline for `entry` of `spec`, and a dispatch of it over `buffers` with `params`.
+pub(crate) async fn prepare<T: bytemuck::Pod>(
+    gpu: &Gpu,
+    spec: &OpSpec,
+    entry: &'static str,
+    key: &str,
+    buffers: &[&Buffer],
+    params: &T,
+    workgroups: u32,
+) -> Result<Dispatch, GpuError> {
+    let kernel = gpu.kernel(key, spec.name, spec.source, entry).await?;
+    let raw: Vec<&wgpu::Buffer> = buffers.iter().map(|b| &b.buffer).collect();
+    gpu.dispatch(&kernel, &raw, params, workgroups)
+}
+
+/// Fails unless `buf` holds at least `need` elements.
+pub(crate) fn need(what: &str, buf: &Buffer, need: usize) -> Result<(), GpuError> {
+    if buf.len < need {
+        return Err(GpuError::Shape(format!("{what} has {} elements, needs {need}", buf.len)));
+    }
+    Ok(())
+}
+
+/// Runs one prepared dispatch and reads `out` back (for checks and one-off use).
+pub(crate) async fn run_read(gpu: &Gpu, d: &Dispatch, out: &Buffer) -> Result<Vec<f32>, GpuError> {
+    gpu.run(&[d]);
+    gpu.read(out).await
+}
+
+/// f32 test data as f64 for the reference.
+pub(crate) fn f64s(x: &[f32]) -> Vec<f64> {
+    crate::reference::to_f64(x)
+}

@@ -1,0 +1,28 @@
+//! Plain-Rust CPU oracles for every op: loop-based, obviously correct, never fast.
+//!
+//! The reference is what GPU kernels are checked against and what CPU-only CI exercises. Each
+//! function mirrors a shader entry point: outputs first, then inputs, then dimensions, with a
+//! shape comment on every slice. Numeric references are generic over `Float` so the same code
+//! serves f32 (the oracle for GPU results) and f64 (finite-difference gradient checks).
+//!
+//! Contract shared with the shaders: activation gradients (`dx`) are overwritten, parameter
+//! gradients (`dweight`, `dbias`) are accumulated (`+=`).
+//!
+//! Dimension letters: B batch (rows), M/N/K matmul rows/cols/inner, C channels, H/W height/width,
+//! G groups, T tokens, E embedding width.
+//!
+//! This module depends on nothing else in the crate.
+
+pub mod elementwise;
+pub mod gradcheck;
+pub mod matmul;
+pub mod philox;
+pub mod reduce;
+pub mod tol;
+
+pub use num_traits::Float;
+
+/// Converts a slice to f64 (for gradient checks driven from f32 data).
+pub fn to_f64(x: &[f32]) -> Vec<f64> {
+    x.iter().map(|&v| f64::from(v)).collect()
+}
