@@ -13,11 +13,17 @@
 //!
 //! This module depends on nothing else in the crate.
 
+pub mod attention;
+pub mod conv2d;
 pub mod elementwise;
+pub mod embedding;
 pub mod gradcheck;
+pub mod groupnorm;
 pub mod matmul;
+pub mod optim;
 pub mod philox;
 pub mod reduce;
+pub mod resample;
 pub mod tol;
 
 pub use num_traits::Float;

@@ -1,0 +1,181 @@
+//! 2-D convolution with bias, NCHW: kernel 3 (padding 1) or 1 (padding 0), stride 1 or 2.
+//!
+//! out[b, co, oy, ox] = bias[co] + sum_{ci, ky, kx} weight[co, ci, ky, kx] * x[b, ci, iy, ix]
+//! with iy = oy * stride + ky - pad, ix = ox * stride + kx - pad, and x = 0 outside the image
+//! (zero padding). Output size (H + 2 pad - K) / stride + 1, as PyTorch's `nn.Conv2d` (floor).
+//! Weight layout (Cout, Cin, K, K) as PyTorch, so a checkpoint maps one to one.
+//!
+//! Not here: dilation, groups, transposed convolution, fused up/downsampling (the UNet resamples
+//! with `resample.rs` and then convolves). The attention projections are 1x1 convolutions and
+//! reuse this file (`attention.rs`).
+//!
+//! Saved for backward: nothing beyond the forward input `x` (for `conv2d_bwd_weight`) and the
+//! weight (for `conv2d_bwd_input`).
+//! Overwritten: `out`, `dx`. Accumulated (`+=`): `dweight`, `dbias`.
+
+use super::Float;
+
+/// Problem size of one convolution. `h`, `w` are the input size; `pad` is `k / 2` for the
+/// supported odd kernels ("same" padding at stride 1).
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub struct Conv2dShape {
+    pub b: usize,
+    pub cin: usize,
+    pub cout: usize,
+    pub h: usize,
+    pub w: usize,
+    pub k: usize,
+    pub stride: usize,
+    pub pad: usize,
+}
+
+impl Conv2dShape {
+    /// A convolution with "same" padding `k / 2` (k = 3 -> 1, k = 1 -> 0).
+    pub fn new(b: usize, cin: usize, cout: usize, h: usize, w: usize, k: usize, stride: usize) -> Self {
+        Self { b, cin, cout, h, w, k, stride, pad: k / 2 }
+    }
+
+    /// Output height, (H + 2 pad - K) / stride + 1.
+    pub fn ho(&self) -> usize {
+        (self.h + 2 * self.pad - self.k) / self.stride + 1
+    }
+
+    /// Output width, (W + 2 pad - K) / stride + 1.
+    pub fn wo(&self) -> usize {
+        (self.w + 2 * self.pad - self.k) / self.stride + 1
+    }
+
+    /// Elements of x: B * Cin * H * W.
+    pub fn x_len(&self) -> usize {
+        self.b * self.cin * self.h * self.w
+    }
+
+    /// Elements of out: B * Cout * Ho * Wo.
+    pub fn out_len(&self) -> usize {
+        self.b * self.cout * self.ho() * self.wo()
+    }
+
+    /// Elements of weight: Cout * Cin * K * K.
+    pub fn weight_len(&self) -> usize {
+        self.cout * self.cin * self.k * self.k
+    }
+
+    /// The input pixel read by output pixel (oy, ox) at tap (ky, kx), or None in the padding.
+    fn input_pixel(&self, oy: usize, ox: usize, ky: usize, kx: usize) -> Option<(usize, usize)> {
+        let iy = (oy * self.stride + ky).checked_sub(self.pad)?;
+        let ix = (ox * self.stride + kx).checked_sub(self.pad)?;
+        (iy < self.h && ix < self.w).then_some((iy, ix))
+    }
+
+    fn x_idx(&self, b: usize, ci: usize, iy: usize, ix: usize) -> usize {
+        ((b * self.cin + ci) * self.h + iy) * self.w + ix
+    }
+
+    fn w_idx(&self, co: usize, ci: usize, ky: usize, kx: usize) -> usize {
+        ((co * self.cin + ci) * self.k + ky) * self.k + kx
+    }
+
+    fn out_idx(&self, b: usize, co: usize, oy: usize, ox: usize) -> usize {
+        ((b * self.cout + co) * self.ho() + oy) * self.wo() + ox
+    }
+
+    fn check(&self) {
+        assert!(self.k == 1 || self.k == 3, "conv2d: kernel {} unsupported (1 or 3)", self.k);
+        assert!(self.stride == 1 || self.stride == 2, "conv2d: stride {} unsupported", self.stride);
+        assert!(self.h + 2 * self.pad >= self.k && self.w + 2 * self.pad >= self.k);
+    }
+}
+
+// ---------------------------------------------------------------------------------------------
+
+/// out = conv(x, weight) + bias.
+/// out: (B, Cout, Ho, Wo), x: (B, Cin, H, W), weight: (Cout, Cin, K, K), bias: (Cout,)
+pub fn conv2d_fwd<T: Float>(out: &mut [T], x: &[T], weight: &[T], bias: Option<&[T]>, s: Conv2dShape) {
+    s.check();
+    for b in 0..s.b {
+        for co in 0..s.cout {
+            for oy in 0..s.ho() {
+                for ox in 0..s.wo() {
+                    let mut acc = bias.map_or(T::zero(), |bias| bias[co]);
+                    for ci in 0..s.cin {
+                        for ky in 0..s.k {
+                            for kx in 0..s.k {
+                                if let Some((iy, ix)) = s.input_pixel(oy, ox, ky, kx) {
+                                    acc = acc + weight[s.w_idx(co, ci, ky, kx)] * x[s.x_idx(b, ci, iy, ix)];
+                                }
+                            }
+                        }
+                    }
+                    out[s.out_idx(b, co, oy, ox)] = acc;
+                }
+            }
+        }
+    }
+}
+
+/// dx = conv^T(dout, weight): every output pixel scatters `weight * dout` back to the input
+/// pixels it read. Overwritten (zeroed first). dx: (B, Cin, H, W), dout: (B, Cout, Ho, Wo),
+/// weight: (Cout, Cin, K, K)
+pub fn conv2d_bwd_input<T: Float>(dx: &mut [T], dout: &[T], weight: &[T], s: Conv2dShape) {
+    s.check();
+    dx[..s.x_len()].fill(T::zero());
+    for b in 0..s.b {
+        for co in 0..s.cout {
+            for oy in 0..s.ho() {
+                for ox in 0..s.wo() {
+                    let g = dout[s.out_idx(b, co, oy, ox)];
+                    for ci in 0..s.cin {
+                        for ky in 0..s.k {
+                            for kx in 0..s.k {
+                                if let Some((iy, ix)) = s.input_pixel(oy, ox, ky, kx) {
+                                    let i = s.x_idx(b, ci, iy, ix);
+                                    dx[i] = dx[i] + weight[s.w_idx(co, ci, ky, kx)] * g;
+                                }
+                            }
+                        }
+                    }
+                }
+            }
+        }
+    }
+}
+
+/// dweight[co, ci, ky, kx] += sum_{b, oy, ox} dout[b, co, oy, ox] * x[b, ci, iy, ix].
+/// Accumulated. dweight: (Cout, Cin, K, K), dout: (B, Cout, Ho, Wo), x: (B, Cin, H, W)
+pub fn conv2d_bwd_weight<T: Float>(dweight: &mut [T], dout: &[T], x: &[T], s: Conv2dShape) {
+    s.check();
+    for co in 0..s.cout {
+        for ci in 0..s.cin {
+            for ky in 0..s.k {
+                for kx in 0..s.k {
+                    let mut acc = T::zero();
+                    for b in 0..s.b {
+                        for oy in 0..s.ho() {
+                            for ox in 0..s.wo() {
+                                if let Some((iy, ix)) = s.input_pixel(oy, ox, ky, kx) {
+                                    acc = acc + dout[s.out_idx(b, co, oy, ox)] * x[s.x_idx(b, ci, iy, ix)];
+                                }
+                            }
+                        }
+                    }
+                    let i = s.w_idx(co, ci, ky, kx);
+                    dweight[i] = dweight[i] + acc;
+                }
+            }
+        }
+    }
+}
+
+/// dbias[co] += sum_{b, oy, ox} dout[b, co, oy, ox]. Accumulated.
+/// dbias: (Cout,), dout: (B, Cout, Ho, Wo)
+pub fn conv2d_bwd_bias<T: Float>(dbias: &mut [T], dout: &[T], s: Conv2dShape) {
+    let plane = s.ho() * s.wo();
+    for (co, d) in dbias.iter_mut().enumerate().take(s.cout) {
+        let mut acc = T::zero();
+        for b in 0..s.b {
+            let start = (b * s.cout + co) * plane;
+            acc = dout[start..start + plane].iter().fold(acc, |a, &g| a + g);
+        }
+        *d = *d + acc;
+    }
+}

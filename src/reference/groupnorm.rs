@@ -1,0 +1,153 @@
+//! Group normalisation with a per-channel affine (Wu & He 2018; PyTorch `nn.GroupNorm`).
+//!
+//! The C channels are split into G contiguous groups of C/G channels. For each (b, g) the
+//! N = (C/G) * H * W values are normalised with their mean and biased variance:
+//!   xhat = (x - mean) * rstd,  rstd = 1 / sqrt(var + eps),  out = gamma[c] * xhat + beta[c].
+//! eps defaults to 1e-5 as PyTorch (EDM's SongUNet passes 1e-6: it is a field of the shape).
+//!
+//! Not here: the SiLU that usually follows (elementwise.rs), running statistics (GroupNorm has
+//! none), and the min(32, C/4) choice of G (the layer's business).
+//!
+//! Saved for backward: `mean` and `rstd` per (B, G), written by the forward; backward also reads
+//! `x` and recomputes xhat from them instead of keeping a normalised copy.
+//! Overwritten: `out`, `mean`, `rstd`, `dx`. Accumulated (`+=`): `dgamma`, `dbeta`.
+
+use super::Float;
+
+/// PyTorch's default `eps` for `nn.GroupNorm`.
+pub const EPS: f64 = 1e-5;
+
+/// Problem size: `hw` = H * W (only the spatial size matters), `g` groups dividing `c`.
+#[derive(Clone, Copy, Debug, PartialEq)]
+pub struct GroupNormShape {
+    pub b: usize,
+    pub c: usize,
+    pub hw: usize,
+    pub g: usize,
+    pub eps: f64,
+}
+
+impl GroupNormShape {
+    /// A group norm with PyTorch's eps.
+    pub fn new(b: usize, c: usize, hw: usize, g: usize) -> Self {
+        assert!(g > 0 && c.is_multiple_of(g), "groupnorm: {g} groups do not divide {c} channels");
+        Self { b, c, hw, g, eps: EPS }
+    }
+
+    /// Elements of x: B * C * H * W.
+    pub fn len(&self) -> usize {
+        self.b * self.c * self.hw
+    }
+
+    /// True when the tensor is empty.
+    pub fn is_empty(&self) -> bool {
+        self.len() == 0
+    }
+
+    /// Elements normalised together: (C / G) * H * W.
+    pub fn group_len(&self) -> usize {
+        self.c / self.g * self.hw
+    }
+
+    /// Channel of the `i`-th element of group slice `(b, g)`.
+    fn channel(&self, g: usize, i: usize) -> usize {
+        g * (self.c / self.g) + i / self.hw
+    }
+}
+
+fn cast<T: Float>(v: f64) -> T {
+    T::from(v).unwrap_or_else(T::nan)
+}
+
+// ---------------------------------------------------------------------------------------------
+
+/// out = gamma * (x - mean) * rstd + beta per group; writes the saved `mean` and `rstd`.
+/// out, x: (B, C, H, W), mean, rstd: (B, G), gamma, beta: (C,)
+pub fn groupnorm_fwd<T: Float>(
+    out: &mut [T],
+    mean: &mut [T],
+    rstd: &mut [T],
+    x: &[T],
+    gamma: &[T],
+    beta: &[T],
+    s: GroupNormShape,
+) {
+    let n = s.group_len();
+    let inv_n = T::one() / cast::<T>(n as f64);
+    // Group (b, g) is the contiguous slice [(b * G + g) * n, +n) because groups are contiguous
+    // channel ranges and channels are contiguous planes in NCHW.
+    for bg in 0..s.b * s.g {
+        let g = bg % s.g;
+        let xs = &x[bg * n..(bg + 1) * n];
+        let mu = xs.iter().fold(T::zero(), |a, &v| a + v) * inv_n;
+        // Two-pass variance: subtracting the mean first avoids the cancellation of E[x^2] - mu^2.
+        let var = xs.iter().fold(T::zero(), |a, &v| a + (v - mu) * (v - mu)) * inv_n;
+        let r = T::one() / (var + cast(s.eps)).sqrt();
+        mean[bg] = mu;
+        rstd[bg] = r;
+        for (i, (o, &v)) in out[bg * n..(bg + 1) * n].iter_mut().zip(xs).enumerate() {
+            let c = s.channel(g, i);
+            *o = gamma[c] * (v - mu) * r + beta[c];
+        }
+    }
+}
+
+/// dx = rstd * (dxhat - mean(dxhat) - xhat * mean(dxhat * xhat)), dxhat = dout * gamma, with
+/// means over the group. Overwritten.
+/// dx, dout, x: (B, C, H, W), mean, rstd: (B, G), gamma: (C,)
+pub fn groupnorm_bwd_input<T: Float>(
+    dx: &mut [T],
+    dout: &[T],
+    x: &[T],
+    mean: &[T],
+    rstd: &[T],
+    gamma: &[T],
+    s: GroupNormShape,
+) {
+    let n = s.group_len();
+    let inv_n = T::one() / cast::<T>(n as f64);
+    for bg in 0..s.b * s.g {
+        let g = bg % s.g;
+        let (mu, r) = (mean[bg], rstd[bg]);
+        let range = bg * n..(bg + 1) * n;
+        let mut sum_dxhat = T::zero();
+        let mut sum_dxhat_xhat = T::zero();
+        for (i, (&d, &v)) in dout[range.clone()].iter().zip(&x[range.clone()]).enumerate() {
+            let dxhat = d * gamma[s.channel(g, i)];
+            sum_dxhat = sum_dxhat + dxhat;
+            sum_dxhat_xhat = sum_dxhat_xhat + dxhat * (v - mu) * r;
+        }
+        let (m1, m2) = (sum_dxhat * inv_n, sum_dxhat_xhat * inv_n);
+        for (i, ((o, &d), &v)) in dx[range.clone()].iter_mut().zip(&dout[range.clone()]).zip(&x[range]).enumerate() {
+            let dxhat = d * gamma[s.channel(g, i)];
+            *o = r * (dxhat - m1 - (v - mu) * r * m2);
+        }
+    }
+}
+
+/// dgamma[c] += sum_{b, hw} dout * xhat, dbeta[c] += sum_{b, hw} dout. Accumulated.
+/// dgamma, dbeta: (C,), dout, x: (B, C, H, W), mean, rstd: (B, G)
+pub fn groupnorm_bwd_params<T: Float>(
+    dgamma: &mut [T],
+    dbeta: &mut [T],
+    dout: &[T],
+    x: &[T],
+    mean: &[T],
+    rstd: &[T],
+    s: GroupNormShape,
+) {
+    let cpg = s.c / s.g;
+    for c in 0..s.c {
+        let (mut acc_g, mut acc_b) = (T::zero(), T::zero());
+        for b in 0..s.b {
+            let bg = b * s.g + c / cpg;
+            let start = (b * s.c + c) * s.hw;
+            for i in start..start + s.hw {
+                acc_g = acc_g + dout[i] * (x[i] - mean[bg]) * rstd[bg];
+                acc_b = acc_b + dout[i];
+            }
+        }
+        dgamma[c] = dgamma[c] + acc_g;
+        dbeta[c] = dbeta[c] + acc_b;
+    }
+}
