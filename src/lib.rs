@@ -2,8 +2,10 @@
 //! the browser, from one set of WGSL shaders.
 //!
 //! Layers, each depending only on those above it: `reference` (CPU oracles, depends on nothing),
-//! `gpu` (device, buffers, pipelines, dispatch, readback), `ops` (the op registry and launchers).
+//! `gpu` (device, buffers, pipelines, dispatch, readback), `ops` (the op registry and launchers),
+//! `diffusion` (pure f64 math of noise levels, losses as weighted rows and likelihoods; no wgpu).
 
+pub mod diffusion;
 pub mod gpu;
 pub mod ops;
 pub mod reference;
