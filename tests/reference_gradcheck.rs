@@ -5,6 +5,9 @@ use cdl::reference::gradcheck::{check, coords, dot};
 use cdl::reference::philox::normal_vec;
 use cdl::reference::{elementwise as ew, matmul as mm, reduce as rd, to_f64};
 
+/// A binary op `out = f(x, y)` as the references spell it.
+type Binary<'a> = &'a dyn Fn(&mut [f64], &[f64], &[f64]);
+
 fn randn(n: usize, tag: u32) -> Vec<f64> {
     to_f64(&normal_vec(n, 42, tag))
 }
@@ -14,7 +17,7 @@ fn elementwise_backward_matches_finite_differences() {
     let n = 37;
     let (a, b, dout) = (randn(n, 0), randn(n, 1), randn(n, 2));
     let (mut da, mut db) = (vec![0.0; n], vec![0.0; n]);
-    let fwd = |f: &dyn Fn(&mut [f64], &[f64], &[f64]), x: &[f64], y: &[f64]| {
+    let fwd = |f: Binary, x: &[f64], y: &[f64]| {
         let mut out = vec![0.0; n];
         f(&mut out, x, y);
         dot(&out, &dout)

@@ -1,0 +1,57 @@
+//! The `cdl` binary end to end: errors are one line and a non-zero exit, never a panic.
+
+#![cfg(not(target_arch = "wasm32"))]
+
+mod common;
+
+use std::process::Command;
+
+fn cdl() -> Command {
+    Command::new(env!("CARGO_BIN_EXE_cdl"))
+}
+
+/// With the Vulkan loader pointed at no driver there is no adapter: one line that says what to
+/// install, exit status 2, no backtrace.
+#[test]
+fn no_adapter_is_one_line_and_exit_2() {
+    let out = cdl()
+        .arg("info")
+        .env("WGPU_BACKEND", "vulkan")
+        .env("VK_ICD_FILENAMES", "/nonexistent/icd.json")
+        .env("VK_DRIVER_FILES", "/nonexistent/icd.json")
+        .env("RUST_BACKTRACE", "1")
+        .output()
+        .expect("run cdl");
+    let stderr = String::from_utf8_lossy(&out.stderr);
+    let lines: Vec<&str> = stderr.lines().filter(|l| l.starts_with("error:")).collect();
+    assert_eq!(out.status.code(), Some(2), "stderr: {stderr}");
+    assert_eq!(lines.len(), 1, "stderr: {stderr}");
+    assert!(lines[0].contains("mesa-vulkan-drivers"), "{}", lines[0]);
+    assert!(!stderr.contains("panicked"), "stderr: {stderr}");
+}
+
+#[test]
+fn bad_arguments_are_rejected_without_a_panic() {
+    let out = cdl().args(["bench", "ops", "--runs", "0"]).output().expect("run cdl");
+    assert_eq!(out.status.code(), Some(2));
+    let stderr = String::from_utf8_lossy(&out.stderr);
+    assert!(stderr.contains("--runs"), "{stderr}");
+    assert!(!stderr.contains("panicked"), "{stderr}");
+}
+
+#[test]
+fn info_prints_adapter_and_an_all_ok_self_test() {
+    if common::gpu_or_skip().is_none() {
+        return;
+    }
+    let out = cdl().arg("info").output().expect("run cdl");
+    let stdout = String::from_utf8_lossy(&out.stdout);
+    assert!(out.status.success(), "{stdout}\n{}", String::from_utf8_lossy(&out.stderr));
+    assert!(stdout.starts_with("adapter: "), "{stdout}");
+    assert!(stdout.contains("max_storage_buffer_binding_size"), "{stdout}");
+    let summary = stdout.lines().last().unwrap_or_default();
+    let words: Vec<&str> = summary.split_whitespace().collect();
+    // "self-test: N of N checks OK"
+    assert!(words.len() == 6 && words[1] == words[3] && words[1] != "0", "{summary}");
+    assert!(!stdout.contains("NOT OK"), "{stdout}");
+}
