@@ -8,9 +8,13 @@
 //! Dimension letters: B rows (batch), N row length, M/N/K matmul rows/cols/inner.
 
 pub mod elementwise;
+pub mod embedding;
+pub mod groupnorm;
 pub mod matmul;
 pub mod philox;
 pub mod reduce;
+pub mod resample;
+pub mod softmax;
 
 use std::future::Future;
 use std::pin::Pin;
@@ -81,7 +85,16 @@ impl OpSpec {
 }
 
 /// Every op family.
-pub const OPS: &[OpSpec] = &[elementwise::SPEC, matmul::SPEC, reduce::SPEC, philox::SPEC];
+pub const OPS: &[OpSpec] = &[
+    elementwise::SPEC,
+    matmul::SPEC,
+    reduce::SPEC,
+    philox::SPEC,
+    groupnorm::SPEC,
+    resample::SPEC,
+    embedding::SPEC,
+    softmax::SPEC,
+];
 
 /// Looks an op family up by name.
 pub fn op(name: &str) -> Option<&'static OpSpec> {

@@ -1,0 +1,163 @@
+// Noise-level conditioning: the sinusoidal embedding of a per-row noise input t, and the
+// scale/shift modulation (ADM/EDM "AdaGN") that injects it into a residual block.
+//
+// Embedding (ADM `timestep_embedding`, EDM `PositionalEmbedding(endpoint=False)`), half = E / 2:
+//   freq_j = exp(-ln(MAX_PERIOD) * j / half),  out[b] = [cos(t[b] freq), sin(t[b] freq)].
+// The frequencies are computed here with f32 exp instead of being uploaded as a table, so the
+// op needs no buffer besides t; see ops/embedding.rs for the tolerance this costs. sin and cos
+// are evaluated by `sincos` below, not by the built-ins: WGSL promises the built-ins only to
+// 2^-11 absolute on [-pi, pi] (SwiftShader, the browser test adapter, is off by 1.9e-4).
+// Scale/shift: y[b, c, :, :] = x[b, c, :, :] * (1 + scale[b, c]) + shift[b, c].
+//
+// Saved for backward: nothing but the inputs (scale for dx, x for dscale). Every output is
+// overwritten, including dscale and dshift: they are activation gradients (the outputs of the
+// embedding Linear), not parameters. dscale and dshift reduce over H * W with one workgroup per
+// (b, c) and a tree in workgroup memory (deterministic, no atomics).
+//
+// Bindings (group 0, inputs first, outputs last):
+//   embedding_fwd:          t (read), emb (write)
+//   scale_shift_fwd:        x, scale, shift (read), y (write)
+//   scale_shift_bwd_input:  dout, scale (read), dx (write)
+//   scale_shift_bwd_scale:  dout, xs (read), dscale (write)
+//   scale_shift_bwd_shift:  dout (read), dshift (write)
+// Shapes: t (B,), emb (B, E); x, y, dout, dx, xs (B, C, H, W); scale, shift, dscale, dshift (B, C).
+// Group 1: Params.
+
+struct Params {
+    // Threads for the elementwise entries (B * E or B * C * H * W); rows (B * C) for the
+    // reductions.
+    n: u32,
+    // Embedding width E.
+    e: u32,
+    // H * W.
+    hw: u32,
+    _pad: u32,
+}
+
+@group(1) @binding(0) var<uniform> p: Params;
+
+@group(0) @binding(0) var<storage, read> t: array<f32>;
+@group(0) @binding(1) var<storage, read_write> emb: array<f32>;
+
+@group(0) @binding(0) var<storage, read> x: array<f32>;
+@group(0) @binding(1) var<storage, read> scale: array<f32>;
+@group(0) @binding(2) var<storage, read> shift: array<f32>;
+@group(0) @binding(3) var<storage, read_write> y: array<f32>;
+
+@group(0) @binding(0) var<storage, read> dout: array<f32>;
+@group(0) @binding(2) var<storage, read_write> dx: array<f32>;
+
+@group(0) @binding(1) var<storage, read> xs: array<f32>;
+@group(0) @binding(2) var<storage, read_write> dscale: array<f32>;
+
+@group(0) @binding(1) var<storage, read_write> dshift: array<f32>;
+
+const WG: u32 = 256u;
+// ln(MAX_PERIOD), MAX_PERIOD = 10000 as DDPM, ADM and EDM.
+const LN_MAX_PERIOD: f32 = 9.210340371976184;
+
+var<workgroup> partial: array<f32, 256>;
+
+fn index(wid: vec3<u32>, nwg: vec3<u32>, lid: u32) -> u32 {
+    return workgroup_linear(wid, nwg) * WG + lid;
+}
+
+// Tree-reduces `partial` and returns the total (valid in every thread).
+fn tree_sum(lid: u32, v: f32) -> f32 {
+    partial[lid] = v;
+    workgroupBarrier();
+    for (var s = WG / 2u; s > 0u; s = s / 2u) {
+        if (lid < s) { partial[lid] = partial[lid] + partial[lid + s]; }
+        workgroupBarrier();
+    }
+    return partial[0];
+}
+
+// pi/2 in three parts (Cephes sinf's DP1..DP3, doubled): P1 and P2 have few significant bits, so
+// q * P1 and q * P2 are exact for the quadrants q of |a| <= 8192 (Cody-Waite reduction).
+const PIO2_1: f32 = 1.5703125;
+const PIO2_2: f32 = 4.837512969970703125e-4;
+const PIO2_3: f32 = 7.54978995489188216e-8;
+const TWO_OVER_PI: f32 = 0.636619772367581343;
+
+// (sin a, cos a) for |a| <= 8192, within 1e-7 absolute of the exact values at the f32 a on any
+// backend: reduction to r in [-pi/4, pi/4] by quadrant, then Cephes sinf/cosf minimax
+// polynomials, then the quadrant's symmetry.
+fn sincos(a: f32) -> vec2<f32> {
+    let q = round(a * TWO_OVER_PI);
+    let r = ((a - q * PIO2_1) - q * PIO2_2) - q * PIO2_3;
+    let r2 = r * r;
+    let s = r + r * r2 * (-1.6666654611e-1 + r2 * (8.3321608736e-3 + r2 * -1.9515295891e-4));
+    let c = 1.0 - 0.5 * r2
+        + r2 * r2 * (4.166664568298827e-2 + r2 * (-1.388731625493765e-3 + r2 * 2.443315711809948e-5));
+    switch (bitcast<u32>(i32(q)) & 3u) {
+        case 0u: { return vec2<f32>(s, c); }
+        case 1u: { return vec2<f32>(c, -s); }
+        case 2u: { return vec2<f32>(-s, -c); }
+        default: { return vec2<f32>(-c, s); }
+    }
+}
+
+// --- sinusoidal embedding ------------------------------------------------------------------------
+
+// One thread per output feature: cos for k < half, sin for k >= half.
+@compute @workgroup_size(256)
+fn embedding_fwd(@builtin(workgroup_id) wid: vec3<u32>, @builtin(num_workgroups) nwg: vec3<u32>,
+                 @builtin(local_invocation_index) lid: u32) {
+    let i = index(wid, nwg, lid);
+    if (i >= p.n) { return; }
+    let half = p.e / 2u;
+    let k = i % p.e;
+    let j = k % half;
+    let freq = exp(-LN_MAX_PERIOD * f32(j) / f32(half));
+    let sc = sincos(t[i / p.e] * freq);
+    emb[i] = select(sc.x, sc.y, k < half);
+}
+
+// --- scale/shift modulation ----------------------------------------------------------------------
+
+@compute @workgroup_size(256)
+fn scale_shift_fwd(@builtin(workgroup_id) wid: vec3<u32>, @builtin(num_workgroups) nwg: vec3<u32>,
+                   @builtin(local_invocation_index) lid: u32) {
+    let i = index(wid, nwg, lid);
+    if (i >= p.n) { return; }
+    let bc = i / p.hw;
+    y[i] = x[i] * (1.0 + scale[bc]) + shift[bc];
+}
+
+// dx = dout * (1 + scale[b, c]).
+@compute @workgroup_size(256)
+fn scale_shift_bwd_input(@builtin(workgroup_id) wid: vec3<u32>, @builtin(num_workgroups) nwg: vec3<u32>,
+                         @builtin(local_invocation_index) lid: u32) {
+    let i = index(wid, nwg, lid);
+    if (i >= p.n) { return; }
+    dx[i] = dout[i] * (1.0 + scale[i / p.hw]);
+}
+
+// dscale[b, c] = sum_hw dout * x; one workgroup per (b, c).
+@compute @workgroup_size(256)
+fn scale_shift_bwd_scale(@builtin(workgroup_id) wid: vec3<u32>, @builtin(num_workgroups) nwg: vec3<u32>,
+                         @builtin(local_invocation_index) lid: u32) {
+    let bc = workgroup_linear(wid, nwg);
+    var acc = 0.0;
+    if (bc < p.n) {
+        let base = bc * p.hw;
+        for (var i = lid; i < p.hw; i = i + WG) { acc = acc + dout[base + i] * xs[base + i]; }
+    }
+    let total = tree_sum(lid, acc);
+    if (lid == 0u && bc < p.n) { dscale[bc] = total; }
+}
+
+// dshift[b, c] = sum_hw dout; one workgroup per (b, c).
+@compute @workgroup_size(256)
+fn scale_shift_bwd_shift(@builtin(workgroup_id) wid: vec3<u32>, @builtin(num_workgroups) nwg: vec3<u32>,
+                         @builtin(local_invocation_index) lid: u32) {
+    let bc = workgroup_linear(wid, nwg);
+    var acc = 0.0;
+    if (bc < p.n) {
+        let base = bc * p.hw;
+        for (var i = lid; i < p.hw; i = i + WG) { acc = acc + dout[base + i]; }
+    }
+    let total = tree_sum(lid, acc);
+    if (lid == 0u && bc < p.n) { dshift[bc] = total; }
+}

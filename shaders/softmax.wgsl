@@ -1,0 +1,111 @@
+// Row softmax over a (R, N) matrix (the attention rows: R = B * heads * T queries, N = T keys),
+// forward and backward.
+//
+// One workgroup per row. The forward subtracts the row maximum before exp, so exp sees only
+// arguments <= 0: no overflow for any finite input, and a row of equal values (even -1e30)
+// gives 1/N. It runs three passes: a max tree, a sum tree of e = exp(x - max) (each thread
+// stores its e in y), then y = e / sum; each thread rereads only the y it wrote itself.
+//
+// Saved for backward: y only (dx = y * (dy - sum(dy * y)) needs no x). Overwritten: y, dx.
+//
+// Bindings (group 0, inputs first, outputs last):
+//   softmax_rows_fwd:  x (read), y (write)
+//   softmax_rows_bwd:  dy, ys (read), dx (write)
+// Shapes: x, y, dy, ys, dx (R, N). Group 1: Params.
+
+struct Params {
+    rows: u32,
+    n: u32,
+    _pad0: u32,
+    _pad1: u32,
+}
+
+@group(1) @binding(0) var<uniform> p: Params;
+
+@group(0) @binding(0) var<storage, read> x: array<f32>;
+@group(0) @binding(1) var<storage, read_write> y: array<f32>;
+
+@group(0) @binding(0) var<storage, read> dy: array<f32>;
+@group(0) @binding(1) var<storage, read> ys: array<f32>;
+@group(0) @binding(2) var<storage, read_write> dx: array<f32>;
+
+const WG: u32 = 256u;
+// The most negative finite f32: the identity of max for threads without elements.
+const LOWEST: f32 = -3.4028234663852886e38;
+
+var<workgroup> partial: array<f32, 256>;
+
+// Tree-reduces `partial` with max and returns the result (valid in every thread). The trailing
+// barrier lets the caller reduce again without racing reads of partial[0].
+fn tree_max(lid: u32, v: f32) -> f32 {
+    partial[lid] = v;
+    workgroupBarrier();
+    for (var s = WG / 2u; s > 0u; s = s / 2u) {
+        if (lid < s) { partial[lid] = max(partial[lid], partial[lid + s]); }
+        workgroupBarrier();
+    }
+    let total = partial[0];
+    workgroupBarrier();
+    return total;
+}
+
+// As tree_max, with +.
+fn tree_sum(lid: u32, v: f32) -> f32 {
+    partial[lid] = v;
+    workgroupBarrier();
+    for (var s = WG / 2u; s > 0u; s = s / 2u) {
+        if (lid < s) { partial[lid] = partial[lid] + partial[lid + s]; }
+        workgroupBarrier();
+    }
+    let total = partial[0];
+    workgroupBarrier();
+    return total;
+}
+
+// y = exp(x - max) / sum(exp(x - max)) per row.
+@compute @workgroup_size(256)
+fn softmax_rows_fwd(@builtin(workgroup_id) wid: vec3<u32>, @builtin(num_workgroups) nwg: vec3<u32>,
+                    @builtin(local_invocation_index) lid: u32) {
+    let row = workgroup_linear(wid, nwg);
+    let live = row < p.rows;
+    let base = row * p.n;
+
+    var m = LOWEST;
+    if (live) {
+        for (var i = lid; i < p.n; i = i + WG) { m = max(m, x[base + i]); }
+    }
+    m = tree_max(lid, m);
+
+    var acc = 0.0;
+    if (live) {
+        for (var i = lid; i < p.n; i = i + WG) {
+            let e = exp(x[base + i] - m);
+            y[base + i] = e;
+            acc = acc + e;
+        }
+    }
+    let inv = 1.0 / tree_sum(lid, acc);
+
+    if (live) {
+        for (var i = lid; i < p.n; i = i + WG) { y[base + i] = y[base + i] * inv; }
+    }
+}
+
+// dx = y * (dy - sum(dy * y)) per row.
+@compute @workgroup_size(256)
+fn softmax_rows_bwd(@builtin(workgroup_id) wid: vec3<u32>, @builtin(num_workgroups) nwg: vec3<u32>,
+                    @builtin(local_invocation_index) lid: u32) {
+    let row = workgroup_linear(wid, nwg);
+    let live = row < p.rows;
+    let base = row * p.n;
+
+    var acc = 0.0;
+    if (live) {
+        for (var i = lid; i < p.n; i = i + WG) { acc = acc + dy[base + i] * ys[base + i]; }
+    }
+    let dot = tree_sum(lid, acc);
+
+    if (live) {
+        for (var i = lid; i < p.n; i = i + WG) { dx[base + i] = ys[base + i] * (dy[base + i] - dot); }
+    }
+}

@@ -1,0 +1,212 @@
+//! Launchers for `shaders/embedding.wgsl`: the sinusoidal embedding of the per-row noise input,
+//! and the scale/shift modulation with its three backward entry points (all overwritten).
+
+use super::{f64s, need, prepare, run_read, CheckFuture, CheckResult, Entry, OpSpec};
+use crate::gpu::{groups_for, Buffer, Dispatch, Gpu, GpuError};
+use crate::reference::embedding as r;
+use crate::reference::philox::normal_vec;
+use crate::reference::tol::{compare, DEFAULT, STRICT};
+
+/// freq_j = exp(-ln(1e4) j / half) is computed in f32 (WGSL allows exp 3 + 2|x| ulp, at most 21
+/// here) and arg = t * freq is rounded to f32, so the sin/cos argument carries an absolute error
+/// of about |t| * 1e-7 (bounded by |t| * 1.3e-6); the shader's own sincos adds under 1e-7 (the
+/// WGSL built-ins would add up to 2^-11: 1.9e-4 measured on SwiftShader). Measured: 1.1e-6 at
+/// |t| = 10, identical on lavapipe and SwiftShader. STRICT's 1e-6 does not cover that; DEFAULT's
+/// 1e-5 does, with margin, over the c_noise range of EDM (1/4 ln sigma in [-1.6, 1.1]) and of
+/// alpha / 8. VP's c_noise (up to 999) would need a looser tolerance.
+const EMB: &str = "f32 exp for the frequencies and an f32 t*freq: sin/cos arguments off by ~|t|*1e-7";
+
+pub const SPEC: OpSpec = OpSpec {
+    name: "embedding",
+    source: super::shader_source!("embedding.wgsl"),
+    entries: &[
+        Entry { name: "embedding_fwd", reference: "embedding::embedding_fwd", tol: DEFAULT, why: EMB },
+        Entry {
+            name: "scale_shift_fwd",
+            reference: "embedding::scale_shift_fwd",
+            tol: STRICT,
+            why: "three roundings (the GPU may fuse into an fma)",
+        },
+        Entry {
+            name: "scale_shift_bwd_input",
+            reference: "embedding::scale_shift_bwd_input",
+            tol: STRICT,
+            why: "two roundings",
+        },
+        Entry {
+            name: "scale_shift_bwd_scale",
+            reference: "embedding::scale_shift_bwd_scale",
+            tol: DEFAULT,
+            why: "f32 tree sum over H*W in a different order from the reference",
+        },
+        Entry {
+            name: "scale_shift_bwd_shift",
+            reference: "embedding::scale_shift_bwd_shift",
+            tol: DEFAULT,
+            why: "f32 tree sum over H*W in a different order from the reference",
+        },
+    ],
+    check,
+};
+
+const WG: usize = 256;
+
+#[repr(C)]
+#[derive(Clone, Copy, bytemuck::Pod, bytemuck::Zeroable)]
+struct Params {
+    /// Threads (elementwise entries) or rows B * C (reductions).
+    n: u32,
+    e: u32,
+    hw: u32,
+    _pad: u32,
+}
+
+fn params(n: usize, e: usize, hw: usize) -> Params {
+    Params { n: n as u32, e: e as u32, hw: hw as u32, _pad: 0 }
+}
+
+// --- sinusoidal embedding -----------------------------------------------------------------------
+
+/// out[b] = [cos(t[b] freq), sin(t[b] freq)], freq_j = 10000^(-j / (E/2)). E even; accurate for
+/// |t| <= 8192 (the range of the shader's sin/cos reduction). t: (B,), out: (B, E)
+pub async fn embedding_fwd(gpu: &Gpu, t: &Buffer, out: &Buffer, b: usize, e: usize) -> Result<Dispatch, GpuError> {
+    if e == 0 || !e.is_multiple_of(2) {
+        return Err(GpuError::Shape(format!("embedding: width {e} must be even and positive")));
+    }
+    need("embedding_fwd t", t, b)?;
+    need("embedding_fwd out", out, b * e)?;
+    let p = params(b * e, e, 0);
+    prepare(gpu, &SPEC, "embedding_fwd", "embedding_fwd", &[t, out], &p, groups_for(b * e, WG)).await
+}
+
+// --- scale/shift modulation ---------------------------------------------------------------------
+
+/// y = x * (1 + scale[b, c]) + shift[b, c]. x, y: (B, C, H, W), scale, shift: (B, C); bc = B * C,
+/// hw = H * W
+pub async fn scale_shift_fwd(
+    gpu: &Gpu,
+    x: &Buffer,
+    scale: &Buffer,
+    shift: &Buffer,
+    y: &Buffer,
+    bc: usize,
+    hw: usize,
+) -> Result<Dispatch, GpuError> {
+    need("scale_shift_fwd x", x, bc * hw)?;
+    need("scale_shift_fwd scale", scale, bc)?;
+    need("scale_shift_fwd shift", shift, bc)?;
+    need("scale_shift_fwd y", y, bc * hw)?;
+    let p = params(bc * hw, 0, hw.max(1));
+    prepare(gpu, &SPEC, "scale_shift_fwd", "scale_shift_fwd", &[x, scale, shift, y], &p, groups_for(bc * hw, WG)).await
+}
+
+/// dx = dout * (1 + scale[b, c]). Overwritten. dout, dx: (B, C, H, W), scale: (B, C); bc = B * C
+pub async fn scale_shift_bwd_input(
+    gpu: &Gpu,
+    dout: &Buffer,
+    scale: &Buffer,
+    dx: &Buffer,
+    bc: usize,
+    hw: usize,
+) -> Result<Dispatch, GpuError> {
+    need("scale_shift_bwd_input dout", dout, bc * hw)?;
+    need("scale_shift_bwd_input scale", scale, bc)?;
+    need("scale_shift_bwd_input dx", dx, bc * hw)?;
+    let p = params(bc * hw, 0, hw.max(1));
+    let g = groups_for(bc * hw, WG);
+    prepare(gpu, &SPEC, "scale_shift_bwd_input", "scale_shift_bwd_input", &[dout, scale, dx], &p, g).await
+}
+
+/// dscale[b, c] = sum_hw dout * x. Overwritten; one workgroup per (b, c).
+/// dout, x: (B, C, H, W), dscale: (B, C)
+pub async fn scale_shift_bwd_scale(
+    gpu: &Gpu,
+    dout: &Buffer,
+    x: &Buffer,
+    dscale: &Buffer,
+    bc: usize,
+    hw: usize,
+) -> Result<Dispatch, GpuError> {
+    need("scale_shift_bwd_scale dout", dout, bc * hw)?;
+    need("scale_shift_bwd_scale x", x, bc * hw)?;
+    need("scale_shift_bwd_scale dscale", dscale, bc)?;
+    let p = params(bc, 0, hw);
+    prepare(gpu, &SPEC, "scale_shift_bwd_scale", "scale_shift_bwd_scale", &[dout, x, dscale], &p, bc as u32).await
+}
+
+/// dshift[b, c] = sum_hw dout. Overwritten; one workgroup per (b, c).
+/// dout: (B, C, H, W), dshift: (B, C)
+pub async fn scale_shift_bwd_shift(
+    gpu: &Gpu,
+    dout: &Buffer,
+    dshift: &Buffer,
+    bc: usize,
+    hw: usize,
+) -> Result<Dispatch, GpuError> {
+    need("scale_shift_bwd_shift dout", dout, bc * hw)?;
+    need("scale_shift_bwd_shift dshift", dshift, bc)?;
+    let p = params(bc, 0, hw);
+    prepare(gpu, &SPEC, "scale_shift_bwd_shift", "scale_shift_bwd_shift", &[dout, dshift], &p, bc as u32).await
+}
+
+// ---------------------------------------------------------------------------------------------
+
+fn check(gpu: &Gpu) -> CheckFuture<'_> {
+    Box::pin(check_async(gpu))
+}
+
+fn result(entry: &'static str, shape: String, got: &[f32], want: &[f64]) -> CheckResult {
+    let tol = SPEC.entry(entry).map_or(DEFAULT, |e| e.tol);
+    CheckResult { op: SPEC.name, entry, shape, tol, report: compare(got, want, tol) }
+}
+
+async fn check_async(gpu: &Gpu) -> Result<Vec<CheckResult>, GpuError> {
+    let mut results = Vec::new();
+
+    // Embedding: 37 rows of width 200 (29 workgroups, E/2 = 100 not a power of two). t spans EDM's
+    // c_noise range (1/4 ln sigma for sigma in [0.002, 80] is [-1.6, 1.1]), plus 0 and +-10
+    // (alpha / 8 at |alpha| = 80).
+    let (b, e) = (37usize, 200usize);
+    let mut xt: Vec<f32> = normal_vec(b, 40, 0).iter().map(|v| 1.5 * v).collect();
+    xt[..5].copy_from_slice(&[0.0, -10.0, 10.0, -1.6, 1.1]);
+    let t = gpu.upload("t", &xt)?;
+    // Outputs start as NaN: an element a kernel fails to write fails the check.
+    let emb = gpu.upload("emb", &vec![f32::NAN; b * e])?;
+    let mut want = vec![0.0; b * e];
+    r::embedding_fwd(&mut want, &f64s(&xt), e);
+    let d = embedding_fwd(gpu, &t, &emb, b, e).await?;
+    results.push(result("embedding_fwd", format!("b={b} e={e}"), &run_read(gpu, &d, &emb).await?, &want));
+
+    // Scale/shift: B=3, C=12, 13x9 and a 40x30 plane (H*W = 1200: several strides per thread).
+    for (bc, hw) in [(3 * 12, 13 * 9), (2 * 5, 40 * 30)] {
+        let n = bc * hw;
+        let shape = format!("bc={bc} hw={hw}");
+        let xx = normal_vec(n, 41, 0);
+        let xd = normal_vec(n, 41, 1);
+        let (xs, xh) = (normal_vec(bc, 41, 2), normal_vec(bc, 41, 3));
+        let (x64, d64, s64, h64) = (f64s(&xx), f64s(&xd), f64s(&xs), f64s(&xh));
+        let (x, dout) = (gpu.upload("x", &xx)?, gpu.upload("dout", &xd)?);
+        let (scale, shift) = (gpu.upload("scale", &xs)?, gpu.upload("shift", &xh)?);
+        let y = gpu.upload("y", &vec![f32::NAN; n])?;
+        // Start the reduced gradients non-zero: they must be overwritten, not accumulated.
+        let dsmall = gpu.upload("dsmall", &normal_vec(bc, 41, 4))?;
+
+        let mut want = vec![0.0; n];
+        r::scale_shift_fwd(&mut want, &x64, &s64, &h64, hw);
+        let d = scale_shift_fwd(gpu, &x, &scale, &shift, &y, bc, hw).await?;
+        results.push(result("scale_shift_fwd", shape.clone(), &run_read(gpu, &d, &y).await?, &want));
+        r::scale_shift_bwd_input(&mut want, &d64, &s64, hw);
+        let d = scale_shift_bwd_input(gpu, &dout, &scale, &y, bc, hw).await?;
+        results.push(result("scale_shift_bwd_input", shape.clone(), &run_read(gpu, &d, &y).await?, &want));
+
+        let mut want = vec![0.0; bc];
+        r::scale_shift_bwd_scale(&mut want, &d64, &x64, hw);
+        let d = scale_shift_bwd_scale(gpu, &dout, &x, &dsmall, bc, hw).await?;
+        results.push(result("scale_shift_bwd_scale", shape.clone(), &run_read(gpu, &d, &dsmall).await?, &want));
+        gpu.write(&dsmall, &normal_vec(bc, 41, 5));
+        r::scale_shift_bwd_shift(&mut want, &d64, hw);
+        let d = scale_shift_bwd_shift(gpu, &dout, &dsmall, bc, hw).await?;
+        results.push(result("scale_shift_bwd_shift", shape, &run_read(gpu, &d, &dsmall).await?, &want));
+    }
+    Ok(results)
+}
