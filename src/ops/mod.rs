@@ -11,6 +11,7 @@ pub mod elementwise;
 pub mod embedding;
 pub mod groupnorm;
 pub mod matmul;
+pub mod optim;
 pub mod philox;
 pub mod reduce;
 pub mod resample;
@@ -94,6 +95,7 @@ pub const OPS: &[OpSpec] = &[
     resample::SPEC,
     embedding::SPEC,
     softmax::SPEC,
+    optim::SPEC,
 ];
 
 /// Looks an op family up by name.
