@@ -9,13 +9,14 @@
 //   matmul_bwd_bias  dbias (N,) += column sums of dout (M, N), over the batch too
 // out and the input gradients are overwritten; dbias is accumulated (a parameter gradient).
 //
-// Work split, chosen for CPU-backed adapters (lavapipe, SwiftShader), where a load whose address
-// differs between invocations costs a per-invocation loop while a load whose address is the
-// same for the whole workgroup is one scalar load: a workgroup owns R = 16 consecutive rows
-// (derived from the workgroup id only, so every load of `a` is workgroup-uniform) and each of
-// its 64 invocations owns 4 consecutive columns, so per step along K an invocation does one
-// divergent 4-wide load of `b` for 4 R = 64 multiply-adds into registers. Workgroup memory is
-// not used: on these adapters it is ordinary memory and tiling through it does not pay.
+// Work split, chosen for CPU-backed adapters (lavapipe, SwiftShader), where what costs is the
+// number of load instructions per multiply-add (a load runs per invocation, with its index
+// arithmetic), not memory bandwidth: a workgroup owns R = 16 consecutive rows (their indices
+// come from the workgroup id only) and each of its 64 invocations owns 4 consecutive columns,
+// so per step along K an invocation loads a 4-wide slice of `b` once and reuses it for 16 rows:
+// 64 multiply-adds into registers per load of `b`, plus the row loads of `a`, which are the same
+// for every invocation of the workgroup. Workgroup memory is not used: on these adapters it is
+// ordinary memory and tiling through it did not pay (measured; see README, Performance).
 // Rows and columns past the edge are clamped for loading and skipped at the store.
 //
 // The linear workgroup id enumerates (batch, row tile, column tile), so grids above 65,535

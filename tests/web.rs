@@ -50,4 +50,4 @@ macro_rules! op_tests {
     };
 }
 
-op_tests!(elementwise, matmul, reduce, philox, groupnorm, resample, embedding, softmax, optim);
+op_tests!(elementwise, matmul, reduce, philox, groupnorm, resample, embedding, softmax, optim, conv2d);

@@ -7,6 +7,7 @@
 //!
 //! Dimension letters: B rows (batch), N row length, M/N/K matmul rows/cols/inner.
 
+pub mod conv2d;
 pub mod elementwise;
 pub mod embedding;
 pub mod groupnorm;
@@ -96,6 +97,7 @@ pub const OPS: &[OpSpec] = &[
     embedding::SPEC,
     softmax::SPEC,
     optim::SPEC,
+    conv2d::SPEC,
 ];
 
 /// Looks an op family up by name.

@@ -1,0 +1,578 @@
+// 2-D convolution with bias, NCHW: kernel K = 3 (padding 1) or 1 (padding 0), stride 1 or 2,
+// and its backward. Reference: src/reference/conv2d.rs (same names, same contract).
+//
+// Entry points (the launcher in src/ops/conv2d.rs picks the variant from the shape):
+//   conv2d_fwd            out (B, Cout, Ho, Wo) = conv(x, weight) + bias              overwritten
+//   conv2d_bwd_input      dx (B, Cin, H, W) = conv^T(dout, weight)                      overwritten
+//   conv2d_bwd_weight     dweight (Cout, Cin, 3, 3) += sum_{b,oy,ox} dout * shifted x   accumulated
+//   conv2d_bwd_weight_k1  the same for K = 1
+//   conv2d_bwd_bias       dbias (Cout,) += sum_{b,oy,ox} dout                           accumulated
+//   conv2d_fwd_v4, conv2d_bwd_input_v4, conv2d_bwd_weight_v4 (K = 3 only): the same for
+//                         stride 1 with W a multiple of 4, reading whole image rows as vec4s
+// Saved for backward: nothing beyond the forward input x (bwd_weight) and the weight
+// (bwd_input). Weight layout (Cout, Cin, K, K) as PyTorch.
+//
+// Every kernel is an implicit GEMM (no im2col buffer), split the way matmul.wgsl explains for
+// CPU-backed adapters (lavapipe, SwiftShader): one operand's loads depend only on the workgroup
+// id and loop counters, and each load feeds many multiply-adds. Measured on lavapipe, the
+// number of load instructions per multiply-add is what sets the speed.
+//   fwd        GEMM (Cout) x (B Ho Wo) over Cin K K. A workgroup owns R = 16 output channels
+//              (weight loads uniform); each of its 64 invocations owns 4 consecutive output
+//              pixels (4 divergent loads of x per (ci, tap) for 64 multiply-adds). The padding
+//              masks and addresses of a tap are computed once and reused for every ci.
+//   bwd_input  the transposed convolution in gather form (no atomics): GEMM (Cin) x (B H W)
+//              over Cout K K, split like fwd with R = 16 input channels per workgroup. Input
+//              pixels are grouped by parity class (iy mod stride, ix mod stride), one class per
+//              workgroup, so the taps that reach a pixel are the same for the whole workgroup
+//              and at stride 2 only those (1, 2 or 4 of 9) are visited.
+//   bwd_weight GEMM (Cout) x (Cin K K) over B Ho Wo. The reduction runs over pixels in a
+//              workgroup-uniform loop: a workgroup owns WCI input channels (x loads uniform,
+//              and so are the padding tests) and each invocation owns 2 output channels (2
+//              divergent loads of dout per pixel).
+//   *_v4       an invocation owns a row segment of PV = 8 pixels: per (channel, ky) the 10
+//              input pixels it needs (8 plus one each side) are 4 vec4 loads serving all 3
+//              taps, against RV = 8 x 3 uniform weights: 192 multiply-adds per 28 loads
+//              (fwd: 64 per 20). bwd_input_v4 is the same convolution over dout with the
+//              adjoint (flipped, transposed) weight, which stride 1 with padding K / 2 allows.
+//              bwd_weight_v4: a workgroup owns RW = 8 output channels (uniform vec4s of dout)
+//              and each invocation one input channel; per 4-pixel chunk 8 + 9 vec4 loads feed
+//              288 multiply-adds.
+//   bwd_bias   one workgroup per output channel, a strided sum and a workgroup-memory tree.
+// Each weight-gradient element is summed by one invocation in a fixed order, and the bias
+// gradient by a fixed tree: results are deterministic (WGSL has no float atomics anyway).
+// Rows and pixels past the edge are clamped for loading and skipped at the store.
+//
+// The linear workgroup id (workgroup_linear) enumerates the tiles, so grids above 65,535
+// workgroups fold like every other op. Limits: at most 64 invocations per workgroup and 256
+// bytes of workgroup memory (WebGPU defaults allow 256 and 16 KiB).
+// Bindings (group 0, inputs first, outputs last):
+//   conv2d_fwd(_v4):              x (read), weight (read), bias (read; a placeholder when
+//                                 has_bias = 0), out (write)
+//   conv2d_bwd_input(_v4):        dout (read), weight (read), dx (write)
+//   conv2d_bwd_weight(_k1, _v4):  dout (read), x_saved (read), dweight (read_write)
+//   conv2d_bwd_bias:              dout (read), dbias (read_write)
+// Group 1: Params.
+
+struct Params {
+    b: u32,
+    cin: u32,
+    cout: u32,
+    h: u32,
+    w: u32,
+    ho: u32,
+    wo: u32,
+    k: u32,
+    stride: u32,
+    pad: u32,
+    has_bias: u32,
+    _pad: u32,
+}
+
+@group(1) @binding(0) var<uniform> p: Params;
+
+@group(0) @binding(0) var<storage, read> x: array<f32>;
+@group(0) @binding(1) var<storage, read> weight: array<f32>;
+@group(0) @binding(2) var<storage, read> bias: array<f32>;
+@group(0) @binding(3) var<storage, read_write> out: array<f32>;
+
+@group(0) @binding(0) var<storage, read> dout: array<f32>;
+@group(0) @binding(2) var<storage, read_write> dx: array<f32>;
+
+// The forward input, bound second in bwd_weight (binding 0 is dout there).
+@group(0) @binding(1) var<storage, read> x_saved: array<f32>;
+@group(0) @binding(2) var<storage, read_write> dweight: array<f32>;
+
+@group(0) @binding(1) var<storage, read_write> dbias: array<f32>;
+
+// vec4 views for the stride-1 kernels (W a multiple of 4, so every image row is whole vec4s).
+// img4 is the image being convolved: x in conv2d_fwd_v4, dout in conv2d_bwd_input_v4.
+@group(0) @binding(0) var<storage, read> img4: array<vec4<f32>>;
+@group(0) @binding(3) var<storage, read_write> out4: array<vec4<f32>>;
+@group(0) @binding(2) var<storage, read_write> dx4: array<vec4<f32>>;
+@group(0) @binding(0) var<storage, read> dout4: array<vec4<f32>>;
+@group(0) @binding(1) var<storage, read> x_saved4: array<vec4<f32>>;
+
+// fwd / bwd_input: channels per workgroup, invocations per workgroup, pixels per workgroup.
+const R: u32 = 16u;
+const LANES: u32 = 64u;
+const COLS: u32 = 256u;
+
+// bwd_weight: invocations per workgroup (2 output channels each: co0 + lid, co0 + lid + WL),
+// and input channels per workgroup for K = 3 and K = 1.
+const WL: u32 = 32u;
+const WCO: u32 = 64u;
+const WCI3: u32 = 4u;
+const WCI1: u32 = 32u;
+
+// Stride-1 vec4 kernels: channels per workgroup and pixels per invocation (one row segment)
+// in fwd_v4 / bwd_input_v4; output channels per workgroup and invocations (input channels)
+// per workgroup in bwd_weight_v4.
+const RV: u32 = 8u;
+const PV: u32 = 8u;
+const RW: u32 = 8u;
+const WLV: u32 = 32u;
+
+// bwd_bias: invocations per workgroup.
+const BL: u32 = 64u;
+
+// --- fwd -------------------------------------------------------------------------------------
+
+@compute @workgroup_size(64)
+fn conv2d_fwd(@builtin(workgroup_id) wid: vec3<u32>, @builtin(num_workgroups) nwg: vec3<u32>,
+              @builtin(local_invocation_index) lid: u32) {
+    let plane = p.ho * p.wo;
+    let npix = p.b * plane;
+    let tiles_m = (p.cout + R - 1u) / R;
+    let t = workgroup_linear(wid, nwg);
+    let co0 = (t % tiles_m) * R;
+    let col = (t / tiles_m) * COLS + lid * 4u;
+    if (col >= npix) { return; }
+
+    // This invocation's 4 output pixels (clamped into the batch for loading).
+    let c = min(vec4<u32>(col) + vec4<u32>(0u, 1u, 2u, 3u), vec4<u32>(npix - 1u));
+    let bb = c / plane;
+    let q = c % plane;
+    let iy0 = vec4<i32>((q / p.wo) * p.stride) - vec4<i32>(i32(p.pad));
+    let ix0 = vec4<i32>((q % p.wo) * p.stride) - vec4<i32>(i32(p.pad));
+    let xb = bb * (p.cin * p.h * p.w);
+
+    let hw = p.h * p.w;
+    let kk = p.k * p.k;
+    let wrow = p.cin * kk;
+    var acc: array<vec4<f32>, 16>;
+    for (var ky = 0u; ky < p.k; ky = ky + 1u) {
+        let iy = iy0 + vec4<i32>(i32(ky));
+        let vy = (iy >= vec4<i32>(0)) & (iy < vec4<i32>(i32(p.h)));
+        for (var kx = 0u; kx < p.k; kx = kx + 1u) {
+            let ix = ix0 + vec4<i32>(i32(kx));
+            let valid = vy & (ix >= vec4<i32>(0)) & (ix < vec4<i32>(i32(p.w)));
+            let off = select(vec4<u32>(0u), xb + vec4<u32>(iy) * p.w + vec4<u32>(ix), valid);
+            let m = select(vec4<f32>(0.0), vec4<f32>(1.0), valid);
+            let tap = ky * p.k + kx;
+            for (var ci = 0u; ci < p.cin; ci = ci + 1u) {
+                let o = off + vec4<u32>(ci * hw);
+                let xv = vec4<f32>(x[o.x], x[o.y], x[o.z], x[o.w]) * m;
+                let wt = ci * kk + tap;
+                for (var i = 0u; i < R; i = i + 1u) {
+                    acc[i] = acc[i] + weight[min(co0 + i, p.cout - 1u) * wrow + wt] * xv;
+                }
+            }
+        }
+    }
+
+    let ob = bb * (p.cout * plane) + q;
+    for (var i = 0u; i < R; i = i + 1u) {
+        let co = co0 + i;
+        if (co < p.cout) {
+            var v = acc[i];
+            if (p.has_bias != 0u) { v = v + vec4<f32>(bias[co]); }
+            for (var j = 0u; j < 4u; j = j + 1u) {
+                if (col + j < npix) { out[ob[j] + co * plane] = v[j]; }
+            }
+        }
+    }
+}
+
+// --- bwd_input -------------------------------------------------------------------------------
+
+@compute @workgroup_size(64)
+fn conv2d_bwd_input(@builtin(workgroup_id) wid: vec3<u32>, @builtin(num_workgroups) nwg: vec3<u32>,
+                    @builtin(local_invocation_index) lid: u32) {
+    let s = p.stride;
+    // Pixels of parity class (py, px) are iy = s * yq + py, ix = s * xq + px; every class is
+    // enumerated over the largest class's (hc, wc) grid and pixels past the image are skipped.
+    let hc = (p.h + s - 1u) / s;
+    let wc = (p.w + s - 1u) / s;
+    let ncls = p.b * hc * wc;
+    let tiles_m = (p.cin + R - 1u) / R;
+    let t = workgroup_linear(wid, nwg);
+    let ci0 = (t % tiles_m) * R;
+    let rest = t / tiles_m;
+    let cls = rest % (s * s);
+    let py = cls / s;
+    let px = cls % s;
+    let col = (rest / (s * s)) * COLS + lid * 4u;
+    if (col >= ncls) { return; }
+
+    let c = min(vec4<u32>(col) + vec4<u32>(0u, 1u, 2u, 3u), vec4<u32>(ncls - 1u));
+    let bb = c / (hc * wc);
+    let yq = (c % (hc * wc)) / wc;
+    let xq = c % wc;
+    let plane = p.ho * p.wo;
+    let gb = bb * (p.cout * plane);
+
+    let kk = p.k * p.k;
+    var acc: array<vec4<f32>, 16>;
+    for (var ky = 0u; ky < p.k; ky = ky + 1u) {
+        // Output row oy reads iy at tap ky when oy s + ky - pad = iy, i.e. oy = yq + dy / s.
+        let dy = i32(py + p.pad) - i32(ky);
+        if (dy % i32(s) != 0) { continue; }
+        let oy = vec4<i32>(yq) + vec4<i32>(dy / i32(s));
+        let vy = (oy >= vec4<i32>(0)) & (oy < vec4<i32>(i32(p.ho)));
+        for (var kx = 0u; kx < p.k; kx = kx + 1u) {
+            let dxx = i32(px + p.pad) - i32(kx);
+            if (dxx % i32(s) != 0) { continue; }
+            let ox = vec4<i32>(xq) + vec4<i32>(dxx / i32(s));
+            let valid = vy & (ox >= vec4<i32>(0)) & (ox < vec4<i32>(i32(p.wo)));
+            let off = select(vec4<u32>(0u), gb + vec4<u32>(oy) * p.wo + vec4<u32>(ox), valid);
+            let m = select(vec4<f32>(0.0), vec4<f32>(1.0), valid);
+            let tap = ky * p.k + kx;
+            for (var co = 0u; co < p.cout; co = co + 1u) {
+                let o = off + vec4<u32>(co * plane);
+                let g = vec4<f32>(dout[o.x], dout[o.y], dout[o.z], dout[o.w]) * m;
+                let wt = co * p.cin * kk + tap;
+                for (var i = 0u; i < R; i = i + 1u) {
+                    acc[i] = acc[i] + weight[wt + min(ci0 + i, p.cin - 1u) * kk] * g;
+                }
+            }
+        }
+    }
+
+    let iy = yq * s + vec4<u32>(py);
+    let ix = xq * s + vec4<u32>(px);
+    let live = (vec4<u32>(col) + vec4<u32>(0u, 1u, 2u, 3u) < vec4<u32>(ncls))
+        & (iy < vec4<u32>(p.h)) & (ix < vec4<u32>(p.w));
+    let hw = p.h * p.w;
+    let db = bb * (p.cin * hw) + iy * p.w + ix;
+    for (var i = 0u; i < R; i = i + 1u) {
+        let ci = ci0 + i;
+        if (ci < p.cin) {
+            for (var j = 0u; j < 4u; j = j + 1u) {
+                if (live[j]) { dx[db[j] + ci * hw] = acc[i][j]; }
+            }
+        }
+    }
+}
+
+// --- bwd_weight ------------------------------------------------------------------------------
+
+// The workgroup's output channels (co0 + lid, co0 + lid + WL), clamped for loading, and
+// whether each is stored.
+struct WeightCols {
+    co: vec2<u32>,
+    load: vec2<u32>,
+    live: vec2<bool>,
+}
+
+fn weight_cols(co0: u32, lid: u32) -> WeightCols {
+    var wc: WeightCols;
+    wc.co = vec2<u32>(co0 + lid, co0 + lid + WL);
+    wc.load = min(wc.co, vec2<u32>(p.cout - 1u));
+    wc.live = wc.co < vec2<u32>(p.cout);
+    return wc;
+}
+
+// K = 3: a workgroup owns WCI3 = 4 input channels (one vec4 of x per tap) and WCO output
+// channels; per pixel 2 divergent loads of dout and 36 uniform loads of x feed 72 multiply-adds.
+// The tap loops have constant bounds so the accumulators stay in registers.
+@compute @workgroup_size(32)
+fn conv2d_bwd_weight(@builtin(workgroup_id) wid: vec3<u32>, @builtin(num_workgroups) nwg: vec3<u32>,
+                     @builtin(local_invocation_index) lid: u32) {
+    let tiles_ci = (p.cin + WCI3 - 1u) / WCI3;
+    let t = workgroup_linear(wid, nwg);
+    let ci0 = (t % tiles_ci) * WCI3;
+    let wc = weight_cols((t / tiles_ci) * WCO, lid);
+    if (!any(wc.live)) { return; }
+
+    let hw = p.h * p.w;
+    let plane = p.ho * p.wo;
+    let xc = min(vec4<u32>(ci0) + vec4<u32>(0u, 1u, 2u, 3u), vec4<u32>(p.cin - 1u)) * hw;
+    let pad = i32(p.pad);
+    // acc[2 tap + j]: output channel j, input channels ci0 .. ci0 + 3.
+    var acc: array<vec4<f32>, 18>;
+    for (var b = 0u; b < p.b; b = b + 1u) {
+        let xb = b * p.cin * hw;
+        let g0 = b * p.cout * plane + wc.load.x * plane;
+        let g1 = b * p.cout * plane + wc.load.y * plane;
+        for (var oy = 0u; oy < p.ho; oy = oy + 1u) {
+            let iy0 = i32(oy * p.stride) - pad;
+            for (var ox = 0u; ox < p.wo; ox = ox + 1u) {
+                let ix0 = i32(ox * p.stride) - pad;
+                let q = oy * p.wo + ox;
+                let g = vec2<f32>(dout[g0 + q], dout[g1 + q]);
+                for (var ky = 0; ky < 3; ky = ky + 1) {
+                    let iy = iy0 + ky;
+                    if (iy < 0 || iy >= i32(p.h)) { continue; }
+                    for (var kx = 0; kx < 3; kx = kx + 1) {
+                        let ix = ix0 + kx;
+                        if (ix < 0 || ix >= i32(p.w)) { continue; }
+                        let o = vec4<u32>(xb + u32(iy) * p.w + u32(ix)) + xc;
+                        let xv = vec4<f32>(x_saved[o.x], x_saved[o.y], x_saved[o.z], x_saved[o.w]);
+                        let tap = ky * 3 + kx;
+                        acc[2 * tap] = acc[2 * tap] + g.x * xv;
+                        acc[2 * tap + 1] = acc[2 * tap + 1] + g.y * xv;
+                    }
+                }
+            }
+        }
+    }
+
+    for (var j = 0u; j < 2u; j = j + 1u) {
+        if (wc.live[j]) {
+            for (var c = 0u; c < WCI3; c = c + 1u) {
+                let ci = ci0 + c;
+                if (ci < p.cin) {
+                    let base = (wc.co[j] * p.cin + ci) * 9u;
+                    for (var tap = 0u; tap < 9u; tap = tap + 1u) {
+                        dweight[base + tap] = dweight[base + tap] + acc[2u * tap + j][c];
+                    }
+                }
+            }
+        }
+    }
+}
+
+// K = 1: no taps, so a workgroup owns WCI1 = 32 input channels; per pixel 2 divergent loads of
+// dout and 32 uniform loads of x feed 64 multiply-adds.
+@compute @workgroup_size(32)
+fn conv2d_bwd_weight_k1(@builtin(workgroup_id) wid: vec3<u32>, @builtin(num_workgroups) nwg: vec3<u32>,
+                        @builtin(local_invocation_index) lid: u32) {
+    let tiles_ci = (p.cin + WCI1 - 1u) / WCI1;
+    let t = workgroup_linear(wid, nwg);
+    let ci0 = (t % tiles_ci) * WCI1;
+    let wc = weight_cols((t / tiles_ci) * WCO, lid);
+    if (!any(wc.live)) { return; }
+
+    let hw = p.h * p.w;
+    let plane = p.ho * p.wo;
+    // acc[2 c + j]: output channel j, input channels ci0 + 4 c .. ci0 + 4 c + 3.
+    var acc: array<vec4<f32>, 16>;
+    for (var b = 0u; b < p.b; b = b + 1u) {
+        let xb = b * p.cin * hw;
+        let g0 = b * p.cout * plane + wc.load.x * plane;
+        let g1 = b * p.cout * plane + wc.load.y * plane;
+        for (var oy = 0u; oy < p.ho; oy = oy + 1u) {
+            for (var ox = 0u; ox < p.wo; ox = ox + 1u) {
+                let q = oy * p.wo + ox;
+                let g = vec2<f32>(dout[g0 + q], dout[g1 + q]);
+                let xo = xb + (oy * p.stride) * p.w + ox * p.stride;
+                for (var c = 0u; c < WCI1 / 4u; c = c + 1u) {
+                    let ci = min(vec4<u32>(ci0 + 4u * c) + vec4<u32>(0u, 1u, 2u, 3u), vec4<u32>(p.cin - 1u));
+                    let o = vec4<u32>(xo) + ci * hw;
+                    let xv = vec4<f32>(x_saved[o.x], x_saved[o.y], x_saved[o.z], x_saved[o.w]);
+                    acc[2u * c] = acc[2u * c] + g.x * xv;
+                    acc[2u * c + 1u] = acc[2u * c + 1u] + g.y * xv;
+                }
+            }
+        }
+    }
+
+    for (var j = 0u; j < 2u; j = j + 1u) {
+        if (wc.live[j]) {
+            for (var c = 0u; c < WCI1; c = c + 1u) {
+                let ci = ci0 + c;
+                if (ci < p.cin) {
+                    let i = wc.co[j] * p.cin + ci;
+                    dweight[i] = dweight[i] + acc[2u * (c / 4u) + j][c % 4u];
+                }
+            }
+        }
+    }
+}
+
+// --- stride 1, W a multiple of 4 ---------------------------------------------------------------
+
+// A row segment of PV output pixels (ox0 .. ox0 + PV - 1 of row oy in image b), and the first
+// of the RV channels the workgroup computes.
+struct Seg {
+    b: u32,
+    oy: u32,
+    ox0: u32,
+    row0: u32,
+    live: bool,
+}
+
+fn seg_of(wid: vec3<u32>, nwg: vec3<u32>, lid: u32, rows: u32) -> Seg {
+    let spr = (p.w + PV - 1u) / PV;
+    let nseg = p.b * p.h * spr;
+    let tiles_m = (rows + RV - 1u) / RV;
+    let t = workgroup_linear(wid, nwg);
+    var sg: Seg;
+    sg.row0 = (t % tiles_m) * RV;
+    let g = (t / tiles_m) * LANES + lid;
+    sg.live = g < nseg;
+    let gc = min(g, nseg - 1u);
+    sg.b = gc / (p.h * spr);
+    sg.oy = (gc / spr) % p.h;
+    sg.ox0 = (gc % spr) * PV;
+    return sg;
+}
+
+// A stride-1 "same" convolution of img4 (B, chans, H, W) producing `rows` channels, for one
+// row segment: returns acc[2 r + h] = pixels ox0 + 4 h .. ox0 + 4 h + 3 of channel row0 + r.
+// Per (channel, ky) the segment's 10 input pixels (8 + one each side) are 4 vec4 loads and
+// serve all 3 taps; the RV x 3 weights are workgroup-uniform. `transposed` reads the weight as
+// the adjoint (bwd_input: rows = Cin, chans = Cout, kernel flipped).
+fn conv_rows_v4(sg: Seg, rows: u32, chans: u32, transposed: bool) -> array<vec4<f32>, 16> {
+    let w4 = p.w / 4u;
+    let q0 = sg.ox0 / 4u;
+    // Neighbour vec4s, clamped into the row, and masks that zero the padding.
+    let ql = select(q0, q0 - 1u, sg.ox0 > 0u);
+    let q1 = min(q0 + 1u, w4 - 1u);
+    let qr = min(q0 + 2u, w4 - 1u);
+    let ml = select(0.0, 1.0, sg.ox0 > 0u);
+    let m1 = select(0.0, 1.0, sg.ox0 + 4u < p.w);
+    let mr = select(0.0, 1.0, sg.ox0 + 8u < p.w);
+    let kk = p.k * p.k;
+    var acc: array<vec4<f32>, 16>;
+    for (var ky = 0u; ky < p.k; ky = ky + 1u) {
+        let iy = i32(sg.oy + ky) - i32(p.pad);
+        if (iy < 0 || iy >= i32(p.h)) { continue; }
+        for (var c = 0u; c < chans; c = c + 1u) {
+            let rb = ((sg.b * chans + c) * p.h + u32(iy)) * w4;
+            let v0 = img4[rb + q0];
+            let v1 = img4[rb + q1] * m1;
+            if (p.k == 3u) {
+                let xl = img4[rb + ql].w * ml;
+                let xr = img4[rb + qr].x * mr;
+                // Taps kx = 0, 1, 2 read pixels ox - 1, ox, ox + 1.
+                let a0 = vec4<f32>(xl, v0.xyz);
+                let a2 = vec4<f32>(v0.yzw, v1.x);
+                let b0 = vec4<f32>(v0.w, v1.xyz);
+                let b2 = vec4<f32>(v1.yzw, xr);
+                for (var r = 0u; r < RV; r = r + 1u) {
+                    let row = min(sg.row0 + r, rows - 1u);
+                    var i0: u32;
+                    var i2: u32;
+                    if (transposed) {
+                        i2 = (c * rows + row) * 9u + (2u - ky) * 3u;
+                        i0 = i2 + 2u;
+                    } else {
+                        i0 = (row * chans + c) * 9u + ky * 3u;
+                        i2 = i0 + 2u;
+                    }
+                    let w0 = weight[i0];
+                    let w1 = weight[min(i0, i2) + 1u];
+                    let w2 = weight[i2];
+                    acc[2u * r] = acc[2u * r] + w0 * a0 + w1 * v0 + w2 * a2;
+                    acc[2u * r + 1u] = acc[2u * r + 1u] + w0 * b0 + w1 * v1 + w2 * b2;
+                }
+            } else {
+                for (var r = 0u; r < RV; r = r + 1u) {
+                    let row = min(sg.row0 + r, rows - 1u);
+                    let wv = weight[select(row * chans + c, c * rows + row, transposed)];
+                    acc[2u * r] = acc[2u * r] + wv * v0;
+                    acc[2u * r + 1u] = acc[2u * r + 1u] + wv * v1;
+                }
+            }
+        }
+    }
+    return acc;
+}
+
+@compute @workgroup_size(64)
+fn conv2d_fwd_v4(@builtin(workgroup_id) wid: vec3<u32>, @builtin(num_workgroups) nwg: vec3<u32>,
+                 @builtin(local_invocation_index) lid: u32) {
+    let sg = seg_of(wid, nwg, lid, p.cout);
+    if (!sg.live) { return; }
+    let acc = conv_rows_v4(sg, p.cout, p.cin, false);
+    let w4 = p.w / 4u;
+    let second = sg.ox0 + 4u < p.w;
+    for (var r = 0u; r < RV; r = r + 1u) {
+        let co = sg.row0 + r;
+        if (co < p.cout) {
+            var bv = vec4<f32>(0.0);
+            if (p.has_bias != 0u) { bv = vec4<f32>(bias[co]); }
+            let o = ((sg.b * p.cout + co) * p.h + sg.oy) * w4 + sg.ox0 / 4u;
+            out4[o] = acc[2u * r] + bv;
+            if (second) { out4[o + 1u] = acc[2u * r + 1u] + bv; }
+        }
+    }
+}
+
+@compute @workgroup_size(64)
+fn conv2d_bwd_input_v4(@builtin(workgroup_id) wid: vec3<u32>, @builtin(num_workgroups) nwg: vec3<u32>,
+                       @builtin(local_invocation_index) lid: u32) {
+    let sg = seg_of(wid, nwg, lid, p.cin);
+    if (!sg.live) { return; }
+    let acc = conv_rows_v4(sg, p.cin, p.cout, true);
+    let w4 = p.w / 4u;
+    let second = sg.ox0 + 4u < p.w;
+    for (var r = 0u; r < RV; r = r + 1u) {
+        let ci = sg.row0 + r;
+        if (ci < p.cin) {
+            let o = ((sg.b * p.cin + ci) * p.h + sg.oy) * w4 + sg.ox0 / 4u;
+            dx4[o] = acc[2u * r];
+            if (second) { dx4[o + 1u] = acc[2u * r + 1u]; }
+        }
+    }
+}
+
+// K = 3 only (K = 1 takes conv2d_bwd_weight_k1). A workgroup owns RW output channels (their
+// dout vec4s are workgroup-uniform) and each of its WLV invocations one input channel; the loop
+// walks every 4-pixel chunk of every row, loading per chunk RW uniform vec4s of dout and, per
+// ky, 3 vec4s of x that serve all 3 taps, for RW x 9 x 4 multiply-adds.
+@compute @workgroup_size(32)
+fn conv2d_bwd_weight_v4(@builtin(workgroup_id) wid: vec3<u32>, @builtin(num_workgroups) nwg: vec3<u32>,
+                        @builtin(local_invocation_index) lid: u32) {
+    let tiles_ci = (p.cin + WLV - 1u) / WLV;
+    let t = workgroup_linear(wid, nwg);
+    let ci = (t % tiles_ci) * WLV + lid;
+    let co0 = (t / tiles_ci) * RW;
+    if (ci >= p.cin || co0 >= p.cout) { return; }
+    let w4 = p.w / 4u;
+    // acc[9 r + tap]
+    var acc: array<f32, 72>;
+    for (var b = 0u; b < p.b; b = b + 1u) {
+        for (var oy = 0u; oy < p.h; oy = oy + 1u) {
+            for (var q = 0u; q < w4; q = q + 1u) {
+                var g: array<vec4<f32>, 8>;
+                for (var r = 0u; r < RW; r = r + 1u) {
+                    g[r] = dout4[((b * p.cout + min(co0 + r, p.cout - 1u)) * p.h + oy) * w4 + q];
+                }
+                let ml = select(0.0, 1.0, q > 0u);
+                let mr = select(0.0, 1.0, q + 1u < w4);
+                let ql = select(q, q - 1u, q > 0u);
+                let qr = min(q + 1u, w4 - 1u);
+                for (var ky = 0u; ky < 3u; ky = ky + 1u) {
+                    let iy = i32(oy + ky) - 1;
+                    if (iy < 0 || iy >= i32(p.h)) { continue; }
+                    let rb = ((b * p.cin + ci) * p.h + u32(iy)) * w4;
+                    let v = x_saved4[rb + q];
+                    let s0 = vec4<f32>(x_saved4[rb + ql].w * ml, v.xyz);
+                    let s2 = vec4<f32>(v.yzw, x_saved4[rb + qr].x * mr);
+                    for (var r = 0u; r < RW; r = r + 1u) {
+                        acc[9u * r + 3u * ky] = acc[9u * r + 3u * ky] + dot(g[r], s0);
+                        acc[9u * r + 3u * ky + 1u] = acc[9u * r + 3u * ky + 1u] + dot(g[r], v);
+                        acc[9u * r + 3u * ky + 2u] = acc[9u * r + 3u * ky + 2u] + dot(g[r], s2);
+                    }
+                }
+            }
+        }
+    }
+
+    for (var r = 0u; r < RW; r = r + 1u) {
+        let co = co0 + r;
+        if (co < p.cout) {
+            let base = (co * p.cin + ci) * 9u;
+            for (var tap = 0u; tap < 9u; tap = tap + 1u) {
+                dweight[base + tap] = dweight[base + tap] + acc[9u * r + tap];
+            }
+        }
+    }
+}
+
+// --- bwd_bias --------------------------------------------------------------------------------
+
+var<workgroup> partial: array<f32, 64>;
+
+@compute @workgroup_size(64)
+fn conv2d_bwd_bias(@builtin(workgroup_id) wid: vec3<u32>, @builtin(num_workgroups) nwg: vec3<u32>,
+                   @builtin(local_invocation_index) lid: u32) {
+    // Uniform across the workgroup, so the barriers below are reached by all or none.
+    let co = workgroup_linear(wid, nwg);
+    if (co >= p.cout) { return; }
+    let plane = p.ho * p.wo;
+    var acc = 0.0;
+    for (var b = 0u; b < p.b; b = b + 1u) {
+        let base = (b * p.cout + co) * plane;
+        for (var i = lid; i < plane; i = i + BL) { acc = acc + dout[base + i]; }
+    }
+    partial[lid] = acc;
+    workgroupBarrier();
+    for (var s = BL / 2u; s > 0u; s = s / 2u) {
+        if (lid < s) { partial[lid] = partial[lid] + partial[lid + s]; }
+        workgroupBarrier();
+    }
+    if (lid == 0u) { dbias[co] = dbias[co] + partial[0]; }
+}

@@ -1,0 +1,309 @@
+//! Launchers for `shaders/conv2d.wgsl`: NCHW convolution with bias (K = 3 or 1, stride 1 or 2)
+//! and its dedicated backward kernels. Shapes come from `reference::conv2d::Conv2dShape`, so a
+//! layer and its reference agree on (B, Cin, Cout, H, W, K, stride, pad) by construction.
+//!
+//! Overwritten: `out`, `dx`. Accumulated (`+=`): `dweight`, `dbias`.
+
+use super::{f64s, need, prepare, run_read, CheckFuture, CheckResult, Entry, OpSpec};
+use crate::gpu::{Buffer, Dispatch, Gpu, GpuError};
+use crate::reference::conv2d::{self as r, Conv2dShape};
+use crate::reference::philox::normal_vec;
+use crate::reference::tol::{compare, Tol, LOOSE};
+
+/// f32 dot products over Cin K K (fwd), Cout K K (bwd_input) or B Ho Wo (bwd_weight, bwd_bias)
+/// unit-normal terms vs an f64 reference; the longest checked reduction is 768 terms, whose
+/// rounding error (~sqrt(n) 2^-24 per partial sum of size ~sqrt(n)) is far inside LOOSE, and the
+/// absolute part covers outputs near zero.
+const WHY: &str = "f32 accumulation over Cin*K*K, Cout*K*K or B*Ho*Wo terms vs an f64 reference";
+
+pub const SPEC: OpSpec = OpSpec {
+    name: "conv2d",
+    source: super::shader_source!("conv2d.wgsl"),
+    entries: &[
+        Entry { name: "conv2d_fwd", reference: "conv2d::conv2d_fwd", tol: LOOSE, why: WHY },
+        Entry { name: "conv2d_fwd_v4", reference: "conv2d::conv2d_fwd (stride 1)", tol: LOOSE, why: WHY },
+        Entry { name: "conv2d_bwd_input", reference: "conv2d::conv2d_bwd_input", tol: LOOSE, why: WHY },
+        Entry { name: "conv2d_bwd_input_v4", reference: "conv2d::conv2d_bwd_input (stride 1)", tol: LOOSE, why: WHY },
+        Entry { name: "conv2d_bwd_weight", reference: "conv2d::conv2d_bwd_weight (K = 3)", tol: LOOSE, why: WHY },
+        Entry { name: "conv2d_bwd_weight_k1", reference: "conv2d::conv2d_bwd_weight (K = 1)", tol: LOOSE, why: WHY },
+        Entry { name: "conv2d_bwd_weight_v4", reference: "conv2d::conv2d_bwd_weight (stride 1)", tol: LOOSE, why: WHY },
+        Entry { name: "conv2d_bwd_bias", reference: "conv2d::conv2d_bwd_bias", tol: LOOSE, why: WHY },
+    ],
+    check,
+};
+
+/// Channels (R) and pixels (COLS) per workgroup in conv2d_fwd and conv2d_bwd_input.
+const TILE_CH: usize = 16;
+const TILE_PIX: usize = 256;
+/// Output channels (WCO) per workgroup in conv2d_bwd_weight(_k1), and input channels for K = 3
+/// (WCI3) and K = 1 (WCI1).
+const W_CO: usize = 64;
+const W_CI3: usize = 4;
+const W_CI1: usize = 32;
+/// The stride-1 vec4 kernels: channels per workgroup (RV) and pixels per invocation (PV) in
+/// conv2d_fwd_v4 / conv2d_bwd_input_v4 (64 invocations); output channels per workgroup (RW) and
+/// input channels per workgroup (WLV) in conv2d_bwd_weight_v4.
+const V_CH: usize = 8;
+const V_PIX: usize = 8;
+const V_LANES: usize = 64;
+const VW_CO: usize = 8;
+const VW_CI: usize = 32;
+
+/// Whether the stride-1 vec4 kernels apply: every image row is whole vec4s (Ho = H, Wo = W).
+fn vec4_rows(s: Conv2dShape) -> bool {
+    s.stride == 1 && s.w.is_multiple_of(4)
+}
+
+/// The forward entry point for `s` and its workgroup count.
+fn fwd_plan(s: Conv2dShape) -> (&'static str, usize) {
+    if vec4_rows(s) {
+        ("conv2d_fwd_v4", v4_tiles(s, s.cout))
+    } else {
+        ("conv2d_fwd", s.cout.div_ceil(TILE_CH) * (s.b * s.ho() * s.wo()).div_ceil(TILE_PIX))
+    }
+}
+
+/// The input-gradient entry point for `s` and its workgroup count.
+fn bwd_input_plan(s: Conv2dShape) -> (&'static str, usize) {
+    if vec4_rows(s) {
+        ("conv2d_bwd_input_v4", v4_tiles(s, s.cin))
+    } else {
+        // One tile set per parity class (iy mod stride, ix mod stride), each over the largest
+        // class's pixel grid.
+        let class_pixels = s.b * s.h.div_ceil(s.stride) * s.w.div_ceil(s.stride);
+        ("conv2d_bwd_input", s.cin.div_ceil(TILE_CH) * s.stride * s.stride * class_pixels.div_ceil(TILE_PIX))
+    }
+}
+
+/// The weight-gradient entry point for `s` and the output and input channels per workgroup.
+fn bwd_weight_plan(s: Conv2dShape) -> (&'static str, usize, usize) {
+    match (s.k, vec4_rows(s)) {
+        (3, true) => ("conv2d_bwd_weight_v4", VW_CO, VW_CI),
+        (3, false) => ("conv2d_bwd_weight", W_CO, W_CI3),
+        _ => ("conv2d_bwd_weight_k1", W_CO, W_CI1),
+    }
+}
+
+/// Workgroups of the vec4 fwd / bwd_input kernels producing `rows` channels.
+fn v4_tiles(s: Conv2dShape, rows: usize) -> usize {
+    rows.div_ceil(V_CH) * (s.b * s.h * s.w.div_ceil(V_PIX)).div_ceil(V_LANES)
+}
+
+#[repr(C)]
+#[derive(Clone, Copy, bytemuck::Pod, bytemuck::Zeroable)]
+struct Params {
+    b: u32,
+    cin: u32,
+    cout: u32,
+    h: u32,
+    w: u32,
+    ho: u32,
+    wo: u32,
+    k: u32,
+    stride: u32,
+    pad: u32,
+    has_bias: u32,
+    _pad: u32,
+}
+
+impl Params {
+    fn new(s: Conv2dShape, has_bias: bool) -> Self {
+        Self {
+            b: s.b as u32,
+            cin: s.cin as u32,
+            cout: s.cout as u32,
+            h: s.h as u32,
+            w: s.w as u32,
+            ho: s.ho() as u32,
+            wo: s.wo() as u32,
+            k: s.k as u32,
+            stride: s.stride as u32,
+            pad: s.pad as u32,
+            has_bias: u32::from(has_bias),
+            _pad: 0,
+        }
+    }
+}
+
+/// The shapes the kernels support: K 3 or 1 with padding K / 2, stride 1 or 2, no empty
+/// dimension, and an output of at least one pixel.
+fn check_shape(s: Conv2dShape) -> Result<(), GpuError> {
+    let ok = (s.k == 1 || s.k == 3)
+        && s.pad == s.k / 2
+        && (s.stride == 1 || s.stride == 2)
+        && s.b > 0
+        && s.cin > 0
+        && s.cout > 0
+        && s.h + 2 * s.pad >= s.k
+        && s.w + 2 * s.pad >= s.k;
+    if !ok {
+        return Err(GpuError::Shape(format!("conv2d shape unsupported (K 1|3, pad K/2, stride 1|2): {s:?}")));
+    }
+    Ok(())
+}
+
+/// The pipeline key of a fwd / bwd_input entry: its channel and pixel tile.
+fn key(entry: &str) -> String {
+    if entry.ends_with("_v4") {
+        format!("{entry}_c{V_CH}_p{V_PIX}")
+    } else {
+        format!("{entry}_c{TILE_CH}_p{TILE_PIX}")
+    }
+}
+
+/// out (B, Cout, Ho, Wo) = conv(x (B, Cin, H, W), weight (Cout, Cin, K, K)) + bias (Cout,).
+/// Overwritten.
+pub async fn conv2d_fwd(
+    gpu: &Gpu,
+    x: &Buffer,
+    weight: &Buffer,
+    bias: Option<&Buffer>,
+    out: &Buffer,
+    s: Conv2dShape,
+) -> Result<Dispatch, GpuError> {
+    check_shape(s)?;
+    need("conv2d_fwd x", x, s.x_len())?;
+    need("conv2d_fwd weight", weight, s.weight_len())?;
+    need("conv2d_fwd out", out, s.out_len())?;
+    let bias_buf = match bias {
+        Some(bb) => {
+            need("conv2d_fwd bias", bb, s.cout)?;
+            bb
+        }
+        None => gpu.unused(), // bound but never read (has_bias = 0)
+    };
+    let (e, tiles) = fwd_plan(s);
+    let params = Params::new(s, bias.is_some());
+    prepare(gpu, &SPEC, e, &key(e), &[x, weight, bias_buf, out], &params, tiles as u32).await
+}
+
+/// dx (B, Cin, H, W) = conv^T(dout (B, Cout, Ho, Wo), weight (Cout, Cin, K, K)). Overwritten.
+pub async fn conv2d_bwd_input(
+    gpu: &Gpu,
+    dout: &Buffer,
+    weight: &Buffer,
+    dx: &Buffer,
+    s: Conv2dShape,
+) -> Result<Dispatch, GpuError> {
+    check_shape(s)?;
+    need("conv2d_bwd_input dout", dout, s.out_len())?;
+    need("conv2d_bwd_input weight", weight, s.weight_len())?;
+    need("conv2d_bwd_input dx", dx, s.x_len())?;
+    let (e, tiles) = bwd_input_plan(s);
+    prepare(gpu, &SPEC, e, &key(e), &[dout, weight, dx], &Params::new(s, false), tiles as u32).await
+}
+
+/// dweight (Cout, Cin, K, K) += sum over B, Ho, Wo of dout (B, Cout, Ho, Wo) times the shifted
+/// forward input x (B, Cin, H, W). Accumulated.
+pub async fn conv2d_bwd_weight(
+    gpu: &Gpu,
+    dout: &Buffer,
+    x: &Buffer,
+    dweight: &Buffer,
+    s: Conv2dShape,
+) -> Result<Dispatch, GpuError> {
+    check_shape(s)?;
+    need("conv2d_bwd_weight dout", dout, s.out_len())?;
+    need("conv2d_bwd_weight x", x, s.x_len())?;
+    need("conv2d_bwd_weight dweight", dweight, s.weight_len())?;
+    let (e, co_per, ci_per) = bwd_weight_plan(s);
+    let tiles = s.cout.div_ceil(co_per) * s.cin.div_ceil(ci_per);
+    let key = format!("{e}_co{co_per}_ci{ci_per}");
+    prepare(gpu, &SPEC, e, &key, &[dout, x, dweight], &Params::new(s, false), tiles as u32).await
+}
+
+/// dbias (Cout,) += sum over B, Ho, Wo of dout (B, Cout, Ho, Wo). Accumulated.
+pub async fn conv2d_bwd_bias(gpu: &Gpu, dout: &Buffer, dbias: &Buffer, s: Conv2dShape) -> Result<Dispatch, GpuError> {
+    check_shape(s)?;
+    need("conv2d_bwd_bias dout", dout, s.out_len())?;
+    need("conv2d_bwd_bias dbias", dbias, s.cout)?;
+    let e = "conv2d_bwd_bias";
+    prepare(gpu, &SPEC, e, e, &[dout, dbias], &Params::new(s, false), s.cout as u32).await
+}
+
+/// Multiply-adds times two of one forward (also of bwd_input and of bwd_weight).
+pub fn flops(s: Conv2dShape) -> f64 {
+    2.0 * (s.b * s.cout * s.ho() * s.wo() * s.cin * s.k * s.k) as f64
+}
+
+// --- check -----------------------------------------------------------------------------------
+
+fn check(gpu: &Gpu) -> CheckFuture<'_> {
+    Box::pin(check_async(gpu))
+}
+
+fn result(entry: &'static str, shape: String, got: &[f32], want: &[f64]) -> CheckResult {
+    let tol: Tol = SPEC.entry(entry).map_or(LOOSE, |e| e.tol);
+    CheckResult { op: SPEC.name, entry, shape, tol, report: compare(got, want, tol) }
+}
+
+async fn check_async(gpu: &Gpu) -> Result<Vec<CheckResult>, GpuError> {
+    let mut results = Vec::new();
+    // Odd H and W (the general kernels), channel counts off the tile sizes, every (K, stride),
+    // pixel counts above one tile of 256, several bwd_weight channel blocks (Cout 70 > 64).
+    // Then stride 1 with W a multiple of 4 (the vec4 kernels): part-filled row segments (W 12,
+    // W 4), K = 1, and the larger case. Two shapes run the forward without bias.
+    let shapes = [
+        (Conv2dShape::new(2, 6, 10, 13, 11, 3, 1), true),
+        (Conv2dShape::new(2, 6, 10, 13, 11, 3, 2), true),
+        (Conv2dShape::new(2, 6, 10, 13, 11, 1, 1), true),
+        (Conv2dShape::new(2, 6, 10, 13, 11, 1, 2), true),
+        (Conv2dShape::new(1, 37, 70, 9, 7, 3, 2), true),
+        (Conv2dShape::new(2, 37, 70, 9, 7, 1, 1), false),
+        (Conv2dShape::new(2, 6, 10, 7, 12, 3, 1), true),
+        (Conv2dShape::new(1, 20, 36, 5, 4, 3, 1), true),
+        (Conv2dShape::new(2, 37, 70, 9, 12, 1, 1), false),
+        (Conv2dShape::new(3, 32, 48, 16, 16, 3, 1), true),
+    ];
+    for (s, with_bias) in shapes {
+        results.extend(check_one(gpu, s, with_bias).await?);
+    }
+    Ok(results)
+}
+
+/// Forward (with or without bias), the input gradient, and the weight and bias gradients
+/// accumulated into non-zero starting values, each against the f64 reference.
+async fn check_one(gpu: &Gpu, s: Conv2dShape, with_bias: bool) -> Result<Vec<CheckResult>, GpuError> {
+    let tag = (s.k * 10 + s.stride) as u32;
+    let xx = normal_vec(s.x_len(), 11, tag);
+    let xw = normal_vec(s.weight_len(), 11, tag + 100);
+    let xbias = normal_vec(s.cout, 11, tag + 200);
+    let xdout = normal_vec(s.out_len(), 11, tag + 300);
+    let xdw0 = normal_vec(s.weight_len(), 11, tag + 400);
+    let (x64, w64, bias64, dout64) = (f64s(&xx), f64s(&xw), f64s(&xbias), f64s(&xdout));
+
+    let x = gpu.upload("x", &xx)?;
+    let w = gpu.upload("weight", &xw)?;
+    let bias = gpu.upload("bias", &xbias)?;
+    let dout = gpu.upload("dout", &xdout)?;
+    // Output buffers start non-zero: overwritten ones must not keep stale values.
+    let out = gpu.upload("out", &vec![7.0; s.out_len()])?;
+    let dx = gpu.upload("dx", &vec![7.0; s.x_len()])?;
+    let dw = gpu.upload("dweight", &xdw0)?;
+    let db = gpu.upload("dbias", &xbias)?;
+
+    let shape = format!("B={} Cin={} Cout={} H={} W={} K={} s={}", s.b, s.cin, s.cout, s.h, s.w, s.k, s.stride);
+    let mut results = Vec::new();
+
+    let mut want = vec![0.0; s.out_len()];
+    r::conv2d_fwd(&mut want, &x64, &w64, with_bias.then_some(&bias64[..]), s);
+    let d = conv2d_fwd(gpu, &x, &w, with_bias.then_some(&bias), &out, s).await?;
+    let what = if with_bias { format!("{shape} +bias") } else { shape.clone() };
+    results.push(result(fwd_plan(s).0, what, &run_read(gpu, &d, &out).await?, &want));
+
+    let mut want = vec![0.0; s.x_len()];
+    r::conv2d_bwd_input(&mut want, &dout64, &w64, s);
+    let d = conv2d_bwd_input(gpu, &dout, &w, &dx, s).await?;
+    results.push(result(bwd_input_plan(s).0, shape.clone(), &run_read(gpu, &d, &dx).await?, &want));
+
+    let mut want = f64s(&xdw0);
+    r::conv2d_bwd_weight(&mut want, &dout64, &x64, s);
+    let d = conv2d_bwd_weight(gpu, &dout, &x, &dw, s).await?;
+    results.push(result(bwd_weight_plan(s).0, format!("{shape} +="), &run_read(gpu, &d, &dw).await?, &want));
+
+    let mut want = bias64.clone();
+    r::conv2d_bwd_bias(&mut want, &dout64, s);
+    let d = conv2d_bwd_bias(gpu, &dout, &db, s).await?;
+    results.push(result("conv2d_bwd_bias", format!("{shape} +="), &run_read(gpu, &d, &db).await?, &want));
+    Ok(results)
+}
