@@ -3,12 +3,14 @@
 //!
 //! Layers, each depending only on those above it: `reference` (CPU oracles, depends on nothing),
 //! `gpu` (device, buffers, pipelines, dispatch, readback), `ops` (the op registry and launchers),
-//! `diffusion` (pure f64 math of noise levels, losses as weighted rows and likelihoods; no wgpu).
+//! `diffusion` (pure f64 math of noise levels, losses as weighted rows and likelihoods; no wgpu),
+//! `train` (checkpoints in safetensors; later the step, optimizer state, data and run configs).
 
 pub mod diffusion;
 pub mod gpu;
 pub mod ops;
 pub mod reference;
+pub mod train;
 
 #[cfg(target_arch = "wasm32")]
 pub mod web;

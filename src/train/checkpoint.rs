@@ -1,0 +1,625 @@
+//! Checkpoints: named f32 tensors plus run metadata, stored as a safetensors file.
+//!
+//! What it is: a `Checkpoint` value (tensors + architecture name, model config text, training step,
+//! format version, free-form extra key/values); a pure, target-free core `encode` / `decode` between
+//! a `Checkpoint` and bytes (the browser stores those bytes wherever it likes); `check_compatible`,
+//! which refuses a checkpoint of another architecture or parameter set; and, natively only, `save`
+//! (atomic: temporary file, fsync, rename, directory fsync) and `load`.
+//!
+//! What it is not: no model or optimizer code. Callers flatten their parameters into tensors and
+//! back; the model config is opaque text (JSON, TOML, ...) that this module stores and never parses.
+//!
+//! Tensor naming convention (the PyTorch mirror in `tools/` uses the same names):
+//! - `model.<layer path>.<param>`  the trained parameters, e.g. `model.down.0.conv1.weight`,
+//!   `model.time_embed.linear1.bias`; the layer path is the field path, list indices in decimal;
+//! - `ema.<layer path>.<param>`    the EMA copy of the same parameter (same shape);
+//! - `optim.m.<layer path>.<param>`, `optim.v.<layer path>.<param>`  Adam first / second moments.
+//!
+//! Other names are allowed (the constants below are a convention, not a check), except the empty
+//! name and `__metadata__`, which safetensors reserves.
+//!
+//! Order: a checkpoint keeps its tensors sorted by name (byte-wise), which is also the order in which
+//! safetensors lays an all-F32 file out, so `tensors()` is identical before `encode` and after
+//! `decode`. Decimal indices mean `model.down.10` sorts before `model.down.2`: load by name
+//! (`get`), and give `check_compatible` the model's own order.
+//!
+//! File layout: a standard safetensors file (every tensor F32, little-endian, C order) whose
+//! `__metadata__` holds `cdl.format_version`, `cdl.arch`, `cdl.step` (decimal) and
+//! `cdl.model_config`; every other metadata key is an `extra` entry, stored verbatim. Keys
+//! starting with `cdl.` are reserved. safetensors keeps the metadata in a hash map, so the order of
+//! metadata keys inside the header may differ between two encodes of the same checkpoint; tensor
+//! bytes, offsets and all values are identical.
+//!
+//! Untrusted input: `decode` and `load` reject, before allocating for the payload, a file shorter
+//! than the 8-byte length prefix, a header length above `MAX_HEADER_BYTES` or above what the file
+//! holds; then every tensor entry is checked (dtype F32 only, shape × 4 bytes = its byte span,
+//! span inside the file) before safetensors validates the whole layout. Every failure is a
+//! one-line `CheckpointError`, never a panic.
+
+use std::borrow::Cow;
+use std::collections::{BTreeMap, HashSet};
+use std::fmt;
+use std::path::PathBuf;
+
+use safetensors::tensor::{Dtype, SafeTensors, View};
+
+// ---------------------------------------------------------------------------------------------
+// Constants
+
+/// Format version written by this build; `decode` reads versions 1..=FORMAT_VERSION.
+pub const FORMAT_VERSION: u32 = 1;
+
+/// Largest accepted safetensors header, in bytes: the limit of the safetensors crate itself.
+/// Real headers are a few hundred bytes per tensor plus the model config.
+pub const MAX_HEADER_BYTES: u64 = 100_000_000;
+
+/// Name prefix of the trained parameters.
+pub const MODEL_PREFIX: &str = "model.";
+/// Name prefix of the EMA parameters.
+pub const EMA_PREFIX: &str = "ema.";
+/// Name prefix of Adam's first moments.
+pub const ADAM_M_PREFIX: &str = "optim.m.";
+/// Name prefix of Adam's second moments.
+pub const ADAM_V_PREFIX: &str = "optim.v.";
+
+/// Metadata key of the format version (decimal).
+pub const KEY_FORMAT_VERSION: &str = "cdl.format_version";
+/// Metadata key of the architecture name.
+pub const KEY_ARCH: &str = "cdl.arch";
+/// Metadata key of the training step (decimal).
+pub const KEY_STEP: &str = "cdl.step";
+/// Metadata key of the opaque model config text.
+pub const KEY_MODEL_CONFIG: &str = "cdl.model_config";
+/// Prefix reserved for this module's metadata keys; `extra` keys may not use it.
+pub const RESERVED_KEY_PREFIX: &str = "cdl.";
+
+/// Length of the little-endian u64 header-length prefix of a safetensors file.
+const LEN_PREFIX: usize = 8;
+
+// ---------------------------------------------------------------------------------------------
+// Errors
+
+/// Every fallible function of this module returns this error; messages are one line (control
+/// characters from files or OS messages are escaped).
+#[derive(Debug)]
+pub enum CheckpointError {
+    /// The bytes are not a valid CDL checkpoint: truncated, corrupt header, wrong dtype, bad
+    /// offsets, missing or malformed metadata, unsupported format version.
+    Format(String),
+    /// A valid checkpoint that does not fit what the caller expects (architecture or tensors).
+    Incompatible(String),
+    /// The caller built something that cannot be stored (duplicate name, shape/data mismatch,
+    /// reserved metadata key, header too large).
+    Invalid(String),
+    /// A file-system operation failed; `action` reads like "cannot open".
+    Io { action: &'static str, path: PathBuf, source: std::io::Error },
+    /// An error about the contents of the file at `path`.
+    InFile { path: PathBuf, source: Box<CheckpointError> },
+}
+
+impl fmt::Display for CheckpointError {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        match self {
+            Self::Format(m) => write!(f, "not a valid CDL checkpoint: {}", OneLine(m)),
+            Self::Incompatible(m) => write!(f, "incompatible checkpoint: {}", OneLine(m)),
+            Self::Invalid(m) => write!(f, "cannot store checkpoint: {}", OneLine(m)),
+            Self::Io { action, path, source } => {
+                write!(f, "{action} {}: {}", OneLine(&path.display().to_string()), OneLine(&source.to_string()))
+            }
+            Self::InFile { path, source } => write!(f, "{}: {source}", OneLine(&path.display().to_string())),
+        }
+    }
+}
+
+impl std::error::Error for CheckpointError {
+    fn source(&self) -> Option<&(dyn std::error::Error + 'static)> {
+        match self {
+            Self::Io { source, .. } => Some(source),
+            Self::InFile { source, .. } => Some(source.as_ref()),
+            _ => None,
+        }
+    }
+}
+
+/// Writes a string with control characters escaped, so a message stays on one line whatever a
+/// file or the OS put into it.
+struct OneLine<'a>(&'a str);
+
+impl fmt::Display for OneLine<'_> {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        for c in self.0.chars() {
+            if c.is_control() {
+                write!(f, "{}", c.escape_default())?;
+            } else {
+                write!(f, "{c}")?;
+            }
+        }
+        Ok(())
+    }
+}
+
+fn format_err(msg: impl Into<String>) -> CheckpointError {
+    CheckpointError::Format(msg.into())
+}
+
+fn invalid(msg: impl Into<String>) -> CheckpointError {
+    CheckpointError::Invalid(msg.into())
+}
+
+// ---------------------------------------------------------------------------------------------
+// Checkpoint
+
+/// One named f32 tensor: row-major (C order) `data` of `shape`.
+#[derive(Clone, Debug, PartialEq)]
+pub struct Tensor {
+    /// Unique within a checkpoint; see the naming convention in the module header.
+    pub name: String,
+    /// Dimensions, outermost first; `[]` is a scalar (1 value), a 0 anywhere means no values.
+    pub shape: Vec<usize>,
+    /// The product of `shape` values, row-major.
+    pub data: Vec<f32>,
+}
+
+/// Named f32 tensors (sorted by name, unique, each `data.len()` = product of `shape`) plus
+/// the run metadata.
+#[derive(Clone, Debug, PartialEq)]
+pub struct Checkpoint {
+    /// Architecture name, e.g. "mlp" or "unet"; `check_compatible` compares it first.
+    pub arch: String,
+    /// The model config as opaque text supplied by the caller (JSON, TOML, ...).
+    pub model_config: String,
+    /// Optimizer steps taken when the checkpoint was written.
+    pub step: u64,
+    /// Free-form key/values (seed, loss, git revision, ...); keys may not start with `cdl.`.
+    pub extra: BTreeMap<String, String>,
+    /// Format version of the bytes this was decoded from; `FORMAT_VERSION` for a new one.
+    format_version: u32,
+    /// Sorted by name, names unique.
+    tensors: Vec<Tensor>,
+}
+
+impl Checkpoint {
+    /// An empty checkpoint (no tensors, no extra entries) at `step`.
+    pub fn new(arch: impl Into<String>, model_config: impl Into<String>, step: u64) -> Self {
+        Self {
+            arch: arch.into(),
+            model_config: model_config.into(),
+            step,
+            extra: BTreeMap::new(),
+            format_version: FORMAT_VERSION,
+            tensors: Vec::new(),
+        }
+    }
+
+    /// Adds a tensor. Fails on an empty or reserved name, a name already present, or
+    /// `data.len()` different from the product of `shape` (an empty shape is a scalar: 1 value).
+    pub fn insert(
+        &mut self,
+        name: impl Into<String>,
+        shape: Vec<usize>,
+        data: Vec<f32>,
+    ) -> Result<(), CheckpointError> {
+        let name = name.into();
+        check_name(&name).map_err(invalid)?;
+        let numel = numel(&shape).ok_or_else(|| invalid(format!("tensor {name:?}: shape {shape:?} overflows")))?;
+        if data.len() != numel {
+            return Err(invalid(format!(
+                "tensor {name:?}: shape {shape:?} holds {numel} values but {} were given",
+                data.len()
+            )));
+        }
+        match self.tensors.binary_search_by(|t| t.name.as_str().cmp(&name)) {
+            Ok(_) => Err(invalid(format!("duplicate tensor {name:?}"))),
+            Err(at) => {
+                self.tensors.insert(at, Tensor { name, shape, data });
+                Ok(())
+            }
+        }
+    }
+
+    /// The tensor called `name`, if any.
+    pub fn get(&self, name: &str) -> Option<&Tensor> {
+        self.tensors.binary_search_by(|t| t.name.as_str().cmp(name)).ok().and_then(|i| self.tensors.get(i))
+    }
+
+    /// All tensors, sorted by name.
+    pub fn tensors(&self) -> &[Tensor] {
+        &self.tensors
+    }
+
+    /// Consumes the checkpoint, returning its tensors sorted by name.
+    pub fn into_tensors(self) -> Vec<Tensor> {
+        self.tensors
+    }
+
+    /// Names and shapes of all tensors, sorted by name: the `expected` list of `check_compatible`.
+    pub fn shapes(&self) -> Vec<(String, Vec<usize>)> {
+        self.tensors.iter().map(|t| (t.name.clone(), t.shape.clone())).collect()
+    }
+
+    /// Number of tensors.
+    pub fn len(&self) -> usize {
+        self.tensors.len()
+    }
+
+    /// Whether the checkpoint holds no tensor.
+    pub fn is_empty(&self) -> bool {
+        self.tensors.is_empty()
+    }
+
+    /// Format version of the bytes this checkpoint was decoded from (`FORMAT_VERSION` if new).
+    /// `encode` always writes `FORMAT_VERSION`.
+    pub fn format_version(&self) -> u32 {
+        self.format_version
+    }
+
+    /// Refuses a checkpoint that does not match `expected_arch` and exactly the `expected`
+    /// (name, shape) list. The error names the first mismatch, checking in this order: the
+    /// architecture; `expected` in the caller's order (missing tensor, different shape); then
+    /// tensors of the checkpoint absent from `expected`, by name. It also counts the others.
+    pub fn check_compatible<N: AsRef<str>, S: AsRef<[usize]>>(
+        &self,
+        expected_arch: &str,
+        expected: &[(N, S)],
+    ) -> Result<(), CheckpointError> {
+        if self.arch != expected_arch {
+            return Err(CheckpointError::Incompatible(format!(
+                "architecture is {:?}, expected {expected_arch:?}",
+                self.arch
+            )));
+        }
+        let mut first: Option<String> = None;
+        let mut count = 0usize;
+        let mut note = |msg: String| {
+            count += 1;
+            first.get_or_insert(msg);
+        };
+        for (name, shape) in expected {
+            let (name, shape) = (name.as_ref(), shape.as_ref());
+            match self.get(name) {
+                None => note(format!("missing tensor {name:?} (expected shape {shape:?})")),
+                Some(t) if t.shape != shape => {
+                    note(format!("tensor {name:?} has shape {:?}, expected {shape:?}", t.shape))
+                }
+                Some(_) => {}
+            }
+        }
+        let wanted: HashSet<&str> = expected.iter().map(|(n, _)| n.as_ref()).collect();
+        for t in self.tensors.iter().filter(|t| !wanted.contains(t.name.as_str())) {
+            note(format!("unexpected tensor {:?} (shape {:?})", t.name, t.shape));
+        }
+        match first {
+            None => Ok(()),
+            Some(msg) if count == 1 => Err(CheckpointError::Incompatible(msg)),
+            Some(msg) => Err(CheckpointError::Incompatible(format!("{msg} (and {} more mismatches)", count - 1))),
+        }
+    }
+}
+
+/// Product of the dimensions; `None` on overflow.
+fn numel(shape: &[usize]) -> Option<usize> {
+    shape.iter().try_fold(1usize, |acc, &d| acc.checked_mul(d))
+}
+
+fn check_name(name: &str) -> Result<(), String> {
+    if name.is_empty() {
+        return Err("tensor name is empty".into());
+    }
+    if name == "__metadata__" {
+        return Err("tensor name \"__metadata__\" is reserved by safetensors".into());
+    }
+    Ok(())
+}
+
+// ---------------------------------------------------------------------------------------------
+// Pure core: bytes <-> Checkpoint (target-free)
+
+/// A checkpoint tensor seen by the safetensors serializer: F32, little-endian.
+struct F32View<'a>(&'a Tensor);
+
+impl View for F32View<'_> {
+    fn dtype(&self) -> Dtype {
+        Dtype::F32
+    }
+
+    fn shape(&self) -> &[usize] {
+        &self.0.shape
+    }
+
+    fn data(&self) -> Cow<'_, [u8]> {
+        if cfg!(target_endian = "little") {
+            Cow::Borrowed(bytemuck::cast_slice(&self.0.data))
+        } else {
+            Cow::Owned(self.0.data.iter().flat_map(|x| x.to_le_bytes()).collect())
+        }
+    }
+
+    fn data_len(&self) -> usize {
+        self.0.data.len() * 4
+    }
+}
+
+/// Serializes a checkpoint to safetensors bytes (format `FORMAT_VERSION`). Fails if an `extra`
+/// key uses the reserved `cdl.` prefix or the header would exceed `MAX_HEADER_BYTES`.
+pub fn encode(ckpt: &Checkpoint) -> Result<Vec<u8>, CheckpointError> {
+    if let Some(key) = ckpt.extra.keys().find(|k| k.starts_with(RESERVED_KEY_PREFIX)) {
+        return Err(invalid(format!("extra key {key:?} uses the reserved prefix {RESERVED_KEY_PREFIX:?}")));
+    }
+    let mut meta: Vec<(String, String)> = vec![
+        (KEY_FORMAT_VERSION.into(), FORMAT_VERSION.to_string()),
+        (KEY_ARCH.into(), ckpt.arch.clone()),
+        (KEY_STEP.into(), ckpt.step.to_string()),
+        (KEY_MODEL_CONFIG.into(), ckpt.model_config.clone()),
+    ];
+    meta.extend(ckpt.extra.iter().map(|(k, v)| (k.clone(), v.clone())));
+    let views = ckpt.tensors.iter().map(|t| (t.name.as_str(), F32View(t)));
+    safetensors::serialize(views, Some(meta.into_iter().collect())).map_err(|e| invalid(e.to_string()))
+}
+
+/// Parses safetensors bytes into a checkpoint. Accepts only CDL checkpoints (format versions
+/// 1..=`FORMAT_VERSION`) whose tensors are all F32; see the module header for what is checked.
+pub fn decode(bytes: &[u8]) -> Result<Checkpoint, CheckpointError> {
+    let header_len = read_header_len(bytes)?;
+    check_header_len(header_len, (bytes.len() - LEN_PREFIX) as u64)?;
+    // Both checks passed: the header lies inside `bytes`.
+    let header_end = LEN_PREFIX + header_len as usize;
+    let header = bytes.get(LEN_PREFIX..header_end).ok_or_else(|| format_err("header out of range"))?;
+    let payload_len = bytes.len() - header_end;
+    precheck_header(header, payload_len)?;
+
+    let (_, metadata) =
+        SafeTensors::read_metadata(bytes).map_err(|e| format_err(format!("invalid safetensors layout: {e}")))?;
+    let payload = bytes.get(header_end..).ok_or_else(|| format_err("payload out of range"))?;
+
+    let meta = metadata
+        .metadata()
+        .as_ref()
+        .ok_or_else(|| format_err(format!("no __metadata__ (missing key {KEY_FORMAT_VERSION:?})")))?;
+    let get = |key: &str| meta.get(key).ok_or_else(|| format_err(format!("missing metadata key {key:?}")));
+
+    let version_text = get(KEY_FORMAT_VERSION)?;
+    let format_version: u32 = version_text
+        .parse()
+        .ok()
+        .filter(|&v| v >= 1)
+        .ok_or_else(|| format_err(format!("format version {version_text:?} is not a positive integer")))?;
+    if format_version > FORMAT_VERSION {
+        return Err(format_err(format!(
+            "format version {format_version} is newer than this build reads (up to {FORMAT_VERSION})"
+        )));
+    }
+    let arch = get(KEY_ARCH)?.clone();
+    let step_text = get(KEY_STEP)?;
+    let step: u64 =
+        step_text.parse().map_err(|_| format_err(format!("step {step_text:?} is not a non-negative integer")))?;
+    let model_config = get(KEY_MODEL_CONFIG)?.clone();
+    let known = [KEY_FORMAT_VERSION, KEY_ARCH, KEY_STEP, KEY_MODEL_CONFIG];
+    let mut extra = BTreeMap::new();
+    for (k, v) in meta.iter() {
+        if k.starts_with(RESERVED_KEY_PREFIX) {
+            if !known.contains(&k.as_str()) {
+                return Err(format_err(format!("unknown reserved metadata key {k:?}")));
+            }
+        } else {
+            extra.insert(k.clone(), v.clone());
+        }
+    }
+
+    let mut tensors = Vec::new();
+    for name in metadata.offset_keys() {
+        let info = metadata.info(&name).ok_or_else(|| format_err(format!("tensor {name:?} has no entry")))?;
+        // precheck_header already enforced these; kept so this function stands on its own.
+        if info.dtype != Dtype::F32 {
+            return Err(format_err(format!("tensor {name:?} has dtype {}, only F32 is supported", info.dtype)));
+        }
+        let (start, end) = info.data_offsets;
+        let raw = payload
+            .get(start..end)
+            .ok_or_else(|| format_err(format!("tensor {name:?}: data_offsets [{start}, {end}] outside the file")))?;
+        let data: Vec<f32> = raw.chunks_exact(4).map(|c| f32::from_le_bytes([c[0], c[1], c[2], c[3]])).collect();
+        if numel(&info.shape) != Some(data.len()) {
+            return Err(format_err(format!("tensor {name:?}: shape {:?} does not match its data", info.shape)));
+        }
+        check_name(&name).map_err(format_err)?;
+        tensors.push(Tensor { name, shape: info.shape.clone(), data });
+    }
+    tensors.sort_by(|a, b| a.name.cmp(&b.name));
+
+    Ok(Checkpoint { arch, model_config, step, extra, format_version, tensors })
+}
+
+/// The header length stored in the first 8 bytes.
+fn read_header_len(bytes: &[u8]) -> Result<u64, CheckpointError> {
+    let prefix: [u8; LEN_PREFIX] = bytes.get(..LEN_PREFIX).and_then(|p| p.try_into().ok()).ok_or_else(|| {
+        format_err(format!("truncated: {} bytes, shorter than the {LEN_PREFIX}-byte header length", bytes.len()))
+    })?;
+    Ok(u64::from_le_bytes(prefix))
+}
+
+/// Rejects a header length above the fixed bound or above the `available` bytes after the prefix.
+fn check_header_len(header_len: u64, available: u64) -> Result<(), CheckpointError> {
+    if header_len > MAX_HEADER_BYTES {
+        return Err(format_err(format!("header length {header_len} exceeds the limit of {MAX_HEADER_BYTES} bytes")));
+    }
+    if header_len > available {
+        return Err(format_err(format!(
+            "header length {header_len} exceeds the {available} bytes that follow it (truncated file?)"
+        )));
+    }
+    if header_len < 2 {
+        return Err(format_err(format!("header length {header_len} is too small for a JSON object")));
+    }
+    Ok(())
+}
+
+/// Checks each tensor entry of the JSON header with a precise message (name, dtype, shape, span)
+/// and keeps every data offset within `payload_len`, so that the safetensors validation that
+/// follows cannot overflow on crafted offsets.
+fn precheck_header(header: &[u8], payload_len: usize) -> Result<(), CheckpointError> {
+    let json: serde_json::Value =
+        serde_json::from_slice(header).map_err(|e| format_err(format!("header is not valid JSON: {e}")))?;
+    let entries = json.as_object().ok_or_else(|| format_err("header is not a JSON object"))?;
+    for (name, entry) in entries {
+        if name == "__metadata__" {
+            let ok = entry.as_object().is_some_and(|m| m.values().all(|v| v.is_string()));
+            if !ok {
+                return Err(format_err("__metadata__ is not an object of strings"));
+            }
+            continue;
+        }
+        let bad = |what: &str| format_err(format!("tensor {name:?}: {what}"));
+        let dtype = entry.get("dtype").and_then(|d| d.as_str()).ok_or_else(|| bad("missing or non-string dtype"))?;
+        if dtype != "F32" {
+            return Err(bad(&format!("dtype {dtype}, only F32 is supported")));
+        }
+        let shape: Vec<u64> = entry
+            .get("shape")
+            .and_then(|s| s.as_array())
+            .and_then(|dims| dims.iter().map(|d| d.as_u64()).collect::<Option<Vec<u64>>>())
+            .ok_or_else(|| bad("missing shape, or not a list of non-negative integers"))?;
+        let offsets: Vec<u64> = entry
+            .get("data_offsets")
+            .and_then(|o| o.as_array())
+            .and_then(|o| o.iter().map(|x| x.as_u64()).collect::<Option<Vec<u64>>>())
+            .filter(|o| o.len() == 2)
+            .ok_or_else(|| bad("missing data_offsets, or not two non-negative integers"))?;
+        let (start, end) = (offsets[0], offsets[1]);
+        if start > end || end > payload_len as u64 {
+            return Err(bad(&format!(
+                "data_offsets [{start}, {end}] do not fit the {payload_len} data bytes of the file"
+            )));
+        }
+        let bytes = shape.iter().try_fold(4u64, |acc, &d| acc.checked_mul(d));
+        if bytes != Some(end - start) {
+            return Err(bad(&format!("shape {shape:?} in F32 does not fill data_offsets [{start}, {end}]")));
+        }
+    }
+    Ok(())
+}
+
+// ---------------------------------------------------------------------------------------------
+// Native file I/O: atomic save, bounded load
+
+#[cfg(not(target_arch = "wasm32"))]
+pub use native::{load, save, write_atomic};
+
+#[cfg(not(target_arch = "wasm32"))]
+mod native {
+    use std::fs::{self, File, OpenOptions};
+    use std::io::{self, Read, Write};
+    use std::path::{Path, PathBuf};
+    use std::sync::atomic::{AtomicU64, Ordering};
+
+    use super::{check_header_len, decode, encode, format_err, Checkpoint, CheckpointError, LEN_PREFIX};
+
+    fn io_err(action: &'static str, path: &Path, source: io::Error) -> CheckpointError {
+        CheckpointError::Io { action, path: path.to_path_buf(), source }
+    }
+
+    fn in_file(path: &Path, source: CheckpointError) -> CheckpointError {
+        CheckpointError::InFile { path: path.to_path_buf(), source: Box::new(source) }
+    }
+
+    /// Encodes `ckpt` and writes it to `path` atomically (see `write_atomic`): on any error the
+    /// previous file at `path`, if any, is left as it was.
+    pub fn save(path: impl AsRef<Path>, ckpt: &Checkpoint) -> Result<(), CheckpointError> {
+        let path = path.as_ref();
+        let bytes = encode(ckpt).map_err(|e| in_file(path, e))?;
+        write_atomic(path, |file| file.write_all(&bytes))
+    }
+
+    /// Reads and decodes the checkpoint at `path`. The header length is checked against the file
+    /// size and `MAX_HEADER_BYTES` before the file is read; errors name `path`.
+    pub fn load(path: impl AsRef<Path>) -> Result<Checkpoint, CheckpointError> {
+        let path = path.as_ref();
+        let mut file = File::open(path).map_err(|e| io_err("cannot open", path, e))?;
+        let len = file.metadata().map_err(|e| io_err("cannot stat", path, e))?.len();
+        if len < LEN_PREFIX as u64 {
+            let msg = format!("truncated: {len} bytes, shorter than the {LEN_PREFIX}-byte header length");
+            return Err(in_file(path, format_err(msg)));
+        }
+        let mut prefix = [0u8; LEN_PREFIX];
+        file.read_exact(&mut prefix).map_err(|e| io_err("cannot read", path, e))?;
+        check_header_len(u64::from_le_bytes(prefix), len - LEN_PREFIX as u64).map_err(|e| in_file(path, e))?;
+
+        let too_big = || io_err("cannot load", path, io::Error::new(io::ErrorKind::OutOfMemory, "file too large"));
+        let capacity = usize::try_from(len).map_err(|_| too_big())?;
+        let mut bytes = Vec::new();
+        bytes.try_reserve_exact(capacity).map_err(|_| too_big())?;
+        bytes.extend_from_slice(&prefix);
+        // `take` bounds the read even if the file grows meanwhile.
+        file.take(len - LEN_PREFIX as u64).read_to_end(&mut bytes).map_err(|e| io_err("cannot read", path, e))?;
+        if bytes.len() as u64 != len {
+            let msg = format!("file shrank from {len} to {} bytes while being read", bytes.len());
+            return Err(in_file(path, format_err(msg)));
+        }
+        decode(&bytes).map_err(|e| in_file(path, e))
+    }
+
+    /// Distinguishes temporary files of concurrent saves within one process.
+    static TEMP_COUNTER: AtomicU64 = AtomicU64::new(0);
+
+    /// Removes the temporary file on every early return (and on a panic in `write`).
+    struct TempGuard {
+        path: PathBuf,
+        armed: bool,
+    }
+
+    impl Drop for TempGuard {
+        fn drop(&mut self) {
+            if self.armed {
+                let _ = fs::remove_file(&self.path);
+            }
+        }
+    }
+
+    /// Replaces `path` atomically with what `write` writes: a new temporary file in the same
+    /// directory (`.<name>.tmp-<pid>-<n>`), `write`, fsync, rename over `path`, fsync of the
+    /// directory (Unix). On any error the temporary file is removed and `path` keeps its previous
+    /// contents; the error names `path`.
+    pub fn write_atomic(
+        path: impl AsRef<Path>,
+        write: impl FnOnce(&mut File) -> io::Result<()>,
+    ) -> Result<(), CheckpointError> {
+        let path = path.as_ref();
+        let file_name = path.file_name().ok_or_else(|| {
+            io_err("cannot write", path, io::Error::new(io::ErrorKind::InvalidInput, "path has no file name"))
+        })?;
+        let dir = match path.parent() {
+            Some(p) if !p.as_os_str().is_empty() => p,
+            _ => Path::new("."),
+        };
+
+        let mut attempts = 0;
+        let (temp_path, mut file) = loop {
+            let n = TEMP_COUNTER.fetch_add(1, Ordering::Relaxed);
+            let mut temp_name = std::ffi::OsString::from(".");
+            temp_name.push(file_name);
+            temp_name.push(format!(".tmp-{}-{n}", std::process::id()));
+            let temp_path = dir.join(temp_name);
+            match OpenOptions::new().write(true).create_new(true).open(&temp_path) {
+                Ok(file) => break (temp_path, file),
+                // A stale file of an earlier process with the same pid: try the next name.
+                Err(e) if e.kind() == io::ErrorKind::AlreadyExists && attempts < 100 => attempts += 1,
+                Err(e) => return Err(io_err("cannot create a temporary file to write", path, e)),
+            }
+        };
+        let mut guard = TempGuard { path: temp_path.clone(), armed: true };
+
+        write(&mut file).map_err(|e| io_err("cannot write", path, e))?;
+        file.sync_all().map_err(|e| io_err("cannot sync", path, e))?;
+        drop(file);
+        fs::rename(&temp_path, path).map_err(|e| io_err("cannot move the temporary file onto", path, e))?;
+        guard.armed = false;
+        sync_dir(dir).map_err(|e| io_err("cannot sync the directory of", path, e))
+    }
+
+    /// Makes the rename durable. Directories cannot be opened for syncing outside Unix.
+    fn sync_dir(dir: &Path) -> io::Result<()> {
+        #[cfg(unix)]
+        File::open(dir)?.sync_all()?;
+        #[cfg(not(unix))]
+        let _ = dir;
+        Ok(())
+    }
+}
