@@ -43,9 +43,9 @@ pub async fn ops(gpu: &Gpu, runs: usize) -> Result<Value, GpuError> {
         let naive = naive_dispatch(gpu, &naive_kernel, [&a, &b, gpu.unused(), &out], d)?;
         let naive_ms = time(gpu, &[&naive], if size == 1024 { 1 } else { runs }).await?;
         for (name, kernel, disp) in [
-            ("matmul_fwd", "matmul_nn", &fwd),
-            ("matmul_bwd_a", "matmul_nt", &bwd_a),
-            ("matmul_bwd_b", "matmul_tn", &bwd_b),
+            ("matmul_fwd", Layout::NN.entry(d), &fwd),
+            ("matmul_bwd_a", matmul::bwd_a_plan(Layout::NN, d).entry(), &bwd_a),
+            ("matmul_bwd_b", matmul::bwd_b_plan(Layout::NN, d).entry(), &bwd_b),
         ] {
             let ms = time(gpu, &[disp], runs).await?;
             cases.push(json!({

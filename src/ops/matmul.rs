@@ -40,7 +40,7 @@ pub enum Layout {
 impl Layout {
     /// The entry point for these dimensions: the vec4 variant when the dimensions read along
     /// rows are multiples of 4, else the scalar one.
-    fn entry(self, d: Dims) -> &'static str {
+    pub fn entry(self, d: Dims) -> &'static str {
         let aligned = match self {
             Layout::NN | Layout::NT => d.k.is_multiple_of(4) && d.n.is_multiple_of(4),
             Layout::TN => d.m.is_multiple_of(4) && d.n.is_multiple_of(4),
