@@ -3,11 +3,14 @@
 //!
 //! Layers, each depending only on those above it: `reference` (CPU oracles, depends on nothing),
 //! `gpu` (device, buffers, pipelines, dispatch, readback), `ops` (the op registry and launchers),
+//! `nn` (layers with parameters: forward and backward as prepared dispatches), `model` (the MLP),
 //! `diffusion` (pure f64 math of noise levels, losses as weighted rows and likelihoods; no wgpu),
 //! `train` (checkpoints in safetensors; later the step, optimizer state, data and run configs).
 
 pub mod diffusion;
 pub mod gpu;
+pub mod model;
+pub mod nn;
 pub mod ops;
 pub mod reference;
 pub mod train;

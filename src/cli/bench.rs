@@ -93,9 +93,8 @@ fn naive_dispatch(
     #[derive(Clone, Copy, bytemuck::Pod, bytemuck::Zeroable)]
     struct P([u32; 8]);
     let p = P([d.m as u32, d.n as u32, d.k as u32, 1, 0, 0, 0, 0]);
-    let raw: Vec<&wgpu::Buffer> = bufs.iter().map(|b| &b.buffer).collect();
     // 8x8 invocations per workgroup over a 2-D grid of outputs.
-    let mut disp = gpu.dispatch(kernel, &raw, &p, 1)?;
+    let mut disp = gpu.dispatch(kernel, &bufs, &p, 1)?;
     disp.set_grid(d.n.div_ceil(8) as u32, d.m.div_ceil(8) as u32);
     Ok(disp)
 }

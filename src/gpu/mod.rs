@@ -106,6 +106,7 @@ impl Gpu {
                 usage: STORAGE_USAGE,
                 mapped_at_creation: false,
             }),
+            offset: 0,
             len: 4,
         };
         let errors: Arc<Mutex<Vec<String>>> = Arc::default();
@@ -164,7 +165,7 @@ impl Gpu {
             usage: STORAGE_USAGE,
             mapped_at_creation: false,
         });
-        Ok(Buffer { buffer, len })
+        Ok(Buffer { buffer, offset: 0, len })
     }
 
     /// A small buffer to bind where an optional operand is absent.
@@ -181,13 +182,13 @@ impl Gpu {
             contents,
             usage: STORAGE_USAGE,
         });
-        Ok(Buffer { buffer, len: data.len() })
+        Ok(Buffer { buffer, offset: 0, len: data.len() })
     }
 
-    /// Overwrites the start of `dst` with `data`.
+    /// Overwrites the start of `dst` with `data` (at most `dst.len` elements are written).
     pub fn write(&self, dst: &Buffer, data: &[f32]) {
-        debug_assert!(data.len() <= dst.len);
-        self.queue.write_buffer(&dst.buffer, 0, bytemuck::cast_slice(data));
+        let data = &data[..data.len().min(dst.len)];
+        self.queue.write_buffer(&dst.buffer, (dst.offset * 4) as u64, bytemuck::cast_slice(data));
     }
 
     /// A uniform buffer holding one parameter struct.
@@ -271,7 +272,7 @@ impl Gpu {
     pub fn dispatch<T: bytemuck::Pod>(
         &self,
         kernel: &Kernel,
-        buffers: &[&wgpu::Buffer],
+        buffers: &[&Buffer],
         params: &T,
         workgroups: u32,
     ) -> Result<Dispatch, GpuError> {
@@ -279,7 +280,7 @@ impl Gpu {
         let entries: Vec<wgpu::BindGroupEntry> = buffers
             .iter()
             .enumerate()
-            .map(|(i, b)| wgpu::BindGroupEntry { binding: i as u32, resource: b.as_entire_binding() })
+            .map(|(i, b)| wgpu::BindGroupEntry { binding: i as u32, resource: b.binding() })
             .collect();
         let storage = self.device.create_bind_group(&wgpu::BindGroupDescriptor {
             label: Some(&kernel.key),
@@ -313,7 +314,7 @@ impl Gpu {
 
     /// Reads a buffer back to the host.
     pub async fn read(&self, buf: &Buffer) -> Result<Vec<f32>, GpuError> {
-        let out = readback::read_f32(self, &buf.buffer, buf.len).await;
+        let out = readback::read_f32(self, buf).await;
         self.take_error()?;
         out
     }
@@ -345,11 +346,42 @@ impl Gpu {
 const STORAGE_USAGE: wgpu::BufferUsages =
     wgpu::BufferUsages::STORAGE.union(wgpu::BufferUsages::COPY_SRC).union(wgpu::BufferUsages::COPY_DST);
 
-/// An f32 storage buffer and its element count.
+/// Alignment of buffer views, in f32 elements: 256 bytes, WebGPU's default
+/// `min_storage_buffer_offset_alignment`.
+pub const VIEW_ALIGN: usize = 64;
+
+/// An f32 storage buffer, or a view of `len` elements starting at `offset` elements into one
+/// (parameters of a whole model live in one buffer and each layer binds its view).
 #[derive(Clone, Debug)]
 pub struct Buffer {
     pub buffer: wgpu::Buffer,
+    /// First element of the view (a multiple of `VIEW_ALIGN`).
+    pub offset: usize,
     pub len: usize,
+}
+
+impl Buffer {
+    /// A view of `len` elements from `start` (relative to this view; `start` a multiple of
+    /// `VIEW_ALIGN`).
+    pub fn view(&self, start: usize, len: usize) -> Result<Buffer, GpuError> {
+        if !start.is_multiple_of(VIEW_ALIGN) || len == 0 || start + len > self.len {
+            return Err(GpuError::Shape(format!(
+                "view [{start}, {}) of a {}-element buffer (start must be a multiple of {VIEW_ALIGN}, len > 0)",
+                start + len,
+                self.len
+            )));
+        }
+        Ok(Buffer { buffer: self.buffer.clone(), offset: self.offset + start, len })
+    }
+
+    /// The binding of exactly this view.
+    pub fn binding(&self) -> wgpu::BindingResource<'_> {
+        wgpu::BindingResource::Buffer(wgpu::BufferBinding {
+            buffer: &self.buffer,
+            offset: (self.offset * 4) as u64,
+            size: std::num::NonZeroU64::new((self.len.max(1) * 4) as u64),
+        })
+    }
 }
 
 /// A prepared dispatch: pipeline, bind groups and grid, created once and encoded every step.

@@ -3,9 +3,10 @@
 //! Natively the device is polled until the copy is done (blocking only inside this future);
 //! in a browser the event loop fires the callback and the future resolves without blocking.
 
-use super::{Gpu, GpuError};
+use super::{Buffer, Gpu, GpuError};
 
-pub(super) async fn read_f32(gpu: &Gpu, src: &wgpu::Buffer, len: usize) -> Result<Vec<f32>, GpuError> {
+pub(super) async fn read_f32(gpu: &Gpu, src: &Buffer) -> Result<Vec<f32>, GpuError> {
+    let len = src.len;
     if len == 0 {
         return Ok(Vec::new());
     }
@@ -17,7 +18,7 @@ pub(super) async fn read_f32(gpu: &Gpu, src: &wgpu::Buffer, len: usize) -> Resul
         mapped_at_creation: false,
     });
     let mut enc = gpu.device.create_command_encoder(&Default::default());
-    enc.copy_buffer_to_buffer(src, 0, &staging, 0, size);
+    enc.copy_buffer_to_buffer(&src.buffer, (src.offset * 4) as u64, &staging, 0, size);
     gpu.queue.submit([enc.finish()]);
     let (tx, rx) = futures_channel::oneshot::channel();
     staging.map_async(wgpu::MapMode::Read, .., move |r| {

@@ -126,8 +126,7 @@ pub(crate) async fn prepare<T: bytemuck::Pod>(
     workgroups: u32,
 ) -> Result<Dispatch, GpuError> {
     let kernel = gpu.kernel(key, spec.name, spec.source, entry).await?;
-    let raw: Vec<&wgpu::Buffer> = buffers.iter().map(|b| &b.buffer).collect();
-    gpu.dispatch(&kernel, &raw, params, workgroups)
+    gpu.dispatch(&kernel, buffers, params, workgroups)
 }
 
 /// Fails unless `buf` holds at least `need` elements.

@@ -1,0 +1,213 @@
+//! The 2-D toy denoiser, close to the paper's 2-D net (spec §5.1: width 128, 2 residual blocks,
+//! h <- LayerNorm(h + W2 act(W1 (h + emb)))), with SiLU for GELU and a learned embedding MLP
+//! on sinusoidal features of a continuous noise input instead of a table indexed by an integer
+//! timestep (spec §9 pitfall 3):
+//!
+//! ```text
+//! temb = emb.fc2(silu(emb.fc1(sinusoidal(t, E))))          t (B,): the noise input (e.g. alpha/8)
+//! h    = inp(x)                                            x (B, D)
+//! for each block i:  h = norm_i(h + fc2_i(silu(fc1_i(h + temb))))      norm = LayerNorm over W
+//! out  = out(h)                                            (B, D): the eps prediction
+//! ```
+//!
+//! Parameter names (checkpoint names): `emb.fc1.{weight,bias}`, `emb.fc2.*`, `inp.*`,
+//! `blocks.{i}.fc1.*`, `blocks.{i}.fc2.*`, `blocks.{i}.norm.{weight,bias}`, `out.*`; Linear
+//! weights are (out, in) as in PyTorch. LayerNorm is GroupNorm with one group over (W, 1, 1).
+
+use crate::gpu::{Buffer, Dispatch, Gpu, GpuError};
+use crate::nn::params::Init;
+use crate::nn::{Linear, ParamId, ParamLayout, Params};
+use crate::ops::{elementwise as ew, embedding, groupnorm};
+use crate::reference::groupnorm::GroupNormShape;
+
+/// Sizes of the MLP. One comment per field, the EDM way.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub struct MlpConfig {
+    /// Data dimension D (2 for the toy sets).
+    pub dim: usize,
+    /// Hidden width W.
+    pub width: usize,
+    /// Residual blocks.
+    pub blocks: usize,
+    /// Sinusoidal features E of the noise input (even).
+    pub emb_dim: usize,
+}
+
+impl Default for MlpConfig {
+    fn default() -> Self {
+        Self { dim: 2, width: 128, blocks: 2, emb_dim: 128 }
+    }
+}
+
+#[derive(Clone, Copy, Debug)]
+struct Block {
+    fc1: Linear,
+    fc2: Linear,
+    norm_weight: ParamId,
+    norm_bias: ParamId,
+}
+
+/// The layout of the MLP's parameters (names, shapes, init), without allocating anything.
+pub fn layout(cfg: MlpConfig) -> ParamLayout {
+    build_layout(cfg).0
+}
+
+fn build_layout(cfg: MlpConfig) -> (ParamLayout, [Linear; 4], Vec<Block>) {
+    let mut l = ParamLayout::default();
+    let (w, e) = (cfg.width, cfg.emb_dim);
+    let emb1 = Linear::new(&mut l, "emb.fc1", e, w);
+    let emb2 = Linear::new(&mut l, "emb.fc2", w, w);
+    let inp = Linear::new(&mut l, "inp", cfg.dim, w);
+    let blocks = (0..cfg.blocks)
+        .map(|i| Block {
+            fc1: Linear::new(&mut l, &format!("blocks.{i}.fc1"), w, w),
+            fc2: Linear::new(&mut l, &format!("blocks.{i}.fc2"), w, w),
+            norm_weight: l.add(format!("blocks.{i}.norm.weight"), &[w], Init::Const(1.0)),
+            norm_bias: l.add(format!("blocks.{i}.norm.bias"), &[w], Init::Const(0.0)),
+        })
+        .collect();
+    let out = Linear::new(&mut l, "out", w, cfg.dim);
+    (l, [emb1, emb2, inp, out], blocks)
+}
+
+/// Activations of one block, kept for backward. All (B, W) except mean, rstd (B,).
+#[derive(Debug)]
+struct BlockActs {
+    h_in: Buffer,
+    u: Buffer,
+    a: Buffer,
+    a_act: Buffer,
+    s: Buffer,
+    mean: Buffer,
+    rstd: Buffer,
+}
+
+/// The MLP bound to one batch size: parameters, activations and prepared dispatches.
+#[derive(Debug)]
+pub struct Mlp {
+    pub cfg: MlpConfig,
+    pub batch: usize,
+    pub params: Params,
+    /// Input points. (B, D)
+    pub x: Buffer,
+    /// Noise input of each row. (B,)
+    pub t: Buffer,
+    /// Output (eps prediction). (B, D)
+    pub out: Buffer,
+    /// Upstream gradient of `out`, written by the loss head. (B, D)
+    pub dout: Buffer,
+    /// Gradient with respect to `x`. (B, D)
+    pub dx: Buffer,
+    forward: Vec<Dispatch>,
+    backward: Vec<Dispatch>,
+}
+
+impl Mlp {
+    /// Builds the model for `batch` rows with parameters initialised from `seed`.
+    pub async fn new(gpu: &Gpu, cfg: MlpConfig, batch: usize, seed: u64) -> Result<Self, GpuError> {
+        if cfg.emb_dim == 0 || !cfg.emb_dim.is_multiple_of(2) || cfg.width == 0 || cfg.dim == 0 || batch == 0 {
+            return Err(GpuError::Shape(format!("invalid MLP config {cfg:?} for batch {batch}")));
+        }
+        let (layout, [emb1, emb2, inp, out_l], blocks) = build_layout(cfg);
+        let p = Params::new(gpu, layout, seed)?;
+        let (b, w, d, e) = (batch, cfg.width, cfg.dim, cfg.emb_dim);
+        let z = |name: &str, n: usize| gpu.zeros(name, n);
+        let (x, t, out, dout, dx) = (z("x", b * d)?, z("t", b)?, z("out", b * d)?, z("dout", b * d)?, z("dx", b * d)?);
+        let (emb, e1, e1_act, temb) = (z("emb", b * e)?, z("e1", b * w)?, z("e1_act", b * w)?, z("temb", b * w)?);
+        let ln = GroupNormShape::new(b, w, 1, 1);
+        let n = b * w;
+
+        // --- forward ---
+        let mut fwd = vec![embedding::embedding_fwd(gpu, &t, &emb, b, e).await?];
+        fwd.extend(emb1.forward(gpu, &p, &emb, &e1, b).await?);
+        fwd.push(ew::silu_fwd(gpu, &e1, &e1_act, n).await?);
+        fwd.extend(emb2.forward(gpu, &p, &e1_act, &temb, b).await?);
+        let mut h = z("h0", n)?;
+        fwd.extend(inp.forward(gpu, &p, &x, &h, b).await?);
+        let mut acts = Vec::new();
+        for (i, blk) in blocks.iter().enumerate() {
+            let ba = BlockActs {
+                h_in: h.clone(),
+                u: z("u", n)?,
+                a: z("a", n)?,
+                a_act: z("a_act", n)?,
+                s: z("s", n)?,
+                mean: z("mean", b)?,
+                rstd: z("rstd", b)?,
+            };
+            let c = z("c", n)?;
+            let h_next = z(&format!("h{}", i + 1), n)?;
+            fwd.push(ew::add(gpu, &ba.h_in, &temb, &ba.u, n).await?);
+            fwd.extend(blk.fc1.forward(gpu, &p, &ba.u, &ba.a, b).await?);
+            fwd.push(ew::silu_fwd(gpu, &ba.a, &ba.a_act, n).await?);
+            fwd.extend(blk.fc2.forward(gpu, &p, &ba.a_act, &c, b).await?);
+            fwd.push(ew::add(gpu, &ba.h_in, &c, &ba.s, n).await?);
+            let (gw, gb) = (p.value(blk.norm_weight)?, p.value(blk.norm_bias)?);
+            fwd.push(groupnorm::groupnorm_fwd(gpu, &ba.s, &gw, &gb, &h_next, &ba.mean, &ba.rstd, ln).await?);
+            acts.push(ba);
+            h = h_next;
+        }
+        fwd.extend(out_l.forward(gpu, &p, &h, &out, b).await?);
+
+        // --- backward (reverse order) ---
+        let mut bwd = Vec::new();
+        let mut dh = z("dh", n)?;
+        bwd.extend(out_l.backward(gpu, &p, &h, &dout, Some(&dh), b).await?);
+        let dtemb = z("dtemb", n)?;
+        for (i, (blk, ba)) in blocks.iter().zip(&acts).enumerate().rev() {
+            let (ds, da_act, da, du, dh_prev) = (z("ds", n)?, z("da_act", n)?, z("da", n)?, z("du", n)?, z("dh", n)?);
+            let gw = p.value(blk.norm_weight)?;
+            bwd.push(groupnorm::groupnorm_bwd_input(gpu, &dh, &ba.s, &ba.mean, &ba.rstd, &gw, &ds, ln).await?);
+            let (dgw, dgb) = (p.grad(blk.norm_weight)?, p.grad(blk.norm_bias)?);
+            bwd.push(groupnorm::groupnorm_bwd_params(gpu, &dh, &ba.s, &ba.mean, &ba.rstd, &dgw, &dgb, ln).await?);
+            bwd.extend(blk.fc2.backward(gpu, &p, &ba.a_act, &ds, Some(&da_act), b).await?);
+            bwd.push(ew::silu_bwd(gpu, &da_act, &ba.a, &da, n).await?);
+            bwd.extend(blk.fc1.backward(gpu, &p, &ba.u, &da, Some(&du), b).await?);
+            // h_in feeds both the residual sum and u = h_in + temb.
+            bwd.push(ew::add(gpu, &ds, &du, &dh_prev, n).await?);
+            if i + 1 == blocks.len() {
+                bwd.push(ew::scale(gpu, &du, &dtemb, n, 1.0).await?);
+            } else {
+                bwd.push(ew::axpy(gpu, &du, &dtemb, n, 1.0).await?);
+            }
+            dh = dh_prev;
+        }
+        bwd.extend(inp.backward(gpu, &p, &x, &dh, Some(&dx), b).await?);
+        let (de1_act, de1) = (z("de1_act", n)?, z("de1", n)?);
+        if blocks.is_empty() {
+            // No block reads temb: its gradient is zero (dtemb was never written).
+            bwd.push(ew::scale(gpu, &dh, &dtemb, n, 0.0).await?);
+        }
+        bwd.extend(emb2.backward(gpu, &p, &e1_act, &dtemb, Some(&de1_act), b).await?);
+        bwd.push(ew::silu_bwd(gpu, &de1_act, &e1, &de1, n).await?);
+        bwd.extend(emb1.backward(gpu, &p, &emb, &de1, None, b).await?);
+
+        Ok(Self { cfg, batch, params: p, x, t, out, dout, dx, forward: fwd, backward: bwd })
+    }
+
+    /// Number of parameters.
+    pub fn param_count(&self) -> usize {
+        self.params.layout.count()
+    }
+
+    /// Submits the forward pass, and with `backward` the zeroing of the gradients and the
+    /// backward pass (reading `dout`), in one command buffer.
+    pub fn submit(&self, gpu: &Gpu, backward: bool) {
+        let mut enc = gpu.device.create_command_encoder(&Default::default());
+        if backward {
+            self.params.zero_grad(&mut enc);
+        }
+        {
+            let mut pass = enc.begin_compute_pass(&Default::default());
+            for d in &self.forward {
+                d.encode(&mut pass);
+            }
+            if backward {
+                for d in &self.backward {
+                    d.encode(&mut pass);
+                }
+            }
+        }
+        gpu.queue.submit([enc.finish()]);
+    }
+}
