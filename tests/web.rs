@@ -4,8 +4,15 @@
 
 #![cfg(target_arch = "wasm32")]
 
+#[path = "oracle/mlp.rs"]
+mod oracle;
+
 use cdl::gpu::{Gpu, GpuOptions};
+use cdl::model::mlp::{Mlp, MlpConfig};
 use cdl::ops;
+use cdl::reference::philox::normal_vec;
+use cdl::reference::to_f64;
+use cdl::reference::tol::{compare, LOOSE};
 use wasm_bindgen_test::*;
 
 wasm_bindgen_test_configure!(run_in_browser);
@@ -51,3 +58,42 @@ macro_rules! op_tests {
 }
 
 op_tests!(elementwise, matmul, reduce, philox, groupnorm, resample, embedding, softmax, optim, conv2d);
+
+/// The MLP forward and backward in the browser against the f64 oracle (as tests/model_mlp.rs
+/// does natively): the model's whole dispatch list runs on the browser's WebGPU.
+#[wasm_bindgen_test]
+async fn mlp_matches_oracle() {
+    let g = gpu().await;
+    let (cfg, b) = (MlpConfig { dim: 2, width: 24, blocks: 2, emb_dim: 16 }, 37);
+    let model = Mlp::new(&g, cfg, b, 9).await.unwrap_or_else(|e| panic!("{e}"));
+    let x = normal_vec(b * cfg.dim, 3, 0);
+    let t: Vec<f32> = normal_vec(b, 3, 1).iter().map(|v| 1.5 * v).collect();
+    let dout = normal_vec(b * cfg.dim, 3, 2);
+    g.write(&model.x, &x);
+    g.write(&model.t, &t);
+    g.write(&model.dout, &dout);
+    model.submit(&g, true);
+    let read = |buf| g.read(buf);
+    let out = read(&model.out).await.unwrap_or_else(|e| panic!("{e}"));
+    let dx = read(&model.dx).await.unwrap_or_else(|e| panic!("{e}"));
+    let values = read(&model.params.value).await.unwrap_or_else(|e| panic!("{e}"));
+    let grads = read(&model.params.grad).await.unwrap_or_else(|e| panic!("{e}"));
+    let layout = &model.params.layout;
+    let o = oracle::Oracle { cfg, b, p: oracle::tensors(layout.split(&values)) };
+    let (x64, t64, d64) = (to_f64(&x), to_f64(&t), to_f64(&dout));
+    let (want_out, cache) = o.forward(&x64, &t64);
+    let (want_grads, want_dx) = o.backward(&cache, &x64, &d64);
+    let mut bad = Vec::new();
+    let mut cmp = |what: String, got: &[f32], want: &[f64]| {
+        let r = compare(got, want, LOOSE);
+        if !r.ok() {
+            bad.push(format!("{what}: {r}"));
+        }
+    };
+    cmp("out".into(), &out, &want_out);
+    cmp("dx".into(), &dx, &want_dx);
+    for (name, _, gr) in layout.split(&grads) {
+        cmp(format!("grad {name}"), &gr, &want_grads[&name]);
+    }
+    assert!(bad.is_empty(), "{}", bad.join("\n"));
+}
