@@ -8,8 +8,10 @@
 //! by the product that computes it (every parameter is used once per forward) and bias and norm
 //! gradients are accumulated onto it.
 
+pub mod attention;
 pub mod linear;
 pub mod params;
 
+pub use attention::Attention;
 pub use linear::Linear;
 pub use params::{ParamId, ParamLayout, Params};

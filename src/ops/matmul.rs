@@ -38,13 +38,20 @@ pub enum Layout {
 }
 
 impl Layout {
-    /// The entry point for these dimensions: the vec4 variant when the dimensions read along
-    /// rows are multiples of 4, else the scalar one.
+    /// The entry point for these dimensions over contiguous batch items: the vec4 variant when
+    /// the dimensions read along rows are multiples of 4, else the scalar one.
     pub fn entry(self, d: Dims) -> &'static str {
-        let aligned = match self {
+        self.entry_strided(d, Strides::contiguous(d))
+    }
+
+    /// The entry point for these dimensions and batch strides: vec4 only when every row read
+    /// is whole vec4s and every batch item starts on a vec4 (strides multiples of 4).
+    pub fn entry_strided(self, d: Dims, s: Strides) -> &'static str {
+        let rows = match self {
             Layout::NN | Layout::NT => d.k.is_multiple_of(4) && d.n.is_multiple_of(4),
             Layout::TN => d.m.is_multiple_of(4) && d.n.is_multiple_of(4),
         };
+        let aligned = rows && s.a.is_multiple_of(4) && s.b.is_multiple_of(4) && s.out.is_multiple_of(4);
         match (self, aligned) {
             (Layout::NN, false) => "matmul_nn",
             (Layout::NT, false) => "matmul_nt",
@@ -80,6 +87,23 @@ impl Dims {
     }
 }
 
+/// Element strides between consecutive batch items of each operand, so that blocks of a larger
+/// tensor (the q, k, v blocks of a (B, 3C, T) buffer) are addressed as a view plus a stride.
+/// 0 shares one matrix across the batch. Contiguous items have strides M K, K N and M N.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub struct Strides {
+    pub a: usize,
+    pub b: usize,
+    pub out: usize,
+}
+
+impl Strides {
+    /// The strides of contiguous batch items.
+    pub fn contiguous(d: Dims) -> Self {
+        Self { a: d.m * d.k, b: d.k * d.n, out: d.m * d.n }
+    }
+}
+
 /// Rows and columns of output per workgroup (R and COLS in the shader).
 const TILE_ROWS: usize = 16;
 const TILE_COLS: usize = 256;
@@ -99,14 +123,18 @@ struct Params {
 
 impl Params {
     fn new(d: Dims, has_bias: bool) -> Self {
+        Self::strided(d, Strides::contiguous(d), has_bias)
+    }
+
+    fn strided(d: Dims, s: Strides, has_bias: bool) -> Self {
         Self {
             m: d.m as u32,
             n: d.n as u32,
             k: d.k as u32,
             batch: d.batch as u32,
-            stride_a: (d.m * d.k) as u32,
-            stride_b: (d.k * d.n) as u32,
-            stride_out: (d.m * d.n) as u32,
+            stride_a: s.a as u32,
+            stride_b: s.b as u32,
+            stride_out: s.out as u32,
             has_bias: u32::from(has_bias),
         }
     }
@@ -126,12 +154,36 @@ pub async fn matmul(
     out: &Buffer,
     d: Dims,
 ) -> Result<Dispatch, GpuError> {
+    matmul_strided(gpu, layout, a, b, bias, out, d, Strides::contiguous(d)).await
+}
+
+/// Elements an operand of `len` elements per item spans over `batch` items `stride` apart.
+fn span(batch: usize, stride: usize, len: usize) -> usize {
+    (batch - 1) * stride + len
+}
+
+/// `matmul` with batch item t of a, b, out starting at t * `s.a`, t * `s.b`, t * `s.out`
+/// elements into its buffer (view). Output items must not overlap (s.out >= M N, or batch 1).
+#[allow(clippy::too_many_arguments)] // the operands of `matmul` plus the strides
+pub async fn matmul_strided(
+    gpu: &Gpu,
+    layout: Layout,
+    a: &Buffer,
+    b: &Buffer,
+    bias: Option<&Buffer>,
+    out: &Buffer,
+    d: Dims,
+    s: Strides,
+) -> Result<Dispatch, GpuError> {
     if d.m == 0 || d.n == 0 || d.k == 0 || d.batch == 0 {
         return Err(GpuError::Shape(format!("matmul with an empty dimension: {d:?}")));
     }
-    need("matmul a", a, d.batch * d.m * d.k)?;
-    need("matmul b", b, d.batch * d.k * d.n)?;
-    need("matmul out", out, d.batch * d.m * d.n)?;
+    if d.batch > 1 && s.out < d.m * d.n {
+        return Err(GpuError::Shape(format!("matmul output items overlap: {d:?} {s:?}")));
+    }
+    need("matmul a", a, span(d.batch, s.a, d.m * d.k))?;
+    need("matmul b", b, span(d.batch, s.b, d.k * d.n))?;
+    need("matmul out", out, span(d.batch, s.out, d.m * d.n))?;
     let bias_buf = match bias {
         Some(bb) => {
             need("matmul bias", bb, d.n)?;
@@ -140,8 +192,8 @@ pub async fn matmul(
         None => gpu.unused(), // bound but never read (has_bias = 0)
     };
     let tiles = d.batch * d.m.div_ceil(TILE_ROWS) * d.n.div_ceil(TILE_COLS);
-    let entry = layout.entry(d);
-    let params = Params::new(d, bias.is_some());
+    let entry = layout.entry_strided(d, s);
+    let params = Params::strided(d, s, bias.is_some());
     prepare(gpu, &SPEC, entry, &key(entry), &[a, b, bias_buf, out], &params, tiles as u32).await
 }
 
@@ -247,7 +299,44 @@ async fn check_async(gpu: &Gpu) -> Result<Vec<CheckResult>, GpuError> {
             results.extend(check_one(gpu, layout, d, with_bias).await?);
         }
     }
+    // Strided batches: gaps between items (odd strides take the scalar entry points, strides
+    // that are multiples of 4 the vec4 ones), and b shared across the batch (stride 0).
+    for (d, gap, shared_b) in [
+        (Dims { m: 37, n: 29, k: 23, batch: 3 }, [5, 3, 7], false),
+        (Dims { m: 20, n: 16, k: 12, batch: 3 }, [8, 4, 12], false),
+        (Dims { m: 37, n: 29, k: 23, batch: 3 }, [1, 0, 1], true),
+    ] {
+        let c = Strides::contiguous(d);
+        let s = Strides { a: c.a + gap[0], b: if shared_b { 0 } else { c.b + gap[1] }, out: c.out + gap[2] };
+        for layout in [Layout::NN, Layout::NT, Layout::TN] {
+            results.push(check_strided(gpu, layout, d, s).await?);
+        }
+    }
     Ok(results)
+}
+
+/// The forward of one layout over strided batch items, each against the f64 reference; the
+/// gaps between output items must keep their contents (zeros).
+async fn check_strided(gpu: &Gpu, layout: Layout, d: Dims, s: Strides) -> Result<CheckResult, GpuError> {
+    let (na, nb, nc) = (d.m * d.k, d.k * d.n, d.m * d.n);
+    let (la, lb, lc) = (span(d.batch, s.a, na), span(d.batch, s.b, nb), span(d.batch, s.out, nc));
+    let xa = normal_vec(la, 8, 0);
+    let xb = normal_vec(lb, 8, 1);
+    let xbias = normal_vec(d.n, 8, 2);
+    let (a64, b64, bias64) = (f64s(&xa), f64s(&xb), f64s(&xbias));
+    let a = gpu.upload("a", &xa)?;
+    let b = gpu.upload("b", &xb)?;
+    let bias = gpu.upload("bias", &xbias)?;
+    let out = gpu.zeros("out", lc)?;
+    let mut want = vec![0.0; lc];
+    for t in 0..d.batch {
+        let (oa, ob, oc) = (t * s.a, t * s.b, t * s.out);
+        r::matmul(&mut want[oc..oc + nc], &a64[oa..oa + na], &b64[ob..ob + nb], Some(&bias64[..]), layout.shape(d));
+    }
+    let shape = format!("{layout:?} m={} n={} k={} batch={} strides {:?} +bias", d.m, d.n, d.k, d.batch, s);
+    let entry = layout.entry_strided(d, s);
+    let f = matmul_strided(gpu, layout, &a, &b, Some(&bias), &out, d, s).await?;
+    Ok(result(entry, shape, &run_read(gpu, &f, &out).await?, &want))
 }
 
 /// Forward, both input gradients and (with bias) the bias gradient of one layout, each against
