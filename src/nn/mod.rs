@@ -9,9 +9,15 @@
 //! gradients are accumulated onto it.
 
 pub mod attention;
+pub mod conv2d;
+pub mod groupnorm;
 pub mod linear;
 pub mod params;
+pub mod resblock;
 
 pub use attention::Attention;
+pub use conv2d::Conv2d;
+pub use groupnorm::{GroupNorm, GroupNormStats};
 pub use linear::Linear;
 pub use params::{ParamId, ParamLayout, Params};
+pub use resblock::{GradMode, ResBlock, ResBlockActs};
