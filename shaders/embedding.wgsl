@@ -56,21 +56,8 @@ const WG: u32 = 256u;
 // ln(MAX_PERIOD), MAX_PERIOD = 10000 as DDPM, ADM and EDM.
 const LN_MAX_PERIOD: f32 = 9.210340371976184;
 
-var<workgroup> partial: array<f32, 256>;
-
 fn index(wid: vec3<u32>, nwg: vec3<u32>, lid: u32) -> u32 {
     return workgroup_linear(wid, nwg) * WG + lid;
-}
-
-// Tree-reduces `partial` and returns the total (valid in every thread).
-fn tree_sum(lid: u32, v: f32) -> f32 {
-    partial[lid] = v;
-    workgroupBarrier();
-    for (var s = WG / 2u; s > 0u; s = s / 2u) {
-        if (lid < s) { partial[lid] = partial[lid] + partial[lid + s]; }
-        workgroupBarrier();
-    }
-    return partial[0];
 }
 
 // pi/2 in three parts (Cephes sinf's DP1..DP3, doubled): P1 and P2 have few significant bits, so

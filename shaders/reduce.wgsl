@@ -37,19 +37,6 @@ const WG: u32 = 256u;
 // Elements per workgroup in sum_sq_partial (WG threads x 16 each).
 const CHUNK: u32 = 4096u;
 
-var<workgroup> partial: array<f32, 256>;
-
-// Tree-reduces `partial` and returns the total (valid in every thread).
-fn tree_sum(lid: u32, v: f32) -> f32 {
-    partial[lid] = v;
-    workgroupBarrier();
-    for (var s = WG / 2u; s > 0u; s = s / 2u) {
-        if (lid < s) { partial[lid] = partial[lid] + partial[lid + s]; }
-        workgroupBarrier();
-    }
-    return partial[0];
-}
-
 fn row_total(row: u32, lid: u32) -> f32 {
     var acc = 0.0;
     if (row < p.rows) {

@@ -33,35 +33,6 @@ const WG: u32 = 256u;
 // The most negative finite f32: the identity of max for threads without elements.
 const LOWEST: f32 = -3.4028234663852886e38;
 
-var<workgroup> partial: array<f32, 256>;
-
-// Tree-reduces `partial` with max and returns the result (valid in every thread). The trailing
-// barrier lets the caller reduce again without racing reads of partial[0].
-fn tree_max(lid: u32, v: f32) -> f32 {
-    partial[lid] = v;
-    workgroupBarrier();
-    for (var s = WG / 2u; s > 0u; s = s / 2u) {
-        if (lid < s) { partial[lid] = max(partial[lid], partial[lid + s]); }
-        workgroupBarrier();
-    }
-    let total = partial[0];
-    workgroupBarrier();
-    return total;
-}
-
-// As tree_max, with +.
-fn tree_sum(lid: u32, v: f32) -> f32 {
-    partial[lid] = v;
-    workgroupBarrier();
-    for (var s = WG / 2u; s > 0u; s = s / 2u) {
-        if (lid < s) { partial[lid] = partial[lid] + partial[lid + s]; }
-        workgroupBarrier();
-    }
-    let total = partial[0];
-    workgroupBarrier();
-    return total;
-}
-
 // y = exp(x - max) / sum(exp(x - max)) per row.
 @compute @workgroup_size(256)
 fn softmax_rows_fwd(@builtin(workgroup_id) wid: vec3<u32>, @builtin(num_workgroups) nwg: vec3<u32>,

@@ -8,7 +8,7 @@ use super::{f64s, need, prepare, run_read, CheckFuture, CheckResult, Entry, OpSp
 use crate::gpu::{Buffer, Dispatch, Gpu, GpuError};
 use crate::reference::conv2d::{self as r, Conv2dShape};
 use crate::reference::philox::normal_vec;
-use crate::reference::tol::{compare, Tol, LOOSE};
+use crate::reference::tol::LOOSE;
 
 /// f32 dot products over Cin K K (fwd), Cout K K (bwd_input) or B Ho Wo (bwd_weight, bwd_bias)
 /// unit-normal terms vs an f64 reference; the longest checked reduction is 768 terms, whose
@@ -233,8 +233,7 @@ fn check(gpu: &Gpu) -> CheckFuture<'_> {
 }
 
 fn result(entry: &'static str, shape: String, got: &[f32], want: &[f64]) -> CheckResult {
-    let tol: Tol = SPEC.entry(entry).map_or(LOOSE, |e| e.tol);
-    CheckResult { op: SPEC.name, entry, shape, tol, report: compare(got, want, tol) }
+    CheckResult::compare(&SPEC, entry, shape, got, want)
 }
 
 async fn check_async(gpu: &Gpu) -> Result<Vec<CheckResult>, GpuError> {

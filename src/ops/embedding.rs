@@ -5,7 +5,7 @@ use super::{f64s, need, prepare, run_read, CheckFuture, CheckResult, Entry, OpSp
 use crate::gpu::{groups_for, Buffer, Dispatch, Gpu, GpuError};
 use crate::reference::embedding as r;
 use crate::reference::philox::normal_vec;
-use crate::reference::tol::{compare, DEFAULT, STRICT};
+use crate::reference::tol::{DEFAULT, STRICT};
 
 /// freq_j = exp(-ln(1e4) j / half) is computed in f32 (WGSL allows exp 3 + 2|x| ulp, at most 21
 /// here) and arg = t * freq is rounded to f32, so the sin/cos argument carries an absolute error
@@ -18,7 +18,7 @@ const EMB: &str = "f32 exp for the frequencies and an f32 t*freq: sin/cos argume
 
 pub const SPEC: OpSpec = OpSpec {
     name: "embedding",
-    source: super::shader_source!("embedding.wgsl"),
+    source: super::shader_source!("embedding.wgsl", "tree.wgsl"),
     entries: &[
         Entry { name: "embedding_fwd", reference: "embedding::embedding_fwd", tol: DEFAULT, why: EMB },
         Entry {
@@ -156,8 +156,7 @@ fn check(gpu: &Gpu) -> CheckFuture<'_> {
 }
 
 fn result(entry: &'static str, shape: String, got: &[f32], want: &[f64]) -> CheckResult {
-    let tol = SPEC.entry(entry).map_or(DEFAULT, |e| e.tol);
-    CheckResult { op: SPEC.name, entry, shape, tol, report: compare(got, want, tol) }
+    CheckResult::compare(&SPEC, entry, shape, got, want)
 }
 
 async fn check_async(gpu: &Gpu) -> Result<Vec<CheckResult>, GpuError> {

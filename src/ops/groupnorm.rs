@@ -9,7 +9,7 @@ use crate::gpu::{Buffer, Dispatch, Gpu, GpuError};
 use crate::reference::groupnorm as r;
 pub use crate::reference::groupnorm::GroupNormShape;
 use crate::reference::philox::normal_vec;
-use crate::reference::tol::{compare, DEFAULT};
+use crate::reference::tol::DEFAULT;
 
 /// Every entry sums thousands of f32 terms in another order than the reference: (C/G)·H·W per
 /// group for the forward and dx, B·H·W per channel for the parameter gradients. Each thread adds
@@ -141,8 +141,7 @@ fn check(gpu: &Gpu) -> CheckFuture<'_> {
 }
 
 fn result(entry: &'static str, shape: String, got: &[f32], want: &[f64]) -> CheckResult {
-    let tol = SPEC.entry(entry).map_or(DEFAULT, |e| e.tol);
-    CheckResult { op: SPEC.name, entry, shape, tol, report: compare(got, want, tol) }
+    CheckResult::compare(&SPEC, entry, shape, got, want)
 }
 
 async fn check_async(gpu: &Gpu) -> Result<Vec<CheckResult>, GpuError> {

@@ -4,7 +4,7 @@ use super::{f64s, need, prepare, run_read, CheckFuture, CheckResult, Entry, OpSp
 use crate::gpu::{groups_for, Buffer, Dispatch, Gpu, GpuError};
 use crate::reference::matmul::{self as r, MatmulShape};
 use crate::reference::philox::normal_vec;
-use crate::reference::tol::{compare, Tol, LOOSE};
+use crate::reference::tol::LOOSE;
 
 /// f32 dot products of length K over unit normals: the rounding error grows like
 /// sqrt(K) * 2^-24 * (partial sum size ~ sqrt(K)), about 2e-5 at K = 300; LOOSE has 5x margin
@@ -281,8 +281,7 @@ fn check(gpu: &Gpu) -> CheckFuture<'_> {
 }
 
 fn result(entry: &'static str, shape: String, got: &[f32], want: &[f64]) -> CheckResult {
-    let tol: Tol = SPEC.entry(entry).map_or(LOOSE, |e| e.tol);
-    CheckResult { op: SPEC.name, entry, shape, tol, report: compare(got, want, tol) }
+    CheckResult::compare(&SPEC, entry, shape, got, want)
 }
 
 async fn check_async(gpu: &Gpu) -> Result<Vec<CheckResult>, GpuError> {

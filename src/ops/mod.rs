@@ -24,10 +24,16 @@ use std::pin::Pin;
 use crate::gpu::{Buffer, Dispatch, Gpu, GpuError};
 use crate::reference::tol::{Report, Tol};
 
-/// Prepends the shared helpers to an op shader (WGSL has no #include).
+/// Prepends the shared helpers to an op shader (WGSL has no #include): `common/index.wgsl`
+/// always, then the other `common/` files named after the shader.
 macro_rules! shader_source {
-    ($file:literal) => {
-        concat!(include_str!("../../shaders/common/index.wgsl"), "\n", include_str!(concat!("../../shaders/", $file)))
+    ($file:literal $(, $common:literal)*) => {
+        concat!(
+            include_str!("../../shaders/common/index.wgsl"),
+            "\n",
+            $(include_str!(concat!("../../shaders/common/", $common)), "\n",)*
+            include_str!(concat!("../../shaders/", $file))
+        )
     };
 }
 pub(crate) use shader_source;
@@ -56,6 +62,13 @@ pub struct CheckResult {
 impl CheckResult {
     pub fn ok(&self) -> bool {
         self.report.ok()
+    }
+
+    /// Compares `got` with `want` under the registry tolerance of `spec`'s `entry` (EXACT, the
+    /// strictest, if the entry is not registered, so a misspelt name cannot loosen a check).
+    pub fn compare(spec: &OpSpec, entry: &'static str, shape: String, got: &[f32], want: &[f64]) -> Self {
+        let tol = spec.entry(entry).map_or(crate::reference::tol::EXACT, |e| e.tol);
+        CheckResult { op: spec.name, entry, shape, tol, report: crate::reference::tol::compare(got, want, tol) }
     }
 }
 

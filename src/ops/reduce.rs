@@ -11,7 +11,7 @@ const TREE: &str = "f32 tree summation in a different order from the reference";
 
 pub const SPEC: OpSpec = OpSpec {
     name: "reduce",
-    source: super::shader_source!("reduce.wgsl"),
+    source: super::shader_source!("reduce.wgsl", "tree.wgsl"),
     entries: &[
         Entry { name: "row_sum", reference: "reduce::row_sum", tol: DEFAULT, why: TREE },
         Entry { name: "row_mean", reference: "reduce::row_mean", tol: DEFAULT, why: TREE },

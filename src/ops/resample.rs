@@ -8,7 +8,7 @@ use crate::gpu::{groups_for, Buffer, Dispatch, Gpu, GpuError};
 use crate::reference::philox::normal_vec;
 use crate::reference::resample as r;
 pub use crate::reference::resample::Nchw;
-use crate::reference::tol::{compare, EXACT, STRICT};
+use crate::reference::tol::{EXACT, STRICT};
 
 pub const SPEC: OpSpec = OpSpec {
     name: "resample",
@@ -159,8 +159,7 @@ fn check(gpu: &Gpu) -> CheckFuture<'_> {
 }
 
 fn result(entry: &'static str, shape: String, got: &[f32], want: &[f64]) -> CheckResult {
-    let tol = SPEC.entry(entry).map_or(STRICT, |e| e.tol);
-    CheckResult { op: SPEC.name, entry, shape, tol, report: compare(got, want, tol) }
+    CheckResult::compare(&SPEC, entry, shape, got, want)
 }
 
 async fn check_async(gpu: &Gpu) -> Result<Vec<CheckResult>, GpuError> {

@@ -5,11 +5,11 @@ use super::{f64s, need, prepare, run_read, CheckFuture, CheckResult, Entry, OpSp
 use crate::gpu::{Buffer, Dispatch, Gpu, GpuError};
 use crate::reference::attention as r;
 use crate::reference::philox::normal_vec;
-use crate::reference::tol::{compare, DEFAULT};
+use crate::reference::tol::DEFAULT;
 
 pub const SPEC: OpSpec = OpSpec {
     name: "softmax",
-    source: super::shader_source!("softmax.wgsl"),
+    source: super::shader_source!("softmax.wgsl", "tree.wgsl"),
     entries: &[
         Entry {
             name: "softmax_rows_fwd",
@@ -70,8 +70,7 @@ fn check(gpu: &Gpu) -> CheckFuture<'_> {
 }
 
 fn result(entry: &'static str, shape: String, got: &[f32], want: &[f64]) -> CheckResult {
-    let tol = SPEC.entry(entry).map_or(DEFAULT, |e| e.tol);
-    CheckResult { op: SPEC.name, entry, shape, tol, report: compare(got, want, tol) }
+    CheckResult::compare(&SPEC, entry, shape, got, want)
 }
 
 async fn check_async(gpu: &Gpu) -> Result<Vec<CheckResult>, GpuError> {
