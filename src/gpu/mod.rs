@@ -168,6 +168,12 @@ impl Gpu {
         Ok(Buffer { buffer, offset: 0, len })
     }
 
+    /// Fails unless a buffer of `len` f32 elements fits this adapter's binding limits; for
+    /// planning a model before allocating anything.
+    pub fn check_fits(&self, label: &str, len: usize) -> Result<(), GpuError> {
+        self.checked_size(label, len).map(|_| ())
+    }
+
     /// A small buffer to bind where an optional operand is absent.
     pub fn unused(&self) -> &Buffer {
         &self.unused

@@ -33,6 +33,30 @@ pub struct MlpConfig {
     pub emb_dim: usize,
 }
 
+impl MlpConfig {
+    /// The architecture name stored in checkpoints.
+    pub const ARCH: &'static str = "mlp";
+
+    /// The config as the JSON text stored in checkpoints (`cdl.model_config`) and read by the
+    /// PyTorch mirror.
+    pub fn to_json(&self) -> String {
+        serde_json::json!({ "dim": self.dim, "width": self.width, "blocks": self.blocks, "emb_dim": self.emb_dim })
+            .to_string()
+    }
+
+    /// Parses `to_json`'s text; the error names the missing or invalid field.
+    pub fn from_json(text: &str) -> Result<Self, String> {
+        let v: serde_json::Value = serde_json::from_str(text).map_err(|e| format!("MLP config is not JSON: {e}"))?;
+        let field = |name: &str| {
+            v.get(name)
+                .and_then(serde_json::Value::as_u64)
+                .map(|n| n as usize)
+                .ok_or_else(|| format!("MLP config has no non-negative integer {name:?}"))
+        };
+        Ok(Self { dim: field("dim")?, width: field("width")?, blocks: field("blocks")?, emb_dim: field("emb_dim")? })
+    }
+}
+
 impl Default for MlpConfig {
     fn default() -> Self {
         Self { dim: 2, width: 128, blocks: 2, emb_dim: 128 }
@@ -98,6 +122,9 @@ pub struct Mlp {
     pub dout: Buffer,
     /// Gradient with respect to `x`. (B, D)
     pub dx: Buffer,
+    /// Bytes of device memory this model allocated: parameters, gradients, inputs, outputs and
+    /// activations (uniform buffers of a few bytes per dispatch not counted).
+    pub memory_bytes: u64,
     forward: Vec<Dispatch>,
     backward: Vec<Dispatch>,
 }
@@ -109,9 +136,16 @@ impl Mlp {
             return Err(GpuError::Shape(format!("invalid MLP config {cfg:?} for batch {batch}")));
         }
         let (layout, [emb1, emb2, inp, out_l], blocks) = build_layout(cfg);
+        // Refuse what the adapter cannot bind before allocating anything.
+        gpu.check_fits("MLP parameters", layout.flat_len())?;
+        gpu.check_fits("MLP activations", batch * cfg.width.max(cfg.emb_dim))?;
         let p = Params::new(gpu, layout, seed)?;
+        let bytes = std::cell::Cell::new(8 * p.layout.flat_len() as u64);
         let (b, w, d, e) = (batch, cfg.width, cfg.dim, cfg.emb_dim);
-        let z = |name: &str, n: usize| gpu.zeros(name, n);
+        let z = |name: &str, n: usize| {
+            bytes.set(bytes.get() + 4 * n.max(1) as u64);
+            gpu.zeros(name, n)
+        };
         let (x, t, out, dout, dx) = (z("x", b * d)?, z("t", b)?, z("out", b * d)?, z("dout", b * d)?, z("dx", b * d)?);
         let (emb, e1, e1_act, temb) = (z("emb", b * e)?, z("e1", b * w)?, z("e1_act", b * w)?, z("temb", b * w)?);
         let ln = GroupNormShape::new(b, w, 1, 1);
@@ -182,7 +216,8 @@ impl Mlp {
         bwd.push(ew::silu_bwd(gpu, &de1_act, &e1, &de1, n).await?);
         bwd.extend(emb1.backward(gpu, &p, &emb, &de1, None, b).await?);
 
-        Ok(Self { cfg, batch, params: p, x, t, out, dout, dx, forward: fwd, backward: bwd })
+        let memory_bytes = bytes.get();
+        Ok(Self { cfg, batch, params: p, x, t, out, dout, dx, memory_bytes, forward: fwd, backward: bwd })
     }
 
     /// Number of parameters.

@@ -9,3 +9,4 @@
 //! models and ops through their Rust APIs only.
 
 pub mod checkpoint;
+pub mod weights;
