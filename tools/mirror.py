@@ -169,9 +169,54 @@ def run_mlp(args):
     print(f"loss {losses[0]:.8e} -> {losses[-1]:.8e} after {args.steps} Adam steps (lr {args.lr}, {args.dtype})")
 
 
+def build(arch, cfg):
+    """A freshly initialised mirror model of `arch` ("mlp") from its config dict."""
+    if arch == "mlp":
+        return Mlp(cfg["dim"], cfg["width"], cfg["blocks"], cfg["emb_dim"])
+    sys.exit(f"mirror.py: unknown architecture {arch!r}")
+
+
+def bench(args):
+    """Times the training step cdl bench model times (forward, MSE head, backward, Adam) on the
+    CPU and prints one JSON line: the median over --steps after --warmup steps."""
+    import time
+
+    torch.set_num_threads(args.threads)
+    cfg = json.loads(args.config)
+    model = build(args.arch, cfg)
+    opt = torch.optim.Adam(model.parameters(), lr=1e-4)
+    if args.arch == "mlp":
+        x = torch.randn(args.batch, cfg["dim"])
+        t = torch.randn(args.batch)
+    target = torch.randn_like(x)
+    times = []
+    for k in range(args.warmup + args.steps):
+        start = time.perf_counter()
+        opt.zero_grad()
+        loss = ((model(x, t) - target) ** 2).mean()
+        loss.backward()
+        opt.step()
+        if k >= args.warmup:
+            times.append(time.perf_counter() - start)
+    times.sort()
+    print(json.dumps({
+        "ms_per_step": 1e3 * times[len(times) // 2],
+        "param_count": sum(p.numel() for p in model.parameters()),
+        "threads": args.threads,
+        "torch": torch.__version__,
+    }))
+
+
 def main():
     ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     sub = ap.add_subparsers(dest="model", required=True)
+    bn = sub.add_parser("bench", help="time one training step of a mirror model on the CPU (JSON on stdout)")
+    bn.add_argument("--arch", required=True, choices=["mlp"])
+    bn.add_argument("--config", required=True, help="model config JSON, as stored in checkpoints")
+    bn.add_argument("--batch", type=int, required=True)
+    bn.add_argument("--steps", type=int, default=5)
+    bn.add_argument("--warmup", type=int, default=1)
+    bn.add_argument("--threads", type=int, default=2)
     m = sub.add_parser("mlp", help="the 2-D MLP of src/model/mlp.rs")
     m.add_argument("--checkpoint", required=True, help="CDL checkpoint (safetensors) with the initial parameters")
     m.add_argument("--inputs", required=True, help="safetensors with x (B, D), t (B,), target (B, D)")
@@ -181,6 +226,9 @@ def main():
     m.add_argument("--dtype", choices=["float32", "float64"], default="float32")
     args = ap.parse_args()
     torch.manual_seed(0)
+    if args.model == "bench":
+        bench(args)
+        return
     torch.set_num_threads(1)  # one summation order, run to run
     if args.model == "mlp":
         run_mlp(args)

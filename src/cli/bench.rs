@@ -98,3 +98,132 @@ fn naive_dispatch(
     disp.set_grid(d.n.div_ceil(8) as u32, d.m.div_ceil(8) as u32);
     Ok(disp)
 }
+
+// --- cdl bench model ---------------------------------------------------------------------------
+
+/// What the training-step benchmark needs of a model built for one batch size.
+pub struct Net<'a> {
+    pub name: &'static str,
+    pub config: String,
+    pub batch: usize,
+    pub params: &'a cdl::nn::Params,
+    pub forward: &'a [Dispatch],
+    pub backward: &'a [Dispatch],
+    pub memory_bytes: u64,
+}
+
+/// Median milliseconds of one training step (forward, backward, one Adam step over every
+/// parameter), the per-kernel breakdown from timestamp queries, and the same step of the
+/// PyTorch mirror on the CPU when `python` is given.
+pub async fn train_step(
+    gpu: &Gpu,
+    net: &Net<'_>,
+    runs: usize,
+    python: Option<&std::path::Path>,
+) -> Result<Value, String> {
+    use cdl::ops::optim;
+    use cdl::reference::optim::AdamConfig;
+    let e = |e: GpuError| e.to_string();
+    let n = net.params.layout.flat_len();
+    let (m, v) = (gpu.zeros("adam m", n).map_err(e)?, gpu.zeros("adam v", n).map_err(e)?);
+    let cfg = AdamConfig::adam(1e-4);
+    let adam = optim::adam_step(gpu, &net.params.grad, None, &net.params.value, &m, &v, n, &cfg, 1).await.map_err(e)?;
+    let step = || {
+        cdl::model::submit(gpu, net.params, net.forward, Some(net.backward));
+        gpu.run(&[&adam.dispatch]);
+    };
+    step();
+    gpu.finish().await.map_err(e)?;
+    let mut ms = Vec::with_capacity(runs);
+    for _ in 0..runs {
+        let t = Instant::now();
+        step();
+        gpu.finish().await.map_err(e)?;
+        ms.push(t.elapsed().as_secs_f64() * 1e3);
+    }
+    ms.sort_by(f64::total_cmp);
+    let median = ms[ms.len() / 2];
+
+    let all: Vec<&Dispatch> = net.forward.iter().chain(net.backward).chain([&adam.dispatch]).collect();
+    let breakdown = match gpu.profile(&all).await.map_err(e)? {
+        None => Value::Null,
+        Some(times) => {
+            let mut by_key: Vec<(String, usize, f64)> = Vec::new();
+            for (d, t) in all.iter().zip(times) {
+                match by_key.iter_mut().find(|k| k.0 == d.key) {
+                    Some(k) => {
+                        k.1 += 1;
+                        k.2 += t;
+                    }
+                    None => by_key.push((d.key.clone(), 1, t)),
+                }
+            }
+            by_key.sort_by(|a, b| b.2.total_cmp(&a.2));
+            json!(by_key.iter().map(|(k, c, t)| json!({"kernel": k, "calls": c, "ms": t})).collect::<Vec<_>>())
+        }
+    };
+    let pytorch = match python {
+        None => Value::Null,
+        Some(py) => mirror_step(py, net)?,
+    };
+    let speedup = pytorch.get("ms_per_step").and_then(Value::as_f64).map(|t| t / median);
+    Ok(json!({
+        "model": net.name,
+        "config": serde_json::from_str::<Value>(&net.config).unwrap_or(Value::Null),
+        "batch": net.batch,
+        "params": net.params.layout.count(),
+        "memory_bytes": net.memory_bytes,
+        "median_ms_per_step": median,
+        "samples_per_s": net.batch as f64 / median * 1e3,
+        "breakdown_ms": breakdown,
+        "pytorch_cpu": pytorch,
+        "speedup_vs_pytorch_cpu": speedup,
+    }))
+}
+
+/// The same training step of the PyTorch mirror (tools/mirror.py bench), on the CPU.
+fn mirror_step(python: &std::path::Path, net: &Net<'_>) -> Result<Value, String> {
+    let script = concat!(env!("CARGO_MANIFEST_DIR"), "/tools/mirror.py");
+    let out = std::process::Command::new(python)
+        .args([script, "bench", "--arch", net.name, "--config", &net.config, "--batch", &net.batch.to_string()])
+        .output()
+        .map_err(|e| format!("cannot run {}: {e}", python.display()))?;
+    if !out.status.success() {
+        let err = String::from_utf8_lossy(&out.stderr);
+        return Err(format!("PyTorch mirror failed: {}", err.lines().last().unwrap_or("no output")));
+    }
+    let text = String::from_utf8_lossy(&out.stdout);
+    serde_json::from_str(text.trim()).map_err(|e| format!("PyTorch mirror printed no JSON ({e}): {text}"))
+}
+
+/// `cdl bench model`: the MLP at two batch sizes.
+pub async fn model(gpu: &Gpu, runs: usize, python: Option<&std::path::Path>) -> Result<Value, String> {
+    use cdl::model::{Mlp, MlpConfig};
+    let mut cases = Vec::new();
+    for batch in [128usize, 1024] {
+        let cfg = MlpConfig::default();
+        let mlp = Mlp::new(gpu, cfg, batch, 0).await.map_err(|e| e.to_string())?;
+        gpu.write(&mlp.x, &normal_vec(batch * cfg.dim, 3, 0));
+        gpu.write(&mlp.t, &normal_vec(batch, 3, 1));
+        gpu.write(&mlp.dout, &normal_vec(batch * cfg.dim, 3, 2));
+        let (forward, backward) = mlp.dispatches();
+        let net = Net {
+            name: "mlp",
+            config: cfg.to_json(),
+            batch,
+            params: &mlp.params,
+            forward,
+            backward,
+            memory_bytes: mlp.memory_bytes,
+        };
+        cases.push(train_step(gpu, &net, runs, python).await?);
+    }
+    Ok(json!({
+        "bench": "model",
+        "adapter": gpu.info.name,
+        "backend": format!("{:?}", gpu.info.backend),
+        "runs": runs,
+        "statistic": "median wall ms of one training step (forward, backward, Adam) from submit to queue idle, after one warm-up step; breakdown from timestamp queries, one pass per dispatch",
+        "cases": cases,
+    }))
+}

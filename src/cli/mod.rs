@@ -42,6 +42,20 @@ enum BenchWhat {
         #[arg(long)]
         out: Option<std::path::PathBuf>,
     },
+    /// One training step (forward, backward, Adam) of each model, with a per-kernel breakdown
+    /// and the same step of the PyTorch mirror on the CPU. JSON on stdout.
+    Model {
+        /// Timed steps per case (after one warm-up step); the median is reported.
+        #[arg(long, default_value_t = 5, value_parser = clap::value_parser!(u32).range(1..=1000))]
+        runs: u32,
+        /// Python with torch for the PyTorch mirror (tools/mirror.py); also read from CDL_PYTHON.
+        /// Without it the PyTorch columns are null.
+        #[arg(long)]
+        python: Option<std::path::PathBuf>,
+        /// Also write the JSON to this file.
+        #[arg(long)]
+        out: Option<std::path::PathBuf>,
+    },
 }
 
 pub fn main() -> ExitCode {
@@ -65,14 +79,24 @@ async fn run(cli: Cli) -> Result<ExitCode, String> {
         Command::Info => info(&gpu).await,
         Command::Bench { what: BenchWhat::Ops { runs, out } } => {
             let json = bench::ops(&gpu, runs as usize).await.map_err(|e| e.to_string())?;
-            let text = serde_json::to_string_pretty(&json).map_err(|e| e.to_string())?;
-            println!("{text}");
-            if let Some(path) = out {
-                std::fs::write(&path, text + "\n").map_err(|e| format!("cannot write {}: {e}", path.display()))?;
-            }
-            Ok(ExitCode::SUCCESS)
+            emit(&json, out.as_deref())
+        }
+        Command::Bench { what: BenchWhat::Model { runs, python, out } } => {
+            let python = python.or_else(|| std::env::var_os("CDL_PYTHON").map(Into::into));
+            let json = bench::model(&gpu, runs as usize, python.as_deref()).await?;
+            emit(&json, out.as_deref())
         }
     }
+}
+
+/// Prints bench JSON and, when asked, writes it to a file too.
+fn emit(json: &serde_json::Value, out: Option<&std::path::Path>) -> Result<ExitCode, String> {
+    let text = serde_json::to_string_pretty(json).map_err(|e| e.to_string())?;
+    println!("{text}");
+    if let Some(path) = out {
+        std::fs::write(path, text + "\n").map_err(|e| format!("cannot write {}: {e}", path.display()))?;
+    }
+    Ok(ExitCode::SUCCESS)
 }
 
 async fn info(gpu: &Gpu) -> Result<ExitCode, String> {

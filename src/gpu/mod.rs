@@ -303,7 +303,13 @@ impl Gpu {
         if self.debug >= 1 {
             log(&format!("cdl: dispatch {} workgroups {} -> {:?}", kernel.key, workgroups, grid));
         }
-        Ok(Dispatch { pipeline: kernel.pipeline.clone(), groups: [storage, uniforms], params: ubuf, grid })
+        Ok(Dispatch {
+            key: kernel.key.clone(),
+            pipeline: kernel.pipeline.clone(),
+            groups: [storage, uniforms],
+            params: ubuf,
+            grid,
+        })
     }
 
     /// Encodes and submits `dispatches` in one compute pass.
@@ -316,6 +322,48 @@ impl Gpu {
             }
         }
         self.queue.submit([enc.finish()]);
+    }
+
+    /// Runs each dispatch in its own pass between two timestamps and returns the GPU time of
+    /// each in milliseconds, or `None` when the adapter has no timestamp queries. Separate passes
+    /// add a little per-dispatch overhead; use it for breakdowns, not totals.
+    pub async fn profile(&self, dispatches: &[&Dispatch]) -> Result<Option<Vec<f64>>, GpuError> {
+        if !self.features.contains(wgpu::Features::TIMESTAMP_QUERY) || dispatches.is_empty() {
+            return Ok(None);
+        }
+        let n = 2 * dispatches.len() as u32;
+        let set = self.device.create_query_set(&wgpu::QuerySetDescriptor {
+            label: Some("profile"),
+            ty: wgpu::QueryType::Timestamp,
+            count: n,
+        });
+        let resolved = self.device.create_buffer(&wgpu::BufferDescriptor {
+            label: Some("profile"),
+            size: u64::from(n) * 8,
+            usage: wgpu::BufferUsages::QUERY_RESOLVE | wgpu::BufferUsages::COPY_SRC,
+            mapped_at_creation: false,
+        });
+        let mut enc = self.device.create_command_encoder(&Default::default());
+        for (i, d) in dispatches.iter().enumerate() {
+            let i = 2 * i as u32;
+            let mut pass = enc.begin_compute_pass(&wgpu::ComputePassDescriptor {
+                label: Some(&d.key),
+                timestamp_writes: Some(wgpu::ComputePassTimestampWrites {
+                    query_set: &set,
+                    beginning_of_pass_write_index: Some(i),
+                    end_of_pass_write_index: Some(i + 1),
+                }),
+            });
+            d.encode(&mut pass);
+        }
+        enc.resolve_query_set(&set, 0..n, &resolved, 0);
+        self.queue.submit([enc.finish()]);
+        // Reinterpret the u64 ticks as pairs of f32 words for the common readback path.
+        let words = Buffer { buffer: resolved, offset: 0, len: 2 * n as usize };
+        let raw = self.read_u32(&words).await?;
+        let period_ms = f64::from(self.queue.get_timestamp_period()) * 1e-6;
+        let ticks: Vec<u64> = raw.chunks(2).map(|w| u64::from(w[0]) | (u64::from(w[1]) << 32)).collect();
+        Ok(Some(ticks.chunks(2).map(|t| t[1].saturating_sub(t[0]) as f64 * period_ms).collect()))
     }
 
     /// Reads a buffer back to the host.
@@ -393,6 +441,8 @@ impl Buffer {
 /// A prepared dispatch: pipeline, bind groups and grid, created once and encoded every step.
 #[derive(Debug)]
 pub struct Dispatch {
+    /// The pipeline's cache key (for example `matmul_nn4_r16_c256`), used in profiles.
+    pub key: String,
     pipeline: wgpu::ComputePipeline,
     groups: [wgpu::BindGroup; 2],
     /// The uniform buffer behind group 1, for launchers that update parameters in place.

@@ -228,21 +228,11 @@ impl Mlp {
     /// Submits the forward pass, and with `backward` the zeroing of the gradients and the
     /// backward pass (reading `dout`), in one command buffer.
     pub fn submit(&self, gpu: &Gpu, backward: bool) {
-        let mut enc = gpu.device.create_command_encoder(&Default::default());
-        if backward {
-            self.params.zero_grad(&mut enc);
-        }
-        {
-            let mut pass = enc.begin_compute_pass(&Default::default());
-            for d in &self.forward {
-                d.encode(&mut pass);
-            }
-            if backward {
-                for d in &self.backward {
-                    d.encode(&mut pass);
-                }
-            }
-        }
-        gpu.queue.submit([enc.finish()]);
+        super::submit(gpu, &self.params, &self.forward, backward.then_some(&self.backward[..]));
+    }
+
+    /// The prepared forward and backward dispatches, in encoding order (for profiles).
+    pub fn dispatches(&self) -> (&[Dispatch], &[Dispatch]) {
+        (&self.forward, &self.backward)
     }
 }
