@@ -3,8 +3,10 @@
 //! backward, all created once; a step only encodes them.
 
 pub mod mlp;
+pub mod unet;
 
 pub use mlp::{Mlp, MlpConfig};
+pub use unet::{UNet, UNetConfig};
 
 use crate::gpu::{Dispatch, Gpu};
 use crate::nn::Params;

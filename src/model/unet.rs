@@ -1,0 +1,636 @@
+//! The compact UNet of spec §8 (DDPM++ structure at a small scale: residual blocks with GroupNorm,
+//! SiLU and scale/shift noise conditioning, skip connections, self-attention at chosen
+//! resolutions, sinusoidal embedding of the noise input). Not here: preconditioning (c_in,
+//! c_skip, c_out, c_noise; `diffusion/`), dropout, EDM's 1/sqrt(2) skip scaling.
+//!
+//! The forward, the contract a PyTorch mirror copies (x (B, Cin, S, S), t (B,), out (B, Cout, S, S);
+//! ch = `channels`, E = 4 ch, c_l = ch * mult[l], G(c) = min(32, c / 4) GroupNorm groups):
+//!
+//! ```text
+//! temb = emb.fc2(silu(emb.fc1(sinusoidal(t, ch))))        emb.fc1 Linear ch -> E, emb.fc2 E -> E
+//! h = conv_in(x)                                          3x3, Cin -> ch;            skips = [h]
+//! for level l = 0 .. L-1 (resolution r = S / 2^l):
+//!     for i in 0 .. blocks_per_level:
+//!         h = down.{l}.{i}.res(h, temb)                   ResBlock c_prev -> c_l (nn/resblock.rs)
+//!         if r in attn_resolutions:
+//!             h = h + down.{l}.{i}.attn(down.{l}.{i}.attn_norm(h))
+//!         skips.push(h)
+//!     if l < L-1:  h = avgpool2x2(h); skips.push(h)     (no parameters)
+//! h = mid.res0(h, temb); h = h + mid.attn(mid.attn_norm(h)); h = mid.res1(h, temb)
+//! for level l = L-1 .. 0:
+//!     for i in 0 .. blocks_per_level + 1:
+//!         h = up.{l}.{i}.res(cat([h, skips.pop()], dim=1), temb)      ResBlock c_h + c_skip -> c_l
+//!         if r in attn_resolutions:
+//!             h = h + up.{l}.{i}.attn(up.{l}.{i}.attn_norm(h))
+//!     if l > 0:  h = up.{l}.conv(upsample_nearest2x(h))   3x3, c_l -> c_l
+//! out = conv_out(silu(norm_out(h)))                       norm_out GroupNorm(G(c_0), c_0), 3x3 c_0 -> Cout
+//! ```
+//!
+//! `attn` is `nn::Attention` (1x1 qkv and proj convolutions, softmax(q^T k / sqrt(D)), `heads`
+//! heads, no internal norm); every `*_norm` and the ResBlock norms use G(c) groups and eps 1e-5.
+//!
+//! Parameter names (checkpoint names), registered in forward order: `emb.fc1.{weight,bias}`,
+//! `emb.fc2.*`, `conv_in.*`, `down.{l}.{i}.res.*` (the ResBlock's names: `norm1`, `conv1`,
+//! `emb_scale`, `emb_shift`, `norm2`, `conv2`, `skip` when Cin != Cout), `down.{l}.{i}.attn_norm.*`,
+//! `down.{l}.{i}.attn.{qkv,proj}.*`, `mid.res0.*`, `mid.attn_norm.*`, `mid.attn.*`, `mid.res1.*`,
+//! `up.{l}.{i}.res.*`, `up.{l}.{i}.attn_norm.*`, `up.{l}.{i}.attn.*`, `up.{l}.conv.*`,
+//! `norm_out.*`, `conv_out.*`. Init is PyTorch's default everywhere (no zero-init of the last
+//! convolutions).
+//!
+//! Backward: every activation has a gradient buffer; a tensor read twice (a skip, read by the
+//! next layer and by a concatenation) gets its first gradient written, the second computed into
+//! a scratch buffer and added. dtemb sums every ResBlock's contribution (first Write, then Add).
+
+use crate::gpu::{Buffer, Dispatch, Gpu, GpuError};
+use crate::nn::{Attention, Conv2d, GradMode, GroupNorm, Linear, ParamLayout, Params, ResBlock};
+use crate::ops::resample::{self, Nchw};
+use crate::ops::{elementwise as ew, embedding};
+
+/// Sizes of the UNet. One comment per field, the EDM way.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct UNetConfig {
+    /// Side S of the square input images (divisible by 2^(levels - 1)).
+    pub image_size: usize,
+    /// Channels of the input x.
+    pub in_channels: usize,
+    /// Channels of the output (the eps or denoiser prediction).
+    pub out_channels: usize,
+    /// Base width ch (model_channels); also the number of sinusoidal features of t. E = 4 ch.
+    pub channels: usize,
+    /// Width multiplier of each level (channel_mult); levels = mult.len().
+    pub mult: Vec<usize>,
+    /// ResBlocks per level on the way down (the way up has one more).
+    pub blocks_per_level: usize,
+    /// Resolutions (sides) at which every ResBlock is followed by self-attention.
+    pub attn_resolutions: Vec<usize>,
+    /// Attention heads (1, as EDM's CIFAR nets).
+    pub heads: usize,
+}
+
+impl UNetConfig {
+    /// Test-size net: 16 px RGB, ch 16, mult [1, 2], 1 block, attention at 8.
+    pub fn tiny() -> Self {
+        Self::rgb(16, 16, vec![1, 2], 1, vec![8])
+    }
+
+    /// Spec §8 variant A: 32 px, ch 32, mult [1, 2, 2], 2 blocks, attention at 8.
+    pub fn compact() -> Self {
+        Self::rgb(32, 32, vec![1, 2, 2], 2, vec![8])
+    }
+
+    /// Spec §8 variant B: as A with ch 64 and attention at 16.
+    pub fn small() -> Self {
+        Self::rgb(32, 64, vec![1, 2, 2], 2, vec![16])
+    }
+
+    fn rgb(image_size: usize, channels: usize, mult: Vec<usize>, blocks: usize, attn: Vec<usize>) -> Self {
+        Self {
+            image_size,
+            in_channels: 3,
+            out_channels: 3,
+            channels,
+            mult,
+            blocks_per_level: blocks,
+            attn_resolutions: attn,
+            heads: 1,
+        }
+    }
+
+    /// Width E of the noise embedding the blocks read: 4 ch (channel_mult_emb 4).
+    pub fn emb_dim(&self) -> usize {
+        4 * self.channels
+    }
+
+    /// GroupNorm groups for c channels: min(32, c / 4) (spec §8).
+    pub fn groups(c: usize) -> usize {
+        (c / 4).clamp(1, 32)
+    }
+}
+
+// --- the plan: layers and activation shapes, before any allocation -----------------------------
+
+/// One activation: c channels of r x r pixels (per image).
+#[derive(Clone, Copy, Debug)]
+struct Map {
+    c: usize,
+    r: usize,
+}
+
+/// One step of the forward between activations (indices into `Plan::maps`).
+// A few dozen steps, built once per model: the variants' sizes do not matter.
+#[allow(clippy::large_enum_variant)]
+#[derive(Clone, Copy, Debug)]
+enum Step {
+    Res {
+        blk: ResBlock,
+        x: usize,
+        out: usize,
+    },
+    /// out = x + attn(norm(x)).
+    Attn {
+        norm: GroupNorm,
+        attn: Attention,
+        x: usize,
+        out: usize,
+    },
+    Down {
+        x: usize,
+        out: usize,
+    },
+    /// out = conv(upsample2x(x)).
+    Up {
+        conv: Conv2d,
+        x: usize,
+        out: usize,
+    },
+    Concat {
+        a: usize,
+        skip: usize,
+        out: usize,
+    },
+}
+
+struct Plan {
+    layout: ParamLayout,
+    fc1: Linear,
+    fc2: Linear,
+    conv_in: Conv2d,
+    norm_out: GroupNorm,
+    conv_out: Conv2d,
+    /// maps[0] is conv_in's output; the last is the input of the output head.
+    maps: Vec<Map>,
+    steps: Vec<Step>,
+}
+
+fn bad(msg: String) -> GpuError {
+    GpuError::Shape(format!("unet: {msg}"))
+}
+
+fn check_channels(c: usize) -> Result<(), GpuError> {
+    let g = UNetConfig::groups(c);
+    if c == 0 || !c.is_multiple_of(4) || !c.is_multiple_of(g) {
+        return Err(bad(format!("{c} channels: need a multiple of 4 divisible by min(32, c/4) = {g}")));
+    }
+    Ok(())
+}
+
+fn plan(cfg: &UNetConfig) -> Result<Plan, GpuError> {
+    let levels = cfg.mult.len();
+    if levels == 0 || cfg.mult.contains(&0) || cfg.in_channels == 0 || cfg.out_channels == 0 || cfg.heads == 0 {
+        return Err(bad(format!("invalid config {cfg:?}")));
+    }
+    if cfg.image_size == 0 || !cfg.image_size.is_multiple_of(1 << (levels - 1)) {
+        return Err(bad(format!("image size {} not divisible by 2^{}", cfg.image_size, levels - 1)));
+    }
+    let (ch, e) = (cfg.channels, cfg.emb_dim());
+    check_channels(ch)?;
+    let groups = UNetConfig::groups;
+    let mut l = ParamLayout::default();
+    let fc1 = Linear::new(&mut l, "emb.fc1", ch, e);
+    let fc2 = Linear::new(&mut l, "emb.fc2", e, e);
+    let conv_in = Conv2d::new(&mut l, "conv_in", cfg.in_channels, ch, 3, 1);
+    let mut maps = vec![Map { c: ch, r: cfg.image_size }];
+    let mut steps = Vec::new();
+    let mut skips = vec![0];
+
+    // Appends a new activation and returns its index.
+    let new_map = |maps: &mut Vec<Map>, c: usize, r: usize| {
+        maps.push(Map { c, r });
+        maps.len() - 1
+    };
+    // A ResBlock from activation h to cout channels, with attention when the resolution asks.
+    let block = |l: &mut ParamLayout, maps: &mut Vec<Map>, steps: &mut Vec<Step>, name: &str, h: usize, cout: usize| {
+        let Map { c: cin, r } = maps[h];
+        check_channels(cin)?;
+        check_channels(cout)?;
+        let blk = ResBlock::new(l, &format!("{name}.res"), cin, cout, e, groups);
+        let out = new_map(maps, cout, r);
+        steps.push(Step::Res { blk, x: h, out });
+        let mut h = out;
+        if cfg.attn_resolutions.contains(&r) {
+            let norm = GroupNorm::new(l, &format!("{name}.attn_norm"), cout, groups(cout));
+            let attn = Attention::new(l, &format!("{name}.attn"), cout, cfg.heads);
+            let out = new_map(maps, cout, r);
+            steps.push(Step::Attn { norm, attn, x: h, out });
+            h = out;
+        }
+        Ok::<usize, GpuError>(h)
+    };
+
+    let mut h = 0;
+    for (lv, m) in cfg.mult.iter().enumerate() {
+        for i in 0..cfg.blocks_per_level {
+            h = block(&mut l, &mut maps, &mut steps, &format!("down.{lv}.{i}"), h, ch * m)?;
+            skips.push(h);
+        }
+        if lv + 1 < levels {
+            let Map { c, r } = maps[h];
+            let out = new_map(&mut maps, c, r / 2);
+            steps.push(Step::Down { x: h, out });
+            h = out;
+            skips.push(h);
+        }
+    }
+
+    let Map { c, r } = maps[h];
+    let res0 = ResBlock::new(&mut l, "mid.res0", c, c, e, groups);
+    let out = new_map(&mut maps, c, r);
+    steps.push(Step::Res { blk: res0, x: h, out });
+    let norm = GroupNorm::new(&mut l, "mid.attn_norm", c, groups(c));
+    let attn = Attention::new(&mut l, "mid.attn", c, cfg.heads);
+    let (x, out) = (out, new_map(&mut maps, c, r));
+    steps.push(Step::Attn { norm, attn, x, out });
+    let res1 = ResBlock::new(&mut l, "mid.res1", c, c, e, groups);
+    let (x, out) = (out, new_map(&mut maps, c, r));
+    steps.push(Step::Res { blk: res1, x, out });
+    h = out;
+
+    for (lv, m) in cfg.mult.iter().enumerate().rev() {
+        for i in 0..=cfg.blocks_per_level {
+            let skip = skips.pop().ok_or_else(|| bad("skip stack underflow".into()))?;
+            let Map { c, r } = maps[h];
+            let cs = maps[skip].c;
+            let cat = new_map(&mut maps, c + cs, r);
+            steps.push(Step::Concat { a: h, skip, out: cat });
+            h = block(&mut l, &mut maps, &mut steps, &format!("up.{lv}.{i}"), cat, ch * m)?;
+        }
+        if lv > 0 {
+            let Map { c, r } = maps[h];
+            let conv = Conv2d::new(&mut l, &format!("up.{lv}.conv"), c, c, 3, 1);
+            let out = new_map(&mut maps, c, 2 * r);
+            steps.push(Step::Up { conv, x: h, out });
+            h = out;
+        }
+    }
+    let c = maps[h].c;
+    let norm_out = GroupNorm::new(&mut l, "norm_out", c, groups(c));
+    let conv_out = Conv2d::new(&mut l, "conv_out", c, cfg.out_channels, 3, 1);
+    Ok(Plan { layout: l, fc1, fc2, conv_in, norm_out, conv_out, maps, steps })
+}
+
+/// The layout of the UNet's parameters (names, shapes, init), without allocating anything.
+pub fn layout(cfg: &UNetConfig) -> Result<ParamLayout, GpuError> {
+    Ok(plan(cfg)?.layout)
+}
+
+/// What `UNet::new` would allocate for `batch` images, in bytes (parameters, gradients,
+/// activations, scratch), and the size of its largest buffer; the config's and the attention
+/// layers' shape errors, without a device.
+pub fn memory_estimate(cfg: &UNetConfig, batch: usize) -> Result<(usize, usize), GpuError> {
+    let b = budget(&plan(cfg)?, cfg, batch)?;
+    Ok((4 * b.total, 4 * b.largest))
+}
+
+// --- memory: every buffer the model allocates, counted before allocating ------------------------
+
+/// Total and largest buffer, in f32 elements.
+#[derive(Debug, Default)]
+struct Budget {
+    total: usize,
+    largest: usize,
+    largest_what: String,
+}
+
+impl Budget {
+    fn add(&mut self, what: &str, n: usize) {
+        self.total += n;
+        if n > self.largest {
+            self.largest = n;
+            self.largest_what = what.to_string();
+        }
+    }
+}
+
+/// Counts what `UNet::new` allocates for `batch`, mirroring `ResBlock::acts` and
+/// `Attention::buffers`; also returns the attention layers' shape errors.
+fn budget(p: &Plan, cfg: &UNetConfig, b: usize) -> Result<Budget, GpuError> {
+    let mut g = Budget::default();
+    let s = cfg.image_size * cfg.image_size;
+    let (ch, e) = (cfg.channels, cfg.emb_dim());
+    g.add("parameters", p.layout.flat_len());
+    g.add("gradients", p.layout.flat_len());
+    for (what, n) in [("x", cfg.in_channels), ("dx", cfg.in_channels), ("out", cfg.out_channels)] {
+        g.add(what, b * n * s);
+    }
+    g.add("dout", b * cfg.out_channels * s);
+    g.add("t", b);
+    g.add("emb", b * ch);
+    for what in ["e1", "e1_act", "temb", "dtemb", "de1_act", "de1"] {
+        g.add(what, b * e);
+    }
+    let mut uses = vec![0usize; p.maps.len()];
+    for m in &p.maps {
+        g.add("activation", b * m.c * m.r * m.r);
+        g.add("activation gradient", b * m.c * m.r * m.r);
+    }
+    for st in &p.steps {
+        match *st {
+            Step::Res { blk, x, .. } => {
+                uses[x] += 1;
+                let hw = p.maps[x].r * p.maps[x].r;
+                let (ni, no) = (b * blk.cin * hw, b * blk.cout * hw);
+                for _ in 0..4 {
+                    g.add("resblock (B, Cin, H, W)", ni);
+                    g.add("resblock (B, E)", b * e);
+                    g.add("resblock (B, Cout)", b * blk.cout);
+                }
+                for _ in 0..(6 + usize::from(blk.skip.is_some())) {
+                    g.add("resblock (B, Cout, H, W)", no);
+                }
+                g.add("resblock stats", 2 * b * (blk.norm1.groups + blk.norm2.groups));
+            }
+            Step::Attn { norm, attn, x, .. } => {
+                uses[x] += 1;
+                let m = p.maps[x];
+                let sh = attn.shape(b, m.r * m.r)?;
+                for _ in 0..3 {
+                    g.add("attention norm, output, dx (B, C, T)", sh.x_len());
+                }
+                g.add("attention stats", 2 * b * norm.groups);
+                for _ in 0..2 {
+                    g.add("attention out (B, C, T)", sh.x_len());
+                    g.add("attention qkv (B, 3C, T)", sh.qkv_len());
+                }
+                for _ in 0..3 {
+                    g.add("attention scores (B, heads, T, T)", sh.attn_len());
+                }
+            }
+            Step::Down { x, .. } => uses[x] += 1,
+            Step::Up { conv, x, .. } => {
+                uses[x] += 1;
+                let r = 2 * p.maps[x].r;
+                g.add("upsampled (B, C, 2H, 2W)", b * conv.cin * r * r);
+                g.add("upsampled gradient (B, C, 2H, 2W)", b * conv.cin * r * r);
+            }
+            Step::Concat { a, skip, .. } => {
+                uses[a] += 1;
+                uses[skip] += 1;
+            }
+        }
+    }
+    // The output head: norm, silu and their gradients; stats.
+    let c0 = p.norm_out.c;
+    for _ in 0..4 {
+        g.add("output head (B, C, H, W)", b * c0 * s);
+    }
+    g.add("output head stats", 2 * b * p.norm_out.groups);
+    // One scratch per tensor read twice (its second gradient).
+    for (m, u) in p.maps.iter().zip(&uses) {
+        if *u > 1 {
+            g.add("gradient scratch", b * m.c * m.r * m.r);
+        }
+    }
+    Ok(g)
+}
+
+// --- the model ----------------------------------------------------------------------------------
+
+/// An activation on the device with its gradient. (B, c, r, r) each.
+#[derive(Debug)]
+struct Tensor {
+    buf: Buffer,
+    grad: Buffer,
+    /// Scratch for a second gradient contribution, when the tensor is read twice.
+    scratch: Option<Buffer>,
+    /// Whether the backward built so far has written `grad`.
+    written: bool,
+}
+
+/// The UNet bound to one batch size: parameters, activations and prepared dispatches.
+#[derive(Debug)]
+pub struct UNet {
+    pub cfg: UNetConfig,
+    pub batch: usize,
+    pub params: Params,
+    /// Input images. (B, Cin, S, S)
+    pub x: Buffer,
+    /// Noise input of each image (c_noise). (B,)
+    pub t: Buffer,
+    /// Output. (B, Cout, S, S)
+    pub out: Buffer,
+    /// Upstream gradient of `out`, written by the loss head. (B, Cout, S, S)
+    pub dout: Buffer,
+    /// Gradient with respect to `x`. (B, Cin, S, S)
+    pub dx: Buffer,
+    memory: usize,
+    forward: Vec<Dispatch>,
+    backward: Vec<Dispatch>,
+}
+
+/// Where a backward writes the gradient of tensor `i`: its gradient buffer the first time, its
+/// scratch afterwards (then `finish` adds the scratch in).
+fn grad_dst(ts: &mut [Tensor], i: usize) -> Result<(Buffer, Option<usize>), GpuError> {
+    let t = &mut ts[i];
+    if !t.written {
+        t.written = true;
+        return Ok((t.grad.clone(), None));
+    }
+    let s = t.scratch.clone().ok_or_else(|| bad(format!("activation {i} read more than planned")))?;
+    Ok((s, Some(i)))
+}
+
+async fn finish(gpu: &Gpu, ts: &[Tensor], pending: Option<usize>, bwd: &mut Vec<Dispatch>) -> Result<(), GpuError> {
+    if let Some(i) = pending {
+        let t = &ts[i];
+        if let Some(s) = &t.scratch {
+            bwd.push(ew::axpy(gpu, s, &t.grad, t.grad.len, 1.0).await?);
+        }
+    }
+    Ok(())
+}
+
+impl UNet {
+    /// Builds the model for `batch` images with parameters initialised from `seed`. Refuses,
+    /// before allocating, a config the attention layer cannot address or whose largest buffer
+    /// exceeds the device's storage binding limit.
+    pub async fn new(gpu: &Gpu, cfg: UNetConfig, batch: usize, seed: u64) -> Result<Self, GpuError> {
+        if batch == 0 {
+            return Err(bad("batch 0".into()));
+        }
+        let plan = plan(&cfg)?;
+        let budget = budget(&plan, &cfg, batch)?;
+        let limit = gpu.limits.max_storage_buffer_binding_size.min(gpu.limits.max_buffer_size);
+        let bytes = 4 * budget.largest as u64;
+        if bytes > limit {
+            return Err(GpuError::TooLarge { what: format!("unet {}", budget.largest_what), bytes, limit });
+        }
+        let Plan { layout, fc1, fc2, conv_in, norm_out, conv_out, maps, steps } = plan;
+        let p = Params::new(gpu, layout, seed)?;
+        let b = batch;
+        let (s, ch, e) = (cfg.image_size, cfg.channels, cfg.emb_dim());
+        let z = |name: &str, n: usize| gpu.zeros(name, n);
+        let (x, dx) = (z("x", b * cfg.in_channels * s * s)?, z("dx", b * cfg.in_channels * s * s)?);
+        let (out, dout) = (z("out", b * cfg.out_channels * s * s)?, z("dout", b * cfg.out_channels * s * s)?);
+        let t = z("t", b)?;
+        let emb = z("emb", b * ch)?;
+        let [e1, e1_act, temb, dtemb, de1_act, de1] = [
+            z("e1", b * e)?,
+            z("e1_act", b * e)?,
+            z("temb", b * e)?,
+            z("dtemb", b * e)?,
+            z("de1_act", b * e)?,
+            z("de1", b * e)?,
+        ];
+        let mut reads = vec![0usize; maps.len()];
+        for st in &steps {
+            match *st {
+                Step::Res { x, .. } | Step::Attn { x, .. } | Step::Down { x, .. } | Step::Up { x, .. } => reads[x] += 1,
+                Step::Concat { a, skip, .. } => {
+                    reads[a] += 1;
+                    reads[skip] += 1;
+                }
+            }
+        }
+        let mut ts = Vec::with_capacity(maps.len());
+        for (m, r) in maps.iter().zip(&reads) {
+            let n = b * m.c * m.r * m.r;
+            ts.push(Tensor {
+                buf: z("act", n)?,
+                grad: z("dact", n)?,
+                scratch: if *r > 1 { Some(z("dact_scratch", n)?) } else { None },
+                written: false,
+            });
+        }
+        let nchw = |i: usize| Nchw::new(b, maps[i].c, maps[i].r, maps[i].r);
+
+        // --- forward ---
+        let mut fwd = vec![embedding::embedding_fwd(gpu, &t, &emb, b, ch).await?];
+        fwd.extend(fc1.forward(gpu, &p, &emb, &e1, b).await?);
+        fwd.push(ew::silu_fwd(gpu, &e1, &e1_act, b * e).await?);
+        fwd.extend(fc2.forward(gpu, &p, &e1_act, &temb, b).await?);
+        fwd.extend(conv_in.forward(gpu, &p, &x, &ts[0].buf, b, s, s).await?);
+
+        // Per-step buffers, kept for the backward.
+        #[allow(clippy::large_enum_variant)]
+        enum Saved {
+            Res(crate::nn::ResBlockActs),
+            Attn {
+                stats: crate::nn::GroupNormStats,
+                bufs: crate::nn::attention::AttentionBuffers,
+                n: Buffer,
+                y: Buffer,
+            },
+            Up(Buffer),
+            None,
+        }
+        let mut saved = Vec::with_capacity(steps.len());
+        for st in &steps {
+            match *st {
+                Step::Res { blk, x, out } => {
+                    let r = maps[x].r;
+                    let a = blk.acts(gpu, b, r, r)?;
+                    fwd.extend(blk.forward(gpu, &p, &a, &ts[x].buf, &temb, &ts[out].buf).await?);
+                    saved.push(Saved::Res(a));
+                }
+                Step::Attn { norm, attn, x, out } => {
+                    let (n_el, hw) = (nchw(x).len(), maps[x].r * maps[x].r);
+                    let stats = norm.stats(gpu, b)?;
+                    let bufs = attn.buffers(gpu, b, hw)?;
+                    let (n, y) = (z("attn_in", n_el)?, z("attn_y", n_el)?);
+                    fwd.extend(norm.forward(gpu, &p, &ts[x].buf, &n, &stats, b, hw).await?);
+                    fwd.extend(attn.forward(gpu, &p, &n, &y, &bufs).await?);
+                    fwd.push(ew::add(gpu, &ts[x].buf, &y, &ts[out].buf, n_el).await?);
+                    saved.push(Saved::Attn { stats, bufs, n, y });
+                }
+                Step::Down { x, out } => {
+                    fwd.push(resample::avgpool2x2_fwd(gpu, &ts[x].buf, &ts[out].buf, nchw(x)).await?);
+                    saved.push(Saved::None);
+                }
+                Step::Up { conv, x, out } => {
+                    let r = maps[out].r;
+                    let up = z("upsampled", nchw(out).len())?;
+                    fwd.push(resample::upsample2x_fwd(gpu, &ts[x].buf, &up, nchw(x)).await?);
+                    fwd.extend(conv.forward(gpu, &p, &up, &ts[out].buf, b, r, r).await?);
+                    saved.push(Saved::Up(up));
+                }
+                Step::Concat { a, skip, out } => {
+                    let (c1, c2, hw) = (maps[a].c, maps[skip].c, maps[a].r * maps[a].r);
+                    fwd.push(resample::concat_fwd(gpu, &ts[a].buf, &ts[skip].buf, &ts[out].buf, b, c1, c2, hw).await?);
+                    saved.push(Saved::None);
+                }
+            }
+        }
+        let last = maps.len() - 1;
+        let n0 = nchw(last).len();
+        let stats_out = norm_out.stats(gpu, b)?;
+        let (on, oa, doa, don) = (z("out_norm", n0)?, z("out_act", n0)?, z("dout_act", n0)?, z("dout_norm", n0)?);
+        fwd.extend(norm_out.forward(gpu, &p, &ts[last].buf, &on, &stats_out, b, s * s).await?);
+        fwd.push(ew::silu_fwd(gpu, &on, &oa, n0).await?);
+        fwd.extend(conv_out.forward(gpu, &p, &oa, &out, b, s, s).await?);
+
+        // --- backward (reverse order) ---
+        let mut bwd = conv_out.backward(gpu, &p, &oa, &dout, Some(&doa), b, s, s).await?;
+        bwd.push(ew::silu_bwd(gpu, &doa, &on, &don, n0).await?);
+        let (dst, pend) = grad_dst(&mut ts, last)?;
+        bwd.extend(norm_out.backward(gpu, &p, &ts[last].buf, &don, &stats_out, Some(&dst), b, s * s).await?);
+        finish(gpu, &ts, pend, &mut bwd).await?;
+        let mut mode = GradMode::Write;
+        for (st, sv) in steps.iter().zip(&saved).rev() {
+            match (*st, sv) {
+                (Step::Res { blk, x, out }, Saved::Res(a)) => {
+                    let (dst, pend) = grad_dst(&mut ts, x)?;
+                    let (xb, dy) = (&ts[x].buf, &ts[out].grad);
+                    bwd.extend(blk.backward(gpu, &p, a, xb, &temb, dy, &dst, &dtemb, mode).await?);
+                    finish(gpu, &ts, pend, &mut bwd).await?;
+                    mode = GradMode::Add;
+                }
+                (Step::Attn { norm, attn, x, out }, Saved::Attn { stats, bufs, n, y }) => {
+                    // y and then n's buffers are free in the backward: dn into y, dnorm-input into n.
+                    let (n_el, hw) = (nchw(x).len(), maps[x].r * maps[x].r);
+                    let dy = ts[out].grad.clone();
+                    bwd.extend(attn.backward(gpu, &p, n, &dy, Some(y), bufs).await?);
+                    let dxn = z("attn_dxn", n_el)?;
+                    bwd.extend(norm.backward(gpu, &p, &ts[x].buf, y, stats, Some(&dxn), b, hw).await?);
+                    let (dst, pend) = grad_dst(&mut ts, x)?;
+                    bwd.push(ew::add(gpu, &dy, &dxn, &dst, n_el).await?);
+                    finish(gpu, &ts, pend, &mut bwd).await?;
+                }
+                (Step::Down { x, out }, _) => {
+                    let (dst, pend) = grad_dst(&mut ts, x)?;
+                    bwd.push(resample::avgpool2x2_bwd_input(gpu, &ts[out].grad, &dst, nchw(x)).await?);
+                    finish(gpu, &ts, pend, &mut bwd).await?;
+                }
+                (Step::Up { conv, x, out }, Saved::Up(up)) => {
+                    let r = maps[out].r;
+                    let dup = z("dupsampled", up.len)?;
+                    bwd.extend(conv.backward(gpu, &p, up, &ts[out].grad, Some(&dup), b, r, r).await?);
+                    let (dst, pend) = grad_dst(&mut ts, x)?;
+                    bwd.push(resample::upsample2x_bwd_input(gpu, &dup, &dst, nchw(x)).await?);
+                    finish(gpu, &ts, pend, &mut bwd).await?;
+                }
+                (Step::Concat { a, skip, out }, _) => {
+                    let (c1, c2, hw) = (maps[a].c, maps[skip].c, maps[a].r * maps[a].r);
+                    let (da, pa) = grad_dst(&mut ts, a)?;
+                    let (ds, ps) = grad_dst(&mut ts, skip)?;
+                    bwd.push(resample::concat_bwd(gpu, &ts[out].grad, &da, &ds, b, c1, c2, hw).await?);
+                    finish(gpu, &ts, pa, &mut bwd).await?;
+                    finish(gpu, &ts, ps, &mut bwd).await?;
+                }
+                _ => return Err(bad("internal: step and saved buffers disagree".into())),
+            }
+        }
+        bwd.extend(conv_in.backward(gpu, &p, &x, &ts[0].grad, Some(&dx), b, s, s).await?);
+        bwd.extend(fc2.backward(gpu, &p, &e1_act, &dtemb, Some(&de1_act), b).await?);
+        bwd.push(ew::silu_bwd(gpu, &de1_act, &e1, &de1, b * e).await?);
+        bwd.extend(fc1.backward(gpu, &p, &emb, &de1, None, b).await?);
+
+        let memory = 4 * budget.total;
+        Ok(Self { cfg, batch, params: p, x, t, out, dout, dx, memory, forward: fwd, backward: bwd })
+    }
+
+    /// Number of parameters.
+    pub fn param_count(&self) -> usize {
+        self.params.layout.count()
+    }
+
+    /// Bytes of every buffer the model allocated: parameters, gradients, activations and scratch.
+    pub fn memory_bytes(&self) -> usize {
+        self.memory
+    }
+
+    /// Submits the forward pass, and with `backward` the zeroing of the gradients and the
+    /// backward pass (reading `dout`), in one command buffer.
+    pub fn submit(&self, gpu: &Gpu, backward: bool) {
+        super::submit(gpu, &self.params, &self.forward, backward.then_some(self.backward.as_slice()));
+    }
+}

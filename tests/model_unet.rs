@@ -1,0 +1,229 @@
+//! The UNet on the GPU against an f64 oracle (tests/oracle/unet.rs) composed from the ResBlock
+//! oracle, the reference attention and the CPU references: output, dx and every parameter
+//! gradient, with a random upstream gradient. The oracle's own backward is checked against central
+//! differences first, on a smaller net, so a wrong composition cannot hide behind agreement with
+//! the GPU. Also: the presets' sizes (spec §8) and the refusal of configs the device or the
+//! attention layer cannot take.
+
+#![cfg(not(target_arch = "wasm32"))]
+#![allow(clippy::unwrap_used)]
+
+mod common;
+
+#[path = "oracle/resblock.rs"]
+mod resblock;
+#[path = "oracle/unet.rs"]
+mod unet_oracle;
+
+use cdl::gpu::GpuError;
+use cdl::model::unet::{self, UNet, UNetConfig};
+use cdl::reference::gradcheck::{check, coords, dot};
+use cdl::reference::philox::normal_vec;
+use cdl::reference::to_f64;
+use cdl::reference::tol::{compare, LOOSE};
+use resblock::tensors;
+use unet_oracle::Oracle;
+
+/// The smallest net with every kind of step: 8 px, ch 8, mult [1, 2], 1 block, attention at 4
+/// (C = 16, T = 16: (C / heads) T = 256, a multiple of 64 as the attention layer requires).
+fn micro() -> UNetConfig {
+    UNetConfig {
+        image_size: 8,
+        in_channels: 3,
+        out_channels: 3,
+        channels: 8,
+        mult: vec![1, 2],
+        blocks_per_level: 1,
+        attn_resolutions: vec![4],
+        heads: 1,
+    }
+}
+
+/// x (B, Cin, S, S), t (B,), dout (B, Cout, S, S).
+fn inputs(cfg: &UNetConfig, b: usize) -> (Vec<f32>, Vec<f32>, Vec<f32>) {
+    let s2 = cfg.image_size * cfg.image_size;
+    let x = normal_vec(b * cfg.in_channels * s2, 13, 0);
+    let t: Vec<f32> = normal_vec(b, 13, 1).iter().map(|v| 1.5 * v).collect();
+    let dout = normal_vec(b * cfg.out_channels * s2, 13, 2);
+    (x, t, dout)
+}
+
+/// The oracle's backward agrees with central differences of sum(out * dout), at a few
+/// coordinates of every parameter tensor and of x. Norm gains and biases are moved off 1 and 0
+/// so their gradients are generic.
+#[test]
+fn oracle_backward_matches_finite_differences() {
+    let (cfg, b) = (micro(), 2);
+    let layout = unet::layout(&cfg).unwrap();
+    let mut p = tensors(layout.split(&layout.init_values(5)));
+    for (i, (name, _)) in layout.shapes().iter().enumerate() {
+        if name.contains("norm") {
+            let v = p.get_mut(name).unwrap();
+            let noise = normal_vec(v.len(), 6, i as u32);
+            for (a, r) in v.iter_mut().zip(noise) {
+                *a += 0.3 * f64::from(r);
+            }
+        }
+    }
+    let (x, t, dout) = inputs(&cfg, b);
+    let (x, t, dout) = (to_f64(&x), to_f64(&t), to_f64(&dout));
+    let oracle = Oracle { cfg: &cfg, b, p: &p };
+    let (_, cache) = oracle.forward(&x, &t);
+    let (grads, dx) = oracle.backward(&cache, &x, &dout);
+    assert_eq!(grads.len(), p.len(), "a gradient per parameter tensor");
+    for (name, value) in &p {
+        let loss = |v: &[f64]| {
+            let mut q = p.clone();
+            q.insert(name.clone(), v.to_vec());
+            dot(&Oracle { cfg: &cfg, b, p: &q }.forward(&x, &t).0, &dout)
+        };
+        check(name, loss, value, &grads[name], coords(value.len(), 3)).unwrap();
+    }
+    check("x", |v: &[f64]| dot(&oracle.forward(v, &t).0, &dout), &x, &dx, coords(x.len(), 12)).unwrap();
+    println!("OK     oracle vs central differences: {cfg:?}, B={b}, {} tensors and x", p.len());
+}
+
+/// GPU forward and backward of the tiny preset at batch 2 against the oracle, on the GPU's own
+/// initial parameters.
+#[test]
+fn gpu_matches_oracle() {
+    let Some(gpu) = common::gpu_or_skip() else { return };
+    let (cfg, b) = (UNetConfig::tiny(), 2);
+    let model = pollster::block_on(UNet::new(gpu, cfg.clone(), b, 9)).unwrap();
+    let (x, t, dout) = inputs(&cfg, b);
+    gpu.write(&model.x, &x);
+    gpu.write(&model.t, &t);
+    gpu.write(&model.dout, &dout);
+    model.submit(gpu, true);
+    let read = |buf| pollster::block_on(gpu.read(buf)).unwrap();
+    let (out, dx) = (read(&model.out), read(&model.dx));
+    let (values, grads) = (read(&model.params.value), read(&model.params.grad));
+
+    let layout = &model.params.layout;
+    let p = tensors(layout.split(&values));
+    let oracle = Oracle { cfg: &cfg, b, p: &p };
+    let (x64, t64, dout64) = (to_f64(&x), to_f64(&t), to_f64(&dout));
+    let (want_out, cache) = oracle.forward(&x64, &t64);
+    let (want_grads, want_dx) = oracle.backward(&cache, &x64, &dout64);
+
+    let mut bad = Vec::new();
+    let mut report = |what: &str, got: &[f32], want: &[f64]| {
+        let r = compare(got, want, LOOSE);
+        println!("{} {what}: {r}", if r.ok() { "OK    " } else { "NOT OK" });
+        if !r.ok() {
+            bad.push(what.to_string());
+        }
+    };
+    println!("{cfg:?}, B={b}: {} parameters, {} bytes on the device", model.param_count(), model.memory_bytes());
+    report("out", &out, &want_out);
+    report("dx", &dx, &want_dx);
+    for (name, _, g) in layout.split(&grads) {
+        report(&format!("grad {name}"), &g, &want_grads[&name]);
+    }
+    assert!(bad.is_empty(), "mismatches: {bad:?}");
+    assert_eq!(want_grads.len(), layout.shapes().len());
+    let (est, _) = unet::memory_estimate(&cfg, b).unwrap();
+    assert_eq!(model.memory_bytes(), est);
+    assert!(model.memory_bytes() > 8 * model.param_count());
+}
+
+/// A second step gives the same gradients: zeroing works and nothing accumulates across steps
+/// (the skip gradients' scratch buffers included).
+#[test]
+fn gradients_do_not_leak_across_steps() {
+    let Some(gpu) = common::gpu_or_skip() else { return };
+    let (cfg, b) = (micro(), 2);
+    let model = pollster::block_on(UNet::new(gpu, cfg.clone(), b, 4)).unwrap();
+    let (x, t, dout) = inputs(&cfg, b);
+    gpu.write(&model.x, &x);
+    gpu.write(&model.t, &t);
+    gpu.write(&model.dout, &dout);
+    model.submit(gpu, true);
+    let first = pollster::block_on(gpu.read(&model.params.grad)).unwrap();
+    let first_dx = pollster::block_on(gpu.read(&model.dx)).unwrap();
+    model.submit(gpu, true);
+    assert_eq!(first, pollster::block_on(gpu.read(&model.params.grad)).unwrap());
+    assert_eq!(first_dx, pollster::block_on(gpu.read(&model.dx)).unwrap());
+}
+
+/// The presets' parameter counts, at the scale of spec §8 (a plain PyTorch re-implementation:
+/// A 1.67 M, B 6.65 M).
+#[test]
+fn preset_sizes() {
+    let count = |c: &UNetConfig| unet::layout(c).unwrap().count();
+    let (tiny, compact, small) =
+        (count(&UNetConfig::tiny()), count(&UNetConfig::compact()), count(&UNetConfig::small()));
+    println!("parameters: tiny {tiny}, compact (spec A) {compact}, small (spec B) {small}");
+    for (name, c) in [("tiny", UNetConfig::tiny()), ("compact", UNetConfig::compact()), ("small", UNetConfig::small())]
+    {
+        let (bytes, largest) = unet::memory_estimate(&c, 128).unwrap();
+        println!("memory at B=128: {name} {:.1} MiB, largest buffer {:.1} MiB", mb(bytes), mb(largest));
+    }
+    assert!((1_500_000..=1_900_000).contains(&compact), "compact: {compact}");
+    assert!((6_000_000..=7_500_000).contains(&small), "small: {small}");
+    assert!(tiny < compact);
+}
+
+fn mb(bytes: usize) -> f64 {
+    bytes as f64 / (1 << 20) as f64
+}
+
+/// Names follow the header's contract.
+#[test]
+fn parameter_names() {
+    let names: Vec<String> = unet::layout(&micro()).unwrap().shapes().into_iter().map(|(n, _)| n).collect();
+    for want in [
+        "emb.fc1.weight",
+        "emb.fc2.bias",
+        "conv_in.weight",
+        "down.0.0.res.conv1.weight",
+        "down.1.0.res.skip.weight",
+        "down.1.0.attn_norm.weight",
+        "down.1.0.attn.qkv.weight",
+        "mid.res0.norm1.weight",
+        "mid.attn.proj.bias",
+        "mid.res1.conv2.bias",
+        "up.1.0.res.skip.weight",
+        "up.1.1.attn.qkv.bias",
+        "up.1.conv.weight",
+        "up.0.1.res.conv2.weight",
+        "norm_out.weight",
+        "conv_out.bias",
+    ] {
+        assert!(names.iter().any(|n| n == want), "missing {want}");
+    }
+    assert!(!names.iter().any(|n| n.starts_with("up.0.conv")), "no upsampling after level 0");
+    assert!(!names.iter().any(|n| n.starts_with("down.0.0.attn")), "no attention at 8 px");
+}
+
+/// Configs the attention layer cannot address are refused with its error, without a device:
+/// the middle attention at 2 x 2 with 4 channels has (C / heads) T = 16, not a multiple of 64.
+#[test]
+fn refuses_unaligned_attention() {
+    let cfg = UNetConfig {
+        image_size: 4,
+        in_channels: 3,
+        out_channels: 3,
+        channels: 4,
+        mult: vec![1, 1],
+        blocks_per_level: 1,
+        attn_resolutions: vec![],
+        heads: 1,
+    };
+    let err = unet::memory_estimate(&cfg, 2).unwrap_err();
+    println!("refused: {err}");
+    assert!(matches!(err, GpuError::Shape(ref m) if m.contains("attention")), "{err}");
+    assert!(unet::layout(&UNetConfig { channels: 6, ..UNetConfig::tiny() }).is_err(), "6 channels");
+    assert!(unet::layout(&UNetConfig { image_size: 10, mult: vec![1, 2, 2], ..UNetConfig::tiny() }).is_err());
+}
+
+/// A config whose largest buffer exceeds the device's storage binding limit is refused before
+/// anything is allocated: attention at 128 x 128 (scores (B, 1, T, T) with T = 16384).
+#[test]
+fn refuses_oversize_config() {
+    let Some(gpu) = common::gpu_or_skip() else { return };
+    let cfg = UNetConfig { image_size: 128, attn_resolutions: vec![128], ..UNetConfig::tiny() };
+    let err = pollster::block_on(UNet::new(gpu, cfg, 8, 0)).unwrap_err();
+    println!("refused: {err}");
+    assert!(matches!(err, GpuError::TooLarge { .. }), "{err}");
+}
