@@ -6,9 +6,14 @@
 
 #[path = "oracle/mlp.rs"]
 mod oracle;
+#[path = "oracle/resblock.rs"]
+mod resblock;
+#[path = "oracle/unet.rs"]
+mod unet_oracle;
 
 use cdl::gpu::{Gpu, GpuOptions};
 use cdl::model::mlp::{Mlp, MlpConfig};
+use cdl::model::unet::{UNet, UNetConfig};
 use cdl::ops;
 use cdl::reference::philox::normal_vec;
 use cdl::reference::to_f64;
@@ -96,4 +101,45 @@ async fn mlp_matches_oracle() {
         cmp(format!("grad {name}"), &gr, &want_grads[&name]);
     }
     assert!(bad.is_empty(), "{}", bad.join("\n"));
+}
+
+/// The tiny UNet's forward and backward in the browser against the f64 oracle (as
+/// tests/model_unet.rs does natively): output, input gradient and every parameter gradient.
+#[wasm_bindgen_test]
+async fn unet_matches_oracle() {
+    let g = gpu().await;
+    let (cfg, b) = (UNetConfig::tiny(), 2);
+    let model = UNet::new(&g, cfg.clone(), b, 9).await.unwrap_or_else(|e| panic!("{e}"));
+    let s2 = cfg.image_size * cfg.image_size;
+    let x = normal_vec(b * cfg.in_channels * s2, 13, 0);
+    let t: Vec<f32> = normal_vec(b, 13, 1).iter().map(|v| 1.5 * v).collect();
+    let dout = normal_vec(b * cfg.out_channels * s2, 13, 2);
+    g.write(&model.x, &x);
+    g.write(&model.t, &t);
+    g.write(&model.dout, &dout);
+    model.submit(&g, true);
+    let out = g.read(&model.out).await.unwrap_or_else(|e| panic!("{e}"));
+    let dx = g.read(&model.dx).await.unwrap_or_else(|e| panic!("{e}"));
+    let values = g.read(&model.params.value).await.unwrap_or_else(|e| panic!("{e}"));
+    let grads = g.read(&model.params.grad).await.unwrap_or_else(|e| panic!("{e}"));
+    let layout = &model.params.layout;
+    let p = resblock::tensors(layout.split(&values));
+    let o = unet_oracle::Oracle { cfg: &cfg, b, p: &p };
+    let (x64, t64, d64) = (to_f64(&x), to_f64(&t), to_f64(&dout));
+    let (want_out, cache) = o.forward(&x64, &t64);
+    let (want_grads, want_dx) = o.backward(&cache, &x64, &d64);
+    let mut bad = Vec::new();
+    let mut cmp = |what: String, got: &[f32], want: &[f64]| {
+        let r = compare(got, want, LOOSE);
+        if !r.ok() {
+            bad.push(format!("{what}: {r}"));
+        }
+    };
+    cmp("out".into(), &out, &want_out);
+    cmp("dx".into(), &dx, &want_dx);
+    for (name, _, gr) in layout.split(&grads) {
+        cmp(format!("grad {name}"), &gr, &want_grads[&name]);
+    }
+    assert!(bad.is_empty(), "{}", bad.join("\n"));
+    assert_eq!(want_grads.len(), layout.shapes().len());
 }
