@@ -105,6 +105,17 @@ async fn info(gpu: &Gpu) -> Result<ExitCode, String> {
     for (name, value) in gpu.limit_report() {
         println!("  {name:40} {value}");
     }
+    println!("models (parameters; UNet device memory for a training step at batch 32):");
+    println!("  {:16} {:>10}", "mlp (default)", cdl::model::mlp::layout(cdl::model::MlpConfig::default()).count());
+    for (name, cfg) in [
+        ("unet tiny", cdl::model::UNetConfig::tiny()),
+        ("unet compact", cdl::model::UNetConfig::compact()),
+        ("unet small", cdl::model::UNetConfig::small()),
+    ] {
+        let params = cdl::model::unet::layout(&cfg).map_err(|e| e.to_string())?.count();
+        let (bytes, _) = cdl::model::unet::memory_estimate(&cfg, 32).map_err(|e| e.to_string())?;
+        println!("  {name:16} {params:>10} {:>8.1} MiB", bytes as f64 / (1 << 20) as f64);
+    }
     println!("self-test (GPU vs CPU reference):");
     let results = cdl::ops::check_all(gpu).await.map_err(|e| e.to_string())?;
     for r in &results {
