@@ -19,8 +19,28 @@ mlp (src/model/mlp.rs):
   model config (metadata cdl.model_config): {"dim":D,"width":W,"blocks":N,"emb_dim":E}.
   inputs file tensors: x (B, D), t (B,), target (B, D).
 
+    python tools/mirror.py unet --checkpoint C --inputs I --out O [--lr 1e-3 --steps 5]
+                                [--dtype float32|float64]
+
+unet (src/model/unet.rs; its header is the contract, copied in `UNet.forward`):
+    ch = channels, E = 4 ch, c_l = ch mult[l], G(c) = clamp(c / 4, 1, 32) GroupNorm groups, eps 1e-5;
+    temb = emb.fc2(silu(emb.fc1(sinusoidal(t, ch)))); conv_in 3x3; per level ResBlocks (+ attention
+    at the attn_resolutions), avgpool 2x2 between levels, skips; mid res0, attn, res1; per level
+    (reversed) blocks_per_level + 1 ResBlocks on cat([h, skip]) (+ attention), nearest 2x upsample
+    and up.{l}.conv; out = conv_out(silu(norm_out(h))).
+  ResBlock (src/nn/resblock.rs): h = conv1(silu(norm1(x))); scale = emb_scale(silu(temb)),
+    shift = emb_shift(silu(temb)); h = norm2(h) (1 + scale) + shift; h = conv2(silu(h));
+    out = skip(x) + h (skip a 1x1 conv when Cin != Cout).
+  Attention (src/nn/attention.rs): qkv (3C, C) and proj (C, C) 1x1 projections (stored 2-D, so
+    nn.Linear over the tokens); q, k, v = the three C-channel blocks, head h channels h D..(h+1) D;
+    attn = softmax_keys(q^T k / sqrt(D)); out = v attn^T; y = proj(out); the block is
+    h + attn(attn_norm(h)).
+  model config: UNetConfig::to_json: {"image_size","in_channels","out_channels","channels","mult",
+    "blocks_per_level","attn_resolutions","heads"}.
+  inputs file tensors: x (B, Cin, S, S), t (B,), target (B, Cout, S, S).
+
 Output tensors (all float32, whatever --dtype):
-  out (B, D); loss (); grad.<param>; grad.x (B, D);
+  out (model output shape); loss (); grad.<param>; grad.x (x's shape);
   losses_after_steps (steps + 1,): the loss before any step, then after each Adam step;
   final.<param>: the parameters after `steps` Adam steps.
 Output metadata: cdl.* keys of a CDL checkpoint (arch "<model>-mirror"), plus param_count,
@@ -38,6 +58,7 @@ from safetensors.torch import load_file, safe_open, save_file
 
 MAX_PERIOD = 10000.0
 LAYERNORM_EPS = 1e-5
+GROUPNORM_EPS = 1e-5  # nn::GroupNorm's default, PyTorch's
 MODEL_PREFIX = "model."  # accepted (and stripped) on checkpoint tensor names
 
 
@@ -90,6 +111,151 @@ class Mlp(nn.Module):
         return self.out(h)
 
 
+def groups(c):
+    """GroupNorm groups for c channels: min(32, c / 4), at least 1 (UNetConfig::groups)."""
+    return max(1, min(32, c // 4))
+
+
+def group_norm(c):
+    return nn.GroupNorm(groups(c), c, eps=GROUPNORM_EPS)
+
+
+class ResBlock(nn.Module):
+    def __init__(self, cin, cout, emb_dim):
+        super().__init__()
+        self.norm1 = group_norm(cin)
+        self.conv1 = nn.Conv2d(cin, cout, 3, padding=1)
+        self.emb_scale = nn.Linear(emb_dim, cout)
+        self.emb_shift = nn.Linear(emb_dim, cout)
+        self.norm2 = group_norm(cout)
+        self.conv2 = nn.Conv2d(cout, cout, 3, padding=1)
+        self.skip = nn.Conv2d(cin, cout, 1) if cin != cout else None
+
+    def forward(self, x, temb):
+        silu = nn.functional.silu
+        h = self.conv1(silu(self.norm1(x)))
+        e = silu(temb)
+        scale = self.emb_scale(e)[:, :, None, None]
+        shift = self.emb_shift(e)[:, :, None, None]
+        h = self.norm2(h) * (1 + scale) + shift
+        h = self.conv2(silu(h))
+        return (x if self.skip is None else self.skip(x)) + h
+
+
+class Attention(nn.Module):
+    """The attention of src/nn/attention.rs without its norm and residual: y = proj(attn(qkv(x)))."""
+
+    def __init__(self, channels, heads):
+        super().__init__()
+        if heads <= 0 or channels % heads != 0:
+            raise ValueError(f"{heads} heads do not divide {channels} channels")
+        self.heads = heads
+        self.qkv = nn.Linear(channels, 3 * channels)  # weight (3C, C), rows [q; k; v]
+        self.proj = nn.Linear(channels, channels)
+
+    def forward(self, x):
+        b, c, hh, ww = x.shape
+        t, d = hh * ww, c // self.heads
+        tokens = x.reshape(b, c, t).transpose(1, 2)  # (B, T, C)
+        q, k, v = self.qkv(tokens).split(c, dim=2)  # (B, T, C) each
+
+        def per_head(z):
+            return z.reshape(b, t, self.heads, d).transpose(1, 2)  # (B, heads, T, D)
+
+        q, k, v = per_head(q), per_head(k), per_head(v)
+        attn = torch.softmax(q @ k.transpose(-1, -2) / math.sqrt(d), dim=-1)  # (B, heads, Tq, Tk)
+        out = (attn @ v).transpose(1, 2).reshape(b, t, c)  # (B, T, C), channel h D + d
+        return self.proj(out).transpose(1, 2).reshape(b, c, hh, ww)
+
+
+class UNet(nn.Module):
+    """src/model/unet.rs with its parameter names (nested ModuleDicts keyed "0", "1", ...)."""
+
+    def __init__(self, cfg):
+        super().__init__()
+        self.cfg = cfg
+        ch, mult, nb = cfg["channels"], cfg["mult"], cfg["blocks_per_level"]
+        self.ch, self.levels, self.nb = ch, len(mult), nb
+        self.attn_res = set(cfg["attn_resolutions"])
+        if ch <= 0 or ch % 2 != 0:
+            raise ValueError(f"channels must be positive and even, got {ch}")
+        e = 4 * ch
+        size, heads = cfg["image_size"], cfg["heads"]
+        if size % (1 << (self.levels - 1)) != 0:
+            raise ValueError(f"image size {size} not divisible by 2^{self.levels - 1}")
+        self.emb = Embedding(ch, e)
+        self.conv_in = nn.Conv2d(cfg["in_channels"], ch, 3, padding=1)
+
+        def block(cin, cout, r):
+            m = nn.ModuleDict({"res": ResBlock(cin, cout, e)})
+            if r in self.attn_res:
+                m["attn_norm"] = group_norm(cout)
+                m["attn"] = Attention(cout, heads)
+            return m
+
+        skip_ch = [ch]
+        c, r = ch, size
+        self.down = nn.ModuleDict()
+        for lv, m in enumerate(mult):
+            level = nn.ModuleDict()
+            for i in range(nb):
+                level[str(i)] = block(c, ch * m, r)
+                c = ch * m
+                skip_ch.append(c)
+            if lv + 1 < self.levels:
+                r //= 2
+                skip_ch.append(c)
+            self.down[str(lv)] = level
+        self.mid = nn.ModuleDict({
+            "res0": ResBlock(c, c, e),
+            "attn_norm": group_norm(c),
+            "attn": Attention(c, heads),
+            "res1": ResBlock(c, c, e),
+        })
+        self.up = nn.ModuleDict()
+        for lv in reversed(range(self.levels)):
+            level = nn.ModuleDict()
+            for i in range(nb + 1):
+                level[str(i)] = block(c + skip_ch.pop(), ch * mult[lv], r)
+                c = ch * mult[lv]
+            if lv > 0:
+                level["conv"] = nn.Conv2d(c, c, 3, padding=1)
+                r *= 2
+            self.up[str(lv)] = level
+        self.norm_out = group_norm(c)
+        self.conv_out = nn.Conv2d(c, cfg["out_channels"], 3, padding=1)
+
+    @staticmethod
+    def apply_block(m, h, temb):
+        h = m["res"](h, temb)
+        if "attn" in m:
+            h = h + m["attn"](m["attn_norm"](h))
+        return h
+
+    def forward(self, x, t):
+        silu = nn.functional.silu
+        temb = self.emb(t)
+        h = self.conv_in(x)
+        skips = [h]
+        for lv in range(self.levels):
+            for i in range(self.nb):
+                h = self.apply_block(self.down[str(lv)][str(i)], h, temb)
+                skips.append(h)
+            if lv + 1 < self.levels:
+                h = nn.functional.avg_pool2d(h, 2)
+                skips.append(h)
+        h = self.mid["res0"](h, temb)
+        h = h + self.mid["attn"](self.mid["attn_norm"](h))
+        h = self.mid["res1"](h, temb)
+        for lv in reversed(range(self.levels)):
+            level = self.up[str(lv)]
+            for i in range(self.nb + 1):
+                h = self.apply_block(level[str(i)], torch.cat([h, skips.pop()], dim=1), temb)
+            if lv > 0:
+                h = level["conv"](nn.functional.interpolate(h, scale_factor=2, mode="nearest"))
+        return self.conv_out(silu(self.norm_out(h)))
+
+
 def read_config(path):
     with safe_open(path, framework="pt") as f:
         meta = f.metadata() or {}
@@ -114,10 +280,11 @@ def load_params(model, path, dtype):
             p.copy_(src.to(dtype))
 
 
-def run_mlp(args):
+def run_model(args):
+    """Forward, MSE loss, autograd backward and `args.steps` Adam steps of the `args.model` mirror."""
     dtype = getattr(torch, args.dtype)
     meta, cfg = read_config(args.checkpoint)
-    model = Mlp(cfg["dim"], cfg["width"], cfg["blocks"], cfg["emb_dim"]).to(dtype)
+    model = build(args.model, cfg).to(dtype)
     load_params(model, args.checkpoint, dtype)
     n_params = sum(p.numel() for p in model.parameters())
     print(f"torch parameter count: {n_params}")
@@ -156,7 +323,7 @@ def run_mlp(args):
 
     out_meta = {
         "cdl.format_version": "1",
-        "cdl.arch": "mlp-mirror",
+        "cdl.arch": f"{args.model}-mirror",
         "cdl.step": str(args.steps),
         "cdl.model_config": meta["cdl.model_config"],
         "param_count": str(n_params),
@@ -170,9 +337,11 @@ def run_mlp(args):
 
 
 def build(arch, cfg):
-    """A freshly initialised mirror model of `arch` ("mlp") from its config dict."""
+    """A freshly initialised mirror model of `arch` ("mlp" or "unet") from its config dict."""
     if arch == "mlp":
         return Mlp(cfg["dim"], cfg["width"], cfg["blocks"], cfg["emb_dim"])
+    if arch == "unet":
+        return UNet(cfg)
     sys.exit(f"mirror.py: unknown architecture {arch!r}")
 
 
@@ -188,7 +357,13 @@ def bench(args):
     if args.arch == "mlp":
         x = torch.randn(args.batch, cfg["dim"])
         t = torch.randn(args.batch)
-    target = torch.randn_like(x)
+    elif args.arch == "unet":
+        x = torch.randn(args.batch, cfg["in_channels"], cfg["image_size"], cfg["image_size"])
+        t = torch.randn(args.batch)
+    else:
+        sys.exit(f"mirror.py: bench: unknown architecture {args.arch!r}")
+    with torch.no_grad():
+        target = torch.randn_like(model(x, t))
     times = []
     for k in range(args.warmup + args.steps):
         start = time.perf_counter()
@@ -211,27 +386,30 @@ def main():
     ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     sub = ap.add_subparsers(dest="model", required=True)
     bn = sub.add_parser("bench", help="time one training step of a mirror model on the CPU (JSON on stdout)")
-    bn.add_argument("--arch", required=True, choices=["mlp"])
+    bn.add_argument("--arch", required=True, choices=["mlp", "unet"])
     bn.add_argument("--config", required=True, help="model config JSON, as stored in checkpoints")
     bn.add_argument("--batch", type=int, required=True)
     bn.add_argument("--steps", type=int, default=5)
     bn.add_argument("--warmup", type=int, default=1)
     bn.add_argument("--threads", type=int, default=2)
-    m = sub.add_parser("mlp", help="the 2-D MLP of src/model/mlp.rs")
-    m.add_argument("--checkpoint", required=True, help="CDL checkpoint (safetensors) with the initial parameters")
-    m.add_argument("--inputs", required=True, help="safetensors with x (B, D), t (B,), target (B, D)")
-    m.add_argument("--out", required=True, help="output safetensors")
-    m.add_argument("--lr", type=float, default=1e-3)
-    m.add_argument("--steps", type=int, default=5)
-    m.add_argument("--dtype", choices=["float32", "float64"], default="float32")
+    for name, help_, shapes in [
+        ("mlp", "the 2-D MLP of src/model/mlp.rs", "x (B, D), t (B,), target (B, D)"),
+        ("unet", "the UNet of src/model/unet.rs", "x (B, Cin, S, S), t (B,), target (B, Cout, S, S)"),
+    ]:
+        m = sub.add_parser(name, help=help_)
+        m.add_argument("--checkpoint", required=True, help="CDL checkpoint (safetensors) with the initial parameters")
+        m.add_argument("--inputs", required=True, help=f"safetensors with {shapes}")
+        m.add_argument("--out", required=True, help="output safetensors")
+        m.add_argument("--lr", type=float, default=1e-3)
+        m.add_argument("--steps", type=int, default=5)
+        m.add_argument("--dtype", choices=["float32", "float64"], default="float32")
     args = ap.parse_args()
     torch.manual_seed(0)
     if args.model == "bench":
         bench(args)
         return
     torch.set_num_threads(1)  # one summation order, run to run
-    if args.model == "mlp":
-        run_mlp(args)
+    run_model(args)
 
 
 if __name__ == "__main__":

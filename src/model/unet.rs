@@ -67,7 +67,56 @@ pub struct UNetConfig {
     pub heads: usize,
 }
 
+/// The architecture name stored in checkpoints (`cdl.arch`); also `UNetConfig::ARCH`.
+pub const ARCH: &str = UNetConfig::ARCH;
+
 impl UNetConfig {
+    /// The architecture name stored in checkpoints.
+    pub const ARCH: &'static str = "unet";
+
+    /// The config as the JSON text stored in checkpoints (`cdl.model_config`) and read by the
+    /// PyTorch mirror (tools/mirror.py): the field names of this struct.
+    pub fn to_json(&self) -> String {
+        serde_json::json!({
+            "image_size": self.image_size,
+            "in_channels": self.in_channels,
+            "out_channels": self.out_channels,
+            "channels": self.channels,
+            "mult": self.mult,
+            "blocks_per_level": self.blocks_per_level,
+            "attn_resolutions": self.attn_resolutions,
+            "heads": self.heads,
+        })
+        .to_string()
+    }
+
+    /// Parses `to_json`'s text; the error names the missing or invalid field.
+    pub fn from_json(text: &str) -> Result<Self, String> {
+        let v: serde_json::Value = serde_json::from_str(text).map_err(|e| format!("UNet config is not JSON: {e}"))?;
+        let field = |name: &str| {
+            v.get(name)
+                .and_then(serde_json::Value::as_u64)
+                .map(|n| n as usize)
+                .ok_or_else(|| format!("UNet config has no non-negative integer {name:?}"))
+        };
+        let list = |name: &str| {
+            v.get(name)
+                .and_then(serde_json::Value::as_array)
+                .and_then(|a| a.iter().map(|x| x.as_u64().map(|n| n as usize)).collect::<Option<Vec<_>>>())
+                .ok_or_else(|| format!("UNet config has no list of non-negative integers {name:?}"))
+        };
+        Ok(Self {
+            image_size: field("image_size")?,
+            in_channels: field("in_channels")?,
+            out_channels: field("out_channels")?,
+            channels: field("channels")?,
+            mult: list("mult")?,
+            blocks_per_level: field("blocks_per_level")?,
+            attn_resolutions: list("attn_resolutions")?,
+            heads: field("heads")?,
+        })
+    }
+
     /// Test-size net: 16 px RGB, ch 16, mult [1, 2], 1 block, attention at 8.
     pub fn tiny() -> Self {
         Self::rgb(16, 16, vec![1, 2], 1, vec![8])
@@ -632,5 +681,10 @@ impl UNet {
     /// backward pass (reading `dout`), in one command buffer.
     pub fn submit(&self, gpu: &Gpu, backward: bool) {
         super::submit(gpu, &self.params, &self.forward, backward.then_some(self.backward.as_slice()));
+    }
+
+    /// The prepared forward and backward dispatches, in encoding order (for profiles).
+    pub fn dispatches(&self) -> (&[Dispatch], &[Dispatch]) {
+        (&self.forward, &self.backward)
     }
 }

@@ -1,0 +1,190 @@
+//! The UNet on the GPU against its PyTorch mirror (tools/mirror.py unet), as tests/mirror_mlp.rs
+//! does for the MLP: the same initial parameters (a CDL checkpoint) and inputs go to both; we
+//! compare the output, the MSE loss, the input gradient, every parameter gradient, the loss after
+//! each of 5 Adam steps and the final parameters, one OK / NOT OK line per tensor, and the
+//! parameter counts. Also (no GPU, no Python): the round trip of `UNetConfig`'s JSON.
+//!
+//! PyTorch runs as a child process; without CDL_PYTHON the test prints `SKIPPED: no PyTorch
+//! mirror (set CDL_PYTHON)` and passes, unless REQUIRE_MIRROR=1. Both sides compute in f32 with
+//! different summation orders, so the tolerances are those of f32 against f32; see below.
+
+#![cfg(not(target_arch = "wasm32"))]
+#![allow(clippy::unwrap_used)]
+
+mod common;
+#[path = "common/mirror.rs"]
+mod mirror;
+
+use cdl::gpu::Dispatch;
+use cdl::model::unet::{self, UNet, UNetConfig};
+use cdl::ops::optim::adam_step;
+use cdl::reference::optim::AdamConfig;
+use cdl::reference::philox::normal_vec;
+use cdl::reference::tol::Tol;
+use cdl::train::checkpoint::{self, Checkpoint};
+use mirror::{mse_head, python_or_skip, run_mirror, Report, TestDir};
+
+const BATCH: usize = 2;
+const SEED: u64 = 13;
+const LR: f64 = 1e-3;
+const STEPS: u32 = 5;
+
+// Tolerances: f32 against f32 (GPU on lavapipe vs PyTorch 2.15 CPU, one thread), both rounding
+// differently over sums much longer than the MLP's: 3x3 convolutions of up to 9 * 64 = 576 terms,
+// weight gradients summed over B H W = 512 pixels, GroupNorms over (C / G) H W = 1024 values, a
+// softmax over T = 64 keys, about 20 layers deep.
+/// Forward values (out, loss), O(1). Measured: out max abs 1.2e-6 (max rel 4.7e-4 on an entry of
+/// ~3e-3), loss rel 1.1e-7. atol 1e-5 leaves 8x; a wrong term moves out by O(0.1).
+const FORWARD: Tol = Tol { atol: 1e-5, rtol: 1e-4 };
+/// Gradients. The MSE mean over N = 1536 outputs makes them small: the largest entry per tensor
+/// ranges from ~2e-4 (mid.res1.emb_scale.weight) to ~0.16 (conv_out.bias), grad.x up to ~2e-3.
+/// Measured: max abs error 9.7e-8 (grad.conv_out.weight) over every parameter gradient, 4.1e-9 on
+/// grad.x; relative errors are large only on entries that are zero up to rounding (the k block
+/// of qkv.bias, see FINAL_SMALL_GRAD). DEFAULT's atol 1e-5 would be 6% of the smallest tensor's
+/// scale, so: atol 5e-7 (5x the worst measured error, 0.3% of the smallest tensor's largest
+/// entry), rtol 1e-3.
+const GRADS: Tol = Tol { atol: 5e-7, rtol: 1e-3 };
+/// Loss after each Adam step: the step moves each entry by about lr * sign(g), insensitive to
+/// small errors in g, so the losses agree about as well as the first one. Measured: rel 1.6e-7.
+const STEP_LOSS: Tol = Tol { atol: 1e-7, rtol: 1e-5 };
+/// Final parameters after 5 steps (|update| <= lr = 1e-3 per step), for entries whose initial
+/// gradient (the mirror's) has |g| >= SMALL_GRAD. Adam's update m_hat / (sqrt(v_hat) + eps) is
+/// sensitive to a gradient error d about as d / |g| (when g changes sign over the steps) plus
+/// lr * eps * d / (|g| + eps)^2 (eps = 1e-8); with d <= 1e-7 (GRADS) and |g| >= 1e-5 the first is
+/// <= 1% of lr per step, the second negligible. Measured: max abs 2.4e-6 (one entry with
+/// |g| ~ 1e-6 before the split moved to 1e-5), the rest <= 1.3e-6.
+const FINAL_PARAMS: Tol = Tol { atol: 5e-6, rtol: 1e-5 };
+/// |g| below which an entry's Adam trajectory follows rounding noise: 100x the worst measured
+/// gradient error.
+const SMALL_GRAD: f32 = 1e-5;
+/// Final parameters of entries with |g| < SMALL_GRAD (a few percent of them, including the whole
+/// k block of every qkv.bias, whose true gradient is exactly zero: softmax is invariant to adding
+/// q_i . b_k to every score of row i). Their update lr * g / (|g| + eps) reaches sensitivity
+/// lr / (4 eps) = 2.5e4 per unit of gradient error at |g| = eps, so f32 noise of ~1e-9 in g moves
+/// them by up to ~2.5e-5 per step. Measured: max abs 5.2e-5 after 5 steps; the bound is 5e-4, 10x,
+/// still half of one step's lr (an entry that skipped the optimizer would be off by ~lr each step).
+const FINAL_SMALL_GRAD: Tol = Tol { atol: 5e-4, rtol: 0.0 };
+
+#[test]
+fn config_json_round_trip() {
+    for cfg in [UNetConfig::tiny(), UNetConfig::compact(), UNetConfig::small()] {
+        let text = cfg.to_json();
+        assert_eq!(UNetConfig::from_json(&text).unwrap(), cfg, "{text}");
+    }
+    assert_eq!(unet::ARCH, "unet");
+    assert_eq!(UNetConfig::ARCH, unet::ARCH);
+    let text = UNetConfig::tiny().to_json();
+    let mut v: serde_json::Value = serde_json::from_str(&text).unwrap();
+    v.as_object_mut().unwrap().remove("heads");
+    let err = UNetConfig::from_json(&v.to_string()).unwrap_err();
+    assert!(err.contains("\"heads\""), "{err}");
+    v["heads"] = 1.into();
+    v["mult"] = serde_json::json!([1, -2]);
+    let err = UNetConfig::from_json(&v.to_string()).unwrap_err();
+    assert!(err.contains("\"mult\""), "{err}");
+    assert!(UNetConfig::from_json("{").unwrap_err().contains("not JSON"));
+}
+
+#[test]
+fn gpu_matches_pytorch_mirror() {
+    let Some(python) = python_or_skip() else { return };
+    let Some(gpu) = common::gpu_or_skip() else { return };
+    let cfg = UNetConfig::tiny();
+    let model = pollster::block_on(UNet::new(gpu, cfg.clone(), BATCH, SEED)).unwrap();
+    let layout = model.params.layout.clone();
+    let s = cfg.image_size;
+    let (n_in, n_out) = (BATCH * cfg.in_channels * s * s, BATCH * cfg.out_channels * s * s);
+
+    // Inputs: x ~ N(0, 1), t ~ 1.5 N(0, 1) (a c_noise-like range), target ~ N(0, 1).
+    let x = normal_vec(n_in, 23, 0);
+    let t: Vec<f32> = normal_vec(BATCH, 23, 1).iter().map(|v| 1.5 * v).collect();
+    let target = normal_vec(n_out, 23, 2);
+
+    let dir = TestDir::new("unet").unwrap();
+    let (ckpt_path, inputs_path, out_path) =
+        (dir.path("init.safetensors"), dir.path("inputs.safetensors"), dir.path("mirror.safetensors"));
+    let values = pollster::block_on(gpu.read(&model.params.value)).unwrap();
+    let mut ckpt = Checkpoint::new(UNetConfig::ARCH, cfg.to_json(), 0);
+    for (name, shape, data) in layout.split(&values) {
+        ckpt.insert(name, shape, data).unwrap();
+    }
+    checkpoint::save(&ckpt_path, &ckpt).unwrap();
+    let mut inputs = Checkpoint::new("unet-inputs", cfg.to_json(), 0);
+    inputs.insert("x", vec![BATCH, cfg.in_channels, s, s], x.clone()).unwrap();
+    inputs.insert("t", vec![BATCH], t.clone()).unwrap();
+    inputs.insert("target", vec![BATCH, cfg.out_channels, s, s], target.clone()).unwrap();
+    checkpoint::save(&inputs_path, &inputs).unwrap();
+
+    run_mirror(&python, "unet", &ckpt_path, &inputs_path, &out_path, LR, STEPS);
+    let want = checkpoint::load(&out_path).unwrap();
+
+    // The same computation on the GPU.
+    gpu.write(&model.x, &x);
+    gpu.write(&model.t, &t);
+    let target_buf = gpu.upload("target", &target).unwrap();
+    let head = pollster::block_on(mse_head(gpu, &model.out, &model.dout, &target_buf, n_out)).unwrap();
+    let head_refs: Vec<&Dispatch> = head.dispatches.iter().collect();
+    // Forward, loss head (writes dout), then forward again with the backward.
+    let step = |backward: bool| -> f64 {
+        model.submit(gpu, false);
+        gpu.run(&head_refs);
+        if backward {
+            model.submit(gpu, true);
+        }
+        let l = pollster::block_on(gpu.read(&head.loss_sum)).unwrap();
+        f64::from(l[0]) / n_out as f64
+    };
+    let loss0 = step(true);
+    let out = pollster::block_on(gpu.read(&model.out)).unwrap();
+    let dx = pollster::block_on(gpu.read(&model.dx)).unwrap();
+    let grads = pollster::block_on(gpu.read(&model.params.grad)).unwrap();
+
+    let flat = layout.flat_len();
+    let (m, v) = (gpu.zeros("adam_m", flat).unwrap(), gpu.zeros("adam_v", flat).unwrap());
+    let adam_cfg = AdamConfig::adam(LR);
+    let adam =
+        pollster::block_on(adam_step(gpu, &model.params.grad, None, &model.params.value, &m, &v, flat, &adam_cfg, 1))
+            .unwrap();
+    let mut losses = vec![loss0 as f32];
+    for k in 1..=STEPS {
+        adam.set_step(gpu, &adam_cfg, k).unwrap();
+        gpu.run(&[&adam.dispatch]);
+        losses.push(step(k < STEPS) as f32);
+    }
+    let finals = pollster::block_on(gpu.read(&model.params.value)).unwrap();
+    gpu.take_error().unwrap();
+
+    let mut report = Report::new(&want);
+    // One line per tensor.
+    report.check("out", &out, FORWARD);
+    report.check("loss", &[loss0 as f32], FORWARD);
+    report.check("grad.x", &dx, GRADS);
+    for (name, _, g) in layout.split(&grads) {
+        report.check(&format!("grad.{name}"), &g, GRADS);
+    }
+    report.check("losses_after_steps", &losses, STEP_LOSS);
+    for (name, _, p) in layout.split(&finals) {
+        // Split by the mirror's initial gradient: well-conditioned entries, then near-zero ones.
+        let (Some(g0), Some(want_p)) = (want.get(&format!("grad.{name}")), want.get(&format!("final.{name}"))) else {
+            report.check(&format!("final.{name}"), &p, FINAL_PARAMS); // prints and records the miss
+            continue;
+        };
+        let mut parts = [(Vec::new(), Vec::new()), (Vec::new(), Vec::new())];
+        for ((got, exp), g) in p.iter().zip(&want_p.data).zip(&g0.data) {
+            let part = &mut parts[usize::from(g.abs() < SMALL_GRAD)];
+            part.0.push(*got);
+            part.1.push(*exp);
+        }
+        let [(big_got, big_exp), (small_got, small_exp)] = parts;
+        report.check_against(&format!("final.{name}"), &big_got, &big_exp, FINAL_PARAMS);
+        if !small_got.is_empty() {
+            report.check_against(&format!("final.{name}[|g|<1e-5]"), &small_got, &small_exp, FINAL_SMALL_GRAD);
+        }
+    }
+    println!("losses (GPU): {losses:?}");
+
+    let torch_count = report.torch_param_count();
+    println!("parameter count: GPU {} torch {torch_count}", model.param_count());
+    assert_eq!(model.param_count(), torch_count, "parameter counts differ");
+    assert!(report.bad.is_empty(), "mismatches with the PyTorch mirror: {:?}", report.bad);
+}
