@@ -103,7 +103,10 @@ fn naive_dispatch(
 
 /// What the training-step benchmark needs of a model built for one batch size.
 pub struct Net<'a> {
+    /// Architecture (`mlp`, `unet`), as the mirror's `--arch` takes it.
     pub name: &'static str,
+    /// What the JSON calls this case (`unet compact`).
+    pub label: String,
     pub config: String,
     pub batch: usize,
     pub params: &'a cdl::nn::Params,
@@ -168,7 +171,7 @@ pub async fn train_step(
     };
     let speedup = pytorch.get("ms_per_step").and_then(Value::as_f64).map(|t| t / median);
     Ok(json!({
-        "model": net.name,
+        "model": net.label,
         "config": serde_json::from_str::<Value>(&net.config).unwrap_or(Value::Null),
         "batch": net.batch,
         "params": net.params.layout.count(),
@@ -196,19 +199,22 @@ fn mirror_step(python: &std::path::Path, net: &Net<'_>) -> Result<Value, String>
     serde_json::from_str(text.trim()).map_err(|e| format!("PyTorch mirror printed no JSON ({e}): {text}"))
 }
 
-/// `cdl bench model`: the MLP at two batch sizes.
+/// `cdl bench model`: the MLP at batch 128 and 1024, the UNet presets `tiny` and `compact` at
+/// batch 8 and 32.
 pub async fn model(gpu: &Gpu, runs: usize, python: Option<&std::path::Path>) -> Result<Value, String> {
-    use cdl::model::{Mlp, MlpConfig};
+    use cdl::model::{Mlp, MlpConfig, UNet, UNetConfig};
+    let e = |e: GpuError| e.to_string();
     let mut cases = Vec::new();
     for batch in [128usize, 1024] {
         let cfg = MlpConfig::default();
-        let mlp = Mlp::new(gpu, cfg, batch, 0).await.map_err(|e| e.to_string())?;
+        let mlp = Mlp::new(gpu, cfg, batch, 0).await.map_err(e)?;
         gpu.write(&mlp.x, &normal_vec(batch * cfg.dim, 3, 0));
         gpu.write(&mlp.t, &normal_vec(batch, 3, 1));
         gpu.write(&mlp.dout, &normal_vec(batch * cfg.dim, 3, 2));
         let (forward, backward) = mlp.dispatches();
         let net = Net {
             name: "mlp",
+            label: "mlp".into(),
             config: cfg.to_json(),
             batch,
             params: &mlp.params,
@@ -218,12 +224,33 @@ pub async fn model(gpu: &Gpu, runs: usize, python: Option<&std::path::Path>) -> 
         };
         cases.push(train_step(gpu, &net, runs, python).await?);
     }
+    for (label, cfg) in [("unet tiny", UNetConfig::tiny()), ("unet compact", UNetConfig::compact())] {
+        for batch in [8usize, 32] {
+            let s2 = cfg.image_size * cfg.image_size;
+            let unet = UNet::new(gpu, cfg.clone(), batch, 0).await.map_err(e)?;
+            gpu.write(&unet.x, &normal_vec(batch * cfg.in_channels * s2, 3, 0));
+            gpu.write(&unet.t, &normal_vec(batch, 3, 1));
+            gpu.write(&unet.dout, &normal_vec(batch * cfg.out_channels * s2, 3, 2));
+            let (forward, backward) = unet.dispatches();
+            let net = Net {
+                name: "unet",
+                label: label.into(),
+                config: cfg.to_json(),
+                batch,
+                params: &unet.params,
+                forward,
+                backward,
+                memory_bytes: unet.memory_bytes() as u64,
+            };
+            cases.push(train_step(gpu, &net, runs, python).await?);
+        }
+    }
     Ok(json!({
         "bench": "model",
         "adapter": gpu.info.name,
         "backend": format!("{:?}", gpu.info.backend),
         "runs": runs,
-        "statistic": "median wall ms of one training step (forward, backward, Adam) from submit to queue idle, after one warm-up step; breakdown from timestamp queries, one pass per dispatch",
+        "statistic": "median wall ms of one training step (forward, backward, Adam) from submit to queue idle, after one warm-up step; breakdown from timestamp queries, one pass per dispatch; pytorch_cpu: tools/mirror.py bench, same step, 2 threads",
         "cases": cases,
     }))
 }
