@@ -13,18 +13,17 @@
 #![cfg(not(target_arch = "wasm32"))]
 
 mod common;
+#[path = "common/mirror.rs"]
+mod mirror;
 
-use std::path::{Path, PathBuf};
-use std::process::Command;
-
-use cdl::gpu::{Buffer, Dispatch, Gpu};
+use cdl::gpu::Dispatch;
 use cdl::model::mlp::{Mlp, MlpConfig};
 use cdl::ops::optim::adam_step;
-use cdl::ops::{elementwise as ew, reduce};
 use cdl::reference::optim::AdamConfig;
 use cdl::reference::philox::normal_vec;
-use cdl::reference::tol::{compare, Tol, DEFAULT};
+use cdl::reference::tol::{Tol, DEFAULT};
 use cdl::train::checkpoint::{self, Checkpoint};
+use mirror::{mse_head, python_or_skip, run_mirror, Report, TestDir};
 
 const CFG: MlpConfig = MlpConfig { dim: 2, width: 24, blocks: 2, emb_dim: 16 };
 const BATCH: usize = 37;
@@ -55,84 +54,6 @@ const STEP_LOSS: Tol = Tol { atol: 1e-7, rtol: 1e-5 };
 /// Measured: max abs 7.3e-8 on entries of O(0.1). beta2 0.99 moves them by up to 4.6e-5.
 const FINAL_PARAMS: Tol = Tol { atol: 2e-6, rtol: 1e-5 };
 
-/// The mirror's Python, or `None` (with the SKIPPED line) when CDL_PYTHON is unset; with
-/// REQUIRE_MIRROR=1 an unset CDL_PYTHON fails instead, so CI cannot pass by skipping.
-fn python_or_skip() -> Option<String> {
-    match std::env::var("CDL_PYTHON") {
-        Ok(p) if !p.is_empty() => Some(p),
-        _ => {
-            let required = std::env::var("REQUIRE_MIRROR").is_ok_and(|v| v == "1");
-            assert!(!required, "REQUIRE_MIRROR=1 but CDL_PYTHON is not set");
-            println!("SKIPPED: no PyTorch mirror (set CDL_PYTHON)");
-            None
-        }
-    }
-}
-
-/// A fresh directory under the system temp dir, removed on drop.
-struct TestDir(PathBuf);
-
-impl TestDir {
-    fn new(tag: &str) -> std::io::Result<Self> {
-        let dir = std::env::temp_dir().join(format!("cdl-mirror-{tag}-{}", std::process::id()));
-        let _ = std::fs::remove_dir_all(&dir);
-        std::fs::create_dir_all(&dir)?;
-        Ok(Self(dir))
-    }
-
-    fn path(&self, name: &str) -> PathBuf {
-        self.0.join(name)
-    }
-}
-
-impl Drop for TestDir {
-    fn drop(&mut self) {
-        let _ = std::fs::remove_dir_all(&self.0);
-    }
-}
-
-/// Runs `python tools/mirror.py mlp ...`, echoing its output; panics on failure.
-fn run_mirror(python: &str, ckpt: &Path, inputs: &Path, out: &Path) {
-    let script = Path::new(env!("CARGO_MANIFEST_DIR")).join("tools/mirror.py");
-    let output = Command::new(python)
-        .arg(&script)
-        .arg("mlp")
-        .arg("--checkpoint")
-        .arg(ckpt)
-        .arg("--inputs")
-        .arg(inputs)
-        .arg("--out")
-        .arg(out)
-        .args(["--lr", &LR.to_string(), "--steps", &STEPS.to_string()])
-        .output()
-        .unwrap_or_else(|e| panic!("cannot run {python} {}: {e}", script.display()));
-    print!("{}", String::from_utf8_lossy(&output.stdout));
-    eprint!("{}", String::from_utf8_lossy(&output.stderr));
-    assert!(output.status.success(), "tools/mirror.py failed: {}", output.status);
-}
-
-/// The MSE head on the GPU: diff = out - target, dout = 2 diff / N, loss_sum = sum(diff^2).
-struct MseHead {
-    dispatches: Vec<Dispatch>,
-    loss_sum: Buffer,
-}
-
-async fn mse_head(gpu: &Gpu, model: &Mlp, target: &Buffer) -> Result<MseHead, cdl::gpu::GpuError> {
-    let n = model.batch * model.cfg.dim;
-    let diff = gpu.zeros("diff", n)?;
-    let partials = gpu.zeros("partials", reduce::sum_sq_partials(n))?;
-    let loss_sum = gpu.zeros("loss_sum", 1)?;
-    let sq = reduce::sum_sq(gpu, &diff, &partials, &loss_sum, n).await?;
-    let dispatches = vec![
-        ew::scale(gpu, &model.out, &diff, n, 1.0).await?,
-        ew::axpy(gpu, target, &diff, n, -1.0).await?,
-        ew::scale(gpu, &diff, &model.dout, n, 2.0 / n as f32).await?,
-        sq.partial,
-        sq.total,
-    ];
-    Ok(MseHead { dispatches, loss_sum })
-}
-
 #[test]
 fn gpu_matches_pytorch_mirror() {
     let Some(python) = python_or_skip() else { return };
@@ -162,14 +83,14 @@ fn gpu_matches_pytorch_mirror() {
     inputs.insert("target", vec![BATCH, CFG.dim], target.clone()).unwrap();
     checkpoint::save(&inputs_path, &inputs).unwrap();
 
-    run_mirror(&python, &ckpt_path, &inputs_path, &out_path);
+    run_mirror(&python, "mlp", &ckpt_path, &inputs_path, &out_path, LR, STEPS);
     let want = checkpoint::load(&out_path).unwrap();
 
     // The same computation on the GPU.
     gpu.write(&model.x, &x);
     gpu.write(&model.t, &t);
     let target_buf = gpu.upload("target", &target).unwrap();
-    let head = pollster::block_on(mse_head(gpu, &model, &target_buf)).unwrap();
+    let head = pollster::block_on(mse_head(gpu, &model.out, &model.dout, &target_buf, n_out)).unwrap();
     let head_refs: Vec<&Dispatch> = head.dispatches.iter().collect();
     // Forward, loss head (writes dout), then forward again with the backward (the forward is
     // deterministic, so the backward sees the activations of the loss just computed).
@@ -203,33 +124,21 @@ fn gpu_matches_pytorch_mirror() {
     gpu.take_error().unwrap();
 
     // Compare, one line per tensor.
-    let mut bad = Vec::new();
-    let mut report = |what: &str, got: &[f32], tol: Tol| {
-        let Some(expected) = want.get(what) else {
-            println!("NOT OK {what}: missing from the mirror's output");
-            bad.push(what.to_string());
-            return;
-        };
-        let r = compare(got, &expected.data, tol);
-        println!("{} {what}: {r}", if r.ok() { "OK    " } else { "NOT OK" });
-        if !r.ok() {
-            bad.push(what.to_string());
-        }
-    };
-    report("out", &out, FORWARD);
-    report("loss", &[loss0 as f32], FORWARD);
-    report("grad.x", &dx, GRADS);
+    let mut report = Report::new(&want);
+    report.check("out", &out, FORWARD);
+    report.check("loss", &[loss0 as f32], FORWARD);
+    report.check("grad.x", &dx, GRADS);
     for (name, _, g) in layout.split(&grads) {
-        report(&format!("grad.{name}"), &g, GRADS);
+        report.check(&format!("grad.{name}"), &g, GRADS);
     }
-    report("losses_after_steps", &losses, STEP_LOSS);
+    report.check("losses_after_steps", &losses, STEP_LOSS);
     for (name, _, p) in layout.split(&finals) {
-        report(&format!("final.{name}"), &p, FINAL_PARAMS);
+        report.check(&format!("final.{name}"), &p, FINAL_PARAMS);
     }
     println!("losses (GPU): {losses:?}");
 
-    let torch_count: usize = want.extra.get("param_count").and_then(|s| s.parse().ok()).unwrap_or(0);
+    let torch_count = report.torch_param_count();
     println!("parameter count: GPU {} torch {torch_count}", model.param_count());
     assert_eq!(model.param_count(), torch_count, "parameter counts differ");
-    assert!(bad.is_empty(), "mismatches with the PyTorch mirror: {bad:?}");
+    assert!(report.bad.is_empty(), "mismatches with the PyTorch mirror: {:?}", report.bad);
 }
