@@ -2,7 +2,9 @@
 //! does for the MLP: the same initial parameters (a CDL checkpoint) and inputs go to both; we
 //! compare the output, the MSE loss, the input gradient, every parameter gradient, the loss after
 //! each of 5 Adam steps and the final parameters, one OK / NOT OK line per tensor, and the
-//! parameter counts. Also (no GPU, no Python): the round trip of `UNetConfig`'s JSON.
+//! parameter counts; for the tiny preset and its class-conditional variant (10 classes, labels
+//! [3, 7] as a one-hot `labels_onehot` input). Also (no GPU, no Python): the round trip of
+//! `UNetConfig`'s JSON.
 //!
 //! PyTorch runs as a child process; without CDL_PYTHON the test prints `SKIPPED: no PyTorch
 //! mirror (set CDL_PYTHON)` and passes, unless REQUIRE_MIRROR=1. Both sides compute in f32 with
@@ -67,7 +69,8 @@ const FINAL_SMALL_GRAD: Tol = Tol { atol: 5e-4, rtol: 0.0 };
 
 #[test]
 fn config_json_round_trip() {
-    for cfg in [UNetConfig::tiny(), UNetConfig::compact(), UNetConfig::small()] {
+    let conditional = UNetConfig { num_classes: 10, norm_groups: 2, ..UNetConfig::tiny() };
+    for cfg in [UNetConfig::tiny(), UNetConfig::compact(), UNetConfig::small(), conditional.clone()] {
         let text = cfg.to_json();
         assert_eq!(UNetConfig::from_json(&text).unwrap(), cfg, "{text}");
     }
@@ -83,13 +86,32 @@ fn config_json_round_trip() {
     let err = UNetConfig::from_json(&v.to_string()).unwrap_err();
     assert!(err.contains("\"mult\""), "{err}");
     assert!(UNetConfig::from_json("{").unwrap_err().contains("not JSON"));
+    // Older checkpoints: no num_classes / norm_groups means 0 / 32.
+    let mut v: serde_json::Value = serde_json::from_str(&conditional.to_json()).unwrap();
+    assert_eq!((v["num_classes"].as_u64(), v["norm_groups"].as_u64()), (Some(10), Some(2)));
+    v.as_object_mut().unwrap().remove("num_classes");
+    v.as_object_mut().unwrap().remove("norm_groups");
+    let old = UNetConfig::from_json(&v.to_string()).unwrap();
+    assert_eq!(old, UNetConfig { num_classes: 0, norm_groups: 32, ..conditional });
+    v["norm_groups"] = serde_json::json!(-1);
+    assert!(UNetConfig::from_json(&v.to_string()).unwrap_err().contains("\"norm_groups\""));
 }
 
 #[test]
 fn gpu_matches_pytorch_mirror() {
+    mirror_case(UNetConfig::tiny(), &[], "unet");
+}
+
+/// The tiny preset with 10 classes, labels [3, 7]: class_emb.weight's gradient and Adam steps too.
+#[test]
+fn gpu_matches_pytorch_mirror_class_conditional() {
+    mirror_case(UNetConfig { num_classes: 10, ..UNetConfig::tiny() }, &[3, 7], "unet-class");
+}
+
+/// One comparison with the mirror; `labels` (one per image) when cfg.num_classes > 0.
+fn mirror_case(cfg: UNetConfig, labels: &[u32], tag: &str) {
     let Some(python) = python_or_skip() else { return };
     let Some(gpu) = common::gpu_or_skip() else { return };
-    let cfg = UNetConfig::tiny();
     let model = pollster::block_on(UNet::new(gpu, cfg.clone(), BATCH, SEED)).unwrap();
     let layout = model.params.layout.clone();
     let s = cfg.image_size;
@@ -100,7 +122,7 @@ fn gpu_matches_pytorch_mirror() {
     let t: Vec<f32> = normal_vec(BATCH, 23, 1).iter().map(|v| 1.5 * v).collect();
     let target = normal_vec(n_out, 23, 2);
 
-    let dir = TestDir::new("unet").unwrap();
+    let dir = TestDir::new(tag).unwrap();
     let (ckpt_path, inputs_path, out_path) =
         (dir.path("init.safetensors"), dir.path("inputs.safetensors"), dir.path("mirror.safetensors"));
     let values = pollster::block_on(gpu.read(&model.params.value)).unwrap();
@@ -113,6 +135,15 @@ fn gpu_matches_pytorch_mirror() {
     inputs.insert("x", vec![BATCH, cfg.in_channels, s, s], x.clone()).unwrap();
     inputs.insert("t", vec![BATCH], t.clone()).unwrap();
     inputs.insert("target", vec![BATCH, cfg.out_channels, s, s], target.clone()).unwrap();
+    if cfg.num_classes > 0 {
+        let k = cfg.num_classes;
+        let mut onehot = vec![0.0f32; BATCH * k];
+        for (i, &l) in labels.iter().enumerate() {
+            onehot[i * k + l as usize] = 1.0;
+        }
+        inputs.insert("labels_onehot", vec![BATCH, k], onehot).unwrap();
+        model.write_labels(gpu, labels).unwrap();
+    }
     checkpoint::save(&inputs_path, &inputs).unwrap();
 
     run_mirror(&python, "unet", &ckpt_path, &inputs_path, &out_path, LR, STEPS);

@@ -36,7 +36,22 @@ fn micro() -> UNetConfig {
         blocks_per_level: 1,
         attn_resolutions: vec![4],
         heads: 1,
+        num_classes: 0,
+        norm_groups: 32,
     }
+}
+
+/// Classes of the class-conditional cases and the labels of their batch of 2.
+const CLASSES: usize = 10;
+const LABELS: [u32; 2] = [3, 7];
+
+/// The one-hot rows of `labels` (B, k), as `UNet::write_labels` writes them.
+fn onehot(labels: &[u32], k: usize) -> Vec<f64> {
+    let mut v = vec![0.0; labels.len() * k];
+    for (i, &l) in labels.iter().enumerate() {
+        v[i * k + l as usize] = 1.0;
+    }
+    v
 }
 
 /// x (B, Cin, S, S), t (B,), dout (B, Cout, S, S).
@@ -53,7 +68,18 @@ fn inputs(cfg: &UNetConfig, b: usize) -> (Vec<f32>, Vec<f32>, Vec<f32>) {
 /// so their gradients are generic.
 #[test]
 fn oracle_backward_matches_finite_differences() {
-    let (cfg, b) = (micro(), 2);
+    oracle_fd(micro(), &[]);
+}
+
+/// The same with class conditioning (10 classes, labels [3, 7]): class_emb.weight included.
+#[test]
+fn oracle_backward_matches_finite_differences_class_conditional() {
+    oracle_fd(UNetConfig { num_classes: CLASSES, ..micro() }, &LABELS);
+}
+
+fn oracle_fd(cfg: UNetConfig, labels: &[u32]) {
+    let b = 2;
+    let oh = onehot(labels, cfg.num_classes);
     let layout = unet::layout(&cfg).unwrap();
     let mut p = tensors(layout.split(&layout.init_values(5)));
     for (i, (name, _)) in layout.shapes().iter().enumerate() {
@@ -68,18 +94,25 @@ fn oracle_backward_matches_finite_differences() {
     let (x, t, dout) = inputs(&cfg, b);
     let (x, t, dout) = (to_f64(&x), to_f64(&t), to_f64(&dout));
     let oracle = Oracle { cfg: &cfg, b, p: &p };
-    let (_, cache) = oracle.forward(&x, &t);
+    let (_, cache) = oracle.forward_labeled(&x, &t, &oh);
     let (grads, dx) = oracle.backward(&cache, &x, &dout);
     assert_eq!(grads.len(), p.len(), "a gradient per parameter tensor");
+    assert_eq!(p.contains_key("class_emb.weight"), cfg.num_classes > 0);
     for (name, value) in &p {
         let loss = |v: &[f64]| {
             let mut q = p.clone();
             q.insert(name.clone(), v.to_vec());
-            dot(&Oracle { cfg: &cfg, b, p: &q }.forward(&x, &t).0, &dout)
+            dot(&Oracle { cfg: &cfg, b, p: &q }.forward_labeled(&x, &t, &oh).0, &dout)
         };
-        check(name, loss, value, &grads[name], coords(value.len(), 3)).unwrap();
+        // class_emb.weight: only the labels' columns have a nonzero gradient; check those too.
+        let mut at = coords(value.len(), 3);
+        if name == "class_emb.weight" {
+            at.extend(labels.iter().map(|&l| l as usize));
+            at.extend(labels.iter().map(|&l| cfg.num_classes + l as usize));
+        }
+        check(name, loss, value, &grads[name], at).unwrap();
     }
-    check("x", |v: &[f64]| dot(&oracle.forward(v, &t).0, &dout), &x, &dx, coords(x.len(), 12)).unwrap();
+    check("x", |v: &[f64]| dot(&oracle.forward_labeled(v, &t, &oh).0, &dout), &x, &dx, coords(x.len(), 12)).unwrap();
     println!("OK     oracle vs central differences: {cfg:?}, B={b}, {} tensors and x", p.len());
 }
 
@@ -87,10 +120,29 @@ fn oracle_backward_matches_finite_differences() {
 /// initial parameters.
 #[test]
 fn gpu_matches_oracle() {
+    gpu_vs_oracle(UNetConfig::tiny(), &[]);
+}
+
+/// The same, class-conditional: 10 classes, labels [3, 7] (class_emb.weight's gradient included).
+#[test]
+fn gpu_matches_oracle_class_conditional() {
+    gpu_vs_oracle(UNetConfig { num_classes: CLASSES, ..UNetConfig::tiny() }, &LABELS);
+}
+
+/// The same with norm_groups 2 instead of 32 (every GroupNorm of the tiny net: 2 groups).
+#[test]
+fn gpu_matches_oracle_norm_groups_2() {
+    gpu_vs_oracle(UNetConfig { norm_groups: 2, ..UNetConfig::tiny() }, &[]);
+}
+
+fn gpu_vs_oracle(cfg: UNetConfig, labels: &[u32]) {
     let Some(gpu) = common::gpu_or_skip() else { return };
-    let (cfg, b) = (UNetConfig::tiny(), 2);
+    let b = 2;
     let model = pollster::block_on(UNet::new(gpu, cfg.clone(), b, 9)).unwrap();
     let (x, t, dout) = inputs(&cfg, b);
+    if cfg.num_classes > 0 {
+        model.write_labels(gpu, labels).unwrap();
+    }
     gpu.write(&model.x, &x);
     gpu.write(&model.t, &t);
     gpu.write(&model.dout, &dout);
@@ -103,7 +155,7 @@ fn gpu_matches_oracle() {
     let p = tensors(layout.split(&values));
     let oracle = Oracle { cfg: &cfg, b, p: &p };
     let (x64, t64, dout64) = (to_f64(&x), to_f64(&t), to_f64(&dout));
-    let (want_out, cache) = oracle.forward(&x64, &t64);
+    let (want_out, cache) = oracle.forward_labeled(&x64, &t64, &onehot(labels, cfg.num_classes));
     let (want_grads, want_dx) = oracle.backward(&cache, &x64, &dout64);
 
     let mut bad = Vec::new();
@@ -125,6 +177,28 @@ fn gpu_matches_oracle() {
     let (est, _) = unet::memory_estimate(&cfg, b).unwrap();
     assert_eq!(model.memory_bytes(), est);
     assert!(model.memory_bytes() > 8 * model.param_count());
+    assert_eq!(layout.shapes().iter().any(|(n, _)| n == "class_emb.weight"), cfg.num_classes > 0);
+}
+
+/// `write_labels` refuses a label >= num_classes, a wrong number of labels and an unconditional
+/// model; the class-conditional layout has `class_emb.weight` (E, K) right after emb.fc2.
+#[test]
+fn refuses_bad_labels() {
+    let cfg = UNetConfig { num_classes: CLASSES, ..micro() };
+    let shapes = unet::layout(&cfg).unwrap().shapes();
+    let i = shapes.iter().position(|(n, _)| n == "class_emb.weight").unwrap();
+    assert_eq!(shapes[i].1, vec![cfg.emb_dim(), CLASSES]);
+    assert_eq!(shapes[i - 1].0, "emb.fc2.bias");
+    let Some(gpu) = common::gpu_or_skip() else { return };
+    let model = pollster::block_on(UNet::new(gpu, cfg, 2, 0)).unwrap();
+    model.write_labels(gpu, &[0, 9]).unwrap();
+    let err = model.write_labels(gpu, &[3, 10]).unwrap_err();
+    println!("refused: {err}");
+    assert!(matches!(err, GpuError::Shape(ref m) if m.contains("label 10")), "{err}");
+    assert!(model.write_labels(gpu, &[3]).is_err(), "one label for batch 2");
+    let plain = pollster::block_on(UNet::new(gpu, micro(), 2, 0)).unwrap();
+    assert!(plain.labels_onehot.is_none());
+    assert!(plain.write_labels(gpu, &[0, 0]).is_err(), "unconditional model");
 }
 
 /// A second step gives the same gradients: zeroing works and nothing accumulates across steps
@@ -209,12 +283,18 @@ fn refuses_unaligned_attention() {
         blocks_per_level: 1,
         attn_resolutions: vec![],
         heads: 1,
+        num_classes: 0,
+        norm_groups: 32,
     };
     let err = unet::memory_estimate(&cfg, 2).unwrap_err();
     println!("refused: {err}");
     assert!(matches!(err, GpuError::Shape(ref m) if m.contains("attention")), "{err}");
     assert!(unet::layout(&UNetConfig { channels: 6, ..UNetConfig::tiny() }).is_err(), "6 channels");
     assert!(unet::layout(&UNetConfig { image_size: 10, mult: vec![1, 2, 2], ..UNetConfig::tiny() }).is_err());
+    // min(3, 16 / 4) = 3 groups do not divide 16 channels; 0 groups is no config.
+    let err = unet::layout(&UNetConfig { norm_groups: 3, ..UNetConfig::tiny() }).unwrap_err();
+    assert!(err.to_string().contains("norm_groups 3"), "{err}");
+    assert!(unet::layout(&UNetConfig { norm_groups: 0, ..UNetConfig::tiny() }).is_err());
 }
 
 /// A config whose largest buffer exceeds the device's storage binding limit is refused before

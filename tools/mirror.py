@@ -23,8 +23,10 @@ mlp (src/model/mlp.rs):
                                 [--dtype float32|float64]
 
 unet (src/model/unet.rs; its header is the contract, copied in `UNet.forward`):
-    ch = channels, E = 4 ch, c_l = ch mult[l], G(c) = clamp(c / 4, 1, 32) GroupNorm groups, eps 1e-5;
-    temb = emb.fc2(silu(emb.fc1(sinusoidal(t, ch)))); conv_in 3x3; per level ResBlocks (+ attention
+    ch = channels, E = 4 ch, c_l = ch mult[l], K = num_classes,
+    G(c) = max(1, min(norm_groups, c / 4)) GroupNorm groups (must divide c), eps 1e-5;
+    temb = emb.fc2(silu(emb.fc1(sinusoidal(t, ch)))), plus class_emb(labels_onehot) when K > 0
+    (class_emb: nn.Linear(K, E, bias=False), weight (E, K)); conv_in 3x3; per level ResBlocks (+ attention
     at the attn_resolutions), avgpool 2x2 between levels, skips; mid res0, attn, res1; per level
     (reversed) blocks_per_level + 1 ResBlocks on cat([h, skip]) (+ attention), nearest 2x upsample
     and up.{l}.conv; out = conv_out(silu(norm_out(h))).
@@ -36,8 +38,10 @@ unet (src/model/unet.rs; its header is the contract, copied in `UNet.forward`):
     attn = softmax_keys(q^T k / sqrt(D)); out = v attn^T; y = proj(out); the block is
     h + attn(attn_norm(h)).
   model config: UNetConfig::to_json: {"image_size","in_channels","out_channels","channels","mult",
-    "blocks_per_level","attn_resolutions","heads"}.
-  inputs file tensors: x (B, Cin, S, S), t (B,), target (B, Cout, S, S).
+    "blocks_per_level","attn_resolutions","heads","num_classes","norm_groups"} (the last two may be
+    missing: 0 and 32).
+  inputs file tensors: x (B, Cin, S, S), t (B,), target (B, Cout, S, S), and when num_classes > 0
+    labels_onehot (B, K) (one-hot rows; a constant input, no gradient).
 
 Output tensors (all float32, whatever --dtype):
   out (model output shape); loss (); grad.<param>; grad.x (x's shape);
@@ -111,23 +115,26 @@ class Mlp(nn.Module):
         return self.out(h)
 
 
-def groups(c):
-    """GroupNorm groups for c channels: min(32, c / 4), at least 1 (UNetConfig::groups)."""
-    return max(1, min(32, c // 4))
+def groups(c, norm_groups=32):
+    """GroupNorm groups for c channels: min(norm_groups, c / 4), at least 1 (UNetConfig::groups)."""
+    g = max(1, min(norm_groups, c // 4))
+    if c % g != 0:
+        raise ValueError(f"{g} GroupNorm groups do not divide {c} channels (norm_groups {norm_groups})")
+    return g
 
 
-def group_norm(c):
-    return nn.GroupNorm(groups(c), c, eps=GROUPNORM_EPS)
+def group_norm(c, norm_groups=32):
+    return nn.GroupNorm(groups(c, norm_groups), c, eps=GROUPNORM_EPS)
 
 
 class ResBlock(nn.Module):
-    def __init__(self, cin, cout, emb_dim):
+    def __init__(self, cin, cout, emb_dim, norm_groups=32):
         super().__init__()
-        self.norm1 = group_norm(cin)
+        self.norm1 = group_norm(cin, norm_groups)
         self.conv1 = nn.Conv2d(cin, cout, 3, padding=1)
         self.emb_scale = nn.Linear(emb_dim, cout)
         self.emb_shift = nn.Linear(emb_dim, cout)
-        self.norm2 = group_norm(cout)
+        self.norm2 = group_norm(cout, norm_groups)
         self.conv2 = nn.Conv2d(cout, cout, 3, padding=1)
         self.skip = nn.Conv2d(cin, cout, 1) if cin != cout else None
 
@@ -181,15 +188,21 @@ class UNet(nn.Module):
             raise ValueError(f"channels must be positive and even, got {ch}")
         e = 4 * ch
         size, heads = cfg["image_size"], cfg["heads"]
+        self.num_classes = cfg.get("num_classes", 0)
+        ng = cfg.get("norm_groups", 32)
+        if ng <= 0:
+            raise ValueError(f"norm_groups must be positive, got {ng}")
         if size % (1 << (self.levels - 1)) != 0:
             raise ValueError(f"image size {size} not divisible by 2^{self.levels - 1}")
         self.emb = Embedding(ch, e)
+        if self.num_classes > 0:
+            self.class_emb = nn.Linear(self.num_classes, e, bias=False)  # weight (E, K)
         self.conv_in = nn.Conv2d(cfg["in_channels"], ch, 3, padding=1)
 
         def block(cin, cout, r):
-            m = nn.ModuleDict({"res": ResBlock(cin, cout, e)})
+            m = nn.ModuleDict({"res": ResBlock(cin, cout, e, ng)})
             if r in self.attn_res:
-                m["attn_norm"] = group_norm(cout)
+                m["attn_norm"] = group_norm(cout, ng)
                 m["attn"] = Attention(cout, heads)
             return m
 
@@ -207,10 +220,10 @@ class UNet(nn.Module):
                 skip_ch.append(c)
             self.down[str(lv)] = level
         self.mid = nn.ModuleDict({
-            "res0": ResBlock(c, c, e),
-            "attn_norm": group_norm(c),
+            "res0": ResBlock(c, c, e, ng),
+            "attn_norm": group_norm(c, ng),
             "attn": Attention(c, heads),
-            "res1": ResBlock(c, c, e),
+            "res1": ResBlock(c, c, e, ng),
         })
         self.up = nn.ModuleDict()
         for lv in reversed(range(self.levels)):
@@ -222,7 +235,7 @@ class UNet(nn.Module):
                 level["conv"] = nn.Conv2d(c, c, 3, padding=1)
                 r *= 2
             self.up[str(lv)] = level
-        self.norm_out = group_norm(c)
+        self.norm_out = group_norm(c, ng)
         self.conv_out = nn.Conv2d(c, cfg["out_channels"], 3, padding=1)
 
     @staticmethod
@@ -232,9 +245,14 @@ class UNet(nn.Module):
             h = h + m["attn"](m["attn_norm"](h))
         return h
 
-    def forward(self, x, t):
+    def forward(self, x, t, labels_onehot=None):
         silu = nn.functional.silu
         temb = self.emb(t)
+        if self.num_classes > 0:
+            if labels_onehot is None or tuple(labels_onehot.shape) != (x.shape[0], self.num_classes):
+                shape = None if labels_onehot is None else tuple(labels_onehot.shape)
+                raise ValueError(f"labels_onehot must be ({x.shape[0]}, {self.num_classes}), got {shape}")
+            temb = temb + self.class_emb(labels_onehot)
         h = self.conv_in(x)
         skips = [h]
         for lv in range(self.levels):
@@ -293,12 +311,18 @@ def run_model(args):
     x = inputs["x"].to(dtype).requires_grad_(True)
     t = inputs["t"].to(dtype)
     target = inputs["target"].to(dtype)
+    # The UNet's class labels (one-hot rows), when the config has num_classes > 0.
+    extra = ()
+    if args.model == "unet" and cfg.get("num_classes", 0) > 0:
+        if "labels_onehot" not in inputs:
+            sys.exit(f"mirror.py: {args.inputs}: no labels_onehot for a class-conditional UNet")
+        extra = (inputs["labels_onehot"].to(dtype),)
 
     def mse(out):
         return ((out - target) ** 2).mean()
 
     # Forward and backward at the initial parameters.
-    out = model(x, t)
+    out = model(x, t, *extra)
     loss = mse(out)
     loss.backward()
     results = {"out": out.detach(), "loss": loss.detach().reshape(())}
@@ -313,7 +337,7 @@ def run_model(args):
     for k in range(args.steps):
         opt.step()
         opt.zero_grad()
-        loss = mse(model(x, t))
+        loss = mse(model(x, t, *extra))
         losses.append(loss.item())
         if k + 1 < args.steps:
             loss.backward()
@@ -354,21 +378,25 @@ def bench(args):
     cfg = json.loads(args.config)
     model = build(args.arch, cfg)
     opt = torch.optim.Adam(model.parameters(), lr=1e-4)
+    extra = ()
     if args.arch == "mlp":
         x = torch.randn(args.batch, cfg["dim"])
         t = torch.randn(args.batch)
     elif args.arch == "unet":
         x = torch.randn(args.batch, cfg["in_channels"], cfg["image_size"], cfg["image_size"])
         t = torch.randn(args.batch)
+        k = cfg.get("num_classes", 0)
+        if k > 0:
+            extra = (nn.functional.one_hot(torch.randint(k, (args.batch,)), k).float(),)
     else:
         sys.exit(f"mirror.py: bench: unknown architecture {args.arch!r}")
     with torch.no_grad():
-        target = torch.randn_like(model(x, t))
+        target = torch.randn_like(model(x, t, *extra))
     times = []
     for k in range(args.warmup + args.steps):
         start = time.perf_counter()
         opt.zero_grad()
-        loss = ((model(x, t) - target) ** 2).mean()
+        loss = ((model(x, t, *extra) - target) ** 2).mean()
         loss.backward()
         opt.step()
         if k >= args.warmup:
@@ -394,7 +422,8 @@ def main():
     bn.add_argument("--threads", type=int, default=2)
     for name, help_, shapes in [
         ("mlp", "the 2-D MLP of src/model/mlp.rs", "x (B, D), t (B,), target (B, D)"),
-        ("unet", "the UNet of src/model/unet.rs", "x (B, Cin, S, S), t (B,), target (B, Cout, S, S)"),
+        ("unet", "the UNet of src/model/unet.rs",
+         "x (B, Cin, S, S), t (B,), target (B, Cout, S, S) [, labels_onehot (B, K)]"),
     ]:
         m = sub.add_parser(name, help=help_)
         m.add_argument("--checkpoint", required=True, help="CDL checkpoint (safetensors) with the initial parameters")

@@ -4,10 +4,13 @@
 //! c_skip, c_out, c_noise; `diffusion/`), dropout, EDM's 1/sqrt(2) skip scaling.
 //!
 //! The forward, the contract a PyTorch mirror copies (x (B, Cin, S, S), t (B,), out (B, Cout, S, S);
-//! ch = `channels`, E = 4 ch, c_l = ch * mult[l], G(c) = min(32, c / 4) GroupNorm groups):
+//! ch = `channels`, E = 4 ch, c_l = ch * mult[l], K = `num_classes`, G(c) = min(`norm_groups`, c / 4)
+//! GroupNorm groups (the default norm_groups 32 gives spec §8's min(32, c / 4); G(c) must divide c)):
 //!
 //! ```text
 //! temb = emb.fc2(silu(emb.fc1(sinusoidal(t, ch))))        emb.fc1 Linear ch -> E, emb.fc2 E -> E
+//! if K > 0:  temb = temb + labels_onehot @ class_emb.weight^T
+//!                                 class_emb: bias-free Linear K -> E (weight (E, K)); labels_onehot (B, K)
 //! h = conv_in(x)                                          3x3, Cin -> ch;            skips = [h]
 //! for level l = 0 .. L-1 (resolution r = S / 2^l):
 //!     for i in 0 .. blocks_per_level:
@@ -29,8 +32,12 @@
 //! `attn` is `nn::Attention` (1x1 qkv and proj convolutions, softmax(q^T k / sqrt(D)), `heads`
 //! heads, no internal norm); every `*_norm` and the ResBlock norms use G(c) groups and eps 1e-5.
 //!
+//! Class conditioning (DDPM++ / EDM's label embedding) when `num_classes` K > 0: the caller writes
+//! the one-hot labels into `UNet::labels_onehot` (B, K) (`UNet::write_labels` does it from class
+//! indices); K = 0 is unconditional, with neither the buffer nor the parameter.
+//!
 //! Parameter names (checkpoint names), registered in forward order: `emb.fc1.{weight,bias}`,
-//! `emb.fc2.*`, `conv_in.*`, `down.{l}.{i}.res.*` (the ResBlock's names: `norm1`, `conv1`,
+//! `emb.fc2.*`, `class_emb.weight` (E, K) (only when K > 0; no bias), `conv_in.*`, `down.{l}.{i}.res.*` (the ResBlock's names: `norm1`, `conv1`,
 //! `emb_scale`, `emb_shift`, `norm2`, `conv2`, `skip` when Cin != Cout), `down.{l}.{i}.attn_norm.*`,
 //! `down.{l}.{i}.attn.{qkv,proj}.*`, `mid.res0.*`, `mid.attn_norm.*`, `mid.attn.*`, `mid.res1.*`,
 //! `up.{l}.{i}.res.*`, `up.{l}.{i}.attn_norm.*`, `up.{l}.{i}.attn.*`, `up.{l}.conv.*`,
@@ -42,7 +49,9 @@
 //! a scratch buffer and added. dtemb sums every ResBlock's contribution (first Write, then Add).
 
 use crate::gpu::{Buffer, Dispatch, Gpu, GpuError};
-use crate::nn::{Attention, Conv2d, GradMode, GroupNorm, Linear, ParamLayout, Params, ResBlock};
+use crate::nn::params::Init;
+use crate::nn::{Attention, Conv2d, GradMode, GroupNorm, Linear, ParamId, ParamLayout, Params, ResBlock};
+use crate::ops::matmul::{self, Dims, Layout};
 use crate::ops::resample::{self, Nchw};
 use crate::ops::{elementwise as ew, embedding};
 
@@ -65,6 +74,10 @@ pub struct UNetConfig {
     pub attn_resolutions: Vec<usize>,
     /// Attention heads (1, as EDM's CIFAR nets).
     pub heads: usize,
+    /// Classes of the label conditioning; 0 = unconditional (every preset).
+    pub num_classes: usize,
+    /// Upper bound on GroupNorm groups: c channels get min(norm_groups, c / 4) (32: spec §8).
+    pub norm_groups: usize,
 }
 
 /// The architecture name stored in checkpoints (`cdl.arch`); also `UNetConfig::ARCH`.
@@ -86,11 +99,15 @@ impl UNetConfig {
             "blocks_per_level": self.blocks_per_level,
             "attn_resolutions": self.attn_resolutions,
             "heads": self.heads,
+            "num_classes": self.num_classes,
+            "norm_groups": self.norm_groups,
         })
         .to_string()
     }
 
-    /// Parses `to_json`'s text; the error names the missing or invalid field.
+    /// Parses `to_json`'s text; the error names the missing or invalid field. `num_classes` and
+    /// `norm_groups` may be missing (checkpoints written before they existed): 0 and 32, the
+    /// unconditional net with spec §8's groups.
     pub fn from_json(text: &str) -> Result<Self, String> {
         let v: serde_json::Value = serde_json::from_str(text).map_err(|e| format!("UNet config is not JSON: {e}"))?;
         let field = |name: &str| {
@@ -105,6 +122,7 @@ impl UNetConfig {
                 .and_then(|a| a.iter().map(|x| x.as_u64().map(|n| n as usize)).collect::<Option<Vec<_>>>())
                 .ok_or_else(|| format!("UNet config has no list of non-negative integers {name:?}"))
         };
+        let optional = |name: &str, default: usize| if v.get(name).is_none() { Ok(default) } else { field(name) };
         Ok(Self {
             image_size: field("image_size")?,
             in_channels: field("in_channels")?,
@@ -114,6 +132,8 @@ impl UNetConfig {
             blocks_per_level: field("blocks_per_level")?,
             attn_resolutions: list("attn_resolutions")?,
             heads: field("heads")?,
+            num_classes: optional("num_classes", 0)?,
+            norm_groups: optional("norm_groups", DEFAULT_NORM_GROUPS)?,
         })
     }
 
@@ -142,6 +162,8 @@ impl UNetConfig {
             blocks_per_level: blocks,
             attn_resolutions: attn,
             heads: 1,
+            num_classes: 0,
+            norm_groups: DEFAULT_NORM_GROUPS,
         }
     }
 
@@ -150,11 +172,15 @@ impl UNetConfig {
         4 * self.channels
     }
 
-    /// GroupNorm groups for c channels: min(32, c / 4) (spec §8).
-    pub fn groups(c: usize) -> usize {
-        (c / 4).clamp(1, 32)
+    /// GroupNorm groups for c channels: min(norm_groups, c / 4), at least 1 (spec §8 with the
+    /// default 32). `layout` refuses a config where this does not divide c.
+    pub fn groups(&self, c: usize) -> usize {
+        (c / 4).min(self.norm_groups).max(1)
     }
 }
+
+/// `UNetConfig::norm_groups` of the presets and of configs that omit it: spec §8's 32.
+pub const DEFAULT_NORM_GROUPS: usize = 32;
 
 // --- the plan: layers and activation shapes, before any allocation -----------------------------
 
@@ -203,6 +229,8 @@ struct Plan {
     layout: ParamLayout,
     fc1: Linear,
     fc2: Linear,
+    /// `class_emb.weight` (E, K), when K > 0.
+    class_emb: Option<ParamId>,
     conv_in: Conv2d,
     norm_out: GroupNorm,
     conv_out: Conv2d,
@@ -215,28 +243,37 @@ fn bad(msg: String) -> GpuError {
     GpuError::Shape(format!("unet: {msg}"))
 }
 
-fn check_channels(c: usize) -> Result<(), GpuError> {
-    let g = UNetConfig::groups(c);
+fn check_channels(cfg: &UNetConfig, c: usize) -> Result<(), GpuError> {
+    let g = cfg.groups(c);
     if c == 0 || !c.is_multiple_of(4) || !c.is_multiple_of(g) {
-        return Err(bad(format!("{c} channels: need a multiple of 4 divisible by min(32, c/4) = {g}")));
+        let n = cfg.norm_groups;
+        return Err(bad(format!("{c} channels: need a multiple of 4 divisible by min(norm_groups {n}, c/4) = {g}")));
     }
     Ok(())
 }
 
 fn plan(cfg: &UNetConfig) -> Result<Plan, GpuError> {
     let levels = cfg.mult.len();
-    if levels == 0 || cfg.mult.contains(&0) || cfg.in_channels == 0 || cfg.out_channels == 0 || cfg.heads == 0 {
+    if levels == 0
+        || cfg.mult.contains(&0)
+        || cfg.in_channels == 0
+        || cfg.out_channels == 0
+        || cfg.heads == 0
+        || cfg.norm_groups == 0
+    {
         return Err(bad(format!("invalid config {cfg:?}")));
     }
     if cfg.image_size == 0 || !cfg.image_size.is_multiple_of(1 << (levels - 1)) {
         return Err(bad(format!("image size {} not divisible by 2^{}", cfg.image_size, levels - 1)));
     }
     let (ch, e) = (cfg.channels, cfg.emb_dim());
-    check_channels(ch)?;
-    let groups = UNetConfig::groups;
+    check_channels(cfg, ch)?;
+    let groups = |c: usize| cfg.groups(c);
     let mut l = ParamLayout::default();
     let fc1 = Linear::new(&mut l, "emb.fc1", ch, e);
     let fc2 = Linear::new(&mut l, "emb.fc2", e, e);
+    let k = cfg.num_classes;
+    let class_emb = (k > 0).then(|| l.add("class_emb.weight", &[e, k], Init::FanIn(k)));
     let conv_in = Conv2d::new(&mut l, "conv_in", cfg.in_channels, ch, 3, 1);
     let mut maps = vec![Map { c: ch, r: cfg.image_size }];
     let mut steps = Vec::new();
@@ -250,8 +287,8 @@ fn plan(cfg: &UNetConfig) -> Result<Plan, GpuError> {
     // A ResBlock from activation h to cout channels, with attention when the resolution asks.
     let block = |l: &mut ParamLayout, maps: &mut Vec<Map>, steps: &mut Vec<Step>, name: &str, h: usize, cout: usize| {
         let Map { c: cin, r } = maps[h];
-        check_channels(cin)?;
-        check_channels(cout)?;
+        check_channels(cfg, cin)?;
+        check_channels(cfg, cout)?;
         let blk = ResBlock::new(l, &format!("{name}.res"), cin, cout, e, groups);
         let out = new_map(maps, cout, r);
         steps.push(Step::Res { blk, x: h, out });
@@ -314,7 +351,7 @@ fn plan(cfg: &UNetConfig) -> Result<Plan, GpuError> {
     let c = maps[h].c;
     let norm_out = GroupNorm::new(&mut l, "norm_out", c, groups(c));
     let conv_out = Conv2d::new(&mut l, "conv_out", c, cfg.out_channels, 3, 1);
-    Ok(Plan { layout: l, fc1, fc2, conv_in, norm_out, conv_out, maps, steps })
+    Ok(Plan { layout: l, fc1, fc2, class_emb, conv_in, norm_out, conv_out, maps, steps })
 }
 
 /// The layout of the UNet's parameters (names, shapes, init), without allocating anything.
@@ -366,6 +403,11 @@ fn budget(p: &Plan, cfg: &UNetConfig, b: usize) -> Result<Budget, GpuError> {
     g.add("emb", b * ch);
     for what in ["e1", "e1_act", "temb", "dtemb", "de1_act", "de1"] {
         g.add(what, b * e);
+    }
+    if cfg.num_classes > 0 {
+        g.add("labels_onehot", b * cfg.num_classes);
+        g.add("temb_base", b * e);
+        g.add("temb_class", b * e);
     }
     let mut uses = vec![0usize; p.maps.len()];
     for m in &p.maps {
@@ -461,6 +503,9 @@ pub struct UNet {
     pub dout: Buffer,
     /// Gradient with respect to `x`. (B, Cin, S, S)
     pub dx: Buffer,
+    /// One-hot class labels, written by the caller (`write_labels`), when `num_classes` K > 0:
+    /// row i is image i's label (1.0 at its class, 0.0 elsewhere). (B, K)
+    pub labels_onehot: Option<Buffer>,
     memory: usize,
     forward: Vec<Dispatch>,
     backward: Vec<Dispatch>,
@@ -503,7 +548,7 @@ impl UNet {
         if bytes > limit {
             return Err(GpuError::TooLarge { what: format!("unet {}", budget.largest_what), bytes, limit });
         }
-        let Plan { layout, fc1, fc2, conv_in, norm_out, conv_out, maps, steps } = plan;
+        let Plan { layout, fc1, fc2, class_emb, conv_in, norm_out, conv_out, maps, steps } = plan;
         let p = Params::new(gpu, layout, seed)?;
         let b = batch;
         let (s, ch, e) = (cfg.image_size, cfg.channels, cfg.emb_dim());
@@ -520,6 +565,14 @@ impl UNet {
             z("de1_act", b * e)?,
             z("de1", b * e)?,
         ];
+        // With labels: temb = temb_base + labels_onehot W^T (temb_class); dtemb reaches both terms.
+        let class = match class_emb {
+            Some(w) => {
+                let k = cfg.num_classes;
+                Some((w, z("labels_onehot", b * k)?, z("temb_base", b * e)?, z("temb_class", b * e)?))
+            }
+            None => None,
+        };
         let mut reads = vec![0usize; maps.len()];
         for st in &steps {
             match *st {
@@ -546,7 +599,14 @@ impl UNet {
         let mut fwd = vec![embedding::embedding_fwd(gpu, &t, &emb, b, ch).await?];
         fwd.extend(fc1.forward(gpu, &p, &emb, &e1, b).await?);
         fwd.push(ew::silu_fwd(gpu, &e1, &e1_act, b * e).await?);
-        fwd.extend(fc2.forward(gpu, &p, &e1_act, &temb, b).await?);
+        if let Some((w, onehot, base, cls)) = &class {
+            let d = Dims::new(b, e, cfg.num_classes);
+            fwd.extend(fc2.forward(gpu, &p, &e1_act, base, b).await?);
+            fwd.push(matmul::matmul(gpu, Layout::NT, onehot, &p.value(*w)?, None, cls, d).await?);
+            fwd.push(ew::add(gpu, base, cls, &temb, b * e).await?);
+        } else {
+            fwd.extend(fc2.forward(gpu, &p, &e1_act, &temb, b).await?);
+        }
         fwd.extend(conv_in.forward(gpu, &p, &x, &ts[0].buf, b, s, s).await?);
 
         // Per-step buffers, kept for the backward.
@@ -659,12 +719,36 @@ impl UNet {
             }
         }
         bwd.extend(conv_in.backward(gpu, &p, &x, &ts[0].grad, Some(&dx), b, s, s).await?);
+        if let Some((w, onehot, _, _)) = &class {
+            let d = Dims::new(b, e, cfg.num_classes);
+            bwd.push(matmul::matmul_bwd_b(gpu, Layout::NT, &dtemb, onehot, &p.grad(*w)?, d).await?);
+        }
         bwd.extend(fc2.backward(gpu, &p, &e1_act, &dtemb, Some(&de1_act), b).await?);
         bwd.push(ew::silu_bwd(gpu, &de1_act, &e1, &de1, b * e).await?);
         bwd.extend(fc1.backward(gpu, &p, &emb, &de1, None, b).await?);
 
         let memory = 4 * budget.total;
-        Ok(Self { cfg, batch, params: p, x, t, out, dout, dx, memory, forward: fwd, backward: bwd })
+        let labels_onehot = class.map(|(_, onehot, _, _)| onehot);
+        Ok(Self { cfg, batch, params: p, x, t, out, dout, dx, labels_onehot, memory, forward: fwd, backward: bwd })
+    }
+
+    /// Writes the one-hot rows of `labels` (one class index per image, B of them) into
+    /// `labels_onehot`. Refuses an unconditional model, a wrong count and a label >= num_classes.
+    pub fn write_labels(&self, gpu: &Gpu, labels: &[u32]) -> Result<(), GpuError> {
+        let k = self.cfg.num_classes;
+        let buf = self.labels_onehot.as_ref().ok_or_else(|| bad("labels given to an unconditional model".into()))?;
+        if labels.len() != self.batch {
+            return Err(bad(format!("{} labels for batch {}", labels.len(), self.batch)));
+        }
+        if let Some(l) = labels.iter().find(|&&l| l as usize >= k) {
+            return Err(bad(format!("label {l} out of range: num_classes is {k}")));
+        }
+        let mut onehot = vec![0.0f32; self.batch * k];
+        for (i, &l) in labels.iter().enumerate() {
+            onehot[i * k + l as usize] = 1.0;
+        }
+        gpu.write(buf, &onehot);
+        Ok(())
     }
 
     /// Number of parameters.

@@ -20,11 +20,6 @@ use cdl::reference::resample::{
 
 use super::resblock::{self as rb, Tensors};
 
-/// GroupNorm groups for c channels, spec §8.
-fn groups(c: usize) -> usize {
-    (c / 4).clamp(1, 32)
-}
-
 fn add(a: &[f64], b: &[f64]) -> Vec<f64> {
     a.iter().zip(b).map(|(x, y)| x + y).collect()
 }
@@ -57,6 +52,8 @@ enum Node {
 }
 
 pub struct Cache {
+    /// One-hot labels (B, K); empty when unconditional.
+    onehot: Vec<f64>,
     emb: Vec<f64>,
     e1: Vec<f64>,
     e1_act: Vec<f64>,
@@ -119,8 +116,13 @@ impl Oracle<'_> {
         dx
     }
 
+    /// GroupNorm groups for c channels: min(norm_groups, c / 4), at least 1 (the header's G(c)).
+    fn groups(&self, c: usize) -> usize {
+        (c / 4).min(self.cfg.norm_groups).max(1)
+    }
+
     fn gn_shape(&self, c: usize, r: usize) -> GroupNormShape {
-        GroupNormShape::new(self.b, c, r * r, groups(c))
+        GroupNormShape::new(self.b, c, r * r, self.groups(c))
     }
 
     fn norm(&self, name: &str, x: &[f64], c: usize, r: usize) -> (Vec<f64>, Norm) {
@@ -163,8 +165,16 @@ impl Oracle<'_> {
     /// ResBlock `{name}.res` to cout channels, then attention when the resolution asks.
     fn block(&self, k: &mut Cache, base: &str, h: usize, cout: usize) -> usize {
         let (cin, r) = k.dims[h];
-        let cfg =
-            rb::Cfg { b: self.b, cin, cout, h: r, w: r, g1: groups(cin), g2: groups(cout), e: k.temb.len() / self.b };
+        let cfg = rb::Cfg {
+            b: self.b,
+            cin,
+            cout,
+            h: r,
+            w: r,
+            g1: self.groups(cin),
+            g2: self.groups(cout),
+            e: k.temb.len() / self.b,
+        };
         let name = format!("{base}.res");
         let (y, cache) = rb::Oracle { c: cfg, name: &name, p: self.p }.forward(&k.acts[h], &k.temb);
         let out = Self::push(k, y, cout, r);
@@ -189,17 +199,31 @@ impl Oracle<'_> {
         out
     }
 
+    /// The unconditional forward (num_classes 0).
     pub fn forward(&self, x: &[f64], t: &[f64]) -> (Vec<f64>, Cache) {
+        self.forward_labeled(x, t, &[])
+    }
+
+    /// The forward with one-hot labels (B, num_classes); empty when num_classes is 0.
+    pub fn forward_labeled(&self, x: &[f64], t: &[f64], onehot: &[f64]) -> (Vec<f64>, Cache) {
         let (cfg, b) = (self.cfg, self.b);
-        let (ch, e, s) = (cfg.channels, 4 * cfg.channels, cfg.image_size);
+        let (ch, e, s, nk) = (cfg.channels, 4 * cfg.channels, cfg.image_size, cfg.num_classes);
+        assert_eq!(onehot.len(), b * nk, "oracle: labels_onehot must be (B, num_classes)");
         let mut emb = vec![0.0; b * ch];
         embedding_fwd(&mut emb, t, ch);
         let e1 = self.lin("emb.fc1", &emb, ch, e);
         let e1_act = silu(&e1);
-        let temb = self.lin("emb.fc2", &e1_act, e, e);
+        let mut temb = self.lin("emb.fc2", &e1_act, e, e);
+        if nk > 0 {
+            let mut cls = vec![0.0; b * e];
+            let sh = MatmulShape { m: b, n: e, k: nk, trans_a: false, trans_b: true };
+            matmul(&mut cls, onehot, self.t("class_emb.weight"), None, sh);
+            temb = add(&temb, &cls);
+        }
         let h0 = self.conv("conv_in", x, self.conv_shape(cfg.in_channels, ch, s, 3));
         let empty = || Norm { mean: vec![], rstd: vec![] };
         let mut k = Cache {
+            onehot: onehot.to_vec(),
             emb,
             e1,
             e1_act,
@@ -265,8 +289,16 @@ impl Oracle<'_> {
     /// A ResBlock named exactly `name` (the middle's), no attention.
     fn block_res_only(&self, k: &mut Cache, name: &str, h: usize, cout: usize) -> usize {
         let (cin, r) = k.dims[h];
-        let cfg =
-            rb::Cfg { b: self.b, cin, cout, h: r, w: r, g1: groups(cin), g2: groups(cout), e: k.temb.len() / self.b };
+        let cfg = rb::Cfg {
+            b: self.b,
+            cin,
+            cout,
+            h: r,
+            w: r,
+            g1: self.groups(cin),
+            g2: self.groups(cout),
+            e: k.temb.len() / self.b,
+        };
         let (y, cache) = rb::Oracle { c: cfg, name, p: self.p }.forward(&k.acts[h], &k.temb);
         let out = Self::push(k, y, cout, r);
         k.tape.push(Node::Res { name: name.to_string(), cfg, x: h, out, cache });
@@ -345,6 +377,13 @@ impl Oracle<'_> {
         }
         let dh0 = d[0].take().expect("gradient of conv_in's output");
         let dx = self.conv_bwd(&mut g, "conv_in", x, &dh0, self.conv_shape(cfg.in_channels, ch, s, 3));
+        if cfg.num_classes > 0 {
+            let nk = cfg.num_classes;
+            let sh = MatmulShape { m: b, n: e, k: nk, trans_a: false, trans_b: true };
+            let mut dw = vec![0.0; e * nk];
+            matmul_bwd_b(&mut dw, &dtemb, &k.onehot, sh);
+            g.insert("class_emb.weight".to_string(), dw);
+        }
         let de1_act = self.lin_bwd(&mut g, "emb.fc2", &k.e1_act, &dtemb, e, e);
         let de1 = silu_back(&de1_act, &k.e1);
         self.lin_bwd(&mut g, "emb.fc1", &k.emb, &de1, ch, e);
