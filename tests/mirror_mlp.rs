@@ -16,14 +16,11 @@ mod common;
 #[path = "common/mirror.rs"]
 mod mirror;
 
-use cdl::gpu::Dispatch;
 use cdl::model::mlp::{Mlp, MlpConfig};
-use cdl::ops::optim::adam_step;
-use cdl::reference::optim::AdamConfig;
 use cdl::reference::philox::normal_vec;
 use cdl::reference::tol::{Tol, DEFAULT};
 use cdl::train::checkpoint::{self, Checkpoint};
-use mirror::{mse_head, python_or_skip, run_mirror, Report, TestDir};
+use mirror::{gpu_run, python_or_skip, run_mirror, GpuModel, GpuRun, Report, TestDir};
 
 const CFG: MlpConfig = MlpConfig { dim: 2, width: 24, blocks: 2, emb_dim: 16 };
 const BATCH: usize = 37;
@@ -89,39 +86,9 @@ fn gpu_matches_pytorch_mirror() {
     // The same computation on the GPU.
     gpu.write(&model.x, &x);
     gpu.write(&model.t, &t);
-    let target_buf = gpu.upload("target", &target).unwrap();
-    let head = pollster::block_on(mse_head(gpu, &model.out, &model.dout, &target_buf, n_out)).unwrap();
-    let head_refs: Vec<&Dispatch> = head.dispatches.iter().collect();
-    // Forward, loss head (writes dout), then forward again with the backward (the forward is
-    // deterministic, so the backward sees the activations of the loss just computed).
-    let step = |backward: bool| -> f64 {
-        model.submit(gpu, false);
-        gpu.run(&head_refs);
-        if backward {
-            model.submit(gpu, true);
-        }
-        let s = pollster::block_on(gpu.read(&head.loss_sum)).unwrap();
-        f64::from(s[0]) / n_out as f64
-    };
-    let loss0 = step(true);
-    let out = pollster::block_on(gpu.read(&model.out)).unwrap();
-    let dx = pollster::block_on(gpu.read(&model.dx)).unwrap();
-    let grads = pollster::block_on(gpu.read(&model.params.grad)).unwrap();
-
-    let flat = layout.flat_len();
-    let (m, v) = (gpu.zeros("adam_m", flat).unwrap(), gpu.zeros("adam_v", flat).unwrap());
-    let adam_cfg = AdamConfig::adam(LR);
-    let adam =
-        pollster::block_on(adam_step(gpu, &model.params.grad, None, &model.params.value, &m, &v, flat, &adam_cfg, 1))
-            .unwrap();
-    let mut losses = vec![loss0 as f32];
-    for k in 1..=STEPS {
-        adam.set_step(gpu, &adam_cfg, k).unwrap();
-        gpu.run(&[&adam.dispatch]);
-        losses.push(step(k < STEPS) as f32);
-    }
-    let finals = pollster::block_on(gpu.read(&model.params.value)).unwrap();
-    gpu.take_error().unwrap();
+    let submit = |backward: bool| model.submit(gpu, backward);
+    let gm = GpuModel { params: &model.params, out: &model.out, dout: &model.dout, dx: &model.dx, submit: &submit };
+    let GpuRun { loss0, out, dx, grads, losses, finals } = gpu_run(gpu, &gm, &target, LR, STEPS);
 
     // Compare, one line per tensor.
     let mut report = Report::new(&want);

@@ -132,3 +132,63 @@ pub async fn mse_head(
     ];
     Ok(MseHead { dispatches, loss_sum })
 }
+
+/// What the GPU side of a mirror test computes: the first forward, loss and backward, then
+/// `steps` Adam steps with the loss recomputed after each.
+pub struct GpuRun {
+    pub loss0: f64,
+    pub out: Vec<f32>,
+    pub dx: Vec<f32>,
+    pub grads: Vec<f32>,
+    /// The loss before any step, then after each step.
+    pub losses: Vec<f32>,
+    pub finals: Vec<f32>,
+}
+
+/// The buffers of a model that a mirror run reads and writes.
+pub struct GpuModel<'a> {
+    pub params: &'a cdl::nn::Params,
+    pub out: &'a cdl::gpu::Buffer,
+    pub dout: &'a cdl::gpu::Buffer,
+    pub dx: &'a cdl::gpu::Buffer,
+    /// Submits the model's forward and, with `true`, its backward.
+    pub submit: &'a dyn Fn(bool),
+}
+
+/// Runs the MSE loss against `target`, the backward and `steps` Adam steps (lr `lr`) on the GPU,
+/// as tools/mirror.py does in torch. Inputs must already be written to the model.
+pub fn gpu_run(gpu: &cdl::gpu::Gpu, m: &GpuModel<'_>, target: &[f32], lr: f64, steps: u32) -> GpuRun {
+    use cdl::ops::optim::adam_step;
+    use cdl::reference::optim::AdamConfig;
+    let read = |b: &cdl::gpu::Buffer| pollster::block_on(gpu.read(b)).unwrap();
+    let n_out = target.len();
+    let target_buf = gpu.upload("target", target).unwrap();
+    let head = pollster::block_on(mse_head(gpu, m.out, m.dout, &target_buf, n_out)).unwrap();
+    let head_refs: Vec<&cdl::gpu::Dispatch> = head.dispatches.iter().collect();
+    // Forward, loss head (writes dout), then forward again with the backward (the forward is
+    // deterministic, so the backward sees the activations of the loss just computed).
+    let step = |backward: bool| -> f64 {
+        (m.submit)(false);
+        gpu.run(&head_refs);
+        if backward {
+            (m.submit)(true);
+        }
+        f64::from(read(&head.loss_sum)[0]) / n_out as f64
+    };
+    let loss0 = step(true);
+    let (out, dx, grads) = (read(m.out), read(m.dx), read(&m.params.grad));
+    let flat = m.params.layout.flat_len();
+    let (mm, vv) = (gpu.zeros("adam_m", flat).unwrap(), gpu.zeros("adam_v", flat).unwrap());
+    let cfg = AdamConfig::adam(lr);
+    let adam =
+        pollster::block_on(adam_step(gpu, &m.params.grad, None, &m.params.value, &mm, &vv, flat, &cfg, 1)).unwrap();
+    let mut losses = vec![loss0 as f32];
+    for k in 1..=steps {
+        adam.set_step(gpu, &cfg, k).unwrap();
+        gpu.run(&[&adam.dispatch]);
+        losses.push(step(k < steps) as f32);
+    }
+    let finals = read(&m.params.value);
+    gpu.take_error().unwrap();
+    GpuRun { loss0, out, dx, grads, losses, finals }
+}
