@@ -64,6 +64,29 @@ macro_rules! op_tests {
 
 op_tests!(elementwise, matmul, reduce, philox, groupnorm, resample, embedding, softmax, optim, conv2d);
 
+/// Output, input gradient and every parameter gradient (flat `grads` split by `layout`) against
+/// the oracle's, with LOOSE; one message listing every mismatch.
+fn assert_matches_oracle(
+    layout: &cdl::nn::ParamLayout,
+    out: (&[f32], &[f64]),
+    dx: (&[f32], &[f64]),
+    (grads, want_grads): (&[f32], &std::collections::HashMap<String, Vec<f64>>),
+) {
+    let mut bad = Vec::new();
+    let mut cmp = |what: String, got: &[f32], want: &[f64]| {
+        let r = compare(got, want, LOOSE);
+        if !r.ok() {
+            bad.push(format!("{what}: {r}"));
+        }
+    };
+    cmp("out".into(), out.0, out.1);
+    cmp("dx".into(), dx.0, dx.1);
+    for (name, _, gr) in layout.split(grads) {
+        cmp(format!("grad {name}"), &gr, &want_grads[&name]);
+    }
+    assert!(bad.is_empty(), "{}", bad.join("\n"));
+}
+
 /// The MLP forward and backward in the browser against the f64 oracle (as tests/model_mlp.rs
 /// does natively): the model's whole dispatch list runs on the browser's WebGPU.
 #[wasm_bindgen_test]
@@ -88,19 +111,7 @@ async fn mlp_matches_oracle() {
     let (x64, t64, d64) = (to_f64(&x), to_f64(&t), to_f64(&dout));
     let (want_out, cache) = o.forward(&x64, &t64);
     let (want_grads, want_dx) = o.backward(&cache, &x64, &d64);
-    let mut bad = Vec::new();
-    let mut cmp = |what: String, got: &[f32], want: &[f64]| {
-        let r = compare(got, want, LOOSE);
-        if !r.ok() {
-            bad.push(format!("{what}: {r}"));
-        }
-    };
-    cmp("out".into(), &out, &want_out);
-    cmp("dx".into(), &dx, &want_dx);
-    for (name, _, gr) in layout.split(&grads) {
-        cmp(format!("grad {name}"), &gr, &want_grads[&name]);
-    }
-    assert!(bad.is_empty(), "{}", bad.join("\n"));
+    assert_matches_oracle(layout, (&out, &want_out), (&dx, &want_dx), (&grads, &want_grads));
 }
 
 /// The tiny UNet's forward and backward in the browser against the f64 oracle (as
@@ -128,18 +139,6 @@ async fn unet_matches_oracle() {
     let (x64, t64, d64) = (to_f64(&x), to_f64(&t), to_f64(&dout));
     let (want_out, cache) = o.forward(&x64, &t64);
     let (want_grads, want_dx) = o.backward(&cache, &x64, &d64);
-    let mut bad = Vec::new();
-    let mut cmp = |what: String, got: &[f32], want: &[f64]| {
-        let r = compare(got, want, LOOSE);
-        if !r.ok() {
-            bad.push(format!("{what}: {r}"));
-        }
-    };
-    cmp("out".into(), &out, &want_out);
-    cmp("dx".into(), &dx, &want_dx);
-    for (name, _, gr) in layout.split(&grads) {
-        cmp(format!("grad {name}"), &gr, &want_grads[&name]);
-    }
-    assert!(bad.is_empty(), "{}", bad.join("\n"));
+    assert_matches_oracle(layout, (&out, &want_out), (&dx, &want_dx), (&grads, &want_grads));
     assert_eq!(want_grads.len(), layout.shapes().len());
 }
