@@ -11,6 +11,7 @@ pub mod conv2d;
 pub mod elementwise;
 pub mod embedding;
 pub mod groupnorm;
+pub mod loss;
 pub mod matmul;
 pub mod optim;
 pub mod philox;
@@ -111,6 +112,7 @@ pub const OPS: &[OpSpec] = &[
     softmax::SPEC,
     optim::SPEC,
     conv2d::SPEC,
+    loss::SPEC,
 ];
 
 /// Looks an op family up by name.

@@ -19,6 +19,7 @@ pub mod elementwise;
 pub mod embedding;
 pub mod gradcheck;
 pub mod groupnorm;
+pub mod loss;
 pub mod matmul;
 pub mod optim;
 pub mod philox;
