@@ -176,6 +176,7 @@ pub async fn train_step(
         "batch": net.batch,
         "params": net.params.layout.count(),
         "memory_bytes": net.memory_bytes,
+        "optimizer_bytes_adam": 2 * 4 * n as u64,
         "median_ms_per_step": median,
         "samples_per_s": net.batch as f64 / median * 1e3,
         "breakdown_ms": breakdown,

@@ -105,16 +105,26 @@ async fn info(gpu: &Gpu) -> Result<ExitCode, String> {
     for (name, value) in gpu.limit_report() {
         println!("  {name:40} {value}");
     }
-    println!("models (parameters; UNet device memory for a training step at batch 32):");
-    println!("  {:16} {:>10}", "mlp (default)", cdl::model::mlp::layout(cdl::model::MlpConfig::default()).count());
+    println!("models (parameters; device memory at batch 32: model (weights, gradients, activations) + optimizer state (Adam m, v, EMA)):");
+    let mib = |b: u64| b as f64 / (1u64 << 20) as f64;
+    let mlp = cdl::model::Mlp::new(gpu, cdl::model::MlpConfig::default(), 32, 0).await.map_err(|e| e.to_string())?;
+    let opt = mlp.params.layout.optimizer_bytes();
+    println!(
+        "  {:16} {:>10} {:>10.1} MiB model + {:>8.1} MiB",
+        "mlp (default)",
+        mlp.param_count(),
+        mib(mlp.memory_bytes),
+        mib(opt)
+    );
     for (name, cfg) in [
         ("unet tiny", cdl::model::UNetConfig::tiny()),
         ("unet compact", cdl::model::UNetConfig::compact()),
         ("unet small", cdl::model::UNetConfig::small()),
     ] {
-        let params = cdl::model::unet::layout(&cfg).map_err(|e| e.to_string())?.count();
+        let layout = cdl::model::unet::layout(&cfg).map_err(|e| e.to_string())?;
         let (bytes, _) = cdl::model::unet::memory_estimate(&cfg, 32).map_err(|e| e.to_string())?;
-        println!("  {name:16} {params:>10} {:>8.1} MiB", bytes as f64 / (1 << 20) as f64);
+        let opt = layout.optimizer_bytes();
+        println!("  {name:16} {:>10} {:>10.1} MiB model + {:>8.1} MiB", layout.count(), mib(bytes as u64), mib(opt));
     }
     println!("self-test (GPU vs CPU reference):");
     let results = cdl::ops::check_all(gpu).await.map_err(|e| e.to_string())?;

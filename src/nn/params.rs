@@ -55,6 +55,12 @@ impl ParamLayout {
         self.total.max(VIEW_ALIGN)
     }
 
+    /// Bytes of the optimizer state a training run keeps beside the model: Adam's two moments
+    /// and the EMA copy of the weights, each a flat buffer like the values.
+    pub fn optimizer_bytes(&self) -> u64 {
+        3 * 4 * self.flat_len() as u64
+    }
+
     /// (name, shape) of every tensor, in registration order.
     pub fn shapes(&self) -> Vec<(String, Vec<usize>)> {
         self.entries.iter().map(|e| (e.name.clone(), e.shape.clone())).collect()
