@@ -38,7 +38,7 @@ macro_rules! op_tests {
     };
 }
 
-op_tests!(elementwise, matmul, reduce, philox, groupnorm, resample, embedding, softmax, optim, conv2d, loss);
+op_tests!(elementwise, matmul, reduce, philox, groupnorm, resample, embedding, softmax, optim, conv2d, loss, rows);
 
 /// A dispatch of more than 65,535 workgroups folds into 2-D and still covers every element.
 #[test]

@@ -62,7 +62,7 @@ macro_rules! op_tests {
     };
 }
 
-op_tests!(elementwise, matmul, reduce, philox, groupnorm, resample, embedding, softmax, optim, conv2d, loss);
+op_tests!(elementwise, matmul, reduce, philox, groupnorm, resample, embedding, softmax, optim, conv2d, loss, rows);
 
 /// Output, input gradient and every parameter gradient (flat `grads` split by `layout`) against
 /// the oracle's, with LOOSE; one message listing every mismatch.

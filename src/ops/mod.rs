@@ -17,6 +17,7 @@ pub mod optim;
 pub mod philox;
 pub mod reduce;
 pub mod resample;
+pub mod rows;
 pub mod softmax;
 
 use std::future::Future;
@@ -113,6 +114,7 @@ pub const OPS: &[OpSpec] = &[
     optim::SPEC,
     conv2d::SPEC,
     loss::SPEC,
+    rows::SPEC,
 ];
 
 /// Looks an op family up by name.

@@ -8,7 +8,7 @@ use crate::reference::tol::{compare, EXACT};
 
 pub const SPEC: OpSpec = OpSpec {
     name: "philox",
-    source: super::shader_source!("philox.wgsl"),
+    source: super::shader_source!("philox.wgsl", "philox_core.wgsl"),
     entries: &[
         Entry {
             name: "philox_normal",

@@ -25,6 +25,7 @@ pub mod optim;
 pub mod philox;
 pub mod reduce;
 pub mod resample;
+pub mod rows;
 pub mod tol;
 
 pub use num_traits::Float;

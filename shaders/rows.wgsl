@@ -1,0 +1,53 @@
+// Row inputs of a training step (spec §9b): input = a (y_x x[example] + y_n0 eps0) + b eps and
+// target = eps per row, with eps and eps0 drawn from the row's own Philox streams (the same
+// numbers as reference/rows.rs; the generator is common/philox_core.wgsl). Per-row constants are
+// computed in f64 on the host and uploaded as f32 bits in a u32 table of 12 words per row:
+// [example, a, b, y_x, y_n0, noise w0..w2, noise0 w0..w2, pad].
+// One invocation per block of 4 elements of a row. Outputs are overwritten.
+// Bindings (group 0): x (read), table (read), inputs (write), targets (write). Group 1: Params.
+
+struct Params {
+    rows: u32,
+    n: u32,
+    seed_lo: u32,
+    seed_hi: u32,
+}
+
+@group(1) @binding(0) var<uniform> p: Params;
+@group(0) @binding(0) var<storage, read> x: array<f32>;
+@group(0) @binding(1) var<storage, read> table: array<u32>;
+@group(0) @binding(2) var<storage, read_write> inputs: array<f32>;
+@group(0) @binding(3) var<storage, read_write> targets: array<f32>;
+
+const WG: u32 = 64u;
+const ROW_WORDS: u32 = 12u;
+
+fn normals(blk: u32, w: u32) -> vec4<f32> {
+    let c = philox4x32_10(vec4<u32>(blk, table[w], table[w + 1u], table[w + 2u]), vec2<u32>(p.seed_lo, p.seed_hi));
+    return vec4<f32>(box_muller(c.x, c.y), box_muller(c.z, c.w));
+}
+
+@compute @workgroup_size(64)
+fn row_inputs(@builtin(workgroup_id) wid: vec3<u32>, @builtin(num_workgroups) nwg: vec3<u32>,
+              @builtin(local_invocation_index) lid: u32) {
+    let g = workgroup_linear(wid, nwg) * WG + lid;
+    let blocks = (p.n + 3u) / 4u;
+    let r = g / blocks;
+    if (r >= p.rows) { return; }
+    let blk = g % blocks;
+    let t = r * ROW_WORDS;
+    let ex = table[t];
+    let a = bitcast<f32>(table[t + 1u]);
+    let b = bitcast<f32>(table[t + 2u]);
+    let y_x = bitcast<f32>(table[t + 3u]);
+    let y_n0 = bitcast<f32>(table[t + 4u]);
+    let e = normals(blk, t + 5u);
+    let e0 = normals(blk, t + 8u);
+    for (var c = 0u; c < 4u; c = c + 1u) {
+        let i = 4u * blk + c;
+        if (i < p.n) {
+            inputs[r * p.n + i] = a * (y_x * x[ex * p.n + i] + y_n0 * e0[c]) + b * e[c];
+            targets[r * p.n + i] = e[c];
+        }
+    }
+}
