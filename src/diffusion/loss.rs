@@ -53,7 +53,9 @@ use super::logsnr::{shifted_level, sigmoid, softplus, sqrt_sigmoid};
 use super::rng::{row_normals, HostRng};
 use super::schedule::{alpha_of_sigma, DdpmSchedule, EdmPrecond, VeSchedule, VpSde};
 use super::{finite, DiffusionError, Result};
+use crate::reference::loss::LossHead;
 use crate::reference::philox::Stream;
+use crate::reference::rows::RowSpec;
 
 /// Stream tag of host-side draws.
 pub const TAG_HOST: u32 = 0;
@@ -519,6 +521,35 @@ impl RowPlan {
     /// Index of the p-row of (k, m); the q-row is this plus K·M.
     pub fn p_row(&self, k: usize, m: usize) -> usize {
         self.n_std + k * self.points + m
+    }
+
+    /// The rows as the GPU reads them (`ops::rows`): coefficients rounded once to f32.
+    pub fn row_specs(&self) -> Vec<RowSpec> {
+        self.rows
+            .iter()
+            .map(|r| RowSpec {
+                example: r.example,
+                a: r.sqrt_sig_pos as f32,
+                b: r.sqrt_sig_neg as f32,
+                y_x: r.y_x as f32,
+                y_n0: r.y_n0 as f32,
+                noise: r.noise.words,
+                noise0: r.noise0.words,
+            })
+            .collect()
+    }
+
+    /// Sizes and scalars of the loss head (`ops::loss`, `reference::loss`) for this plan.
+    pub fn head(&self) -> LossHead<f64> {
+        LossHead {
+            n_std: self.n_std,
+            anchors: self.anchors.len(),
+            points: self.points,
+            lambda_std: self.lambda_std,
+            lambda_cdl: self.lambda_cdl,
+            cdl_norm: self.cdl_norm,
+            std_const: self.std_const,
+        }
     }
 
     /// The anchor's y = y_x·x + y_n0·ε₀ (ε₀ from the anchor's stream). x, out: (d,)

@@ -33,6 +33,21 @@ impl<T> LossHead<T> {
     }
 }
 
+impl LossHead<f64> {
+    /// The scalars rounded once to f32, as the GPU head reads them.
+    pub fn to_f32(&self) -> LossHead<f32> {
+        LossHead {
+            n_std: self.n_std,
+            anchors: self.anchors,
+            points: self.points,
+            lambda_std: self.lambda_std as f32,
+            lambda_cdl: self.lambda_cdl as f32,
+            cdl_norm: self.cdl_norm as f32,
+            std_const: self.std_const as f32,
+        }
+    }
+}
+
 /// The loss values of a step: [total, std, cdl].
 pub type Totals<T> = [T; 3];
 
