@@ -9,4 +9,5 @@
 //! models and ops through their Rust APIs only.
 
 pub mod checkpoint;
+pub mod data;
 pub mod weights;
