@@ -8,8 +8,114 @@ pub mod unet;
 pub use mlp::{Mlp, MlpConfig};
 pub use unet::{UNet, UNetConfig};
 
-use crate::gpu::{Dispatch, Gpu};
+use crate::gpu::{Buffer, Dispatch, Gpu, GpuError};
 use crate::nn::Params;
+
+/// What a training loop or a sampler needs of a denoiser bound to R rows: the ε-prediction
+/// ε̂(input, t) of every row, t the noise input (c_noise = α/8, spec §8), and its backward.
+pub trait Net {
+    /// Architecture name stored in checkpoints ("mlp", "unet").
+    fn arch(&self) -> &'static str;
+    /// The model config as checkpoint text (JSON).
+    fn config_json(&self) -> String;
+    /// R, the rows the model is bound to.
+    fn rows(&self) -> usize;
+    /// Elements of one row (D, or C·H·W).
+    fn row_len(&self) -> usize;
+    /// Parameters (values and gradients, flat).
+    fn params(&self) -> &Params;
+    /// Inputs. (R, row_len)
+    fn input(&self) -> &Buffer;
+    /// Noise input of each row. (R,)
+    fn noise_input(&self) -> &Buffer;
+    /// ε predictions. (R, row_len)
+    fn output(&self) -> &Buffer;
+    /// Upstream gradient of `output`, read by the backward pass. (R, row_len)
+    fn output_grad(&self) -> &Buffer;
+    /// Class count of a conditional model (0: unconditional).
+    fn num_classes(&self) -> usize {
+        0
+    }
+    /// Writes the class label of every row (conditional models only). labels: (R,)
+    fn write_labels(&self, gpu: &Gpu, labels: &[u32]) -> Result<(), GpuError> {
+        let _ = (gpu, labels);
+        Err(GpuError::Shape(format!("the {} model is not class-conditional", self.arch())))
+    }
+    /// The prepared forward and backward dispatches, in encoding order.
+    fn dispatches(&self) -> (&[Dispatch], &[Dispatch]);
+}
+
+impl Net for Mlp {
+    fn arch(&self) -> &'static str {
+        MlpConfig::ARCH
+    }
+    fn config_json(&self) -> String {
+        self.cfg.to_json()
+    }
+    fn rows(&self) -> usize {
+        self.batch
+    }
+    fn row_len(&self) -> usize {
+        self.cfg.dim
+    }
+    fn params(&self) -> &Params {
+        &self.params
+    }
+    fn input(&self) -> &Buffer {
+        &self.x
+    }
+    fn noise_input(&self) -> &Buffer {
+        &self.t
+    }
+    fn output(&self) -> &Buffer {
+        &self.out
+    }
+    fn output_grad(&self) -> &Buffer {
+        &self.dout
+    }
+    fn dispatches(&self) -> (&[Dispatch], &[Dispatch]) {
+        Mlp::dispatches(self)
+    }
+}
+
+impl Net for UNet {
+    fn arch(&self) -> &'static str {
+        UNetConfig::ARCH
+    }
+    fn config_json(&self) -> String {
+        self.cfg.to_json()
+    }
+    fn rows(&self) -> usize {
+        self.batch
+    }
+    fn row_len(&self) -> usize {
+        self.cfg.in_channels * self.cfg.image_size * self.cfg.image_size
+    }
+    fn params(&self) -> &Params {
+        &self.params
+    }
+    fn input(&self) -> &Buffer {
+        &self.x
+    }
+    fn noise_input(&self) -> &Buffer {
+        &self.t
+    }
+    fn output(&self) -> &Buffer {
+        &self.out
+    }
+    fn output_grad(&self) -> &Buffer {
+        &self.dout
+    }
+    fn num_classes(&self) -> usize {
+        self.cfg.num_classes
+    }
+    fn write_labels(&self, gpu: &Gpu, labels: &[u32]) -> Result<(), GpuError> {
+        UNet::write_labels(self, gpu, labels)
+    }
+    fn dispatches(&self) -> (&[Dispatch], &[Dispatch]) {
+        UNet::dispatches(self)
+    }
+}
 
 /// Submits a model's forward pass and, when `backward` is given, the zeroing of its gradients
 /// and its backward pass, in one command buffer (dispatches in one compute pass: WebGPU orders

@@ -149,6 +149,13 @@ pub async fn ema_update(gpu: &Gpu, param: &Buffer, ema: &Buffer, n: usize, decay
     prepare(gpu, &SPEC, "ema_update", "ema_update", &[param, ema], &p, groups_for(n, WG)).await
 }
 
+/// Rewrites the decay of a prepared `ema_update` over `n` elements (an EMA warm-up changes it
+/// every step; the write lands before the next submit).
+pub fn set_ema_decay(gpu: &Gpu, ema: &Dispatch, n: usize, decay: f64) {
+    let p = EmaParams { n: n as u32, decay: decay as f32, one_minus_decay: (1.0 - decay) as f32, _pad: 0 };
+    gpu.queue.write_buffer(&ema.params, 0, bytemuck::bytes_of(&p));
+}
+
 /// scale[0] = min(1, max_norm / (sqrt(sum_sq[0]) + 1e-6)): `clip_grad_norm_`'s factor from the
 /// global sum of squares that `reduce::sum_sq` leaves in `sum_sq[0]`. sum_sq, scale: (1,)
 pub async fn clip_scale(gpu: &Gpu, sum_sq: &Buffer, scale: &Buffer, max_norm: f32) -> Result<Dispatch, GpuError> {

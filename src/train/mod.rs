@@ -10,4 +10,6 @@
 
 pub mod checkpoint;
 pub mod data;
+pub mod recipe;
+pub mod trainer;
 pub mod weights;
