@@ -2,9 +2,11 @@
 //! turns every error into one line on stderr and a non-zero exit code.
 
 mod bench;
+mod train;
 
 use std::process::ExitCode;
 
+use clap::error::ErrorKind;
 use clap::{Parser, Subcommand};
 
 use cdl::gpu::{Gpu, GpuOptions};
@@ -22,6 +24,9 @@ struct Cli {
 
 #[derive(Subcommand)]
 enum Command {
+    /// Train the 2-D toy denoiser (defaults: two moons, ITD + CDL, 1000 steps) and write a run
+    /// directory with checkpoint.safetensors and metrics.jsonl.
+    Train(train::TrainArgs),
     /// Print the adapter, its limits, and a self-test of every op against the CPU reference.
     Info,
     /// Measure kernels and write JSON results.
@@ -59,7 +64,17 @@ enum BenchWhat {
 }
 
 pub fn main() -> ExitCode {
-    let cli = Cli::parse();
+    let cli = match Cli::try_parse() {
+        Ok(cli) => cli,
+        Err(e) if matches!(e.kind(), ErrorKind::DisplayHelp | ErrorKind::DisplayVersion) => e.exit(),
+        Err(e) => {
+            // One line, as for every other error: clap's first line, without its usage block.
+            let msg = e.to_string();
+            let first = msg.lines().next().unwrap_or("invalid arguments").trim_start_matches("error: ");
+            eprintln!("error: {first} (see cdl --help)");
+            return ExitCode::from(2);
+        }
+    };
     match pollster::block_on(run(cli)) {
         Ok(code) => code,
         Err(e) => {
@@ -77,6 +92,7 @@ async fn run(cli: Cli) -> Result<ExitCode, String> {
     let gpu = Gpu::new(&opts).await.map_err(|e| e.to_string())?;
     match cli.command {
         Command::Info => info(&gpu).await,
+        Command::Train(args) => train::train(&gpu, args).await.map(|()| ExitCode::SUCCESS),
         Command::Bench { what: BenchWhat::Ops { runs, out } } => {
             let json = bench::ops(&gpu, runs as usize).await.map_err(|e| e.to_string())?;
             emit(&json, out.as_deref())

@@ -1,0 +1,333 @@
+//! `cdl train`: trains the 2-D toy denoiser on a built-in data set or a CSV file and writes a run
+//! directory: `checkpoint.safetensors` (model, EMA, Adam moments, step, run config, data
+//! standardisation; written atomically every `--checkpoint-every` steps and at the end) and
+//! `metrics.jsonl` (one JSON object per `--log-every` steps). `--resume` continues a run from its
+//! checkpoint exactly (same batches, same noise) and drops metrics lines written after it.
+
+use std::fs;
+use std::io::Write;
+use std::path::{Path, PathBuf};
+use std::time::Instant;
+
+use clap::Args;
+use serde_json::{json, Value};
+
+use cdl::diffusion::loss::CdlNorm;
+use cdl::gpu::Gpu;
+use cdl::model::{Mlp, MlpConfig};
+use cdl::train::checkpoint::{self, Checkpoint};
+use cdl::train::data::{Batcher, DataSource, Points};
+use cdl::train::recipe::{loss_config, CdlKnobs, LossKind};
+use cdl::train::trainer::{StepStats, TrainConfig, Trainer};
+
+/// Checkpoint file name inside the run directory.
+pub const CHECKPOINT: &str = "checkpoint.safetensors";
+/// Metrics file name inside the run directory.
+pub const METRICS: &str = "metrics.jsonl";
+/// Checkpoint metadata key of the run config (JSON).
+const KEY_RUN: &str = "run.config";
+/// Checkpoint metadata keys of the data standardisation (JSON arrays).
+const KEY_DATA_MEAN: &str = "data.mean";
+const KEY_DATA_STD: &str = "data.std";
+
+#[derive(Args, Clone, Debug)]
+pub struct TrainArgs {
+    /// Training data: a built-in 2-D set (moons, spirals, checkerboard, 8gaussians, circles, dino)
+    /// or a CSV file of x,y points (header optional). Points are standardised per coordinate.
+    #[arg(long, default_value = "moons")]
+    pub data: String,
+    /// Loss: ddpm, itd, edm, vp, ve, or cdl (ITD + the contrastive diffusion loss).
+    #[arg(long, default_value = "cdl")]
+    pub loss: LossKind,
+    /// Optimizer steps.
+    #[arg(long, default_value_t = 1000, value_parser = clap::value_parser!(u64).range(1..=4_000_000_000))]
+    pub steps: u64,
+    /// Examples per step, B.
+    #[arg(long, default_value_t = 128, value_parser = clap::value_parser!(u64).range(1..=1_000_000))]
+    pub batch: u64,
+    /// Peak learning rate (Adam).
+    #[arg(long, default_value_t = 1e-3)]
+    pub lr: f64,
+    /// Linear learning-rate warm-up, in steps.
+    #[arg(long, default_value_t = 100)]
+    pub warmup: u64,
+    /// EMA decay of the weights (with a (1+s)/(10+s) warm-up).
+    #[arg(long, default_value_t = 0.999)]
+    pub ema: f64,
+    /// Clip the global gradient norm to this value; 0 (the paper's setting) turns clipping off.
+    #[arg(long, default_value_t = 0.0)]
+    pub clip: f64,
+    /// Seed of the model init, the data order and every noise draw.
+    #[arg(long, default_value_t = 0)]
+    pub seed: u64,
+    /// CDL: anchors per step, K.
+    #[arg(long, default_value_t = 2, value_parser = clap::value_parser!(u64).range(1..=65_536))]
+    pub anchors: u64,
+    /// CDL: integration points per anchor, M.
+    #[arg(long, default_value_t = 32, value_parser = clap::value_parser!(u64).range(1..=65_536))]
+    pub points: u64,
+    /// CDL: weight λ_cdl of the contrastive term.
+    #[arg(long, default_value_t = 1.0)]
+    pub lambda_cdl: f64,
+    /// CDL: draw the two density terms independently, as the authors' code does (default:
+    /// common random numbers, far lower variance).
+    #[arg(long)]
+    pub independent_draws: bool,
+    /// CDL: normalise Σ_k ℓ_k by the batch size (authors) or by the number of anchors.
+    #[arg(long, default_value = "batch", value_parser = ["batch", "anchors"])]
+    pub cdl_norm: String,
+    /// MLP hidden width.
+    #[arg(long, default_value_t = 128, value_parser = clap::value_parser!(u64).range(1..=65_536))]
+    pub width: u64,
+    /// MLP residual blocks.
+    #[arg(long, default_value_t = 2, value_parser = clap::value_parser!(u64).range(0..=64))]
+    pub blocks: u64,
+    /// Points generated for a built-in data set.
+    #[arg(long, default_value_t = 100_000, value_parser = clap::value_parser!(u64).range(1..=10_000_000))]
+    pub toy_points: u64,
+    /// Write metrics every N steps.
+    #[arg(long, default_value_t = 100, value_parser = clap::value_parser!(u64).range(1..=1_000_000))]
+    pub log_every: u64,
+    /// Write a checkpoint every N steps (a multiple of --log-every) and at the end.
+    #[arg(long, default_value_t = 500, value_parser = clap::value_parser!(u64).range(1..=1_000_000_000))]
+    pub checkpoint_every: u64,
+    /// Run directory (default: runs/<data>-<loss>).
+    #[arg(long)]
+    pub out: Option<PathBuf>,
+    /// Continue the run in --out from its checkpoint (same flags; --steps may grow).
+    #[arg(long)]
+    pub resume: bool,
+    /// Print only the final summary.
+    #[arg(long)]
+    pub quiet: bool,
+}
+
+impl TrainArgs {
+    /// The flags that define the run (everything that changes a step's result), as stored in
+    /// the checkpoint; `--resume` refuses a checkpoint whose stored run differs.
+    fn run_config(&self) -> Value {
+        json!({
+            "data": self.data, "loss": self.loss.name(), "batch": self.batch, "lr": self.lr,
+            "warmup": self.warmup, "ema": self.ema, "clip": self.clip, "seed": self.seed,
+            "anchors": self.anchors, "points": self.points, "lambda_cdl": self.lambda_cdl,
+            "independent_draws": self.independent_draws, "cdl_norm": self.cdl_norm,
+            "width": self.width, "blocks": self.blocks, "toy_points": self.toy_points,
+            "log_every": self.log_every,
+        })
+    }
+
+    fn out_dir(&self) -> PathBuf {
+        self.out.clone().unwrap_or_else(|| {
+            let stem = Path::new(&self.data).file_stem().map_or("data".into(), |s| s.to_string_lossy().into_owned());
+            PathBuf::from("runs").join(format!("{stem}-{}", self.loss))
+        })
+    }
+}
+
+/// Statistics of the steps since the last metrics line.
+#[derive(Default)]
+struct Window {
+    steps: Vec<StepStats>,
+}
+
+impl Window {
+    fn line(&mut self, elapsed: f64, window_s: f64, batch: u64) -> Option<Value> {
+        let last = self.steps.last()?.clone();
+        let n = self.steps.len() as f64;
+        let avg = |f: &dyn Fn(&StepStats) -> f64| self.steps.iter().map(f).sum::<f64>() / n;
+        let logits = |label: f32| {
+            let v: Vec<f64> = self
+                .steps
+                .iter()
+                .flat_map(|s| {
+                    s.logits.iter().zip(&s.labels).filter(move |(_, l)| **l == label).map(|(f, _)| f64::from(*f))
+                })
+                .collect();
+            (!v.is_empty()).then(|| v.iter().sum::<f64>() / v.len() as f64)
+        };
+        let acc: Vec<f64> = self.steps.iter().filter_map(StepStats::accuracy).collect();
+        let line = json!({
+            "step": last.step,
+            "loss": avg(&|s| f64::from(s.loss)),
+            "loss_std": avg(&|s| f64::from(s.std)),
+            "loss_cdl": avg(&|s| f64::from(s.cdl)),
+            "grad_norm": avg(&|s| f64::from(s.grad_norm)),
+            "lr": last.lr,
+            "cdl_accuracy": (!acc.is_empty()).then(|| acc.iter().sum::<f64>() / acc.len() as f64),
+            "logit_clean": logits(1.0),
+            "logit_noisy": logits(-1.0),
+            "steps_per_s": n / window_s.max(1e-9),
+            "examples_per_s": n * batch as f64 / window_s.max(1e-9),
+            "elapsed_s": elapsed,
+        });
+        self.steps.clear();
+        Some(line)
+    }
+}
+
+fn f64s(v: &[f64]) -> String {
+    Value::from(v.to_vec()).to_string()
+}
+
+/// Keeps the metrics lines of steps <= `step` (a resumed run rewrites what came after).
+fn truncate_metrics(path: &Path, step: u64) -> Result<(), String> {
+    let text = match fs::read_to_string(path) {
+        Ok(t) => t,
+        Err(e) if e.kind() == std::io::ErrorKind::NotFound => return Ok(()),
+        Err(e) => return Err(format!("cannot read {}: {e}", path.display())),
+    };
+    let kept: String = text
+        .lines()
+        .filter(|l| serde_json::from_str::<Value>(l).ok().and_then(|v| v["step"].as_u64()).is_some_and(|s| s <= step))
+        .map(|l| format!("{l}\n"))
+        .collect();
+    checkpoint::write_atomic(path, |f| f.write_all(kept.as_bytes())).map_err(|e| e.to_string())
+}
+
+pub async fn train(gpu: &Gpu, args: TrainArgs) -> Result<(), String> {
+    if !args.checkpoint_every.is_multiple_of(args.log_every) {
+        return Err(format!(
+            "--checkpoint-every ({}) must be a multiple of --log-every ({})",
+            args.checkpoint_every, args.log_every
+        ));
+    }
+    let source = DataSource::parse(&args.data).map_err(|e| e.to_string())?;
+    let (points, standard): (Points, _) =
+        source.load(args.toy_points as usize, args.seed).map_err(|e| e.to_string())?;
+    let variances = points.variances();
+    let knobs = CdlKnobs {
+        anchors: args.anchors as usize,
+        points: args.points as usize,
+        lambda: args.lambda_cdl,
+        paired: !args.independent_draws,
+        norm: if args.cdl_norm == "anchors" { CdlNorm::MeanOverAnchors } else { CdlNorm::SumOverBatch },
+    };
+    let loss = loss_config(args.loss, &variances, knobs).map_err(|e| e.to_string())?;
+    let cfg = TrainConfig {
+        batch: args.batch as usize,
+        seed: args.seed,
+        adam: cdl::reference::optim::AdamConfig::adam(args.lr),
+        warmup_steps: args.warmup,
+        ema_decay: args.ema,
+        grad_clip: (args.clip > 0.0).then_some(args.clip),
+        ..TrainConfig::toy(loss)
+    };
+    cfg.validate().map_err(|e| e.to_string())?;
+    let mlp = MlpConfig { dim: points.dim, width: args.width as usize, blocks: args.blocks as usize, emb_dim: 128 };
+    let net = Mlp::new(gpu, mlp, cfg.rows(), args.seed).await.map_err(|e| e.to_string())?;
+    let chunk = args.log_every.min(1000) as usize;
+    let mut trainer = Trainer::new(gpu, Box::new(net), cfg.clone(), chunk).await.map_err(|e| e.to_string())?;
+
+    let dir = args.out_dir();
+    fs::create_dir_all(&dir).map_err(|e| format!("cannot create the run directory {}: {e}", dir.display()))?;
+    let (ck_path, metrics_path) = (dir.join(CHECKPOINT), dir.join(METRICS));
+    let run = args.run_config();
+    if args.resume {
+        let ck = checkpoint::load(&ck_path).map_err(|e| format!("cannot resume: {e}"))?;
+        let stored: Value = ck
+            .extra
+            .get(KEY_RUN)
+            .and_then(|t| serde_json::from_str(t).ok())
+            .ok_or_else(|| format!("cannot resume: {} has no run config", ck_path.display()))?;
+        if stored != run {
+            return Err(format!(
+                "cannot resume: {} was trained with {stored}, not {run}; use the same flags",
+                ck_path.display()
+            ));
+        }
+        trainer.restore(gpu, &ck).map_err(|e| format!("cannot resume from {}: {e}", ck_path.display()))?;
+        truncate_metrics(&metrics_path, ck.step)?;
+    } else if ck_path.exists() {
+        return Err(format!(
+            "{} already holds a run; pass --resume to continue it or choose another --out",
+            dir.display()
+        ));
+    } else {
+        fs::write(&metrics_path, "").map_err(|e| format!("cannot write {}: {e}", metrics_path.display()))?;
+    }
+    let extra = vec![
+        (KEY_RUN.to_string(), run.to_string()),
+        (KEY_DATA_MEAN.to_string(), f64s(&standard.mean)),
+        (KEY_DATA_STD.to_string(), f64s(&standard.std)),
+        ("data.source".to_string(), args.data.clone()),
+    ];
+    let save = |ck: Checkpoint| checkpoint::save(&ck_path, &ck).map_err(|e| e.to_string());
+    let mut metrics = fs::OpenOptions::new()
+        .append(true)
+        .open(&metrics_path)
+        .map_err(|e| format!("cannot open {}: {e}", metrics_path.display()))?;
+
+    if !args.quiet {
+        println!(
+            "training {} ({} parameters, {} rows per step) on {} ({} points) with the {} loss for {} steps",
+            trainer.net().arch(),
+            trainer.net().params().layout.count(),
+            cfg.rows(),
+            args.data,
+            points.len(),
+            args.loss,
+            args.steps
+        );
+    }
+    let mut batcher = Batcher::new(trainer_data_seed(args.seed), points.len(), cfg.batch).map_err(|e| e.to_string())?;
+    let mut next_batch = |s: u64, out: &mut Vec<u32>| batcher.indices(s, out);
+    let started = Instant::now();
+    let mut window_start = Instant::now();
+    let mut window = Window::default();
+    while trainer.step() < args.steps {
+        let s = trainer.step();
+        let to_log = args.log_every - s % args.log_every;
+        let n = to_log.min(args.steps - s).min(chunk as u64) as usize;
+        let stats = match trainer.train(gpu, &points, &mut next_batch, n).await {
+            Ok(stats) => stats,
+            Err(e) => {
+                return Err(format!("{e}; the last checkpoint in {} is kept", dir.display()));
+            }
+        };
+        window.steps.extend(stats);
+        let s = trainer.step();
+        if s.is_multiple_of(args.log_every) || s == args.steps {
+            let secs = window_start.elapsed().as_secs_f64();
+            if let Some(line) = window.line(started.elapsed().as_secs_f64(), secs, args.batch) {
+                writeln!(metrics, "{line}").map_err(|e| format!("cannot write {}: {e}", metrics_path.display()))?;
+                if !args.quiet {
+                    println!("{}", progress(&line, args.steps));
+                }
+            }
+            window_start = Instant::now();
+        }
+        if s.is_multiple_of(args.checkpoint_every) || s == args.steps {
+            save(trainer.checkpoint(gpu, &extra).await.map_err(|e| e.to_string())?)?;
+        }
+    }
+    println!(
+        "trained {} steps in {:.1} s; wrote {} and {}",
+        trainer.step(),
+        started.elapsed().as_secs_f64(),
+        ck_path.display(),
+        metrics_path.display()
+    );
+    Ok(())
+}
+
+/// The batch order's seed: independent of the model init and the noise (which use the seed
+/// through other streams).
+fn trainer_data_seed(seed: u64) -> u64 {
+    seed ^ 0xDA7A_0000_0000_0000
+}
+
+fn progress(line: &Value, steps: u64) -> String {
+    let num = |k: &str| line[k].as_f64().unwrap_or(f64::NAN);
+    let mut s = format!(
+        "step {:>7}/{steps}  loss {:.4} (std {:.4}, cdl {:.4})  grad {:.3}",
+        line["step"],
+        num("loss"),
+        num("loss_std"),
+        num("loss_cdl"),
+        num("grad_norm")
+    );
+    if let Some(a) = line["cdl_accuracy"].as_f64() {
+        s += &format!("  noise-classifier accuracy {a:.2}");
+    }
+    s + &format!("  {:.0} steps/s", num("steps_per_s"))
+}

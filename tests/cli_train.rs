@@ -1,0 +1,204 @@
+//! `cdl train` end to end: the run directory, exact resume through the CLI, a non-finite loss
+//! that keeps the last good checkpoint, and one-line errors for bad input.
+
+#![cfg(not(target_arch = "wasm32"))]
+#![allow(clippy::unwrap_used)]
+
+mod common;
+
+use std::path::{Path, PathBuf};
+use std::process::{Command, Output};
+
+use cdl::train::checkpoint;
+
+/// A small, fast run: 16-wide MLP, B = 32, K = 2, M = 8.
+const SMALL: [&str; 14] = [
+    "--width",
+    "16",
+    "--blocks",
+    "1",
+    "--batch",
+    "32",
+    "--points",
+    "8",
+    "--toy-points",
+    "2000",
+    "--log-every",
+    "5",
+    "--checkpoint-every",
+    "10",
+];
+
+fn cdl(args: &[&str]) -> Output {
+    Command::new(env!("CARGO_BIN_EXE_cdl")).args(args).env("RUST_BACKTRACE", "1").output().expect("run cdl")
+}
+
+fn tmp(name: &str) -> PathBuf {
+    let dir = std::env::temp_dir().join(format!("cdl-cli-train-{}-{name}", std::process::id()));
+    let _ = std::fs::remove_dir_all(&dir);
+    dir
+}
+
+fn train(out: &Path, extra: &[&str]) -> Output {
+    let mut args = vec!["train", "--out", out.to_str().unwrap()];
+    args.extend(SMALL);
+    args.extend(extra);
+    cdl(&args)
+}
+
+fn text(o: &Output) -> String {
+    format!("{}{}", String::from_utf8_lossy(&o.stdout), String::from_utf8_lossy(&o.stderr))
+}
+
+/// The one error line of a failed run (exit 2, no panic, no backtrace).
+fn one_line_error(o: &Output) -> String {
+    let stderr = String::from_utf8_lossy(&o.stderr);
+    assert_eq!(o.status.code(), Some(2), "{}", text(o));
+    assert!(!stderr.contains("panicked") && !stderr.contains("backtrace"), "{stderr}");
+    let lines: Vec<&str> = stderr.lines().collect();
+    assert_eq!(lines.len(), 1, "{stderr}");
+    assert!(lines[0].starts_with("error: "), "{stderr}");
+    lines[0].to_string()
+}
+
+/// metrics.jsonl without the wall-clock fields.
+fn curve(dir: &Path) -> Vec<serde_json::Value> {
+    std::fs::read_to_string(dir.join("metrics.jsonl"))
+        .unwrap()
+        .lines()
+        .map(|l| {
+            let mut v: serde_json::Value = serde_json::from_str(l).unwrap();
+            for k in ["elapsed_s", "steps_per_s", "examples_per_s"] {
+                v.as_object_mut().unwrap().remove(k);
+            }
+            v
+        })
+        .collect()
+}
+
+#[test]
+fn train_writes_a_run_directory() {
+    if common::gpu_or_skip().is_none() {
+        return;
+    }
+    let dir = tmp("run");
+    let o = train(&dir, &["--steps", "20", "--data", "spirals"]);
+    assert!(o.status.success(), "{}", text(&o));
+    assert!(text(&o).contains("checkpoint.safetensors"), "{}", text(&o));
+    let lines = curve(&dir);
+    assert_eq!(lines.iter().map(|v| v["step"].as_u64().unwrap()).collect::<Vec<_>>(), [5, 10, 15, 20]);
+    assert!(lines.iter().all(|v| v["loss"].as_f64().unwrap().is_finite() && v["cdl_accuracy"].is_number()));
+    let ck = checkpoint::load(dir.join("checkpoint.safetensors")).unwrap();
+    assert_eq!((ck.arch.as_str(), ck.step), ("mlp", 20));
+    for prefix in ["model.", "ema.", "optim.m.", "optim.v."] {
+        assert!(ck.tensors().iter().any(|t| t.name.starts_with(prefix)), "no {prefix} tensors");
+    }
+    assert!(ck.extra.contains_key("run.config") && ck.extra.contains_key("data.std"));
+    // A second run into the same directory must not replace it silently.
+    let e = one_line_error(&train(&dir, &["--steps", "20", "--data", "spirals"]));
+    assert!(e.contains("--resume"), "{e}");
+    let _ = std::fs::remove_dir_all(&dir);
+}
+
+#[test]
+fn resumed_cli_run_matches_an_uninterrupted_one() {
+    if common::gpu_or_skip().is_none() {
+        return;
+    }
+    let (a, b) = (tmp("straight"), tmp("resumed"));
+    assert!(train(&a, &["--steps", "30"]).status.success());
+    assert!(train(&b, &["--steps", "20"]).status.success());
+    let o = train(&b, &["--steps", "30", "--resume"]);
+    assert!(o.status.success(), "{}", text(&o));
+    assert_eq!(curve(&a), curve(&b));
+    let (ca, cb) = (
+        checkpoint::load(a.join("checkpoint.safetensors")).unwrap(),
+        checkpoint::load(b.join("checkpoint.safetensors")).unwrap(),
+    );
+    assert_eq!(ca.tensors(), cb.tensors());
+    // Resuming with other flags is refused.
+    let e = one_line_error(&train(&b, &["--steps", "40", "--resume", "--lr", "0.01"]));
+    assert!(e.contains("cannot resume") && e.contains("same flags"), "{e}");
+    for d in [a, b] {
+        let _ = std::fs::remove_dir_all(d);
+    }
+}
+
+#[test]
+fn non_finite_loss_stops_and_keeps_the_last_checkpoint() {
+    if common::gpu_or_skip().is_none() {
+        return;
+    }
+    let dir = tmp("nan");
+    // lr 1e30: the first update throws the weights to ~1e30 and the next loss overflows.
+    let o = cdl(&[
+        "train",
+        "--out",
+        dir.to_str().unwrap(),
+        "--width",
+        "16",
+        "--blocks",
+        "1",
+        "--batch",
+        "32",
+        "--points",
+        "8",
+        "--toy-points",
+        "2000",
+        "--steps",
+        "20",
+        "--lr",
+        "1e30",
+        "--warmup",
+        "0",
+        "--log-every",
+        "1",
+        "--checkpoint-every",
+        "1",
+    ]);
+    let e = one_line_error(&o);
+    assert!(e.contains("non-finite") && e.contains("is kept"), "{e}");
+    let ck = checkpoint::load(dir.join("checkpoint.safetensors")).unwrap();
+    assert!(ck.step >= 1 && ck.step < 20, "step {}", ck.step);
+    let bad = ck.tensors().iter().flat_map(|t| t.data.iter()).filter(|v| !v.is_finite()).count();
+    assert_eq!(bad, 0, "the kept checkpoint holds non-finite values");
+    let _ = std::fs::remove_dir_all(&dir);
+}
+
+#[test]
+fn bad_input_is_one_line_naming_the_problem() {
+    if common::gpu_or_skip().is_none() {
+        return;
+    }
+    let dir = tmp("bad");
+    std::fs::create_dir_all(&dir).unwrap();
+    let csv = dir.join("points.csv");
+    std::fs::write(&csv, "x,y\n0.5,1.0\n0.25,nan\n").unwrap();
+    let out = dir.join("out");
+    let cases: Vec<(Vec<String>, &[&str])> = vec![
+        (vec!["--data".into(), csv.display().to_string()], &["points.csv", "line 3"]),
+        (vec!["--data".into(), dir.join("missing.csv").display().to_string()], &["missing.csv"]),
+        (vec!["--data".into(), "moonz".into()], &["moonz", "moons"]),
+        (vec!["--lr=-1".into()], &["learning rate"]),
+        (vec!["--steps".into(), "x".into()], &["--steps", "x"]),
+        (vec!["--anchors".into(), "64".into()], &["anchors", "batch"]),
+        (vec!["--checkpoint-every".into(), "7".into()], &["multiple"]),
+        (vec!["--resume".into()], &["cannot resume"]),
+    ];
+    for (args, want) in cases {
+        let mut all: Vec<&str> = args.iter().map(String::as_str).collect();
+        if !all.contains(&"--steps") {
+            all.extend(["--steps", "5"]);
+        }
+        let e = one_line_error(&train(&out, &all));
+        for w in want {
+            assert!(e.contains(w), "{args:?}: {e} lacks {w:?}");
+        }
+    }
+    // An output directory that cannot be created.
+    let blocker = dir.join("file");
+    std::fs::write(&blocker, "x").unwrap();
+    let e = one_line_error(&train(&blocker.join("run"), &["--steps", "5"]));
+    assert!(e.contains("run directory"), "{e}");
+    let _ = std::fs::remove_dir_all(&dir);
+}
