@@ -173,3 +173,80 @@ fn groupnorm_bwd_params(@builtin(workgroup_id) wid: vec3<u32>, @builtin(num_work
         dbeta[c] = dbeta[c] + s.y;
     }
 }
+
+// --- short groups --------------------------------------------------------------------------------
+// When a group has at most ROWS_MAX elements (LayerNorm over an MLP row: N = width), a 256-thread
+// workgroup per group spends its time in barriers. These entries give each group (or, for the
+// parameter gradients, each channel) one invocation that sums sequentially, 64 per workgroup.
+// Same bindings, same formulas, same outputs as the entries above.
+
+const WG_ROWS: u32 = 64u;
+
+@compute @workgroup_size(64)
+fn groupnorm_fwd_rows(@builtin(workgroup_id) wid: vec3<u32>, @builtin(num_workgroups) nwg: vec3<u32>,
+                      @builtin(local_invocation_index) lid: u32) {
+    let bg = workgroup_linear(wid, nwg) * WG_ROWS + lid;
+    if (bg >= p.b * p.g) { return; }
+    let n = group_len();
+    let base = bg * n;
+    let inv_n = 1.0 / f32(n);
+    var acc = 0.0;
+    for (var i = 0u; i < n; i = i + 1u) { acc = acc + x[base + i]; }
+    let mu = acc * inv_n;
+    acc = 0.0;
+    for (var i = 0u; i < n; i = i + 1u) {
+        let d = x[base + i] - mu;
+        acc = acc + d * d;
+    }
+    let r = inverseSqrt(acc * inv_n + p.eps);
+    let g = bg % p.g;
+    for (var i = 0u; i < n; i = i + 1u) {
+        let c = channel(g, i);
+        out[base + i] = gamma[c] * (x[base + i] - mu) * r + beta[c];
+    }
+    mean_out[bg] = mu;
+    rstd_out[bg] = r;
+}
+
+@compute @workgroup_size(64)
+fn groupnorm_bwd_input_rows(@builtin(workgroup_id) wid: vec3<u32>, @builtin(num_workgroups) nwg: vec3<u32>,
+                            @builtin(local_invocation_index) lid: u32) {
+    let bg = workgroup_linear(wid, nwg) * WG_ROWS + lid;
+    if (bg >= p.b * p.g) { return; }
+    let n = group_len();
+    let base = bg * n;
+    let g = bg % p.g;
+    let mu = mean[bg];
+    let r = rstd[bg];
+    var acc = vec2<f32>(0.0, 0.0);
+    for (var i = 0u; i < n; i = i + 1u) {
+        let dxhat = dout[base + i] * gamma[channel(g, i)];
+        acc = acc + vec2<f32>(dxhat, dxhat * (x[base + i] - mu) * r);
+    }
+    let m = acc / f32(n);
+    for (var i = 0u; i < n; i = i + 1u) {
+        let dxhat = dout[base + i] * gamma[channel(g, i)];
+        dx[base + i] = r * (dxhat - m.x - (x[base + i] - mu) * r * m.y);
+    }
+}
+
+@compute @workgroup_size(64)
+fn groupnorm_bwd_params_cols(@builtin(workgroup_id) wid: vec3<u32>, @builtin(num_workgroups) nwg: vec3<u32>,
+                             @builtin(local_invocation_index) lid: u32) {
+    let c = workgroup_linear(wid, nwg) * WG_ROWS + lid;
+    if (c >= p.c) { return; }
+    let gi = c / (p.c / p.g);
+    var acc = vec2<f32>(0.0, 0.0);
+    for (var b = 0u; b < p.b; b = b + 1u) {
+        let bg = b * p.g + gi;
+        let m = pmean[bg];
+        let r = prstd[bg];
+        for (var s = 0u; s < p.hw; s = s + 1u) {
+            let k = (b * p.c + c) * p.hw + s;
+            let d = pdout[k];
+            acc = acc + vec2<f32>(d * (x[k] - m) * r, d);
+        }
+    }
+    dgamma[c] = dgamma[c] + acc.x;
+    dbeta[c] = dbeta[c] + acc.y;
+}

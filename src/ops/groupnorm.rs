@@ -5,7 +5,7 @@
 //! norm once for both.
 
 use super::{f64s, need, prepare, run_read, CheckFuture, CheckResult, Entry, OpSpec};
-use crate::gpu::{Buffer, Dispatch, Gpu, GpuError};
+use crate::gpu::{groups_for, Buffer, Dispatch, Gpu, GpuError};
 use crate::reference::groupnorm as r;
 pub use crate::reference::groupnorm::GroupNormShape;
 use crate::reference::philox::normal_vec;
@@ -20,6 +20,16 @@ use crate::reference::tol::DEFAULT;
 const FWD: &str = "two f32 tree sums over the group (mean, centred variance), order differs from the reference";
 const BWD_INPUT: &str = "two f32 tree sums over the group, subtracted from dxhat (cancellation near 0)";
 const BWD_PARAMS: &str = "f32 tree sums over B*H*W per channel, order differs from the reference";
+/// The short-group entries sum sequentially in f32 over at most ROWS_MAX (group) or COLS_MAX
+/// (B·H·W) terms: relative error about sqrt(N)·2^-24 typically, N·2^-24 ≤ 6e-5 at worst for the
+/// parameter sums, within DEFAULT's rtol.
+const ROWS: &str = "sequential f32 sums over a short group (at most ROWS_MAX terms)";
+const COLS: &str = "sequential f32 sums over B*H*W (at most COLS_MAX terms) per channel";
+
+/// Groups of at most this many elements use the one-invocation-per-group entries.
+pub const ROWS_MAX: usize = 1024;
+/// Parameter gradients over at most this many B·H·W terms use one invocation per channel.
+pub const COLS_MAX: usize = 1024;
 
 pub const SPEC: OpSpec = OpSpec {
     name: "groupnorm",
@@ -38,6 +48,19 @@ pub const SPEC: OpSpec = OpSpec {
             tol: DEFAULT,
             why: BWD_PARAMS,
         },
+        Entry { name: "groupnorm_fwd_rows", reference: "groupnorm::groupnorm_fwd", tol: DEFAULT, why: ROWS },
+        Entry {
+            name: "groupnorm_bwd_input_rows",
+            reference: "groupnorm::groupnorm_bwd_input",
+            tol: DEFAULT,
+            why: ROWS,
+        },
+        Entry {
+            name: "groupnorm_bwd_params_cols",
+            reference: "groupnorm::groupnorm_bwd_params",
+            tol: DEFAULT,
+            why: COLS,
+        },
     ],
     check,
 };
@@ -51,6 +74,26 @@ struct Params {
     g: u32,
     eps: f32,
     _pad: [u32; 3],
+}
+
+/// The forward / input-gradient entry for this shape and its workgroup count: one workgroup per
+/// group, or one invocation per group for groups of at most `ROWS_MAX` elements.
+fn row_entry(s: GroupNormShape, wide: &'static str, rows: &'static str) -> (&'static str, u32) {
+    if s.c / s.g.max(1) * s.hw <= ROWS_MAX {
+        (rows, groups_for(s.b * s.g, 64))
+    } else {
+        (wide, (s.b * s.g) as u32)
+    }
+}
+
+/// The parameter-gradient entry: one workgroup per channel, or one invocation per channel when
+/// B·H·W is at most `COLS_MAX`.
+fn param_entry(s: GroupNormShape) -> (&'static str, u32) {
+    if s.b * s.hw <= COLS_MAX {
+        ("groupnorm_bwd_params_cols", groups_for(s.c, 64))
+    } else {
+        ("groupnorm_bwd_params", s.c as u32)
+    }
 }
 
 /// Checks that G divides C and returns the uniform parameters.
@@ -82,7 +125,8 @@ pub async fn groupnorm_fwd(
     need("groupnorm_fwd mean", mean, s.b * s.g)?;
     need("groupnorm_fwd rstd", rstd, s.b * s.g)?;
     let bufs = [x, gamma, beta, out, mean, rstd];
-    prepare(gpu, &SPEC, "groupnorm_fwd", "groupnorm_fwd", &bufs, &p, (s.b * s.g) as u32).await
+    let (entry, groups) = row_entry(s, "groupnorm_fwd", "groupnorm_fwd_rows");
+    prepare(gpu, &SPEC, entry, entry, &bufs, &p, groups).await
 }
 
 /// dx = rstd * (dxhat - mean(dxhat) - xhat * mean(dxhat * xhat)), dxhat = dout * gamma, from the
@@ -106,7 +150,8 @@ pub async fn groupnorm_bwd_input(
     need("groupnorm_bwd_input gamma", gamma, s.c)?;
     need("groupnorm_bwd_input dx", dx, s.len())?;
     let bufs = [x, gamma, dout, mean, rstd, dx];
-    prepare(gpu, &SPEC, "groupnorm_bwd_input", "groupnorm_bwd_input", &bufs, &p, (s.b * s.g) as u32).await
+    let (entry, groups) = row_entry(s, "groupnorm_bwd_input", "groupnorm_bwd_input_rows");
+    prepare(gpu, &SPEC, entry, entry, &bufs, &p, groups).await
 }
 
 /// dgamma[c] += sum_{b, hw} dout * xhat, dbeta[c] += sum_{b, hw} dout. Accumulated, one
@@ -131,7 +176,8 @@ pub async fn groupnorm_bwd_params(
     need("groupnorm_bwd_params dgamma", dgamma, s.c)?;
     need("groupnorm_bwd_params dbeta", dbeta, s.c)?;
     let bufs = [x, dout, mean, rstd, dgamma, dbeta];
-    prepare(gpu, &SPEC, "groupnorm_bwd_params", "groupnorm_bwd_params", &bufs, &p, s.c as u32).await
+    let (entry, groups) = param_entry(s);
+    prepare(gpu, &SPEC, entry, entry, &bufs, &p, groups).await
 }
 
 // ---------------------------------------------------------------------------------------------
@@ -146,9 +192,15 @@ fn result(entry: &'static str, shape: String, got: &[f32], want: &[f64]) -> Chec
 
 async fn check_async(gpu: &Gpu) -> Result<Vec<CheckResult>, GpuError> {
     let mut results = Vec::new();
-    // Odd sizes with groups longer than one workgroup (351 elements), and long groups (4096).
-    for (i, s) in [GroupNormShape::new(3, 12, 13 * 9, 4), GroupNormShape::new(2, 8, 32 * 32, 2)].into_iter().enumerate()
-    {
+    // Odd sizes with groups longer than one workgroup (351 elements), long groups (4096), and
+    // short ones: LayerNorm rows of 20 over 131 rows (the `_rows` / `_cols` entries).
+    let shapes = [
+        GroupNormShape::new(3, 12, 13 * 9, 4),
+        GroupNormShape::new(2, 8, 32 * 32, 2),
+        GroupNormShape::new(131, 20, 1, 1),
+        GroupNormShape::new(5, 12, 9, 3),
+    ];
+    for (i, s) in shapes.into_iter().enumerate() {
         results.extend(check_one(gpu, s, 20 + i as u64).await?);
     }
     Ok(results)
@@ -183,9 +235,10 @@ async fn check_one(gpu: &Gpu, s: GroupNormShape, seed: u64) -> Result<Vec<CheckR
     let (mut want, mut want_mean, mut want_rstd) = (vec![0.0; n], vec![0.0; bg], vec![0.0; bg]);
     r::groupnorm_fwd(&mut want, &mut want_mean, &mut want_rstd, &x64, &g64, &b64, s);
     let f = groupnorm_fwd(gpu, &x, &gamma, &beta, &out, &mean, &rstd, s).await?;
-    results.push(result("groupnorm_fwd", format!("{shape} out"), &run_read(gpu, &f, &out).await?, &want));
-    results.push(result("groupnorm_fwd", format!("{shape} mean"), &gpu.read(&mean).await?, &want_mean));
-    results.push(result("groupnorm_fwd", format!("{shape} rstd"), &gpu.read(&rstd).await?, &want_rstd));
+    let (fe, _) = row_entry(s, "groupnorm_fwd", "groupnorm_fwd_rows");
+    results.push(result(fe, format!("{shape} out"), &run_read(gpu, &f, &out).await?, &want));
+    results.push(result(fe, format!("{shape} mean"), &gpu.read(&mean).await?, &want_mean));
+    results.push(result(fe, format!("{shape} rstd"), &gpu.read(&rstd).await?, &want_rstd));
 
     // The saved statistics as the GPU would hold them.
     let mean32: Vec<f32> = want_mean.iter().map(|&v| v as f32).collect();
@@ -196,13 +249,15 @@ async fn check_one(gpu: &Gpu, s: GroupNormShape, seed: u64) -> Result<Vec<CheckR
 
     r::groupnorm_bwd_input(&mut want, &d64, &x64, &m64, &r64, &g64, s);
     let gi = groupnorm_bwd_input(gpu, &dout, &x, &mean, &rstd, &gamma, &dx, s).await?;
-    results.push(result("groupnorm_bwd_input", shape.clone(), &run_read(gpu, &gi, &dx).await?, &want));
+    let (ie, _) = row_entry(s, "groupnorm_bwd_input", "groupnorm_bwd_input_rows");
+    results.push(result(ie, shape.clone(), &run_read(gpu, &gi, &dx).await?, &want));
 
     let (mut want_dg, mut want_db) = (f64s(&xdg), f64s(&xdb));
     r::groupnorm_bwd_params(&mut want_dg, &mut want_db, &d64, &x64, &m64, &r64, s);
     let gp = groupnorm_bwd_params(gpu, &dout, &x, &mean, &rstd, &dgamma, &dbeta, s).await?;
     let got_dg = run_read(gpu, &gp, &dgamma).await?;
-    results.push(result("groupnorm_bwd_params", format!("{shape} dgamma (+=)"), &got_dg, &want_dg));
-    results.push(result("groupnorm_bwd_params", format!("{shape} dbeta (+=)"), &gpu.read(&dbeta).await?, &want_db));
+    let (pe, _) = param_entry(s);
+    results.push(result(pe, format!("{shape} dgamma (+=)"), &got_dg, &want_dg));
+    results.push(result(pe, format!("{shape} dbeta (+=)"), &gpu.read(&dbeta).await?, &want_db));
     Ok(results)
 }
