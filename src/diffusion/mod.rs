@@ -16,7 +16,10 @@
 //! - `gaussian`: the analytic optimal denoiser for Gaussian data and its exact densities, the
 //!   closed-form oracle for all of the above (ARCHITECTURE.md correctness ladder, step 5).
 //!
-//! What it is not: no network, no GPU buffers, no samplers yet. The GPU side consumes `RowPlan`
+//! - `sampler`: DDPM, DDIM, EDM Heun and the parallel Picard sampler over a batched denoiser
+//!   (spec §6).
+//!
+//! What it is not: no network, no GPU buffers. The GPU side consumes `RowPlan`
 //! (f64 constants, uploaded as f32) and hands back per-row squared errors.
 //!
 //! Notation: d data dimension, B batch (examples), K CDL anchors, M integration points per anchor,
@@ -29,6 +32,7 @@ pub mod logistic;
 pub mod logsnr;
 pub mod loss;
 pub mod rng;
+pub mod sampler;
 pub mod schedule;
 
 /// Every fallible function of this module returns this error; messages are one line.
@@ -40,6 +44,8 @@ pub enum DiffusionError {
     Shape(String),
     /// A NaN or an infinity appeared in an input or an intermediate value.
     NonFinite(String),
+    /// A batched denoiser (e.g. a network on the GPU) failed to evaluate.
+    Denoiser(String),
 }
 
 impl std::fmt::Display for DiffusionError {
@@ -48,6 +54,7 @@ impl std::fmt::Display for DiffusionError {
             Self::Config(m) => write!(f, "diffusion config error: {m}"),
             Self::Shape(m) => write!(f, "diffusion shape error: {m}"),
             Self::NonFinite(m) => write!(f, "diffusion non-finite value: {m}"),
+            Self::Denoiser(m) => write!(f, "denoiser failed: {m}"),
         }
     }
 }
