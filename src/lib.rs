@@ -8,6 +8,7 @@
 //! `train` (checkpoints in safetensors; later the step, optimizer state, data and run configs).
 
 pub mod diffusion;
+pub mod eval;
 pub mod gpu;
 pub mod model;
 pub mod nn;

@@ -133,3 +133,19 @@ pub fn submit(gpu: &Gpu, params: &Params, forward: &[Dispatch], backward: Option
     }
     gpu.queue.submit([enc.finish()]);
 }
+
+/// Builds the model a checkpoint names (`arch`, and its config JSON) bound to `rows` rows, with
+/// parameters initialised from `seed` (load weights afterwards).
+pub async fn build(gpu: &Gpu, arch: &str, config_json: &str, rows: usize, seed: u64) -> Result<Box<dyn Net>, GpuError> {
+    match arch {
+        MlpConfig::ARCH => {
+            let cfg = MlpConfig::from_json(config_json).map_err(GpuError::Shape)?;
+            Ok(Box::new(Mlp::new(gpu, cfg, rows, seed).await?))
+        }
+        UNetConfig::ARCH => {
+            let cfg = UNetConfig::from_json(config_json).map_err(GpuError::Shape)?;
+            Ok(Box::new(UNet::new(gpu, cfg, rows, seed).await?))
+        }
+        other => Err(GpuError::Shape(format!("unknown model architecture {other:?} (expected \"mlp\" or \"unet\")"))),
+    }
+}

@@ -1,0 +1,121 @@
+//! Evaluation: sample-quality metrics and pictures, as pure host computations.
+//!
+//! What it is:
+//! - `mmd`: the maximum mean discrepancy of cdl-math.md §5.1 (Gaussian kernel, h = 0.03, the
+//!   paper's unbiased estimator) between two point sets of any dimension;
+//! - `swd`: the sliced Wasserstein-2 distance (random unit directions from `diffusion::rng`, exact
+//!   1-D W2 between empirical distributions, n ≠ m allowed), the second offline metric of spec §9
+//!   pitfall 16;
+//! - `plot`: RGB images drawn by hand on an `image::RgbImage` (2-D scatter plots, heat maps with a
+//!   colormap of our own, image grids with the EDM uint8 export of spec §7.1, panels side by side),
+//!   PNG bytes, and natively an atomic `save_png`;
+//! - `EvalError`, the one-line error of the three above;
+//! - `nll`: likelihoods from a trained denoiser, batched (test-set NLL in bits/dim, spec §2.2;
+//!   −log p̂(x) maps; the noise classifier's logit), with `DiffusionError`;
+//! - `denoiser`: the trained network on the GPU as a `diffusion::sampler::BatchDenoiser`.
+//!
+//! What it is not: no FID (it needs Inception weights, spec §9 pitfall 16), no fonts or axis
+//! labels, no file reading. `mmd`, `swd` and `plot` are pure host code that compiles for wasm32;
+//! only `plot::save_png` touches the file system, and only natively.
+//!
+//! Point sets are flat row-major slices: (n, d) with d = `dim`, element (i, j) at `i·dim + j`.
+
+use std::fmt;
+use std::path::PathBuf;
+
+pub mod denoiser;
+pub mod mmd;
+pub mod nll;
+pub mod plot;
+pub mod swd;
+
+// ---------------------------------------------------------------------------------------------
+// Errors
+
+/// Why an evaluation could not run or a picture could not be encoded or saved.
+#[derive(Debug)]
+pub enum EvalError {
+    /// Inconsistent shapes: zero dimension, a length that is not a multiple of it, a grid or tile
+    /// size that does not match the data.
+    Shape(String),
+    /// An argument outside its domain (bandwidth, number of directions, picture size).
+    Invalid(String),
+    /// A point set has fewer points than the metric needs (`what` names the argument).
+    TooFew { what: &'static str, n: usize, need: usize },
+    /// An input holds NaN or ±∞ at flat index `index`.
+    NonFinite { what: &'static str, index: usize, value: f64 },
+    /// PNG encoding failed.
+    Encode(String),
+    /// A file-system operation failed; `action` reads like "cannot write".
+    Io { action: &'static str, path: PathBuf, source: std::io::Error },
+}
+
+impl fmt::Display for EvalError {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        match self {
+            Self::Shape(m) => write!(f, "shape mismatch: {}", OneLine(m)),
+            Self::Invalid(m) => write!(f, "invalid argument: {}", OneLine(m)),
+            Self::TooFew { what, n, need } => write!(f, "{what} has {n} points, at least {need} needed"),
+            Self::NonFinite { what, index, value } => {
+                write!(f, "{what} holds a non-finite value {value} at index {index}")
+            }
+            Self::Encode(m) => write!(f, "cannot encode PNG: {}", OneLine(m)),
+            Self::Io { action, path, source } => {
+                write!(f, "{action} {}: {}", OneLine(&path.display().to_string()), OneLine(&source.to_string()))
+            }
+        }
+    }
+}
+
+impl std::error::Error for EvalError {
+    fn source(&self) -> Option<&(dyn std::error::Error + 'static)> {
+        match self {
+            Self::Io { source, .. } => Some(source),
+            _ => None,
+        }
+    }
+}
+
+/// Writes a string with control characters escaped, so a message stays on one line whatever a
+/// file or the OS put into it.
+struct OneLine<'a>(&'a str);
+
+impl fmt::Display for OneLine<'_> {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        for c in self.0.chars() {
+            if c.is_control() {
+                write!(f, "{}", c.escape_default())?;
+            } else {
+                write!(f, "{c}")?;
+            }
+        }
+        Ok(())
+    }
+}
+
+// ---------------------------------------------------------------------------------------------
+// Shared guards
+
+/// Checks a point set (n, dim) and returns n: dim > 0, length a multiple of dim, at least `need`
+/// points, every value finite.
+pub(crate) fn check_points(what: &'static str, x: &[f64], dim: usize, need: usize) -> Result<usize, EvalError> {
+    if dim == 0 {
+        return Err(EvalError::Shape("dimension 0".into()));
+    }
+    if !x.len().is_multiple_of(dim) {
+        return Err(EvalError::Shape(format!("{what} has {} values, not a multiple of dimension {dim}", x.len())));
+    }
+    let n = x.len() / dim;
+    if n < need {
+        return Err(EvalError::TooFew { what, n, need });
+    }
+    if let Some(index) = x.iter().position(|v| !v.is_finite()) {
+        return Err(EvalError::NonFinite { what, index, value: x[index] });
+    }
+    Ok(n)
+}
+
+/// f32 points widened to f64 (exact). x: (n·dim,)
+pub(crate) fn widen(x: &[f32]) -> Vec<f64> {
+    x.iter().map(|&v| f64::from(v)).collect()
+}
