@@ -9,7 +9,9 @@
 //! models and ops through their Rust APIs only.
 
 pub mod checkpoint;
+pub mod cifar;
 pub mod data;
+pub mod images;
 pub mod recipe;
 pub mod trainer;
 pub mod weights;
