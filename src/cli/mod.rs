@@ -2,6 +2,7 @@
 //! turns every error into one line on stderr and a non-zero exit code.
 
 mod bench;
+mod sample;
 mod train;
 
 use std::process::ExitCode;
@@ -29,11 +30,29 @@ enum Command {
     Train(train::TrainArgs),
     /// Print the adapter, its limits, and a self-test of every op against the CPU reference.
     Info,
+    /// Draw samples from a checkpoint with DDPM, DDIM, EDM Heun or the parallel sampler; write
+    /// a CSV of points or a PNG.
+    Sample(sample::SampleArgs),
+    /// Sample a checkpoint and report MMD, sliced Wasserstein and NLL (bits/dim) against data, as
+    /// one JSON line.
+    Eval(sample::EvalArgs),
+    /// Run an experiment and write a report.
+    Experiment {
+        #[command(subcommand)]
+        what: ExperimentWhat,
+    },
     /// Measure kernels and write JSON results.
     Bench {
         #[command(subcommand)]
         what: BenchWhat,
     },
+}
+
+#[derive(Subcommand)]
+enum ExperimentWhat {
+    /// The paper's toy experiment: DDPM vs ITD + CDL trained with the same budget and seed, each
+    /// sampled with sequential DDPM-1000 and the parallel sampler; writes report.md and PNGs.
+    Toy(sample::ToyArgs),
 }
 
 #[derive(Subcommand)]
@@ -92,6 +111,11 @@ async fn run(cli: Cli) -> Result<ExitCode, String> {
     let gpu = Gpu::new(&opts).await.map_err(|e| e.to_string())?;
     match cli.command {
         Command::Info => info(&gpu).await,
+        Command::Sample(args) => sample::sample_cmd(&gpu, args).await.map(|()| ExitCode::SUCCESS),
+        Command::Eval(args) => sample::eval_cmd(&gpu, args).await.map(|()| ExitCode::SUCCESS),
+        Command::Experiment { what: ExperimentWhat::Toy(args) } => {
+            sample::experiment_toy(&gpu, args).await.map(|()| ExitCode::SUCCESS)
+        }
         Command::Train(args) => train::train(&gpu, args).await.map(|()| ExitCode::SUCCESS),
         Command::Bench { what: BenchWhat::Ops { runs, out } } => {
             let json = bench::ops(&gpu, runs as usize).await.map_err(|e| e.to_string())?;

@@ -102,7 +102,18 @@ pub struct TrainArgs {
     pub quiet: bool,
 }
 
+#[derive(clap::Parser)]
+struct DefaultsOnly {
+    #[command(flatten)]
+    args: TrainArgs,
+}
+
 impl TrainArgs {
+    /// Every flag at its default (what `cdl train` with no flags runs).
+    pub fn defaults() -> Self {
+        <DefaultsOnly as clap::Parser>::parse_from(["cdl"]).args
+    }
+
     /// The flags that define the run (everything that changes a step's result), as stored in
     /// the checkpoint; `--resume` refuses a checkpoint whose stored run differs.
     fn run_config(&self) -> Value {
