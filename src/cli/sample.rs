@@ -69,7 +69,9 @@ pub struct SamplerArgs {
 impl SamplerArgs {
     pub fn config(&self) -> SamplerConfig {
         match self.sampler {
-            SamplerKind::Ddpm => SamplerConfig::Ddpm { steps: self.steps.unwrap_or(1000), variance: DdpmVariance::Beta },
+            SamplerKind::Ddpm => {
+                SamplerConfig::Ddpm { steps: self.steps.unwrap_or(1000), variance: DdpmVariance::Beta }
+            }
             SamplerKind::Ddim => SamplerConfig::Ddim { steps: self.steps.unwrap_or(100) },
             SamplerKind::Heun => SamplerConfig::Heun { steps: self.steps.unwrap_or(18), churn: self.churn },
             SamplerKind::Parallel => {
@@ -196,8 +198,9 @@ async fn draw(
     args: &SamplerArgs,
     n: usize,
 ) -> Result<(Vec<f64>, SampleStats, f64), String> {
-    let mut den =
-        GpuDenoiser::from_checkpoint(gpu, ck, EVAL_ROWS.min(n.max(64)), !args.no_ema).await.map_err(|e| e.to_string())?;
+    let mut den = GpuDenoiser::from_checkpoint(gpu, ck, EVAL_ROWS.min(n.max(64)), !args.no_ema)
+        .await
+        .map_err(|e| e.to_string())?;
     let t = Instant::now();
     let (x, stats) = sample(&mut den, &args.config(), n, args.seed, None).await.map_err(|e| e.to_string())?;
     Ok((x, stats, t.elapsed().as_secs_f64()))
@@ -208,22 +211,29 @@ fn f32s(x: &[f64]) -> Vec<f32> {
 }
 
 pub async fn sample_cmd(gpu: &Gpu, args: SampleArgs) -> Result<(), String> {
-    let trained = load(&args.checkpoint)?;
-    let (mut x, stats, secs) = draw(gpu, &trained.ck, &args.sampler, args.sampler.n as usize).await?;
     let out = &args.out;
     let ext = out.extension().and_then(|e| e.to_str()).unwrap_or("").to_ascii_lowercase();
+    if ext != "csv" && ext != "png" {
+        return Err(format!("{}: the output must end in .csv or .png", out.display()));
+    }
+    let trained = load(&args.checkpoint)?;
+    let (mut x, stats, secs) = draw(gpu, &trained.ck, &args.sampler, args.sampler.n as usize).await?;
     let d = (x.len() / args.sampler.n as usize).max(1);
     match ext.as_str() {
         "csv" => {
             if d != 2 {
-                return Err(format!("{}: CSV output is for 2-D models; this model has d = {d} (use .png)", out.display()));
+                return Err(format!(
+                    "{}: CSV output is for 2-D models; this model has d = {d} (use .png)",
+                    out.display()
+                ));
             }
             trained.to_data_units(&mut x);
             let mut text = String::from("x,y\n");
             for p in x.chunks_exact(2) {
                 let _ = writeln!(text, "{},{}", p[0], p[1]);
             }
-            checkpoint::write_atomic(out, |f| std::io::Write::write_all(f, text.as_bytes())).map_err(|e| e.to_string())?;
+            checkpoint::write_atomic(out, |f| std::io::Write::write_all(f, text.as_bytes()))
+                .map_err(|e| e.to_string())?;
         }
         "png" => {
             let img = if d == 2 {
@@ -295,9 +305,10 @@ async fn metrics(
 
 pub async fn eval_cmd(gpu: &Gpu, args: EvalArgs) -> Result<(), String> {
     let trained = load(&args.checkpoint)?;
-    let spec = args.data.clone().or_else(|| trained.data.clone()).ok_or_else(|| {
-        format!("{}: the checkpoint does not name its data; pass --data", args.checkpoint.display())
-    })?;
+    let spec =
+        args.data.clone().or_else(|| trained.data.clone()).ok_or_else(|| {
+            format!("{}: the checkpoint does not name its data; pass --data", args.checkpoint.display())
+        })?;
     let reference = reference_points(&spec, &trained, args.sampler.n as usize, 6)?;
     let mut v = metrics(gpu, &trained, &args.sampler, &reference, &args.metrics, args.nll_points).await?;
     v["data"] = json!(spec);
@@ -322,6 +333,9 @@ pub struct ToyArgs {
     /// Training steps (overrides the default of the mode).
     #[arg(long)]
     pub steps: Option<u64>,
+    /// Samples and held-out points (overrides the default of the mode).
+    #[arg(long, value_parser = clap::value_parser!(u64).range(2..=1_000_000))]
+    pub samples: Option<u64>,
     /// Seed shared by both models.
     #[arg(long, default_value_t = 0)]
     pub seed: u64,
@@ -340,6 +354,7 @@ pub async fn experiment_toy(gpu: &Gpu, args: ToyArgs) -> Result<(), String> {
     } else {
         (args.steps.unwrap_or(20_000), 128, 2000, 1000, 1000)
     };
+    let n = args.samples.map_or(n, |s| s as usize);
     let started = Instant::now();
     let mut runs = Vec::new();
     for loss in ["ddpm", "cdl"] {
@@ -374,7 +389,16 @@ pub async fn experiment_toy(gpu: &Gpu, args: ToyArgs) -> Result<(), String> {
         let nll = metrics(
             gpu,
             &trained,
-            &SamplerArgs { sampler: SamplerKind::Ddpm, steps: None, window: None, tol: 0.1, churn: 0.0, n: n as u64, seed: 1, no_ema: false },
+            &SamplerArgs {
+                sampler: SamplerKind::Ddpm,
+                steps: None,
+                window: None,
+                tol: 0.1,
+                churn: 0.0,
+                n: n as u64,
+                seed: 1,
+                no_ema: false,
+            },
             &reference,
             &["nll".to_string()],
             nll_points,
@@ -396,8 +420,10 @@ pub async fn experiment_toy(gpu: &Gpu, args: ToyArgs) -> Result<(), String> {
             let m = mmd(&x, &reference, 2, MMD_BANDWIDTH).map_err(|e| e.to_string())?;
             let s = sliced_wasserstein(&x, &reference, 2, SWD_DIRECTIONS, 1).map_err(|e| e.to_string())?;
             let (xs, rs) = (f32s(&x), f32s(&reference));
-            let img = plot::scatter(&rs, &xs, Bounds::covering(&[&rs], 0.1).squared(), 400).map_err(|e| e.to_string())?;
-            let name = format!("samples-{loss}-{}.png", if *kind == SamplerKind::Ddpm { "sequential" } else { "parallel" });
+            let img =
+                plot::scatter(&rs, &xs, Bounds::covering(&[&rs], 0.1).squared(), 400).map_err(|e| e.to_string())?;
+            let name =
+                format!("samples-{loss}-{}.png", if *kind == SamplerKind::Ddpm { "sequential" } else { "parallel" });
             plot::save_png(dir.join(&name), &img).map_err(|e| e.to_string())?;
             panels.push(img);
             table.push(json!({"model": loss, "sampler": label, "mmd": m, "swd": s, "nll_bpd": nll["nll_bpd"],
@@ -409,13 +435,19 @@ pub async fn experiment_toy(gpu: &Gpu, args: ToyArgs) -> Result<(), String> {
         let bounds = Bounds::covering(&[&rs], 0.1).squared();
         let (nx, ny) = (48, 48);
         let grid: Vec<f64> = bounds.grid_centers(nx, ny).iter().map(|&v| f64::from(v)).collect();
-        let mut den = GpuDenoiser::from_checkpoint(gpu, &trained.ck, EVAL_ROWS, true).await.map_err(|e| e.to_string())?;
+        let mut den =
+            GpuDenoiser::from_checkpoint(gpu, &trained.ck, EVAL_ROWS, true).await.map_err(|e| e.to_string())?;
         let var = [1.0, 1.0];
         let q = TruncLogistic::cdl_toy(&var).map_err(|e| e.to_string())?;
         let r = RefGaussian::from_variances(&var).map_err(|e| e.to_string())?;
         let m = if args.quick { 32 } else { 128 };
         let nll = pointwise(&mut den, &grid, &q, &r, m, None, 3).await.map_err(|e| e.to_string())?;
-        let img = plot::heatmap_with_points(&nll, nx, ny, 400, Colormap::Viridis, bounds, &[]).map_err(|e| e.to_string())?;
+        // log p̂ over the 8 nats below its maximum: the shape of the density, not its far tails.
+        let logp: Vec<f64> = nll.iter().map(|v| -v).collect();
+        let top = logp.iter().copied().fold(f64::NEG_INFINITY, f64::max);
+        let mut img = plot::heatmap_in_range(&logp, nx, ny, 400, Colormap::Viridis, (top - 8.0, top))
+            .map_err(|e| e.to_string())?;
+        plot::overlay_points(&mut img, bounds, &rs[..rs.len().min(2 * 150)]).map_err(|e| e.to_string())?;
         plot::save_png(dir.join(format!("density-{loss}.png")), &img).map_err(|e| e.to_string())?;
     }
     let sheet = plot::side_by_side(&panels.iter().collect::<Vec<_>>(), 8);
@@ -430,7 +462,15 @@ pub async fn experiment_toy(gpu: &Gpu, args: ToyArgs) -> Result<(), String> {
     Ok(())
 }
 
-fn report_md(args: &ToyArgs, steps: u64, points: u64, n: usize, nll_points: usize, table: &[Value], secs: f64) -> String {
+fn report_md(
+    args: &ToyArgs,
+    steps: u64,
+    points: u64,
+    n: usize,
+    nll_points: usize,
+    table: &[Value],
+    secs: f64,
+) -> String {
     let mode = if args.quick { "--quick" } else { "default (paper) setting" };
     let mut s = format!(
         "# Toy experiment: DDPM vs ITD + CDL on `{}` ({mode})\n\n\
@@ -460,7 +500,7 @@ fn report_md(args: &ToyArgs, steps: u64, points: u64, n: usize, nll_points: usiz
         );
     }
     s += "\nPictures: `samples-<model>-<sampler>.png` (samples in colour over the held-out data in grey), \
-          `samples.png` (all four), `density-<model>.png` (−log p̂(x) from the ITD estimator on a 48×48 grid: \
-          the noise classifier's view of the data).\n";
+          `samples.png` (all four), `density-<model>.png` (log p̂(x) from the ITD estimator on a 48×48 grid, \
+          the 8 nats below its maximum, with 150 data points: the model's view of the data).\n";
     s
 }
