@@ -8,7 +8,7 @@ mod train;
 use std::process::ExitCode;
 
 use clap::error::ErrorKind;
-use clap::{Parser, Subcommand};
+use clap::{CommandFactory, FromArgMatches, Parser, Subcommand};
 
 use cdl::gpu::{Gpu, GpuOptions};
 
@@ -83,8 +83,9 @@ enum BenchWhat {
 }
 
 pub fn main() -> ExitCode {
-    let cli = match Cli::try_parse() {
-        Ok(cli) => cli,
+    let parsed = Cli::command().try_get_matches().and_then(|m| Cli::from_arg_matches(&m).map(|c| (c, m)));
+    let (cli, matches) = match parsed {
+        Ok(parsed) => parsed,
         Err(e) if matches!(e.kind(), ErrorKind::DisplayHelp | ErrorKind::DisplayVersion) => e.exit(),
         Err(e) => {
             // One line, as for every other error: clap's first line, without its usage block.
@@ -94,7 +95,7 @@ pub fn main() -> ExitCode {
             return ExitCode::from(2);
         }
     };
-    match pollster::block_on(run(cli)) {
+    match pollster::block_on(run(cli, &matches)) {
         Ok(code) => code,
         Err(e) => {
             eprintln!("error: {e}");
@@ -103,7 +104,14 @@ pub fn main() -> ExitCode {
     }
 }
 
-async fn run(cli: Cli) -> Result<ExitCode, String> {
+async fn run(cli: Cli, matches: &clap::ArgMatches) -> Result<ExitCode, String> {
+    // Run configs are read before the device is acquired, so a bad file fails fast.
+    let cli = match cli.command {
+        Command::Train(args) => {
+            Cli { command: Command::Train(train::resolve(args, matches.subcommand_matches("train"))?), ..cli }
+        }
+        _ => cli,
+    };
     let mut opts = GpuOptions::from_env();
     if cli.adapter.is_some() {
         opts.adapter = cli.adapter;

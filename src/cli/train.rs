@@ -1,24 +1,31 @@
-//! `cdl train`: trains the 2-D toy denoiser on a built-in data set or a CSV file and writes a run
-//! directory: `checkpoint.safetensors` (model, EMA, Adam moments, step, run config, data
-//! standardisation; written atomically every `--checkpoint-every` steps and at the end) and
-//! `metrics.jsonl` (one JSON object per `--log-every` steps). `--resume` continues a run from its
-//! checkpoint exactly (same batches, same noise) and drops metrics lines written after it.
+//! `cdl train`: trains the 2-D toy denoiser on a built-in data set or a CSV file, or a UNet on
+//! CIFAR-10 or an image folder, and writes a run directory: `config.toml` (the resolved run),
+//! `checkpoint.safetensors` (model, EMA, Adam moments, step, run config, data standardisation;
+//! written atomically every `--checkpoint-every` steps and at the end) and `metrics.jsonl` (one
+//! JSON object per `--log-every` steps). `--resume` continues a run from its checkpoint exactly
+//! (same batches, same noise) and drops metrics lines written after it.
+//!
+//! Runs can be described by a TOML file (`--config`, presets in `configs/`) whose keys are the
+//! flag names with underscores; flags given on the command line override the file, unknown keys
+//! are refused with the closest valid key suggested, and every value is range-checked.
 
 use std::fs;
 use std::io::Write;
 use std::path::{Path, PathBuf};
 use std::time::Instant;
 
-use clap::Args;
+use clap::parser::ValueSource;
+use clap::{ArgMatches, Args};
+use serde::{Deserialize, Serialize};
 use serde_json::{json, Value};
 
 use cdl::diffusion::loss::CdlNorm;
 use cdl::gpu::Gpu;
-use cdl::model::{Mlp, MlpConfig};
+use cdl::model::{Mlp, MlpConfig, Net, UNet, UNetConfig};
 use cdl::train::checkpoint::{self, Checkpoint};
 use cdl::train::data::{Batcher, DataSource, Points};
 use cdl::train::recipe::{loss_config, CdlKnobs, LossKind};
-use cdl::train::trainer::{StepStats, TrainConfig, Trainer};
+use cdl::train::trainer::{Examples, StepStats, TrainConfig, Trainer};
 
 /// Checkpoint file name inside the run directory.
 pub const CHECKPOINT: &str = "checkpoint.safetensors";
@@ -30,14 +37,34 @@ const KEY_RUN: &str = "run.config";
 const KEY_DATA_MEAN: &str = "data.mean";
 const KEY_DATA_STD: &str = "data.std";
 
-#[derive(Args, Clone, Debug)]
+/// TOML files larger than this are refused before reading.
+const MAX_CONFIG_BYTES: u64 = 1 << 20;
+
+#[derive(Args, Clone, Debug, Serialize, Deserialize)]
 pub struct TrainArgs {
-    /// Training data: a built-in 2-D set (moons, spirals, checkerboard, 8gaussians, circles, dino)
-    /// or a CSV file of x,y points (header optional). Points are standardised per coordinate.
+    /// A TOML run config (keys = these flags with underscores, e.g. `lambda_cdl = 0.5`); flags on
+    /// the command line override it. Presets: configs/*.toml.
+    #[arg(long)]
+    #[serde(skip)]
+    pub config: Option<PathBuf>,
+    /// Training data: a built-in 2-D set (moons, spirals, checkerboard, 8gaussians, circles, dino),
+    /// a CSV file of x,y points (header optional; standardised per coordinate), or for a UNet
+    /// CIFAR-10 (cifar-10-binary.tar.gz, its cifar-10-batches-bin folder or one .bin batch) or a
+    /// folder of PNG/JPEG images (center-cropped and resized to the model size).
     #[arg(long, default_value = "moons")]
     pub data: String,
+    /// Model: mlp (2-D points), unet-tiny (16 px), unet-compact or unet-small (32 px, spec §8).
+    #[arg(long, default_value = "mlp", value_parser = ["mlp", "unet-tiny", "unet-compact", "unet-small"])]
+    pub model: String,
+    /// Image data: class-conditional UNet on CIFAR-10's labels.
+    #[arg(long)]
+    pub classes: bool,
+    /// Image data: random horizontal flips.
+    #[arg(long)]
+    pub flip: bool,
     /// Loss: ddpm, itd, edm, vp, ve, or cdl (ITD + the contrastive diffusion loss).
     #[arg(long, default_value = "cdl")]
+    #[serde(with = "loss_name")]
     pub loss: LossKind,
     /// Optimizer steps.
     #[arg(long, default_value_t = 1000, value_parser = clap::value_parser!(u64).range(1..=4_000_000_000))]
@@ -96,10 +123,78 @@ pub struct TrainArgs {
     pub out: Option<PathBuf>,
     /// Continue the run in --out from its checkpoint (same flags; --steps may grow).
     #[arg(long)]
+    #[serde(skip)]
     pub resume: bool,
     /// Print only the final summary.
     #[arg(long)]
+    #[serde(skip)]
     pub quiet: bool,
+}
+
+/// `LossKind` as its CLI name in configs.
+mod loss_name {
+    use cdl::train::recipe::LossKind;
+    use serde::{Deserialize, Deserializer, Serializer};
+
+    pub fn serialize<S: Serializer>(k: &LossKind, s: S) -> Result<S::Ok, S::Error> {
+        s.serialize_str(k.name())
+    }
+
+    pub fn deserialize<'de, D: Deserializer<'de>>(d: D) -> Result<LossKind, D::Error> {
+        String::deserialize(d)?.parse().map_err(serde::de::Error::custom)
+    }
+}
+
+/// Levenshtein distance, for "did you mean" hints.
+fn edit_distance(a: &str, b: &str) -> usize {
+    let b: Vec<char> = b.chars().collect();
+    let mut row: Vec<usize> = (0..=b.len()).collect();
+    for (i, ca) in a.chars().enumerate() {
+        let mut prev = row[0];
+        row[0] = i + 1;
+        for (j, cb) in b.iter().enumerate() {
+            let cur = row[j + 1];
+            row[j + 1] = (prev + usize::from(ca != *cb)).min(row[j] + 1).min(cur + 1);
+            prev = cur;
+        }
+    }
+    row[b.len()]
+}
+
+/// The arguments with `--config`'s file applied under the flags given on the command line.
+pub fn resolve(args: TrainArgs, matches: Option<&ArgMatches>) -> Result<TrainArgs, String> {
+    let Some(path) = args.config.clone() else {
+        args.check()?;
+        return Ok(args);
+    };
+    let shown = path.display();
+    let len = fs::metadata(&path).map_err(|e| format!("cannot read the config {shown}: {e}"))?.len();
+    if len > MAX_CONFIG_BYTES {
+        return Err(format!("{shown}: {len} bytes is too large for a run config (at most {MAX_CONFIG_BYTES})"));
+    }
+    let text = fs::read_to_string(&path).map_err(|e| format!("cannot read the config {shown}: {e}"))?;
+    let table: toml::Table = text.parse().map_err(|e: toml::de::Error| {
+        format!("{shown}: not valid TOML: {}", e.message().lines().next().unwrap_or("syntax error"))
+    })?;
+    let mut v = serde_json::to_value(&args).map_err(|e| e.to_string())?;
+    let obj = v.as_object_mut().ok_or("internal: arguments are not an object")?;
+    let known: Vec<String> = obj.keys().cloned().collect();
+    for (key, value) in table {
+        if !known.contains(&key) {
+            let best = known.iter().min_by_key(|k| edit_distance(k, &key)).cloned().unwrap_or_default();
+            return Err(format!("{shown}: unknown key `{key}`; did you mean `{best}`?"));
+        }
+        let from_cli = matches.and_then(|m| m.value_source(&key)) == Some(ValueSource::CommandLine);
+        if !from_cli {
+            obj.insert(key, serde_json::to_value(value).map_err(|e| e.to_string())?);
+        }
+    }
+    let mut out: TrainArgs = serde_json::from_value(v).map_err(|e| format!("{shown}: {e}"))?;
+    out.config = args.config;
+    out.resume = args.resume;
+    out.quiet = args.quiet;
+    out.check().map_err(|e| format!("{shown}: {e}"))?;
+    Ok(out)
 }
 
 #[derive(clap::Parser)]
@@ -109,6 +204,34 @@ struct DefaultsOnly {
 }
 
 impl TrainArgs {
+    /// The ranges clap enforces on flags, for values that come from a config file.
+    fn check(&self) -> Result<(), String> {
+        let ranges: [(&str, u64, u64, u64); 10] = [
+            ("steps", self.steps, 1, 4_000_000_000),
+            ("batch", self.batch, 1, 1_000_000),
+            ("anchors", self.anchors, 1, 65_536),
+            ("points", self.points, 1, 65_536),
+            ("width", self.width, 1, 65_536),
+            ("blocks", self.blocks, 0, 64),
+            ("toy_points", self.toy_points, 1, 10_000_000),
+            ("log_every", self.log_every, 1, 1_000_000),
+            ("checkpoint_every", self.checkpoint_every, 1, 1_000_000_000),
+            ("warmup", self.warmup, 0, u64::MAX),
+        ];
+        for (name, v, lo, hi) in ranges {
+            if v < lo || v > hi {
+                return Err(format!("{name} = {v} is out of range {lo}..={hi}"));
+            }
+        }
+        if !["batch", "anchors"].contains(&self.cdl_norm.as_str()) {
+            return Err(format!("cdl_norm = {:?}: expected \"batch\" or \"anchors\"", self.cdl_norm));
+        }
+        if !["mlp", "unet-tiny", "unet-compact", "unet-small"].contains(&self.model.as_str()) {
+            return Err(format!("model = {:?}: expected mlp, unet-tiny, unet-compact or unet-small", self.model));
+        }
+        Ok(())
+    }
+
     /// Every flag at its default (what `cdl train` with no flags runs).
     pub fn defaults() -> Self {
         <DefaultsOnly as clap::Parser>::parse_from(["cdl"]).args
@@ -123,7 +246,7 @@ impl TrainArgs {
             "anchors": self.anchors, "points": self.points, "lambda_cdl": self.lambda_cdl,
             "independent_draws": self.independent_draws, "cdl_norm": self.cdl_norm,
             "width": self.width, "blocks": self.blocks, "toy_points": self.toy_points,
-            "log_every": self.log_every,
+            "log_every": self.log_every, "model": self.model, "classes": self.classes, "flip": self.flip,
         })
     }
 
@@ -202,10 +325,7 @@ pub async fn train(gpu: &Gpu, args: TrainArgs) -> Result<(), String> {
             args.checkpoint_every, args.log_every
         ));
     }
-    let source = DataSource::parse(&args.data).map_err(|e| e.to_string())?;
-    let (points, standard): (Points, _) =
-        source.load(args.toy_points as usize, args.seed).map_err(|e| e.to_string())?;
-    let variances = points.variances();
+    let data = load_data(&args)?;
     let knobs = CdlKnobs {
         anchors: args.anchors as usize,
         points: args.points as usize,
@@ -213,7 +333,7 @@ pub async fn train(gpu: &Gpu, args: TrainArgs) -> Result<(), String> {
         paired: !args.independent_draws,
         norm: if args.cdl_norm == "anchors" { CdlNorm::MeanOverAnchors } else { CdlNorm::SumOverBatch },
     };
-    let loss = loss_config(args.loss, &variances, knobs).map_err(|e| e.to_string())?;
+    let loss = loss_config(args.loss, &data.variances, knobs).map_err(|e| e.to_string())?;
     let cfg = TrainConfig {
         batch: args.batch as usize,
         seed: args.seed,
@@ -224,10 +344,16 @@ pub async fn train(gpu: &Gpu, args: TrainArgs) -> Result<(), String> {
         ..TrainConfig::toy(loss)
     };
     cfg.validate().map_err(|e| e.to_string())?;
-    let mlp = MlpConfig { dim: points.dim, width: args.width as usize, blocks: args.blocks as usize, emb_dim: 128 };
-    let net = Mlp::new(gpu, mlp, cfg.rows(), args.seed).await.map_err(|e| e.to_string())?;
+    let net: Box<dyn Net> = match unet_config(&args)? {
+        None => {
+            let mlp = MlpConfig { dim: 2, width: args.width as usize, blocks: args.blocks as usize, emb_dim: 128 };
+            Box::new(Mlp::new(gpu, mlp, cfg.rows(), args.seed).await.map_err(|e| e.to_string())?)
+        }
+        Some(u) => Box::new(UNet::new(gpu, u, cfg.rows(), args.seed).await.map_err(|e| e.to_string())?),
+    };
+    let (examples, standard) = (data.examples, data.standard);
     let chunk = args.log_every.min(1000) as usize;
-    let mut trainer = Trainer::new(gpu, Box::new(net), cfg.clone(), chunk).await.map_err(|e| e.to_string())?;
+    let mut trainer = Trainer::new(gpu, net, cfg.clone(), chunk).await.map_err(|e| e.to_string())?;
 
     let dir = args.out_dir();
     fs::create_dir_all(&dir).map_err(|e| format!("cannot create the run directory {}: {e}", dir.display()))?;
@@ -256,10 +382,13 @@ pub async fn train(gpu: &Gpu, args: TrainArgs) -> Result<(), String> {
     } else {
         fs::write(&metrics_path, "").map_err(|e| format!("cannot write {}: {e}", metrics_path.display()))?;
     }
+    let resolved = toml::to_string(&args).map_err(|e| format!("cannot write the resolved config: {e}"))?;
+    checkpoint::write_atomic(dir.join("config.toml"), |f| f.write_all(resolved.as_bytes()))
+        .map_err(|e| e.to_string())?;
     let extra = vec![
         (KEY_RUN.to_string(), run.to_string()),
-        (KEY_DATA_MEAN.to_string(), f64s(&standard.mean)),
-        (KEY_DATA_STD.to_string(), f64s(&standard.std)),
+        (KEY_DATA_MEAN.to_string(), f64s(&standard.0)),
+        (KEY_DATA_STD.to_string(), f64s(&standard.1)),
         ("data.source".to_string(), args.data.clone()),
     ];
     let save = |ck: Checkpoint| checkpoint::save(&ck_path, &ck).map_err(|e| e.to_string());
@@ -275,12 +404,13 @@ pub async fn train(gpu: &Gpu, args: TrainArgs) -> Result<(), String> {
             trainer.net().params().layout.count(),
             cfg.rows(),
             args.data,
-            points.len(),
+            examples.len(),
             args.loss,
             args.steps
         );
     }
-    let mut batcher = Batcher::new(trainer_data_seed(args.seed), points.len(), cfg.batch).map_err(|e| e.to_string())?;
+    let mut batcher =
+        Batcher::new(trainer_data_seed(args.seed), examples.len(), cfg.batch).map_err(|e| e.to_string())?;
     let mut next_batch = |s: u64, out: &mut Vec<u32>| batcher.indices(s, out);
     let started = Instant::now();
     let mut window_start = Instant::now();
@@ -289,7 +419,7 @@ pub async fn train(gpu: &Gpu, args: TrainArgs) -> Result<(), String> {
         let s = trainer.step();
         let to_log = args.log_every - s % args.log_every;
         let n = to_log.min(args.steps - s).min(chunk as u64) as usize;
-        let stats = match trainer.train(gpu, &points, &mut next_batch, n).await {
+        let stats = match trainer.train(gpu, examples.as_ref(), &mut next_batch, n).await {
             Ok(stats) => stats,
             Err(e) => {
                 return Err(format!("{e}; the last checkpoint in {} is kept", dir.display()));
@@ -319,6 +449,87 @@ pub async fn train(gpu: &Gpu, args: TrainArgs) -> Result<(), String> {
         metrics_path.display()
     );
     Ok(())
+}
+
+/// Training examples with what the loss and the checkpoint need to know about them.
+struct Data {
+    examples: Box<dyn Examples>,
+    /// Per-coordinate variances in model units (the loss's integration range and reference).
+    variances: Vec<f64>,
+    /// (mean, std) mapping model units back to the data's (empty for images in [-1, 1]).
+    standard: (Vec<f64>, Vec<f64>),
+}
+
+/// The UNet preset of `--model`, with CIFAR-10's 10 classes under `--classes`.
+fn unet_config(args: &TrainArgs) -> Result<Option<UNetConfig>, String> {
+    let mut cfg = match args.model.as_str() {
+        "mlp" => return Ok(None),
+        "unet-tiny" => UNetConfig::tiny(),
+        "unet-compact" => UNetConfig::compact(),
+        "unet-small" => UNetConfig::small(),
+        other => return Err(format!("unknown model {other:?}")),
+    };
+    if args.classes {
+        cfg.num_classes = 10;
+    }
+    Ok(Some(cfg))
+}
+
+fn load_data(args: &TrainArgs) -> Result<Data, String> {
+    let Some(unet) = unet_config(args)? else {
+        if args.classes || args.flip {
+            return Err("--classes and --flip are for image data (a UNet --model)".into());
+        }
+        let source = DataSource::parse(&args.data).map_err(|e| e.to_string())?;
+        let (points, standard): (Points, _) =
+            source.load(args.toy_points as usize, args.seed).map_err(|e| e.to_string())?;
+        if points.dim != 2 {
+            return Err(format!("{}: the MLP trains on 2-D points, got d = {}", args.data, points.dim));
+        }
+        return Ok(Data {
+            variances: points.variances(),
+            standard: (standard.mean, standard.std),
+            examples: Box::new(points),
+        });
+    };
+    let path = Path::new(&args.data);
+    let lower = args.data.to_ascii_lowercase();
+    let cifar = lower.ends_with(".gz")
+        || lower.ends_with(".tgz")
+        || lower.ends_with(".bin")
+        || (path.is_dir() && (path.join("cifar-10-batches-bin").is_dir() || path.join("data_batch_1.bin").is_file()));
+    let examples: Box<dyn Examples> = if cifar {
+        if unet.image_size != 32 || unet.in_channels != 3 {
+            return Err(format!("CIFAR-10 is 32x32 RGB; --model {} is {} px", args.model, unet.image_size));
+        }
+        let data = cdl::train::cifar::load(path, cdl::train::cifar::Split::Train).map_err(|e| e.to_string())?;
+        Box::new(cdl::train::cifar::CifarExamples::new(data, args.flip, args.classes))
+    } else if path.is_dir() {
+        if args.classes {
+            return Err(format!("{}: an image folder has no labels for --classes", args.data));
+        }
+        let mut set = cdl::train::images::load_folder(path, unet.image_size as u32, unet.in_channels as u32)
+            .map_err(|e| e.to_string())?;
+        set.flip = args.flip;
+        Box::new(set)
+    } else {
+        return Err(format!(
+            "{}: not CIFAR-10 (.tar.gz, .bin or its folder) or an image folder; a UNet trains on images",
+            args.data
+        ));
+    };
+    // Per-pixel variances over up to 2,000 examples (the reference Gaussian, spec §2.1).
+    let (n, d) = (examples.len().min(2000), examples.row_len());
+    let idx: Vec<u32> = (0..n as u32).collect();
+    let (mut x, mut labels) = (vec![0f32; n * d], vec![0u32; n]);
+    examples.gather(&idx, 0, 0, &mut x, &mut labels);
+    let variances = (0..d)
+        .map(|i| {
+            let m = (0..n).map(|k| f64::from(x[k * d + i])).sum::<f64>() / n as f64;
+            ((0..n).map(|k| (f64::from(x[k * d + i]) - m).powi(2)).sum::<f64>() / n as f64).max(1e-4)
+        })
+        .collect();
+    Ok(Data { examples, variances, standard: (Vec::new(), Vec::new()) })
 }
 
 /// The batch order's seed: independent of the model init and the noise (which use the seed

@@ -85,15 +85,22 @@ impl Default for CdlKnobs {
 }
 
 /// The loss of `kind` for data with per-coordinate `variances`:
-/// - ITD and CDL integrate α over the truncated logistic with μ = −mean ln v, s = 3 for d ≤ 2
-///   (the authors' toy constant) and s from the log-variance spread otherwise, c = 3 (§1.5);
+/// - ITD and CDL integrate α over the truncated logistic with μ = −mean ln v, s = 3, c = 3 for
+///   d ≤ 2 (the authors' toy setting) and the spec's CIFAR constants for images (§1.5);
 /// - ζ follows the same logistic for d ≤ 2 (toys, §3.1) and the CIFAR setting (10.5, 1.5, 3)
 ///   otherwise;
 /// - the ITD value carries h_G and mmse_G of the data reference Gaussian, so L_std reads as an
 ///   estimate of −log p(x) in nats (gradients are unchanged).
 pub fn loss_config(kind: LossKind, variances: &[f64], cdl: CdlKnobs) -> Result<LossConfig, DiffusionError> {
     let toy = variances.len() <= 2;
-    let q = if toy { TruncLogistic::cdl_toy(variances)? } else { TruncLogistic::from_variances(variances, 3.0)? };
+    // Images: the spec's CIFAR constants (§1.5): ITD's (6.26, 3.10, 4) for the ITD loss, the CDL
+    // fine-tuning (4, 4, 3) for ITD + CDL. Per-pixel variances would give a far too narrow range
+    // (the constants come from covariance eigenvalues).
+    let q = match (toy, kind) {
+        (true, _) => TruncLogistic::cdl_toy(variances)?,
+        (false, LossKind::Cdl) => TruncLogistic::CDL_CIFAR,
+        (false, _) => TruncLogistic::ITD_CIFAR,
+    };
     let reference = Some(RefGaussian::from_variances(variances)?);
     let std = match kind {
         LossKind::Ddpm => StdLoss::Ddpm,

@@ -1,0 +1,186 @@
+//! Run configs for `cdl train`: every preset in configs/ resolves; flags override the file; an
+//! unknown key is refused with the closest valid key; out-of-range values and broken TOML are one
+//! line; the run directory gets the resolved config.toml. Image data trains a UNet.
+
+#![cfg(not(target_arch = "wasm32"))]
+#![allow(clippy::unwrap_used)]
+
+mod common;
+
+use std::path::{Path, PathBuf};
+use std::process::{Command, Output};
+
+fn cdl(args: &[&str]) -> Output {
+    Command::new(env!("CARGO_BIN_EXE_cdl")).args(args).output().expect("run cdl")
+}
+
+fn tmp(name: &str) -> PathBuf {
+    let dir = std::env::temp_dir().join(format!("cdl-cli-config-{}-{name}", std::process::id()));
+    let _ = std::fs::remove_dir_all(&dir);
+    std::fs::create_dir_all(&dir).unwrap();
+    dir
+}
+
+fn error_line(o: &Output) -> String {
+    let stderr = String::from_utf8_lossy(&o.stderr).into_owned();
+    assert_eq!(o.status.code(), Some(2), "{stderr}");
+    assert_eq!(stderr.lines().count(), 1, "{stderr}");
+    assert!(!stderr.contains("panicked"), "{stderr}");
+    stderr
+}
+
+fn write(dir: &Path, name: &str, text: &str) -> String {
+    let p = dir.join(name);
+    std::fs::write(&p, text).unwrap();
+    p.display().to_string()
+}
+
+#[test]
+fn bad_configs_are_one_line_errors() {
+    let dir = tmp("bad");
+    let cases = [
+        ("typo.toml", "lrr = 0.01\n", vec!["typo.toml", "unknown key `lrr`", "did you mean `lr`"]),
+        ("typo2.toml", "lamda_cdl = 2.0\n", vec!["did you mean `lambda_cdl`"]),
+        ("range.toml", "steps = 0\n", vec!["range.toml", "steps = 0 is out of range"]),
+        ("type.toml", "batch = \"big\"\n", vec!["type.toml", "invalid type"]),
+        ("syntax.toml", "steps = = 3\n", vec!["syntax.toml", "not valid TOML"]),
+        ("loss.toml", "loss = \"mse\"\n", vec!["unknown loss \\\"mse\\\""]),
+        ("model.toml", "model = \"resnet\"\n", vec!["model = \\\"resnet\\\""]),
+        ("norm.toml", "cdl_norm = \"mean\"\n", vec!["cdl_norm"]),
+        ("lr.toml", "lr = -1.0\n", vec!["learning rate"]),
+    ];
+    for (name, text, want) in cases {
+        let path = write(&dir, name, text);
+        let out = dir.join("out");
+        let e = error_line(&cdl(&["train", "--config", &path, "--out", out.to_str().unwrap()]));
+        for w in want {
+            assert!(e.contains(&w.replace("\\\"", "\"")), "{name}: {e} lacks {w}");
+        }
+    }
+    let e = error_line(&cdl(&["train", "--config", "/nonexistent/run.toml"]));
+    assert!(e.contains("/nonexistent/run.toml"), "{e}");
+    let _ = std::fs::remove_dir_all(&dir);
+}
+
+#[test]
+fn every_preset_resolves_and_flags_override_the_file() {
+    if common::gpu_or_skip().is_none() {
+        return;
+    }
+    let dir = tmp("presets");
+    let root = Path::new(env!("CARGO_MANIFEST_DIR")).join("configs");
+    let mut presets: Vec<PathBuf> = std::fs::read_dir(&root).unwrap().map(|e| e.unwrap().path()).collect();
+    presets.sort();
+    assert!(presets.len() >= 7, "{presets:?}");
+    for p in &presets {
+        let text = std::fs::read_to_string(p).unwrap();
+        let table: toml::Table = text.parse().unwrap();
+        // CIFAR presets name a file the user supplies: without it the error names that path.
+        if table["model"].as_str() != Some("mlp") {
+            let out = dir.join("cifar");
+            let e = error_line(&cdl(&["train", "--config", p.to_str().unwrap(), "--out", out.to_str().unwrap()]));
+            assert!(e.contains("data/cifar-10-binary.tar.gz"), "{}: {e}", p.display());
+            continue;
+        }
+        // Toy presets run; --steps and --width on the command line win over the file.
+        let out = dir.join(p.file_stem().unwrap());
+        let o = cdl(&[
+            "train",
+            "--config",
+            p.to_str().unwrap(),
+            "--steps",
+            "10",
+            "--width",
+            "16",
+            "--points",
+            "4",
+            "--log-every",
+            "5",
+            "--checkpoint-every",
+            "10",
+            "--toy-points",
+            "1000",
+            "--out",
+            out.to_str().unwrap(),
+        ]);
+        assert!(o.status.success(), "{}: {}", p.display(), String::from_utf8_lossy(&o.stderr));
+        let resolved: toml::Table = std::fs::read_to_string(out.join("config.toml")).unwrap().parse().unwrap();
+        assert_eq!(resolved["steps"].as_integer(), Some(10));
+        assert_eq!(resolved["width"].as_integer(), Some(16));
+        assert_eq!(resolved["loss"].as_str(), table["loss"].as_str());
+        assert_eq!(resolved["lr"].as_float(), table["lr"].as_float());
+        // The resolved file is itself a valid config that reproduces the run's settings.
+        let again = dir.join(format!("{}-again", p.file_stem().unwrap().to_string_lossy()));
+        let o =
+            cdl(&["train", "--config", out.join("config.toml").to_str().unwrap(), "--out", again.to_str().unwrap()]);
+        assert!(o.status.success(), "{}", String::from_utf8_lossy(&o.stderr));
+        let a = std::fs::read_to_string(out.join("metrics.jsonl")).unwrap();
+        let b = std::fs::read_to_string(again.join("metrics.jsonl")).unwrap();
+        let loss = |t: &str| {
+            t.lines().map(|l| serde_json::from_str::<serde_json::Value>(l).unwrap()["loss"].clone()).collect::<Vec<_>>()
+        };
+        assert_eq!(loss(&a), loss(&b), "{}", p.display());
+    }
+    let _ = std::fs::remove_dir_all(&dir);
+}
+
+#[test]
+fn a_unet_trains_on_an_image_folder() {
+    if common::gpu_or_skip().is_none() {
+        return;
+    }
+    let dir = tmp("images");
+    let imgs = dir.join("imgs");
+    std::fs::create_dir_all(&imgs).unwrap();
+    for i in 0..6u8 {
+        let img = image::RgbImage::from_fn(20, 16, |x, y| image::Rgb([x as u8 * 12, y as u8 * 15, i * 40]));
+        img.save(imgs.join(format!("{i}.png"))).unwrap();
+    }
+    let out = dir.join("run");
+    let o = cdl(&[
+        "train",
+        "--model",
+        "unet-tiny",
+        "--data",
+        imgs.to_str().unwrap(),
+        "--flip",
+        "--loss",
+        "cdl",
+        "--batch",
+        "2",
+        "--anchors",
+        "1",
+        "--points",
+        "1",
+        "--steps",
+        "3",
+        "--log-every",
+        "1",
+        "--checkpoint-every",
+        "3",
+        "--out",
+        out.to_str().unwrap(),
+        "--quiet",
+    ]);
+    assert!(o.status.success(), "{}", String::from_utf8_lossy(&o.stderr));
+    let ck = cdl::train::checkpoint::load(out.join("checkpoint.safetensors")).unwrap();
+    assert_eq!((ck.arch.as_str(), ck.step), ("unet", 3));
+    let lines = std::fs::read_to_string(out.join("metrics.jsonl")).unwrap();
+    assert_eq!(lines.lines().count(), 3);
+    // Image data for the MLP, or points for a UNet, are refused by name.
+    let e = error_line(&cdl(&["train", "--model", "unet-tiny", "--data", "moons", "--out", out.to_str().unwrap()]));
+    assert!(e.contains("moons") && e.contains("image"), "{e}");
+    let bad = dir.join("short.bin");
+    std::fs::write(&bad, vec![0u8; 3073 * 2 + 5]).unwrap();
+    let e = error_line(&cdl(&[
+        "train",
+        "--model",
+        "unet-compact",
+        "--data",
+        bad.to_str().unwrap(),
+        "--out",
+        out.to_str().unwrap(),
+    ]));
+    assert!(e.contains("short.bin"), "{e}");
+    let _ = std::fs::remove_dir_all(&dir);
+}
