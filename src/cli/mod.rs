@@ -124,7 +124,13 @@ async fn run(cli: Cli, matches: &clap::ArgMatches) -> Result<ExitCode, String> {
         Command::Experiment { what: ExperimentWhat::Toy(args) } => {
             sample::experiment_toy(&gpu, args).await.map(|()| ExitCode::SUCCESS)
         }
-        Command::Train(args) => train::train(&gpu, args).await.map(|()| ExitCode::SUCCESS),
+        Command::Train(args) => train::train(&gpu, args).await.map(|()| {
+            if train::INTERRUPTED.load(std::sync::atomic::Ordering::SeqCst) {
+                ExitCode::from(130)
+            } else {
+                ExitCode::SUCCESS
+            }
+        }),
         Command::Bench { what: BenchWhat::Ops { runs, out } } => {
             let json = bench::ops(&gpu, runs as usize).await.map_err(|e| e.to_string())?;
             emit(&json, out.as_deref())

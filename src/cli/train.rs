@@ -12,6 +12,7 @@
 use std::fs;
 use std::io::Write;
 use std::path::{Path, PathBuf};
+use std::sync::atomic::{AtomicBool, Ordering};
 use std::time::Instant;
 
 use clap::parser::ValueSource;
@@ -415,6 +416,7 @@ pub async fn train(gpu: &Gpu, args: TrainArgs) -> Result<(), String> {
     let started = Instant::now();
     let mut window_start = Instant::now();
     let mut window = Window::default();
+    catch_interrupts();
     while trainer.step() < args.steps {
         let s = trainer.step();
         let to_log = args.log_every - s % args.log_every;
@@ -437,8 +439,15 @@ pub async fn train(gpu: &Gpu, args: TrainArgs) -> Result<(), String> {
             }
             window_start = Instant::now();
         }
-        if s.is_multiple_of(args.checkpoint_every) || s == args.steps {
+        // Ctrl-C stops at the next metrics line (chunks end there), so the checkpoint and the
+        // metrics file agree and `--resume` continues the curve exactly.
+        let interrupted = INTERRUPTED.load(Ordering::SeqCst) && s.is_multiple_of(args.log_every);
+        if s.is_multiple_of(args.checkpoint_every) || s == args.steps || interrupted {
             save(trainer.checkpoint(gpu, &extra).await.map_err(|e| e.to_string())?)?;
+        }
+        if interrupted {
+            println!("interrupted at step {s}: wrote {}; continue with the same flags and --resume", ck_path.display());
+            return Ok(());
         }
     }
     println!(
@@ -449,6 +458,19 @@ pub async fn train(gpu: &Gpu, args: TrainArgs) -> Result<(), String> {
         metrics_path.display()
     );
     Ok(())
+}
+
+/// Set by SIGINT (Ctrl-C); a second one exits at once.
+pub static INTERRUPTED: AtomicBool = AtomicBool::new(false);
+
+fn catch_interrupts() {
+    // Installing twice in one process (the experiment trains two models) fails harmlessly.
+    let _ = ctrlc::set_handler(|| {
+        if INTERRUPTED.swap(true, Ordering::SeqCst) {
+            std::process::exit(130);
+        }
+        eprintln!("interrupt: finishing the current chunk and writing a checkpoint (Ctrl-C again to quit now)");
+    });
 }
 
 /// Training examples with what the loss and the checkpoint need to know about them.

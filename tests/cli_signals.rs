@@ -1,0 +1,135 @@
+//! Long runs behave: Ctrl-C (SIGINT) finishes the chunk, writes a checkpoint and exits with 130;
+//! a run killed with SIGKILL resumes from its last checkpoint; either way the resumed loss curve
+//! and weights equal an uninterrupted run's.
+
+#![cfg(unix)]
+#![allow(clippy::unwrap_used)]
+
+mod common;
+
+use std::path::{Path, PathBuf};
+use std::process::{Child, Command, Output};
+use std::time::Duration;
+
+const RUN: [&str; 16] = [
+    "train",
+    "--width",
+    "16",
+    "--blocks",
+    "1",
+    "--batch",
+    "32",
+    "--points",
+    "8",
+    "--toy-points",
+    "2000",
+    "--log-every",
+    "5",
+    "--checkpoint-every",
+    "10",
+    "--quiet",
+];
+
+fn args<'a>(out: &'a str, steps: &'a str, extra: &[&'a str]) -> Vec<&'a str> {
+    let mut a = RUN.to_vec();
+    a.extend(["--out", out, "--steps", steps]);
+    a.extend(extra);
+    a
+}
+
+fn spawn(a: &[&str]) -> Child {
+    Command::new(env!("CARGO_BIN_EXE_cdl")).args(a).spawn().expect("run cdl")
+}
+
+fn run(a: &[&str]) -> Output {
+    Command::new(env!("CARGO_BIN_EXE_cdl")).args(a).output().expect("run cdl")
+}
+
+fn tmp(name: &str) -> PathBuf {
+    let dir = std::env::temp_dir().join(format!("cdl-signals-{}-{name}", std::process::id()));
+    let _ = std::fs::remove_dir_all(&dir);
+    dir
+}
+
+/// The loss curve of a run (wall-clock fields dropped).
+fn curve(dir: &Path) -> Vec<serde_json::Value> {
+    std::fs::read_to_string(dir.join("metrics.jsonl"))
+        .unwrap()
+        .lines()
+        .map(|l| {
+            let v: serde_json::Value = serde_json::from_str(l).unwrap();
+            serde_json::json!([v["step"], v["loss"], v["grad_norm"], v["cdl_accuracy"]])
+        })
+        .collect()
+}
+
+fn lines(dir: &Path) -> usize {
+    std::fs::read_to_string(dir.join("metrics.jsonl")).map(|t| t.lines().count()).unwrap_or(0)
+}
+
+fn wait_for(what: &str, mut ok: impl FnMut() -> bool) {
+    for _ in 0..6000 {
+        if ok() {
+            return;
+        }
+        std::thread::sleep(Duration::from_millis(10));
+    }
+    panic!("waited 60 s for {what}");
+}
+
+fn signal(child: &Child, sig: &str) {
+    let st = Command::new("kill").args([sig, &child.id().to_string()]).status().unwrap();
+    assert!(st.success());
+}
+
+fn weights(dir: &Path) -> Vec<cdl::train::checkpoint::Tensor> {
+    cdl::train::checkpoint::load(dir.join("checkpoint.safetensors")).unwrap().into_tensors()
+}
+
+#[test]
+fn sigint_checkpoints_and_sigkill_resumes_exactly() {
+    if common::gpu_or_skip().is_none() {
+        return;
+    }
+    let steps = "4000";
+    let straight = tmp("straight");
+    let s = straight.display().to_string();
+    let o = run(&args(&s, "60", &[]));
+    assert!(o.status.success(), "{}", String::from_utf8_lossy(&o.stderr));
+
+    // SIGINT once a few lines are out: exit 130, a checkpoint at a metrics line, then resume.
+    let int = tmp("sigint");
+    let i = int.display().to_string();
+    let mut child = spawn(&args(&i, steps, &[]));
+    wait_for("metrics", || lines(&int) >= 3);
+    signal(&child, "-INT");
+    let status = child.wait().unwrap();
+    assert_eq!(status.code(), Some(130));
+    let ck = cdl::train::checkpoint::load(int.join("checkpoint.safetensors")).unwrap();
+    let last = curve(&int).last().unwrap()[0].as_u64().unwrap();
+    assert_eq!(ck.step, last, "the checkpoint is at the last metrics line");
+    assert!(ck.step < 4000 && ck.step.is_multiple_of(5));
+    println!("SIGINT stopped at step {}", ck.step);
+
+    // SIGKILL after the first checkpoint: no chance to save; resume from step 10, 20, ...
+    let kill = tmp("sigkill");
+    let k = kill.display().to_string();
+    let mut child = spawn(&args(&k, steps, &[]));
+    wait_for("a checkpoint", || kill.join("checkpoint.safetensors").exists() && lines(&kill) >= 3);
+    signal(&child, "-KILL");
+    assert_eq!(child.wait().unwrap().code(), None, "killed by a signal");
+    let at = cdl::train::checkpoint::load(kill.join("checkpoint.safetensors")).unwrap().step;
+    println!("SIGKILL left a checkpoint at step {at} and {} metrics lines", lines(&kill));
+
+    // Both resume to step 60 and match the uninterrupted run, curve and weights.
+    for dir in [&int, &kill] {
+        let d = dir.display().to_string();
+        let o = run(&args(&d, "60", &["--resume"]));
+        assert!(o.status.success(), "{}", String::from_utf8_lossy(&o.stderr));
+        assert_eq!(curve(dir), curve(&straight), "{d}");
+        assert_eq!(weights(dir), weights(&straight), "{d}");
+    }
+    for d in [straight, int, kill] {
+        let _ = std::fs::remove_dir_all(d);
+    }
+}
