@@ -3,6 +3,7 @@
 //! Picard sampler with τ → 0 reproduces the sequential DDPM trajectory (same pre-sampled noise);
 //! pass counts never exceed the number of steps.
 
+#![cfg(not(target_arch = "wasm32"))]
 #![allow(clippy::unwrap_used)]
 
 use cdl::diffusion::gaussian::GaussianData;
@@ -122,6 +123,32 @@ fn looser_tolerance_never_costs_more_passes() {
         last = s.passes;
     }
     assert!(last < 50, "tol 1 still takes {last} passes");
+}
+
+#[test]
+fn short_ddpm_schedules_are_ho_respaced() {
+    let ho = cdl::diffusion::schedule::DdpmSchedule::ho();
+    for steps in [2, 10, 100, 999] {
+        let s = ddpm_schedule(steps).unwrap();
+        assert_eq!(s.steps(), steps);
+        // Same end points as DDPM-1000, ᾱ strictly decreasing.
+        assert_eq!((s.logsnr[0], s.logsnr[steps - 1]), (ho.logsnr[0], ho.logsnr[999]), "{steps}");
+        assert!(s.alpha_bar.windows(2).all(|w| w[1] < w[0]), "{steps}");
+    }
+    // A 10-step DDPM on the Gaussian: the mean is right; ancestral sampling with so few steps
+    // under-disperses with β̃ and over-disperses with β (coarse bounds, this is not a bug).
+    let g = data();
+    for variance in [DdpmVariance::Posterior, DdpmVariance::Beta] {
+        let cfg = SamplerConfig::Ddpm { steps: 10, variance };
+        let (x, _) = pollster::block_on(sample(&mut RowByRow(&g), &cfg, 4000, 3, None)).unwrap();
+        let (mean, var) = moments(&x, 2);
+        println!("ddpm-10 {variance:?}: mean {mean:.3?} var {var:.3?}");
+        for i in 0..2 {
+            let r = var[i] / g.var[i];
+            assert!((mean[i] - g.mean[i]).abs() < 0.1 && r > 0.4 && r < 1.6, "{variance:?} {i}: {mean:?} {var:?}");
+        }
+    }
+    assert!(ddpm_schedule(1).is_err() && ddpm_schedule(0).is_err());
 }
 
 #[test]

@@ -3,6 +3,7 @@
 //! log p(y) − log p_ζ(y), and the batched test protocol equals the row-by-row one in
 //! `diffusion::likelihood` in expectation.
 
+#![cfg(not(target_arch = "wasm32"))]
 #![allow(clippy::unwrap_used)]
 
 use cdl::diffusion::gaussian::GaussianData;

@@ -1,6 +1,8 @@
 //! `eval::plot`: pixels land where the documented coordinate maps put them, with the documented
 //! colours (all checks exact: the drawing is integer/nearest-neighbour, no blending), and PNGs
 //! decode back to the same pixels.
+
+#![cfg(not(target_arch = "wasm32"))]
 #![allow(clippy::unwrap_used)]
 
 use std::path::PathBuf;

@@ -4,6 +4,7 @@
 //! (v/127.5 − 1, deterministic flips, labels), and PNG/JPEG folders (order, modes, the
 //! center-crop rule, strict sizes, corrupt files).
 
+#![cfg(not(target_arch = "wasm32"))]
 // Tests may unwrap: a failed unwrap is a failed test, with its message.
 #![allow(clippy::unwrap_used)]
 

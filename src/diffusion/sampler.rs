@@ -104,14 +104,27 @@ pub enum DdpmVariance {
     Posterior,
 }
 
-/// ᾱ of Ho's linear schedule scaled to `steps` (β from 0.1/steps to 20/steps, i.e. Ho's
-/// 1e-4..0.02 at 1000 steps).
+/// The `steps`-step DDPM schedule: Ho's 1000 steps; for fewer, Ho's schedule respaced (ᾱ at
+/// `steps` evenly spaced timesteps t_i = round(i·999/(steps−1)), the steps' β implied by
+/// consecutive ᾱ, as in improved DDPM), so every length spans the same noise range
+/// α ∈ [−10.1, 9.2]; for more, the linear schedule with β from 0.1/steps to 20/steps.
 pub fn ddpm_schedule(steps: usize) -> Result<DdpmSchedule> {
-    if steps == 1000 {
-        return Ok(DdpmSchedule::ho());
+    match steps {
+        1000 => Ok(DdpmSchedule::ho()),
+        0 | 1 => Err(DiffusionError::Config(format!("a DDPM schedule needs >= 2 steps, got {steps}"))),
+        2..1000 => {
+            let ho = DdpmSchedule::ho();
+            let ts: Vec<usize> = (0..steps).map(|i| (i * 999 + (steps - 1) / 2) / (steps - 1)).collect();
+            Ok(DdpmSchedule {
+                alpha_bar: ts.iter().map(|&t| ho.alpha_bar[t]).collect(),
+                logsnr: ts.iter().map(|&t| ho.logsnr[t]).collect(),
+            })
+        }
+        _ => {
+            let s = steps as f64;
+            DdpmSchedule::linear(steps, 0.1 / s, 20.0 / s)
+        }
     }
-    let s = steps as f64;
-    DdpmSchedule::linear(steps, 0.1 / s, 20.0 / s)
 }
 
 fn posterior_var(ab: f64, ab_prev: f64) -> f64 {
