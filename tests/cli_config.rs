@@ -167,6 +167,26 @@ fn a_unet_trains_on_an_image_folder() {
     assert_eq!((ck.arch.as_str(), ck.step), ("unet", 3));
     let lines = std::fs::read_to_string(out.join("metrics.jsonl")).unwrap();
     assert_eq!(lines.lines().count(), 3);
+    // A directory of PNGs for FID tools: EDM's layout and uint8 convention.
+    let pngs = dir.join("pngs");
+    let o = cdl(&[
+        "sample",
+        "--checkpoint",
+        out.join("checkpoint.safetensors").to_str().unwrap(),
+        "--n",
+        "3",
+        "--sampler",
+        "ddim",
+        "--steps",
+        "3",
+        "--out",
+        pngs.to_str().unwrap(),
+    ]);
+    assert!(o.status.success(), "{}", String::from_utf8_lossy(&o.stderr));
+    for i in 0..3 {
+        let img = image::open(pngs.join("000000").join(format!("{i:06}.png"))).unwrap().to_rgb8();
+        assert_eq!(img.dimensions(), (16, 16));
+    }
     // Image data for the MLP, or points for a UNet, are refused by name.
     let e = error_line(&cdl(&["train", "--model", "unet-tiny", "--data", "moons", "--out", out.to_str().unwrap()]));
     assert!(e.contains("moons") && e.contains("image"), "{e}");

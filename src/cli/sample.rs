@@ -89,7 +89,8 @@ pub struct SampleArgs {
     pub checkpoint: PathBuf,
     #[command(flatten)]
     pub sampler: SamplerArgs,
-    /// Output: a .csv of x,y points (in the data's units) or a .png picture.
+    /// Output: a .csv of x,y points (in the data's units), a .png picture (scatter or image grid),
+    /// or, for image models, a directory of PNGs (DIR/000000/000000.png, …) for FID tools.
     #[arg(long, default_value = "samples.csv")]
     pub out: PathBuf,
 }
@@ -213,8 +214,11 @@ fn f32s(x: &[f64]) -> Vec<f32> {
 pub async fn sample_cmd(gpu: &Gpu, args: SampleArgs) -> Result<(), String> {
     let out = &args.out;
     let ext = out.extension().and_then(|e| e.to_str()).unwrap_or("").to_ascii_lowercase();
+    if ext.is_empty() {
+        return sample_dir(gpu, &args).await;
+    }
     if ext != "csv" && ext != "png" {
-        return Err(format!("{}: the output must end in .csv or .png", out.display()));
+        return Err(format!("{}: the output must end in .csv or .png, or be a directory", out.display()));
     }
     let trained = load(&args.checkpoint)?;
     let (mut x, stats, secs) = draw(gpu, &trained.ck, &args.sampler, args.sampler.n as usize).await?;
@@ -254,6 +258,58 @@ pub async fn sample_cmd(gpu: &Gpu, args: SampleArgs) -> Result<(), String> {
         "{}",
         json!({"out": out.display().to_string(), "sampler": args.sampler.config().name(), "n": args.sampler.n,
                "passes": stats.passes, "evaluations": stats.evaluations, "steps": stats.steps, "seconds": secs})
+    );
+    Ok(())
+}
+
+/// Samples per batch when writing an image directory (the denoiser is bound to this many rows).
+const DIR_BATCH: usize = 256;
+
+/// `--out DIR` for image models: one PNG per sample, `DIR/000000/000123.png` (1,000 per folder,
+/// EDM's generate.py layout; pytorch-fid and EDM's fid.py read the folder recursively), pixels
+/// with EDM's uint8 convention clip(x·127.5 + 128, 0, 255) (spec §7.1). Batches of `DIR_BATCH`
+/// samples; batch b draws with seed + b, so any n gives the same first images.
+async fn sample_dir(gpu: &Gpu, args: &SampleArgs) -> Result<(), String> {
+    let trained = load(&args.checkpoint)?;
+    let d = model_dim(&trained.ck)?;
+    if trained.ck.arch != "unet" {
+        return Err(format!("{}: a directory of PNGs is for image models; use .csv or .png", args.out.display()));
+    }
+    let c = cdl::model::UNetConfig::from_json(&trained.ck.model_config)?;
+    let (side, ch) = (c.image_size as u32, c.in_channels);
+    let n = args.sampler.n as usize;
+    let mut den = GpuDenoiser::from_checkpoint(gpu, &trained.ck, DIR_BATCH.min(n), !args.sampler.no_ema)
+        .await
+        .map_err(|e| e.to_string())?;
+    let t = Instant::now();
+    let mut stats = SampleStats::default();
+    for (b, start) in (0..n).step_by(DIR_BATCH).enumerate() {
+        let m = DIR_BATCH.min(n - start);
+        let seed = args.sampler.seed.wrapping_add(b as u64);
+        let (x, st) = sample(&mut den, &args.sampler.config(), m, seed, None).await.map_err(|e| e.to_string())?;
+        stats = st;
+        for k in 0..m {
+            let i = start + k;
+            let dir = args.out.join(format!("{:06}", i - i % 1000));
+            std::fs::create_dir_all(&dir).map_err(|e| format!("cannot create {}: {e}", dir.display()))?;
+            let px = &x[k * d..(k + 1) * d];
+            let img = image::RgbImage::from_fn(side, side, |col, row| {
+                let at = |chan: usize| {
+                    plot::to_u8(px[(chan * side as usize + row as usize) * side as usize + col as usize] as f32)
+                };
+                if ch == 3 {
+                    image::Rgb([at(0), at(1), at(2)])
+                } else {
+                    image::Rgb([at(0); 3])
+                }
+            });
+            plot::save_png(dir.join(format!("{i:06}.png")), &img).map_err(|e| e.to_string())?;
+        }
+    }
+    println!(
+        "{}",
+        json!({"out": args.out.display().to_string(), "sampler": args.sampler.config().name(), "n": n,
+               "passes_per_batch": stats.passes, "evaluations": stats.evaluations, "seconds": t.elapsed().as_secs_f64()})
     );
     Ok(())
 }
