@@ -1,0 +1,1018 @@
+//! The toy demo: the page's controls feed a command queue; one task on the event loop owns the
+//! GPU, the data and the models, trains in small chunks (yielding to the browser between them),
+//! draws, samples, saves and loads. The full page shows two models side by side (DDPM and
+//! ITD+CDL by default) trained on the same data; the embed layout (`?embed`) shows one.
+//!
+//! State for tests and scripts: `window.cdl.state()` (a plain object; see `publish`) and
+//! `window.cdl.{start,pause,step,reset,saveStorage,loadStorage,loseDevice}()`.
+
+use std::cell::RefCell;
+use std::collections::VecDeque;
+use std::rc::Rc;
+
+use serde_json::{json, Value};
+use wasm_bindgen::prelude::*;
+use wasm_bindgen::JsCast;
+
+use super::toy::{loss_label, ToyModel, ToySettings};
+use super::{dom, draw, store};
+use crate::diffusion::likelihood::RefGaussian;
+use crate::diffusion::logistic::TruncLogistic;
+use crate::diffusion::sampler::{self, SamplerConfig};
+use crate::eval::denoiser::GpuDenoiser;
+use crate::eval::mmd::{mmd, MMD_BANDWIDTH};
+use crate::eval::nll;
+use crate::gpu::{Gpu, GpuOptions};
+use crate::train::checkpoint::{self, Checkpoint};
+use crate::train::data::{parse_csv_limited, Points, Standardization, Toy};
+use crate::train::recipe::LossKind;
+
+/// How long the page waits for a WebGPU adapter before saying it has none, in ms.
+const ADAPTER_TIMEOUT_MS: i32 = 15_000;
+/// Points generated for a built-in data set.
+const TOY_POINTS: usize = 10_000;
+/// Data points drawn in a scatter plot.
+const DRAW_DATA: usize = 1500;
+/// Fewest drawn points the page trains on.
+const MIN_DRAWN: usize = 20;
+/// Wall time one training chunk aims at (all models), in ms; the UI thread is busy only for
+/// the encoding part of it.
+const CHUNK_TARGET_MS: f64 = 60.0;
+/// Samples are redrawn this often while training, in ms.
+const SAMPLE_EVERY_MS: f64 = 2500.0;
+/// The in-memory weights for a device-loss restart are refreshed this often, in ms.
+const KEEP_EVERY_MS: f64 = 3000.0;
+/// Cells per side of the density map, and the α points of its estimator.
+const HEAT_GRID: usize = 32;
+const HEAT_POINTS: usize = 12;
+/// Browser storage key of saved weights (one entry per model slot).
+const STORAGE_KEY: &str = "cdl.weights";
+/// Checkpoints shipped with the page (`web/assets/`): (data set, loss).
+const PRETRAINED: &[(&str, &str)] = &[("moons", "cdl"), ("moons", "ddpm")];
+
+/// What the controls ask of the training task.
+enum Cmd {
+    Start,
+    Pause,
+    Step,
+    /// Rebuild the models from the controls (fresh weights) on the current data.
+    Reset,
+    /// Switch to a built-in data set (and reset).
+    Toy(Toy),
+    /// Switch to drawn or uploaded points, raw units (standardized here), and reset.
+    Points(String, Points),
+    SaveFile(usize),
+    LoadFile(usize, String, Vec<u8>),
+    SaveStorage,
+    LoadStorage,
+    /// The device was lost (generation, message).
+    Lost(u32, String),
+    Restart,
+    /// Destroys the device (tests of the device-loss path).
+    LoseDevice,
+    Resample,
+}
+
+/// What handlers and the task share. Handlers only push commands and read flags.
+#[derive(Default)]
+struct Shared {
+    queue: VecDeque<Cmd>,
+    running: bool,
+    /// The last published state (JSON text) for `window.cdl.state()`.
+    state: String,
+    /// Points drawn with the mouse, in view units.
+    drawn: Vec<f64>,
+    mouse_down: bool,
+}
+
+type SharedRef = Rc<RefCell<Shared>>;
+/// A named command of `window.cdl`.
+type Named = (&'static str, fn() -> Cmd);
+
+thread_local! {
+    /// Device-lost reports (device generation, message) from wgpu's callback.
+    static LOST: RefCell<Vec<(u32, String)>> = const { RefCell::new(Vec::new()) };
+}
+
+fn push(shared: &SharedRef, cmd: Cmd) {
+    shared.borrow_mut().queue.push_back(cmd);
+}
+
+/// Page options from the URL (`?dataset=moons&loss=cdl&autoplay&embed&width=16...`).
+#[derive(Clone, Debug)]
+pub struct Options {
+    pub embed: bool,
+    pub dataset: String,
+    pub losses: Vec<LossKind>,
+    pub base: ToySettings,
+    pub autoplay: bool,
+    pub pretrained: bool,
+    pub samples: usize,
+    pub sampler: String,
+    pub sampler_steps: usize,
+    /// Fixed chunk size (0: adaptive).
+    pub chunk: usize,
+    /// Steps the Step button runs.
+    pub step_size: usize,
+    /// Samples are redrawn this often while training, in ms.
+    pub sample_every_ms: f64,
+    /// Log the time of each chunk and sampling run to the console.
+    pub debug: bool,
+    /// The map under the samples: "none", "logp" or "logit".
+    pub heat: String,
+}
+
+impl Options {
+    pub fn from_url(embed: bool) -> Self {
+        let num = |k: &str, d: usize| dom::param(k).and_then(|v| v.parse::<usize>().ok()).unwrap_or(d);
+        let loss = |k: &str, d: Option<LossKind>| match dom::param(k) {
+            Some(v) if v == "none" || v.is_empty() => None,
+            Some(v) => v.parse().ok().or(d),
+            None => d,
+        };
+        let mut base = ToySettings::default();
+        base.width = num("width", base.width).clamp(4, 1024);
+        base.blocks = num("blocks", base.blocks).min(8);
+        base.emb_dim = (num("emb", base.emb_dim).clamp(2, 512) / 2) * 2;
+        base.batch = num("batch", base.batch).clamp(4, 4096);
+        base.seed = num("seed", 0) as u64;
+        base.knobs.anchors = num("K", base.knobs.anchors).clamp(1, base.batch);
+        base.knobs.points = num("M", base.knobs.points).clamp(1, 1024);
+        base.knobs.lambda = dom::param("lambda").and_then(|v| v.parse().ok()).unwrap_or(base.knobs.lambda);
+        let a = loss("loss", Some(if embed { LossKind::Cdl } else { LossKind::Ddpm }));
+        let b = loss("loss_b", if embed { None } else { Some(LossKind::Cdl) });
+        Self {
+            embed,
+            dataset: dom::param("dataset").unwrap_or_else(|| "moons".into()),
+            losses: [a, b].into_iter().flatten().collect(),
+            base,
+            autoplay: dom::flag("autoplay"),
+            pretrained: dom::param("pretrained").is_none_or(|v| v != "0"),
+            samples: num("samples", if embed { 300 } else { 1000 }).clamp(16, 20_000),
+            // DDPM-1000: the shortened DDIM / DDPM schedules still scatter outliers with these
+            // small models (the same with `cdl sample`).
+            sampler: dom::param("sampler").unwrap_or_else(|| "ddpm".into()),
+            sampler_steps: num("sampler_steps", 1000).clamp(2, 1000),
+            chunk: num("chunk", 0).min(super::toy::CHUNK_MAX),
+            step_size: num("step_size", 10).clamp(1, super::toy::CHUNK_MAX),
+            sample_every_ms: num("sample_every", SAMPLE_EVERY_MS as usize) as f64,
+            debug: dom::flag("debug"),
+            heat: dom::param("heat").unwrap_or_else(|| if embed { "none".into() } else { "logp".into() }),
+        }
+    }
+}
+
+/// The data being trained on.
+struct Data {
+    name: String,
+    /// Standardized. (n, 2)
+    points: Points,
+    st: Standardization,
+}
+
+impl Data {
+    fn toy(t: Toy, seed: u64) -> Self {
+        Self { name: t.name().into(), points: t.generate(TOY_POINTS, seed), st: Standardization::identity(2) }
+    }
+
+    fn custom(name: String, mut points: Points) -> Result<Self, String> {
+        if points.dim != 2 {
+            return Err(format!("{name}: points must have 2 coordinates"));
+        }
+        let st = points.standardize().map_err(|e| format!("{name}: {e}"))?;
+        Ok(Self { name, points, st })
+    }
+}
+
+/// The training task's state.
+struct Engine {
+    shared: SharedRef,
+    opts: Options,
+    gpu: Gpu,
+    /// Bumped with every new device, so a stale device-lost callback is ignored.
+    generation: u32,
+    data: Data,
+    models: Vec<ToyModel>,
+    /// The last weights read back (for a restart after device loss).
+    kept: Vec<Option<Checkpoint>>,
+    kept_at: f64,
+    lost: Option<String>,
+    pending_steps: usize,
+    chunk: usize,
+    /// (time ms, total steps) of recent chunks, for steps/s.
+    rate: VecDeque<(f64, u64)>,
+    steps_per_s: f64,
+    sampled_at: f64,
+    message: String,
+}
+
+// ---------------------------------------------------------------------------------------------
+// Start-up and controls
+
+/// Builds the demo on the page: wires the controls, acquires WebGPU, loads shipped weights and
+/// starts the training task.
+pub async fn run(embed: bool) -> Result<(), String> {
+    let opts = Options::from_url(embed);
+    let shared: SharedRef = Rc::default();
+    install_api(&shared);
+    init_controls(&opts);
+    wire_controls(&shared, &opts);
+    dom::set_text("status", "acquiring WebGPU…");
+    // Some configurations (WebGPU switched off by policy or flags) never answer the adapter
+    // request: say so after a while instead of leaving the page blank.
+    let acquired = Rc::new(std::cell::Cell::new(false));
+    let flag = acquired.clone();
+    wasm_bindgen_futures::spawn_local(async move {
+        dom::sleep(ADAPTER_TIMEOUT_MS).await;
+        if !flag.get() {
+            no_webgpu(&format!("no answer to the adapter request within {} s", ADAPTER_TIMEOUT_MS / 1000));
+        }
+    });
+    let gpu = Gpu::new(&GpuOptions::default()).await;
+    acquired.set(true);
+    let gpu = match gpu {
+        Ok(g) => g,
+        Err(e) => {
+            no_webgpu(&e.to_string());
+            return Ok(());
+        }
+    };
+    dom::set_text("adapter", &gpu.describe());
+    let data = match Toy::from_name(&opts.dataset) {
+        Some(t) => Data::toy(t, opts.base.seed),
+        None => {
+            show_message(&format!("unknown dataset {:?}; using moons", opts.dataset));
+            Data::toy(Toy::Moons, opts.base.seed)
+        }
+    };
+    let mut engine = Engine {
+        shared: shared.clone(),
+        opts: opts.clone(),
+        gpu,
+        generation: 0,
+        data,
+        models: Vec::new(),
+        kept: Vec::new(),
+        kept_at: 0.0,
+        lost: None,
+        pending_steps: 0,
+        chunk: opts.chunk.max(4),
+        rate: VecDeque::new(),
+        steps_per_s: 0.0,
+        sampled_at: 0.0,
+        message: String::new(),
+    };
+    engine.watch_device();
+    engine.reset().await?;
+    if opts.pretrained {
+        engine.load_pretrained().await;
+    }
+    engine.refresh_samples().await;
+    engine.redraw();
+    dom::set_text("status", "ready");
+    dom::set_body_data("status", "ready");
+    engine.publish();
+    if opts.autoplay {
+        shared.borrow_mut().running = true;
+    }
+    wasm_bindgen_futures::spawn_local(async move { engine.run_loop().await });
+    Ok(())
+}
+
+/// The page without WebGPU: what is missing and which browser or flag provides it.
+fn no_webgpu(why: &str) {
+    dom::set_body_data("status", "no-webgpu");
+    show_message(&format!(
+        "This demo trains on your GPU through WebGPU, which this browser does not offer ({why}). \
+         Open it in Chrome or Edge 113+ (desktop), Safari 26+, or Chromium started with \
+         --enable-unsafe-webgpu (on Linux also --enable-features=Vulkan)."
+    ));
+    dom::set_text("status", "WebGPU is not available");
+}
+
+fn show_message(text: &str) {
+    dom::set_text("message", text);
+    dom::set_hidden("message", text.is_empty());
+}
+
+/// Sets the controls to the URL's options.
+fn init_controls(opts: &Options) {
+    if opts.embed {
+        dom::add_body_class("embed");
+    }
+    let sel = if Toy::from_name(&opts.dataset).is_some() { opts.dataset.as_str() } else { "moons" };
+    dom::set_value("dataset", sel);
+    let name = |k: Option<&LossKind>| k.map_or("none", |k| k.name());
+    dom::set_value("loss-a", name(opts.losses.first()));
+    dom::set_value("loss-b", name(opts.losses.get(1)));
+    dom::set_value("lambda", &opts.base.knobs.lambda.to_string());
+    dom::set_value("anchors", &opts.base.knobs.anchors.to_string());
+    dom::set_value("points", &opts.base.knobs.points.to_string());
+    dom::set_value("sampler", &opts.sampler);
+    dom::set_value("sampler-steps", &opts.sampler_steps.to_string());
+    dom::set_value("heat", &opts.heat);
+    dom::set_text("step", &format!("Step ×{}", opts.step_size));
+}
+
+fn wire_controls(shared: &SharedRef, opts: &Options) {
+    let click = |id: &str, make: fn() -> Cmd| {
+        let s = shared.clone();
+        dom::on(id, "click", move |_| push(&s, make()));
+    };
+    click("reset", || Cmd::Reset);
+    click("step", || Cmd::Step);
+    click("start", || Cmd::Start);
+    click("pause", || Cmd::Pause);
+    click("save-storage", || Cmd::SaveStorage);
+    click("load-storage", || Cmd::LoadStorage);
+    click("restart", || Cmd::Restart);
+    click("resample", || Cmd::Resample);
+    for (i, suffix) in ["a", "b"].into_iter().enumerate() {
+        let s = shared.clone();
+        dom::on(&format!("save-file-{suffix}"), "click", move |_| push(&s, Cmd::SaveFile(i)));
+        let s = shared.clone();
+        let input = format!("load-file-{suffix}");
+        let id = input.clone();
+        dom::on(&input, "change", move |_| {
+            let Some(file) = store::chosen_file(&id) else { return };
+            store::clear_file(&id);
+            let s = s.clone();
+            wasm_bindgen_futures::spawn_local(async move {
+                match store::read_file(&file, store::MAX_WEIGHTS_BYTES, "a weights file").await {
+                    Ok(bytes) => push(&s, Cmd::LoadFile(i, file.name(), bytes)),
+                    Err(e) => set_weights_message(&e, true),
+                }
+            });
+        });
+    }
+    for id in ["loss-a", "loss-b", "lambda", "anchors", "points"] {
+        let s = shared.clone();
+        dom::on(id, "change", move |_| push(&s, Cmd::Reset));
+    }
+    for id in ["sampler", "sampler-steps", "heat", "zeta"] {
+        let s = shared.clone();
+        dom::on(id, "change", move |_| push(&s, Cmd::Resample));
+    }
+    let s = shared.clone();
+    dom::on("dataset", "change", move |_| {
+        let v = dom::value("dataset").unwrap_or_default();
+        dom::set_hidden("draw-panel", v != "draw");
+        dom::set_hidden("csv-panel", v != "csv");
+        dom::set_text("data-error", "");
+        if let Some(t) = Toy::from_name(&v) {
+            push(&s, Cmd::Toy(t));
+        } else if v == "draw" {
+            redraw_drawing(&s.borrow().drawn);
+        }
+    });
+    let s = shared.clone();
+    dom::on("csv-file", "change", move |_| {
+        let Some(file) = store::chosen_file("csv-file") else { return };
+        store::clear_file("csv-file");
+        let s = s.clone();
+        wasm_bindgen_futures::spawn_local(async move {
+            match read_csv(&file).await {
+                Ok(points) => {
+                    dom::set_text("data-error", "");
+                    push(&s, Cmd::Points(file.name(), points));
+                }
+                Err(e) => set_data_error(&e),
+            }
+        });
+    });
+    wire_drawing(shared);
+    let _ = opts;
+}
+
+async fn read_csv(file: &web_sys::File) -> Result<Points, String> {
+    let bytes = store::read_file(file, store::MAX_CSV_BYTES, "a CSV file").await?;
+    let text = String::from_utf8(bytes).map_err(|_| format!("{}: not UTF-8 text", file.name()))?;
+    let points = parse_csv_limited(&text, &file.name(), store::MAX_CSV_POINTS).map_err(|e| e.to_string())?;
+    if points.len() < MIN_DRAWN {
+        return Err(format!("{}: {} points; at least {MIN_DRAWN} are needed", file.name(), points.len()));
+    }
+    Ok(points)
+}
+
+fn set_data_error(text: &str) {
+    dom::set_text("data-error", text);
+    dom::set_attr("data-error", "data-kind", if text.is_empty() { "" } else { "error" });
+}
+
+fn set_weights_message(text: &str, error: bool) {
+    dom::set_text("weights-msg", text);
+    dom::set_attr("weights-msg", "class", if error { "error" } else { "ok" });
+}
+
+/// Drawing points with the mouse on `draw-canvas`: each move while the button is down sprays a
+/// few points around the cursor.
+fn wire_drawing(shared: &SharedRef) {
+    let spray = |s: &SharedRef, e: &web_sys::Event| {
+        let Some(m) = e.dyn_ref::<web_sys::MouseEvent>() else { return };
+        let Some(canvas) = dom::get::<web_sys::HtmlCanvasElement>("draw-canvas") else { return };
+        let r = canvas.get_bounding_client_rect();
+        let (w, h) = (f64::from(canvas.width()), f64::from(canvas.height()));
+        let px = (f64::from(m.client_x()) - r.left()) * w / r.width().max(1.0);
+        let py = (f64::from(m.client_y()) - r.top()) * h / r.height().max(1.0);
+        let (x, y) = draw::from_px(w, h, px, py);
+        let mut sh = s.borrow_mut();
+        for _ in 0..3 {
+            let jx = (js_sys::Math::random() - 0.5) * 0.15;
+            let jy = (js_sys::Math::random() - 0.5) * 0.15;
+            sh.drawn.extend([x + jx, y + jy]);
+        }
+        redraw_drawing(&sh.drawn);
+    };
+    let s = shared.clone();
+    dom::on("draw-canvas", "mousedown", move |e| {
+        s.borrow_mut().mouse_down = true;
+        spray(&s, &e);
+    });
+    let s = shared.clone();
+    dom::on("draw-canvas", "mousemove", move |e| {
+        if s.borrow().mouse_down {
+            spray(&s, &e);
+        }
+    });
+    for ev in ["mouseup", "mouseleave"] {
+        let s = shared.clone();
+        dom::on("draw-canvas", ev, move |_| s.borrow_mut().mouse_down = false);
+    }
+    let s = shared.clone();
+    dom::on("draw-clear", "click", move |_| {
+        s.borrow_mut().drawn.clear();
+        redraw_drawing(&[]);
+    });
+    let s = shared.clone();
+    dom::on("draw-use", "click", move |_| {
+        let drawn = s.borrow().drawn.clone();
+        if drawn.len() / 2 < MIN_DRAWN {
+            set_data_error(&format!("draw at least {MIN_DRAWN} points first ({} so far)", drawn.len() / 2));
+            return;
+        }
+        set_data_error("");
+        let data = drawn.iter().map(|&v| v as f32).collect();
+        push(&s, Cmd::Points("drawing".into(), Points { dim: 2, data }));
+    });
+}
+
+fn redraw_drawing(drawn: &[f64]) {
+    let data: Vec<f32> = drawn.iter().map(|&v| v as f32).collect();
+    draw::scatter("draw-canvas", &data, usize::MAX, &[], None);
+    dom::set_text("draw-count", &format!("{} points", drawn.len() / 2));
+}
+
+/// `window.cdl`: the state object and the commands, for tests and scripts.
+fn install_api(shared: &SharedRef) {
+    let api = js_sys::Object::new();
+    let s = shared.clone();
+    let state =
+        Closure::<dyn Fn() -> JsValue>::new(move || js_sys::JSON::parse(&s.borrow().state).unwrap_or(JsValue::NULL));
+    let _ = js_sys::Reflect::set(&api, &"state".into(), state.as_ref());
+    state.forget();
+    let cmds: [Named; 7] = [
+        ("start", || Cmd::Start),
+        ("pause", || Cmd::Pause),
+        ("step", || Cmd::Step),
+        ("reset", || Cmd::Reset),
+        ("saveStorage", || Cmd::SaveStorage),
+        ("loadStorage", || Cmd::LoadStorage),
+        ("loseDevice", || Cmd::LoseDevice),
+    ];
+    for (name, make) in cmds {
+        let s = shared.clone();
+        let f = Closure::<dyn Fn()>::new(move || push(&s, make()));
+        let _ = js_sys::Reflect::set(&api, &name.into(), f.as_ref());
+        f.forget();
+    }
+    if let Some(w) = dom::window() {
+        let _ = js_sys::Reflect::set(&w, &"cdl".into(), &api);
+    }
+}
+
+// ---------------------------------------------------------------------------------------------
+// The training task
+
+impl Engine {
+    async fn run_loop(mut self) {
+        loop {
+            let mut cmds: Vec<Cmd> = LOST.with(|l| l.borrow_mut().drain(..).map(|(g, m)| Cmd::Lost(g, m)).collect());
+            cmds.extend(self.shared.borrow_mut().queue.drain(..));
+            let had_cmds = !cmds.is_empty();
+            for cmd in cmds {
+                if let Err(e) = self.handle(cmd).await {
+                    self.message = e.clone();
+                    show_message(&e);
+                }
+            }
+            let running = self.shared.borrow().running;
+            if self.lost.is_none() && (running || self.pending_steps > 0) && !self.models.is_empty() {
+                if let Err(e) = self.train_chunk().await {
+                    self.shared.borrow_mut().running = false;
+                    self.pending_steps = 0;
+                    self.message = e.clone();
+                    show_message(&e);
+                }
+                let now = dom::now_ms();
+                let paused = !self.shared.borrow().running && self.pending_steps == 0;
+                if paused || now - self.sampled_at > self.opts.sample_every_ms {
+                    self.refresh_samples().await;
+                }
+                if now - self.kept_at > KEEP_EVERY_MS || paused {
+                    self.keep().await;
+                }
+                self.redraw();
+                self.publish();
+                dom::sleep(0).await;
+            } else {
+                // Paused: show samples (and keep weights) of the final step.
+                let stale = self.lost.is_none() && self.models.iter().any(|m| m.samples_step != Some(m.step()));
+                if stale {
+                    self.refresh_samples().await;
+                    self.keep().await;
+                }
+                if had_cmds || stale {
+                    self.redraw();
+                    self.publish();
+                }
+                dom::sleep(30).await;
+            }
+        }
+    }
+
+    async fn handle(&mut self, cmd: Cmd) -> Result<(), String> {
+        if self.lost.is_some() && !matches!(cmd, Cmd::Restart | Cmd::Lost(..)) {
+            return Err("the GPU device was lost: press \"Restart from last weights\" first".into());
+        }
+        match cmd {
+            Cmd::Start => self.shared.borrow_mut().running = true,
+            Cmd::Pause => {
+                self.shared.borrow_mut().running = false;
+                self.pending_steps = 0;
+            }
+            Cmd::Step => self.pending_steps += self.opts.step_size,
+            Cmd::Reset => {
+                self.reset().await?;
+                self.refresh_samples().await;
+            }
+            Cmd::Toy(t) => {
+                self.data = Data::toy(t, self.opts.base.seed);
+                self.reset().await?;
+                self.refresh_samples().await;
+            }
+            Cmd::Points(name, points) => {
+                self.data = Data::custom(name, points).inspect_err(|e| set_data_error(e))?;
+                dom::set_value("dataset", if self.data.name == "drawing" { "draw" } else { "csv" });
+                self.reset().await?;
+                self.refresh_samples().await;
+            }
+            Cmd::SaveFile(i) => self.save_file(i).await?,
+            Cmd::LoadFile(i, name, bytes) => {
+                let r = self.load_bytes(i, &name, &bytes).await;
+                match &r {
+                    Ok(()) => set_weights_message(&format!("loaded {name}"), false),
+                    Err(e) => set_weights_message(e, true),
+                }
+                self.refresh_samples().await;
+            }
+            Cmd::SaveStorage => {
+                let r = self.save_storage().await;
+                match &r {
+                    Ok(msg) => set_weights_message(msg, false),
+                    Err(e) => set_weights_message(e, true),
+                }
+            }
+            Cmd::LoadStorage => {
+                let r = self.load_storage().await;
+                match &r {
+                    Ok(msg) => set_weights_message(msg, false),
+                    Err(e) => set_weights_message(e, true),
+                }
+                self.refresh_samples().await;
+            }
+            Cmd::Lost(generation, msg) => {
+                if generation == self.generation && self.lost.is_none() {
+                    self.on_lost(msg);
+                }
+            }
+            Cmd::Restart => self.restart().await?,
+            Cmd::LoseDevice => self.gpu.device.destroy(),
+            Cmd::Resample => self.refresh_samples().await,
+        }
+        Ok(())
+    }
+
+    /// Reports device loss to the task (the callback must be `Send`, so it goes through a
+    /// thread-local list that the loop drains).
+    fn watch_device(&self) {
+        let generation = self.generation;
+        self.gpu.device.set_device_lost_callback(move |reason, msg| {
+            LOST.with(|l| l.borrow_mut().push((generation, format!("{reason:?}: {msg}"))));
+        });
+    }
+
+    fn on_lost(&mut self, msg: String) {
+        self.shared.borrow_mut().running = false;
+        self.pending_steps = 0;
+        let step = self.kept.iter().flatten().map(|c| c.step).max();
+        dom::set_text(
+            "lost-text",
+            &format!(
+                "The GPU device was lost ({msg}). Training stopped. Restart to continue from the weights \
+                 kept in memory{}.",
+                step.map_or(String::new(), |s| format!(" (step {s})"))
+            ),
+        );
+        dom::set_hidden("device-lost", false);
+        dom::set_body_data("status", "device-lost");
+        self.lost = Some(msg);
+    }
+
+    /// A fresh device and the models rebuilt from the kept weights.
+    async fn restart(&mut self) -> Result<(), String> {
+        let gpu = Gpu::new(&GpuOptions::default()).await.map_err(|e| format!("cannot restart: {e}"))?;
+        self.gpu = gpu;
+        self.generation += 1;
+        self.watch_device();
+        self.lost = None;
+        let kept = std::mem::take(&mut self.kept);
+        self.reset().await?;
+        for (i, ck) in kept.into_iter().enumerate() {
+            if let Some(ck) = ck {
+                let m = ToyModel::from_checkpoint(&self.gpu, &self.models[i].settings, &ck, &self.data.points).await?;
+                self.models[i] = m;
+            }
+        }
+        self.keep().await;
+        dom::set_hidden("device-lost", true);
+        dom::set_body_data("status", "ready");
+        show_message("");
+        self.refresh_samples().await;
+        Ok(())
+    }
+
+    /// The settings of each model from the controls.
+    fn settings(&self) -> Vec<ToySettings> {
+        let mut base = self.opts.base.clone();
+        let num = |id: &str| dom::value(id).and_then(|v| v.trim().parse::<f64>().ok());
+        if let Some(l) = num("lambda").filter(|l| l.is_finite() && *l >= 0.0) {
+            base.knobs.lambda = l;
+        }
+        if let Some(k) = num("anchors").filter(|k| *k >= 1.0) {
+            base.knobs.anchors = (k as usize).min(base.batch);
+        }
+        if let Some(m) = num("points").filter(|m| *m >= 1.0) {
+            base.knobs.points = (m as usize).min(1024);
+        }
+        let mut out = Vec::new();
+        for id in ["loss-a", "loss-b"] {
+            let kind = match dom::value(id) {
+                Some(v) if v == "none" => None,
+                Some(v) => v.parse::<LossKind>().ok(),
+                None => self.opts.losses.get(out.len()).copied(),
+            };
+            if let Some(loss) = kind {
+                out.push(ToySettings { loss, ..base.clone() });
+            }
+        }
+        if out.is_empty() {
+            out.push(ToySettings { loss: LossKind::Cdl, ..base });
+        }
+        out
+    }
+
+    /// Fresh models from the controls on the current data.
+    async fn reset(&mut self) -> Result<(), String> {
+        self.shared.borrow_mut().running = false;
+        self.pending_steps = 0;
+        let mut models = Vec::new();
+        for s in self.settings() {
+            models.push(ToyModel::new(&self.gpu, s, &self.data.points).await?);
+        }
+        self.models = models;
+        self.kept = vec![None; self.models.len()];
+        self.rate.clear();
+        self.steps_per_s = 0.0;
+        show_message("");
+        Ok(())
+    }
+
+    /// Loads the shipped weights of (data set, loss) into every model that has them.
+    async fn load_pretrained(&mut self) {
+        for i in 0..self.models.len() {
+            let loss = self.models[i].settings.loss.name();
+            if !PRETRAINED.contains(&(self.data.name.as_str(), loss)) {
+                continue;
+            }
+            let url = format!("assets/{}-{loss}.safetensors", self.data.name);
+            let r = match store::fetch_bytes(&url, store::MAX_WEIGHTS_BYTES).await {
+                Ok(bytes) => self.load_bytes(i, &url, &bytes).await,
+                Err(e) => Err(e),
+            };
+            match r {
+                Ok(()) => dom::set_body_data(&format!("pretrained-{i}"), "loaded"),
+                Err(e) => {
+                    dom::set_body_data(&format!("pretrained-{i}"), "failed");
+                    crate::gpu::log(&format!("cdl: shipped weights {url}: {e}"));
+                }
+            }
+        }
+    }
+
+    async fn train_chunk(&mut self) -> Result<(), String> {
+        let mut n = if self.opts.chunk > 0 { self.opts.chunk } else { self.chunk };
+        if self.pending_steps > 0 && !self.shared.borrow().running {
+            n = n.min(self.pending_steps);
+        }
+        let t0 = dom::now_ms();
+        for m in &mut self.models {
+            m.train(&self.gpu, &self.data.points, n).await?;
+        }
+        let t1 = dom::now_ms();
+        if self.opts.debug {
+            crate::gpu::log(&format!("cdl: chunk of {n} steps x {} models: {:.1} ms", self.models.len(), t1 - t0));
+        }
+        self.pending_steps = self.pending_steps.saturating_sub(n);
+        if self.opts.chunk == 0 {
+            // Aim at CHUNK_TARGET_MS per chunk: long enough to amortise the readback, short
+            // enough that the loss curve moves smoothly.
+            let ms = (t1 - t0).max(1.0);
+            let want = (n as f64 * CHUNK_TARGET_MS / ms).clamp(n as f64 * 0.5, n as f64 * 2.0);
+            self.chunk = (want.round() as usize).clamp(1, super::toy::CHUNK_MAX);
+        }
+        let total: u64 = self.models.iter().map(|m| m.step()).sum::<u64>() / self.models.len().max(1) as u64;
+        self.rate.push_back((t1, total));
+        while self.rate.len() > 2 && t1 - self.rate[0].0 > 3000.0 {
+            self.rate.pop_front();
+        }
+        if let (Some(a), Some(b)) = (self.rate.front(), self.rate.back()) {
+            if b.0 > a.0 {
+                self.steps_per_s = (b.1 - a.1) as f64 * 1000.0 / (b.0 - a.0);
+            }
+        }
+        Ok(())
+    }
+
+    /// The sampler chosen in the controls.
+    fn sampler(&self) -> SamplerConfig {
+        let steps = dom::value("sampler-steps")
+            .and_then(|v| v.parse::<usize>().ok())
+            .unwrap_or(self.opts.sampler_steps)
+            .clamp(2, 1000);
+        match dom::value("sampler").unwrap_or_else(|| self.opts.sampler.clone()).as_str() {
+            "ddpm" => SamplerConfig::Ddpm { steps, variance: sampler::DdpmVariance::Beta },
+            "heun" => SamplerConfig::Heun { steps, churn: 0.0 },
+            "parallel" => SamplerConfig::Parallel { steps, window: steps, tol: 0.1, ddim: true },
+            _ => SamplerConfig::Ddim { steps },
+        }
+    }
+
+    /// Draws fresh samples of every model (EMA weights, fixed seed) and their MMD to the data.
+    async fn refresh_samples(&mut self) {
+        self.sampled_at = dom::now_ms();
+        let cfg = self.sampler();
+        let n = self.opts.samples;
+        let rows = n.min(4096);
+        let reference: Vec<f64> = {
+            let p = &self.data.points;
+            let k = p.len().min(n);
+            (0..k).flat_map(|i| p.point(i * p.len() / k).iter().map(|&v| f64::from(v))).collect::<Vec<_>>()
+        };
+        for m in &mut self.models {
+            if m.samples_step == Some(m.step()) {
+                continue;
+            }
+            let t0 = dom::now_ms();
+            let mut den = match GpuDenoiser::from_trainer(&self.gpu, &m.trainer, rows).await {
+                Ok(d) => d,
+                Err(e) => {
+                    crate::gpu::log(&format!("cdl: sampling: {e}"));
+                    return;
+                }
+            };
+            match sampler::sample(&mut den, &cfg, n, 1, None).await {
+                Ok((x, stats)) => {
+                    m.mmd = mmd(&x, &reference, 2, MMD_BANDWIDTH).ok();
+                    m.samples = x;
+                    m.samples_step = Some(m.step());
+                    m.samples_version += 1;
+                    m.passes = stats.passes;
+                    if self.opts.debug {
+                        crate::gpu::log(&format!(
+                            "cdl: {n} samples, {} passes: {:.1} ms",
+                            stats.passes,
+                            dom::now_ms() - t0
+                        ));
+                    }
+                }
+                Err(e) => crate::gpu::log(&format!("cdl: sampling: {e}")),
+            }
+        }
+        self.refresh_heat().await;
+    }
+
+    /// The heat map under the samples (spec §2.2, §3.2): −(−log p̂(x)) from the ITD estimator,
+    /// or the noise classifier's logit f̂(x) = log p̂(x) − log p̂_ζ(x) at shift ζ, on a grid.
+    async fn refresh_heat(&mut self) {
+        let what = dom::value("heat").unwrap_or_else(|| self.opts.heat.clone());
+        let zeta = dom::value("zeta").and_then(|v| v.parse::<f64>().ok()).unwrap_or(1.0);
+        let tag = if what == "logit" { format!("logit{zeta}") } else { what.clone() };
+        if what != "logp" && what != "logit" {
+            for m in &mut self.models {
+                m.heat = None;
+            }
+            return;
+        }
+        let variances = self.data.points.variances();
+        let (Ok(q), Ok(reference)) = (TruncLogistic::cdl_toy(&variances), RefGaussian::from_variances(&variances))
+        else {
+            return;
+        };
+        let g = HEAT_GRID;
+        let mut xs = Vec::with_capacity(g * g * 2);
+        for r in 0..g {
+            for c in 0..g {
+                let (x, y) = draw::from_px(g as f64, g as f64, c as f64 + 0.5, r as f64 + 0.5);
+                xs.extend([x, y]);
+            }
+        }
+        for m in &mut self.models {
+            if m.heat.as_ref().is_some_and(|h| h.2 == tag && h.3 == m.step()) {
+                continue;
+            }
+            let t0 = dom::now_ms();
+            let mut den = match GpuDenoiser::from_trainer(&self.gpu, &m.trainer, 4096).await {
+                Ok(d) => d,
+                Err(e) => {
+                    crate::gpu::log(&format!("cdl: density map: {e}"));
+                    return;
+                }
+            };
+            let z = (what == "logit").then_some(zeta);
+            match nll::pointwise(&mut den, &xs, &q, &reference, HEAT_POINTS, z, 7).await {
+                Ok(v) => {
+                    let v = if z.is_none() { v.into_iter().map(|nlp| -nlp).collect() } else { v };
+                    m.heat = Some((v, g, tag.clone(), m.step()));
+                }
+                Err(e) => crate::gpu::log(&format!("cdl: density map: {e}")),
+            }
+            if self.opts.debug {
+                crate::gpu::log(&format!("cdl: {what} map {g}x{g}: {:.1} ms", dom::now_ms() - t0));
+            }
+        }
+    }
+
+    /// Reads every model's weights into memory (for a restart after device loss).
+    async fn keep(&mut self) {
+        self.kept_at = dom::now_ms();
+        for (i, m) in self.models.iter().enumerate() {
+            if self.kept[i].as_ref().is_some_and(|c| c.step == m.step()) {
+                continue;
+            }
+            if let Ok(ck) = m.checkpoint(&self.gpu, &self.data.name, &self.data.st).await {
+                self.kept[i] = Some(ck);
+            }
+        }
+    }
+
+    async fn save_file(&mut self, i: usize) -> Result<(), String> {
+        let m = self.models.get(i).ok_or("no such model")?;
+        let ck = m.checkpoint(&self.gpu, &self.data.name, &self.data.st).await?;
+        let bytes = checkpoint::encode(&ck).map_err(|e| e.to_string())?;
+        let name = format!("cdl-{}-{}-step{}.safetensors", self.data.name, m.settings.loss.name(), m.step());
+        store::download(&name, &bytes)?;
+        set_weights_message(&format!("downloaded {name} ({} KB)", bytes.len() / 1024), false);
+        Ok(())
+    }
+
+    /// Replaces model `i` with the checkpoint in `bytes` (validated; its architecture and run
+    /// settings are adopted).
+    async fn load_bytes(&mut self, i: usize, source: &str, bytes: &[u8]) -> Result<(), String> {
+        if self.models.is_empty() {
+            return Err("no model to load into".into());
+        }
+        let i = i.min(self.models.len() - 1);
+        let ck = checkpoint::decode(bytes).map_err(|e| format!("{source}: not a CDL weights file: {e}"))?;
+        let base = self.models[i].settings.clone();
+        let m = ToyModel::from_checkpoint(&self.gpu, &base, &ck, &self.data.points)
+            .await
+            .map_err(|e| format!("{source}: {e}"))?;
+        self.models[i] = m;
+        self.kept[i] = Some(ck);
+        let name = |k: LossKind| k.name();
+        dom::set_value(if i == 0 { "loss-a" } else { "loss-b" }, name(self.models[i].settings.loss));
+        Ok(())
+    }
+
+    async fn save_storage(&mut self) -> Result<String, String> {
+        let mut total = 0;
+        for i in 0..self.models.len() {
+            let ck = self.models[i].checkpoint(&self.gpu, &self.data.name, &self.data.st).await?;
+            let bytes = checkpoint::encode(&ck).map_err(|e| e.to_string())?;
+            total += bytes.len();
+            store::store(&format!("{STORAGE_KEY}.{i}"), &bytes)?;
+        }
+        Ok(format!("saved {} model(s) to browser storage ({} KB)", self.models.len(), total / 1024))
+    }
+
+    async fn load_storage(&mut self) -> Result<String, String> {
+        let mut loaded = 0;
+        for i in 0..self.models.len() {
+            let key = format!("{STORAGE_KEY}.{i}");
+            if let Some(bytes) = store::load(&key)? {
+                self.load_bytes(i, "browser storage", &bytes).await?;
+                loaded += 1;
+            }
+        }
+        if loaded == 0 {
+            return Err("nothing saved in browser storage yet".into());
+        }
+        Ok(format!("loaded {loaded} model(s) from browser storage"))
+    }
+
+    // -----------------------------------------------------------------------------------------
+    // Display
+
+    fn redraw(&self) {
+        let running = self.shared.borrow().running;
+        dom::set_body_data("running", if running { "1" } else { "0" });
+        for (i, suffix) in ["a", "b"].into_iter().enumerate() {
+            dom::set_hidden(&format!("panel-{suffix}"), i >= self.models.len());
+            let Some(m) = self.models.get(i) else { continue };
+            dom::set_text(&format!("title-{suffix}"), loss_label(m.settings.loss));
+            let heat = m.heat.as_ref().map(|h| (h.0.as_slice(), h.1));
+            draw::scatter(&format!("scatter-{suffix}"), &self.data.points.data, DRAW_DATA, &m.samples, heat);
+            draw::losses(&format!("curve-{suffix}"), &m.history);
+            let last = m.history.last();
+            let mut text = format!("step {}", m.step());
+            if let Some(r) = last {
+                text += &format!("  ·  loss {:.3}", r[0]);
+                if m.settings.loss == LossKind::Cdl {
+                    text += &format!(" (std {:.3}, cdl {:.3})", r[1], r[2]);
+                }
+            }
+            if let Some(a) = m.accuracy {
+                text += &format!("  ·  noise classifier {:.0}% right", 100.0 * a);
+            }
+            if let Some(d) = m.mmd {
+                text += &format!("  ·  MMD {d:.4}");
+            }
+            if m.passes > 0 {
+                text += &format!("  ·  sampler passes {}", m.passes);
+            }
+            dom::set_text(&format!("stats-{suffix}"), &text);
+        }
+        dom::set_text(
+            "rate",
+            &format!(
+                "{:.1} steps/s per model · chunk {} · {} ({} points)",
+                self.steps_per_s,
+                self.chunk,
+                self.data.name,
+                self.data.points.len()
+            ),
+        );
+    }
+
+    /// Publishes the state for `window.cdl.state()`.
+    fn publish(&self) {
+        let models: Vec<Value> = self
+            .models
+            .iter()
+            .map(|m| {
+                let (first, last) = m.loss_first_last(20).unzip();
+                json!({
+                    "label": m.label(), "loss": m.settings.loss.name(), "step": m.step(),
+                    "width": m.settings.width, "lossFirst": first, "lossLast": last,
+                    "history": m.history.len(), "mmd": m.mmd, "samplesVersion": m.samples_version,
+                    "samplesStep": m.samples_step, "samplesHash": hash_f64(&m.samples),
+                    "samples": m.samples.len() / 2, "passes": m.passes, "accuracy": m.accuracy,
+                    "heat": m.heat.as_ref().map(|h| h.2.clone()), "heatStep": m.heat.as_ref().map(|h| h.3),
+                })
+            })
+            .collect();
+        let s = json!({
+            "ready": true,
+            "running": self.shared.borrow().running,
+            "pending": self.pending_steps,
+            "lost": self.lost,
+            "message": self.message,
+            "stepsPerSec": self.steps_per_s,
+            "chunk": self.chunk,
+            "data": { "name": self.data.name, "n": self.data.points.len() },
+            "models": models,
+        });
+        self.shared.borrow_mut().state = s.to_string();
+    }
+}
+
+/// FNV-1a over the bits of `v`, as hex: equal samples have equal hashes.
+fn hash_f64(v: &[f64]) -> String {
+    let mut h: u64 = 0xcbf2_9ce4_8422_2325;
+    for x in v {
+        for b in x.to_bits().to_le_bytes() {
+            h = (h ^ u64::from(b)).wrapping_mul(0x0100_0000_01b3);
+        }
+    }
+    format!("{h:016x}")
+}

@@ -1,0 +1,144 @@
+//! Canvas pictures: points over the data, loss curves, heat maps. Plain 2-D canvas calls; the
+//! view of the standardized plane is fixed (`VIEW`) so pictures of different models compare.
+
+use web_sys::CanvasRenderingContext2d as Ctx;
+
+use super::dom;
+
+/// Half-width of the standardized plane shown in scatter plots.
+pub const VIEW: f64 = 2.8;
+
+pub const DATA_COLOR: &str = "rgba(120,120,120,0.35)";
+pub const STD_COLOR: &str = "#1f6fb2";
+pub const CDL_COLOR: &str = "#d2691e";
+pub const SAMPLE_COLOR: &str = "rgba(200,40,60,0.75)";
+
+/// Canvas pixel of a standardized point.
+pub fn to_px(w: f64, h: f64, x: f64, y: f64) -> (f64, f64) {
+    ((x / VIEW + 1.0) * 0.5 * w, (1.0 - y / VIEW) * 0.5 * h)
+}
+
+/// A standardized point of a canvas pixel.
+pub fn from_px(w: f64, h: f64, px: f64, py: f64) -> (f64, f64) {
+    ((px / w * 2.0 - 1.0) * VIEW, (1.0 - py / h * 2.0) * VIEW)
+}
+
+fn clear(canvas: &web_sys::HtmlCanvasElement, ctx: &Ctx) -> (f64, f64) {
+    let (w, h) = (f64::from(canvas.width()), f64::from(canvas.height()));
+    ctx.set_fill_style_str("#fff");
+    ctx.fill_rect(0.0, 0.0, w, h);
+    (w, h)
+}
+
+fn dots(ctx: &Ctx, w: f64, h: f64, xy: impl Iterator<Item = (f64, f64)>, color: &str, r: f64) {
+    ctx.set_fill_style_str(color);
+    for (x, y) in xy {
+        let (px, py) = to_px(w, h, x, y);
+        ctx.fill_rect(px - r, py - r, 2.0 * r, 2.0 * r);
+    }
+}
+
+/// Data (grey, at most `max_data` points) and samples (red) on canvas `id`; with `heat`
+/// (values on a g×g grid over the view, row 0 at the top) a heat map underneath.
+pub fn scatter(id: &str, data: &[f32], max_data: usize, samples: &[f64], heat: Option<(&[f64], usize)>) {
+    let Some((canvas, ctx)) = dom::context2d(id) else { return };
+    let (w, h) = clear(&canvas, &ctx);
+    if let Some((values, g)) = heat {
+        heat_map(&ctx, w, h, values, g);
+    }
+    let n = data.len() / 2;
+    let stride = n.div_ceil(max_data.max(1)).max(1);
+    let pts = (0..n).step_by(stride).map(|i| (f64::from(data[2 * i]), f64::from(data[2 * i + 1])));
+    dots(&ctx, w, h, pts, DATA_COLOR, 1.2);
+    let s = samples.chunks_exact(2).map(|p| (p[0], p[1]));
+    dots(&ctx, w, h, s, SAMPLE_COLOR, 1.5);
+}
+
+/// A g×g grid of values (row 0 at the top of the view) as a heat map, normalised to its own
+/// range (dark = low, bright = high).
+fn heat_map(ctx: &Ctx, w: f64, h: f64, values: &[f64], g: usize) {
+    let finite = values.iter().copied().filter(|v| v.is_finite());
+    let (lo, hi) = finite.fold((f64::INFINITY, f64::NEG_INFINITY), |(a, b), v| (a.min(v), b.max(v)));
+    if hi.partial_cmp(&lo) != Some(std::cmp::Ordering::Greater) || values.len() != g * g {
+        return;
+    }
+    let (cw, ch) = (w / g as f64, h / g as f64);
+    for (i, v) in values.iter().enumerate() {
+        let t = ((v - lo) / (hi - lo)).clamp(0.0, 1.0);
+        ctx.set_fill_style_str(&colormap(t));
+        let (r, c) = (i / g, i % g);
+        ctx.fill_rect(c as f64 * cw, r as f64 * ch, cw + 0.5, ch + 0.5);
+    }
+}
+
+/// A light blue-to-yellow ramp (t in [0, 1]).
+pub fn colormap(t: f64) -> String {
+    let lerp = |a: f64, b: f64| (a + (b - a) * t).round() as u8;
+    let (r, g, b) = if t < 0.5 {
+        let t2 = t * 2.0;
+        let l = |a: f64, b: f64| (a + (b - a) * t2).round() as u8;
+        (l(247.0, 120.0), l(251.0, 190.0), l(255.0, 220.0))
+    } else {
+        (lerp(-7.0, 253.0), lerp(130.0, 231.0), lerp(185.0, 37.0))
+    };
+    format!("rgb({r},{g},{b})")
+}
+
+/// Loss curves: the standard part (blue) and the CDL part (orange) of each step, smoothed by an
+/// exponential moving average; the y range is robust to the first steps' spikes.
+pub fn losses(id: &str, history: &[[f32; 3]]) {
+    let Some((canvas, ctx)) = dom::context2d(id) else { return };
+    let (w, h) = clear(&canvas, &ctx);
+    ctx.set_stroke_style_str("#ddd");
+    ctx.stroke_rect(0.5, 0.5, w - 1.0, h - 1.0);
+    if history.len() < 2 {
+        return;
+    }
+    let smooth = |k: usize| -> Vec<f64> {
+        let mut out = Vec::with_capacity(history.len());
+        let mut m = f64::from(history[0][k]);
+        for r in history {
+            m = 0.95 * m + 0.05 * f64::from(r[k]);
+            out.push(m);
+        }
+        out
+    };
+    let std = smooth(1);
+    let cdl = smooth(2);
+    let has_cdl = history.iter().any(|r| r[2] != 0.0);
+    let mut all: Vec<f64> = std.iter().chain(if has_cdl { cdl.iter() } else { [].iter() }).copied().collect();
+    all.retain(|v| v.is_finite());
+    if all.is_empty() {
+        return;
+    }
+    all.sort_by(f64::total_cmp);
+    let lo = all[0];
+    let hi = all[(all.len() as f64 * 0.98) as usize].max(lo + 1e-6);
+    let pad = 0.05 * (hi - lo);
+    let (lo, hi) = (lo - pad, hi + pad);
+    let n = history.len();
+    let line = |v: &[f64], color: &str| {
+        ctx.set_stroke_style_str(color);
+        ctx.begin_path();
+        // At most ~2 points per pixel.
+        let stride = (n / (2 * w as usize).max(1)).max(1);
+        for (j, i) in (0..n).step_by(stride).enumerate() {
+            let x = i as f64 / (n - 1) as f64 * (w - 4.0) + 2.0;
+            let y = (1.0 - (v[i].clamp(lo, hi) - lo) / (hi - lo)) * (h - 16.0) + 12.0;
+            if j == 0 {
+                ctx.move_to(x, y);
+            } else {
+                ctx.line_to(x, y);
+            }
+        }
+        ctx.stroke();
+    };
+    line(&std, STD_COLOR);
+    if has_cdl {
+        line(&cdl, CDL_COLOR);
+    }
+    ctx.set_fill_style_str("#333");
+    ctx.set_font("11px system-ui, sans-serif");
+    let _ = ctx.fill_text(&format!("{hi:.3}"), 4.0, 10.0);
+    let _ = ctx.fill_text(&format!("{lo:.3}"), 4.0, h - 3.0);
+}
