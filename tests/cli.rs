@@ -55,3 +55,17 @@ fn info_prints_adapter_and_an_all_ok_self_test() {
     assert!(words.len() == 6 && words[1] == words[3] && words[1] != "0", "{summary}");
     assert!(!stdout.contains("NOT OK"), "{stdout}");
 }
+
+#[test]
+fn adapters_are_chosen_by_index_or_name() {
+    if common::gpu_or_skip().is_none() {
+        return;
+    }
+    let out = cdl().args(["--adapter", "0", "info"]).output().expect("run cdl");
+    let stdout = String::from_utf8_lossy(&out.stdout);
+    assert!(out.status.success() && stdout.contains("\n  0: "), "{stdout}");
+    let out = cdl().args(["--adapter", "99", "info"]).output().expect("run cdl");
+    let stderr = String::from_utf8_lossy(&out.stderr);
+    assert_eq!(out.status.code(), Some(2));
+    assert!(stderr.lines().count() == 1 && stderr.contains("no adapter matches \"99\""), "{stderr}");
+}

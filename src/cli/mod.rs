@@ -15,10 +15,13 @@ use cdl::gpu::{Gpu, GpuOptions};
 #[derive(Parser)]
 #[command(name = "cdl", version, about = "Contrastive Diffusion Loss training on WebGPU")]
 struct Cli {
-    /// Use the adapter whose name contains this text (see `cdl info`); default: the first
-    /// high-performance adapter. Also read from CDL_ADAPTER.
+    /// Use the adapter with this index in `cdl info`'s list, or whose name contains this text;
+    /// default: the first high-performance adapter. Also read from CDL_ADAPTER.
     #[arg(long, global = true)]
     adapter: Option<String>,
+    /// Restrict adapters to one backend: vulkan, metal, dx12 or gl (sets WGPU_BACKEND).
+    #[arg(long, global = true, value_parser = ["vulkan", "metal", "dx12", "gl"])]
+    backend: Option<String>,
     #[command(subcommand)]
     command: Command,
 }
@@ -112,6 +115,10 @@ async fn run(cli: Cli, matches: &clap::ArgMatches) -> Result<ExitCode, String> {
         }
         _ => cli,
     };
+    if let Some(b) = &cli.backend {
+        // Read by wgpu when the instance is created, below.
+        std::env::set_var("WGPU_BACKEND", b);
+    }
     let mut opts = GpuOptions::from_env();
     if cli.adapter.is_some() {
         opts.adapter = cli.adapter;
@@ -155,6 +162,10 @@ fn emit(json: &serde_json::Value, out: Option<&std::path::Path>) -> Result<ExitC
 
 async fn info(gpu: &Gpu) -> Result<ExitCode, String> {
     println!("adapter: {}", gpu.describe());
+    println!("adapters (--adapter INDEX or a piece of the name; --backend to restrict):");
+    for (i, a) in cdl::gpu::list_adapters().await.iter().enumerate() {
+        println!("  {i}: {a}");
+    }
     println!("limits:");
     for (name, value) in gpu.limit_report() {
         println!("  {name:40} {value}");

@@ -10,7 +10,7 @@
 //! are refused with the closest valid key suggested, and every value is range-checked.
 
 use std::fs;
-use std::io::Write;
+use std::io::{IsTerminal, Write};
 use std::path::{Path, PathBuf};
 use std::sync::atomic::{AtomicBool, Ordering};
 use std::time::Instant;
@@ -126,7 +126,8 @@ pub struct TrainArgs {
     #[arg(long)]
     #[serde(skip)]
     pub resume: bool,
-    /// Print only the final summary.
+    /// Print only the final summary (default: a progress bar on a terminal, one line per
+    /// --log-every steps otherwise).
     #[arg(long)]
     #[serde(skip)]
     pub quiet: bool,
@@ -417,6 +418,15 @@ pub async fn train(gpu: &Gpu, args: TrainArgs) -> Result<(), String> {
     let mut window_start = Instant::now();
     let mut window = Window::default();
     catch_interrupts();
+    let bar = (!args.quiet && std::io::stdout().is_terminal()).then(|| {
+        let b = indicatif::ProgressBar::new(args.steps);
+        b.set_style(
+            indicatif::ProgressStyle::with_template("{bar:30} {pos}/{len} steps  {msg}  {per_sec}  ETA {eta}")
+                .unwrap_or_else(|_| indicatif::ProgressStyle::default_bar()),
+        );
+        b.set_position(trainer.step());
+        b
+    });
     while trainer.step() < args.steps {
         let s = trainer.step();
         let to_log = args.log_every - s % args.log_every;
@@ -429,12 +439,25 @@ pub async fn train(gpu: &Gpu, args: TrainArgs) -> Result<(), String> {
         };
         window.steps.extend(stats);
         let s = trainer.step();
+        if let Some(b) = &bar {
+            b.set_position(s);
+        }
         if s.is_multiple_of(args.log_every) || s == args.steps {
             let secs = window_start.elapsed().as_secs_f64();
             if let Some(line) = window.line(started.elapsed().as_secs_f64(), secs, args.batch) {
                 writeln!(metrics, "{line}").map_err(|e| format!("cannot write {}: {e}", metrics_path.display()))?;
-                if !args.quiet {
-                    println!("{}", progress(&line, args.steps));
+                match &bar {
+                    Some(b) => {
+                        let num = |k: &str| line[k].as_f64().unwrap_or(f64::NAN);
+                        b.set_message(format!(
+                            "loss {:.4} (std {:.4}, cdl {:.4})",
+                            num("loss"),
+                            num("loss_std"),
+                            num("loss_cdl")
+                        ));
+                    }
+                    None if !args.quiet => println!("{}", progress(&line, args.steps)),
+                    None => {}
                 }
             }
             window_start = Instant::now();
@@ -449,6 +472,9 @@ pub async fn train(gpu: &Gpu, args: TrainArgs) -> Result<(), String> {
             println!("interrupted at step {s}: wrote {}; continue with the same flags and --resume", ck_path.display());
             return Ok(());
         }
+    }
+    if let Some(b) = &bar {
+        b.finish_and_clear();
     }
     println!(
         "trained {} steps in {:.1} s; wrote {} and {}",

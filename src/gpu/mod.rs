@@ -26,7 +26,8 @@ pub const MAX_WORKGROUPS_PER_DIM: u32 = 65_535;
 /// Options for acquiring a device.
 #[derive(Clone, Debug, Default)]
 pub struct GpuOptions {
-    /// Pick the adapter whose name contains this (case-insensitive); native only.
+    /// Pick the adapter at this index of `list_adapters`, or whose name contains this
+    /// (case-insensitive); native only. The backend is chosen by `WGPU_BACKEND`.
     pub adapter: Option<String>,
     /// Keep naga's bounds checks in native shaders (always on in browsers). Set by
     /// `CDL_SHADER_CHECKS=1` natively; off by default because every kernel guards its own
@@ -488,15 +489,33 @@ pub fn groups_for(n: usize, per_group: usize) -> u32 {
     n.div_ceil(per_group).max(1) as u32
 }
 
+/// Every adapter natively visible, in the order `GpuOptions::adapter` indexes them:
+/// "name (backend, device type)".
+#[cfg(not(target_arch = "wasm32"))]
+pub async fn list_adapters() -> Vec<String> {
+    let instance = wgpu::Instance::new(wgpu::InstanceDescriptor::new_without_display_handle_from_env());
+    let all = instance.enumerate_adapters(wgpu::Backends::all()).await;
+    all.iter()
+        .map(|a| {
+            let i = a.get_info();
+            format!("{} ({:?}, {:?})", i.name, i.backend, i.device_type)
+        })
+        .collect()
+}
+
 async fn pick_adapter(instance: &wgpu::Instance, opts: &GpuOptions) -> Result<wgpu::Adapter, GpuError> {
     #[cfg(not(target_arch = "wasm32"))]
     if let Some(want) = &opts.adapter {
         let want = want.to_lowercase();
         let all = instance.enumerate_adapters(wgpu::Backends::all()).await;
         let names: Vec<String> = all.iter().map(|a| a.get_info().name).collect();
+        // An index into `cdl info`'s list, or a piece of the adapter's name.
+        let by_index = want.parse::<usize>().ok();
         return all
             .into_iter()
-            .find(|a| a.get_info().name.to_lowercase().contains(&want))
+            .enumerate()
+            .find(|(i, a)| by_index == Some(*i) || a.get_info().name.to_lowercase().contains(&want))
+            .map(|(_, a)| a)
             .ok_or(GpuError::AdapterNotFound { want, available: names });
     }
     #[cfg(target_arch = "wasm32")]
