@@ -158,6 +158,8 @@ fn a_unet_trains_on_an_image_folder() {
         "1",
         "--checkpoint-every",
         "3",
+        "--sample-every",
+        "3",
         "--out",
         out.to_str().unwrap(),
         "--quiet",
@@ -167,6 +169,9 @@ fn a_unet_trains_on_an_image_folder() {
     assert_eq!((ck.arch.as_str(), ck.step), ("unet", 3));
     let lines = std::fs::read_to_string(out.join("metrics.jsonl")).unwrap();
     assert_eq!(lines.lines().count(), 3);
+    // The progress picture: an 8-wide grid of 16-px tiles with 2-px padding.
+    let grid = image::open(out.join("samples").join("step-0000003.png")).unwrap();
+    assert_eq!(grid.width(), 8 * 16 + 9 * 2);
     // A directory of PNGs for FID tools: EDM's layout and uint8 convention.
     let pngs = dir.join("pngs");
     let o = cdl(&[

@@ -82,8 +82,12 @@ fn train_writes_a_run_directory() {
         return;
     }
     let dir = tmp("run");
-    let o = train(&dir, &["--steps", "20", "--data", "spirals"]);
+    let o = train(&dir, &["--steps", "20", "--data", "spirals", "--sample-every", "10"]);
     assert!(o.status.success(), "{}", text(&o));
+    for step in ["0000010", "0000020"] {
+        let img = image::open(dir.join("samples").join(format!("step-{step}.png"))).unwrap();
+        assert_eq!(img.width(), 512);
+    }
     assert!(text(&o).contains("checkpoint.safetensors"), "{}", text(&o));
     let lines = curve(&dir);
     assert_eq!(lines.iter().map(|v| v["step"].as_u64().unwrap()).collect::<Vec<_>>(), [5, 10, 15, 20]);

@@ -119,6 +119,11 @@ pub struct TrainArgs {
     /// Write a checkpoint every N steps (a multiple of --log-every) and at the end.
     #[arg(long, default_value_t = 500, value_parser = clap::value_parser!(u64).range(1..=1_000_000_000))]
     pub checkpoint_every: u64,
+    /// Write a picture of samples (EMA weights, fixed seed) to <out>/samples/ every N steps, a
+    /// multiple of --log-every: an 8x8 grid for images (DDIM-50), 1,000 points over the data for
+    /// 2-D (DDPM-100). 0: never.
+    #[arg(long, default_value_t = 0)]
+    pub sample_every: u64,
     /// Run directory (default: runs/<data>-<loss>).
     #[arg(long)]
     pub out: Option<PathBuf>,
@@ -321,6 +326,12 @@ fn truncate_metrics(path: &Path, step: u64) -> Result<(), String> {
 }
 
 pub async fn train(gpu: &Gpu, args: TrainArgs) -> Result<(), String> {
+    if args.sample_every > 0 && !args.sample_every.is_multiple_of(args.log_every) {
+        return Err(format!(
+            "--sample-every ({}) must be a multiple of --log-every ({})",
+            args.sample_every, args.log_every
+        ));
+    }
     if !args.checkpoint_every.is_multiple_of(args.log_every) {
         return Err(format!(
             "--checkpoint-every ({}) must be a multiple of --log-every ({})",
@@ -462,6 +473,10 @@ pub async fn train(gpu: &Gpu, args: TrainArgs) -> Result<(), String> {
             }
             window_start = Instant::now();
         }
+        if args.sample_every > 0 && s.is_multiple_of(args.sample_every) {
+            let file = dir.join("samples").join(format!("step-{s:07}.png"));
+            sample_picture(gpu, &trainer, examples.as_ref(), &file).await?;
+        }
         // Ctrl-C stops at the next metrics line (chunks end there), so the checkpoint and the
         // metrics file agree and `--resume` continues the curve exactly.
         let interrupted = INTERRUPTED.load(Ordering::SeqCst) && s.is_multiple_of(args.log_every);
@@ -484,6 +499,38 @@ pub async fn train(gpu: &Gpu, args: TrainArgs) -> Result<(), String> {
         metrics_path.display()
     );
     Ok(())
+}
+
+/// The run's progress picture: an image grid (DDIM-50, 64 samples) or 1,000 2-D samples
+/// (DDPM-100) over 2,000 data points, with the EMA weights and a fixed seed.
+async fn sample_picture(gpu: &Gpu, trainer: &Trainer, data: &dyn Examples, file: &Path) -> Result<(), String> {
+    use cdl::diffusion::sampler::{sample, DdpmVariance, SamplerConfig};
+    use cdl::eval::plot;
+    let d = trainer.net().row_len();
+    let (n, cfg) = if d == 2 {
+        (1000, SamplerConfig::Ddpm { steps: 100, variance: DdpmVariance::Beta })
+    } else {
+        (64, SamplerConfig::Ddim { steps: 50 })
+    };
+    let mut den = cdl::eval::denoiser::GpuDenoiser::from_trainer(gpu, trainer, n).await.map_err(|e| e.to_string())?;
+    let (x, _) = sample(&mut den, &cfg, n, 0, None).await.map_err(|e| e.to_string())?;
+    let xs: Vec<f32> = x.iter().map(|&v| v as f32).collect();
+    let img = if d == 2 {
+        let m = data.len().min(2000);
+        let idx: Vec<u32> = (0..m as u32).collect();
+        let (mut pts, mut labels) = (vec![0f32; 2 * m], vec![0u32; m]);
+        data.gather(&idx, 0, 0, &mut pts, &mut labels);
+        plot::scatter(&pts, &xs, plot::Bounds::covering(&[&pts], 0.1).squared(), 512)
+    } else {
+        let c = if d.is_multiple_of(3) { 3 } else { 1 };
+        let side = ((d / c) as f64).sqrt().round() as usize;
+        plot::image_grid(&xs, n, c, side, 8, 2)
+    }
+    .map_err(|e| e.to_string())?;
+    if let Some(parent) = file.parent() {
+        fs::create_dir_all(parent).map_err(|e| format!("cannot create {}: {e}", parent.display()))?;
+    }
+    plot::save_png(file, &img).map_err(|e| e.to_string())
 }
 
 /// Set by SIGINT (Ctrl-C); a second one exits at once.
