@@ -255,3 +255,149 @@ pub async fn model(gpu: &Gpu, runs: usize, python: Option<&std::path::Path>) -> 
         "cases": cases,
     }))
 }
+
+// --- cdl bench train ---------------------------------------------------------------------------
+
+/// Random examples in [−1, 1] of one row length (the benchmark needs shapes, not data).
+struct Synthetic {
+    n: usize,
+    d: usize,
+    data: Vec<f32>,
+}
+
+impl cdl::train::trainer::Examples for Synthetic {
+    fn len(&self) -> usize {
+        self.n
+    }
+    fn row_len(&self) -> usize {
+        self.d
+    }
+    fn gather(&self, idx: &[u32], _seed: u64, _step: u64, out: &mut [f32], _labels: &mut [u32]) {
+        for (j, &i) in idx.iter().enumerate() {
+            let i = i as usize;
+            out[j * self.d..(j + 1) * self.d].copy_from_slice(&self.data[i * self.d..(i + 1) * self.d]);
+        }
+    }
+}
+
+/// Options of `cdl bench train`.
+pub struct TrainBench<'a> {
+    pub model: &'a str,
+    pub batches: &'a [usize],
+    pub anchors: usize,
+    pub points: usize,
+    pub runs: usize,
+    pub sampler_steps: usize,
+    pub python: Option<&'a std::path::Path>,
+}
+
+/// `cdl bench train`: real training steps (rows, loss head, backward, Adam, EMA) of a model
+/// preset at each batch size, with the standard loss alone and with CDL (K anchors, M points),
+/// as examples/s; samples/s of each sampler at `sampler_steps`; the device memory the run
+/// allocates; and the PyTorch mirror's step on the same number of rows.
+pub async fn train(gpu: &Gpu, o: &TrainBench<'_>) -> Result<Value, String> {
+    use cdl::diffusion::sampler::{sample, DdpmVariance, SamplerConfig};
+    use cdl::eval::denoiser::GpuDenoiser;
+    use cdl::model::{Mlp, MlpConfig, UNet, UNetConfig};
+    use cdl::train::recipe::{loss_config, CdlKnobs, LossKind};
+    use cdl::train::trainer::{TrainConfig, Trainer};
+    let e = |e: &dyn std::fmt::Display| e.to_string();
+    let unet = match o.model {
+        "mlp" => None,
+        "unet-tiny" => Some(UNetConfig::tiny()),
+        "unet-compact" => Some(UNetConfig::compact()),
+        "unet-small" => Some(UNetConfig::small()),
+        other => return Err(format!("unknown model {other:?}; expected mlp, unet-tiny, unet-compact, unet-small")),
+    };
+    let d = unet.as_ref().map_or(2, |c| c.in_channels * c.image_size * c.image_size);
+    let mut cases = Vec::new();
+    for &batch in o.batches {
+        let n = (4 * batch).max(64);
+        let data = Synthetic { n, d, data: normal_vec(n * d, 5, 0).iter().map(|v| v.clamp(-1.0, 1.0)).collect() };
+        let variances = vec![0.3; d];
+        for (label, kind) in [("std", LossKind::Itd), ("std+cdl", LossKind::Cdl)] {
+            let knobs = CdlKnobs { anchors: o.anchors, points: o.points, ..CdlKnobs::default() };
+            let loss = loss_config(kind, &variances, knobs).map_err(|x| e(&x))?;
+            let cfg = TrainConfig { batch, ..TrainConfig::toy(loss) };
+            let rows = cfg.rows();
+            let (net, config): (Box<dyn cdl::model::Net>, String) = match &unet {
+                None => {
+                    let c = MlpConfig::default();
+                    (Box::new(Mlp::new(gpu, c, rows, 0).await.map_err(|x| e(&x))?), c.to_json())
+                }
+                Some(c) => (Box::new(UNet::new(gpu, c.clone(), rows, 0).await.map_err(|x| e(&x))?), c.to_json()),
+            };
+            let model_bytes = net.memory_bytes();
+            let opt_bytes = net.params().layout.optimizer_bytes();
+            let mut t = Trainer::new(gpu, net, cfg, o.runs.max(1)).await.map_err(|x| e(&x))?;
+            let mut order = |s: u64, out: &mut Vec<u32>| {
+                out.clear();
+                out.extend((0..batch).map(|j| ((s as usize * batch + j) % n) as u32));
+            };
+            t.train(gpu, &data, &mut order, 1).await.map_err(|x| e(&x))?;
+            let start = Instant::now();
+            t.train(gpu, &data, &mut order, o.runs).await.map_err(|x| e(&x))?;
+            let secs = start.elapsed().as_secs_f64();
+            let pytorch = match o.python {
+                None => Value::Null,
+                Some(py) => {
+                    let name = if unet.is_some() { "unet" } else { "mlp" };
+                    let p = mirror_rows(py, name, &config, rows)?;
+                    let ms = p.get("ms_per_step").and_then(Value::as_f64);
+                    json!({"rows": rows, "ms_per_step": ms, "examples_per_s": ms.map(|m| batch as f64 / m * 1e3)})
+                }
+            };
+            cases.push(json!({
+                "what": "train", "model": o.model, "batch": batch, "loss": label, "rows": rows,
+                "ms_per_step": secs * 1e3 / o.runs as f64,
+                "examples_per_s": (batch * o.runs) as f64 / secs,
+                "device_bytes": model_bytes + opt_bytes,
+                "pytorch_cpu": pytorch,
+            }));
+            if label == "std" {
+                let st = o.sampler_steps;
+                for cfg in [
+                    SamplerConfig::Ddpm { steps: st.max(2), variance: DdpmVariance::Beta },
+                    SamplerConfig::Ddim { steps: st },
+                    SamplerConfig::Heun { steps: st.max(2), churn: 0.0 },
+                    SamplerConfig::Parallel { steps: st.max(2), window: st.max(2), tol: 0.1, ddim: false },
+                ] {
+                    let mut den = GpuDenoiser::from_trainer(gpu, &t, batch.min(1024)).await.map_err(|x| e(&x))?;
+                    let start = Instant::now();
+                    let (_, s) = sample(&mut den, &cfg, batch, 0, None).await.map_err(|x| e(&x))?;
+                    let secs = start.elapsed().as_secs_f64();
+                    cases.push(json!({
+                        "what": "sample", "model": o.model, "batch": batch, "sampler": cfg.name(),
+                        "passes": s.passes, "evaluations": s.evaluations, "seconds": secs,
+                        "samples_per_s": batch as f64 / secs,
+                    }));
+                }
+            }
+        }
+    }
+    Ok(json!({
+        "bench": "train",
+        "schema": 1,
+        "adapter": gpu.info.name,
+        "backend": format!("{:?}", gpu.info.backend),
+        "runs": o.runs,
+        "cdl": {"anchors": o.anchors, "points": o.points},
+        "statistic": "train: wall time of `runs` full training steps (one warm-up step first) including the async statistics readback; examples/s = batch·runs/s; device_bytes = the model's buffers (parameters, gradients, activations) plus Adam moments and EMA, as allocated (wgpu reports no peak); sample: one run of each sampler on `batch` samples at --sampler-steps; pytorch_cpu: tools/mirror.py bench on the same number of rows (forward, backward, Adam), 2 threads",
+        "cases": cases,
+    }))
+}
+
+/// The PyTorch mirror's training step on `rows` rows.
+fn mirror_rows(python: &std::path::Path, arch: &str, config: &str, rows: usize) -> Result<Value, String> {
+    let script = concat!(env!("CARGO_MANIFEST_DIR"), "/tools/mirror.py");
+    let out = std::process::Command::new(python)
+        .args([script, "bench", "--arch", arch, "--config", config, "--batch", &rows.to_string()])
+        .output()
+        .map_err(|e| format!("cannot run {}: {e}", python.display()))?;
+    if !out.status.success() {
+        let err = String::from_utf8_lossy(&out.stderr);
+        return Err(format!("PyTorch mirror failed: {}", err.lines().last().unwrap_or("no output")));
+    }
+    let text = String::from_utf8_lossy(&out.stdout);
+    serde_json::from_str(text.trim()).map_err(|e| format!("PyTorch mirror printed no JSON ({e}): {text}"))
+}

@@ -69,6 +69,34 @@ enum BenchWhat {
         #[arg(long)]
         out: Option<std::path::PathBuf>,
     },
+    /// Full training steps (std and std + CDL) and every sampler of a model preset at several
+    /// batch sizes, with device memory and the PyTorch mirror on the same rows. JSON on stdout.
+    Train {
+        /// mlp, unet-tiny, unet-compact or unet-small.
+        #[arg(long, default_value = "unet-compact")]
+        model: String,
+        /// Batch sizes, comma-separated.
+        #[arg(long, default_value = "32,64,128", value_delimiter = ',')]
+        batches: Vec<usize>,
+        /// CDL anchors K.
+        #[arg(long, default_value_t = 2)]
+        anchors: usize,
+        /// CDL points M.
+        #[arg(long, default_value_t = 64)]
+        points: usize,
+        /// Timed training steps per case (after one warm-up step).
+        #[arg(long, default_value_t = 3, value_parser = clap::value_parser!(u32).range(1..=1000))]
+        runs: u32,
+        /// Steps of each sampler (DDPM, DDIM, Heun levels, parallel DDPM).
+        #[arg(long, default_value_t = 10)]
+        sampler_steps: usize,
+        /// Python with torch for the PyTorch mirror; also read from CDL_PYTHON.
+        #[arg(long)]
+        python: Option<std::path::PathBuf>,
+        /// Also write the JSON to this file.
+        #[arg(long)]
+        out: Option<std::path::PathBuf>,
+    },
     /// One training step (forward, backward, Adam) of each model, with a per-kernel breakdown
     /// and the same step of the PyTorch mirror on the CPU. JSON on stdout.
     Model {
@@ -140,6 +168,25 @@ async fn run(cli: Cli, matches: &clap::ArgMatches) -> Result<ExitCode, String> {
         }),
         Command::Bench { what: BenchWhat::Ops { runs, out } } => {
             let json = bench::ops(&gpu, runs as usize).await.map_err(|e| e.to_string())?;
+            emit(&json, out.as_deref())
+        }
+        Command::Bench {
+            what: BenchWhat::Train { model, batches, anchors, points, runs, sampler_steps, python, out },
+        } => {
+            let python = python.or_else(|| std::env::var_os("CDL_PYTHON").map(Into::into));
+            if batches.is_empty() || batches.contains(&0) {
+                return Err("--batches needs positive batch sizes".into());
+            }
+            let o = bench::TrainBench {
+                model: &model,
+                batches: &batches,
+                anchors,
+                points,
+                runs: runs as usize,
+                sampler_steps,
+                python: python.as_deref(),
+            };
+            let json = bench::train(&gpu, &o).await?;
             emit(&json, out.as_deref())
         }
         Command::Bench { what: BenchWhat::Model { runs, python, out } } => {

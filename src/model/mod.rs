@@ -43,6 +43,8 @@ pub trait Net {
     }
     /// The prepared forward and backward dispatches, in encoding order.
     fn dispatches(&self) -> (&[Dispatch], &[Dispatch]);
+    /// Bytes of device memory the model allocated (parameters, gradients, activations).
+    fn memory_bytes(&self) -> u64;
 }
 
 impl Net for Mlp {
@@ -75,6 +77,9 @@ impl Net for Mlp {
     }
     fn dispatches(&self) -> (&[Dispatch], &[Dispatch]) {
         Mlp::dispatches(self)
+    }
+    fn memory_bytes(&self) -> u64 {
+        self.memory_bytes
     }
 }
 
@@ -114,6 +119,9 @@ impl Net for UNet {
     }
     fn dispatches(&self) -> (&[Dispatch], &[Dispatch]) {
         UNet::dispatches(self)
+    }
+    fn memory_bytes(&self) -> u64 {
+        UNet::memory_bytes(self) as u64
     }
 }
 
