@@ -28,8 +28,8 @@ struct Cli {
 
 #[derive(Subcommand)]
 enum Command {
-    /// Train the 2-D toy denoiser (defaults: two moons, ITD + CDL, 1000 steps) and write a run
-    /// directory with checkpoint.safetensors and metrics.jsonl.
+    /// Train a denoiser (default: the 2-D MLP on two moons, ITD + CDL, 1000 steps; a UNet on
+    /// CIFAR-10 or an image folder with --model) and write a run directory.
     Train(train::TrainArgs),
     /// Print the adapter, its limits, and a self-test of every op against the CPU reference.
     Info,
