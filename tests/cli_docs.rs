@@ -45,5 +45,8 @@ fn docs_cli_md_is_the_help_output() {
         std::fs::write(path, &want).expect("write docs/cli.md");
     }
     let got = std::fs::read_to_string(path).unwrap_or_default();
-    assert!(got == want, "docs/cli.md differs from the --help output; run CDL_UPDATE_DOCS=1 cargo test --test cli_docs");
+    assert!(
+        got == want,
+        "docs/cli.md differs from the --help output; run CDL_UPDATE_DOCS=1 cargo test --test cli_docs"
+    );
 }
