@@ -172,7 +172,7 @@ fn a_unet_trains_on_an_image_folder() {
     // The progress picture: an 8-wide grid of 16-px tiles with 2-px padding.
     let grid = image::open(out.join("samples").join("step-0000003.png")).unwrap();
     assert_eq!(grid.width(), 8 * 16 + 9 * 2);
-    // A directory of PNGs for FID tools: EDM's layout and uint8 convention.
+    // A directory of PNGs for FID tools (flat, EDM's uint8 convention).
     let pngs = dir.join("pngs");
     let o = cdl(&[
         "sample",
@@ -189,7 +189,7 @@ fn a_unet_trains_on_an_image_folder() {
     ]);
     assert!(o.status.success(), "{}", String::from_utf8_lossy(&o.stderr));
     for i in 0..3 {
-        let img = image::open(pngs.join("000000").join(format!("{i:06}.png"))).unwrap().to_rgb8();
+        let img = image::open(pngs.join(format!("{i:06}.png"))).unwrap().to_rgb8();
         assert_eq!(img.dimensions(), (16, 16));
     }
     // Image data for the MLP, or points for a UNet, are refused by name.

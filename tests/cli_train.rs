@@ -199,6 +199,21 @@ fn bad_input_is_one_line_naming_the_problem() {
             assert!(e.contains(w), "{args:?}: {e} lacks {w:?}");
         }
     }
+    // K·M rows beyond what the adapter can bind: refused before anything is allocated.
+    let e = one_line_error(&cdl(&[
+        "train",
+        "--out",
+        out.to_str().unwrap(),
+        "--batch",
+        "32",
+        "--anchors",
+        "32",
+        "--points",
+        "65536",
+        "--steps",
+        "5",
+    ]));
+    assert!(e.contains("storage binding limit"), "{e}");
     // An output directory that cannot be created.
     let blocker = dir.join("file");
     std::fs::write(&blocker, "x").unwrap();

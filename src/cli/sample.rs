@@ -90,7 +90,7 @@ pub struct SampleArgs {
     #[command(flatten)]
     pub sampler: SamplerArgs,
     /// Output: a .csv of x,y points (in the data's units), a .png picture (scatter or image grid),
-    /// or, for image models, a directory of PNGs (DIR/000000/000000.png, …) for FID tools.
+    /// or, for image models, a directory of PNGs (DIR/000000.png, …) for FID tools.
     #[arg(long, default_value = "samples.csv")]
     pub out: PathBuf,
 }
@@ -262,13 +262,17 @@ pub async fn sample_cmd(gpu: &Gpu, args: SampleArgs) -> Result<(), String> {
     Ok(())
 }
 
-/// Samples per batch when writing an image directory (the denoiser is bound to this many rows).
+/// Most samples per batch when writing an image directory.
 const DIR_BATCH: usize = 256;
+/// Device memory one sampling batch of an image model may take (the model's activations at that
+/// many rows, `unet::memory_estimate`); the batch halves until it fits.
+const DIR_BATCH_BYTES: usize = 2 << 30;
 
-/// `--out DIR` for image models: one PNG per sample, `DIR/000000/000123.png` (1,000 per folder,
-/// EDM's generate.py layout; pytorch-fid and EDM's fid.py read the folder recursively), pixels
-/// with EDM's uint8 convention clip(x·127.5 + 128, 0, 255) (spec §7.1). Batches of `DIR_BATCH`
-/// samples; batch b draws with seed + b, so any n gives the same first images.
+/// `--out DIR` for image models: one PNG per sample, `DIR/000000.png`, `DIR/000001.png`, … (a
+/// flat folder, which pytorch-fid and EDM's fid.py both read), pixels with EDM's uint8 convention
+/// clip(x·127.5 + 128, 0, 255) (spec §7.1). Batches of at most `DIR_BATCH` samples, fewer when the
+/// model would need more than `DIR_BATCH_BYTES` or the adapter's largest binding; batch b draws
+/// with seed + b, so the first images do not depend on n.
 async fn sample_dir(gpu: &Gpu, args: &SampleArgs) -> Result<(), String> {
     let trained = load(&args.checkpoint)?;
     let d = model_dim(&trained.ck)?;
@@ -278,20 +282,27 @@ async fn sample_dir(gpu: &Gpu, args: &SampleArgs) -> Result<(), String> {
     let c = cdl::model::UNetConfig::from_json(&trained.ck.model_config)?;
     let (side, ch) = (c.image_size as u32, c.in_channels);
     let n = args.sampler.n as usize;
-    let mut den = GpuDenoiser::from_checkpoint(gpu, &trained.ck, DIR_BATCH.min(n), !args.sampler.no_ema)
-        .await
-        .map_err(|e| e.to_string())?;
+    let limit = (gpu.limits.max_storage_buffer_binding_size as usize).min(DIR_BATCH_BYTES);
+    let mut per = DIR_BATCH.min(n);
+    while per > 1 {
+        let (total, largest) = cdl::model::unet::memory_estimate(&c, per).map_err(|e| e.to_string())?;
+        if total <= DIR_BATCH_BYTES && largest <= limit {
+            break;
+        }
+        per /= 2;
+    }
+    let mut den =
+        GpuDenoiser::from_checkpoint(gpu, &trained.ck, per, !args.sampler.no_ema).await.map_err(|e| e.to_string())?;
+    std::fs::create_dir_all(&args.out).map_err(|e| format!("cannot create {}: {e}", args.out.display()))?;
     let t = Instant::now();
     let mut stats = SampleStats::default();
-    for (b, start) in (0..n).step_by(DIR_BATCH).enumerate() {
-        let m = DIR_BATCH.min(n - start);
+    for (b, start) in (0..n).step_by(per).enumerate() {
+        let m = per.min(n - start);
         let seed = args.sampler.seed.wrapping_add(b as u64);
         let (x, st) = sample(&mut den, &args.sampler.config(), m, seed, None).await.map_err(|e| e.to_string())?;
         stats = st;
         for k in 0..m {
             let i = start + k;
-            let dir = args.out.join(format!("{:06}", i - i % 1000));
-            std::fs::create_dir_all(&dir).map_err(|e| format!("cannot create {}: {e}", dir.display()))?;
             let px = &x[k * d..(k + 1) * d];
             let img = image::RgbImage::from_fn(side, side, |col, row| {
                 let at = |chan: usize| {
@@ -303,13 +314,13 @@ async fn sample_dir(gpu: &Gpu, args: &SampleArgs) -> Result<(), String> {
                     image::Rgb([at(0); 3])
                 }
             });
-            plot::save_png(dir.join(format!("{i:06}.png")), &img).map_err(|e| e.to_string())?;
+            plot::save_png(args.out.join(format!("{i:06}.png")), &img).map_err(|e| e.to_string())?;
         }
     }
     println!(
         "{}",
         json!({"out": args.out.display().to_string(), "sampler": args.sampler.config().name(), "n": n,
-               "passes_per_batch": stats.passes, "evaluations": stats.evaluations, "seconds": t.elapsed().as_secs_f64()})
+               "batch": per, "passes_per_batch": stats.passes, "evaluations": stats.evaluations, "seconds": t.elapsed().as_secs_f64()})
     );
     Ok(())
 }
