@@ -221,3 +221,29 @@ fn bad_input_is_one_line_naming_the_problem() {
     assert!(e.contains("run directory"), "{e}");
     let _ = std::fs::remove_dir_all(&dir);
 }
+
+#[test]
+fn the_default_run_directory_never_replaces_an_earlier_run() {
+    if common::gpu_or_skip().is_none() {
+        return;
+    }
+    let cwd = tmp("default-dir");
+    std::fs::create_dir_all(&cwd).unwrap();
+    let run = |extra: &[&str]| {
+        let mut a = vec!["train"];
+        a.extend(SMALL);
+        a.extend(["--steps", "10"]);
+        a.extend(extra);
+        Command::new(env!("CARGO_BIN_EXE_cdl")).args(&a).current_dir(&cwd).output().unwrap()
+    };
+    for want in ["runs/moons-cdl/checkpoint.safetensors", "runs/moons-cdl-2/checkpoint.safetensors"] {
+        let o = run(&[]);
+        assert!(o.status.success(), "{}", text(&o));
+        assert!(text(&o).contains(want), "{}", text(&o));
+    }
+    // --resume without --out continues the first one.
+    let o = run(&["--resume"]);
+    assert!(o.status.success(), "{}", text(&o));
+    assert!(text(&o).contains("runs/moons-cdl/checkpoint"), "{}", text(&o));
+    let _ = std::fs::remove_dir_all(&cwd);
+}

@@ -124,7 +124,8 @@ pub struct TrainArgs {
     /// 2-D (DDPM-100). 0: never.
     #[arg(long, default_value_t = 0)]
     pub sample_every: u64,
-    /// Run directory (default: runs/<data>-<loss>).
+    /// Run directory (default: runs/<data>-<loss>, or the first free runs/<data>-<loss>-2, -3, …;
+    /// with --resume, runs/<data>-<loss>).
     #[arg(long)]
     pub out: Option<PathBuf>,
     /// Continue the run in --out from its checkpoint (same flags; --steps may grow).
@@ -257,11 +258,22 @@ impl TrainArgs {
         })
     }
 
+    /// `--out`, or runs/<data>-<loss>: with `--resume` that folder, otherwise the first of
+    /// runs/<data>-<loss>, runs/<data>-<loss>-2, … that holds no run yet, so the default command
+    /// can be run again without touching an earlier run.
     fn out_dir(&self) -> PathBuf {
-        self.out.clone().unwrap_or_else(|| {
-            let stem = Path::new(&self.data).file_stem().map_or("data".into(), |s| s.to_string_lossy().into_owned());
-            PathBuf::from("runs").join(format!("{stem}-{}", self.loss))
-        })
+        if let Some(out) = &self.out {
+            return out.clone();
+        }
+        let stem = Path::new(&self.data).file_stem().map_or("data".into(), |s| s.to_string_lossy().into_owned());
+        let base = PathBuf::from("runs").join(format!("{stem}-{}", self.loss));
+        if self.resume {
+            return base;
+        }
+        (1..)
+            .map(|i| if i == 1 { base.clone() } else { PathBuf::from(format!("{}-{i}", base.display())) })
+            .find(|d| !d.join(CHECKPOINT).exists())
+            .unwrap_or(base)
     }
 }
 
