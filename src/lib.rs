@@ -5,7 +5,8 @@
 //! `gpu` (device, buffers, pipelines, dispatch, readback), `ops` (the op registry and launchers),
 //! `nn` (layers with parameters: forward and backward as prepared dispatches), `model` (the MLP),
 //! `diffusion` (pure f64 math of noise levels, losses as weighted rows and likelihoods; no wgpu),
-//! `train` (checkpoints in safetensors; later the step, optimizer state, data and run configs).
+//! `train` (the training step and loop, data, checkpoints), `eval` (metrics, the GPU denoiser,
+//! plots); `text` holds the one-line message helper every error type uses.
 
 pub mod diffusion;
 pub mod eval;
@@ -14,6 +15,7 @@ pub mod model;
 pub mod nn;
 pub mod ops;
 pub mod reference;
+pub mod text;
 pub mod train;
 
 #[cfg(target_arch = "wasm32")]

@@ -23,6 +23,8 @@
 use std::fmt;
 use std::path::PathBuf;
 
+use crate::text::OneLine;
+
 pub mod denoiser;
 pub mod mmd;
 pub mod nll;
@@ -73,23 +75,6 @@ impl std::error::Error for EvalError {
             Self::Io { source, .. } => Some(source),
             _ => None,
         }
-    }
-}
-
-/// Writes a string with control characters escaped, so a message stays on one line whatever a
-/// file or the OS put into it.
-struct OneLine<'a>(&'a str);
-
-impl fmt::Display for OneLine<'_> {
-    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        for c in self.0.chars() {
-            if c.is_control() {
-                write!(f, "{}", c.escape_default())?;
-            } else {
-                write!(f, "{c}")?;
-            }
-        }
-        Ok(())
     }
 }
 

@@ -43,6 +43,8 @@ use std::path::PathBuf;
 
 use safetensors::tensor::{Dtype, SafeTensors, View};
 
+use crate::text::OneLine;
+
 // ---------------------------------------------------------------------------------------------
 // Constants
 
@@ -118,23 +120,6 @@ impl std::error::Error for CheckpointError {
             Self::InFile { source, .. } => Some(source.as_ref()),
             _ => None,
         }
-    }
-}
-
-/// Writes a string with control characters escaped, so a message stays on one line whatever a
-/// file or the OS put into it.
-struct OneLine<'a>(&'a str);
-
-impl fmt::Display for OneLine<'_> {
-    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        for c in self.0.chars() {
-            if c.is_control() {
-                write!(f, "{}", c.escape_default())?;
-            } else {
-                write!(f, "{c}")?;
-            }
-        }
-        Ok(())
     }
 }
 

@@ -23,6 +23,7 @@ use std::path::PathBuf;
 use std::path::Path;
 
 use crate::diffusion::rng::HostRng;
+use crate::text::OneLine;
 
 // ---------------------------------------------------------------------------------------------
 // Constants
@@ -175,22 +176,6 @@ impl std::error::Error for DataError {
             Self::InSource { inner, .. } => Some(inner.as_ref()),
             _ => None,
         }
-    }
-}
-
-/// Writes a string with control characters escaped, so every message stays on one line.
-struct OneLine<'a>(&'a str);
-
-impl fmt::Display for OneLine<'_> {
-    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        for c in self.0.chars() {
-            if c.is_control() {
-                write!(f, "{}", c.escape_default())?;
-            } else {
-                write!(f, "{c}")?;
-            }
-        }
-        Ok(())
     }
 }
 

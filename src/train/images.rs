@@ -38,6 +38,7 @@ use image::imageops::FilterType;
 use image::{DynamicImage, ImageFormat, ImageReader, Limits};
 
 use crate::diffusion::rng::HostRng;
+use crate::text::OneLine;
 use crate::train::trainer::Examples;
 
 // ---------------------------------------------------------------------------------------------
@@ -123,22 +124,6 @@ impl ImageDataError {
     #[cfg(not(target_arch = "wasm32"))]
     pub(crate) fn io(action: &'static str, path: &Path, err: std::io::Error) -> Self {
         Self::Io { action, path: path.display().to_string(), err }
-    }
-}
-
-/// Writes a string with control characters escaped, so every message stays on one line.
-struct OneLine<'a>(&'a str);
-
-impl fmt::Display for OneLine<'_> {
-    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        for c in self.0.chars() {
-            if c.is_control() {
-                write!(f, "{}", c.escape_default())?;
-            } else {
-                write!(f, "{c}")?;
-            }
-        }
-        Ok(())
     }
 }
 
