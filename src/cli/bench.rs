@@ -187,17 +187,7 @@ pub async fn train_step(
 
 /// The same training step of the PyTorch mirror (tools/mirror.py bench), on the CPU.
 fn mirror_step(python: &std::path::Path, net: &Net<'_>) -> Result<Value, String> {
-    let script = concat!(env!("CARGO_MANIFEST_DIR"), "/tools/mirror.py");
-    let out = std::process::Command::new(python)
-        .args([script, "bench", "--arch", net.name, "--config", &net.config, "--batch", &net.batch.to_string()])
-        .output()
-        .map_err(|e| format!("cannot run {}: {e}", python.display()))?;
-    if !out.status.success() {
-        let err = String::from_utf8_lossy(&out.stderr);
-        return Err(format!("PyTorch mirror failed: {}", err.lines().last().unwrap_or("no output")));
-    }
-    let text = String::from_utf8_lossy(&out.stdout);
-    serde_json::from_str(text.trim()).map_err(|e| format!("PyTorch mirror printed no JSON ({e}): {text}"))
+    mirror_rows(python, net.name, &net.config, net.batch)
 }
 
 /// `cdl bench model`: the MLP at batch 128 and 1024, the UNet presets `tiny` and `compact` at
@@ -387,7 +377,8 @@ pub async fn train(gpu: &Gpu, o: &TrainBench<'_>) -> Result<Value, String> {
     }))
 }
 
-/// The PyTorch mirror's training step on `rows` rows.
+/// The PyTorch mirror's training step (forward, backward, Adam) of `arch` with `config` on
+/// `rows` rows.
 fn mirror_rows(python: &std::path::Path, arch: &str, config: &str, rows: usize) -> Result<Value, String> {
     let script = concat!(env!("CARGO_MANIFEST_DIR"), "/tools/mirror.py");
     let out = std::process::Command::new(python)
