@@ -53,16 +53,7 @@ impl<'g> GpuDenoiser<'g> {
     pub async fn from_trainer(gpu: &'g Gpu, trainer: &Trainer, rows: usize) -> Result<Self, TrainError> {
         let src = trainer.net();
         let net = model::build(gpu, src.arch(), &src.config_json(), rows, 0).await?;
-        let (from, to) = (trainer.ema(), &net.params().value);
-        let mut enc = gpu.device.create_command_encoder(&Default::default());
-        enc.copy_buffer_to_buffer(
-            &from.buffer,
-            (from.offset * 4) as u64,
-            &to.buffer,
-            (to.offset * 4) as u64,
-            (from.len.min(to.len) * 4) as u64,
-        );
-        gpu.queue.submit([enc.finish()]);
+        gpu.copy(trainer.ema(), &net.params().value);
         Ok(Self::new(gpu, net))
     }
 

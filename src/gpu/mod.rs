@@ -368,6 +368,13 @@ impl Gpu {
         Ok(Some(ticks.chunks(2).map(|t| t[1].saturating_sub(t[0]) as f64 * period_ms).collect()))
     }
 
+    /// Copies min(src.len, dst.len) elements from `src` to `dst` on the device (one submission).
+    pub fn copy(&self, src: &Buffer, dst: &Buffer) {
+        let mut enc = self.device.create_command_encoder(&Default::default());
+        src.encode_copy(&mut enc, 0, dst, 0, src.len.min(dst.len));
+        self.queue.submit([enc.finish()]);
+    }
+
     /// Reads a buffer back to the host.
     pub async fn read(&self, buf: &Buffer) -> Result<Vec<f32>, GpuError> {
         let out = readback::read_f32(self, buf).await;
@@ -417,6 +424,18 @@ pub struct Buffer {
 }
 
 impl Buffer {
+    /// Encodes a copy of `len` elements from element `src_at` of this buffer to element
+    /// `dst_at` of `dst` (both relative to the views).
+    pub fn encode_copy(&self, enc: &mut wgpu::CommandEncoder, src_at: usize, dst: &Buffer, dst_at: usize, len: usize) {
+        enc.copy_buffer_to_buffer(
+            &self.buffer,
+            ((self.offset + src_at) * 4) as u64,
+            &dst.buffer,
+            ((dst.offset + dst_at) * 4) as u64,
+            (len * 4) as u64,
+        );
+    }
+
     /// A view of `len` elements from `start` (relative to this view; `start` a multiple of
     /// `VIEW_ALIGN`).
     pub fn view(&self, start: usize, len: usize) -> Result<Buffer, GpuError> {

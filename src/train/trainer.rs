@@ -318,6 +318,7 @@ pub struct Trainer {
     idx: Vec<u32>,
     xb: Vec<f32>,
     lb: Vec<u32>,
+    row_scratch: Vec<f32>,
 }
 
 impl fmt::Debug for Trainer {
@@ -381,7 +382,7 @@ impl Trainer {
             .await?;
         let ema_d = optim::ema_update(gpu, &p.value, &ema, flat, cfg.ema_decay).await?;
         // The EMA starts at the initial weights.
-        copy(gpu, &p.value, &ema);
+        gpu.copy(&p.value, &ema);
         Ok(Self {
             data_seed: sub_seed(cfg.seed, SEED_DATA),
             noise_seed: seed,
@@ -416,6 +417,7 @@ impl Trainer {
             idx: Vec::new(),
             xb: Vec::new(),
             lb: Vec::new(),
+            row_scratch: Vec::new(),
         })
     }
 
@@ -527,11 +529,18 @@ impl Trainer {
         data.gather(&self.idx, self.data_seed, s, &mut self.xb, &mut self.lb);
         gpu.write(&self.batch_x, &self.xb);
         gpu.write(&self.table, &rows::table_words(&plan.row_specs(), b)?);
-        let per_row = |f: &dyn Fn(&crate::diffusion::loss::Row) -> f32| plan.rows.iter().map(f).collect::<Vec<f32>>();
-        gpu.write(self.net.noise_input(), &per_row(&|r| noise_input(r.alpha)));
-        gpu.write(&self.scale, &per_row(&|r| r.scale as f32));
-        gpu.write(&self.weight, &per_row(&|r| r.weight as f32));
-        gpu.write(&self.offset, &per_row(&|r| r.offset as f32));
+        // Per-row constants through one reused host buffer.
+        let mut scratch = std::mem::take(&mut self.row_scratch);
+        let mut put = |buf: &Buffer, f: &dyn Fn(&crate::diffusion::loss::Row) -> f32| {
+            scratch.clear();
+            scratch.extend(plan.rows.iter().map(f));
+            gpu.write(buf, &scratch);
+        };
+        put(self.net.noise_input(), &|r| noise_input(r.alpha));
+        put(&self.scale, &|r| r.scale as f32);
+        put(&self.weight, &|r| r.weight as f32);
+        put(&self.offset, &|r| r.offset as f32);
+        self.row_scratch = scratch;
         let labels: Vec<f32> = plan.anchors.iter().map(|a| a.label as f32).collect();
         if !labels.is_empty() {
             gpu.write(&self.labels, &labels);
@@ -569,10 +578,10 @@ impl Trainer {
             self.ema_d.encode(&mut pass);
         }
         let rec = (LOG_HEAD + self.anchors) * slot;
-        copy_words(&mut enc, &self.stats, 0, &self.log, rec, 4);
-        copy_words(&mut enc, &self.sumsq, 0, &self.log, rec + 4, 1);
+        self.stats.encode_copy(&mut enc, 0, &self.log, rec, 4);
+        self.sumsq.encode_copy(&mut enc, 0, &self.log, rec + 4, 1);
         if self.anchors > 0 {
-            copy_words(&mut enc, &self.logits, 0, &self.log, rec + LOG_HEAD, self.anchors);
+            self.logits.encode_copy(&mut enc, 0, &self.log, rec + LOG_HEAD, self.anchors);
         }
         gpu.queue.submit([enc.finish()]);
         Ok(Pending { lr, labels })
@@ -585,7 +594,7 @@ impl Trainer {
     fn save_snapshot(&self, gpu: &Gpu) {
         let mut enc = gpu.device.create_command_encoder(&Default::default());
         for (src, dst) in self.state().into_iter().zip(&self.snapshot) {
-            copy_words(&mut enc, src, 0, dst, 0, src.len);
+            src.encode_copy(&mut enc, 0, dst, 0, src.len);
         }
         gpu.queue.submit([enc.finish()]);
     }
@@ -593,7 +602,7 @@ impl Trainer {
     fn restore_snapshot(&self, gpu: &Gpu) {
         let mut enc = gpu.device.create_command_encoder(&Default::default());
         for (dst, src) in self.state().into_iter().zip(&self.snapshot) {
-            copy_words(&mut enc, src, 0, dst, 0, dst.len);
+            src.encode_copy(&mut enc, 0, dst, 0, dst.len);
         }
         gpu.queue.submit([enc.finish()]);
     }
@@ -639,20 +648,4 @@ impl Trainer {
         self.step = ck.step;
         Ok(())
     }
-}
-
-fn copy_words(enc: &mut wgpu::CommandEncoder, src: &Buffer, src_at: usize, dst: &Buffer, dst_at: usize, len: usize) {
-    enc.copy_buffer_to_buffer(
-        &src.buffer,
-        ((src.offset + src_at) * 4) as u64,
-        &dst.buffer,
-        ((dst.offset + dst_at) * 4) as u64,
-        (len * 4) as u64,
-    );
-}
-
-fn copy(gpu: &Gpu, src: &Buffer, dst: &Buffer) {
-    let mut enc = gpu.device.create_command_encoder(&Default::default());
-    copy_words(&mut enc, src, 0, dst, 0, src.len.min(dst.len));
-    gpu.queue.submit([enc.finish()]);
 }
