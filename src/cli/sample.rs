@@ -154,21 +154,18 @@ fn reference_points(spec: &str, trained: &Trained, n: usize, seed: u64) -> Resul
     let source = DataSource::parse(spec).map_err(|e| e.to_string())?;
     match source {
         DataSource::Toy(toy) => Ok(toy_points(toy, n, seed)),
-        DataSource::Csv(_) => {
-            let (points, _) = source.load(0, seed).map_err(|e| e.to_string())?;
-            // `load` standardised the file by its own statistics; undo that and apply the model's.
-            let raw = cdl::train::data::read_csv(Path::new(spec)).map_err(|e| e.to_string())?;
-            let d = raw.dim;
-            let mut v: Vec<f64> = raw.data.iter().map(|&x| f64::from(x)).collect();
+        DataSource::Csv(path) => {
+            // Read once and mapped with the model's standardisation; a checkpoint that stored
+            // none gets the file's own.
+            let mut points = cdl::train::data::read_csv(&path).map_err(|e| e.to_string())?;
+            let d = points.dim;
             if trained.mean.len() == d {
-                for row in v.chunks_exact_mut(d) {
-                    for ((v, s), m) in row.iter_mut().zip(&trained.std).zip(&trained.mean) {
-                        *v = (*v - m) / s;
-                    }
-                }
+                let s = cdl::train::data::Standardization { mean: trained.mean.clone(), std: trained.std.clone() };
+                s.apply(&mut points.data);
             } else {
-                v = points.data.iter().map(|&x| f64::from(x)).collect();
+                points.standardize().map_err(|e| e.to_string())?;
             }
+            let mut v: Vec<f64> = points.data.iter().map(|&x| f64::from(x)).collect();
             v.truncate(n * d);
             Ok(v)
         }
