@@ -209,3 +209,27 @@ fn a_unet_trains_on_an_image_folder() {
     assert!(e.contains("short.bin"), "{e}");
     let _ = std::fs::remove_dir_all(&dir);
 }
+
+#[test]
+fn a_unet_trains_on_the_built_in_shapes() {
+    if common::gpu_or_skip().is_none() {
+        return;
+    }
+    let dir = tmp("shapes");
+    let out = dir.join("run");
+    let args = ["train", "--model", "unet-tiny", "--data", "shapes", "--loss", "ddpm", "--batch", "2"];
+    let o = cdl(&[&args[..], &["--steps", "2", "--log-every", "1", "--checkpoint-every", "2", "--quiet"]]
+        .concat()
+        .iter()
+        .copied()
+        .chain(["--out", out.to_str().unwrap()])
+        .collect::<Vec<_>>());
+    assert!(o.status.success(), "{}", String::from_utf8_lossy(&o.stderr));
+    let ck = cdl::train::checkpoint::load(out.join("checkpoint.safetensors")).unwrap();
+    assert_eq!((ck.arch.as_str(), ck.step), ("unet", 2));
+    assert_eq!(ck.extra.get("data.source").map(String::as_str), Some("shapes"));
+    // Labels belong to CIFAR-10; the shapes have none.
+    let e = error_line(&cdl(&[&args[..], &["--classes", "--out", out.to_str().unwrap()]].concat()));
+    assert!(e.contains("shapes") && e.contains("--classes"), "{e}");
+    let _ = std::fs::remove_dir_all(&dir);
+}

@@ -51,7 +51,8 @@ pub struct TrainArgs {
     /// Training data: a built-in 2-D set (moons, spirals, checkerboard, 8gaussians, circles, dino),
     /// a CSV file of x,y points (header optional; standardised per coordinate), or for a UNet
     /// CIFAR-10 (cifar-10-binary.tar.gz, its cifar-10-batches-bin folder or one .bin batch) or a
-    /// folder of PNG/JPEG images (center-cropped and resized to the model size).
+    /// folder of PNG/JPEG images (center-cropped and resized to the model size) or "shapes", a
+    /// built-in procedural set of coloured shapes on gradients (10,000 images, no download).
     #[arg(long, default_value = "moons")]
     pub data: String,
     /// Model: mlp (2-D points), unet-tiny (16 px), unet-compact or unet-small (32 px, spec §8).
@@ -605,7 +606,18 @@ fn load_data(args: &TrainArgs) -> Result<Data, String> {
         || lower.ends_with(".tgz")
         || lower.ends_with(".bin")
         || (path.is_dir() && (path.join("cifar-10-batches-bin").is_dir() || path.join("data_batch_1.bin").is_file()));
-    let examples: Box<dyn Examples> = if cifar {
+    let examples: Box<dyn Examples> = if args.data == cdl::train::shapes::NAME {
+        if unet.in_channels != 3 || args.classes {
+            return Err(format!("{}: 3-channel images without labels; drop --classes", args.data));
+        }
+        let mut set = cdl::train::shapes::generate(
+            cdl::train::shapes::DEFAULT_COUNT,
+            unet.image_size as u32,
+            trainer_data_seed(args.seed),
+        );
+        set.flip = args.flip;
+        Box::new(set)
+    } else if cifar {
         if unet.image_size != 32 || unet.in_channels != 3 {
             return Err(format!("CIFAR-10 is 32x32 RGB; --model {} is {} px", args.model, unet.image_size));
         }
@@ -621,21 +633,12 @@ fn load_data(args: &TrainArgs) -> Result<Data, String> {
         Box::new(set)
     } else {
         return Err(format!(
-            "{}: not CIFAR-10 (.tar.gz, .bin or its folder) or an image folder; a UNet trains on images",
+            "{}: not CIFAR-10 (.tar.gz, .bin or its folder), an image folder or \"shapes\"; a UNet trains on images",
             args.data
         ));
     };
     // Per-pixel variances over up to 2,000 examples (the reference Gaussian, spec §2.1).
-    let (n, d) = (examples.len().min(2000), examples.row_len());
-    let idx: Vec<u32> = (0..n as u32).collect();
-    let (mut x, mut labels) = (vec![0f32; n * d], vec![0u32; n]);
-    examples.gather(&idx, 0, 0, &mut x, &mut labels);
-    let variances = (0..d)
-        .map(|i| {
-            let m = (0..n).map(|k| f64::from(x[k * d + i])).sum::<f64>() / n as f64;
-            ((0..n).map(|k| (f64::from(x[k * d + i]) - m).powi(2)).sum::<f64>() / n as f64).max(1e-4)
-        })
-        .collect();
+    let variances = cdl::train::trainer::example_variances(examples.as_ref(), 2000);
     Ok(Data { examples, variances, standard: (Vec::new(), Vec::new()) })
 }
 

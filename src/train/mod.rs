@@ -1,9 +1,9 @@
 //! Training: everything between the model and a run (ARCHITECTURE.md layer `train/`).
 //!
-//! What it is: `checkpoint` (named f32 tensors plus run metadata in safetensors, with a pure
-//! encode/decode core and native atomic file I/O). This layer will also hold the training step,
-//! the optimizer state (Adam/AdamW + EMA), the data sources (toy 2-D sets, CSV points, CIFAR-10,
-//! image folders) and the run configs.
+//! What it is: the training step and its optimizer state (`trainer`: Adam/AdamW, EMA, NaN
+//! rollback), the losses by name (`recipe`), checkpoints in safetensors (`checkpoint`,
+//! `weights`), and the data: toy 2-D sets and CSV points (`data`), CIFAR-10 (`cifar`), image
+//! folders (`images`) and the procedural image set (`shapes`).
 //!
 //! What it is not: nothing here names a WGSL entry point (STYLE.md practice 1); the trainer drives
 //! models and ops through their Rust APIs only.
@@ -13,5 +13,6 @@ pub mod cifar;
 pub mod data;
 pub mod images;
 pub mod recipe;
+pub mod shapes;
 pub mod trainer;
 pub mod weights;

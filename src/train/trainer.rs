@@ -158,6 +158,24 @@ pub trait Examples {
     fn gather(&self, idx: &[u32], seed: u64, step: u64, out: &mut [f32], labels: &mut [u32]);
 }
 
+/// Per-element variances of the first min(N, `max`) examples (unaugmented), each at least 1e-4:
+/// the data reference Gaussian of image losses (spec §2.1), where per-pixel moments are enough.
+pub fn example_variances(examples: &dyn Examples, max: usize) -> Vec<f64> {
+    let (n, d) = (examples.len().min(max), examples.row_len());
+    if n == 0 {
+        return vec![1.0; d];
+    }
+    let idx: Vec<u32> = (0..n as u32).collect();
+    let (mut x, mut labels) = (vec![0f32; n * d], vec![0u32; n]);
+    examples.gather(&idx, 0, 0, &mut x, &mut labels);
+    (0..d)
+        .map(|i| {
+            let m = (0..n).map(|k| f64::from(x[k * d + i])).sum::<f64>() / n as f64;
+            ((0..n).map(|k| (f64::from(x[k * d + i]) - m).powi(2)).sum::<f64>() / n as f64).max(1e-4)
+        })
+        .collect()
+}
+
 impl Examples for crate::train::data::Points {
     fn len(&self) -> usize {
         crate::train::data::Points::len(self)
