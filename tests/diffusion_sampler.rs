@@ -8,7 +8,8 @@
 
 use cdl::diffusion::gaussian::GaussianData;
 use cdl::diffusion::sampler::{
-    ddpm_schedule, ddpm_steps, picard, sample, sequential, DdpmVariance, RowByRow, SamplerConfig,
+    ddpm_schedule, ddpm_steps, initial_noise, picard, sample, sequential, trajectory_frames, DdpmVariance, RowByRow,
+    SamplerConfig,
 };
 
 fn data() -> GaussianData {
@@ -165,4 +166,34 @@ fn bad_sampler_settings_are_errors() {
         assert!(pollster::block_on(sample(&mut RowByRow(&g), &cfg, 4, 0, None)).is_err(), "{cfg:?}");
     }
     assert!(pollster::block_on(sample(&mut RowByRow(&g), &SamplerConfig::DDPM, 0, 0, None)).is_err());
+}
+
+#[test]
+fn trajectory_frames_run_from_the_initial_noise_to_the_samples() {
+    let g = data();
+    let (n, seed) = (300, 11);
+    let cases = [
+        (SamplerConfig::Ddpm { steps: 50, variance: DdpmVariance::Beta }, 50),
+        (SamplerConfig::Ddim { steps: 20 }, 20),
+        (SamplerConfig::Heun { steps: 18, churn: 0.0 }, 18),
+        (SamplerConfig::Parallel { steps: 30, window: 30, tol: 0.1, ddim: true }, 30),
+    ];
+    for (cfg, steps) in cases {
+        let mut traj = Vec::new();
+        let (x, _) = pollster::block_on(sample(&mut RowByRow(&g), &cfg, n, seed, Some(&mut traj))).unwrap();
+        let frames = trajectory_frames(&cfg, n, 2, seed, traj);
+        assert_eq!(frames.len(), steps + 1, "{cfg:?}");
+        assert!(frames.iter().all(|f| f.len() == n * 2), "{cfg:?}");
+        assert_eq!(frames.last().unwrap(), &x, "{cfg:?}: the last frame is the samples");
+        // The first frame is x_T: the sampler's initial noise, N(0, I) in VP units (Heun's
+        // σ_max = 80 scaled by 1/sqrt(1 + σ²) differs from 1 by 7.8e-5: below 4e-4 for |n| < 5).
+        let noise = initial_noise(seed, n, 2);
+        let err = frames[0].iter().zip(&noise).map(|(a, b)| (a - b).abs()).fold(0.0, f64::max);
+        assert!(err < 4e-4, "{cfg:?}: first frame off the initial noise by {err}");
+        // Every frame stays on the VP scale: between the data's and the noise's spread.
+        for (i, f) in frames.iter().enumerate() {
+            let (_, var) = moments(f, 2);
+            assert!(var.iter().all(|v| (0.2..2.5).contains(v)), "{cfg:?} frame {i}: variances {var:?}");
+        }
+    }
 }

@@ -436,7 +436,7 @@ pub async fn train(gpu: &Gpu, args: TrainArgs) -> Result<(), String> {
         );
     }
     let mut batcher =
-        Batcher::new(trainer_data_seed(args.seed), examples.len(), cfg.batch).map_err(|e| e.to_string())?;
+        Batcher::new(cdl::train::data::data_seed(args.seed), examples.len(), cfg.batch).map_err(|e| e.to_string())?;
     let mut next_batch = |s: u64, out: &mut Vec<u32>| batcher.indices(s, out);
     let started = Instant::now();
     let mut window_start = Instant::now();
@@ -613,7 +613,7 @@ fn load_data(args: &TrainArgs) -> Result<Data, String> {
         let mut set = cdl::train::shapes::generate(
             cdl::train::shapes::DEFAULT_COUNT,
             unet.image_size as u32,
-            trainer_data_seed(args.seed),
+            cdl::train::data::data_seed(args.seed),
         );
         set.flip = args.flip;
         Box::new(set)
@@ -640,12 +640,6 @@ fn load_data(args: &TrainArgs) -> Result<Data, String> {
     // Per-pixel variances over up to 2,000 examples (the reference Gaussian, spec §2.1).
     let variances = cdl::train::trainer::example_variances(examples.as_ref(), 2000);
     Ok(Data { examples, variances, standard: (Vec::new(), Vec::new()) })
-}
-
-/// The batch order's seed: independent of the model init and the noise (which use the seed
-/// through other streams).
-fn trainer_data_seed(seed: u64) -> u64 {
-    seed ^ 0xDA7A_0000_0000_0000
 }
 
 fn progress(line: &Value, steps: u64) -> String {

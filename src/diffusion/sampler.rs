@@ -307,6 +307,34 @@ pub async fn sample(
     }
 }
 
+/// The states of a `sample(.., cfg, n, seed, Some(trajectory))` run as points of the
+/// variance-preserving process, x_T first and the samples last (S + 1 frames, each (n, d)), for
+/// pictures of sampling: sequential and Picard states as they are (the Picard buffer already
+/// starts at x_T), Heun's x_σ divided by sqrt(1 + σ²).
+pub fn trajectory_frames(
+    cfg: &SamplerConfig,
+    n: usize,
+    d: usize,
+    seed: u64,
+    trajectory: Vec<Vec<f64>>,
+) -> Vec<Vec<f64>> {
+    match *cfg {
+        SamplerConfig::Parallel { .. } => trajectory,
+        SamplerConfig::Ddpm { .. } | SamplerConfig::Ddim { .. } => {
+            std::iter::once(initial_noise(seed, n, d)).chain(trajectory).collect()
+        }
+        SamplerConfig::Heun { steps, .. } => {
+            let t = edm_sigmas(steps);
+            let first = initial_noise(seed, n, d).into_iter().map(|v| v * t[0] / t[0].hypot(1.0)).collect();
+            let scaled = trajectory.into_iter().zip(&t[1..]).map(|(x, s)| {
+                let k = 1.0 / s.hypot(1.0);
+                x.into_iter().map(|v| v * k).collect()
+            });
+            std::iter::once(first).chain(scaled).collect()
+        }
+    }
+}
+
 // ---------------------------------------------------------------------------------------------
 // Sequential linear samplers
 

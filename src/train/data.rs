@@ -733,6 +733,13 @@ fn load_csv(path: &std::path::Path) -> Result<(Points, Standardization), DataErr
 // ---------------------------------------------------------------------------------------------
 // Mini-batches
 
+/// The seed of a run's batch order and built-in data from its `seed`: independent of the model
+/// init and the noise, which use the seed through other streams. The CLI and the page agree on
+/// it, so a checkpoint continues with the batches it would have seen.
+pub fn data_seed(seed: u64) -> u64 {
+    seed ^ 0xDA7A_0000_0000_0000
+}
+
 /// Example indices per training step, as a pure function of (seed, step, N, B).
 ///
 /// Positions s·B .. s·B + B of the endless sequence perm₀ ‖ perm₁ ‖ ... where permₑ is epoch e's

@@ -7,13 +7,12 @@
 //! `window.cdl.{start,pause,step,reset,saveStorage,loadStorage,loseDevice}()`.
 
 use std::cell::RefCell;
-use std::collections::VecDeque;
 use std::rc::Rc;
 
 use serde_json::{json, Value};
-use wasm_bindgen::prelude::*;
 use wasm_bindgen::JsCast;
 
+use super::runtime::{self, push, show_message, Meter};
 use super::toy::{loss_label, ToyModel, ToySettings};
 use super::{dom, draw, store};
 use crate::diffusion::likelihood::RefGaussian;
@@ -22,13 +21,11 @@ use crate::diffusion::sampler::{self, SamplerConfig};
 use crate::eval::denoiser::GpuDenoiser;
 use crate::eval::mmd::{mmd, MMD_BANDWIDTH};
 use crate::eval::nll;
-use crate::gpu::{Gpu, GpuOptions};
+use crate::gpu::Gpu;
 use crate::train::checkpoint::{self, Checkpoint};
 use crate::train::data::{parse_csv_limited, Points, Standardization, Toy};
 use crate::train::recipe::LossKind;
 
-/// How long the page waits for a WebGPU adapter before saying it has none, in ms.
-const ADAPTER_TIMEOUT_MS: i32 = 15_000;
 /// Points generated for a built-in data set.
 const TOY_POINTS: usize = 10_000;
 /// Data points drawn in a scatter plot.
@@ -73,30 +70,27 @@ enum Cmd {
     Resample,
 }
 
-/// What handlers and the task share. Handlers only push commands and read flags.
+type SharedRef = runtime::SharedRef<Cmd>;
+
+/// The commands of `window.cdl`.
+const API: &[runtime::Named<Cmd>] = &[
+    ("start", || Cmd::Start),
+    ("pause", || Cmd::Pause),
+    ("step", || Cmd::Step),
+    ("reset", || Cmd::Reset),
+    ("saveStorage", || Cmd::SaveStorage),
+    ("loadStorage", || Cmd::LoadStorage),
+    ("loseDevice", || Cmd::LoseDevice),
+];
+
+/// Points drawn with the mouse, in view units, and whether the button is down.
 #[derive(Default)]
-struct Shared {
-    queue: VecDeque<Cmd>,
-    running: bool,
-    /// The last published state (JSON text) for `window.cdl.state()`.
-    state: String,
-    /// Points drawn with the mouse, in view units.
-    drawn: Vec<f64>,
+struct Drawing {
+    points: Vec<f64>,
     mouse_down: bool,
 }
 
-type SharedRef = Rc<RefCell<Shared>>;
-/// A named command of `window.cdl`.
-type Named = (&'static str, fn() -> Cmd);
-
-thread_local! {
-    /// Device-lost reports (device generation, message) from wgpu's callback.
-    static LOST: RefCell<Vec<(u32, String)>> = const { RefCell::new(Vec::new()) };
-}
-
-fn push(shared: &SharedRef, cmd: Cmd) {
-    shared.borrow_mut().queue.push_back(cmd);
-}
+type DrawingRef = Rc<RefCell<Drawing>>;
 
 /// Page options from the URL (`?dataset=moons&loss=cdl&autoplay&embed&width=16...`).
 #[derive(Clone, Debug)]
@@ -198,10 +192,7 @@ struct Engine {
     kept_at: f64,
     lost: Option<String>,
     pending_steps: usize,
-    chunk: usize,
-    /// (time ms, total steps) of recent chunks, for steps/s.
-    rate: VecDeque<(f64, u64)>,
-    steps_per_s: f64,
+    meter: Meter,
     sampled_at: f64,
     message: String,
 }
@@ -214,30 +205,10 @@ struct Engine {
 pub async fn run(embed: bool) -> Result<(), String> {
     let opts = Options::from_url(embed);
     let shared: SharedRef = Rc::default();
-    install_api(&shared);
+    runtime::install_api(&shared, API);
     init_controls(&opts);
     wire_controls(&shared, &opts);
-    dom::set_text("status", "acquiring WebGPU…");
-    // Some configurations (WebGPU switched off by policy or flags) never answer the adapter
-    // request: say so after a while instead of leaving the page blank.
-    let acquired = Rc::new(std::cell::Cell::new(false));
-    let flag = acquired.clone();
-    wasm_bindgen_futures::spawn_local(async move {
-        dom::sleep(ADAPTER_TIMEOUT_MS).await;
-        if !flag.get() {
-            no_webgpu(&format!("no answer to the adapter request within {} s", ADAPTER_TIMEOUT_MS / 1000));
-        }
-    });
-    let gpu = Gpu::new(&GpuOptions::default()).await;
-    acquired.set(true);
-    let gpu = match gpu {
-        Ok(g) => g,
-        Err(e) => {
-            no_webgpu(&e.to_string());
-            return Ok(());
-        }
-    };
-    dom::set_text("adapter", &gpu.describe());
+    let Some(gpu) = runtime::acquire_gpu().await else { return Ok(()) };
     let data = match Toy::from_name(&opts.dataset) {
         Some(t) => Data::toy(t, opts.base.seed),
         None => {
@@ -256,13 +227,11 @@ pub async fn run(embed: bool) -> Result<(), String> {
         kept_at: 0.0,
         lost: None,
         pending_steps: 0,
-        chunk: opts.chunk.max(4),
-        rate: VecDeque::new(),
-        steps_per_s: 0.0,
+        meter: Meter::new(opts.chunk.max(4), super::toy::CHUNK_MAX, CHUNK_TARGET_MS),
         sampled_at: 0.0,
         message: String::new(),
     };
-    engine.watch_device();
+    runtime::watch_device(&engine.gpu, engine.generation);
     engine.reset().await?;
     if opts.pretrained {
         engine.load_pretrained().await;
@@ -277,22 +246,6 @@ pub async fn run(embed: bool) -> Result<(), String> {
     }
     wasm_bindgen_futures::spawn_local(async move { engine.run_loop().await });
     Ok(())
-}
-
-/// The page without WebGPU: what is missing and which browser or flag provides it.
-fn no_webgpu(why: &str) {
-    dom::set_body_data("status", "no-webgpu");
-    show_message(&format!(
-        "This demo trains on your GPU through WebGPU, which this browser does not offer ({why}). \
-         Open it in Chrome or Edge 113+ (desktop), Safari 26+, or Chromium started with \
-         --enable-unsafe-webgpu (on Linux also --enable-features=Vulkan)."
-    ));
-    dom::set_text("status", "WebGPU is not available");
-}
-
-fn show_message(text: &str) {
-    dom::set_text("message", text);
-    dom::set_hidden("message", text.is_empty());
 }
 
 /// Sets the controls to the URL's options.
@@ -315,10 +268,7 @@ fn init_controls(opts: &Options) {
 }
 
 fn wire_controls(shared: &SharedRef, opts: &Options) {
-    let click = |id: &str, make: fn() -> Cmd| {
-        let s = shared.clone();
-        dom::on(id, "click", move |_| push(&s, make()));
-    };
+    let click = |id: &str, make: fn() -> Cmd| runtime::on_click(shared, id, make);
     click("reset", || Cmd::Reset);
     click("step", || Cmd::Step);
     click("start", || Cmd::Start);
@@ -353,7 +303,8 @@ fn wire_controls(shared: &SharedRef, opts: &Options) {
         let s = shared.clone();
         dom::on(id, "change", move |_| push(&s, Cmd::Resample));
     }
-    let s = shared.clone();
+    let drawing = DrawingRef::default();
+    let (s, d) = (shared.clone(), drawing.clone());
     dom::on("dataset", "change", move |_| {
         let v = dom::value("dataset").unwrap_or_default();
         dom::set_hidden("draw-panel", v != "draw");
@@ -362,7 +313,7 @@ fn wire_controls(shared: &SharedRef, opts: &Options) {
         if let Some(t) = Toy::from_name(&v) {
             push(&s, Cmd::Toy(t));
         } else if v == "draw" {
-            redraw_drawing(&s.borrow().drawn);
+            redraw_drawing(&d.borrow().points);
         }
     });
     let s = shared.clone();
@@ -380,7 +331,7 @@ fn wire_controls(shared: &SharedRef, opts: &Options) {
             }
         });
     });
-    wire_drawing(shared);
+    wire_drawing(shared, &drawing);
     let _ = opts;
 }
 
@@ -406,8 +357,8 @@ fn set_weights_message(text: &str, error: bool) {
 
 /// Drawing points with the mouse on `draw-canvas`: each move while the button is down sprays a
 /// few points around the cursor.
-fn wire_drawing(shared: &SharedRef) {
-    let spray = |s: &SharedRef, e: &web_sys::Event| {
+fn wire_drawing(shared: &SharedRef, drawing: &DrawingRef) {
+    let spray = |d: &DrawingRef, e: &web_sys::Event| {
         let Some(m) = e.dyn_ref::<web_sys::MouseEvent>() else { return };
         let Some(canvas) = dom::get::<web_sys::HtmlCanvasElement>("draw-canvas") else { return };
         let r = canvas.get_bounding_client_rect();
@@ -415,37 +366,37 @@ fn wire_drawing(shared: &SharedRef) {
         let px = (f64::from(m.client_x()) - r.left()) * w / r.width().max(1.0);
         let py = (f64::from(m.client_y()) - r.top()) * h / r.height().max(1.0);
         let (x, y) = draw::from_px(w, h, px, py);
-        let mut sh = s.borrow_mut();
+        let mut d = d.borrow_mut();
         for _ in 0..3 {
             let jx = (js_sys::Math::random() - 0.5) * 0.15;
             let jy = (js_sys::Math::random() - 0.5) * 0.15;
-            sh.drawn.extend([x + jx, y + jy]);
+            d.points.extend([x + jx, y + jy]);
         }
-        redraw_drawing(&sh.drawn);
+        redraw_drawing(&d.points);
     };
-    let s = shared.clone();
+    let d = drawing.clone();
     dom::on("draw-canvas", "mousedown", move |e| {
-        s.borrow_mut().mouse_down = true;
-        spray(&s, &e);
+        d.borrow_mut().mouse_down = true;
+        spray(&d, &e);
     });
-    let s = shared.clone();
+    let d = drawing.clone();
     dom::on("draw-canvas", "mousemove", move |e| {
-        if s.borrow().mouse_down {
-            spray(&s, &e);
+        if d.borrow().mouse_down {
+            spray(&d, &e);
         }
     });
     for ev in ["mouseup", "mouseleave"] {
-        let s = shared.clone();
-        dom::on("draw-canvas", ev, move |_| s.borrow_mut().mouse_down = false);
+        let d = drawing.clone();
+        dom::on("draw-canvas", ev, move |_| d.borrow_mut().mouse_down = false);
     }
-    let s = shared.clone();
+    let d = drawing.clone();
     dom::on("draw-clear", "click", move |_| {
-        s.borrow_mut().drawn.clear();
+        d.borrow_mut().points.clear();
         redraw_drawing(&[]);
     });
-    let s = shared.clone();
+    let (s, d) = (shared.clone(), drawing.clone());
     dom::on("draw-use", "click", move |_| {
-        let drawn = s.borrow().drawn.clone();
+        let drawn = d.borrow().points.clone();
         if drawn.len() / 2 < MIN_DRAWN {
             set_data_error(&format!("draw at least {MIN_DRAWN} points first ({} so far)", drawn.len() / 2));
             return;
@@ -462,41 +413,13 @@ fn redraw_drawing(drawn: &[f64]) {
     dom::set_text("draw-count", &format!("{} points", drawn.len() / 2));
 }
 
-/// `window.cdl`: the state object and the commands, for tests and scripts.
-fn install_api(shared: &SharedRef) {
-    let api = js_sys::Object::new();
-    let s = shared.clone();
-    let state =
-        Closure::<dyn Fn() -> JsValue>::new(move || js_sys::JSON::parse(&s.borrow().state).unwrap_or(JsValue::NULL));
-    let _ = js_sys::Reflect::set(&api, &"state".into(), state.as_ref());
-    state.forget();
-    let cmds: [Named; 7] = [
-        ("start", || Cmd::Start),
-        ("pause", || Cmd::Pause),
-        ("step", || Cmd::Step),
-        ("reset", || Cmd::Reset),
-        ("saveStorage", || Cmd::SaveStorage),
-        ("loadStorage", || Cmd::LoadStorage),
-        ("loseDevice", || Cmd::LoseDevice),
-    ];
-    for (name, make) in cmds {
-        let s = shared.clone();
-        let f = Closure::<dyn Fn()>::new(move || push(&s, make()));
-        let _ = js_sys::Reflect::set(&api, &name.into(), f.as_ref());
-        f.forget();
-    }
-    if let Some(w) = dom::window() {
-        let _ = js_sys::Reflect::set(&w, &"cdl".into(), &api);
-    }
-}
-
 // ---------------------------------------------------------------------------------------------
 // The training task
 
 impl Engine {
     async fn run_loop(mut self) {
         loop {
-            let mut cmds: Vec<Cmd> = LOST.with(|l| l.borrow_mut().drain(..).map(|(g, m)| Cmd::Lost(g, m)).collect());
+            let mut cmds: Vec<Cmd> = runtime::take_lost().into_iter().map(|(g, m)| Cmd::Lost(g, m)).collect();
             cmds.extend(self.shared.borrow_mut().queue.drain(..));
             let had_cmds = !cmds.is_empty();
             for cmd in cmds {
@@ -602,38 +525,19 @@ impl Engine {
         Ok(())
     }
 
-    /// Reports device loss to the task (the callback must be `Send`, so it goes through a
-    /// thread-local list that the loop drains).
-    fn watch_device(&self) {
-        let generation = self.generation;
-        self.gpu.device.set_device_lost_callback(move |reason, msg| {
-            LOST.with(|l| l.borrow_mut().push((generation, format!("{reason:?}: {msg}"))));
-        });
-    }
-
     fn on_lost(&mut self, msg: String) {
         self.shared.borrow_mut().running = false;
         self.pending_steps = 0;
-        let step = self.kept.iter().flatten().map(|c| c.step).max();
-        dom::set_text(
-            "lost-text",
-            &format!(
-                "The GPU device was lost ({msg}). Training stopped. Restart to continue from the weights \
-                 kept in memory{}.",
-                step.map_or(String::new(), |s| format!(" (step {s})"))
-            ),
-        );
-        dom::set_hidden("device-lost", false);
-        dom::set_body_data("status", "device-lost");
+        runtime::show_lost(&msg, self.kept.iter().flatten().map(|c| c.step).max());
         self.lost = Some(msg);
     }
 
     /// A fresh device and the models rebuilt from the kept weights.
     async fn restart(&mut self) -> Result<(), String> {
-        let gpu = Gpu::new(&GpuOptions::default()).await.map_err(|e| format!("cannot restart: {e}"))?;
+        let gpu = Gpu::new(&crate::gpu::GpuOptions::default()).await.map_err(|e| format!("cannot restart: {e}"))?;
         self.gpu = gpu;
         self.generation += 1;
-        self.watch_device();
+        runtime::watch_device(&self.gpu, self.generation);
         self.lost = None;
         let kept = std::mem::take(&mut self.kept);
         self.reset().await?;
@@ -644,9 +548,7 @@ impl Engine {
             }
         }
         self.keep().await;
-        dom::set_hidden("device-lost", true);
-        dom::set_body_data("status", "ready");
-        show_message("");
+        runtime::hide_lost();
         self.refresh_samples().await;
         Ok(())
     }
@@ -691,8 +593,7 @@ impl Engine {
         }
         self.models = models;
         self.kept = vec![None; self.models.len()];
-        self.rate.clear();
-        self.steps_per_s = 0.0;
+        self.meter.clear();
         show_message("");
         Ok(())
     }
@@ -720,7 +621,7 @@ impl Engine {
     }
 
     async fn train_chunk(&mut self) -> Result<(), String> {
-        let mut n = if self.opts.chunk > 0 { self.opts.chunk } else { self.chunk };
+        let mut n = if self.opts.chunk > 0 { self.opts.chunk } else { self.meter.chunk };
         if self.pending_steps > 0 && !self.shared.borrow().running {
             n = n.min(self.pending_steps);
         }
@@ -733,23 +634,10 @@ impl Engine {
             crate::gpu::log(&format!("cdl: chunk of {n} steps x {} models: {:.1} ms", self.models.len(), t1 - t0));
         }
         self.pending_steps = self.pending_steps.saturating_sub(n);
-        if self.opts.chunk == 0 {
-            // Aim at CHUNK_TARGET_MS per chunk: long enough to amortise the readback, short
-            // enough that the loss curve moves smoothly.
-            let ms = (t1 - t0).max(1.0);
-            let want = (n as f64 * CHUNK_TARGET_MS / ms).clamp(n as f64 * 0.5, n as f64 * 2.0);
-            self.chunk = (want.round() as usize).clamp(1, super::toy::CHUNK_MAX);
-        }
+        // Chunks of about CHUNK_TARGET_MS: long enough to amortise the readback, short enough
+        // that the loss curve moves smoothly.
         let total: u64 = self.models.iter().map(|m| m.step()).sum::<u64>() / self.models.len().max(1) as u64;
-        self.rate.push_back((t1, total));
-        while self.rate.len() > 2 && t1 - self.rate[0].0 > 3000.0 {
-            self.rate.pop_front();
-        }
-        if let (Some(a), Some(b)) = (self.rate.front(), self.rate.back()) {
-            if b.0 > a.0 {
-                self.steps_per_s = (b.1 - a.1) as f64 * 1000.0 / (b.0 - a.0);
-            }
-        }
+        self.meter.record(n, t1 - t0, t1, total, self.opts.chunk == 0);
         Ok(())
     }
 
@@ -966,8 +854,8 @@ impl Engine {
             "rate",
             &format!(
                 "{:.1} steps/s per model · chunk {} · {} ({} points)",
-                self.steps_per_s,
-                self.chunk,
+                self.meter.steps_per_s,
+                self.meter.chunk,
                 self.data.name,
                 self.data.points.len()
             ),
@@ -985,7 +873,7 @@ impl Engine {
                     "label": m.label(), "loss": m.settings.loss.name(), "step": m.step(),
                     "width": m.settings.width, "lossFirst": first, "lossLast": last,
                     "history": m.history.len(), "mmd": m.mmd, "samplesVersion": m.samples_version,
-                    "samplesStep": m.samples_step, "samplesHash": hash_f64(&m.samples),
+                    "samplesStep": m.samples_step, "samplesHash": runtime::hash_bits(m.samples.iter().map(|x| x.to_bits())),
                     "samples": m.samples.len() / 2, "passes": m.passes, "accuracy": m.accuracy,
                     "heat": m.heat.as_ref().map(|h| h.2.clone()), "heatStep": m.heat.as_ref().map(|h| h.3),
                 })
@@ -997,22 +885,11 @@ impl Engine {
             "pending": self.pending_steps,
             "lost": self.lost,
             "message": self.message,
-            "stepsPerSec": self.steps_per_s,
-            "chunk": self.chunk,
+            "stepsPerSec": self.meter.steps_per_s,
+            "chunk": self.meter.chunk,
             "data": { "name": self.data.name, "n": self.data.points.len() },
             "models": models,
         });
         self.shared.borrow_mut().state = s.to_string();
     }
-}
-
-/// FNV-1a over the bits of `v`, as hex: equal samples have equal hashes.
-fn hash_f64(v: &[f64]) -> String {
-    let mut h: u64 = 0xcbf2_9ce4_8422_2325;
-    for x in v {
-        for b in x.to_bits().to_le_bytes() {
-            h = (h ^ u64::from(b)).wrapping_mul(0x0100_0000_01b3);
-        }
-    }
-    format!("{h:016x}")
 }

@@ -142,3 +142,22 @@ pub fn losses(id: &str, history: &[[f32; 3]]) {
     let _ = ctx.fill_text(&format!("{hi:.3}"), 4.0, 10.0);
     let _ = ctx.fill_text(&format!("{lo:.3}"), 4.0, h - 3.0);
 }
+
+/// Images (n, 3, side, side) in [−1, 1] as a grid of `cols` columns on canvas `id`, one canvas
+/// pixel per image pixel (CSS scales it); the canvas takes the grid's size. Returns whether
+/// anything was drawn.
+pub fn image_grid(id: &str, images: &[f32], n: usize, side: usize, cols: usize) -> bool {
+    let Some((canvas, ctx)) = dom::context2d(id) else { return false };
+    let Ok(grid) = crate::eval::plot::image_grid(images, n, 3, side, cols, 2) else { return false };
+    let (w, h) = grid.dimensions();
+    let mut rgba = Vec::with_capacity(w as usize * h as usize * 4);
+    for p in grid.pixels() {
+        rgba.extend([p[0], p[1], p[2], 255]);
+    }
+    let Ok(data) = web_sys::ImageData::new_with_u8_clamped_array_and_sh(wasm_bindgen::Clamped(&rgba), w, h) else {
+        return false;
+    };
+    canvas.set_width(w);
+    canvas.set_height(h);
+    ctx.put_image_data(&data, 0.0, 0.0).is_ok()
+}

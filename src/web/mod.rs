@@ -4,6 +4,7 @@
 //! - default: the toy demo (`app`): two 2-D models side by side trained on the same data;
 //! - `?embed&dataset=moons&loss=cdl&autoplay`: one model in a compact layout for iframes (the
 //!   `<cdl-demo>` element of `web/cdl-demo.js` builds that URL);
+//! - `?mode=image`: image mode (`image`): a UNet on 32×32 images, built-in or CIFAR-10 files;
 //! - `?selftest`: every registry kernel against the CPU reference (`selftest`).
 //!
 //! The page logic lives here and in `web/`; the math stays in the shared core.
@@ -11,6 +12,8 @@
 mod app;
 mod dom;
 mod draw;
+mod image;
+mod runtime;
 mod selftest;
 mod store;
 mod toy;
@@ -24,6 +27,8 @@ pub fn start() {
             dom::add_body_class("selftest");
             dom::set_hidden("selftest", false);
             selftest::run().await
+        } else if dom::param("mode").as_deref() == Some("image") {
+            image::run().await
         } else {
             app::run(dom::param("embed").is_some()).await
         };

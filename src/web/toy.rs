@@ -10,7 +10,7 @@ use crate::gpu::Gpu;
 use crate::model::{Mlp, MlpConfig};
 use crate::reference::optim::AdamConfig;
 use crate::train::checkpoint::Checkpoint;
-use crate::train::data::{Batcher, Points, Standardization};
+use crate::train::data::{data_seed, Batcher, Points, Standardization};
 use crate::train::recipe::{loss_config, CdlKnobs, LossKind};
 use crate::train::trainer::{StepStats, TrainConfig, Trainer};
 
@@ -146,8 +146,7 @@ impl ToyModel {
         let mlp = MlpConfig { dim: 2, width: s.width, blocks: s.blocks, emb_dim: s.emb_dim };
         let net = Mlp::new(gpu, mlp, cfg.rows(), s.seed).await.map_err(|e| e.to_string())?;
         let trainer = Trainer::new(gpu, Box::new(net), cfg, CHUNK_MAX).await.map_err(|e| e.to_string())?;
-        // The CLI's batch-order seed, so a checkpoint continues with the batches it would have seen.
-        let batcher = Batcher::new(s.seed ^ 0xDA7A_0000_0000_0000, points.len(), s.batch).map_err(|e| e.to_string())?;
+        let batcher = Batcher::new(data_seed(s.seed), points.len(), s.batch).map_err(|e| e.to_string())?;
         Ok(Self {
             settings: s,
             trainer,

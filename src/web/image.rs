@@ -1,0 +1,797 @@
+//! Image mode (`index.html?mode=image`): a UNet learns 32×32 RGB images in the tab, on the
+//! built-in procedural `shapes` set (nothing to download) or on CIFAR-10 read from files the
+//! reader picks (the official `.bin` batches or `cifar-10-binary.tar.gz`). Training runs in
+//! chunks on the event loop, as in toy mode; a grid of samples refreshes while it trains, next
+//! to a grid of training images, with the loss curve and images per second.
+//!
+//! Weights download and upload as the CLI's safetensors checkpoints: `cdl train --model
+//! unet-compact --data shapes` output opens here, and `cdl sample` reads the page's downloads.
+//!
+//! State for tests and scripts: `window.cdl.state()` (see `publish`) and
+//! `window.cdl.{start,pause,step,reset,resample,loseDevice}()`.
+
+use std::rc::Rc;
+
+use serde_json::{json, Value};
+
+use super::runtime::{self, push, show_message, Meter};
+use super::toy::{loss_label, KEY_DATA_SOURCE, KEY_RUN};
+use super::{dom, draw, store};
+use crate::diffusion::sampler::{self, SamplerConfig};
+use crate::eval::denoiser::GpuDenoiser;
+use crate::gpu::{Gpu, GpuOptions};
+use crate::model::{UNet, UNetConfig};
+use crate::reference::optim::AdamConfig;
+use crate::train::checkpoint::{self, Checkpoint};
+use crate::train::cifar::{self, Cifar, Split};
+use crate::train::data::{data_seed, Batcher};
+use crate::train::recipe::{loss_config, CdlKnobs, LossKind};
+use crate::train::shapes;
+use crate::train::trainer::{example_variances, Examples, StepStats, TrainConfig, Trainer};
+
+/// Side of the images (CIFAR-10's, and the shapes drawn for it).
+const SIDE: usize = cifar::SIDE;
+/// Most steps one chunk runs (the trainer's log slots).
+const CHUNK_MAX: usize = 16;
+/// Wall time one chunk aims at, in ms.
+const CHUNK_TARGET_MS: f64 = 250.0;
+/// Training images shown next to the samples.
+const PREVIEW: usize = 16;
+/// Images the data's per-pixel variances are measured on (as `cdl train`).
+const VARIANCE_IMAGES: usize = 2000;
+/// Largest CIFAR-10 file read: the official archive is 163 MB, a batch 30 MB.
+const MAX_CIFAR_BYTES: f64 = 200.0 * 1024.0 * 1024.0;
+/// Most batch files chosen at once (the official set has six).
+const MAX_CIFAR_FILES: usize = 6;
+/// The in-memory weights for a device-loss restart are refreshed this often, in ms.
+const KEEP_EVERY_MS: f64 = 20_000.0;
+
+/// What the controls ask of the training task.
+enum Cmd {
+    Start,
+    Pause,
+    Step,
+    /// Fresh weights from the controls on the current data.
+    Reset,
+    /// Switch to the built-in shapes (and reset).
+    Shapes,
+    /// Switch to CIFAR-10 images read from files (and reset).
+    Cifar(String, Cifar),
+    SaveFile,
+    LoadFile(String, Vec<u8>),
+    Resample,
+    Lost(u32, String),
+    Restart,
+    LoseDevice,
+}
+
+type SharedRef = runtime::SharedRef<Cmd>;
+
+const API: &[runtime::Named<Cmd>] = &[
+    ("start", || Cmd::Start),
+    ("pause", || Cmd::Pause),
+    ("step", || Cmd::Step),
+    ("reset", || Cmd::Reset),
+    ("resample", || Cmd::Resample),
+    ("loseDevice", || Cmd::LoseDevice),
+];
+
+/// What defines a run: the model, the loss and the optimizer (the page's controls and URL).
+#[derive(Clone, Debug, PartialEq)]
+pub struct ImageSettings {
+    pub unet: UNetConfig,
+    pub loss: LossKind,
+    pub knobs: CdlKnobs,
+    pub batch: usize,
+    pub lr: f64,
+    pub seed: u64,
+}
+
+impl ImageSettings {
+    /// The URL's settings: `model=compact|small`, optionally resized by `ch`, `mult=1,2`,
+    /// `blocks` and `attn=16,8|none`; `loss`, `lambda`, `K`, `M`, `batch`, `lr`, `seed`.
+    fn from_url() -> Self {
+        let num = |k: &str, d: usize| dom::param(k).and_then(|v| v.parse::<usize>().ok()).unwrap_or(d);
+        let list = |k: &str| {
+            dom::param(k).map(|v| {
+                v.split(',').filter_map(|x| x.trim().parse::<usize>().ok()).filter(|&x| x > 0).collect::<Vec<_>>()
+            })
+        };
+        let mut unet =
+            if dom::param("model").as_deref() == Some("small") { UNetConfig::small() } else { UNetConfig::compact() };
+        unet.channels = num("ch", unet.channels).clamp(4, 256);
+        if let Some(m) = list("mult").filter(|m| !m.is_empty() && m.len() <= 4) {
+            unet.mult = m;
+        }
+        unet.blocks_per_level = num("blocks", unet.blocks_per_level).clamp(1, 4);
+        if let Some(a) = list("attn") {
+            unet.attn_resolutions = a;
+        }
+        let batch = num("batch", 16).clamp(1, 256);
+        let knobs = CdlKnobs {
+            anchors: num("K", 1).clamp(1, batch),
+            points: num("M", 8).clamp(1, 256),
+            lambda: dom::param("lambda").and_then(|v| v.parse().ok()).unwrap_or(1.0),
+            ..CdlKnobs::default()
+        };
+        Self {
+            unet,
+            loss: dom::param("loss").and_then(|v| v.parse().ok()).unwrap_or(LossKind::Cdl),
+            knobs,
+            batch,
+            lr: dom::param("lr").and_then(|v| v.parse().ok()).filter(|l: &f64| *l > 0.0).unwrap_or(5e-4),
+            seed: num("seed", 0) as u64,
+        }
+    }
+
+    /// The run config stored in checkpoints (`run.config`), with `cdl train`'s keys.
+    fn run_config(&self, data: &str) -> Value {
+        json!({
+            "data": data, "loss": self.loss.name(), "batch": self.batch, "lr": self.lr,
+            "warmup": 100, "ema": 0.999, "clip": 1.0, "seed": self.seed,
+            "anchors": self.knobs.anchors, "points": self.knobs.points, "lambda_cdl": self.knobs.lambda,
+            "independent_draws": !self.knobs.paired, "model": self.model_name(), "classes": false,
+        })
+    }
+
+    /// The CLI's `--model` name when the net is one of its presets.
+    fn model_name(&self) -> String {
+        let presets = [("unet-compact", UNetConfig::compact()), ("unet-small", UNetConfig::small())];
+        presets.iter().find(|(_, c)| *c == self.unet).map_or_else(|| "unet-custom".into(), |(n, _)| (*n).into())
+    }
+
+    /// Settings read back from a checkpoint: its net, and the run settings it records.
+    fn with_checkpoint(&self, ck: &Checkpoint) -> Result<Self, String> {
+        if ck.arch != UNetConfig::ARCH {
+            return Err(format!("this is a {:?} checkpoint; image mode needs a \"unet\" one", ck.arch));
+        }
+        let unet = UNetConfig::from_json(&ck.model_config)?;
+        if unet.image_size != SIDE || unet.in_channels != 3 {
+            return Err(format!(
+                "the net takes {}-channel {} px images; image mode trains on 3-channel {SIDE} px ones",
+                unet.in_channels, unet.image_size
+            ));
+        }
+        if unet.num_classes > 0 {
+            return Err("the net is class-conditional; image mode trains unconditional nets".into());
+        }
+        let run: Value = ck.extra.get(KEY_RUN).and_then(|t| serde_json::from_str(t).ok()).unwrap_or(Value::Null);
+        let mut s = Self { unet, ..self.clone() };
+        if let Some(l) = run["loss"].as_str() {
+            s.loss = l.parse()?;
+        }
+        let uint = |k: &str| run[k].as_u64().map(|v| v as usize);
+        s.batch = uint("batch").unwrap_or(s.batch).clamp(1, 256);
+        s.knobs.anchors = uint("anchors").unwrap_or(s.knobs.anchors).clamp(1, s.batch);
+        s.knobs.points = uint("points").unwrap_or(s.knobs.points).clamp(1, 256);
+        s.knobs.lambda = run["lambda_cdl"].as_f64().unwrap_or(s.knobs.lambda);
+        s.lr = run["lr"].as_f64().filter(|l| *l > 0.0).unwrap_or(s.lr);
+        s.seed = run["seed"].as_u64().unwrap_or(s.seed);
+        Ok(s)
+    }
+}
+
+/// Page options besides the run settings.
+#[derive(Clone, Debug)]
+struct Options {
+    settings: ImageSettings,
+    autoplay: bool,
+    samples: usize,
+    sampler: String,
+    sampler_steps: usize,
+    /// Fixed chunk size (0: adaptive).
+    chunk: usize,
+    step_size: usize,
+    sample_every_ms: f64,
+    /// Images of the built-in set.
+    shapes: usize,
+}
+
+impl Options {
+    fn from_url() -> Self {
+        let num = |k: &str, d: usize| dom::param(k).and_then(|v| v.parse::<usize>().ok()).unwrap_or(d);
+        Self {
+            settings: ImageSettings::from_url(),
+            autoplay: dom::flag("autoplay"),
+            samples: num("samples", 16).clamp(1, 64),
+            sampler: dom::param("sampler").unwrap_or_else(|| "ddim".into()),
+            sampler_steps: num("sampler_steps", 25).clamp(2, 1000),
+            chunk: num("chunk", 0).min(CHUNK_MAX),
+            step_size: num("step_size", 4).clamp(1, CHUNK_MAX),
+            sample_every_ms: num("sample_every", 10_000) as f64,
+            shapes: num("shapes", shapes::DEFAULT_COUNT).clamp(16, 50_000),
+        }
+    }
+}
+
+/// The images being trained on.
+struct Data {
+    name: String,
+    examples: Box<dyn Examples>,
+    variances: Vec<f64>,
+    /// The first `PREVIEW` images as model values.
+    preview: Vec<f32>,
+}
+
+impl Data {
+    fn new(name: String, examples: Box<dyn Examples>) -> Self {
+        let n = examples.len().min(PREVIEW);
+        let idx: Vec<u32> = (0..n as u32).collect();
+        let (mut preview, mut labels) = (vec![0f32; n * examples.row_len()], vec![0u32; n]);
+        examples.gather(&idx, 0, 0, &mut preview, &mut labels);
+        let variances = example_variances(examples.as_ref(), VARIANCE_IMAGES);
+        Self { name, examples, variances, preview }
+    }
+
+    fn shapes(n: usize, seed: u64) -> Self {
+        Self::new(shapes::NAME.into(), Box::new(shapes::generate(n, SIDE as u32, data_seed(seed))))
+    }
+}
+
+/// The model being trained and what the page shows of it.
+struct Model {
+    settings: ImageSettings,
+    trainer: Trainer,
+    batcher: Batcher,
+    /// (loss, standard part, CDL part) of every step since step `history_start`.
+    history: Vec<[f32; 3]>,
+    accuracy: Option<f64>,
+    /// The samples on display, model values (n, 3, 32, 32).
+    samples: Vec<f32>,
+    samples_step: Option<u64>,
+    samples_version: u64,
+}
+
+impl Model {
+    async fn new(gpu: &Gpu, settings: ImageSettings, data: &Data) -> Result<Self, String> {
+        let s = settings;
+        let loss = loss_config(s.loss, &data.variances, s.knobs).map_err(|e| e.to_string())?;
+        let cfg = TrainConfig {
+            batch: s.batch,
+            seed: s.seed,
+            adam: AdamConfig::adam(s.lr),
+            grad_clip: Some(1.0),
+            ..TrainConfig::toy(loss)
+        };
+        cfg.validate().map_err(|e| e.to_string())?;
+        let net = UNet::new(gpu, s.unet.clone(), cfg.rows(), s.seed).await.map_err(|e| e.to_string())?;
+        let trainer = Trainer::new(gpu, Box::new(net), cfg, CHUNK_MAX).await.map_err(|e| e.to_string())?;
+        let batcher = Batcher::new(data_seed(s.seed), data.examples.len(), s.batch).map_err(|e| e.to_string())?;
+        Ok(Self {
+            settings: s,
+            trainer,
+            batcher,
+            history: Vec::new(),
+            accuracy: None,
+            samples: Vec::new(),
+            samples_step: None,
+            samples_version: 0,
+        })
+    }
+
+    async fn from_checkpoint(gpu: &Gpu, base: &ImageSettings, ck: &Checkpoint, data: &Data) -> Result<Self, String> {
+        let mut m = Self::new(gpu, base.with_checkpoint(ck)?, data).await?;
+        m.trainer.restore(gpu, ck).map_err(|e| e.to_string())?;
+        Ok(m)
+    }
+
+    fn step(&self) -> u64 {
+        self.trainer.step()
+    }
+
+    async fn train(&mut self, gpu: &Gpu, data: &Data, n: usize) -> Result<(), String> {
+        let batcher = &mut self.batcher;
+        let stats = self
+            .trainer
+            .train(gpu, data.examples.as_ref(), &mut |s, out| batcher.indices(s, out), n.min(CHUNK_MAX))
+            .await
+            .map_err(|e| e.to_string())?;
+        self.history.extend(stats.iter().map(|s| [s.loss, s.std, s.cdl]));
+        let acc: Vec<f64> = stats.iter().filter_map(StepStats::accuracy).collect();
+        if !acc.is_empty() {
+            self.accuracy = Some(acc.iter().sum::<f64>() / acc.len() as f64);
+        }
+        Ok(())
+    }
+
+    async fn checkpoint(&self, gpu: &Gpu, data: &str) -> Result<Checkpoint, String> {
+        let extra = vec![
+            (KEY_RUN.to_string(), self.settings.run_config(data).to_string()),
+            (KEY_DATA_SOURCE.to_string(), data.to_string()),
+        ];
+        self.trainer.checkpoint(gpu, &extra).await.map_err(|e| e.to_string())
+    }
+}
+
+/// The training task's state.
+struct Engine {
+    shared: SharedRef,
+    opts: Options,
+    gpu: Gpu,
+    generation: u32,
+    data: Data,
+    model: Model,
+    kept: Option<Checkpoint>,
+    kept_at: f64,
+    lost: Option<String>,
+    pending_steps: usize,
+    meter: Meter,
+    sampled_at: f64,
+    grid_drawn: bool,
+    message: String,
+}
+
+/// Builds image mode on the page and starts its training task.
+pub async fn run() -> Result<(), String> {
+    dom::add_body_class("image-mode");
+    let opts = Options::from_url();
+    let shared: SharedRef = Rc::default();
+    runtime::install_api(&shared, API);
+    init_controls(&opts);
+    wire_controls(&shared);
+    let Some(gpu) = runtime::acquire_gpu().await else { return Ok(()) };
+    dom::set_text("status", "drawing the built-in images…");
+    dom::sleep(0).await;
+    let data = Data::shapes(opts.shapes, opts.settings.seed);
+    let model = Model::new(&gpu, opts.settings.clone(), &data).await?;
+    let mut engine = Engine {
+        shared: shared.clone(),
+        meter: Meter::new(opts.chunk.max(1), CHUNK_MAX, CHUNK_TARGET_MS),
+        opts,
+        gpu,
+        generation: 0,
+        data,
+        model,
+        kept: None,
+        kept_at: 0.0,
+        lost: None,
+        pending_steps: 0,
+        sampled_at: 0.0,
+        grid_drawn: false,
+        message: String::new(),
+    };
+    runtime::watch_device(&engine.gpu, engine.generation);
+    engine.redraw();
+    dom::set_text("status", "ready");
+    dom::set_body_data("status", "ready");
+    engine.publish();
+    if engine.opts.autoplay {
+        shared.borrow_mut().running = true;
+    }
+    wasm_bindgen_futures::spawn_local(async move { engine.run_loop().await });
+    Ok(())
+}
+
+fn init_controls(opts: &Options) {
+    let s = &opts.settings;
+    dom::set_value("img-loss", s.loss.name());
+    dom::set_value("img-lambda", &s.knobs.lambda.to_string());
+    dom::set_value("img-anchors", &s.knobs.anchors.to_string());
+    dom::set_value("img-points", &s.knobs.points.to_string());
+    dom::set_value("img-batch", &s.batch.to_string());
+    dom::set_value("img-sampler", &opts.sampler);
+    dom::set_value("img-sampler-steps", &opts.sampler_steps.to_string());
+    dom::set_text("img-step", &format!("Step ×{}", opts.step_size));
+    let attn = match s.unet.attn_resolutions.as_slice() {
+        [] => "no attention".to_string(),
+        r => format!("attention at {}", r.iter().map(|v| format!("{v} px")).collect::<Vec<_>>().join(", ")),
+    };
+    let arch = format!(
+        "UNet: ch {}, mult {:?}, {} block(s) a level, {attn}",
+        s.unet.channels, s.unet.mult, s.unet.blocks_per_level
+    );
+    dom::set_text("img-arch", &arch);
+}
+
+fn wire_controls(shared: &SharedRef) {
+    let click = |id: &str, make: fn() -> Cmd| runtime::on_click(shared, id, make);
+    click("img-start", || Cmd::Start);
+    click("img-pause", || Cmd::Pause);
+    click("img-step", || Cmd::Step);
+    click("img-reset", || Cmd::Reset);
+    click("img-resample", || Cmd::Resample);
+    click("img-save-file", || Cmd::SaveFile);
+    click("restart", || Cmd::Restart);
+    for id in ["img-loss", "img-lambda", "img-anchors", "img-points", "img-batch"] {
+        let s = shared.clone();
+        dom::on(id, "change", move |_| push(&s, Cmd::Reset));
+    }
+    for id in ["img-sampler", "img-sampler-steps"] {
+        let s = shared.clone();
+        dom::on(id, "change", move |_| push(&s, Cmd::Resample));
+    }
+    let s = shared.clone();
+    dom::on("img-data", "change", move |_| {
+        let v = dom::value("img-data").unwrap_or_default();
+        dom::set_hidden("cifar-panel", v != "cifar");
+        set_data_error("");
+        if v == shapes::NAME {
+            push(&s, Cmd::Shapes);
+        }
+    });
+    let s = shared.clone();
+    dom::on("cifar-file", "change", move |_| {
+        // The list empties when the input is cleared (so the same files can be chosen again).
+        let list = dom::get::<web_sys::HtmlInputElement>("cifar-file").and_then(|i| i.files());
+        let files: Vec<web_sys::File> =
+            list.map_or_else(Vec::new, |l| (0..l.length()).filter_map(|i| l.get(i)).collect());
+        store::clear_file("cifar-file");
+        let s = s.clone();
+        wasm_bindgen_futures::spawn_local(async move {
+            set_data_error("");
+            dom::set_text("img-data-info", "reading…");
+            match read_cifar(&files).await {
+                Ok((name, data)) => {
+                    dom::set_text("img-data-info", "");
+                    push(&s, Cmd::Cifar(name, data));
+                }
+                Err(e) => {
+                    dom::set_text("img-data-info", "");
+                    set_data_error(&e);
+                }
+            }
+        });
+    });
+    let s = shared.clone();
+    dom::on("img-load-file", "change", move |_| {
+        let Some(file) = store::chosen_file("img-load-file") else { return };
+        store::clear_file("img-load-file");
+        let s = s.clone();
+        wasm_bindgen_futures::spawn_local(async move {
+            match store::read_file(&file, store::MAX_WEIGHTS_BYTES, "a weights file").await {
+                Ok(bytes) => push(&s, Cmd::LoadFile(file.name(), bytes)),
+                Err(e) => set_weights_message(&e, true),
+            }
+        });
+    });
+}
+
+/// CIFAR-10 from the chosen files: one `.tar.gz` / `.tgz` archive (its five training batches),
+/// or up to six `.bin` batch files (any number of records each), concatenated in the order
+/// chosen. Sizes are checked before anything is read.
+async fn read_cifar(files: &[web_sys::File]) -> Result<(String, Cifar), String> {
+    let n = files.len();
+    if n == 0 {
+        return Err("no file chosen".into());
+    }
+    if n > MAX_CIFAR_FILES {
+        return Err(format!("{n} files chosen; pick at most {MAX_CIFAR_FILES} CIFAR-10 batch files"));
+    }
+    let mut out = Cifar { images: Vec::new(), labels: Vec::new() };
+    let mut names = Vec::new();
+    for file in files {
+        let name = file.name();
+        let lower = name.to_ascii_lowercase();
+        let archive = lower.ends_with(".tar.gz") || lower.ends_with(".tgz");
+        if !archive && !lower.ends_with(".bin") {
+            return Err(format!("{name}: not a CIFAR-10 file (cifar-10-binary.tar.gz or a .bin batch)"));
+        }
+        if archive && n > 1 {
+            return Err(format!("{name}: choose the archive alone, not with other files"));
+        }
+        let limit = if archive { MAX_CIFAR_BYTES } else { (cifar::BATCH_BYTES * 2) as f64 };
+        let bytes = store::read_file(file, limit, "a CIFAR-10 file").await?;
+        let part = if archive {
+            cifar::read_archive(bytes.as_slice(), &name, Split::Train)
+        } else {
+            cifar::parse_batch(&bytes, &name)
+        }
+        .map_err(|e| e.to_string())?;
+        out.images.extend(part.images);
+        out.labels.extend(part.labels);
+        names.push(name);
+    }
+    let name = if names.len() == 1 { names.remove(0) } else { format!("{} CIFAR-10 batches", names.len()) };
+    Ok((name, out))
+}
+
+fn set_data_error(text: &str) {
+    dom::set_text("img-data-error", text);
+    dom::set_attr("img-data-error", "data-kind", if text.is_empty() { "" } else { "error" });
+}
+
+fn set_weights_message(text: &str, error: bool) {
+    dom::set_text("img-weights-msg", text);
+    dom::set_attr("img-weights-msg", "class", if error { "error" } else { "ok" });
+}
+
+impl Engine {
+    async fn run_loop(mut self) {
+        loop {
+            let mut cmds: Vec<Cmd> = runtime::take_lost().into_iter().map(|(g, m)| Cmd::Lost(g, m)).collect();
+            cmds.extend(self.shared.borrow_mut().queue.drain(..));
+            let had_cmds = !cmds.is_empty();
+            for cmd in cmds {
+                if let Err(e) = self.handle(cmd).await {
+                    self.message = e.clone();
+                    show_message(&e);
+                }
+            }
+            let running = self.shared.borrow().running;
+            if self.lost.is_none() && (running || self.pending_steps > 0) {
+                if let Err(e) = self.train_chunk().await {
+                    self.shared.borrow_mut().running = false;
+                    self.pending_steps = 0;
+                    self.message = e.clone();
+                    show_message(&e);
+                }
+                let now = dom::now_ms();
+                let paused = !self.shared.borrow().running && self.pending_steps == 0;
+                if paused || now - self.sampled_at > self.opts.sample_every_ms {
+                    self.refresh_samples().await;
+                }
+                if paused || now - self.kept_at > KEEP_EVERY_MS {
+                    self.keep().await;
+                }
+                self.redraw();
+                self.publish();
+                dom::sleep(0).await;
+            } else {
+                let stale = self.lost.is_none() && self.model.samples_step != Some(self.model.step());
+                if stale {
+                    self.refresh_samples().await;
+                    self.keep().await;
+                }
+                if had_cmds || stale {
+                    self.redraw();
+                    self.publish();
+                }
+                dom::sleep(30).await;
+            }
+        }
+    }
+
+    async fn handle(&mut self, cmd: Cmd) -> Result<(), String> {
+        if self.lost.is_some() && !matches!(cmd, Cmd::Restart | Cmd::Lost(..)) {
+            return Err("the GPU device was lost: press \"Restart from last weights\" first".into());
+        }
+        match cmd {
+            Cmd::Start => self.shared.borrow_mut().running = true,
+            Cmd::Pause => {
+                self.shared.borrow_mut().running = false;
+                self.pending_steps = 0;
+            }
+            Cmd::Step => self.pending_steps += self.opts.step_size,
+            Cmd::Reset => self.reset().await?,
+            Cmd::Shapes => {
+                self.data = Data::shapes(self.opts.shapes, self.opts.settings.seed);
+                self.reset().await?;
+            }
+            Cmd::Cifar(name, images) => {
+                if images.is_empty() {
+                    return Err(format!("{name}: no images"));
+                }
+                self.data = Data::new(name, Box::new(cifar::CifarExamples::new(images, true, false)));
+                dom::set_value("img-data", "cifar");
+                self.reset().await?;
+            }
+            Cmd::SaveFile => self.save_file().await?,
+            Cmd::LoadFile(name, bytes) => {
+                match self.load_bytes(&name, &bytes).await {
+                    Ok(()) => set_weights_message(&format!("loaded {name}"), false),
+                    Err(e) => set_weights_message(&e, true),
+                }
+                self.refresh_samples().await;
+            }
+            Cmd::Resample => {
+                self.model.samples_step = None;
+                self.refresh_samples().await;
+            }
+            Cmd::Lost(generation, msg) => {
+                if generation == self.generation && self.lost.is_none() {
+                    self.shared.borrow_mut().running = false;
+                    self.pending_steps = 0;
+                    runtime::show_lost(&msg, self.kept.as_ref().map(|c| c.step));
+                    self.lost = Some(msg);
+                }
+            }
+            Cmd::Restart => self.restart().await?,
+            Cmd::LoseDevice => self.gpu.device.destroy(),
+        }
+        Ok(())
+    }
+
+    /// The run settings from the controls.
+    fn settings(&self) -> ImageSettings {
+        let mut s = self.model.settings.clone();
+        let num = |id: &str| dom::value(id).and_then(|v| v.trim().parse::<f64>().ok());
+        if let Some(l) = dom::value("img-loss").and_then(|v| v.parse::<LossKind>().ok()) {
+            s.loss = l;
+        }
+        if let Some(b) = num("img-batch").filter(|b| *b >= 1.0) {
+            s.batch = (b as usize).min(256);
+        }
+        if let Some(l) = num("img-lambda").filter(|l| l.is_finite() && *l >= 0.0) {
+            s.knobs.lambda = l;
+        }
+        if let Some(k) = num("img-anchors").filter(|k| *k >= 1.0) {
+            s.knobs.anchors = (k as usize).min(s.batch);
+        }
+        if let Some(m) = num("img-points").filter(|m| *m >= 1.0) {
+            s.knobs.points = (m as usize).min(256);
+        }
+        s
+    }
+
+    /// Fresh weights from the controls on the current data.
+    async fn reset(&mut self) -> Result<(), String> {
+        self.shared.borrow_mut().running = false;
+        self.pending_steps = 0;
+        self.model = Model::new(&self.gpu, self.settings(), &self.data).await?;
+        self.kept = None;
+        self.meter.clear();
+        self.grid_drawn = false;
+        show_message("");
+        Ok(())
+    }
+
+    async fn train_chunk(&mut self) -> Result<(), String> {
+        let mut n = if self.opts.chunk > 0 { self.opts.chunk } else { self.meter.chunk };
+        if self.pending_steps > 0 && !self.shared.borrow().running {
+            n = n.min(self.pending_steps);
+        }
+        let t0 = dom::now_ms();
+        self.model.train(&self.gpu, &self.data, n).await?;
+        let t1 = dom::now_ms();
+        self.pending_steps = self.pending_steps.saturating_sub(n);
+        self.meter.record(n, t1 - t0, t1, self.model.step(), self.opts.chunk == 0);
+        Ok(())
+    }
+
+    fn sampler(&self) -> SamplerConfig {
+        let steps = dom::value("img-sampler-steps")
+            .and_then(|v| v.parse::<usize>().ok())
+            .unwrap_or(self.opts.sampler_steps)
+            .clamp(2, 1000);
+        match dom::value("img-sampler").unwrap_or_else(|| self.opts.sampler.clone()).as_str() {
+            "ddpm" => SamplerConfig::Ddpm { steps, variance: sampler::DdpmVariance::Beta },
+            "heun" => SamplerConfig::Heun { steps, churn: 0.0 },
+            _ => SamplerConfig::Ddim { steps },
+        }
+    }
+
+    /// Fresh samples (EMA weights, fixed seed, so the grid changes only with the weights).
+    async fn refresh_samples(&mut self) {
+        self.sampled_at = dom::now_ms();
+        if self.model.samples_step == Some(self.model.step()) {
+            return;
+        }
+        let cfg = self.sampler();
+        let n = self.opts.samples;
+        let drawn = match GpuDenoiser::from_trainer(&self.gpu, &self.model.trainer, n).await {
+            Ok(mut den) => sampler::sample(&mut den, &cfg, n, 1, None).await.map_err(|e| e.to_string()),
+            Err(e) => Err(e.to_string()),
+        };
+        match drawn {
+            Ok((x, _)) => {
+                self.model.samples = x.iter().map(|&v| v as f32).collect();
+                self.model.samples_step = Some(self.model.step());
+                self.model.samples_version += 1;
+            }
+            Err(e) => crate::gpu::log(&format!("cdl: sampling: {e}")),
+        }
+    }
+
+    async fn keep(&mut self) {
+        self.kept_at = dom::now_ms();
+        if self.kept.as_ref().is_some_and(|c| c.step == self.model.step()) {
+            return;
+        }
+        if let Ok(ck) = self.model.checkpoint(&self.gpu, &self.data.name).await {
+            self.kept = Some(ck);
+        }
+    }
+
+    async fn restart(&mut self) -> Result<(), String> {
+        self.gpu = Gpu::new(&GpuOptions::default()).await.map_err(|e| format!("cannot restart: {e}"))?;
+        self.generation += 1;
+        runtime::watch_device(&self.gpu, self.generation);
+        self.lost = None;
+        let kept = self.kept.take();
+        self.reset().await?;
+        if let Some(ck) = kept {
+            self.model = Model::from_checkpoint(&self.gpu, &self.model.settings, &ck, &self.data).await?;
+            self.kept = Some(ck);
+        }
+        runtime::hide_lost();
+        self.refresh_samples().await;
+        Ok(())
+    }
+
+    async fn save_file(&mut self) -> Result<(), String> {
+        let ck = self.model.checkpoint(&self.gpu, &self.data.name).await?;
+        let bytes = checkpoint::encode(&ck).map_err(|e| e.to_string())?;
+        let name = format!("cdl-images-{}-step{}.safetensors", self.model.settings.loss.name(), self.model.step());
+        store::download(&name, &bytes)?;
+        set_weights_message(&format!("downloaded {name} ({:.1} MB)", bytes.len() as f64 / 1e6), false);
+        Ok(())
+    }
+
+    async fn load_bytes(&mut self, source: &str, bytes: &[u8]) -> Result<(), String> {
+        let ck = checkpoint::decode(bytes).map_err(|e| format!("{source}: not a CDL weights file: {e}"))?;
+        let m = Model::from_checkpoint(&self.gpu, &self.model.settings, &ck, &self.data)
+            .await
+            .map_err(|e| format!("{source}: {e}"))?;
+        self.model = m;
+        self.kept = Some(ck);
+        dom::set_value("img-loss", self.model.settings.loss.name());
+        dom::set_value("img-batch", &self.model.settings.batch.to_string());
+        Ok(())
+    }
+
+    fn redraw(&mut self) {
+        let running = self.shared.borrow().running;
+        dom::set_body_data("running", if running { "1" } else { "0" });
+        let m = &self.model;
+        let d = &self.data;
+        draw::image_grid("img-data-grid", &d.preview, d.preview.len() / (3 * SIDE * SIDE), SIDE, 4);
+        let n = m.samples.len() / (3 * SIDE * SIDE);
+        self.grid_drawn = n > 0 && draw::image_grid("img-samples", &m.samples, n, SIDE, 4);
+        draw::losses("img-curve", &m.history);
+        dom::set_text("img-title", &format!("{} on {}", loss_label(m.settings.loss), d.name));
+        let mut text = format!("step {}", m.step());
+        if let Some(r) = m.history.last() {
+            text += &format!("  ·  loss {:.4}", r[0]);
+            if m.settings.loss == LossKind::Cdl {
+                text += &format!(" (std {:.4}, cdl {:.4})", r[1], r[2]);
+            }
+            if m.settings.loss != LossKind::Ddpm {
+                // The ITD loss estimates −log p(x) in nats (spec §2.2): continuous bits/dim.
+                let bpd = f64::from(r[1]) / ((3 * SIDE * SIDE) as f64 * std::f64::consts::LN_2);
+                text += &format!("  ·  ≈ {bpd:.2} bits/dim (continuous)");
+            }
+        }
+        if let Some(a) = m.accuracy {
+            text += &format!("  ·  noise classifier {:.0}% right", 100.0 * a);
+        }
+        if let Some(s) = m.samples_step {
+            text += &format!("  ·  samples from step {s}");
+        }
+        dom::set_text("img-stats", &text);
+        dom::set_text(
+            "img-rate",
+            &format!(
+                "{:.2} img/s ({:.2} steps/s of {} images) · chunk {} · {} ({} images)",
+                self.meter.steps_per_s * m.settings.batch as f64,
+                self.meter.steps_per_s,
+                m.settings.batch,
+                self.meter.chunk,
+                d.name,
+                d.examples.len()
+            ),
+        );
+    }
+
+    fn publish(&self) {
+        let m = &self.model;
+        let k = m.history.len().min(10);
+        let mean = |h: &[[f32; 3]]| h.iter().map(|r| f64::from(r[1])).sum::<f64>() / h.len().max(1) as f64;
+        let (first, last) = if k > 0 {
+            (Some(mean(&m.history[..k])), Some(mean(&m.history[m.history.len() - k..])))
+        } else {
+            (None, None)
+        };
+        let s = json!({
+            "ready": true,
+            "mode": "image",
+            "running": self.shared.borrow().running,
+            "pending": self.pending_steps,
+            "lost": self.lost,
+            "message": self.message,
+            "stepsPerSec": self.meter.steps_per_s,
+            "imagesPerSec": self.meter.steps_per_s * m.settings.batch as f64,
+            "chunk": self.meter.chunk,
+            "data": { "name": self.data.name, "n": self.data.examples.len() },
+            "model": {
+                "loss": m.settings.loss.name(), "step": m.step(), "batch": m.settings.batch,
+                "channels": m.settings.unet.channels, "params": m.trainer.net().params().layout.count(),
+                "history": m.history.len(), "lossFirst": first, "lossLast": last, "accuracy": m.accuracy,
+                "samples": m.samples.len() / (3 * SIDE * SIDE), "samplesStep": m.samples_step,
+                "samplesVersion": m.samples_version, "gridDrawn": self.grid_drawn,
+                "samplesHash": runtime::hash_bits(m.samples.iter().map(|x| u64::from(x.to_bits()))),
+                "keptStep": self.kept.as_ref().map(|c| c.step),
+            },
+        });
+        self.shared.borrow_mut().state = s.to_string();
+    }
+}
