@@ -12,7 +12,7 @@ use std::rc::Rc;
 use serde_json::{json, Value};
 use wasm_bindgen::JsCast;
 
-use super::runtime::{self, push, show_message, Meter};
+use super::runtime::{self, push, show_message, Control, Meter, Task};
 use super::toy::{loss_label, ToyModel, ToySettings};
 use super::{dom, draw, store};
 use crate::diffusion::likelihood::RefGaussian;
@@ -39,6 +39,11 @@ const CHUNK_TARGET_MS: f64 = 60.0;
 const SAMPLE_EVERY_MS: f64 = 2500.0;
 /// The in-memory weights for a device-loss restart are refreshed this often, in ms.
 const KEEP_EVERY_MS: f64 = 3000.0;
+/// Points, frames and play time of the sampling animation (ms; the last frame is held).
+const ANIM_POINTS: usize = 1000;
+const ANIM_FRAMES: usize = 80;
+const ANIM_MS: f64 = 4000.0;
+const ANIM_HOLD_MS: f64 = 1000.0;
 /// Cells per side of the density map, and the α points of its estimator.
 const HEAT_GRID: usize = 32;
 const HEAT_POINTS: usize = 12;
@@ -68,6 +73,8 @@ enum Cmd {
     /// Destroys the device (tests of the device-loss path).
     LoseDevice,
     Resample,
+    /// Samples once more, recording every step, and plays the trajectories.
+    Animate,
 }
 
 type SharedRef = runtime::SharedRef<Cmd>;
@@ -81,6 +88,7 @@ const API: &[runtime::Named<Cmd>] = &[
     ("saveStorage", || Cmd::SaveStorage),
     ("loadStorage", || Cmd::LoadStorage),
     ("loseDevice", || Cmd::LoseDevice),
+    ("animate", || Cmd::Animate),
 ];
 
 /// Points drawn with the mouse, in view units, and whether the button is down.
@@ -180,21 +188,30 @@ impl Data {
 
 /// The training task's state.
 struct Engine {
-    shared: SharedRef,
+    ctl: Control<Cmd>,
     opts: Options,
     gpu: Gpu,
-    /// Bumped with every new device, so a stale device-lost callback is ignored.
-    generation: u32,
     data: Data,
     models: Vec<ToyModel>,
     /// The last weights read back (for a restart after device loss).
     kept: Vec<Option<Checkpoint>>,
-    kept_at: f64,
-    lost: Option<String>,
-    pending_steps: usize,
-    meter: Meter,
-    sampled_at: f64,
-    message: String,
+    anim: Option<Animation>,
+    /// Animations played to the end.
+    anim_played: u64,
+    /// What the last animation showed (for tests): frames, steps, the variance of model 0's
+    /// first frame and the hash of its last.
+    anim_info: Value,
+}
+
+/// Sample trajectories being played: per model, frames of (n, 2) points from x_T to the samples.
+struct Animation {
+    frames: Vec<Vec<Vec<f64>>>,
+    /// The sampler step of each frame (0 = x_T) and the number of steps.
+    step_of: Vec<usize>,
+    steps: usize,
+    start: f64,
+    /// Frames drawn so far.
+    shown: usize,
 }
 
 // ---------------------------------------------------------------------------------------------
@@ -216,22 +233,19 @@ pub async fn run(embed: bool) -> Result<(), String> {
             Data::toy(Toy::Moons, opts.base.seed)
         }
     };
+    let meter = Meter::new(opts.chunk.max(4), super::toy::CHUNK_MAX, CHUNK_TARGET_MS);
     let mut engine = Engine {
-        shared: shared.clone(),
+        ctl: Control::new(shared.clone(), meter, opts.sample_every_ms, KEEP_EVERY_MS),
         opts: opts.clone(),
         gpu,
-        generation: 0,
         data,
         models: Vec::new(),
         kept: Vec::new(),
-        kept_at: 0.0,
-        lost: None,
-        pending_steps: 0,
-        meter: Meter::new(opts.chunk.max(4), super::toy::CHUNK_MAX, CHUNK_TARGET_MS),
-        sampled_at: 0.0,
-        message: String::new(),
+        anim: None,
+        anim_played: 0,
+        anim_info: Value::Null,
     };
-    runtime::watch_device(&engine.gpu, engine.generation);
+    runtime::watch_device(&engine.gpu, engine.ctl.generation);
     engine.reset().await?;
     if opts.pretrained {
         engine.load_pretrained().await;
@@ -244,7 +258,7 @@ pub async fn run(embed: bool) -> Result<(), String> {
     if opts.autoplay {
         shared.borrow_mut().running = true;
     }
-    wasm_bindgen_futures::spawn_local(async move { engine.run_loop().await });
+    wasm_bindgen_futures::spawn_local(runtime::run_loop(engine));
     Ok(())
 }
 
@@ -277,6 +291,7 @@ fn wire_controls(shared: &SharedRef, opts: &Options) {
     click("load-storage", || Cmd::LoadStorage);
     click("restart", || Cmd::Restart);
     click("resample", || Cmd::Resample);
+    click("animate", || Cmd::Animate);
     for (i, suffix) in ["a", "b"].into_iter().enumerate() {
         let s = shared.clone();
         dom::on(&format!("save-file-{suffix}"), "click", move |_| push(&s, Cmd::SaveFile(i)));
@@ -417,128 +432,10 @@ fn redraw_drawing(drawn: &[f64]) {
 // The training task
 
 impl Engine {
-    async fn run_loop(mut self) {
-        loop {
-            let mut cmds: Vec<Cmd> = runtime::take_lost().into_iter().map(|(g, m)| Cmd::Lost(g, m)).collect();
-            cmds.extend(self.shared.borrow_mut().queue.drain(..));
-            let had_cmds = !cmds.is_empty();
-            for cmd in cmds {
-                if let Err(e) = self.handle(cmd).await {
-                    self.message = e.clone();
-                    show_message(&e);
-                }
-            }
-            let running = self.shared.borrow().running;
-            if self.lost.is_none() && (running || self.pending_steps > 0) && !self.models.is_empty() {
-                if let Err(e) = self.train_chunk().await {
-                    self.shared.borrow_mut().running = false;
-                    self.pending_steps = 0;
-                    self.message = e.clone();
-                    show_message(&e);
-                }
-                let now = dom::now_ms();
-                let paused = !self.shared.borrow().running && self.pending_steps == 0;
-                if paused || now - self.sampled_at > self.opts.sample_every_ms {
-                    self.refresh_samples().await;
-                }
-                if now - self.kept_at > KEEP_EVERY_MS || paused {
-                    self.keep().await;
-                }
-                self.redraw();
-                self.publish();
-                dom::sleep(0).await;
-            } else {
-                // Paused: show samples (and keep weights) of the final step.
-                let stale = self.lost.is_none() && self.models.iter().any(|m| m.samples_step != Some(m.step()));
-                if stale {
-                    self.refresh_samples().await;
-                    self.keep().await;
-                }
-                if had_cmds || stale {
-                    self.redraw();
-                    self.publish();
-                }
-                dom::sleep(30).await;
-            }
-        }
-    }
-
-    async fn handle(&mut self, cmd: Cmd) -> Result<(), String> {
-        if self.lost.is_some() && !matches!(cmd, Cmd::Restart | Cmd::Lost(..)) {
-            return Err("the GPU device was lost: press \"Restart from last weights\" first".into());
-        }
-        match cmd {
-            Cmd::Start => self.shared.borrow_mut().running = true,
-            Cmd::Pause => {
-                self.shared.borrow_mut().running = false;
-                self.pending_steps = 0;
-            }
-            Cmd::Step => self.pending_steps += self.opts.step_size,
-            Cmd::Reset => {
-                self.reset().await?;
-                self.refresh_samples().await;
-            }
-            Cmd::Toy(t) => {
-                self.data = Data::toy(t, self.opts.base.seed);
-                self.reset().await?;
-                self.refresh_samples().await;
-            }
-            Cmd::Points(name, points) => {
-                self.data = Data::custom(name, points).inspect_err(|e| set_data_error(e))?;
-                dom::set_value("dataset", if self.data.name == "drawing" { "draw" } else { "csv" });
-                self.reset().await?;
-                self.refresh_samples().await;
-            }
-            Cmd::SaveFile(i) => self.save_file(i).await?,
-            Cmd::LoadFile(i, name, bytes) => {
-                let r = self.load_bytes(i, &name, &bytes).await;
-                match &r {
-                    Ok(()) => set_weights_message(&format!("loaded {name}"), false),
-                    Err(e) => set_weights_message(e, true),
-                }
-                self.refresh_samples().await;
-            }
-            Cmd::SaveStorage => {
-                let r = self.save_storage().await;
-                match &r {
-                    Ok(msg) => set_weights_message(msg, false),
-                    Err(e) => set_weights_message(e, true),
-                }
-            }
-            Cmd::LoadStorage => {
-                let r = self.load_storage().await;
-                match &r {
-                    Ok(msg) => set_weights_message(msg, false),
-                    Err(e) => set_weights_message(e, true),
-                }
-                self.refresh_samples().await;
-            }
-            Cmd::Lost(generation, msg) => {
-                if generation == self.generation && self.lost.is_none() {
-                    self.on_lost(msg);
-                }
-            }
-            Cmd::Restart => self.restart().await?,
-            Cmd::LoseDevice => self.gpu.device.destroy(),
-            Cmd::Resample => self.refresh_samples().await,
-        }
-        Ok(())
-    }
-
-    fn on_lost(&mut self, msg: String) {
-        self.shared.borrow_mut().running = false;
-        self.pending_steps = 0;
-        runtime::show_lost(&msg, self.kept.iter().flatten().map(|c| c.step).max());
-        self.lost = Some(msg);
-    }
-
     /// A fresh device and the models rebuilt from the kept weights.
     async fn restart(&mut self) -> Result<(), String> {
-        let gpu = Gpu::new(&crate::gpu::GpuOptions::default()).await.map_err(|e| format!("cannot restart: {e}"))?;
-        self.gpu = gpu;
-        self.generation += 1;
-        runtime::watch_device(&self.gpu, self.generation);
-        self.lost = None;
+        self.gpu = Gpu::new(&crate::gpu::GpuOptions::default()).await.map_err(|e| format!("cannot restart: {e}"))?;
+        self.ctl.new_device(&self.gpu);
         let kept = std::mem::take(&mut self.kept);
         self.reset().await?;
         for (i, ck) in kept.into_iter().enumerate() {
@@ -585,15 +482,14 @@ impl Engine {
 
     /// Fresh models from the controls on the current data.
     async fn reset(&mut self) -> Result<(), String> {
-        self.shared.borrow_mut().running = false;
-        self.pending_steps = 0;
+        self.ctl.stop();
         let mut models = Vec::new();
         for s in self.settings() {
             models.push(ToyModel::new(&self.gpu, s, &self.data.points).await?);
         }
         self.models = models;
         self.kept = vec![None; self.models.len()];
-        self.meter.clear();
+        self.ctl.meter.clear();
         show_message("");
         Ok(())
     }
@@ -620,27 +516,6 @@ impl Engine {
         }
     }
 
-    async fn train_chunk(&mut self) -> Result<(), String> {
-        let mut n = if self.opts.chunk > 0 { self.opts.chunk } else { self.meter.chunk };
-        if self.pending_steps > 0 && !self.shared.borrow().running {
-            n = n.min(self.pending_steps);
-        }
-        let t0 = dom::now_ms();
-        for m in &mut self.models {
-            m.train(&self.gpu, &self.data.points, n).await?;
-        }
-        let t1 = dom::now_ms();
-        if self.opts.debug {
-            crate::gpu::log(&format!("cdl: chunk of {n} steps x {} models: {:.1} ms", self.models.len(), t1 - t0));
-        }
-        self.pending_steps = self.pending_steps.saturating_sub(n);
-        // Chunks of about CHUNK_TARGET_MS: long enough to amortise the readback, short enough
-        // that the loss curve moves smoothly.
-        let total: u64 = self.models.iter().map(|m| m.step()).sum::<u64>() / self.models.len().max(1) as u64;
-        self.meter.record(n, t1 - t0, t1, total, self.opts.chunk == 0);
-        Ok(())
-    }
-
     /// The sampler chosen in the controls.
     fn sampler(&self) -> SamplerConfig {
         let steps = dom::value("sampler-steps")
@@ -653,50 +528,6 @@ impl Engine {
             "parallel" => SamplerConfig::Parallel { steps, window: steps, tol: 0.1, ddim: true },
             _ => SamplerConfig::Ddim { steps },
         }
-    }
-
-    /// Draws fresh samples of every model (EMA weights, fixed seed) and their MMD to the data.
-    async fn refresh_samples(&mut self) {
-        self.sampled_at = dom::now_ms();
-        let cfg = self.sampler();
-        let n = self.opts.samples;
-        let rows = n.min(4096);
-        let reference: Vec<f64> = {
-            let p = &self.data.points;
-            let k = p.len().min(n);
-            (0..k).flat_map(|i| p.point(i * p.len() / k).iter().map(|&v| f64::from(v))).collect::<Vec<_>>()
-        };
-        for m in &mut self.models {
-            if m.samples_step == Some(m.step()) {
-                continue;
-            }
-            let t0 = dom::now_ms();
-            let mut den = match GpuDenoiser::from_trainer(&self.gpu, &m.trainer, rows).await {
-                Ok(d) => d,
-                Err(e) => {
-                    crate::gpu::log(&format!("cdl: sampling: {e}"));
-                    return;
-                }
-            };
-            match sampler::sample(&mut den, &cfg, n, 1, None).await {
-                Ok((x, stats)) => {
-                    m.mmd = mmd(&x, &reference, 2, MMD_BANDWIDTH).ok();
-                    m.samples = x;
-                    m.samples_step = Some(m.step());
-                    m.samples_version += 1;
-                    m.passes = stats.passes;
-                    if self.opts.debug {
-                        crate::gpu::log(&format!(
-                            "cdl: {n} samples, {} passes: {:.1} ms",
-                            stats.passes,
-                            dom::now_ms() - t0
-                        ));
-                    }
-                }
-                Err(e) => crate::gpu::log(&format!("cdl: sampling: {e}")),
-            }
-        }
-        self.refresh_heat().await;
     }
 
     /// The heat map under the samples (spec §2.2, §3.2): −(−log p̂(x)) from the ITD estimator,
@@ -746,19 +577,6 @@ impl Engine {
             }
             if self.opts.debug {
                 crate::gpu::log(&format!("cdl: {what} map {g}x{g}: {:.1} ms", dom::now_ms() - t0));
-            }
-        }
-    }
-
-    /// Reads every model's weights into memory (for a restart after device loss).
-    async fn keep(&mut self) {
-        self.kept_at = dom::now_ms();
-        for (i, m) in self.models.iter().enumerate() {
-            if self.kept[i].as_ref().is_some_and(|c| c.step == m.step()) {
-                continue;
-            }
-            if let Ok(ck) = m.checkpoint(&self.gpu, &self.data.name, &self.data.st).await {
-                self.kept[i] = Some(ck);
             }
         }
     }
@@ -821,8 +639,226 @@ impl Engine {
     // -----------------------------------------------------------------------------------------
     // Display
 
-    fn redraw(&self) {
-        let running = self.shared.borrow().running;
+    /// Draws every model's samples again with the chosen sampler, recording each step (the
+    /// displayed samples' seed and count, so the animation ends on the samples shown), and
+    /// starts playing them.
+    async fn animate(&mut self) -> Result<(), String> {
+        let cfg = self.sampler();
+        let n = self.opts.samples.min(ANIM_POINTS);
+        let mut frames: Vec<Vec<Vec<f64>>> = Vec::new();
+        let mut step_of: Vec<usize> = Vec::new();
+        for m in &self.models {
+            let mut den = GpuDenoiser::from_trainer(&self.gpu, &m.trainer, n).await.map_err(|e| e.to_string())?;
+            let mut traj = Vec::new();
+            sampler::sample(&mut den, &cfg, n, 1, Some(&mut traj)).await.map_err(|e| e.to_string())?;
+            let all = sampler::trajectory_frames(&cfg, n, 2, 1, traj);
+            // At most ANIM_FRAMES, evenly spaced, the first and the last kept.
+            let k = all.len().min(ANIM_FRAMES);
+            step_of = (0..k).map(|i| (i * (all.len() - 1)).div_ceil((k - 1).max(1))).collect();
+            frames.push(step_of.iter().map(|&j| all[j].clone()).collect());
+        }
+        let steps = step_of.last().copied().unwrap_or(0);
+        if let (Some(first), Some(last)) = (frames[0].first(), frames[0].last()) {
+            let var = |c: usize| {
+                let v: Vec<f64> = first.iter().skip(c).step_by(2).copied().collect();
+                let m = v.iter().sum::<f64>() / v.len() as f64;
+                v.iter().map(|x| (x - m).powi(2)).sum::<f64>() / (v.len() as f64 - 1.0).max(1.0)
+            };
+            self.anim_info = json!({
+                "frames": step_of.len(), "steps": steps, "firstVar": [var(0), var(1)],
+                "lastHash": runtime::hash_bits(last.iter().map(|x| x.to_bits())),
+            });
+        }
+        self.anim = Some(Animation { frames, step_of, steps, start: dom::now_ms(), shown: 0 });
+        Ok(())
+    }
+
+    /// Draws the animation's current frame over the scatter plots; ends it after the last frame
+    /// has been held for a moment.
+    fn play(&mut self) {
+        let Some(a) = &mut self.anim else { return };
+        let count = a.step_of.len();
+        let frame_ms = ANIM_MS / count.max(1) as f64;
+        let elapsed = dom::now_ms() - a.start;
+        if elapsed > ANIM_MS + ANIM_HOLD_MS && a.shown >= count {
+            self.anim = None;
+            self.anim_played += 1;
+            self.redraw();
+            return;
+        }
+        // Every frame is drawn at least once, even when the loop is slower than the frame rate.
+        let k = ((elapsed / frame_ms) as usize).min(count - 1).min(a.shown);
+        a.shown = a.shown.max(k + 1);
+        for (i, suffix) in ["a", "b"].into_iter().enumerate() {
+            let Some(f) = a.frames.get(i) else { continue };
+            let id = format!("scatter-{suffix}");
+            draw::scatter(&id, &self.data.points.data, DRAW_DATA, &f[k], None);
+            draw::caption(&id, &format!("sampling: step {} of {}", a.step_of[k], a.steps));
+        }
+    }
+}
+
+impl runtime::Task for Engine {
+    type Cmd = Cmd;
+
+    fn control(&mut self) -> &mut Control<Cmd> {
+        &mut self.ctl
+    }
+
+    fn lost_cmd(generation: u32, msg: String) -> Cmd {
+        Cmd::Lost(generation, msg)
+    }
+
+    fn allowed_when_lost(cmd: &Cmd) -> bool {
+        matches!(cmd, Cmd::Restart | Cmd::Lost(..))
+    }
+
+    fn can_train(&self) -> bool {
+        !self.models.is_empty()
+    }
+
+    fn stale(&self) -> bool {
+        self.models.iter().any(|m| m.samples_step != Some(m.step()))
+    }
+
+    fn tick(&mut self) -> bool {
+        let playing = self.anim.is_some();
+        self.play();
+        playing
+    }
+
+    async fn handle(&mut self, cmd: Cmd) -> Result<(), String> {
+        match cmd {
+            Cmd::Start => self.ctl.shared.borrow_mut().running = true,
+            Cmd::Pause => self.ctl.stop(),
+            Cmd::Step => self.ctl.pending_steps += self.opts.step_size,
+            Cmd::Reset => {
+                self.reset().await?;
+                self.refresh_samples().await;
+            }
+            Cmd::Toy(t) => {
+                self.data = Data::toy(t, self.opts.base.seed);
+                self.reset().await?;
+                self.refresh_samples().await;
+            }
+            Cmd::Points(name, points) => {
+                self.data = Data::custom(name, points).inspect_err(|e| set_data_error(e))?;
+                dom::set_value("dataset", if self.data.name == "drawing" { "draw" } else { "csv" });
+                self.reset().await?;
+                self.refresh_samples().await;
+            }
+            Cmd::SaveFile(i) => self.save_file(i).await?,
+            Cmd::LoadFile(i, name, bytes) => {
+                let r = self.load_bytes(i, &name, &bytes).await;
+                match &r {
+                    Ok(()) => set_weights_message(&format!("loaded {name}"), false),
+                    Err(e) => set_weights_message(e, true),
+                }
+                self.refresh_samples().await;
+            }
+            Cmd::SaveStorage => {
+                let r = self.save_storage().await;
+                match &r {
+                    Ok(msg) => set_weights_message(msg, false),
+                    Err(e) => set_weights_message(e, true),
+                }
+            }
+            Cmd::LoadStorage => {
+                let r = self.load_storage().await;
+                match &r {
+                    Ok(msg) => set_weights_message(msg, false),
+                    Err(e) => set_weights_message(e, true),
+                }
+                self.refresh_samples().await;
+            }
+            Cmd::Lost(generation, msg) => {
+                let kept = self.kept.iter().flatten().map(|c| c.step).max();
+                self.ctl.on_lost(generation, msg, kept);
+            }
+            Cmd::Restart => self.restart().await?,
+            Cmd::LoseDevice => self.gpu.device.destroy(),
+            Cmd::Resample => self.refresh_samples().await,
+            Cmd::Animate => self.animate().await?,
+        }
+        Ok(())
+    }
+
+    async fn train_chunk(&mut self) -> Result<(), String> {
+        let n = self.ctl.next_chunk(self.opts.chunk);
+        let t0 = dom::now_ms();
+        for m in &mut self.models {
+            m.train(&self.gpu, &self.data.points, n).await?;
+        }
+        if self.opts.debug {
+            let ms = dom::now_ms() - t0;
+            crate::gpu::log(&format!("cdl: chunk of {n} steps x {} models: {ms:.1} ms", self.models.len()));
+        }
+        // Chunks of about CHUNK_TARGET_MS: long enough to amortise the readback, short enough
+        // that the loss curve moves smoothly.
+        let total: u64 = self.models.iter().map(|m| m.step()).sum::<u64>() / self.models.len().max(1) as u64;
+        self.ctl.chunk_done(n, t0, total, self.opts.chunk == 0);
+        Ok(())
+    }
+
+    /// Draws fresh samples of every model (EMA weights, fixed seed) and their MMD to the data.
+    async fn refresh_samples(&mut self) {
+        self.ctl.sampled_at = dom::now_ms();
+        let cfg = self.sampler();
+        let n = self.opts.samples;
+        let rows = n.min(4096);
+        let reference: Vec<f64> = {
+            let p = &self.data.points;
+            let k = p.len().min(n);
+            (0..k).flat_map(|i| p.point(i * p.len() / k).iter().map(|&v| f64::from(v))).collect::<Vec<_>>()
+        };
+        for m in &mut self.models {
+            if m.samples_step == Some(m.step()) {
+                continue;
+            }
+            let t0 = dom::now_ms();
+            let mut den = match GpuDenoiser::from_trainer(&self.gpu, &m.trainer, rows).await {
+                Ok(d) => d,
+                Err(e) => {
+                    crate::gpu::log(&format!("cdl: sampling: {e}"));
+                    return;
+                }
+            };
+            match sampler::sample(&mut den, &cfg, n, 1, None).await {
+                Ok((x, stats)) => {
+                    m.mmd = mmd(&x, &reference, 2, MMD_BANDWIDTH).ok();
+                    m.samples = x;
+                    m.samples_step = Some(m.step());
+                    m.samples_version += 1;
+                    m.passes = stats.passes;
+                    if self.opts.debug {
+                        crate::gpu::log(&format!(
+                            "cdl: {n} samples, {} passes: {:.1} ms",
+                            stats.passes,
+                            dom::now_ms() - t0
+                        ));
+                    }
+                }
+                Err(e) => crate::gpu::log(&format!("cdl: sampling: {e}")),
+            }
+        }
+        self.refresh_heat().await;
+    }
+
+    /// Reads every model's weights into memory (for a restart after device loss).
+    async fn keep(&mut self) {
+        self.ctl.kept_at = dom::now_ms();
+        for (i, m) in self.models.iter().enumerate() {
+            if self.kept[i].as_ref().is_some_and(|c| c.step == m.step()) {
+                continue;
+            }
+            if let Ok(ck) = m.checkpoint(&self.gpu, &self.data.name, &self.data.st).await {
+                self.kept[i] = Some(ck);
+            }
+        }
+    }
+
+    fn redraw(&mut self) {
+        let running = self.ctl.shared.borrow().running;
         dom::set_body_data("running", if running { "1" } else { "0" });
         for (i, suffix) in ["a", "b"].into_iter().enumerate() {
             dom::set_hidden(&format!("panel-{suffix}"), i >= self.models.len());
@@ -830,8 +866,8 @@ impl Engine {
             dom::set_text(&format!("title-{suffix}"), loss_label(m.settings.loss));
             let heat = m.heat.as_ref().map(|h| (h.0.as_slice(), h.1));
             draw::scatter(&format!("scatter-{suffix}"), &self.data.points.data, DRAW_DATA, &m.samples, heat);
-            draw::losses(&format!("curve-{suffix}"), &m.history);
-            let last = m.history.last();
+            draw::losses(&format!("curve-{suffix}"), &m.log.steps);
+            let last = m.log.steps.last();
             let mut text = format!("step {}", m.step());
             if let Some(r) = last {
                 text += &format!("  ·  loss {:.3}", r[0]);
@@ -839,7 +875,7 @@ impl Engine {
                     text += &format!(" (std {:.3}, cdl {:.3})", r[1], r[2]);
                 }
             }
-            if let Some(a) = m.accuracy {
+            if let Some(a) = m.log.accuracy {
                 text += &format!("  ·  noise classifier {:.0}% right", 100.0 * a);
             }
             if let Some(d) = m.mmd {
@@ -854,8 +890,8 @@ impl Engine {
             "rate",
             &format!(
                 "{:.1} steps/s per model · chunk {} · {} ({} points)",
-                self.meter.steps_per_s,
-                self.meter.chunk,
+                self.ctl.meter.steps_per_s,
+                self.ctl.meter.chunk,
                 self.data.name,
                 self.data.points.len()
             ),
@@ -863,33 +899,39 @@ impl Engine {
     }
 
     /// Publishes the state for `window.cdl.state()`.
-    fn publish(&self) {
+    fn publish(&mut self) {
         let models: Vec<Value> = self
             .models
             .iter()
             .map(|m| {
-                let (first, last) = m.loss_first_last(20).unzip();
+                let (first, last) = m.log.first_last(20).unzip();
                 json!({
                     "label": m.label(), "loss": m.settings.loss.name(), "step": m.step(),
                     "width": m.settings.width, "lossFirst": first, "lossLast": last,
-                    "history": m.history.len(), "mmd": m.mmd, "samplesVersion": m.samples_version,
+                    "history": m.log.steps.len(), "mmd": m.mmd, "samplesVersion": m.samples_version,
                     "samplesStep": m.samples_step, "samplesHash": runtime::hash_bits(m.samples.iter().map(|x| x.to_bits())),
-                    "samples": m.samples.len() / 2, "passes": m.passes, "accuracy": m.accuracy,
+                    "samples": m.samples.len() / 2, "passes": m.passes, "accuracy": m.log.accuracy,
                     "heat": m.heat.as_ref().map(|h| h.2.clone()), "heatStep": m.heat.as_ref().map(|h| h.3),
                 })
             })
             .collect();
         let s = json!({
             "ready": true,
-            "running": self.shared.borrow().running,
-            "pending": self.pending_steps,
-            "lost": self.lost,
-            "message": self.message,
-            "stepsPerSec": self.meter.steps_per_s,
-            "chunk": self.meter.chunk,
+            "running": self.ctl.shared.borrow().running,
+            "pending": self.ctl.pending_steps,
+            "lost": self.ctl.lost,
+            "message": self.ctl.message,
+            "stepsPerSec": self.ctl.meter.steps_per_s,
+            "chunk": self.ctl.meter.chunk,
             "data": { "name": self.data.name, "n": self.data.points.len() },
             "models": models,
+            "anim": {
+                "playing": self.anim.is_some(),
+                "played": self.anim_played,
+                "shown": self.anim.as_ref().map(|a| a.shown),
+                "last": self.anim_info,
+            },
         });
-        self.shared.borrow_mut().state = s.to_string();
+        self.ctl.shared.borrow_mut().state = s.to_string();
     }
 }

@@ -161,3 +161,14 @@ pub fn image_grid(id: &str, images: &[f32], n: usize, side: usize, cols: usize) 
     canvas.set_height(h);
     ctx.put_image_data(&data, 0.0, 0.0).is_ok()
 }
+
+/// A line of text at the top left of canvas `id`, on a light box so it reads over any plot.
+pub fn caption(id: &str, text: &str) {
+    let Some((_, ctx)) = dom::context2d(id) else { return };
+    ctx.set_font("12px system-ui, sans-serif");
+    let w = ctx.measure_text(text).map_or(200.0, |m| m.width());
+    ctx.set_fill_style_str("rgba(255,255,255,0.8)");
+    ctx.fill_rect(2.0, 2.0, w + 8.0, 17.0);
+    ctx.set_fill_style_str("#222");
+    let _ = ctx.fill_text(text, 6.0, 15.0);
+}

@@ -14,7 +14,7 @@ use std::rc::Rc;
 
 use serde_json::{json, Value};
 
-use super::runtime::{self, push, show_message, Meter};
+use super::runtime::{self, push, show_message, Control, LossLog, Meter, Task};
 use super::toy::{loss_label, KEY_DATA_SOURCE, KEY_RUN};
 use super::{dom, draw, store};
 use crate::diffusion::sampler::{self, SamplerConfig};
@@ -27,7 +27,7 @@ use crate::train::cifar::{self, Cifar, Split};
 use crate::train::data::{data_seed, Batcher};
 use crate::train::recipe::{loss_config, CdlKnobs, LossKind};
 use crate::train::shapes;
-use crate::train::trainer::{example_variances, Examples, StepStats, TrainConfig, Trainer};
+use crate::train::trainer::{example_variances, Examples, TrainConfig, Trainer};
 
 /// Side of the images (CIFAR-10's, and the shapes drawn for it).
 const SIDE: usize = cifar::SIDE;
@@ -233,9 +233,7 @@ struct Model {
     settings: ImageSettings,
     trainer: Trainer,
     batcher: Batcher,
-    /// (loss, standard part, CDL part) of every step since step `history_start`.
-    history: Vec<[f32; 3]>,
-    accuracy: Option<f64>,
+    log: LossLog,
     /// The samples on display, model values (n, 3, 32, 32).
     samples: Vec<f32>,
     samples_step: Option<u64>,
@@ -261,8 +259,7 @@ impl Model {
             settings: s,
             trainer,
             batcher,
-            history: Vec::new(),
-            accuracy: None,
+            log: LossLog::default(),
             samples: Vec::new(),
             samples_step: None,
             samples_version: 0,
@@ -286,11 +283,7 @@ impl Model {
             .train(gpu, data.examples.as_ref(), &mut |s, out| batcher.indices(s, out), n.min(CHUNK_MAX))
             .await
             .map_err(|e| e.to_string())?;
-        self.history.extend(stats.iter().map(|s| [s.loss, s.std, s.cdl]));
-        let acc: Vec<f64> = stats.iter().filter_map(StepStats::accuracy).collect();
-        if !acc.is_empty() {
-            self.accuracy = Some(acc.iter().sum::<f64>() / acc.len() as f64);
-        }
+        self.log.record(&stats);
         Ok(())
     }
 
@@ -305,20 +298,14 @@ impl Model {
 
 /// The training task's state.
 struct Engine {
-    shared: SharedRef,
+    ctl: Control<Cmd>,
     opts: Options,
     gpu: Gpu,
-    generation: u32,
     data: Data,
     model: Model,
+    /// The last weights read back (for a restart after device loss).
     kept: Option<Checkpoint>,
-    kept_at: f64,
-    lost: Option<String>,
-    pending_steps: usize,
-    meter: Meter,
-    sampled_at: f64,
     grid_drawn: bool,
-    message: String,
 }
 
 /// Builds image mode on the page and starts its training task.
@@ -334,23 +321,17 @@ pub async fn run() -> Result<(), String> {
     dom::sleep(0).await;
     let data = Data::shapes(opts.shapes, opts.settings.seed);
     let model = Model::new(&gpu, opts.settings.clone(), &data).await?;
+    let meter = Meter::new(opts.chunk.max(1), CHUNK_MAX, CHUNK_TARGET_MS);
     let mut engine = Engine {
-        shared: shared.clone(),
-        meter: Meter::new(opts.chunk.max(1), CHUNK_MAX, CHUNK_TARGET_MS),
+        ctl: Control::new(shared.clone(), meter, opts.sample_every_ms, KEEP_EVERY_MS),
         opts,
         gpu,
-        generation: 0,
         data,
         model,
         kept: None,
-        kept_at: 0.0,
-        lost: None,
-        pending_steps: 0,
-        sampled_at: 0.0,
         grid_drawn: false,
-        message: String::new(),
     };
-    runtime::watch_device(&engine.gpu, engine.generation);
+    runtime::watch_device(&engine.gpu, engine.ctl.generation);
     engine.redraw();
     dom::set_text("status", "ready");
     dom::set_body_data("status", "ready");
@@ -358,7 +339,7 @@ pub async fn run() -> Result<(), String> {
     if engine.opts.autoplay {
         shared.borrow_mut().running = true;
     }
-    wasm_bindgen_futures::spawn_local(async move { engine.run_loop().await });
+    wasm_bindgen_futures::spawn_local(runtime::run_loop(engine));
     Ok(())
 }
 
@@ -496,101 +477,6 @@ fn set_weights_message(text: &str, error: bool) {
 }
 
 impl Engine {
-    async fn run_loop(mut self) {
-        loop {
-            let mut cmds: Vec<Cmd> = runtime::take_lost().into_iter().map(|(g, m)| Cmd::Lost(g, m)).collect();
-            cmds.extend(self.shared.borrow_mut().queue.drain(..));
-            let had_cmds = !cmds.is_empty();
-            for cmd in cmds {
-                if let Err(e) = self.handle(cmd).await {
-                    self.message = e.clone();
-                    show_message(&e);
-                }
-            }
-            let running = self.shared.borrow().running;
-            if self.lost.is_none() && (running || self.pending_steps > 0) {
-                if let Err(e) = self.train_chunk().await {
-                    self.shared.borrow_mut().running = false;
-                    self.pending_steps = 0;
-                    self.message = e.clone();
-                    show_message(&e);
-                }
-                let now = dom::now_ms();
-                let paused = !self.shared.borrow().running && self.pending_steps == 0;
-                if paused || now - self.sampled_at > self.opts.sample_every_ms {
-                    self.refresh_samples().await;
-                }
-                if paused || now - self.kept_at > KEEP_EVERY_MS {
-                    self.keep().await;
-                }
-                self.redraw();
-                self.publish();
-                dom::sleep(0).await;
-            } else {
-                let stale = self.lost.is_none() && self.model.samples_step != Some(self.model.step());
-                if stale {
-                    self.refresh_samples().await;
-                    self.keep().await;
-                }
-                if had_cmds || stale {
-                    self.redraw();
-                    self.publish();
-                }
-                dom::sleep(30).await;
-            }
-        }
-    }
-
-    async fn handle(&mut self, cmd: Cmd) -> Result<(), String> {
-        if self.lost.is_some() && !matches!(cmd, Cmd::Restart | Cmd::Lost(..)) {
-            return Err("the GPU device was lost: press \"Restart from last weights\" first".into());
-        }
-        match cmd {
-            Cmd::Start => self.shared.borrow_mut().running = true,
-            Cmd::Pause => {
-                self.shared.borrow_mut().running = false;
-                self.pending_steps = 0;
-            }
-            Cmd::Step => self.pending_steps += self.opts.step_size,
-            Cmd::Reset => self.reset().await?,
-            Cmd::Shapes => {
-                self.data = Data::shapes(self.opts.shapes, self.opts.settings.seed);
-                self.reset().await?;
-            }
-            Cmd::Cifar(name, images) => {
-                if images.is_empty() {
-                    return Err(format!("{name}: no images"));
-                }
-                self.data = Data::new(name, Box::new(cifar::CifarExamples::new(images, true, false)));
-                dom::set_value("img-data", "cifar");
-                self.reset().await?;
-            }
-            Cmd::SaveFile => self.save_file().await?,
-            Cmd::LoadFile(name, bytes) => {
-                match self.load_bytes(&name, &bytes).await {
-                    Ok(()) => set_weights_message(&format!("loaded {name}"), false),
-                    Err(e) => set_weights_message(&e, true),
-                }
-                self.refresh_samples().await;
-            }
-            Cmd::Resample => {
-                self.model.samples_step = None;
-                self.refresh_samples().await;
-            }
-            Cmd::Lost(generation, msg) => {
-                if generation == self.generation && self.lost.is_none() {
-                    self.shared.borrow_mut().running = false;
-                    self.pending_steps = 0;
-                    runtime::show_lost(&msg, self.kept.as_ref().map(|c| c.step));
-                    self.lost = Some(msg);
-                }
-            }
-            Cmd::Restart => self.restart().await?,
-            Cmd::LoseDevice => self.gpu.device.destroy(),
-        }
-        Ok(())
-    }
-
     /// The run settings from the controls.
     fn settings(&self) -> ImageSettings {
         let mut s = self.model.settings.clone();
@@ -615,26 +501,12 @@ impl Engine {
 
     /// Fresh weights from the controls on the current data.
     async fn reset(&mut self) -> Result<(), String> {
-        self.shared.borrow_mut().running = false;
-        self.pending_steps = 0;
+        self.ctl.stop();
         self.model = Model::new(&self.gpu, self.settings(), &self.data).await?;
         self.kept = None;
-        self.meter.clear();
+        self.ctl.meter.clear();
         self.grid_drawn = false;
         show_message("");
-        Ok(())
-    }
-
-    async fn train_chunk(&mut self) -> Result<(), String> {
-        let mut n = if self.opts.chunk > 0 { self.opts.chunk } else { self.meter.chunk };
-        if self.pending_steps > 0 && !self.shared.borrow().running {
-            n = n.min(self.pending_steps);
-        }
-        let t0 = dom::now_ms();
-        self.model.train(&self.gpu, &self.data, n).await?;
-        let t1 = dom::now_ms();
-        self.pending_steps = self.pending_steps.saturating_sub(n);
-        self.meter.record(n, t1 - t0, t1, self.model.step(), self.opts.chunk == 0);
         Ok(())
     }
 
@@ -650,43 +522,9 @@ impl Engine {
         }
     }
 
-    /// Fresh samples (EMA weights, fixed seed, so the grid changes only with the weights).
-    async fn refresh_samples(&mut self) {
-        self.sampled_at = dom::now_ms();
-        if self.model.samples_step == Some(self.model.step()) {
-            return;
-        }
-        let cfg = self.sampler();
-        let n = self.opts.samples;
-        let drawn = match GpuDenoiser::from_trainer(&self.gpu, &self.model.trainer, n).await {
-            Ok(mut den) => sampler::sample(&mut den, &cfg, n, 1, None).await.map_err(|e| e.to_string()),
-            Err(e) => Err(e.to_string()),
-        };
-        match drawn {
-            Ok((x, _)) => {
-                self.model.samples = x.iter().map(|&v| v as f32).collect();
-                self.model.samples_step = Some(self.model.step());
-                self.model.samples_version += 1;
-            }
-            Err(e) => crate::gpu::log(&format!("cdl: sampling: {e}")),
-        }
-    }
-
-    async fn keep(&mut self) {
-        self.kept_at = dom::now_ms();
-        if self.kept.as_ref().is_some_and(|c| c.step == self.model.step()) {
-            return;
-        }
-        if let Ok(ck) = self.model.checkpoint(&self.gpu, &self.data.name).await {
-            self.kept = Some(ck);
-        }
-    }
-
     async fn restart(&mut self) -> Result<(), String> {
         self.gpu = Gpu::new(&GpuOptions::default()).await.map_err(|e| format!("cannot restart: {e}"))?;
-        self.generation += 1;
-        runtime::watch_device(&self.gpu, self.generation);
-        self.lost = None;
+        self.ctl.new_device(&self.gpu);
         let kept = self.kept.take();
         self.reset().await?;
         if let Some(ck) = kept {
@@ -718,19 +556,116 @@ impl Engine {
         dom::set_value("img-batch", &self.model.settings.batch.to_string());
         Ok(())
     }
+}
+
+impl runtime::Task for Engine {
+    type Cmd = Cmd;
+
+    fn control(&mut self) -> &mut Control<Cmd> {
+        &mut self.ctl
+    }
+
+    fn lost_cmd(generation: u32, msg: String) -> Cmd {
+        Cmd::Lost(generation, msg)
+    }
+
+    fn allowed_when_lost(cmd: &Cmd) -> bool {
+        matches!(cmd, Cmd::Restart | Cmd::Lost(..))
+    }
+
+    fn stale(&self) -> bool {
+        self.model.samples_step != Some(self.model.step())
+    }
+
+    async fn handle(&mut self, cmd: Cmd) -> Result<(), String> {
+        match cmd {
+            Cmd::Start => self.ctl.shared.borrow_mut().running = true,
+            Cmd::Pause => self.ctl.stop(),
+            Cmd::Step => self.ctl.pending_steps += self.opts.step_size,
+            Cmd::Reset => self.reset().await?,
+            Cmd::Shapes => {
+                self.data = Data::shapes(self.opts.shapes, self.opts.settings.seed);
+                self.reset().await?;
+            }
+            Cmd::Cifar(name, images) => {
+                if images.is_empty() {
+                    return Err(format!("{name}: no images"));
+                }
+                self.data = Data::new(name, Box::new(cifar::CifarExamples::new(images, true, false)));
+                dom::set_value("img-data", "cifar");
+                self.reset().await?;
+            }
+            Cmd::SaveFile => self.save_file().await?,
+            Cmd::LoadFile(name, bytes) => {
+                match self.load_bytes(&name, &bytes).await {
+                    Ok(()) => set_weights_message(&format!("loaded {name}"), false),
+                    Err(e) => set_weights_message(&e, true),
+                }
+                self.refresh_samples().await;
+            }
+            Cmd::Resample => {
+                self.model.samples_step = None;
+                self.refresh_samples().await;
+            }
+            Cmd::Lost(generation, msg) => self.ctl.on_lost(generation, msg, self.kept.as_ref().map(|c| c.step)),
+            Cmd::Restart => self.restart().await?,
+            Cmd::LoseDevice => self.gpu.device.destroy(),
+        }
+        Ok(())
+    }
+
+    async fn train_chunk(&mut self) -> Result<(), String> {
+        let n = self.ctl.next_chunk(self.opts.chunk);
+        let t0 = dom::now_ms();
+        self.model.train(&self.gpu, &self.data, n).await?;
+        self.ctl.chunk_done(n, t0, self.model.step(), self.opts.chunk == 0);
+        Ok(())
+    }
+
+    /// Fresh samples (EMA weights, fixed seed, so the grid changes only with the weights).
+    async fn refresh_samples(&mut self) {
+        self.ctl.sampled_at = dom::now_ms();
+        if self.model.samples_step == Some(self.model.step()) {
+            return;
+        }
+        let cfg = self.sampler();
+        let n = self.opts.samples;
+        let drawn = match GpuDenoiser::from_trainer(&self.gpu, &self.model.trainer, n).await {
+            Ok(mut den) => sampler::sample(&mut den, &cfg, n, 1, None).await.map_err(|e| e.to_string()),
+            Err(e) => Err(e.to_string()),
+        };
+        match drawn {
+            Ok((x, _)) => {
+                self.model.samples = x.iter().map(|&v| v as f32).collect();
+                self.model.samples_step = Some(self.model.step());
+                self.model.samples_version += 1;
+            }
+            Err(e) => crate::gpu::log(&format!("cdl: sampling: {e}")),
+        }
+    }
+
+    async fn keep(&mut self) {
+        self.ctl.kept_at = dom::now_ms();
+        if self.kept.as_ref().is_some_and(|c| c.step == self.model.step()) {
+            return;
+        }
+        if let Ok(ck) = self.model.checkpoint(&self.gpu, &self.data.name).await {
+            self.kept = Some(ck);
+        }
+    }
 
     fn redraw(&mut self) {
-        let running = self.shared.borrow().running;
+        let running = self.ctl.shared.borrow().running;
         dom::set_body_data("running", if running { "1" } else { "0" });
         let m = &self.model;
         let d = &self.data;
         draw::image_grid("img-data-grid", &d.preview, d.preview.len() / (3 * SIDE * SIDE), SIDE, 4);
         let n = m.samples.len() / (3 * SIDE * SIDE);
         self.grid_drawn = n > 0 && draw::image_grid("img-samples", &m.samples, n, SIDE, 4);
-        draw::losses("img-curve", &m.history);
+        draw::losses("img-curve", &m.log.steps);
         dom::set_text("img-title", &format!("{} on {}", loss_label(m.settings.loss), d.name));
         let mut text = format!("step {}", m.step());
-        if let Some(r) = m.history.last() {
+        if let Some(r) = m.log.steps.last() {
             text += &format!("  ·  loss {:.4}", r[0]);
             if m.settings.loss == LossKind::Cdl {
                 text += &format!(" (std {:.4}, cdl {:.4})", r[1], r[2]);
@@ -741,7 +676,7 @@ impl Engine {
                 text += &format!("  ·  ≈ {bpd:.2} bits/dim (continuous)");
             }
         }
-        if let Some(a) = m.accuracy {
+        if let Some(a) = m.log.accuracy {
             text += &format!("  ·  noise classifier {:.0}% right", 100.0 * a);
         }
         if let Some(s) = m.samples_step {
@@ -752,46 +687,40 @@ impl Engine {
             "img-rate",
             &format!(
                 "{:.2} img/s ({:.2} steps/s of {} images) · chunk {} · {} ({} images)",
-                self.meter.steps_per_s * m.settings.batch as f64,
-                self.meter.steps_per_s,
+                self.ctl.meter.steps_per_s * m.settings.batch as f64,
+                self.ctl.meter.steps_per_s,
                 m.settings.batch,
-                self.meter.chunk,
+                self.ctl.meter.chunk,
                 d.name,
                 d.examples.len()
             ),
         );
     }
 
-    fn publish(&self) {
+    fn publish(&mut self) {
         let m = &self.model;
-        let k = m.history.len().min(10);
-        let mean = |h: &[[f32; 3]]| h.iter().map(|r| f64::from(r[1])).sum::<f64>() / h.len().max(1) as f64;
-        let (first, last) = if k > 0 {
-            (Some(mean(&m.history[..k])), Some(mean(&m.history[m.history.len() - k..])))
-        } else {
-            (None, None)
-        };
+        let (first, last) = m.log.first_last(10).unzip();
         let s = json!({
             "ready": true,
             "mode": "image",
-            "running": self.shared.borrow().running,
-            "pending": self.pending_steps,
-            "lost": self.lost,
-            "message": self.message,
-            "stepsPerSec": self.meter.steps_per_s,
-            "imagesPerSec": self.meter.steps_per_s * m.settings.batch as f64,
-            "chunk": self.meter.chunk,
+            "running": self.ctl.shared.borrow().running,
+            "pending": self.ctl.pending_steps,
+            "lost": self.ctl.lost,
+            "message": self.ctl.message,
+            "stepsPerSec": self.ctl.meter.steps_per_s,
+            "imagesPerSec": self.ctl.meter.steps_per_s * m.settings.batch as f64,
+            "chunk": self.ctl.meter.chunk,
             "data": { "name": self.data.name, "n": self.data.examples.len() },
             "model": {
                 "loss": m.settings.loss.name(), "step": m.step(), "batch": m.settings.batch,
                 "channels": m.settings.unet.channels, "params": m.trainer.net().params().layout.count(),
-                "history": m.history.len(), "lossFirst": first, "lossLast": last, "accuracy": m.accuracy,
+                "history": m.log.steps.len(), "lossFirst": first, "lossLast": last, "accuracy": m.log.accuracy,
                 "samples": m.samples.len() / (3 * SIDE * SIDE), "samplesStep": m.samples_step,
                 "samplesVersion": m.samples_version, "gridDrawn": self.grid_drawn,
                 "samplesHash": runtime::hash_bits(m.samples.iter().map(|x| u64::from(x.to_bits()))),
                 "keptStep": self.kept.as_ref().map(|c| c.step),
             },
         });
-        self.shared.borrow_mut().state = s.to_string();
+        self.ctl.shared.borrow_mut().state = s.to_string();
     }
 }

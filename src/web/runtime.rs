@@ -10,6 +10,7 @@ use wasm_bindgen::prelude::*;
 
 use super::dom;
 use crate::gpu::{Gpu, GpuOptions};
+use crate::train::trainer::StepStats;
 
 /// How long a page waits for a WebGPU adapter before saying it has none, in ms (`?adapter_wait`
 /// overrides it).
@@ -89,7 +90,7 @@ pub async fn acquire_gpu() -> Option<Gpu> {
     wasm_bindgen_futures::spawn_local(async move {
         dom::sleep(wait).await;
         if !flag.get() {
-            no_webgpu(&format!("no answer to the adapter request within {:.0} s", f64::from(wait) / 1000.0));
+            no_webgpu(&format!("no answer to the adapter request within {} s", f64::from(wait) / 1000.0));
         }
     });
     let gpu = Gpu::new(&GpuOptions::default()).await;
@@ -195,4 +196,203 @@ pub fn hash_bits(words: impl Iterator<Item = u64>) -> String {
         }
     }
     format!("{h:016x}")
+}
+
+/// What every page's training task keeps besides its models and data.
+pub struct Control<C> {
+    pub shared: SharedRef<C>,
+    /// Bumped with every new device, so a stale device-lost callback is ignored.
+    pub generation: u32,
+    /// Set from a device loss until the restart.
+    pub lost: Option<String>,
+    /// Steps the Step button still asks for.
+    pub pending_steps: usize,
+    pub meter: Meter,
+    /// The last error shown.
+    pub message: String,
+    /// When samples were last drawn and weights last read back (for a restart), in ms.
+    pub sampled_at: f64,
+    pub kept_at: f64,
+    /// How often samples are redrawn and weights kept while training, in ms.
+    pub sample_every_ms: f64,
+    pub keep_every_ms: f64,
+}
+
+impl<C> Control<C> {
+    pub fn new(shared: SharedRef<C>, meter: Meter, sample_every_ms: f64, keep_every_ms: f64) -> Self {
+        Self {
+            shared,
+            generation: 0,
+            lost: None,
+            pending_steps: 0,
+            meter,
+            message: String::new(),
+            sampled_at: 0.0,
+            kept_at: 0.0,
+            sample_every_ms,
+            keep_every_ms,
+        }
+    }
+
+    pub fn running(&self) -> bool {
+        self.shared.borrow().running
+    }
+
+    /// Stops training (Pause, errors, resets).
+    pub fn stop(&mut self) {
+        self.shared.borrow_mut().running = false;
+        self.pending_steps = 0;
+    }
+
+    pub fn fail(&mut self, e: String) {
+        show_message(&e);
+        self.message = e;
+    }
+
+    /// Steps for the next chunk: the meter's (or a fixed `chunk`), at most what Step asked for.
+    pub fn next_chunk(&self, chunk: usize) -> usize {
+        let n = if chunk > 0 { chunk } else { self.meter.chunk };
+        if self.pending_steps > 0 && !self.running() {
+            n.min(self.pending_steps)
+        } else {
+            n
+        }
+    }
+
+    /// Records a chunk of `n` steps that ran from `t0` to now, `steps` done in all.
+    pub fn chunk_done(&mut self, n: usize, t0: f64, steps: u64, adapt: bool) {
+        let t1 = dom::now_ms();
+        self.pending_steps = self.pending_steps.saturating_sub(n);
+        self.meter.record(n, t1 - t0, t1, steps, adapt);
+    }
+
+    /// A device-loss report: stops and shows the restart box (once per device).
+    pub fn on_lost(&mut self, generation: u32, msg: String, kept_step: Option<u64>) {
+        if generation == self.generation && self.lost.is_none() {
+            self.stop();
+            show_lost(&msg, kept_step);
+            self.lost = Some(msg);
+        }
+    }
+
+    /// A new device: watched under the next generation.
+    pub fn new_device(&mut self, gpu: &Gpu) {
+        self.generation += 1;
+        watch_device(gpu, self.generation);
+        self.lost = None;
+    }
+}
+
+/// A page's training task, driven by `run_loop`.
+pub trait Task {
+    type Cmd;
+    fn control(&mut self) -> &mut Control<Self::Cmd>;
+    /// The command that reports a device loss.
+    fn lost_cmd(generation: u32, msg: String) -> Self::Cmd;
+    /// Whether `cmd` may run while the device is lost (the report itself, the restart).
+    fn allowed_when_lost(cmd: &Self::Cmd) -> bool;
+    async fn handle(&mut self, cmd: Self::Cmd) -> Result<(), String>;
+    /// Whether there is anything to train.
+    fn can_train(&self) -> bool {
+        true
+    }
+    async fn train_chunk(&mut self) -> Result<(), String>;
+    /// Whether the samples on display come from older weights.
+    fn stale(&self) -> bool;
+    async fn refresh_samples(&mut self);
+    /// Reads the weights back for a restart after device loss.
+    async fn keep(&mut self);
+    fn redraw(&mut self);
+    /// Display work between redraws (animations); true while it wants frames.
+    fn tick(&mut self) -> bool {
+        false
+    }
+    fn publish(&mut self);
+}
+
+/// The task's life: commands first, then a chunk of training when running (samples redrawn and
+/// weights kept now and then), yielding to the browser between turns. Paused, it refreshes
+/// stale samples and otherwise idles at 30 ms a turn.
+pub async fn run_loop<T: Task>(mut task: T) {
+    loop {
+        let mut cmds: Vec<T::Cmd> = take_lost().into_iter().map(|(g, m)| T::lost_cmd(g, m)).collect();
+        cmds.extend(task.control().shared.borrow_mut().queue.drain(..));
+        let had_cmds = !cmds.is_empty();
+        for cmd in cmds {
+            let r = if task.control().lost.is_some() && !T::allowed_when_lost(&cmd) {
+                Err("the GPU device was lost: press \"Restart from last weights\" first".into())
+            } else {
+                task.handle(cmd).await
+            };
+            if let Err(e) = r {
+                task.control().fail(e);
+            }
+        }
+        let c = task.control();
+        let train = c.lost.is_none() && (c.running() || c.pending_steps > 0);
+        if train && task.can_train() {
+            if let Err(e) = task.train_chunk().await {
+                task.control().stop();
+                task.control().fail(e);
+            }
+            let now = dom::now_ms();
+            let c = task.control();
+            let paused = !c.running() && c.pending_steps == 0;
+            let (sample, keep) =
+                (paused || now - c.sampled_at > c.sample_every_ms, paused || now - c.kept_at > c.keep_every_ms);
+            if sample {
+                task.refresh_samples().await;
+            }
+            if keep {
+                task.keep().await;
+            }
+            task.redraw();
+            task.tick();
+            task.publish();
+            dom::sleep(0).await;
+        } else {
+            // Paused: show samples (and keep weights) of the final step.
+            let stale = task.control().lost.is_none() && task.stale();
+            if stale {
+                task.refresh_samples().await;
+                task.keep().await;
+            }
+            if had_cmds || stale {
+                task.redraw();
+            }
+            if task.tick() || had_cmds || stale {
+                task.publish();
+            }
+            dom::sleep(30).await;
+        }
+    }
+}
+
+/// A model's training record as the pages plot it.
+#[derive(Debug, Default)]
+pub struct LossLog {
+    /// (loss, standard part, CDL part) of every step recorded.
+    pub steps: Vec<[f32; 3]>,
+    /// Noise-classifier accuracy over the last chunk (CDL only).
+    pub accuracy: Option<f64>,
+}
+
+impl LossLog {
+    pub fn record(&mut self, stats: &[StepStats]) {
+        self.steps.extend(stats.iter().map(|s| [s.loss, s.std, s.cdl]));
+        let acc: Vec<f64> = stats.iter().filter_map(StepStats::accuracy).collect();
+        if !acc.is_empty() {
+            self.accuracy = Some(acc.iter().sum::<f64>() / acc.len() as f64);
+        }
+    }
+
+    /// Mean of the standard loss over the first and the last `k` recorded steps.
+    pub fn first_last(&self, k: usize) -> Option<(f64, f64)> {
+        if self.steps.is_empty() {
+            return None;
+        }
+        let mean = |h: &[[f32; 3]]| h.iter().map(|r| f64::from(r[1])).sum::<f64>() / h.len().max(1) as f64;
+        let k = k.min(self.steps.len());
+        Some((mean(&self.steps[..k]), mean(&self.steps[self.steps.len() - k..])))
+    }
 }

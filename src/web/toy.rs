@@ -5,6 +5,7 @@
 
 use serde_json::{json, Value};
 
+use super::runtime::LossLog;
 use crate::diffusion::loss::CdlNorm;
 use crate::gpu::Gpu;
 use crate::model::{Mlp, MlpConfig};
@@ -116,11 +117,9 @@ pub struct ToyModel {
     pub settings: ToySettings,
     pub trainer: Trainer,
     batcher: Batcher,
-    /// (loss, standard part, CDL part) of every step since step `history_start`.
-    pub history: Vec<[f32; 3]>,
+    /// Losses of every step since step `history_start`.
+    pub log: LossLog,
     pub history_start: u64,
-    /// Noise-classifier accuracy of recent steps (CDL only).
-    pub accuracy: Option<f64>,
     /// The samples on display, standardized units. (n, 2)
     pub samples: Vec<f64>,
     /// Step of the weights the samples come from.
@@ -151,9 +150,8 @@ impl ToyModel {
             settings: s,
             trainer,
             batcher,
-            history: Vec::new(),
+            log: LossLog::default(),
             history_start: 0,
-            accuracy: None,
             samples: Vec::new(),
             samples_step: None,
             samples_version: 0,
@@ -193,11 +191,7 @@ impl ToyModel {
             .train(gpu, points, &mut |s, out| batcher.indices(s, out), n.min(CHUNK_MAX))
             .await
             .map_err(|e| e.to_string())?;
-        self.history.extend(stats.iter().map(|s| [s.loss, s.std, s.cdl]));
-        let acc: Vec<f64> = stats.iter().filter_map(StepStats::accuracy).collect();
-        if !acc.is_empty() {
-            self.accuracy = Some(acc.iter().sum::<f64>() / acc.len() as f64);
-        }
+        self.log.record(&stats);
         Ok(stats)
     }
 
@@ -211,15 +205,5 @@ impl ToyModel {
             (KEY_DATA_SOURCE.to_string(), data.to_string()),
         ];
         self.trainer.checkpoint(gpu, &extra).await.map_err(|e| e.to_string())
-    }
-
-    /// Mean of the standard loss over the first and the last `k` recorded steps.
-    pub fn loss_first_last(&self, k: usize) -> Option<(f64, f64)> {
-        if self.history.is_empty() {
-            return None;
-        }
-        let mean = |h: &[[f32; 3]]| h.iter().map(|r| f64::from(r[1])).sum::<f64>() / h.len().max(1) as f64;
-        let k = k.min(self.history.len());
-        Some((mean(&self.history[..k]), mean(&self.history[self.history.len() - k..])))
     }
 }

@@ -43,17 +43,27 @@ export const tests = [
       }
     },
   },
-  // Chromium 156 with --enable-unsafe-webgpu --disable-features=WebGPU keeps navigator.gpu but never
-  // answers requestAdapter (and the page's timeout does not fire either): not a usable variant.
+  // Browsers without WebGPU, three ways: Chromium without --enable-unsafe-webgpu (headless Linux
+  // offers no adapter), with WebGPU switched off by feature flag, and a browser without the API
+  // at all (navigator.gpu removed before the page runs, as in browsers that never shipped it);
+  // and an adapter request that never answers (the page gives up after ?adapter_wait ms).
+  // Image mode takes the same path. (With --enable-unsafe-webgpu, --disable-features=WebGPU
+  // has no effect in Chromium 156: the adapter is still offered.)
   ...[
-    ['without_enable_unsafe_webgpu', []],
-  ].map(([variant, args]) => ({
+    ['without_enable_unsafe_webgpu', [], null, 'index.html'],
+    ['disabled_by_feature_flag', ['--disable-features=WebGPU'], null, 'index.html'],
+    ['without_navigator_gpu', [], 'remove', 'index.html'],
+    ['when_the_adapter_never_answers', ['--enable-unsafe-webgpu'], 'hang', 'index.html?adapter_wait=1500'],
+    ['in_image_mode', [], null, 'index.html?mode=image'],
+  ].map(([variant, args, script, url]) => ({
     name: `no_webgpu_shows_what_is_needed_${variant}`,
     async run(base) {
       const browser = await launch({ webgpu: false, extraArgs: args });
       try {
         const page = await newPage(browser);
-        await page.goto(`${base}index.html`);
+        if (script === 'remove') await page.addInitScript(() => { delete Navigator.prototype.gpu; });
+        if (script === 'hang') await page.addInitScript(() => { GPU.prototype.requestAdapter = () => new Promise(() => {}); });
+        await page.goto(`${base}${url}`);
         await page.waitForFunction(() => document.body.dataset.status === 'no-webgpu', null, { timeout: 60_000 });
         assert(await page.isVisible('#message'), 'the message is visible');
         const text = await page.textContent('#message');
@@ -61,7 +71,10 @@ export const tests = [
         await screenshot(page, `no-webgpu-${variant}.png`);
         const errors = page.errors.filter((e) => !/webgpu|adapter/i.test(e));
         assert(errors.length === 0, `console errors:\n${errors.join('\n')}`);
-        return `(${await page.evaluate(() => ('gpu' in navigator ? 'navigator.gpu present' : 'no navigator.gpu'))})`;
+        const api = await page.evaluate(() => ('gpu' in navigator ? 'navigator.gpu present' : 'no navigator.gpu'));
+        assert((script === 'remove') === (api === 'no navigator.gpu'), `navigator.gpu: ${api}`);
+        if (script === 'hang') assert(/no answer to the adapter request within 1.5 s/.test(text), `message: ${text}`);
+        return `(${api})`;
       } finally {
         await browser.close();
       }

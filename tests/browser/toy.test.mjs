@@ -167,6 +167,32 @@ export const tests = [
     },
   },
   {
+    name: 'sampling_animation_runs_from_noise_to_the_samples',
+    timeout: 400,
+    async run(base) {
+      return withPage(base, tiny({ sample_every: 1e6 }), async (page) => {
+        await click(page, 'step');
+        const s = await waitState(page, (s) => s.models.every((m) => m.step === 10 && m.samplesStep === 10), { what: '10 steps and their samples' });
+        await click(page, 'animate');
+        await waitState(page, (s) => s.anim.playing && s.anim.shown > 2, { what: 'the animation to play' });
+        await screenshot(page, 'sampling-animation.png');
+        const caption = await page.evaluate(() => {
+          // The caption box is drawn over the top-left corner: not the plot's white.
+          const d = document.getElementById('scatter-a').getContext('2d').getImageData(8, 8, 1, 1).data;
+          return [d[0], d[1], d[2]];
+        });
+        const done = await waitState(page, (s) => s.anim.played === 1 && !s.anim.playing, { what: 'the animation to end' });
+        const a = done.anim.last;
+        // DDIM-10 from x_T: 11 frames; x_T is N(0, I) (128 points: variance within ±40%).
+        assert(a.frames === 11 && a.steps === 10, `frames ${a.frames}, steps ${a.steps}`);
+        assert(a.firstVar.every((v) => v > 0.6 && v < 1.4), `x_T variances ${a.firstVar}`);
+        assert(a.lastHash === s.models[0].samplesHash, `the animation ends on the samples shown (${a.lastHash} vs ${s.models[0].samplesHash})`);
+        assert(caption.some((c) => c < 250), `caption drawn (pixel ${caption})`);
+        assert(page.errors.length === 0, `console errors:\n${page.errors.join('\n')}`);
+      });
+    },
+  },
+  {
     name: 'bad_uploads_are_refused_with_clear_errors',
     async run(base) {
       return withPage(base, tiny({ loss_b: 'none' }), async (page) => {
