@@ -616,7 +616,7 @@ impl Engine {
             let ck = self.models[i].checkpoint(&self.gpu, &self.data.name, &self.data.st).await?;
             let bytes = checkpoint::encode(&ck).map_err(|e| e.to_string())?;
             total += bytes.len();
-            store::store(&format!("{STORAGE_KEY}.{i}"), &bytes)?;
+            store::store(&format!("{STORAGE_KEY}.{i}"), &bytes).await?;
         }
         Ok(format!("saved {} model(s) to browser storage ({} KB)", self.models.len(), total / 1024))
     }
@@ -625,7 +625,7 @@ impl Engine {
         let mut loaded = 0;
         for i in 0..self.models.len() {
             let key = format!("{STORAGE_KEY}.{i}");
-            if let Some(bytes) = store::load(&key)? {
+            if let Some(bytes) = store::load(&key).await? {
                 self.load_bytes(i, "browser storage", &bytes).await?;
                 loaded += 1;
             }

@@ -4,11 +4,12 @@
 //! chunks on the event loop, as in toy mode; a grid of samples refreshes while it trains, next
 //! to a grid of training images, with the loss curve and images per second.
 //!
-//! Weights download and upload as the CLI's safetensors checkpoints: `cdl train --model
-//! unet-compact --data shapes` output opens here, and `cdl sample` reads the page's downloads.
+//! Weights download and upload as the CLI's safetensors checkpoints or stay in browser storage
+//! (IndexedDB): `cdl train --model unet-compact --data shapes` output opens here, and `cdl sample`
+//! reads the page's downloads.
 //!
 //! State for tests and scripts: `window.cdl.state()` (see `publish`) and
-//! `window.cdl.{start,pause,step,reset,resample,loseDevice}()`.
+//! `window.cdl.{start,pause,step,reset,resample,saveStorage,loadStorage,loseDevice}()`.
 
 use std::rc::Rc;
 
@@ -43,6 +44,8 @@ const VARIANCE_IMAGES: usize = 2000;
 const MAX_CIFAR_BYTES: f64 = 200.0 * 1024.0 * 1024.0;
 /// Most batch files chosen at once (the official set has six).
 const MAX_CIFAR_FILES: usize = 6;
+/// Browser storage key of the saved weights.
+const STORAGE_KEY: &str = "cdl.images";
 /// The in-memory weights for a device-loss restart are refreshed this often, in ms.
 const KEEP_EVERY_MS: f64 = 20_000.0;
 
@@ -59,6 +62,8 @@ enum Cmd {
     Cifar(String, Cifar),
     SaveFile,
     LoadFile(String, Vec<u8>),
+    SaveStorage,
+    LoadStorage,
     Resample,
     Lost(u32, String),
     Restart,
@@ -73,6 +78,8 @@ const API: &[runtime::Named<Cmd>] = &[
     ("step", || Cmd::Step),
     ("reset", || Cmd::Reset),
     ("resample", || Cmd::Resample),
+    ("saveStorage", || Cmd::SaveStorage),
+    ("loadStorage", || Cmd::LoadStorage),
     ("loseDevice", || Cmd::LoseDevice),
 ];
 
@@ -372,6 +379,8 @@ fn wire_controls(shared: &SharedRef) {
     click("img-reset", || Cmd::Reset);
     click("img-resample", || Cmd::Resample);
     click("img-save-file", || Cmd::SaveFile);
+    click("img-save-storage", || Cmd::SaveStorage);
+    click("img-load-storage", || Cmd::LoadStorage);
     click("restart", || Cmd::Restart);
     for id in ["img-loss", "img-lambda", "img-anchors", "img-points", "img-batch"] {
         let s = shared.clone();
@@ -545,6 +554,13 @@ impl Engine {
         Ok(())
     }
 
+    async fn save_storage(&mut self) -> Result<String, String> {
+        let ck = self.model.checkpoint(&self.gpu, &self.data.name).await?;
+        let bytes = checkpoint::encode(&ck).map_err(|e| e.to_string())?;
+        store::store(STORAGE_KEY, &bytes).await?;
+        Ok(format!("saved step {} in this browser ({:.1} MB)", ck.step, bytes.len() as f64 / 1e6))
+    }
+
     async fn load_bytes(&mut self, source: &str, bytes: &[u8]) -> Result<(), String> {
         let ck = checkpoint::decode(bytes).map_err(|e| format!("{source}: not a CDL weights file: {e}"))?;
         let m = Model::from_checkpoint(&self.gpu, &self.model.settings, &ck, &self.data)
@@ -596,6 +612,25 @@ impl runtime::Task for Engine {
                 self.reset().await?;
             }
             Cmd::SaveFile => self.save_file().await?,
+            Cmd::SaveStorage => {
+                let r = self.save_storage().await;
+                match &r {
+                    Ok(msg) => set_weights_message(msg, false),
+                    Err(e) => set_weights_message(e, true),
+                }
+            }
+            Cmd::LoadStorage => {
+                let r = match store::load(STORAGE_KEY).await {
+                    Ok(Some(bytes)) => self.load_bytes("browser storage", &bytes).await,
+                    Ok(None) => Err("nothing saved in browser storage yet".into()),
+                    Err(e) => Err(e),
+                };
+                match &r {
+                    Ok(()) => set_weights_message("loaded the weights saved in this browser", false),
+                    Err(e) => set_weights_message(e, true),
+                }
+                self.refresh_samples().await;
+            }
             Cmd::LoadFile(name, bytes) => {
                 match self.load_bytes(&name, &bytes).await {
                     Ok(()) => set_weights_message(&format!("loaded {name}"), false),

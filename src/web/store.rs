@@ -1,5 +1,5 @@
 //! Bytes in and out of the page: user files (size checked before reading), downloads, files
-//! shipped with the page (fetch) and browser storage (localStorage, base64).
+//! shipped with the page (fetch) and browser storage (IndexedDB).
 
 use wasm_bindgen::prelude::*;
 use wasm_bindgen::JsCast;
@@ -82,68 +82,79 @@ pub fn download(name: &str, bytes: &[u8]) -> Result<(), String> {
     Ok(())
 }
 
-fn local_storage() -> Result<web_sys::Storage, String> {
-    dom::window()
-        .and_then(|w| w.local_storage().ok().flatten())
-        .ok_or_else(|| "browser storage (localStorage) is not available on this page".to_string())
+// ---------------------------------------------------------------------------------------------
+// Browser storage: IndexedDB (raw bytes, no base64, quota in the hundreds of MB where
+// localStorage stops at about 5 MB, too little for a UNet checkpoint).
+
+/// Database and object store of saved weights.
+const DB_NAME: &str = "cdl";
+const DB_STORE: &str = "weights";
+
+/// The result of an IndexedDB request once it succeeds, or its error as text.
+async fn request(req: &web_sys::IdbRequest) -> Result<JsValue, String> {
+    let promise = js_sys::Promise::new(&mut |resolve, reject| {
+        let r = req.clone();
+        let ok = Closure::once_into_js(move |_: web_sys::Event| {
+            let _ = resolve.call1(&JsValue::NULL, &r.result().unwrap_or(JsValue::UNDEFINED));
+        });
+        let r = req.clone();
+        let fail = Closure::once_into_js(move |_: web_sys::Event| {
+            let msg = r.error().ok().flatten().map_or_else(|| "unknown error".to_string(), |e| e.message());
+            let _ = reject.call1(&JsValue::NULL, &JsValue::from_str(&msg));
+        });
+        req.set_onsuccess(Some(ok.unchecked_ref()));
+        req.set_onerror(Some(fail.unchecked_ref()));
+    });
+    JsFuture::from(promise).await.map_err(|e| dom::js_error(&e))
 }
 
-/// Stores `bytes` under `key` (base64 in localStorage; quota errors come back as text).
-pub fn store(key: &str, bytes: &[u8]) -> Result<(), String> {
-    local_storage()?.set_item(key, &base64_encode(bytes)).map_err(|e| {
-        format!(
-            "could not save to browser storage ({}): {} KB may exceed its quota",
-            dom::js_error(&e),
-            bytes.len() / 1024
-        )
+/// The weights database, created on first use.
+async fn database() -> Result<web_sys::IdbDatabase, String> {
+    let unavailable = || "browser storage (IndexedDB) is not available on this page".to_string();
+    let factory = dom::window().and_then(|w| w.indexed_db().ok().flatten()).ok_or_else(unavailable)?;
+    let open = factory.open_with_u32(DB_NAME, 1).map_err(|e| dom::js_error(&e))?;
+    let r = open.clone();
+    let upgrade = Closure::once_into_js(move |_: web_sys::Event| {
+        if let Some(db) = r.result().ok().and_then(|v| v.dyn_into::<web_sys::IdbDatabase>().ok()) {
+            if !db.object_store_names().contains(DB_STORE) {
+                let _ = db.create_object_store(DB_STORE);
+            }
+        }
+    });
+    open.set_onupgradeneeded(Some(upgrade.unchecked_ref()));
+    let db = request(&open).await.map_err(|e| format!("cannot open browser storage: {e}"))?;
+    db.dyn_into().map_err(|_| unavailable())
+}
+
+fn object_store(
+    db: &web_sys::IdbDatabase,
+    mode: web_sys::IdbTransactionMode,
+) -> Result<web_sys::IdbObjectStore, String> {
+    let tx = db.transaction_with_str_and_mode(DB_STORE, mode).map_err(|e| dom::js_error(&e))?;
+    tx.object_store(DB_STORE).map_err(|e| dom::js_error(&e))
+}
+
+/// Stores `bytes` under `key` in browser storage (quota errors come back as text).
+pub async fn store(key: &str, bytes: &[u8]) -> Result<(), String> {
+    let db = database().await?;
+    let store = object_store(&db, web_sys::IdbTransactionMode::Readwrite)?;
+    let req =
+        store.put_with_key(&js_sys::Uint8Array::from(bytes), &JsValue::from_str(key)).map_err(|e| dom::js_error(&e))?;
+    request(&req).await.map(|_| ()).map_err(|e| {
+        format!("could not save to browser storage ({e}): {:.1} MB may exceed its quota", bytes.len() as f64 / 1e6)
     })
 }
 
 /// The bytes stored under `key`, None when nothing is stored.
-pub fn load(key: &str) -> Result<Option<Vec<u8>>, String> {
-    let Some(text) = local_storage()?.get_item(key).map_err(|e| dom::js_error(&e))? else {
+pub async fn load(key: &str) -> Result<Option<Vec<u8>>, String> {
+    let db = database().await?;
+    let store = object_store(&db, web_sys::IdbTransactionMode::Readonly)?;
+    let req = store.get(&JsValue::from_str(key)).map_err(|e| dom::js_error(&e))?;
+    let v = request(&req).await.map_err(|e| format!("could not read browser storage: {e}"))?;
+    if v.is_undefined() {
         return Ok(None);
-    };
-    base64_decode(&text).map(Some).ok_or_else(|| format!("browser storage entry {key:?} is corrupt (not base64)"))
-}
-
-// ---------------------------------------------------------------------------------------------
-// Base64 (RFC 4648, with padding)
-
-const B64: &[u8; 64] = b"ABCDEFGHIJKLMNOPQRSTUVWXYZabcdefghijklmnopqrstuvwxyz0123456789+/";
-
-pub fn base64_encode(bytes: &[u8]) -> String {
-    let mut out = String::with_capacity(bytes.len().div_ceil(3) * 4);
-    for c in bytes.chunks(3) {
-        let n =
-            (u32::from(c[0]) << 16) | (u32::from(*c.get(1).unwrap_or(&0)) << 8) | u32::from(*c.get(2).unwrap_or(&0));
-        for (i, shift) in [18, 12, 6, 0].into_iter().enumerate() {
-            out.push(if i <= c.len() { B64[(n >> shift) as usize & 63] as char } else { '=' });
-        }
     }
-    out
-}
-
-pub fn base64_decode(text: &str) -> Option<Vec<u8>> {
-    let text = text.trim_end_matches('=').as_bytes();
-    let mut table = [u8::MAX; 256];
-    for (i, &b) in B64.iter().enumerate() {
-        table[b as usize] = i as u8;
-    }
-    let mut out = Vec::with_capacity(text.len() * 3 / 4);
-    let (mut acc, mut bits) = (0u32, 0u32);
-    for &ch in text {
-        let v = table[ch as usize];
-        if v == u8::MAX {
-            return None;
-        }
-        let v = u32::from(v);
-        acc = (acc << 6) | v;
-        bits += 6;
-        if bits >= 8 {
-            bits -= 8;
-            out.push((acc >> bits) as u8);
-        }
-    }
-    Some(out)
+    let bytes =
+        v.dyn_into::<js_sys::Uint8Array>().map_err(|_| format!("browser storage entry {key:?} is not bytes"))?;
+    Ok(Some(bytes.to_vec()))
 }

@@ -138,7 +138,7 @@ export const tests = [
     },
   },
   {
-    name: 'image_weights_go_to_the_cli_and_back_and_survive_device_loss',
+    name: 'image_weights_go_to_the_cli_and_back_to_storage_and_survive_device_loss',
     timeout: 600,
     async run(base) {
       const cdl = cdlBin();
@@ -164,6 +164,15 @@ export const tests = [
         await page.setInputFiles('#img-load-file', file);
         const up = await waitState(page, (s) => s.model.step === 4 && s.model.samplesStep === 4, { what: 'load from file' });
         assert(up.model.samplesHash === want, `identical samples after the round trip (${up.model.samplesHash} vs ${want})`);
+
+        // Browser storage (IndexedDB): save, reset, load.
+        await click(page, 'img-save-storage');
+        await page.waitForFunction(() => /saved step 4/.test(document.querySelector('#img-weights-msg').textContent));
+        await click(page, 'img-reset');
+        await waitState(page, (s) => s.model.step === 0 && s.model.samplesStep === 0, { what: 'reset' });
+        await click(page, 'img-load-storage');
+        const stored = await waitState(page, (s) => s.model.step === 4 && s.model.samplesStep === 4, { what: 'load from browser storage' });
+        assert(stored.model.samplesHash === want, `identical samples from browser storage (${stored.model.samplesHash} vs ${want})`);
 
         // Device loss: the message, then a restart from the kept weights.
         await page.evaluate(() => window.cdl.loseDevice());
