@@ -231,5 +231,40 @@ fn a_unet_trains_on_the_built_in_shapes() {
     // Labels belong to CIFAR-10; the shapes have none.
     let e = error_line(&cdl(&[&args[..], &["--classes", "--out", out.to_str().unwrap()]].concat()));
     assert!(e.contains("shapes") && e.contains("--classes"), "{e}");
+    // Samples with x̂₀ clipped to [-1, 1].
+    let ck = out.join("checkpoint.safetensors");
+    let pngs = dir.join("pngs");
+    let sample = ["sample", "--checkpoint", ck.to_str().unwrap(), "--n", "2", "--sampler", "ddim", "--steps", "3"];
+    let o = cdl(&[&sample[..], &["--clip-denoised", "--out", pngs.to_str().unwrap()]].concat());
+    assert!(o.status.success(), "{}", String::from_utf8_lossy(&o.stderr));
+    assert!(pngs.join("000001.png").is_file());
+    // 2-D points have no [-1, 1] range to clip to.
+    let toy = dir.join("toy");
+    let o = cdl(&[
+        "train",
+        "--steps",
+        "2",
+        "--log-every",
+        "1",
+        "--checkpoint-every",
+        "2",
+        "--quiet",
+        "--out",
+        toy.to_str().unwrap(),
+    ]);
+    assert!(o.status.success(), "{}", String::from_utf8_lossy(&o.stderr));
+    let toy_ck = toy.join("checkpoint.safetensors");
+    let csv = dir.join("s.csv");
+    let e = error_line(&cdl(&[
+        "sample",
+        "--checkpoint",
+        toy_ck.to_str().unwrap(),
+        "--n",
+        "4",
+        "--clip-denoised",
+        "--out",
+        csv.to_str().unwrap(),
+    ]));
+    assert!(e.contains("--clip-denoised") && e.contains("mlp"), "{e}");
     let _ = std::fs::remove_dir_all(&dir);
 }

@@ -8,8 +8,8 @@
 
 use cdl::diffusion::gaussian::GaussianData;
 use cdl::diffusion::sampler::{
-    ddpm_schedule, ddpm_steps, initial_noise, picard, sample, sequential, trajectory_frames, DdpmVariance, RowByRow,
-    SamplerConfig,
+    ddpm_schedule, ddpm_steps, initial_noise, picard, sample, sequential, trajectory_frames, BatchDenoiser,
+    ClipDenoised, DdpmVariance, RowByRow, SamplerConfig,
 };
 
 fn data() -> GaussianData {
@@ -196,4 +196,30 @@ fn trajectory_frames_run_from_the_initial_noise_to_the_samples() {
             assert!(var.iter().all(|v| (0.2..2.5).contains(v)), "{cfg:?} frame {i}: variances {var:?}");
         }
     }
+}
+
+#[test]
+fn clip_denoised_keeps_samples_in_range_and_is_a_no_op_inside_it() {
+    // Data far outside [-1, 1]: N(3, 0.25) in each coordinate.
+    let far = GaussianData::new(vec![3.0, -3.0], vec![0.25, 0.25]).unwrap();
+    for cfg in [SamplerConfig::Ddim { steps: 50 }, SamplerConfig::Ddpm { steps: 100, variance: DdpmVariance::Beta }] {
+        let mut inner = RowByRow(&far);
+        let mut den = ClipDenoised { inner: &mut inner, lo: -1.0, hi: 1.0 };
+        let (x, _) = pollster::block_on(sample(&mut den, &cfg, 500, 5, None)).unwrap();
+        // The last step of both samplers lands on x̂₀ itself (ᾱ_prev = 1), which is clipped.
+        let worst = x.iter().map(|v| v.abs()).fold(0.0, f64::max);
+        assert!(worst <= 1.0 + 1e-9, "{cfg:?}: a sample at {worst}");
+        let (plain, _) = pollster::block_on(sample(&mut RowByRow(&far), &cfg, 500, 5, None)).unwrap();
+        assert!(plain.iter().any(|v| v.abs() > 2.0), "{cfg:?}: without clipping the data's range is reached");
+    }
+    // Where x̂₀ stays inside the range, ε̂ is unchanged bit for bit.
+    let g = data();
+    let z = [0.1, -0.2, 0.3, 0.05];
+    let alpha = [2.0, 6.0];
+    let (mut a, mut b) = ([0.0; 4], [0.0; 4]);
+    pollster::block_on(RowByRow(&g).eps_batch(&z, &alpha, &mut a)).unwrap();
+    let mut inner = RowByRow(&g);
+    let mut wide = ClipDenoised { inner: &mut inner, lo: -1e9, hi: 1e9 };
+    pollster::block_on(wide.eps_batch(&z, &alpha, &mut b)).unwrap();
+    assert_eq!(a, b);
 }

@@ -11,7 +11,7 @@ use serde_json::{json, Value};
 
 use cdl::diffusion::likelihood::RefGaussian;
 use cdl::diffusion::logistic::TruncLogistic;
-use cdl::diffusion::sampler::{sample, DdpmVariance, SampleStats, SamplerConfig};
+use cdl::diffusion::sampler::{sample, BatchDenoiser, ClipDenoised, DdpmVariance, SampleStats, SamplerConfig};
 use cdl::eval::denoiser::GpuDenoiser;
 use cdl::eval::mmd::{mmd, MMD_BANDWIDTH};
 use cdl::eval::nll::{pointwise, test_nll};
@@ -64,9 +64,28 @@ pub struct SamplerArgs {
     /// Use the trained weights instead of the EMA weights.
     #[arg(long)]
     pub no_ema: bool,
+    /// Clip the model's clean-image estimate x̂₀ to [−1, 1] at every step (Ho et al.'s
+    /// clip_denoised; image models only). Keeps an undertrained model's samples from saturating.
+    #[arg(long)]
+    pub clip_denoised: bool,
 }
 
 impl SamplerArgs {
+    /// Draws `n` samples over `den`, through `ClipDenoised` with `--clip-denoised`.
+    pub async fn sample(
+        &self,
+        den: &mut dyn BatchDenoiser,
+        n: usize,
+        seed: u64,
+    ) -> Result<(Vec<f64>, SampleStats), String> {
+        let r = if self.clip_denoised {
+            sample(&mut ClipDenoised { inner: den, lo: -1.0, hi: 1.0 }, &self.config(), n, seed, None).await
+        } else {
+            sample(den, &self.config(), n, seed, None).await
+        };
+        r.map_err(|e| e.to_string())
+    }
+
     pub fn config(&self) -> SamplerConfig {
         match self.sampler {
             SamplerKind::Ddpm => {
@@ -196,11 +215,14 @@ async fn draw(
     args: &SamplerArgs,
     n: usize,
 ) -> Result<(Vec<f64>, SampleStats, f64), String> {
+    if args.clip_denoised && ck.arch != "unet" {
+        return Err(format!("--clip-denoised is for image models (data in [-1, 1]); this is a {:?} model", ck.arch));
+    }
     let mut den = GpuDenoiser::from_checkpoint(gpu, ck, EVAL_ROWS.min(n.max(64)), !args.no_ema)
         .await
         .map_err(|e| e.to_string())?;
     let t = Instant::now();
-    let (x, stats) = sample(&mut den, &args.config(), n, args.seed, None).await.map_err(|e| e.to_string())?;
+    let (x, stats) = args.sample(&mut den, n, args.seed).await?;
     Ok((x, stats, t.elapsed().as_secs_f64()))
 }
 
@@ -296,7 +318,7 @@ async fn sample_dir(gpu: &Gpu, args: &SampleArgs) -> Result<(), String> {
     for (b, start) in (0..n).step_by(per).enumerate() {
         let m = per.min(n - start);
         let seed = args.sampler.seed.wrapping_add(b as u64);
-        let (x, st) = sample(&mut den, &args.sampler.config(), m, seed, None).await.map_err(|e| e.to_string())?;
+        let (x, st) = args.sampler.sample(&mut den, m, seed).await?;
         stats = st;
         for k in 0..m {
             let i = start + k;
@@ -462,6 +484,7 @@ pub async fn experiment_toy(gpu: &Gpu, args: ToyArgs) -> Result<(), String> {
                 n: n as u64,
                 seed: 1,
                 no_ema: false,
+                clip_denoised: false,
             },
             &reference,
             &["nll".to_string()],
@@ -478,6 +501,7 @@ pub async fn experiment_toy(gpu: &Gpu, args: ToyArgs) -> Result<(), String> {
                 n: n as u64,
                 seed: 1,
                 no_ema: false,
+                clip_denoised: false,
             };
             println!("sampling {loss} with {label} …");
             let (x, stats, secs) = draw(gpu, &trained.ck, &sa, n).await?;

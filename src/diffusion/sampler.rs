@@ -20,6 +20,7 @@ use std::future::Future;
 use std::pin::Pin;
 
 use super::likelihood::Denoiser;
+use super::logsnr::sigmoid;
 use super::rng::HostRng;
 use super::schedule::DdpmSchedule;
 use super::{DiffusionError, Result};
@@ -41,6 +42,42 @@ pub trait BatchDenoiser {
     fn dim(&self) -> usize;
     /// out[r] = ε̂(z[r], alpha[r]). z, out: (N, d); alpha: (N,)
     fn eps_batch<'a>(&'a mut self, z: &'a [f64], alpha: &'a [f64], out: &'a mut [f64]) -> EvalFuture<'a>;
+}
+
+/// A denoiser whose implied clean estimate x̂₀ = (z − sqrt(σ(−α))·ε̂) / sqrt(σ(α)) is clipped to
+/// `[lo, hi]` (Ho et al.'s `clip_denoised`, for data known to lie in [−1, 1] such as images):
+/// where x̂₀ leaves the range, ε̂ is replaced by (z − sqrt(σ(α))·clip(x̂₀)) / sqrt(σ(−α)), the
+/// noise that clipped estimate implies; elsewhere ε̂ is returned unchanged, bit for bit. Every
+/// sampler over it (DDPM, DDIM, Heun, Picard) then steers towards in-range data, which keeps an
+/// undertrained image model's samples from saturating.
+pub struct ClipDenoised<'a> {
+    pub inner: &'a mut dyn BatchDenoiser,
+    pub lo: f64,
+    pub hi: f64,
+}
+
+impl BatchDenoiser for ClipDenoised<'_> {
+    fn dim(&self) -> usize {
+        self.inner.dim()
+    }
+
+    fn eps_batch<'a>(&'a mut self, z: &'a [f64], alpha: &'a [f64], out: &'a mut [f64]) -> EvalFuture<'a> {
+        Box::pin(async move {
+            self.inner.eps_batch(z, alpha, out).await?;
+            let d = self.inner.dim();
+            for ((zr, or), &a) in z.chunks_exact(d).zip(out.chunks_exact_mut(d)).zip(alpha) {
+                let (m, s) = (sigmoid(a).sqrt(), sigmoid(-a).sqrt());
+                for (zv, e) in zr.iter().zip(or.iter_mut()) {
+                    let x0 = (zv - s * *e) / m;
+                    let c = x0.clamp(self.lo, self.hi);
+                    if c != x0 {
+                        *e = (zv - m * c) / s;
+                    }
+                }
+            }
+            Ok(())
+        })
+    }
 }
 
 /// A CPU `Denoiser` (e.g. the analytic Gaussian one) evaluated row by row.

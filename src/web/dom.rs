@@ -72,6 +72,17 @@ pub fn set_value(id: &str, v: &str) {
     }
 }
 
+/// Whether checkbox `id` is ticked (None without it).
+pub fn checked(id: &str) -> Option<bool> {
+    get::<web_sys::HtmlInputElement>(id).map(|i| i.checked())
+}
+
+pub fn set_checked(id: &str, on: bool) {
+    if let Some(i) = get::<web_sys::HtmlInputElement>(id) {
+        i.set_checked(on);
+    }
+}
+
 /// Calls `f` on every `event` of element `id`, for the life of the page.
 pub fn on(id: &str, event: &str, f: impl FnMut(web_sys::Event) + 'static) {
     let Some(el) = element(id) else { return };

@@ -18,7 +18,7 @@ use serde_json::{json, Value};
 use super::runtime::{self, push, show_message, Control, LossLog, Meter, Task};
 use super::toy::{loss_label, KEY_DATA_SOURCE, KEY_RUN};
 use super::{dom, draw, store};
-use crate::diffusion::sampler::{self, SamplerConfig};
+use crate::diffusion::sampler::{self, ClipDenoised, SamplerConfig};
 use crate::eval::denoiser::GpuDenoiser;
 use crate::gpu::{Gpu, GpuOptions};
 use crate::model::{UNet, UNetConfig};
@@ -186,6 +186,8 @@ struct Options {
     samples: usize,
     sampler: String,
     sampler_steps: usize,
+    /// Clip the sampler's x̂₀ to [-1, 1].
+    clip: bool,
     /// Fixed chunk size (0: adaptive).
     chunk: usize,
     step_size: usize,
@@ -203,6 +205,7 @@ impl Options {
             samples: num("samples", 16).clamp(1, 64),
             sampler: dom::param("sampler").unwrap_or_else(|| "ddim".into()),
             sampler_steps: num("sampler_steps", 25).clamp(2, 1000),
+            clip: dom::param("clip").is_none_or(|v| v != "0" && v != "false"),
             chunk: num("chunk", 0).min(CHUNK_MAX),
             step_size: num("step_size", 4).clamp(1, CHUNK_MAX),
             sample_every_ms: num("sample_every", 10_000) as f64,
@@ -359,6 +362,7 @@ fn init_controls(opts: &Options) {
     dom::set_value("img-batch", &s.batch.to_string());
     dom::set_value("img-sampler", &opts.sampler);
     dom::set_value("img-sampler-steps", &opts.sampler_steps.to_string());
+    dom::set_checked("img-clip", opts.clip);
     dom::set_text("img-step", &format!("Step ×{}", opts.step_size));
     let attn = match s.unet.attn_resolutions.as_slice() {
         [] => "no attention".to_string(),
@@ -386,7 +390,7 @@ fn wire_controls(shared: &SharedRef) {
         let s = shared.clone();
         dom::on(id, "change", move |_| push(&s, Cmd::Reset));
     }
-    for id in ["img-sampler", "img-sampler-steps"] {
+    for id in ["img-sampler", "img-sampler-steps", "img-clip"] {
         let s = shared.clone();
         dom::on(id, "change", move |_| push(&s, Cmd::Resample));
     }
@@ -666,7 +670,16 @@ impl runtime::Task for Engine {
         let cfg = self.sampler();
         let n = self.opts.samples;
         let drawn = match GpuDenoiser::from_trainer(&self.gpu, &self.model.trainer, n).await {
-            Ok(mut den) => sampler::sample(&mut den, &cfg, n, 1, None).await.map_err(|e| e.to_string()),
+            Ok(mut den) => {
+                // Clipping x̂₀ to the data's [-1, 1] keeps a young model's samples from saturating.
+                let clip = dom::checked("img-clip").unwrap_or(self.opts.clip);
+                let r = if clip {
+                    sampler::sample(&mut ClipDenoised { inner: &mut den, lo: -1.0, hi: 1.0 }, &cfg, n, 1, None).await
+                } else {
+                    sampler::sample(&mut den, &cfg, n, 1, None).await
+                };
+                r.map_err(|e| e.to_string())
+            }
             Err(e) => Err(e.to_string()),
         };
         match drawn {

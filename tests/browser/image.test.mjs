@@ -89,6 +89,11 @@ export const tests = [
         assert(grid.n > 50 && grid.w === 4 * 32 + 5 * 2, `a 4-wide sample grid (${grid.w} px, ${grid.n} colours)`);
         assert(s.data.name === 'shapes' && s.data.n === 256, `data ${JSON.stringify(s.data)}`);
         await screenshot(page, 'image-mode.png');
+        // Unclipped x̂₀ (the checkbox) draws other samples from the same weights.
+        await page.uncheck('#img-clip');
+        const raw = await waitState(page, (t) => t.model.samplesVersion > s.model.samplesVersion && t.model.samplesStep === m.step,
+          { timeout: 400_000, what: 'samples without clipping' });
+        assert(raw.model.samplesHash !== m.samplesHash, 'clipping x̂₀ changes the samples of a young model');
         assert(page.errors.length === 0, `console errors:\n${page.errors.join('\n')}`);
         return `(${m.step} steps, grids at steps ${first.model.samplesStep} and ${again.model.samplesStep}, ${s.imagesPerSec.toFixed(2)} img/s)`;
       });
