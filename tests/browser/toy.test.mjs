@@ -45,7 +45,7 @@ export const tests = [
           fs.mkdirSync(path.join(root, 'docs'), { recursive: true });
           fs.copyFileSync(file, path.join(root, 'docs', 'browser-demo.png'));
         }
-        // Untrained weights give MMD ~0.108 here; the shipped ones (1000 steps) clearly less.
+        // Untrained weights give MMD ~0.108 here; the shipped ones (4000 steps) clearly less.
         for (const m of s.models) {
           assert(m.step > 0, `${m.loss}: shipped weights loaded (step ${m.step})`);
           assert(m.mmd < 0.09, `${m.loss}: samples closer to the data than untrained ones (MMD ${m.mmd})`);
