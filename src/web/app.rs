@@ -21,6 +21,7 @@ use crate::diffusion::sampler::{self, SamplerConfig};
 use crate::eval::denoiser::GpuDenoiser;
 use crate::eval::mmd::{mmd, MMD_BANDWIDTH};
 use crate::eval::nll;
+use crate::eval::plot::Colormap;
 use crate::gpu::Gpu;
 use crate::train::checkpoint::{self, Checkpoint};
 use crate::train::data::{parse_csv_limited, Points, Standardization, Toy};
@@ -46,7 +47,9 @@ const ANIM_MS: f64 = 4000.0;
 const ANIM_HOLD_MS: f64 = 1000.0;
 /// Cells per side of the density map, and the α points of its estimator.
 const HEAT_GRID: usize = 32;
-const HEAT_POINTS: usize = 12;
+const HEAT_POINTS: usize = 64;
+/// The log p(x) map spans this many nats below its maximum.
+const LOGP_RANGE: f64 = 8.0;
 /// Browser storage key of saved weights (one entry per model slot).
 const STORAGE_KEY: &str = "cdl.weights";
 /// Checkpoints shipped with the page (`web/assets/`): (data set, loss).
@@ -570,7 +573,14 @@ impl Engine {
             let z = (what == "logit").then_some(zeta);
             match nll::pointwise(&mut den, &xs, &q, &reference, HEAT_POINTS, z, 7).await {
                 Ok(v) => {
-                    let v = if z.is_none() { v.into_iter().map(|nlp| -nlp).collect() } else { v };
+                    let v = if z.is_none() {
+                        // log p̂ over the LOGP_RANGE nats below its maximum (as `cdl experiment`):
+                        // the shape of the density, not its far tails.
+                        let top = v.iter().map(|nlp| -nlp).fold(f64::NEG_INFINITY, f64::max);
+                        v.into_iter().map(|nlp| (-nlp).max(top - LOGP_RANGE)).collect()
+                    } else {
+                        v
+                    };
                     m.heat = Some((v, g, tag.clone(), m.step()));
                 }
                 Err(e) => crate::gpu::log(&format!("cdl: density map: {e}")),
@@ -864,7 +874,11 @@ impl runtime::Task for Engine {
             dom::set_hidden(&format!("panel-{suffix}"), i >= self.models.len());
             let Some(m) = self.models.get(i) else { continue };
             dom::set_text(&format!("title-{suffix}"), loss_label(m.settings.loss));
-            let heat = m.heat.as_ref().map(|h| (h.0.as_slice(), h.1));
+            let heat = m.heat.as_ref().map(|h| draw::Heat {
+                values: &h.0,
+                g: h.1,
+                colormap: if h.2.starts_with("logit") { Colormap::Diverging } else { Colormap::Viridis },
+            });
             draw::scatter(&format!("scatter-{suffix}"), &self.data.points.data, DRAW_DATA, &m.samples, heat);
             draw::losses(&format!("curve-{suffix}"), &m.log.steps);
             let last = m.log.steps.last();

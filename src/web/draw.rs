@@ -4,11 +4,13 @@
 use web_sys::CanvasRenderingContext2d as Ctx;
 
 use super::dom;
+use crate::eval::plot::Colormap;
 
 /// Half-width of the standardized plane shown in scatter plots.
 pub const VIEW: f64 = 2.8;
 
 pub const DATA_COLOR: &str = "rgba(120,120,120,0.35)";
+pub const DATA_ON_MAP_COLOR: &str = "rgba(0,0,0,0.4)";
 pub const STD_COLOR: &str = "#1f6fb2";
 pub const CDL_COLOR: &str = "#d2691e";
 pub const SAMPLE_COLOR: &str = "rgba(200,40,60,0.75)";
@@ -38,50 +40,48 @@ fn dots(ctx: &Ctx, w: f64, h: f64, xy: impl Iterator<Item = (f64, f64)>, color: 
     }
 }
 
-/// Data (grey, at most `max_data` points) and samples (red) on canvas `id`; with `heat`
-/// (values on a g×g grid over the view, row 0 at the top) a heat map underneath.
-pub fn scatter(id: &str, data: &[f32], max_data: usize, samples: &[f64], heat: Option<(&[f64], usize)>) {
+/// A map under a scatter plot: values on a g×g grid over the view (row 0 at the top), drawn with
+/// `colormap` (the CLI's: viridis for log p, the diverging map for logits).
+pub struct Heat<'a> {
+    pub values: &'a [f64],
+    pub g: usize,
+    pub colormap: Colormap,
+}
+
+/// Data (grey, or black over a map; at most `max_data` points) and samples (red) on canvas `id`,
+/// over `heat` when given.
+pub fn scatter(id: &str, data: &[f32], max_data: usize, samples: &[f64], heat: Option<Heat>) {
     let Some((canvas, ctx)) = dom::context2d(id) else { return };
     let (w, h) = clear(&canvas, &ctx);
-    if let Some((values, g)) = heat {
-        heat_map(&ctx, w, h, values, g);
-    }
+    let mapped = heat.is_some_and(|m| heat_map(&ctx, w, h, &m));
     let n = data.len() / 2;
     let stride = n.div_ceil(max_data.max(1)).max(1);
     let pts = (0..n).step_by(stride).map(|i| (f64::from(data[2 * i]), f64::from(data[2 * i + 1])));
-    dots(&ctx, w, h, pts, DATA_COLOR, 1.2);
+    dots(&ctx, w, h, pts, if mapped { DATA_ON_MAP_COLOR } else { DATA_COLOR }, 1.2);
     let s = samples.chunks_exact(2).map(|p| (p[0], p[1]));
     dots(&ctx, w, h, s, SAMPLE_COLOR, 1.5);
 }
 
-/// A g×g grid of values (row 0 at the top of the view) as a heat map, normalised to its own
-/// range (dark = low, bright = high).
-fn heat_map(ctx: &Ctx, w: f64, h: f64, values: &[f64], g: usize) {
-    let finite = values.iter().copied().filter(|v| v.is_finite());
-    let (lo, hi) = finite.fold((f64::INFINITY, f64::NEG_INFINITY), |(a, b), v| (a.min(v), b.max(v)));
-    if hi.partial_cmp(&lo) != Some(std::cmp::Ordering::Greater) || values.len() != g * g {
-        return;
+/// Draws the map, normalised to its own range (symmetric about 0 for the diverging map); false
+/// when there is nothing to draw.
+fn heat_map(ctx: &Ctx, w: f64, h: f64, m: &Heat) -> bool {
+    let finite = m.values.iter().copied().filter(|v| v.is_finite());
+    let (mut lo, mut hi) = finite.fold((f64::INFINITY, f64::NEG_INFINITY), |(a, b), v| (a.min(v), b.max(v)));
+    if m.colormap == Colormap::Diverging {
+        let r = lo.abs().max(hi.abs());
+        (lo, hi) = (-r, r);
     }
-    let (cw, ch) = (w / g as f64, h / g as f64);
-    for (i, v) in values.iter().enumerate() {
-        let t = ((v - lo) / (hi - lo)).clamp(0.0, 1.0);
-        ctx.set_fill_style_str(&colormap(t));
-        let (r, c) = (i / g, i % g);
-        ctx.fill_rect(c as f64 * cw, r as f64 * ch, cw + 0.5, ch + 0.5);
+    if hi.partial_cmp(&lo) != Some(std::cmp::Ordering::Greater) || m.values.len() != m.g * m.g {
+        return false;
     }
-}
-
-/// A light blue-to-yellow ramp (t in [0, 1]).
-pub fn colormap(t: f64) -> String {
-    let lerp = |a: f64, b: f64| (a + (b - a) * t).round() as u8;
-    let (r, g, b) = if t < 0.5 {
-        let t2 = t * 2.0;
-        let l = |a: f64, b: f64| (a + (b - a) * t2).round() as u8;
-        (l(247.0, 120.0), l(251.0, 190.0), l(255.0, 220.0))
-    } else {
-        (lerp(-7.0, 253.0), lerp(130.0, 231.0), lerp(185.0, 37.0))
-    };
-    format!("rgb({r},{g},{b})")
+    let (cw, ch) = (w / m.g as f64, h / m.g as f64);
+    for (i, v) in m.values.iter().enumerate() {
+        let c = m.colormap.rgb((v - lo) / (hi - lo));
+        ctx.set_fill_style_str(&format!("rgb({},{},{})", c[0], c[1], c[2]));
+        let (r, col) = (i / m.g, i % m.g);
+        ctx.fill_rect(col as f64 * cw, r as f64 * ch, cw + 0.5, ch + 0.5);
+    }
+    true
 }
 
 /// Loss curves: the standard part (blue) and the CDL part (orange) of each step, smoothed by an
