@@ -8,6 +8,7 @@ import fs from 'node:fs';
 import os from 'node:os';
 import path from 'node:path';
 import { execFileSync } from 'node:child_process';
+import zlib from 'node:zlib';
 import { launch, newPage, waitState, screenshot, assert, root } from './lib.mjs';
 
 /// The shrunken image setting of the tests.
@@ -61,6 +62,31 @@ function cifarBatch(count) {
     for (let j = 1; j < rec; j++) b[i * rec + j] = (i * 37 + j * (1 + (i % 3))) & 255;
   }
   return b;
+}
+
+/// A ustar archive of `files` ([name, bytes]): 512-byte headers, data padded to 512, two zero blocks.
+function tar(files) {
+  const blocks = [];
+  for (const [name, data] of files) {
+    const h = Buffer.alloc(512);
+    const field = (text, at, len) => h.write(text, at, len, 'ascii');
+    field(name, 0, 100);
+    field('0000644\0', 100, 8);
+    field('0000000\0', 108, 8);
+    field('0000000\0', 116, 8);
+    field(data.length.toString(8).padStart(11, '0') + '\0', 124, 12);
+    field('00000000000\0', 136, 12);
+    field('        ', 148, 8); // the checksum counts its own field as spaces
+    field('0', 156, 1);
+    field('ustar\0', 257, 6);
+    field('00', 263, 2);
+    let sum = 0;
+    for (const b of h) sum += b;
+    field(sum.toString(8).padStart(6, '0') + '\0 ', 148, 8);
+    blocks.push(h, data, Buffer.alloc((512 - (data.length % 512)) % 512));
+  }
+  blocks.push(Buffer.alloc(1024));
+  return Buffer.concat(blocks);
 }
 
 export const tests = [
@@ -139,6 +165,32 @@ export const tests = [
         assert((await colours(page, 'img-data-grid')).n > 50, 'CIFAR-10 images drawn');
         assert(page.errors.length === 0, `console errors:\n${page.errors.join('\n')}`);
         return `(${t.data.n} images)`;
+      });
+    },
+  },
+  {
+    name: 'image_mode_reads_the_official_cifar_archive',
+    timeout: 600,
+    async run(base) {
+      return withPage(base, query(), async (page) => {
+        // cifar-10-binary.tar.gz as published: five training batches of 10,000 records (and the
+        // test batch, which training skips) under cifar-10-batches-bin/. Patterned pixels keep
+        // the gzip small; the page inflates 150 MB.
+        const batch = cifarBatch(10_000);
+        const names = [1, 2, 3, 4, 5].map((i) => `data_batch_${i}.bin`).concat(['test_batch.bin']);
+        const archive = zlib.gzipSync(tar(names.map((n) => [`cifar-10-batches-bin/${n}`, batch])), { level: 1 });
+        const file = path.join(fs.mkdtempSync(path.join(os.tmpdir(), 'cdl-cifar-')), 'cifar-10-binary.tar.gz');
+        fs.writeFileSync(file, archive);
+        await page.selectOption('#img-data', 'cifar');
+        const t0 = Date.now();
+        await page.setInputFiles('#cifar-file', file);
+        const s = await waitState(page, (s) => s.data.n === 50_000, { timeout: 300_000, what: 'the 50,000 training images' });
+        const secs = (Date.now() - t0) / 1000;
+        assert(s.data.name === 'cifar-10-binary.tar.gz', `data name ${s.data.name}`);
+        assert((await page.textContent('#img-data-error')) === '', 'no error');
+        assert((await colours(page, 'img-data-grid')).n > 50, 'training images drawn');
+        assert(page.errors.length === 0, `console errors:\n${page.errors.join('\n')}`);
+        return `(${(archive.length / 1e6).toFixed(1)} MB archive read in ${secs.toFixed(1)} s)`;
       });
     },
   },
