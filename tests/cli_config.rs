@@ -5,29 +5,13 @@
 #![cfg(not(target_arch = "wasm32"))]
 #![allow(clippy::unwrap_used)]
 
+#[path = "common/cli.rs"]
+mod cli;
 mod common;
 
 use std::path::{Path, PathBuf};
-use std::process::{Command, Output};
 
-fn cdl(args: &[&str]) -> Output {
-    Command::new(env!("CARGO_BIN_EXE_cdl")).args(args).output().expect("run cdl")
-}
-
-fn tmp(name: &str) -> PathBuf {
-    let dir = std::env::temp_dir().join(format!("cdl-cli-config-{}-{name}", std::process::id()));
-    let _ = std::fs::remove_dir_all(&dir);
-    std::fs::create_dir_all(&dir).unwrap();
-    dir
-}
-
-fn error_line(o: &Output) -> String {
-    let stderr = String::from_utf8_lossy(&o.stderr).into_owned();
-    assert_eq!(o.status.code(), Some(2), "{stderr}");
-    assert_eq!(stderr.lines().count(), 1, "{stderr}");
-    assert!(!stderr.contains("panicked"), "{stderr}");
-    stderr
-}
+use cli::{cdl, error_line, scratch};
 
 fn write(dir: &Path, name: &str, text: &str) -> String {
     let p = dir.join(name);
@@ -37,7 +21,7 @@ fn write(dir: &Path, name: &str, text: &str) -> String {
 
 #[test]
 fn bad_configs_are_one_line_errors() {
-    let dir = tmp("bad");
+    let dir = scratch("bad");
     let cases = [
         ("typo.toml", "lrr = 0.01\n", vec!["typo.toml", "unknown key `lrr`", "did you mean `lr`"]),
         ("typo2.toml", "lamda_cdl = 2.0\n", vec!["did you mean `lambda_cdl`"]),
@@ -67,7 +51,7 @@ fn every_preset_resolves_and_flags_override_the_file() {
     if common::gpu_or_skip().is_none() {
         return;
     }
-    let dir = tmp("presets");
+    let dir = scratch("presets");
     let root = Path::new(env!("CARGO_MANIFEST_DIR")).join("configs");
     let mut presets: Vec<PathBuf> = std::fs::read_dir(&root).unwrap().map(|e| e.unwrap().path()).collect();
     presets.sort();
@@ -129,7 +113,7 @@ fn a_unet_trains_on_an_image_folder() {
     if common::gpu_or_skip().is_none() {
         return;
     }
-    let dir = tmp("images");
+    let dir = scratch("images");
     let imgs = dir.join("imgs");
     std::fs::create_dir_all(&imgs).unwrap();
     for i in 0..6u8 {
@@ -215,7 +199,7 @@ fn a_unet_trains_on_the_built_in_shapes() {
     if common::gpu_or_skip().is_none() {
         return;
     }
-    let dir = tmp("shapes");
+    let dir = scratch("shapes");
     let out = dir.join("run");
     let args = ["train", "--model", "unet-tiny", "--data", "shapes", "--loss", "ddpm", "--batch", "2"];
     let o = cdl(&[&args[..], &["--steps", "2", "--log-every", "1", "--checkpoint-every", "2", "--quiet"]]

@@ -5,21 +5,14 @@
 #![cfg(not(target_arch = "wasm32"))]
 #![allow(clippy::unwrap_used)]
 
+#[path = "common/cli.rs"]
+mod cli;
 mod common;
 
-use std::path::{Path, PathBuf};
-use std::process::{Command, Output};
+use std::path::Path;
+use std::process::Output;
 
-fn cdl(args: &[&str]) -> Output {
-    Command::new(env!("CARGO_BIN_EXE_cdl")).args(args).output().expect("run cdl")
-}
-
-fn tmp(name: &str) -> PathBuf {
-    let dir = std::env::temp_dir().join(format!("cdl-cli-sample-{}-{name}", std::process::id()));
-    let _ = std::fs::remove_dir_all(&dir);
-    std::fs::create_dir_all(&dir).unwrap();
-    dir
-}
+use cli::{cdl, scratch};
 
 fn ok(o: &Output) -> String {
     let text = format!("{}{}", String::from_utf8_lossy(&o.stdout), String::from_utf8_lossy(&o.stderr));
@@ -65,7 +58,7 @@ fn every_sampler_writes_points_and_pictures() {
     if common::gpu_or_skip().is_none() {
         return;
     }
-    let dir = tmp("samplers");
+    let dir = scratch("samplers");
     let ck = trained(&dir);
     let csv = dir.join("s.csv");
     let v =
@@ -100,7 +93,7 @@ fn eval_reports_finite_metrics() {
     if common::gpu_or_skip().is_none() {
         return;
     }
-    let dir = tmp("eval");
+    let dir = scratch("eval");
     let ck = trained(&dir);
     let v = json_line(&cdl(&["eval", "--checkpoint", &ck, "--n", "64", "--steps", "50", "--nll-points", "20"]));
     println!("{v}");
@@ -121,7 +114,7 @@ fn experiment_toy_writes_its_report_and_pictures() {
     if common::gpu_or_skip().is_none() {
         return;
     }
-    let dir = tmp("experiment");
+    let dir = scratch("experiment");
     let o = cdl(&[
         "experiment",
         "toy",
@@ -155,7 +148,7 @@ fn bad_sample_input_is_one_line() {
     if common::gpu_or_skip().is_none() {
         return;
     }
-    let dir = tmp("bad");
+    let dir = scratch("bad");
     let junk = dir.join("junk.safetensors");
     std::fs::write(&junk, b"not a checkpoint at all").unwrap();
     for (args, want) in [

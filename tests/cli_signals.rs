@@ -5,11 +5,15 @@
 #![cfg(unix)]
 #![allow(clippy::unwrap_used)]
 
+#[path = "common/cli.rs"]
+mod cli;
 mod common;
 
-use std::path::{Path, PathBuf};
-use std::process::{Child, Command, Output};
+use std::path::Path;
+use std::process::{Child, Command};
 use std::time::Duration;
+
+use cli::{cdl, scratch};
 
 const RUN: [&str; 16] = [
     "train",
@@ -39,16 +43,6 @@ fn args<'a>(out: &'a str, steps: &'a str, extra: &[&'a str]) -> Vec<&'a str> {
 
 fn spawn(a: &[&str]) -> Child {
     Command::new(env!("CARGO_BIN_EXE_cdl")).args(a).spawn().expect("run cdl")
-}
-
-fn run(a: &[&str]) -> Output {
-    Command::new(env!("CARGO_BIN_EXE_cdl")).args(a).output().expect("run cdl")
-}
-
-fn tmp(name: &str) -> PathBuf {
-    let dir = std::env::temp_dir().join(format!("cdl-signals-{}-{name}", std::process::id()));
-    let _ = std::fs::remove_dir_all(&dir);
-    dir
 }
 
 /// The loss curve of a run (wall-clock fields dropped).
@@ -92,13 +86,13 @@ fn sigint_checkpoints_and_sigkill_resumes_exactly() {
         return;
     }
     let steps = "4000";
-    let straight = tmp("straight");
+    let straight = scratch("straight");
     let s = straight.display().to_string();
-    let o = run(&args(&s, "60", &[]));
+    let o = cdl(&args(&s, "60", &[]));
     assert!(o.status.success(), "{}", String::from_utf8_lossy(&o.stderr));
 
     // SIGINT once a few lines are out: exit 130, a checkpoint at a metrics line, then resume.
-    let int = tmp("sigint");
+    let int = scratch("sigint");
     let i = int.display().to_string();
     let mut child = spawn(&args(&i, steps, &[]));
     wait_for("metrics", || lines(&int) >= 3);
@@ -112,7 +106,7 @@ fn sigint_checkpoints_and_sigkill_resumes_exactly() {
     println!("SIGINT stopped at step {}", ck.step);
 
     // SIGKILL after the first checkpoint: no chance to save; resume from step 10, 20, ...
-    let kill = tmp("sigkill");
+    let kill = scratch("sigkill");
     let k = kill.display().to_string();
     let mut child = spawn(&args(&k, steps, &[]));
     wait_for("a checkpoint", || kill.join("checkpoint.safetensors").exists() && lines(&kill) >= 3);
@@ -124,7 +118,7 @@ fn sigint_checkpoints_and_sigkill_resumes_exactly() {
     // Both resume to step 60 and match the uninterrupted run, curve and weights.
     for dir in [&int, &kill] {
         let d = dir.display().to_string();
-        let o = run(&args(&d, "60", &["--resume"]));
+        let o = cdl(&args(&d, "60", &["--resume"]));
         assert!(o.status.success(), "{}", String::from_utf8_lossy(&o.stderr));
         assert_eq!(curve(dir), curve(&straight), "{d}");
         assert_eq!(weights(dir), weights(&straight), "{d}");

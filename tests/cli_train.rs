@@ -4,10 +4,14 @@
 #![cfg(not(target_arch = "wasm32"))]
 #![allow(clippy::unwrap_used)]
 
+#[path = "common/cli.rs"]
+mod cli;
 mod common;
 
-use std::path::{Path, PathBuf};
+use std::path::Path;
 use std::process::{Command, Output};
+
+use cli::{cdl, error_line, scratch, text};
 
 use cdl::train::checkpoint;
 
@@ -29,36 +33,11 @@ const SMALL: [&str; 14] = [
     "10",
 ];
 
-fn cdl(args: &[&str]) -> Output {
-    Command::new(env!("CARGO_BIN_EXE_cdl")).args(args).env("RUST_BACKTRACE", "1").output().expect("run cdl")
-}
-
-fn tmp(name: &str) -> PathBuf {
-    let dir = std::env::temp_dir().join(format!("cdl-cli-train-{}-{name}", std::process::id()));
-    let _ = std::fs::remove_dir_all(&dir);
-    dir
-}
-
 fn train(out: &Path, extra: &[&str]) -> Output {
     let mut args = vec!["train", "--out", out.to_str().unwrap()];
     args.extend(SMALL);
     args.extend(extra);
     cdl(&args)
-}
-
-fn text(o: &Output) -> String {
-    format!("{}{}", String::from_utf8_lossy(&o.stdout), String::from_utf8_lossy(&o.stderr))
-}
-
-/// The one error line of a failed run (exit 2, no panic, no backtrace).
-fn one_line_error(o: &Output) -> String {
-    let stderr = String::from_utf8_lossy(&o.stderr);
-    assert_eq!(o.status.code(), Some(2), "{}", text(o));
-    assert!(!stderr.contains("panicked") && !stderr.contains("backtrace"), "{stderr}");
-    let lines: Vec<&str> = stderr.lines().collect();
-    assert_eq!(lines.len(), 1, "{stderr}");
-    assert!(lines[0].starts_with("error: "), "{stderr}");
-    lines[0].to_string()
 }
 
 /// metrics.jsonl without the wall-clock fields.
@@ -81,7 +60,7 @@ fn train_writes_a_run_directory() {
     if common::gpu_or_skip().is_none() {
         return;
     }
-    let dir = tmp("run");
+    let dir = scratch("run");
     let o = train(&dir, &["--steps", "20", "--data", "spirals", "--sample-every", "10"]);
     assert!(o.status.success(), "{}", text(&o));
     for step in ["0000010", "0000020"] {
@@ -99,7 +78,7 @@ fn train_writes_a_run_directory() {
     }
     assert!(ck.extra.contains_key("run.config") && ck.extra.contains_key("data.std"));
     // A second run into the same directory must not replace it silently.
-    let e = one_line_error(&train(&dir, &["--steps", "20", "--data", "spirals"]));
+    let e = error_line(&train(&dir, &["--steps", "20", "--data", "spirals"]));
     assert!(e.contains("--resume"), "{e}");
     let _ = std::fs::remove_dir_all(&dir);
 }
@@ -109,7 +88,7 @@ fn resumed_cli_run_matches_an_uninterrupted_one() {
     if common::gpu_or_skip().is_none() {
         return;
     }
-    let (a, b) = (tmp("straight"), tmp("resumed"));
+    let (a, b) = (scratch("straight"), scratch("resumed"));
     assert!(train(&a, &["--steps", "30"]).status.success());
     assert!(train(&b, &["--steps", "20"]).status.success());
     let o = train(&b, &["--steps", "30", "--resume"]);
@@ -121,7 +100,7 @@ fn resumed_cli_run_matches_an_uninterrupted_one() {
     );
     assert_eq!(ca.tensors(), cb.tensors());
     // Resuming with other flags is refused.
-    let e = one_line_error(&train(&b, &["--steps", "40", "--resume", "--lr", "0.01"]));
+    let e = error_line(&train(&b, &["--steps", "40", "--resume", "--lr", "0.01"]));
     assert!(e.contains("cannot resume") && e.contains("same flags"), "{e}");
     for d in [a, b] {
         let _ = std::fs::remove_dir_all(d);
@@ -133,7 +112,7 @@ fn non_finite_loss_stops_and_keeps_the_last_checkpoint() {
     if common::gpu_or_skip().is_none() {
         return;
     }
-    let dir = tmp("nan");
+    let dir = scratch("nan");
     // lr 1e30: the first update throws the weights to ~1e30 and the next loss overflows.
     let o = cdl(&[
         "train",
@@ -160,7 +139,7 @@ fn non_finite_loss_stops_and_keeps_the_last_checkpoint() {
         "--checkpoint-every",
         "1",
     ]);
-    let e = one_line_error(&o);
+    let e = error_line(&o);
     assert!(e.contains("non-finite") && e.contains("is kept"), "{e}");
     let ck = checkpoint::load(dir.join("checkpoint.safetensors")).unwrap();
     assert!(ck.step >= 1 && ck.step < 20, "step {}", ck.step);
@@ -174,7 +153,7 @@ fn bad_input_is_one_line_naming_the_problem() {
     if common::gpu_or_skip().is_none() {
         return;
     }
-    let dir = tmp("bad");
+    let dir = scratch("bad");
     std::fs::create_dir_all(&dir).unwrap();
     let csv = dir.join("points.csv");
     std::fs::write(&csv, "x,y\n0.5,1.0\n0.25,nan\n").unwrap();
@@ -194,13 +173,13 @@ fn bad_input_is_one_line_naming_the_problem() {
         if !all.contains(&"--steps") {
             all.extend(["--steps", "5"]);
         }
-        let e = one_line_error(&train(&out, &all));
+        let e = error_line(&train(&out, &all));
         for w in want {
             assert!(e.contains(w), "{args:?}: {e} lacks {w:?}");
         }
     }
     // K·M rows beyond what the adapter can bind: refused before anything is allocated.
-    let e = one_line_error(&cdl(&[
+    let e = error_line(&cdl(&[
         "train",
         "--out",
         out.to_str().unwrap(),
@@ -217,7 +196,7 @@ fn bad_input_is_one_line_naming_the_problem() {
     // An output directory that cannot be created.
     let blocker = dir.join("file");
     std::fs::write(&blocker, "x").unwrap();
-    let e = one_line_error(&train(&blocker.join("run"), &["--steps", "5"]));
+    let e = error_line(&train(&blocker.join("run"), &["--steps", "5"]));
     assert!(e.contains("run directory"), "{e}");
     let _ = std::fs::remove_dir_all(&dir);
 }
@@ -227,7 +206,7 @@ fn the_default_run_directory_never_replaces_an_earlier_run() {
     if common::gpu_or_skip().is_none() {
         return;
     }
-    let cwd = tmp("default-dir");
+    let cwd = scratch("default-dir");
     std::fs::create_dir_all(&cwd).unwrap();
     let run = |extra: &[&str]| {
         let mut a = vec!["train"];

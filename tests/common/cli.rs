@@ -1,0 +1,39 @@
+//! Shared helpers of the `cdl` command-line tests (tests/cli_*.rs): running the binary, a
+//! scratch directory, and the one-line error rule. Included with
+//! `#[path = "common/cli.rs"] mod cli;`.
+
+#![allow(dead_code)]
+
+use std::path::PathBuf;
+use std::process::{Command, Output};
+
+/// Runs the `cdl` binary of this build (a panic would print its backtrace, which `error_line`
+/// refuses).
+pub fn cdl(args: &[&str]) -> Output {
+    Command::new(env!("CARGO_BIN_EXE_cdl")).args(args).env("RUST_BACKTRACE", "1").output().expect("run cdl")
+}
+
+/// An empty directory of this test process, `name` telling the tests apart.
+pub fn scratch(name: &str) -> PathBuf {
+    let dir = std::env::temp_dir().join(format!("cdl-test-{}-{name}", std::process::id()));
+    let _ = std::fs::remove_dir_all(&dir);
+    std::fs::create_dir_all(&dir).expect("create a scratch directory");
+    dir
+}
+
+/// stdout and stderr together, for failure messages.
+pub fn text(o: &Output) -> String {
+    format!("{}{}", String::from_utf8_lossy(&o.stdout), String::from_utf8_lossy(&o.stderr))
+}
+
+/// The one error line of a failed run: exit status 2, a single stderr line starting with
+/// "error: ", no panic and no backtrace.
+pub fn error_line(o: &Output) -> String {
+    let stderr = String::from_utf8_lossy(&o.stderr);
+    assert_eq!(o.status.code(), Some(2), "{}", text(o));
+    assert!(!stderr.contains("panicked") && !stderr.contains("backtrace"), "{stderr}");
+    let lines: Vec<&str> = stderr.lines().collect();
+    assert_eq!(lines.len(), 1, "{stderr}");
+    assert!(lines[0].starts_with("error: "), "{stderr}");
+    lines[0].to_string()
+}
