@@ -472,37 +472,21 @@ pub async fn experiment_toy(gpu: &Gpu, args: ToyArgs) -> Result<(), String> {
     for (loss, out, train_s) in &runs {
         let trained = load(&out.join(train_cmd::CHECKPOINT))?;
         let reference = reference_points(&args.data, &trained, n, 6)?;
-        let nll = metrics(
-            gpu,
-            &trained,
-            &SamplerArgs {
-                sampler: SamplerKind::Ddpm,
-                steps: None,
-                window: None,
-                tol: 0.1,
-                churn: 0.0,
-                n: n as u64,
-                seed: 1,
-                no_ema: false,
-                clip_denoised: false,
-            },
-            &reference,
-            &["nll".to_string()],
-            nll_points,
-        )
-        .await?;
+        // DDPM-1000 from seed 1 with EMA weights; each sampler below changes the kind and steps.
+        let base = SamplerArgs {
+            sampler: SamplerKind::Ddpm,
+            steps: None,
+            window: None,
+            tol: 0.1,
+            churn: 0.0,
+            n: n as u64,
+            seed: 1,
+            no_ema: false,
+            clip_denoised: false,
+        };
+        let nll = metrics(gpu, &trained, &base, &reference, &["nll".to_string()], nll_points).await?;
         for (label, kind) in &samplers {
-            let sa = SamplerArgs {
-                sampler: *kind,
-                steps: Some(t_n),
-                window: Some(t_n),
-                tol: 0.1,
-                churn: 0.0,
-                n: n as u64,
-                seed: 1,
-                no_ema: false,
-                clip_denoised: false,
-            };
+            let sa = SamplerArgs { sampler: *kind, steps: Some(t_n), window: Some(t_n), ..base.clone() };
             println!("sampling {loss} with {label} …");
             let (x, stats, secs) = draw(gpu, &trained.ck, &sa, n).await?;
             let m = mmd(&x, &reference, 2, MMD_BANDWIDTH).map_err(|e| e.to_string())?;
