@@ -209,9 +209,8 @@ struct Engine {
 /// Sample trajectories being played: per model, frames of (n, 2) points from x_T to the samples.
 struct Animation {
     frames: Vec<Vec<Vec<f64>>>,
-    /// The sampler step of each frame (0 = x_T) and the number of steps.
+    /// The sampler step of each frame: 0 (x_T) first, the number of steps last.
     step_of: Vec<usize>,
-    steps: usize,
     start: f64,
     /// Frames drawn so far.
     shown: usize,
@@ -679,7 +678,7 @@ impl Engine {
                 "lastHash": runtime::hash_bits(last.iter().map(|x| x.to_bits())),
             });
         }
-        self.anim = Some(Animation { frames, step_of, steps, start: dom::now_ms(), shown: 0 });
+        self.anim = Some(Animation { frames, step_of, start: dom::now_ms(), shown: 0 });
         Ok(())
     }
 
@@ -703,7 +702,7 @@ impl Engine {
             let Some(f) = a.frames.get(i) else { continue };
             let id = format!("scatter-{suffix}");
             draw::scatter(&id, &self.data.points.data, DRAW_DATA, &f[k], None);
-            draw::caption(&id, &format!("sampling: step {} of {}", a.step_of[k], a.steps));
+            draw::caption(&id, &format!("sampling: step {} of {}", a.step_of[k], a.step_of[count - 1]));
         }
     }
 }

@@ -7,8 +7,9 @@ use wasm_bindgen_futures::JsFuture;
 
 use super::dom;
 
-/// Largest weights file the page reads (the default MLP's full checkpoint is ~0.5 MB).
-pub const MAX_WEIGHTS_BYTES: f64 = 64.0 * 1024.0 * 1024.0;
+/// Largest weights file the page reads: a full checkpoint (weights, EMA, Adam moments) is
+/// 0.5 MB for the default MLP, 27 MB for the compact UNet and 108 MB for the small one.
+pub const MAX_WEIGHTS_BYTES: f64 = 256.0 * 1024.0 * 1024.0;
 /// Largest CSV file the page reads.
 pub const MAX_CSV_BYTES: f64 = 16.0 * 1024.0 * 1024.0;
 /// Most points a CSV upload may hold.
