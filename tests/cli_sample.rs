@@ -12,7 +12,7 @@ mod common;
 use std::path::Path;
 use std::process::Output;
 
-use cli::{cdl, scratch};
+use cli::{cdl, scratch, train_args};
 
 fn ok(o: &Output) -> String {
     let text = format!("{}{}", String::from_utf8_lossy(&o.stdout), String::from_utf8_lossy(&o.stderr));
@@ -28,28 +28,8 @@ fn json_line(o: &Output) -> serde_json::Value {
 /// A 16-wide MLP trained for 40 steps on moons.
 fn trained(dir: &Path) -> String {
     let out = dir.join("run");
-    ok(&cdl(&[
-        "train",
-        "--out",
-        out.to_str().unwrap(),
-        "--width",
-        "16",
-        "--blocks",
-        "1",
-        "--batch",
-        "32",
-        "--points",
-        "8",
-        "--toy-points",
-        "2000",
-        "--steps",
-        "40",
-        "--log-every",
-        "20",
-        "--checkpoint-every",
-        "40",
-        "--quiet",
-    ]));
+    let extra = ["--steps", "40", "--log-every", "20", "--checkpoint-every", "40", "--quiet"];
+    ok(&cdl(&train_args(out.to_str().unwrap(), &extra)));
     out.join("checkpoint.safetensors").display().to_string()
 }
 

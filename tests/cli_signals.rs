@@ -13,30 +13,10 @@ use std::path::Path;
 use std::process::{Child, Command};
 use std::time::Duration;
 
-use cli::{cdl, scratch};
-
-const RUN: [&str; 16] = [
-    "train",
-    "--width",
-    "16",
-    "--blocks",
-    "1",
-    "--batch",
-    "32",
-    "--points",
-    "8",
-    "--toy-points",
-    "2000",
-    "--log-every",
-    "5",
-    "--checkpoint-every",
-    "10",
-    "--quiet",
-];
+use cli::{cdl, scratch, train_args};
 
 fn args<'a>(out: &'a str, steps: &'a str, extra: &[&'a str]) -> Vec<&'a str> {
-    let mut a = RUN.to_vec();
-    a.extend(["--out", out, "--steps", steps]);
+    let mut a = train_args(out, &["--log-every", "5", "--checkpoint-every", "10", "--quiet", "--steps", steps]);
     a.extend(extra);
     a
 }

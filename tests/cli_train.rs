@@ -11,33 +11,17 @@ mod common;
 use std::path::Path;
 use std::process::{Command, Output};
 
-use cli::{cdl, error_line, scratch, text};
+use cli::{cdl, error_line, scratch, text, train_args, SMALL_MLP};
 
 use cdl::train::checkpoint;
 
-/// A small, fast run: 16-wide MLP, B = 32, K = 2, M = 8.
-const SMALL: [&str; 14] = [
-    "--width",
-    "16",
-    "--blocks",
-    "1",
-    "--batch",
-    "32",
-    "--points",
-    "8",
-    "--toy-points",
-    "2000",
-    "--log-every",
-    "5",
-    "--checkpoint-every",
-    "10",
-];
+/// The logging of `train`'s runs (with `cli::SMALL_MLP`).
+const LOGS: [&str; 4] = ["--log-every", "5", "--checkpoint-every", "10"];
 
 fn train(out: &Path, extra: &[&str]) -> Output {
-    let mut args = vec!["train", "--out", out.to_str().unwrap()];
-    args.extend(SMALL);
+    let mut args = LOGS.to_vec();
     args.extend(extra);
-    cdl(&args)
+    cdl(&train_args(out.to_str().unwrap(), &args))
 }
 
 /// metrics.jsonl without the wall-clock fields.
@@ -114,31 +98,8 @@ fn non_finite_loss_stops_and_keeps_the_last_checkpoint() {
     }
     let dir = scratch("nan");
     // lr 1e30: the first update throws the weights to ~1e30 and the next loss overflows.
-    let o = cdl(&[
-        "train",
-        "--out",
-        dir.to_str().unwrap(),
-        "--width",
-        "16",
-        "--blocks",
-        "1",
-        "--batch",
-        "32",
-        "--points",
-        "8",
-        "--toy-points",
-        "2000",
-        "--steps",
-        "20",
-        "--lr",
-        "1e30",
-        "--warmup",
-        "0",
-        "--log-every",
-        "1",
-        "--checkpoint-every",
-        "1",
-    ]);
+    let extra = ["--steps", "20", "--lr", "1e30", "--warmup", "0", "--log-every", "1", "--checkpoint-every", "1"];
+    let o = cdl(&train_args(dir.to_str().unwrap(), &extra));
     let e = error_line(&o);
     assert!(e.contains("non-finite") && e.contains("is kept"), "{e}");
     let ck = checkpoint::load(dir.join("checkpoint.safetensors")).unwrap();
@@ -210,7 +171,8 @@ fn the_default_run_directory_never_replaces_an_earlier_run() {
     std::fs::create_dir_all(&cwd).unwrap();
     let run = |extra: &[&str]| {
         let mut a = vec!["train"];
-        a.extend(SMALL);
+        a.extend(SMALL_MLP);
+        a.extend(LOGS);
         a.extend(["--steps", "10"]);
         a.extend(extra);
         Command::new(env!("CARGO_BIN_EXE_cdl")).args(&a).current_dir(&cwd).output().unwrap()

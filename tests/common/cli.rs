@@ -37,3 +37,15 @@ pub fn error_line(o: &Output) -> String {
     assert!(lines[0].starts_with("error: "), "{stderr}");
     lines[0].to_string()
 }
+
+/// The small, fast MLP run of the CLI tests: width 16, 1 block, B = 32, M = 8, 2,000 points.
+pub const SMALL_MLP: [&str; 10] =
+    ["--width", "16", "--blocks", "1", "--batch", "32", "--points", "8", "--toy-points", "2000"];
+
+/// `cdl train --out OUT` with `SMALL_MLP` and then `extra`.
+pub fn train_args<'a>(out: &'a str, extra: &[&'a str]) -> Vec<&'a str> {
+    let mut a = vec!["train", "--out", out];
+    a.extend(SMALL_MLP);
+    a.extend(extra);
+    a
+}
