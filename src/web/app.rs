@@ -363,13 +363,14 @@ async fn read_csv(file: &web_sys::File) -> Result<Points, String> {
 }
 
 fn set_data_error(text: &str) {
-    dom::set_text("data-error", text);
-    dom::set_attr("data-error", "data-kind", if text.is_empty() { "" } else { "error" });
+    dom::set_error("data-error", text);
 }
 
+/// The element that reports saves and loads of weights.
+const WEIGHTS_MSG: &str = "weights-msg";
+
 fn set_weights_message(text: &str, error: bool) {
-    dom::set_text("weights-msg", text);
-    dom::set_attr("weights-msg", "class", if error { "error" } else { "ok" });
+    dom::set_message(WEIGHTS_MSG, text, error);
 }
 
 /// Drawing points with the mouse on `draw-canvas`: each move while the button is down sprays a
@@ -758,26 +759,17 @@ impl runtime::Task for Engine {
             }
             Cmd::SaveFile(i) => self.save_file(i).await?,
             Cmd::LoadFile(i, name, bytes) => {
-                let r = self.load_bytes(i, &name, &bytes).await;
-                match &r {
-                    Ok(()) => set_weights_message(&format!("loaded {name}"), false),
-                    Err(e) => set_weights_message(e, true),
-                }
+                let r = self.load_bytes(i, &name, &bytes).await.map(|()| format!("loaded {name}"));
+                dom::show_result(WEIGHTS_MSG, &r);
                 self.refresh_samples().await;
             }
             Cmd::SaveStorage => {
                 let r = self.save_storage().await;
-                match &r {
-                    Ok(msg) => set_weights_message(msg, false),
-                    Err(e) => set_weights_message(e, true),
-                }
+                dom::show_result(WEIGHTS_MSG, &r);
             }
             Cmd::LoadStorage => {
                 let r = self.load_storage().await;
-                match &r {
-                    Ok(msg) => set_weights_message(msg, false),
-                    Err(e) => set_weights_message(e, true),
-                }
+                dom::show_result(WEIGHTS_MSG, &r);
                 self.refresh_samples().await;
             }
             Cmd::Lost(generation, msg) => {

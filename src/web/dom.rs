@@ -72,6 +72,26 @@ pub fn set_value(id: &str, v: &str) {
     }
 }
 
+/// `text` in element `id` as a success (class "ok") or a failure (class "error").
+pub fn set_message(id: &str, text: &str, error: bool) {
+    set_text(id, text);
+    set_attr(id, "class", if error { "error" } else { "ok" });
+}
+
+/// The outcome of an action in element `id`: the success message or the error.
+pub fn show_result(id: &str, r: &Result<String, String>) {
+    match r {
+        Ok(msg) => set_message(id, msg, false),
+        Err(e) => set_message(id, e, true),
+    }
+}
+
+/// An error line in element `id` (empty: cleared), marked `data-kind="error"` for tests and CSS.
+pub fn set_error(id: &str, text: &str) {
+    set_text(id, text);
+    set_attr(id, "data-kind", if text.is_empty() { "" } else { "error" });
+}
+
 /// Whether checkbox `id` is ticked (None without it).
 pub fn checked(id: &str) -> Option<bool> {
     get::<web_sys::HtmlInputElement>(id).map(|i| i.checked())

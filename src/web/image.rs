@@ -480,13 +480,14 @@ async fn read_cifar(files: &[web_sys::File]) -> Result<(String, Cifar), String> 
 }
 
 fn set_data_error(text: &str) {
-    dom::set_text("img-data-error", text);
-    dom::set_attr("img-data-error", "data-kind", if text.is_empty() { "" } else { "error" });
+    dom::set_error("img-data-error", text);
 }
 
+/// The element that reports saves and loads of weights.
+const WEIGHTS_MSG: &str = "img-weights-msg";
+
 fn set_weights_message(text: &str, error: bool) {
-    dom::set_text("img-weights-msg", text);
-    dom::set_attr("img-weights-msg", "class", if error { "error" } else { "ok" });
+    dom::set_message(WEIGHTS_MSG, text, error);
 }
 
 impl Engine {
@@ -618,10 +619,7 @@ impl runtime::Task for Engine {
             Cmd::SaveFile => self.save_file().await?,
             Cmd::SaveStorage => {
                 let r = self.save_storage().await;
-                match &r {
-                    Ok(msg) => set_weights_message(msg, false),
-                    Err(e) => set_weights_message(e, true),
-                }
+                dom::show_result(WEIGHTS_MSG, &r);
             }
             Cmd::LoadStorage => {
                 let r = match store::load(STORAGE_KEY).await {
@@ -629,17 +627,13 @@ impl runtime::Task for Engine {
                     Ok(None) => Err("nothing saved in browser storage yet".into()),
                     Err(e) => Err(e),
                 };
-                match &r {
-                    Ok(()) => set_weights_message("loaded the weights saved in this browser", false),
-                    Err(e) => set_weights_message(e, true),
-                }
+                let r = r.map(|()| "loaded the weights saved in this browser".to_string());
+                dom::show_result(WEIGHTS_MSG, &r);
                 self.refresh_samples().await;
             }
             Cmd::LoadFile(name, bytes) => {
-                match self.load_bytes(&name, &bytes).await {
-                    Ok(()) => set_weights_message(&format!("loaded {name}"), false),
-                    Err(e) => set_weights_message(&e, true),
-                }
+                let r = self.load_bytes(&name, &bytes).await.map(|()| format!("loaded {name}"));
+                dom::show_result(WEIGHTS_MSG, &r);
                 self.refresh_samples().await;
             }
             Cmd::Resample => {
