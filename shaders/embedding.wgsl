@@ -8,6 +8,10 @@
 // are evaluated by `sincos` below, not by the built-ins: WGSL promises the built-ins only to
 // 2^-11 absolute on [-pi, pi] (SwiftShader, the browser test adapter, is off by 1.9e-4).
 // Scale/shift: y[b, c, :, :] = x[b, c, :, :] * (1 + scale[b, c]) + shift[b, c].
+// Preconditioning (EDM's with sigma_data = 1, in eps form; see reference/embedding.rs): for a row
+// whose noise input t stands for the log-SNR alpha = ALPHA_PER_T * t,
+//   eps[b, :] = sqrt(sigmoid(-alpha)) * z[b, :] + sqrt(sigmoid(alpha)) * f[b, :],
+// and its backward df = sqrt(sigmoid(alpha)) * dout, dz = sqrt(sigmoid(-alpha)) * dout.
 //
 // Saved for backward: nothing but the inputs (scale for dx, x for dscale). Every output is
 // overwritten, including dscale and dshift: they are activation gradients (the outputs of the
@@ -20,7 +24,10 @@
 //   scale_shift_bwd_input:  dout, scale (read), dx (write)
 //   scale_shift_bwd_scale:  dout, xs (read), dscale (write)
 //   scale_shift_bwd_shift:  dout (read), dshift (write)
-// Shapes: t (B,), emb (B, E); x, y, dout, dx, xs (B, C, H, W); scale, shift, dscale, dshift (B, C).
+//   precond_fwd:            t, pz, pf (read), peps (write)
+//   precond_bwd:            t, pdeps (read), pdf, pdz (write)
+// Shapes: t (B,), emb (B, E); x, y, dout, dx, xs (B, C, H, W); scale, shift, dscale, dshift (B, C);
+// pz, pf, peps, pdeps, pdf, pdz (B, E) with E the row length (the model's output size per row).
 // Group 1: Params.
 
 struct Params {
@@ -52,9 +59,25 @@ struct Params {
 
 @group(0) @binding(1) var<storage, read_write> dshift: array<f32>;
 
+@group(0) @binding(1) var<storage, read> pz: array<f32>;
+@group(0) @binding(2) var<storage, read> pf: array<f32>;
+@group(0) @binding(3) var<storage, read_write> peps: array<f32>;
+
+@group(0) @binding(1) var<storage, read> pdeps: array<f32>;
+@group(0) @binding(2) var<storage, read_write> pdf: array<f32>;
+@group(0) @binding(3) var<storage, read_write> pdz: array<f32>;
+
 const WG: u32 = 256u;
 // ln(MAX_PERIOD), MAX_PERIOD = 10000 as DDPM, ADM and EDM.
 const LN_MAX_PERIOD: f32 = 9.210340371976184;
+// The log-SNR per unit of noise input: the networks are fed c_noise = alpha / 8 (spec §8).
+const ALPHA_PER_T: f32 = 8.0;
+
+// sqrt(sigmoid(v)) without overflow: exp of a non-positive argument only.
+fn sqrt_sigmoid(v: f32) -> f32 {
+    let e = exp(-abs(v));
+    return sqrt(select(e / (1.0 + e), 1.0 / (1.0 + e), v >= 0.0));
+}
 
 fn index(wid: vec3<u32>, nwg: vec3<u32>, lid: u32) -> u32 {
     return workgroup_linear(wid, nwg) * WG + lid;
@@ -147,4 +170,25 @@ fn scale_shift_bwd_shift(@builtin(workgroup_id) wid: vec3<u32>, @builtin(num_wor
     }
     let total = tree_sum(lid, acc);
     if (lid == 0u && bc < p.n) { dshift[bc] = total; }
+}
+
+// eps = sqrt(sigmoid(-alpha)) z + sqrt(sigmoid(alpha)) f per row, alpha = ALPHA_PER_T t[row].
+@compute @workgroup_size(256)
+fn precond_fwd(@builtin(workgroup_id) wid: vec3<u32>, @builtin(num_workgroups) nwg: vec3<u32>,
+               @builtin(local_invocation_index) lid: u32) {
+    let i = index(wid, nwg, lid);
+    if (i >= p.n) { return; }
+    let alpha = ALPHA_PER_T * t[i / p.e];
+    peps[i] = sqrt_sigmoid(-alpha) * pz[i] + sqrt_sigmoid(alpha) * pf[i];
+}
+
+// df = sqrt(sigmoid(alpha)) deps, dz = sqrt(sigmoid(-alpha)) deps (both overwritten).
+@compute @workgroup_size(256)
+fn precond_bwd(@builtin(workgroup_id) wid: vec3<u32>, @builtin(num_workgroups) nwg: vec3<u32>,
+               @builtin(local_invocation_index) lid: u32) {
+    let i = index(wid, nwg, lid);
+    if (i >= p.n) { return; }
+    let alpha = ALPHA_PER_T * t[i / p.e];
+    pdf[i] = sqrt_sigmoid(alpha) * pdeps[i];
+    pdz[i] = sqrt_sigmoid(-alpha) * pdeps[i];
 }

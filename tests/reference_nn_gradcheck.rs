@@ -11,8 +11,8 @@ use cdl::reference::attention::{
 };
 use cdl::reference::conv2d::{conv2d_bwd_bias, conv2d_bwd_input, conv2d_bwd_weight, conv2d_fwd, Conv2dShape};
 use cdl::reference::embedding::{
-    embedding_bwd_t, embedding_fwd, scale_shift_bwd_input, scale_shift_bwd_scale, scale_shift_bwd_shift,
-    scale_shift_fwd,
+    embedding_bwd_t, embedding_fwd, precond_bwd, precond_coeffs, precond_fwd, scale_shift_bwd_input,
+    scale_shift_bwd_scale, scale_shift_bwd_shift, scale_shift_fwd,
 };
 use cdl::reference::groupnorm::{groupnorm_bwd_input, groupnorm_bwd_params, groupnorm_fwd, GroupNormShape};
 use cdl::reference::optim::{adam_step, clip_grad_norm, ema_update, grad_norm, AdamConfig};
@@ -658,6 +658,46 @@ fn scale_shift_gradcheck() {
     assert_overwrites("scale_shift_bwd_input", bc * hw, |d| scale_shift_bwd_input(d, &dout, &scale, hw));
     assert_overwrites("scale_shift_bwd_scale", bc, |d| scale_shift_bwd_scale(d, &dout, &x, hw));
     assert_overwrites("scale_shift_bwd_shift", bc, |d| scale_shift_bwd_shift(d, &dout, hw));
+}
+
+#[test]
+fn precond_is_the_gaussian_denoiser_plus_a_scaled_output() {
+    // At alpha = 0 both coefficients are sqrt(1/2); far out one of them vanishes; the squares
+    // always sum to 1 (sigmoid(a) + sigmoid(-a) = 1).
+    let h = 0.5f64.sqrt();
+    tol::assert_close("alpha 0", &<[f64; 2]>::from(precond_coeffs(0.0)), &[h, h], F64_TIGHT);
+    let (skip, out) = precond_coeffs(20.0f64); // alpha = 160
+    assert!(skip < 1e-30 && (out - 1.0).abs() < 1e-15, "alpha 160: ({skip}, {out})");
+    for t in [-3.0f64, -0.4, 0.7, 2.5] {
+        let (a, b) = precond_coeffs(t);
+        assert!((a * a + b * b - 1.0).abs() < 1e-14, "t = {t}: {a}^2 + {b}^2");
+        // sqrt(sigmoid(-alpha)), alpha = 8 t, written out.
+        assert!((a - (1.0 / (1.0 + (8.0 * t).exp())).sqrt()).abs() < 1e-15, "t = {t}: skip {a}");
+    }
+    // f = 0 leaves the optimal denoiser of N(0, I) data: eps = sqrt(sigmoid(-alpha)) z.
+    let mut eps = [0.0; 2];
+    precond_fwd(&mut eps, &[-0.25], &[2.0, -1.0], &[0.0, 0.0], 2);
+    let a = (1.0 / (1.0 + (-2.0f64).exp())).sqrt();
+    tol::assert_close("f = 0", &eps, &[2.0 * a, -a], F64_TIGHT);
+}
+
+#[test]
+fn precond_gradcheck() {
+    // B = 7 rows of E = 3 (a row length that is neither 1 nor a power of two).
+    let (b, e) = (7, 3);
+    let t: Vec<f64> = randn(b, 175).iter().map(|v| 0.8 * v).collect();
+    let (z, f, deps) = (randn(b * e, 176), randn(b * e, 177), randn(b * e, 178));
+    let fwd = |z: &[f64], f: &[f64]| {
+        let mut eps = vec![0.0; b * e];
+        precond_fwd(&mut eps, &t, z, f, e);
+        eps
+    };
+    let (mut df, mut dz) = (vec![0.0; b * e], vec![0.0; b * e]);
+    precond_bwd(&mut df, &mut dz, &deps, &t, e);
+    check("precond df", |v| gradcheck::dot(&fwd(&z, v), &deps), &f, &df);
+    check("precond dz", |v| gradcheck::dot(&fwd(v, &f), &deps), &z, &dz);
+    assert_overwrites("precond_bwd df", b * e, |d| precond_bwd(d, &mut vec![0.0; b * e], &deps, &t, e));
+    assert_overwrites("precond_bwd dz", b * e, |d| precond_bwd(&mut vec![0.0; b * e], d, &deps, &t, e));
 }
 
 // --- f32 and f64 agree --------------------------------------------------------------------------

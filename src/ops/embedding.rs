@@ -1,5 +1,6 @@
 //! Launchers for `shaders/embedding.wgsl`: the sinusoidal embedding of the per-row noise input,
-//! and the scale/shift modulation with its three backward entry points (all overwritten).
+//! the scale/shift modulation with its three backward entry points, and the EDM preconditioning
+//! of an ε output with its backward (all overwritten).
 
 use super::{f64s, need, prepare, run_read, CheckFuture, CheckResult, Entry, OpSpec};
 use crate::gpu::{groups_for, Buffer, Dispatch, Gpu, GpuError};
@@ -44,6 +45,18 @@ pub const SPEC: OpSpec = OpSpec {
             reference: "embedding::scale_shift_bwd_shift",
             tol: DEFAULT,
             why: "f32 tree sum over H*W in a different order from the reference",
+        },
+        Entry {
+            name: "precond_fwd",
+            reference: "embedding::precond_fwd",
+            tol: DEFAULT,
+            why: "f32 exp and sqrt of the two per-row coefficients (a few ulp each), then two products",
+        },
+        Entry {
+            name: "precond_bwd",
+            reference: "embedding::precond_bwd",
+            tol: DEFAULT,
+            why: "f32 exp and sqrt of the two per-row coefficients (a few ulp each), then one product",
         },
     ],
     check,
@@ -149,6 +162,45 @@ pub async fn scale_shift_bwd_shift(
     prepare(gpu, &SPEC, "scale_shift_bwd_shift", "scale_shift_bwd_shift", &[dout, dshift], &p, bc as u32).await
 }
 
+// --- preconditioning ----------------------------------------------------------------------------
+
+/// eps = sqrt(σ(−α))·z + sqrt(σ(α))·f per row, α = 8·t[b] (reference/embedding.rs).
+/// t: (B,), z, f, eps: (B, E)
+pub async fn precond_fwd(
+    gpu: &Gpu,
+    t: &Buffer,
+    z: &Buffer,
+    f: &Buffer,
+    eps: &Buffer,
+    b: usize,
+    e: usize,
+) -> Result<Dispatch, GpuError> {
+    need("precond_fwd t", t, b)?;
+    for (what, buf) in [("z", z), ("f", f), ("eps", eps)] {
+        need(&format!("precond_fwd {what}"), buf, b * e)?;
+    }
+    let p = params(b * e, e.max(1), 0);
+    prepare(gpu, &SPEC, "precond_fwd", "precond_fwd", &[t, z, f, eps], &p, groups_for(b * e, WG)).await
+}
+
+/// df = sqrt(σ(α))·deps, dz = sqrt(σ(−α))·deps. Both overwritten. t: (B,), deps, df, dz: (B, E)
+pub async fn precond_bwd(
+    gpu: &Gpu,
+    t: &Buffer,
+    deps: &Buffer,
+    df: &Buffer,
+    dz: &Buffer,
+    b: usize,
+    e: usize,
+) -> Result<Dispatch, GpuError> {
+    need("precond_bwd t", t, b)?;
+    for (what, buf) in [("deps", deps), ("df", df), ("dz", dz)] {
+        need(&format!("precond_bwd {what}"), buf, b * e)?;
+    }
+    let p = params(b * e, e.max(1), 0);
+    prepare(gpu, &SPEC, "precond_bwd", "precond_bwd", &[t, deps, df, dz], &p, groups_for(b * e, WG)).await
+}
+
 // ---------------------------------------------------------------------------------------------
 
 fn check(gpu: &Gpu) -> CheckFuture<'_> {
@@ -207,5 +259,32 @@ async fn check_async(gpu: &Gpu) -> Result<Vec<CheckResult>, GpuError> {
         let d = scale_shift_bwd_shift(gpu, &dout, &dsmall, bc, hw).await?;
         results.push(result("scale_shift_bwd_shift", shape, &run_read(gpu, &d, &dsmall).await?, &want));
     }
+
+    // Preconditioning: 301 rows of 3 (4 workgroups, a row length that does not divide 256); the
+    // noise inputs span alpha / 8 for alpha in [-20, 20], the clamp-free range where both
+    // coefficients matter, plus rows at +-20 (alpha = +-160) where one of them underflows to 0.
+    let (b, e) = (301usize, 3usize);
+    let mut xt: Vec<f32> = normal_vec(b, 42, 0).iter().map(|v| 1.2 * v).collect();
+    xt[..3].copy_from_slice(&[0.0, -20.0, 20.0]);
+    let (xz, xf, xd) = (normal_vec(b * e, 42, 1), normal_vec(b * e, 42, 2), normal_vec(b * e, 42, 3));
+    let (t64, z64, f64_, d64) = (f64s(&xt), f64s(&xz), f64s(&xf), f64s(&xd));
+    let (t, z, f, deps) =
+        (gpu.upload("t", &xt)?, gpu.upload("z", &xz)?, gpu.upload("f", &xf)?, gpu.upload("deps", &xd)?);
+    let (eps, df, dz) = (
+        gpu.upload("eps", &vec![f32::NAN; b * e])?,
+        gpu.upload("df", &vec![f32::NAN; b * e])?,
+        gpu.upload("dz", &vec![f32::NAN; b * e])?,
+    );
+    let shape = format!("b={b} e={e}");
+    let mut want = vec![0.0; b * e];
+    r::precond_fwd(&mut want, &t64, &z64, &f64_, e);
+    let d = precond_fwd(gpu, &t, &z, &f, &eps, b, e).await?;
+    results.push(result("precond_fwd", shape.clone(), &run_read(gpu, &d, &eps).await?, &want));
+    let (mut want_df, mut want_dz) = (vec![0.0; b * e], vec![0.0; b * e]);
+    r::precond_bwd(&mut want_df, &mut want_dz, &d64, &t64, e);
+    let d = precond_bwd(gpu, &t, &deps, &df, &dz, b, e).await?;
+    let got_df = run_read(gpu, &d, &df).await?;
+    results.push(result("precond_bwd", format!("{shape} df"), &got_df, &want_df));
+    results.push(result("precond_bwd", format!("{shape} dz"), &gpu.read(&dz).await?, &want_dz));
     Ok(results)
 }

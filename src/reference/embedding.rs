@@ -19,6 +19,14 @@
 //! scale first). EDM's DDPM++ (SongUNet) config uses `adaptive_scale=False` instead: a per-channel
 //! bias added *before* the second GroupNorm, which is this op with scale = 0 placed before norm1.
 //!
+//! Preconditioning ("edm" in `--precond`): EDM's `EDMPrecond` (spec §4.3) with σ_d = 1, written
+//! for an ε-predictor. With σ = e^{−α/2}, x_σ = z/sqrt(σ(α)): c_in·x_σ = z, and
+//! ε̂ = (x_σ − D(x_σ; σ))/σ = sqrt(σ(−α))·z + sqrt(σ(α))·f, where f = −F(z, c_noise) is the raw
+//! network output (the sign of F is immaterial to training). The first term is the optimal ε̂
+//! for N(0, I) data, so at high noise ε̂ → z by construction, and for inputs far outside the
+//! trained range ε̂ grows with z instead of saturating at the bounded output of a normalised
+//! network. The row's log-SNR is read from its noise input, α = ALPHA_PER_T·t.
+//!
 //! Not here: the MLP on top of the embedding (Linear + SiLU), Fourier features (NCSN++).
 //!
 //! Saved for backward: nothing but the inputs (scale for dx, x for dscale). All outputs are
@@ -29,6 +37,9 @@ use super::Float;
 
 /// The longest period of the sinusoids, as DDPM, ADM and EDM.
 pub const MAX_PERIOD: f64 = 10000.0;
+
+/// Log-SNR per unit of noise input: networks are fed c_noise = α/8 (spec §8).
+pub const ALPHA_PER_T: f64 = 8.0;
 
 fn cast<T: Float>(v: f64) -> T {
     T::from(v).unwrap_or_else(T::nan)
@@ -105,5 +116,41 @@ pub fn scale_shift_bwd_scale<T: Float>(dscale: &mut [T], dout: &[T], x: &[T], hw
 pub fn scale_shift_bwd_shift<T: Float>(dshift: &mut [T], dout: &[T], hw: usize) {
     for (d, gp) in dshift.iter_mut().zip(dout.chunks(hw)) {
         *d = gp.iter().fold(T::zero(), |a, &g| a + g);
+    }
+}
+
+// --- preconditioning ----------------------------------------------------------------------------
+
+/// sqrt(σ(v)), computed from exp of a non-positive argument only (as the shader does).
+fn sqrt_sigmoid<T: Float>(v: T) -> T {
+    let e = (-v.abs()).exp();
+    let s = if v >= T::zero() { T::one() / (T::one() + e) } else { e / (T::one() + e) };
+    s.sqrt()
+}
+
+/// (skip, out) = (sqrt(σ(−α)), sqrt(σ(α))) for the row with noise input t, α = ALPHA_PER_T·t.
+pub fn precond_coeffs<T: Float>(t: T) -> (T, T) {
+    let alpha = cast::<T>(ALPHA_PER_T) * t;
+    (sqrt_sigmoid(-alpha), sqrt_sigmoid(alpha))
+}
+
+/// eps = skip·z + out·f per row of length e. eps, z, f: (B, E), t: (B,)
+pub fn precond_fwd<T: Float>(eps: &mut [T], t: &[T], z: &[T], f: &[T], e: usize) {
+    for (((o, zr), fr), &tb) in eps.chunks_mut(e).zip(z.chunks(e)).zip(f.chunks(e)).zip(t) {
+        let (a, b) = precond_coeffs(tb);
+        for ((o, &zv), &fv) in o.iter_mut().zip(zr).zip(fr) {
+            *o = a * zv + b * fv;
+        }
+    }
+}
+
+/// df = out·deps, dz = skip·deps per row. Both overwritten. df, dz, deps: (B, E), t: (B,)
+pub fn precond_bwd<T: Float>(df: &mut [T], dz: &mut [T], deps: &[T], t: &[T], e: usize) {
+    for (((dfr, dzr), gr), &tb) in df.chunks_mut(e).zip(dz.chunks_mut(e)).zip(deps.chunks(e)).zip(t) {
+        let (a, b) = precond_coeffs(tb);
+        for ((df, dz), &g) in dfr.iter_mut().zip(dzr.iter_mut()).zip(gr) {
+            *df = b * g;
+            *dz = a * g;
+        }
     }
 }
