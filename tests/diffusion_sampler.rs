@@ -223,3 +223,132 @@ fn clip_denoised_keeps_samples_in_range_and_is_a_no_op_inside_it() {
     pollster::block_on(wide.eps_batch(&z, &alpha, &mut b)).unwrap();
     assert_eq!(a, b);
 }
+
+// --- the parallel sampler against a plain ParaDiGMS loop --------------------------------------
+
+/// An isotropic Gaussian mixture Σ_k π_k N(μ_k, s² I) with its exact optimal ε̂ under the VP
+/// channel z = sqrt(σ(α)) x + sqrt(σ(−α)) ε: per component z ~ N(sqrt(σ(α)) μ_k, (σ(α) s² + σ(−α)) I),
+/// E[ε | z] = Σ_k w_k(z) sqrt(σ(−α)) (z − sqrt(σ(α)) μ_k) / (σ(α) s² + σ(−α)).
+struct Mixture {
+    means: Vec<[f64; 2]>,
+    var: f64,
+}
+
+impl cdl::diffusion::likelihood::Denoiser for Mixture {
+    fn dim(&self) -> usize {
+        2
+    }
+    fn eps_hat(&self, z: &[f64], alpha: f64, out: &mut [f64]) {
+        let (a, na) = (1.0 / (1.0 + (-alpha).exp()), 1.0 / (1.0 + alpha.exp()));
+        let v = a * self.var + na;
+        let logw: Vec<f64> = self
+            .means
+            .iter()
+            .map(|m| -((z[0] - a.sqrt() * m[0]).powi(2) + (z[1] - a.sqrt() * m[1]).powi(2)) / (2.0 * v))
+            .collect();
+        let top = logw.iter().cloned().fold(f64::NEG_INFINITY, f64::max);
+        let w: Vec<f64> = logw.iter().map(|l| (l - top).exp()).collect();
+        let total: f64 = w.iter().sum();
+        for (i, o) in out.iter_mut().enumerate() {
+            *o = self.means.iter().zip(&w).map(|(m, wk)| wk / total * na.sqrt() * (z[i] - a.sqrt() * m[i]) / v).sum();
+        }
+    }
+}
+
+/// ParaDiGMS's iteration written out from spec §6.5 for one batch of `n` samples, without the
+/// crate's sampler: every pass evaluates ε̂ at the window as it stands, computes all drifts from
+/// that snapshot, rebuilds the window by cumulative sums, measures each point's change against
+/// τ²·d·v (v the next step's posterior variance; the last point only when reproduced exactly),
+/// slides past the converged prefix and starts new points at the window's last value.
+/// Returns (X_S, passes, evaluations).
+fn paradigms_reference(
+    den: &dyn cdl::diffusion::likelihood::Denoiser,
+    steps: &[cdl::diffusion::sampler::LinearStep],
+    window: usize,
+    tol: f64,
+    n: usize,
+    seed: u64,
+) -> (Vec<f64>, usize, usize) {
+    let d = den.dim();
+    let t_n = steps.len();
+    let noise: Vec<Vec<f64>> = (0..t_n)
+        .map(|j| {
+            let mut v = vec![0.0; n * d];
+            cdl::diffusion::sampler::step_noise(seed, j, d, &mut v);
+            v.iter().map(|u| steps[j].sigma * u).collect()
+        })
+        .collect();
+    let mut x = vec![initial_noise(seed, n, d); t_n + 1];
+    let (mut b, mut e, mut passes, mut evals) = (0, window.min(t_n), 0, 0);
+    while b < t_n {
+        let snapshot: Vec<Vec<f64>> = x[b..e].to_vec();
+        let eps: Vec<Vec<f64>> = snapshot
+            .iter()
+            .enumerate()
+            .map(|(o, xj)| {
+                let mut out = vec![0.0; n * d];
+                for s in 0..n {
+                    den.eps_hat(&xj[s * d..(s + 1) * d], steps[b + o].alpha, &mut out[s * d..(s + 1) * d]);
+                }
+                out
+            })
+            .collect();
+        passes += 1;
+        evals += e - b;
+        let mut sum = x[b].clone();
+        let mut first_unconverged = e - b;
+        for o in 0..e - b {
+            let (j, st) = (b + o, &steps[b + o]);
+            for i in 0..n * d {
+                sum[i] += (st.a - 1.0) * snapshot[o][i] + st.b * eps[o][i] + noise[j][i];
+            }
+            let ok = (0..n).all(|s| {
+                let r: f64 = (0..d).map(|i| (sum[s * d + i] - x[j + 1][s * d + i]).powi(2)).sum();
+                match steps.get(j + 1) {
+                    Some(next) => r <= tol * tol * d as f64 * next.tol_var.max(1e-20),
+                    None => r == 0.0,
+                }
+            });
+            if !ok && first_unconverged == e - b {
+                first_unconverged = o;
+            }
+            x[j + 1] = sum.clone();
+        }
+        let new_b = b + (first_unconverged + 1).min(e - b);
+        let new_e = (new_b + window).min(t_n);
+        for j in e + 1..=new_e {
+            x[j] = x[e].clone();
+        }
+        (b, e) = (new_b, new_e.max(new_b));
+    }
+    (x.pop().unwrap(), passes, evals)
+}
+
+#[test]
+fn parallel_sampler_is_the_paradigms_iteration() {
+    let gauss = data();
+    let mix = Mixture {
+        means: (0..8)
+            .map(|k| f64::from(k) * std::f64::consts::FRAC_PI_4)
+            .map(|t| [2.0 * t.cos(), 2.0 * t.sin()])
+            .collect(),
+        var: 0.05,
+    };
+    let dens: [(&str, &dyn cdl::diffusion::likelihood::Denoiser); 2] = [("gaussian", &gauss), ("8-mixture", &mix)];
+    let steps = ddpm_steps(&ddpm_schedule(200).unwrap(), DdpmVariance::Posterior);
+    let n = 16;
+    for (name, den) in dens {
+        for window in [5, 32, 200] {
+            for tol in [0.01, 0.1, 0.5] {
+                let (want, passes, evals) = paradigms_reference(den, &steps, window, tol, n, 9);
+                let (got, stats) =
+                    pollster::block_on(picard(&mut RowByRow(den), &steps, window, tol, n, 9, None)).unwrap();
+                println!(
+                    "{name} window {window} tol {tol}: reference {passes} passes / {evals} evaluations, {stats:?}"
+                );
+                assert_eq!((stats.passes, stats.evaluations), (passes, evals), "{name} window {window} tol {tol}");
+                assert_eq!(got, want, "{name} window {window} tol {tol}: samples");
+            }
+        }
+    }
+}

@@ -463,12 +463,14 @@ pub async fn picard(
         den.eps_batch(&z, &alpha, &mut eps).await?;
         stats.passes += 1;
         stats.evaluations += len;
-        // X̃_{j+1} = X_b + Σ_{i=b..j} (δ_i + ξ_i), δ_i = (a_i − 1)·X_i + b_i·ε̂_i.
+        // X̃_{j+1} = X_b + Σ_{i=b..j} (δ_i + ξ_i), δ_i = (a_i − 1)·X_i + b_i·ε̂_i, every drift
+        // from the window as it was evaluated (`z`, the pass's snapshot), never from a point this
+        // pass has already rewritten (ParaDiGMS, spec §6.5).
         let mut acc = buf[b].clone();
         let mut first_bad = len;
         for (o, j) in (b..e).enumerate() {
             let st = &steps[j];
-            let (xj, ej, xij) = (&buf[j], &eps[o * nd..(o + 1) * nd], &xi[j * nd..(j + 1) * nd]);
+            let (xj, ej, xij) = (&z[o * nd..(o + 1) * nd], &eps[o * nd..(o + 1) * nd], &xi[j * nd..(j + 1) * nd]);
             for i in 0..nd {
                 acc[i] += (st.a - 1.0) * xj[i] + st.b * ej[i] + xij[i];
             }
