@@ -11,6 +11,7 @@
 //! tolerances are those of f32 against f32, not against an f64 oracle; see `tolerances`.
 
 #![cfg(not(target_arch = "wasm32"))]
+#![allow(clippy::unwrap_used)]
 
 mod common;
 #[path = "common/mirror.rs"]
@@ -22,15 +23,22 @@ use cdl::reference::tol::{Tol, DEFAULT};
 use cdl::train::checkpoint::{self, Checkpoint};
 use mirror::{gpu_run, python_or_skip, run_mirror, GpuModel, GpuRun, Report, TestDir};
 
-const CFG: MlpConfig = MlpConfig { dim: 2, width: 24, blocks: 2, emb_dim: 16 };
+const CFG: MlpConfig = MlpConfig { dim: 2, width: 24, blocks: 2, emb_dim: 16, precond: cdl::model::Precond::Edm };
 const BATCH: usize = 37;
 const SEED: u64 = 11;
 const LR: f64 = 1e-3;
 const STEPS: u32 = 5;
 
-/// The model config as stored in `cdl.model_config`; tools/mirror.py reads these four keys.
+/// The model config as stored in `cdl.model_config`; tools/mirror.py reads these five keys.
 fn model_config_json(cfg: MlpConfig) -> String {
-    format!(r#"{{"dim":{},"width":{},"blocks":{},"emb_dim":{}}}"#, cfg.dim, cfg.width, cfg.blocks, cfg.emb_dim)
+    format!(
+        r#"{{"dim":{},"width":{},"blocks":{},"emb_dim":{},"precond":"{}"}}"#,
+        cfg.dim,
+        cfg.width,
+        cfg.blocks,
+        cfg.emb_dim,
+        cfg.precond.name()
+    )
 }
 
 // Tolerances: f32 against f32 (GPU vs PyTorch CPU), both rounding differently.
@@ -55,9 +63,16 @@ const FINAL_PARAMS: Tol = Tol { atol: 2e-6, rtol: 1e-5 };
 fn gpu_matches_pytorch_mirror() {
     let Some(python) = python_or_skip() else { return };
     let Some(gpu) = common::gpu_or_skip() else { return };
-    let model = pollster::block_on(Mlp::new(gpu, CFG, BATCH, SEED)).unwrap();
+    for cfg in [CFG, MlpConfig { precond: cdl::model::Precond::Eps, ..CFG }] {
+        println!("precond {}", cfg.precond.name());
+        mirror_matches(&python, gpu, cfg);
+    }
+}
+
+fn mirror_matches(python: &str, gpu: &cdl::gpu::Gpu, cfg: MlpConfig) {
+    let model = pollster::block_on(Mlp::new(gpu, cfg, BATCH, SEED)).unwrap();
     let layout = model.params.layout.clone();
-    let n_out = BATCH * CFG.dim;
+    let n_out = BATCH * cfg.dim;
 
     // Inputs: x ~ N(0, 1), t ~ 1.5 N(0, 1), target ~ N(0, 1) (the eps the model predicts).
     let x = normal_vec(n_out, 21, 0);
@@ -65,22 +80,22 @@ fn gpu_matches_pytorch_mirror() {
     let target = normal_vec(n_out, 21, 2);
 
     // The initial parameters as a checkpoint (tensor names = layout names), and the inputs.
-    let dir = TestDir::new("mlp").unwrap();
+    let dir = TestDir::new(&format!("mlp-{}", cfg.precond.name())).unwrap();
     let (ckpt_path, inputs_path, out_path) =
         (dir.path("init.safetensors"), dir.path("inputs.safetensors"), dir.path("mirror.safetensors"));
     let values = pollster::block_on(gpu.read(&model.params.value)).unwrap();
-    let mut ckpt = Checkpoint::new("mlp", model_config_json(CFG), 0);
+    let mut ckpt = Checkpoint::new("mlp", model_config_json(cfg), 0);
     for (name, shape, data) in layout.split(&values) {
         ckpt.insert(name, shape, data).unwrap();
     }
     checkpoint::save(&ckpt_path, &ckpt).unwrap();
-    let mut inputs = Checkpoint::new("mlp-inputs", model_config_json(CFG), 0);
-    inputs.insert("x", vec![BATCH, CFG.dim], x.clone()).unwrap();
+    let mut inputs = Checkpoint::new("mlp-inputs", model_config_json(cfg), 0);
+    inputs.insert("x", vec![BATCH, cfg.dim], x.clone()).unwrap();
     inputs.insert("t", vec![BATCH], t.clone()).unwrap();
-    inputs.insert("target", vec![BATCH, CFG.dim], target.clone()).unwrap();
+    inputs.insert("target", vec![BATCH, cfg.dim], target.clone()).unwrap();
     checkpoint::save(&inputs_path, &inputs).unwrap();
 
-    run_mirror(&python, "mlp", &ckpt_path, &inputs_path, &out_path, LR, STEPS);
+    run_mirror(python, "mlp", &ckpt_path, &inputs_path, &out_path, LR, STEPS);
     let want = checkpoint::load(&out_path).unwrap();
 
     // The same computation on the GPU.

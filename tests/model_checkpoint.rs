@@ -13,7 +13,7 @@ use cdl::reference::philox::normal_vec;
 use cdl::train::checkpoint::{self, Checkpoint, MODEL_PREFIX};
 use cdl::train::weights::{insert_params, read_params};
 
-const CFG: MlpConfig = MlpConfig { dim: 2, width: 24, blocks: 2, emb_dim: 16 };
+const CFG: MlpConfig = MlpConfig { dim: 2, width: 24, blocks: 2, emb_dim: 16, precond: cdl::model::Precond::Edm };
 
 fn run(gpu: &cdl::gpu::Gpu, model: &Mlp) -> Vec<f32> {
     gpu.write(&model.x, &normal_vec(model.batch * model.cfg.dim, 5, 0));

@@ -4,22 +4,27 @@
 //! hide behind agreement with the GPU.
 
 #![cfg(not(target_arch = "wasm32"))]
+#![allow(clippy::unwrap_used)]
 
 mod common;
 
 #[path = "oracle/mlp.rs"]
 mod oracle;
 
-use cdl::model::mlp::{self, Mlp, MlpConfig};
+use cdl::model::mlp::{self, Mlp, MlpConfig, Precond};
 use cdl::reference::gradcheck::{check, coords, dot};
 use cdl::reference::philox::normal_vec;
 use cdl::reference::to_f64;
 use cdl::reference::tol::{compare, LOOSE};
 use oracle::{tensors, Oracle};
 
-const CFG: MlpConfig = MlpConfig { dim: 2, width: 24, blocks: 2, emb_dim: 16 };
+const CFG: MlpConfig = MlpConfig { dim: 2, width: 24, blocks: 2, emb_dim: 16, precond: Precond::Edm };
+/// Both output parameterisations; every check runs on each.
+const CFGS: [MlpConfig; 2] = [CFG, MlpConfig { precond: Precond::Eps, ..CFG }];
 const BATCH: usize = 37;
 
+/// x ~ N(0, 1), t ~ 1.5 N(0, 1) (alpha = 8 t spans the range where both preconditioning
+/// coefficients matter), dout ~ N(0, 1).
 fn inputs() -> (Vec<f32>, Vec<f32>, Vec<f32>) {
     let x = normal_vec(BATCH * CFG.dim, 3, 0);
     let t: Vec<f32> = normal_vec(BATCH, 3, 1).iter().map(|v| 1.5 * v).collect();
@@ -30,18 +35,24 @@ fn inputs() -> (Vec<f32>, Vec<f32>, Vec<f32>) {
 /// The oracle's backward agrees with central differences of sum(out * dout), for every tensor.
 #[test]
 fn oracle_backward_matches_finite_differences() {
-    let layout = mlp::layout(CFG);
+    for cfg in CFGS {
+        oracle_backward_matches_finite_differences_for(cfg);
+    }
+}
+
+fn oracle_backward_matches_finite_differences_for(cfg: MlpConfig) {
+    let layout = mlp::layout(cfg);
     let p = tensors(layout.split(&layout.init_values(9)));
     let (x, t, dout) = inputs();
     let (x, t, dout) = (to_f64(&x), to_f64(&t), to_f64(&dout));
-    let oracle = Oracle { cfg: CFG, b: BATCH, p: p.clone() };
+    let oracle = Oracle { cfg, b: BATCH, p: p.clone() };
     let (_, cache) = oracle.forward(&x, &t);
     let (grads, dx) = oracle.backward(&cache, &x, &dout);
     for (name, value) in &p {
         let loss = |v: &[f64]| {
             let mut q = p.clone();
             q.insert(name.clone(), v.to_vec());
-            dot(&Oracle { cfg: CFG, b: BATCH, p: q }.forward(&x, &t).0, &dout)
+            dot(&Oracle { cfg, b: BATCH, p: q }.forward(&x, &t).0, &dout)
         };
         check(name, loss, value, &grads[name], coords(value.len(), 12)).unwrap();
     }
@@ -53,7 +64,14 @@ fn oracle_backward_matches_finite_differences() {
 #[test]
 fn gpu_matches_oracle() {
     let Some(gpu) = common::gpu_or_skip() else { return };
-    let model = pollster::block_on(Mlp::new(gpu, CFG, BATCH, 9)).unwrap();
+    for cfg in CFGS {
+        println!("precond {}", cfg.precond.name());
+        gpu_matches_oracle_for(gpu, cfg);
+    }
+}
+
+fn gpu_matches_oracle_for(gpu: &cdl::gpu::Gpu, cfg: MlpConfig) {
+    let model = pollster::block_on(Mlp::new(gpu, cfg, BATCH, 9)).unwrap();
     let (x, t, dout) = inputs();
     gpu.write(&model.x, &x);
     gpu.write(&model.t, &t);
@@ -65,7 +83,7 @@ fn gpu_matches_oracle() {
     let grads = pollster::block_on(gpu.read(&model.params.grad)).unwrap();
 
     let layout = &model.params.layout;
-    let oracle = Oracle { cfg: CFG, b: BATCH, p: tensors(layout.split(&values)) };
+    let oracle = Oracle { cfg, b: BATCH, p: tensors(layout.split(&values)) };
     let (x64, t64, dout64) = (to_f64(&x), to_f64(&t), to_f64(&dout));
     let (want_out, cache) = oracle.forward(&x64, &t64);
     let (want_grads, want_dx) = oracle.backward(&cache, &x64, &dout64);

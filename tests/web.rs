@@ -92,7 +92,7 @@ fn assert_matches_oracle(
 #[wasm_bindgen_test]
 async fn mlp_matches_oracle() {
     let g = gpu().await;
-    let (cfg, b) = (MlpConfig { dim: 2, width: 24, blocks: 2, emb_dim: 16 }, 37);
+    let (cfg, b) = (MlpConfig { dim: 2, width: 24, blocks: 2, emb_dim: 16, precond: cdl::model::Precond::Edm }, 37);
     let model = Mlp::new(&g, cfg, b, 9).await.unwrap_or_else(|e| panic!("{e}"));
     let x = normal_vec(b * cfg.dim, 3, 0);
     let t: Vec<f32> = normal_vec(b, 3, 1).iter().map(|v| 1.5 * v).collect();

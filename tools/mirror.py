@@ -14,9 +14,11 @@ mlp (src/model/mlp.rs):
     temb = emb.fc2(silu(emb.fc1(sinusoidal(t, E))))
     h    = inp(x)
     for each block i:  h = norm_i(h + fc2_i(silu(fc1_i(h + temb))))     norm: LayerNorm(W, eps=1e-5)
-    out  = out(h)
+    f    = out(h)
+    eps  = f                                      precond "eps" (and configs without the key)
+    eps  = sqrt(sigmoid(-a)) x + sqrt(sigmoid(a)) f, a = 8 t     precond "edm" (EDM, sigma_d = 1)
   sinusoidal: half = E/2, freq_j = exp(-ln(10000) j / half), [cos(t freq), sin(t freq)].
-  model config (metadata cdl.model_config): {"dim":D,"width":W,"blocks":N,"emb_dim":E}.
+  model config (metadata cdl.model_config): {"dim":D,"width":W,"blocks":N,"emb_dim":E[,"precond":P]}.
   inputs file tensors: x (B, D), t (B,), target (B, D).
 
     python tools/mirror.py unet --checkpoint C --inputs I --out O [--lr 1e-3 --steps 5]
@@ -97,11 +99,23 @@ class Block(nn.Module):
         return self.norm(h + self.fc2(nn.functional.silu(self.fc1(h + temb))))
 
 
+ALPHA_PER_T = 8.0  # the networks' noise input is alpha / 8
+
+
+def precond_edm(x, t, f):
+    """EDM's preconditioning with sigma_d = 1 in eps form: sqrt(sigmoid(-a)) x + sqrt(sigmoid(a)) f."""
+    a = (ALPHA_PER_T * t)[:, None]
+    return torch.sigmoid(-a).sqrt() * x + torch.sigmoid(a).sqrt() * f
+
+
 class Mlp(nn.Module):
-    def __init__(self, dim, width, blocks, emb_dim):
+    def __init__(self, dim, width, blocks, emb_dim, precond="eps"):
         super().__init__()
         if emb_dim <= 0 or emb_dim % 2 != 0:
             raise ValueError(f"emb_dim must be positive and even, got {emb_dim}")
+        if precond not in ("eps", "edm"):
+            raise ValueError(f"unknown precond {precond!r}; expected eps or edm")
+        self.precond = precond
         self.emb = Embedding(emb_dim, width)
         self.inp = nn.Linear(dim, width)
         self.blocks = nn.ModuleList([Block(width) for _ in range(blocks)])
@@ -112,7 +126,8 @@ class Mlp(nn.Module):
         h = self.inp(x)
         for block in self.blocks:
             h = block(h, temb)
-        return self.out(h)
+        f = self.out(h)
+        return precond_edm(x, t, f) if self.precond == "edm" else f
 
 
 def groups(c, norm_groups=32):
@@ -363,7 +378,7 @@ def run_model(args):
 def build(arch, cfg):
     """A freshly initialised mirror model of `arch` ("mlp" or "unet") from its config dict."""
     if arch == "mlp":
-        return Mlp(cfg["dim"], cfg["width"], cfg["blocks"], cfg["emb_dim"])
+        return Mlp(cfg["dim"], cfg["width"], cfg["blocks"], cfg["emb_dim"], cfg.get("precond", "eps"))
     if arch == "unet":
         return UNet(cfg)
     sys.exit(f"mirror.py: unknown architecture {arch!r}")

@@ -22,7 +22,7 @@ use serde_json::{json, Value};
 
 use cdl::diffusion::loss::CdlNorm;
 use cdl::gpu::Gpu;
-use cdl::model::{Mlp, MlpConfig, Net, UNet, UNetConfig};
+use cdl::model::{Mlp, MlpConfig, Net, Precond, UNet, UNetConfig};
 use cdl::train::checkpoint::{self, Checkpoint};
 use cdl::train::data::{Batcher, DataSource, Points};
 use cdl::train::recipe::{loss_config, CdlKnobs, LossKind};
@@ -111,6 +111,11 @@ pub struct TrainArgs {
     /// MLP residual blocks.
     #[arg(long, default_value_t = 2, value_parser = clap::value_parser!(u64).range(0..=64))]
     pub blocks: u64,
+    /// How the network's output becomes ε̂: edm (default for the MLP; EDM's preconditioning with
+    /// σ_d = 1, ε̂ = sqrt(σ(−α))·x + sqrt(σ(α))·f, so ε̂ follows x at high noise and samples
+    /// cannot run away) or eps (the output is ε̂, the paper's toy net; the UNet's only choice).
+    #[arg(long, value_parser = ["edm", "eps"])]
+    pub precond: Option<String>,
     /// Points generated for a built-in data set.
     #[arg(long, default_value_t = 100_000, value_parser = clap::value_parser!(u64).range(1..=10_000_000))]
     pub toy_points: u64,
@@ -238,6 +243,12 @@ impl TrainArgs {
         if !["mlp", "unet-tiny", "unet-compact", "unet-small"].contains(&self.model.as_str()) {
             return Err(format!("model = {:?}: expected mlp, unet-tiny, unet-compact or unet-small", self.model));
         }
+        if let Some(p) = &self.precond {
+            Precond::parse(p).map_err(|e| format!("precond = {p:?}: {e}"))?;
+            if p != "eps" && self.model != "mlp" {
+                return Err(format!("precond = {p:?}: the UNet has no EDM preconditioning yet; use eps"));
+            }
+        }
         Ok(())
     }
 
@@ -256,7 +267,17 @@ impl TrainArgs {
             "independent_draws": self.independent_draws, "cdl_norm": self.cdl_norm,
             "width": self.width, "blocks": self.blocks, "toy_points": self.toy_points,
             "log_every": self.log_every, "model": self.model, "classes": self.classes, "flip": self.flip,
+            "precond": self.precond().name(),
         })
+    }
+
+    /// `--precond`, or the model's default: edm for the MLP, eps for a UNet.
+    fn precond(&self) -> Precond {
+        match self.precond.as_deref() {
+            Some(name) => Precond::parse(name).unwrap_or_default(),
+            None if self.model == "mlp" => Precond::Edm,
+            None => Precond::Eps,
+        }
     }
 
     /// `--out`, or runs/<data>-<loss>: with `--resume` that folder, otherwise the first of
@@ -372,7 +393,13 @@ pub async fn train(gpu: &Gpu, args: TrainArgs) -> Result<(), String> {
     cfg.validate().map_err(|e| e.to_string())?;
     let net: Box<dyn Net> = match unet_config(&args)? {
         None => {
-            let mlp = MlpConfig { dim: 2, width: args.width as usize, blocks: args.blocks as usize, emb_dim: 128 };
+            let mlp = MlpConfig {
+                dim: 2,
+                width: args.width as usize,
+                blocks: args.blocks as usize,
+                emb_dim: 128,
+                precond: args.precond(),
+            };
             Box::new(Mlp::new(gpu, mlp, cfg.rows(), args.seed).await.map_err(|e| e.to_string())?)
         }
         Some(u) => Box::new(UNet::new(gpu, u, cfg.rows(), args.seed).await.map_err(|e| e.to_string())?),

@@ -7,18 +7,58 @@
 //! temb = emb.fc2(silu(emb.fc1(sinusoidal(t, E))))          t (B,): the noise input (e.g. alpha/8)
 //! h    = inp(x)                                            x (B, D)
 //! for each block i:  h = norm_i(h + fc2_i(silu(fc1_i(h + temb))))      norm = LayerNorm over W
-//! out  = out(h)                                            (B, D): the eps prediction
+//! f    = out(h)                                            (B, D)
+//! eps  = f                                   with precond "eps": the network's output is eps
+//! eps  = sqrt(σ(−α))·x + sqrt(σ(α))·f        with precond "edm", α = 8t (the default; EDM's
+//!                                            preconditioning with σ_d = 1, see below)
 //! ```
+//!
+//! Why "edm" is the default: every block ends in a LayerNorm, so f is bounded whatever x is.
+//! A bounded ε̂ cannot follow z out of the trained range: in DDPM ancestral sampling a sample
+//! whose path drifts past |z| ≈ 4 at high noise sees ε̂ stuck near its bound, so x is never
+//! pulled back and grows through the chain of 1/sqrt(1−β_t) factors (|x| = 35 from
+//! x_T = (2.1, 0.4) on moons). With "edm" the Gaussian term sqrt(σ(−α))·x carries the
+//! magnitude and the network learns the correction.
 //!
 //! Parameter names (checkpoint names): `emb.fc1.{weight,bias}`, `emb.fc2.*`, `inp.*`,
 //! `blocks.{i}.fc1.*`, `blocks.{i}.fc2.*`, `blocks.{i}.norm.{weight,bias}`, `out.*`; Linear
 //! weights are (out, in) as in PyTorch. LayerNorm is GroupNorm with one group over (W, 1, 1).
+//! The preconditioning has no parameters; it is part of the model config.
 
 use crate::gpu::{Buffer, Dispatch, Gpu, GpuError};
 use crate::nn::params::Init;
 use crate::nn::{Linear, ParamId, ParamLayout, Params};
 use crate::ops::{elementwise as ew, embedding, groupnorm};
 use crate::reference::groupnorm::GroupNormShape;
+
+/// How the network's output becomes ε̂ (spec §1.4(b), §4.3).
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Default)]
+pub enum Precond {
+    /// The output is ε̂ (the plain ε-network of DDPM and the paper's toys).
+    Eps,
+    /// EDM's preconditioning with σ_d = 1 (standardised data): ε̂ = sqrt(σ(−α))·x + sqrt(σ(α))·f.
+    #[default]
+    Edm,
+}
+
+impl Precond {
+    /// The name in configs, flags and checkpoints.
+    pub fn name(self) -> &'static str {
+        match self {
+            Self::Eps => "eps",
+            Self::Edm => "edm",
+        }
+    }
+
+    /// Parses `name`'s text; the error lists the choices.
+    pub fn parse(s: &str) -> Result<Self, String> {
+        match s {
+            "eps" => Ok(Self::Eps),
+            "edm" => Ok(Self::Edm),
+            _ => Err(format!("unknown preconditioning {s:?}; expected eps or edm")),
+        }
+    }
+}
 
 /// Sizes of the MLP. One comment per field, the EDM way.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
@@ -31,6 +71,8 @@ pub struct MlpConfig {
     pub blocks: usize,
     /// Sinusoidal features E of the noise input (even).
     pub emb_dim: usize,
+    /// How the output becomes ε̂.
+    pub precond: Precond,
 }
 
 impl MlpConfig {
@@ -40,11 +82,15 @@ impl MlpConfig {
     /// The config as the JSON text stored in checkpoints (`cdl.model_config`) and read by the
     /// PyTorch mirror.
     pub fn to_json(&self) -> String {
-        serde_json::json!({ "dim": self.dim, "width": self.width, "blocks": self.blocks, "emb_dim": self.emb_dim })
-            .to_string()
+        serde_json::json!({
+            "dim": self.dim, "width": self.width, "blocks": self.blocks, "emb_dim": self.emb_dim,
+            "precond": self.precond.name(),
+        })
+        .to_string()
     }
 
-    /// Parses `to_json`'s text; the error names the missing or invalid field.
+    /// Parses `to_json`'s text; the error names the missing or invalid field. A config without
+    /// `precond` (written before the field existed) is an "eps" network.
     pub fn from_json(text: &str) -> Result<Self, String> {
         let v: serde_json::Value = serde_json::from_str(text).map_err(|e| format!("MLP config is not JSON: {e}"))?;
         let field = |name: &str| {
@@ -53,13 +99,23 @@ impl MlpConfig {
                 .map(|n| n as usize)
                 .ok_or_else(|| format!("MLP config has no non-negative integer {name:?}"))
         };
-        Ok(Self { dim: field("dim")?, width: field("width")?, blocks: field("blocks")?, emb_dim: field("emb_dim")? })
+        let precond = match v.get("precond") {
+            None => Precond::Eps,
+            Some(p) => Precond::parse(p.as_str().ok_or("MLP config field \"precond\" is not a string")?)?,
+        };
+        Ok(Self {
+            dim: field("dim")?,
+            width: field("width")?,
+            blocks: field("blocks")?,
+            emb_dim: field("emb_dim")?,
+            precond,
+        })
     }
 }
 
 impl Default for MlpConfig {
     fn default() -> Self {
-        Self { dim: 2, width: 128, blocks: 2, emb_dim: 128 }
+        Self { dim: 2, width: 128, blocks: 2, emb_dim: 128, precond: Precond::Edm }
     }
 }
 
@@ -181,12 +237,23 @@ impl Mlp {
             acts.push(ba);
             h = h_next;
         }
-        fwd.extend(out_l.forward(gpu, &p, &h, &out, b).await?);
+        // With "edm" the output layer writes f and the preconditioning turns it into ε̂.
+        let (f, df, dx_skip) = match cfg.precond {
+            Precond::Eps => (out.clone(), dout.clone(), None),
+            Precond::Edm => (z("f", b * d)?, z("df", b * d)?, Some(z("dx_skip", b * d)?)),
+        };
+        fwd.extend(out_l.forward(gpu, &p, &h, &f, b).await?);
+        if cfg.precond == Precond::Edm {
+            fwd.push(embedding::precond_fwd(gpu, &t, &x, &f, &out, b, d).await?);
+        }
 
         // --- backward (reverse order) ---
         let mut bwd = Vec::new();
+        if let Some(dxs) = &dx_skip {
+            bwd.push(embedding::precond_bwd(gpu, &t, &dout, &df, dxs, b, d).await?);
+        }
         let mut dh = z("dh", n)?;
-        bwd.extend(out_l.backward(gpu, &p, &h, &dout, Some(&dh), b).await?);
+        bwd.extend(out_l.backward(gpu, &p, &h, &df, Some(&dh), b).await?);
         let dtemb = z("dtemb", n)?;
         for (i, (blk, ba)) in blocks.iter().zip(&acts).enumerate().rev() {
             let (ds, da_act, da, du, dh_prev) = (z("ds", n)?, z("da_act", n)?, z("da", n)?, z("du", n)?, z("dh", n)?);
@@ -207,6 +274,10 @@ impl Mlp {
             dh = dh_prev;
         }
         bwd.extend(inp.backward(gpu, &p, &x, &dh, Some(&dx), b).await?);
+        if let Some(dxs) = &dx_skip {
+            // x also feeds ε̂ directly through the preconditioning's skip term.
+            bwd.push(ew::axpy(gpu, dxs, &dx, b * d, 1.0).await?);
+        }
         let (de1_act, de1) = (z("de1_act", n)?, z("de1", n)?);
         if blocks.is_empty() {
             // No block reads temb: its gradient is zero (dtemb was never written).

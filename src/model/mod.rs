@@ -5,7 +5,7 @@
 pub mod mlp;
 pub mod unet;
 
-pub use mlp::{Mlp, MlpConfig};
+pub use mlp::{Mlp, MlpConfig, Precond};
 pub use unet::{UNet, UNetConfig};
 
 use crate::gpu::{Buffer, Dispatch, Gpu, GpuError};

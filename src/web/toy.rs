@@ -8,7 +8,7 @@ use serde_json::{json, Value};
 use super::runtime::LossLog;
 use crate::diffusion::loss::CdlNorm;
 use crate::gpu::Gpu;
-use crate::model::{Mlp, MlpConfig};
+use crate::model::{Mlp, MlpConfig, Precond};
 use crate::reference::optim::AdamConfig;
 use crate::train::checkpoint::Checkpoint;
 use crate::train::data::{data_seed, Batcher, Points, Standardization};
@@ -34,6 +34,8 @@ pub struct ToySettings {
     pub blocks: usize,
     /// Sinusoidal features of the noise input (the CLI uses 128).
     pub emb_dim: usize,
+    /// How the MLP's output becomes ε̂ (the CLI's default, "edm").
+    pub precond: Precond,
     /// Examples per step.
     pub batch: usize,
     /// Peak learning rate.
@@ -50,6 +52,7 @@ impl Default for ToySettings {
             width: 64,
             blocks: 2,
             emb_dim: 128,
+            precond: Precond::Edm,
             batch: 128,
             lr: 1e-3,
             seed: 0,
@@ -66,7 +69,8 @@ impl ToySettings {
             "anchors": self.knobs.anchors, "points": self.knobs.points, "lambda_cdl": self.knobs.lambda,
             "independent_draws": !self.knobs.paired,
             "cdl_norm": if self.knobs.norm == CdlNorm::MeanOverAnchors { "anchors" } else { "batch" },
-            "width": self.width, "blocks": self.blocks, "toy_points": 100_000, "log_every": 100,
+            "width": self.width, "blocks": self.blocks, "precond": self.precond.name(), "toy_points": 100_000,
+            "log_every": 100,
         })
     }
 
@@ -80,7 +84,8 @@ impl ToySettings {
         if mlp.dim != 2 {
             return Err(format!("the model is {}-dimensional; toy mode draws 2-D points", mlp.dim));
         }
-        let mut s = Self { width: mlp.width, blocks: mlp.blocks, emb_dim: mlp.emb_dim, ..self.clone() };
+        let mut s =
+            Self { width: mlp.width, blocks: mlp.blocks, emb_dim: mlp.emb_dim, precond: mlp.precond, ..self.clone() };
         let run: Value = ck.extra.get(KEY_RUN).and_then(|t| serde_json::from_str(t).ok()).unwrap_or(Value::Null);
         let uint = |k: &str| run[k].as_u64().map(|v| v as usize);
         if let Some(l) = run["loss"].as_str() {
@@ -142,7 +147,7 @@ impl ToyModel {
         let loss = loss_config(s.loss, &points.variances(), s.knobs).map_err(|e| e.to_string())?;
         let cfg = TrainConfig { batch: s.batch, seed: s.seed, adam: AdamConfig::adam(s.lr), ..TrainConfig::toy(loss) };
         cfg.validate().map_err(|e| e.to_string())?;
-        let mlp = MlpConfig { dim: 2, width: s.width, blocks: s.blocks, emb_dim: s.emb_dim };
+        let mlp = MlpConfig { dim: 2, width: s.width, blocks: s.blocks, emb_dim: s.emb_dim, precond: s.precond };
         let net = Mlp::new(gpu, mlp, cfg.rows(), s.seed).await.map_err(|e| e.to_string())?;
         let trainer = Trainer::new(gpu, Box::new(net), cfg, CHUNK_MAX).await.map_err(|e| e.to_string())?;
         let batcher = Batcher::new(data_seed(s.seed), points.len(), s.batch).map_err(|e| e.to_string())?;

@@ -3,9 +3,9 @@
 
 use std::collections::HashMap;
 
-use cdl::model::mlp::MlpConfig;
+use cdl::model::mlp::{MlpConfig, Precond};
 use cdl::reference::elementwise::{silu_bwd, silu_fwd};
-use cdl::reference::embedding::embedding_fwd;
+use cdl::reference::embedding::{embedding_fwd, precond_bwd, precond_fwd};
 use cdl::reference::groupnorm::{groupnorm_bwd_input, groupnorm_bwd_params, groupnorm_fwd, GroupNormShape};
 use cdl::reference::matmul::{matmul, matmul_bwd_a, matmul_bwd_b, matmul_bwd_bias, MatmulShape};
 use cdl::reference::to_f64;
@@ -25,6 +25,7 @@ pub struct Cache {
     e1_act: Vec<f64>,
     blocks: Vec<[Vec<f64>; 7]>, // h_in, u, a, a_act, s, mean, rstd
     h: Vec<f64>,
+    t: Vec<f64>,
 }
 
 impl Oracle {
@@ -73,15 +74,31 @@ impl Oracle {
             blocks.push([h, u, a, a_act, s, mean, rstd]);
             h = hn;
         }
-        let out = self.lin("out", &h, w, d);
-        (out, Cache { emb, e1, e1_act, blocks, h })
+        let f = self.lin("out", &h, w, d);
+        let out = match self.cfg.precond {
+            Precond::Eps => f,
+            Precond::Edm => {
+                let mut eps = vec![0.0; b * d];
+                precond_fwd(&mut eps, t, x, &f, d);
+                eps
+            }
+        };
+        (out, Cache { emb, e1, e1_act, blocks, h, t: t.to_vec() })
     }
 
     pub fn backward(&self, c: &Cache, x: &[f64], dout: &[f64]) -> (Tensors, Vec<f64>) {
         let (b, w, d, e) = (self.b, self.cfg.width, self.cfg.dim, self.cfg.emb_dim);
         let ln = GroupNormShape::new(b, w, 1, 1);
         let mut g = Tensors::new();
-        let mut dh = self.lin_bwd(&mut g, "out", &c.h, dout, w, d);
+        let (df, dx_skip) = match self.cfg.precond {
+            Precond::Eps => (dout.to_vec(), vec![0.0; b * d]),
+            Precond::Edm => {
+                let (mut df, mut dz) = (vec![0.0; b * d], vec![0.0; b * d]);
+                precond_bwd(&mut df, &mut dz, dout, &c.t, d);
+                (df, dz)
+            }
+        };
+        let mut dh = self.lin_bwd(&mut g, "out", &c.h, &df, w, d);
         let mut dtemb = vec![0.0; b * w];
         for i in (0..self.cfg.blocks).rev() {
             let [_, u, a, a_act, s, mean, rstd] = &c.blocks[i];
@@ -101,7 +118,7 @@ impl Oracle {
                 *t += v;
             }
         }
-        let dx = self.lin_bwd(&mut g, "inp", x, &dh, d, w);
+        let dx: Vec<f64> = self.lin_bwd(&mut g, "inp", x, &dh, d, w).iter().zip(&dx_skip).map(|(a, s)| a + s).collect();
         let de1_act = self.lin_bwd(&mut g, "emb.fc2", &c.e1_act, &dtemb, w, w);
         let mut de1 = vec![0.0; b * w];
         silu_bwd(&mut de1, &de1_act, &c.e1);
