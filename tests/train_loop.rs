@@ -53,7 +53,7 @@ fn batcher(n: usize, b: usize) -> impl FnMut(u64, &mut Vec<u32>) {
     }
 }
 
-const MLP: MlpConfig = MlpConfig { dim: 2, width: 32, blocks: 1, emb_dim: 16, precond: cdl::model::Precond::Edm };
+const MLP: MlpConfig = MlpConfig { dim: 2, width: 32, blocks: 1, emb_dim: 16, precond: cdl::model::Precond::Eps };
 
 fn cdl_loss() -> LossConfig {
     let q = TruncLogistic::cdl_toy(&[1.0, 1.0]).unwrap();

@@ -34,7 +34,8 @@ pub struct ToySettings {
     pub blocks: usize,
     /// Sinusoidal features of the noise input (the CLI uses 128).
     pub emb_dim: usize,
-    /// How the MLP's output becomes ε̂ (the CLI's default, "edm").
+    /// How the MLP's output becomes ε̂. The page keeps "eps", the networks of its shipped weights,
+    /// until those are retrained with the CLI's default "edm".
     pub precond: Precond,
     /// Examples per step.
     pub batch: usize,
@@ -52,7 +53,7 @@ impl Default for ToySettings {
             width: 64,
             blocks: 2,
             emb_dim: 128,
-            precond: Precond::Edm,
+            precond: Precond::Eps,
             batch: 128,
             lr: 1e-3,
             seed: 0,
