@@ -79,6 +79,10 @@ fn other_architectures_are_refused_with_one_line() {
 #[test]
 fn config_json_round_trips_and_names_bad_fields() {
     assert_eq!(MlpConfig::from_json(&CFG.to_json()).unwrap(), CFG);
+    // An eps network's config is the text written before the option existed (shipped weights).
+    let eps = MlpConfig { precond: cdl::model::Precond::Eps, ..CFG };
+    assert_eq!(eps.to_json(), r#"{"blocks":2,"dim":2,"emb_dim":16,"width":24}"#);
+    assert_eq!(MlpConfig::from_json(&eps.to_json()).unwrap(), eps);
     let err = MlpConfig::from_json(r#"{"dim":2,"width":-1,"blocks":2,"emb_dim":16}"#).unwrap_err();
     assert!(err.contains("\"width\""), "{err}");
     assert!(MlpConfig::from_json("not json").is_err());

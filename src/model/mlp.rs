@@ -81,12 +81,15 @@ impl MlpConfig {
 
     /// The config as the JSON text stored in checkpoints (`cdl.model_config`) and read by the
     /// PyTorch mirror.
+    /// An "eps" network is written without the `precond` key, exactly as before the option
+    /// existed, so earlier checkpoints (the page's shipped weights) still match their config.
     pub fn to_json(&self) -> String {
-        serde_json::json!({
-            "dim": self.dim, "width": self.width, "blocks": self.blocks, "emb_dim": self.emb_dim,
-            "precond": self.precond.name(),
-        })
-        .to_string()
+        let mut v =
+            serde_json::json!({ "dim": self.dim, "width": self.width, "blocks": self.blocks, "emb_dim": self.emb_dim });
+        if self.precond != Precond::Eps {
+            v["precond"] = self.precond.name().into();
+        }
+        v.to_string()
     }
 
     /// Parses `to_json`'s text; the error names the missing or invalid field. A config without
