@@ -1,6 +1,7 @@
 //! `cdl sample`, `cdl eval` and `cdl experiment toy` end to end on a small trained model: every
-//! sampler writes what it promises, metrics come back finite, the experiment writes its report
-//! and pictures, and bad input is one line.
+//! sampler writes what it promises, metrics come back finite, a sampler that leaves the trained
+//! noise levels is warned about, the experiment writes its report (every arm and sampler over
+//! seeds, errors, the MMD floor, verdicts) and pictures, and bad input is one line.
 
 #![cfg(not(target_arch = "wasm32"))]
 #![allow(clippy::unwrap_used)]
@@ -90,7 +91,7 @@ fn eval_reports_finite_metrics() {
 }
 
 #[test]
-fn experiment_toy_writes_its_report_and_pictures() {
+fn experiment_toy_reports_every_arm_and_sampler_over_seeds_with_errors_and_verdicts() {
     if common::gpu_or_skip().is_none() {
         return;
     }
@@ -99,10 +100,18 @@ fn experiment_toy_writes_its_report_and_pictures() {
         "experiment",
         "toy",
         "--quick",
+        "--arms",
+        "itd,cdl",
         "--steps",
         "20",
         "--samples",
         "48",
+        "--sampler-steps",
+        "20",
+        "--ddim-steps",
+        "10",
+        "--heun-steps",
+        "6",
         "--data",
         "moons",
         "--out",
@@ -110,15 +119,111 @@ fn experiment_toy_writes_its_report_and_pictures() {
     ]);
     ok(&o);
     let report = std::fs::read_to_string(dir.join("report.md")).unwrap();
-    let rows = report.lines().filter(|l| l.starts_with("| ddpm") || l.starts_with("| cdl")).count();
-    assert_eq!(rows, 4, "{report}");
-    for png in ["samples.png", "density-ddpm.png", "density-cdl.png", "samples-cdl-parallel.png"] {
+    // 2 arms x 4 samplers in the main table, one NLL row per arm, 4 comparison rows.
+    let rows = |prefix: &str| report.lines().filter(|l| l.starts_with(prefix)).count();
+    assert_eq!(rows("| itd | "), 5, "{report}");
+    assert_eq!(rows("| cdl | "), 5, "{report}");
+    assert_eq!(rows("| cdl vs itd | "), 4, "{report}");
+    for want in ["MMD floor", "2 training seeds", "β̃_t (posterior) for both", "CPU cores", " ± "] {
+        assert!(report.contains(want), "{want:?} missing from\n{report}");
+    }
+    assert!(
+        report
+            .lines()
+            .filter(|l| l.starts_with("| cdl vs itd"))
+            .all(|l| l.contains("better") || l.contains("worse") || l.contains("not distinguishable")),
+        "{report}"
+    );
+    for png in ["samples.png", "density-itd.png", "density-cdl.png", "samples-cdl-parallel.png", "samples-itd-heun.png"]
+    {
         image::open(dir.join(png)).unwrap();
     }
-    let table: serde_json::Value =
+    let v: serde_json::Value =
         serde_json::from_str(&std::fs::read_to_string(dir.join("report.json")).unwrap()).unwrap();
-    for r in table.as_array().unwrap() {
-        assert!(r["mmd"].as_f64().is_some_and(f64::is_finite) && r["passes"].as_u64().unwrap() <= 100, "{r}");
+    let runs = v["runs"].as_array().unwrap();
+    assert_eq!(runs.len(), 2 * 2 * 4, "seeds x arms x samplers");
+    for r in runs {
+        assert!(r["mmd"].as_f64().is_some_and(f64::is_finite) && r["passes"].as_u64().unwrap() <= 20, "{r}");
+        let o = r["outlier_fraction"].as_f64().unwrap();
+        assert!((0.0..=1.0).contains(&o), "{r}");
+    }
+    assert_eq!(v["mmd_floor"]["per_seed"].as_array().unwrap().len(), 2);
+    assert!(v["mmd_floor"]["se"].as_f64().is_some_and(f64::is_finite), "{}", v["mmd_floor"]);
+    // The parallel and sequential DDPM rows name the same variance.
+    for r in runs.iter().filter(|r| r["config"].as_str().unwrap().contains("ddpm-20")) {
+        assert!(r["config"].as_str().unwrap().contains("posterior"), "{r}");
+    }
+    let _ = std::fs::remove_dir_all(&dir);
+}
+
+#[test]
+fn sample_warns_once_when_a_sampler_leaves_the_trained_levels() {
+    if common::gpu_or_skip().is_none() {
+        return;
+    }
+    let dir = scratch("range");
+    let run = dir.join("run");
+    // ITD over α ∈ [−3, 3] only (μ 0, s 1, c 3).
+    let extra = [
+        "--steps",
+        "20",
+        "--log-every",
+        "20",
+        "--quiet",
+        "--loss",
+        "itd",
+        "--levels-mu",
+        "0",
+        "--levels-scale",
+        "1",
+        "--levels-clip",
+        "3",
+    ];
+    ok(&cdl(&train_args(run.to_str().unwrap(), &extra)));
+    let ck = run.join("checkpoint.safetensors");
+    let ck = ck.to_str().unwrap();
+    let out = dir.join("s.csv");
+    let o = cdl(&[
+        "sample",
+        "--checkpoint",
+        ck,
+        "--sampler",
+        "ddim",
+        "--steps",
+        "5",
+        "--n",
+        "8",
+        "--out",
+        out.to_str().unwrap(),
+    ]);
+    ok(&o);
+    let stderr = String::from_utf8_lossy(&o.stderr);
+    let warnings: Vec<&str> = stderr.lines().filter(|l| l.starts_with("warning:")).collect();
+    assert_eq!(warnings.len(), 1, "{stderr}");
+    assert!(
+        warnings[0].contains("[-3.00, 3.00]") && warnings[0].contains("below") && warnings[0].contains("above"),
+        "{stderr}"
+    );
+    // A default run covers every sampler: no warning.
+    let run2 = dir.join("run2");
+    ok(&cdl(&train_args(run2.to_str().unwrap(), &["--steps", "20", "--log-every", "20", "--quiet"])));
+    let ck2 = run2.join("checkpoint.safetensors");
+    for sampler in ["ddpm", "heun", "parallel"] {
+        let o = cdl(&[
+            "sample",
+            "--checkpoint",
+            ck2.to_str().unwrap(),
+            "--sampler",
+            sampler,
+            "--steps",
+            "5",
+            "--n",
+            "8",
+            "--out",
+            out.to_str().unwrap(),
+        ]);
+        ok(&o);
+        assert!(!String::from_utf8_lossy(&o.stderr).contains("warning"), "{sampler}: {o:?}");
     }
     let _ = std::fs::remove_dir_all(&dir);
 }

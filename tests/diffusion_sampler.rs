@@ -36,8 +36,8 @@ fn every_sampler_reproduces_gaussian_moments() {
         // heun_converges_at_second_order), so the moments test uses N = 100.
         SamplerConfig::Heun { steps: 100, churn: 0.0 },
         SamplerConfig::Heun { steps: 100, churn: 40.0 },
-        SamplerConfig::Parallel { steps: 1000, window: 1000, tol: 0.1, ddim: false },
-        SamplerConfig::Parallel { steps: 100, window: 16, tol: 0.1, ddim: true },
+        SamplerConfig::Parallel { steps: 1000, window: 1000, tol: 0.1, ddim: false, variance: DdpmVariance::Posterior },
+        SamplerConfig::Parallel { steps: 100, window: 16, tol: 0.1, ddim: true, variance: DdpmVariance::Posterior },
     ];
     for cfg in cases {
         let (x, stats) = pollster::block_on(sample(&mut RowByRow(&g), &cfg, n, 7, None)).unwrap();
@@ -160,8 +160,8 @@ fn bad_sampler_settings_are_errors() {
         SamplerConfig::Ddim { steps: 1001 },
         SamplerConfig::Heun { steps: 1, churn: 0.0 },
         SamplerConfig::Heun { steps: 10, churn: f64::NAN },
-        SamplerConfig::Parallel { steps: 100, window: 0, tol: 0.1, ddim: false },
-        SamplerConfig::Parallel { steps: 100, window: 10, tol: -1.0, ddim: false },
+        SamplerConfig::Parallel { steps: 100, window: 0, tol: 0.1, ddim: false, variance: DdpmVariance::Posterior },
+        SamplerConfig::Parallel { steps: 100, window: 10, tol: -1.0, ddim: false, variance: DdpmVariance::Posterior },
     ] {
         assert!(pollster::block_on(sample(&mut RowByRow(&g), &cfg, 4, 0, None)).is_err(), "{cfg:?}");
     }
@@ -176,7 +176,10 @@ fn trajectory_frames_run_from_the_initial_noise_to_the_samples() {
         (SamplerConfig::Ddpm { steps: 50, variance: DdpmVariance::Beta }, 50),
         (SamplerConfig::Ddim { steps: 20 }, 20),
         (SamplerConfig::Heun { steps: 18, churn: 0.0 }, 18),
-        (SamplerConfig::Parallel { steps: 30, window: 30, tol: 0.1, ddim: true }, 30),
+        (
+            SamplerConfig::Parallel { steps: 30, window: 30, tol: 0.1, ddim: true, variance: DdpmVariance::Posterior },
+            30,
+        ),
     ];
     for (cfg, steps) in cases {
         let mut traj = Vec::new();
@@ -351,4 +354,47 @@ fn parallel_sampler_is_the_paradigms_iteration() {
             }
         }
     }
+}
+
+#[test]
+fn parallel_ddpm_converges_to_the_sequential_sampler_with_the_same_variance_for_either_variance() {
+    // The fixed point of the Picard iteration is the sequential sampler with the same transition:
+    // at τ = 0 parallel = sequential for β_t and for β̃_t alike, and the two variances give
+    // different samples, so a parallel-vs-sequential comparison must use one of them for both.
+    let g = data();
+    let n = 32;
+    let mut ends = Vec::new();
+    for variance in [DdpmVariance::Beta, DdpmVariance::Posterior] {
+        let seq = SamplerConfig::Ddpm { steps: 50, variance };
+        let par = SamplerConfig::Parallel { steps: 50, window: 50, tol: 0.0, ddim: false, variance };
+        let (want, _) = pollster::block_on(sample(&mut RowByRow(&g), &seq, n, 5, None)).unwrap();
+        let (got, _) = pollster::block_on(sample(&mut RowByRow(&g), &par, n, 5, None)).unwrap();
+        let err = got.iter().zip(&want).map(|(a, b)| (a - b).abs()).fold(0.0, f64::max);
+        assert!(err < 1e-10, "{variance:?}: {err}");
+        ends.push(want);
+    }
+    let gap = ends[0].iter().zip(&ends[1]).map(|(a, b)| (a - b).abs()).fold(0.0, f64::max);
+    assert!(gap > 1e-3, "β and β̃ gave the same samples ({gap})");
+}
+
+#[test]
+fn each_sampler_reports_the_levels_it_queries() {
+    let ho = cdl::diffusion::schedule::DdpmSchedule::ho().logsnr;
+    let (lo, hi) = SamplerConfig::DDPM.alpha_range().unwrap();
+    assert_eq!((lo, hi), (ho[999], ho[0]));
+    assert!((lo + 10.12).abs() < 0.01 && (hi - 9.21).abs() < 0.01, "{lo} {hi}");
+    // EDM Heun: σ from 80 down to 0.002, α = −2 ln σ.
+    let (lo, hi) = SamplerConfig::Heun { steps: 18, churn: 0.0 }.alpha_range().unwrap();
+    assert!((lo - (-2.0 * 80f64.ln())).abs() < 1e-9 && (hi - (-2.0 * 0.002f64.ln())).abs() < 1e-9, "{lo} {hi}");
+    // Churn raises the first level before it is evaluated.
+    let (lo_churn, _) = SamplerConfig::Heun { steps: 18, churn: 10.0 }.alpha_range().unwrap();
+    assert!(lo_churn < lo, "{lo_churn} {lo}");
+    // DDIM-10 queries 10 of the 1000 levels: α_0 and α_900 at its ends.
+    let (lo, hi) = SamplerConfig::Ddim { steps: 10 }.alpha_range().unwrap();
+    assert_eq!((lo, hi), (ho[900], ho[0]));
+    let par = SamplerConfig::Parallel { steps: 100, window: 100, tol: 0.1, ddim: false, variance: DdpmVariance::Beta };
+    assert_eq!(
+        par.alpha_range().unwrap(),
+        SamplerConfig::Ddpm { steps: 100, variance: DdpmVariance::Beta }.alpha_range().unwrap()
+    );
 }

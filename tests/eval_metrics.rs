@@ -365,3 +365,42 @@ fn swd_rejects_bad_inputs() {
     assert!(!e.to_string().contains('\n'));
     assert!(matches!(wasserstein2_sq_1d(&[1.0], &[]), Err(EvalError::TooFew { what: "b", .. })));
 }
+
+#[test]
+fn mean_and_standard_error_match_the_textbook_formulas() {
+    use cdl::eval::stats::mean_se;
+    // Values 1..5: mean 3, sample variance 2.5, SE sqrt(2.5 / 5).
+    let (m, se) = mean_se(&[1.0, 2.0, 3.0, 4.0, 5.0]);
+    assert!((m - 3.0).abs() < 1e-15 && (se - 0.5f64.sqrt()).abs() < 1e-15, "{m} {se}");
+    let (m, se) = mean_se(&[7.0]);
+    assert!(m == 7.0 && se.is_nan());
+}
+
+#[test]
+fn a_paired_difference_is_a_verdict_only_beyond_the_t_quantile_of_its_seeds() {
+    use cdl::eval::stats::{verdict_threshold, Verdict};
+    // Mean −1, SE 0.0707 (14 SE below 0): better; mirrored: worse.
+    let d = [-1.1, -0.9, -1.0, -1.1, -0.9];
+    assert_eq!(Verdict::of(&d), Verdict::Better);
+    assert_eq!(Verdict::of(&d.map(|x| -x)), Verdict::Worse);
+    // Mean 0.1 with SE ≈ 0.37: not distinguishable.
+    assert_eq!(Verdict::of(&[1.0, -0.8, 0.9, -0.6, 0.0]), Verdict::NotDistinguishable);
+    assert_eq!(Verdict::of(&[-3.0]), Verdict::OneSeed);
+    // Two seeds: mean −1, SE 0.1 is 10 SE from 0 but within t(1) = 12.7: no verdict. Five
+    // seeds need 2.78 SE; many seeds 2 SE.
+    assert_eq!(Verdict::of(&[-1.1, -0.9]), Verdict::NotDistinguishable);
+    assert!((verdict_threshold(2) - 12.706).abs() < 1e-9 && (verdict_threshold(5) - 2.776).abs() < 1e-9);
+    assert_eq!(verdict_threshold(100), 2.0);
+    // Mean −1, SE 0.3 at n = 5 (3.3 SE): better at t(4) = 2.78.
+    let (m, se) = cdl::eval::stats::mean_se(&[-1.0, -1.0, -1.0, -0.33, -1.67]);
+    assert!((m + 1.0).abs() < 1e-12 && se > 0.29 && se < 0.31, "{se}");
+    assert_eq!(Verdict::of(&[-1.0, -1.0, -1.0, -0.33, -1.67]), Verdict::Better);
+}
+
+#[test]
+fn outliers_are_samples_with_a_coordinate_beyond_four_standard_deviations() {
+    use cdl::eval::stats::outlier_fraction;
+    let x = [0.0, 3.9, -4.1, 0.0, 1.0, 1.0, f64::NAN, 0.0];
+    assert_eq!(outlier_fraction(&x, 2), 0.5);
+    assert_eq!(outlier_fraction(&[], 2), 0.0);
+}

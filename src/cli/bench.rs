@@ -350,7 +350,13 @@ pub async fn train(gpu: &Gpu, o: &TrainBench<'_>) -> Result<Value, String> {
                     SamplerConfig::Ddpm { steps: st.max(2), variance: DdpmVariance::Beta },
                     SamplerConfig::Ddim { steps: st },
                     SamplerConfig::Heun { steps: st.max(2), churn: 0.0 },
-                    SamplerConfig::Parallel { steps: st.max(2), window: st.max(2), tol: 0.1, ddim: false },
+                    SamplerConfig::Parallel {
+                        steps: st.max(2),
+                        window: st.max(2),
+                        tol: 0.1,
+                        ddim: false,
+                        variance: DdpmVariance::Posterior,
+                    },
                 ] {
                     let mut den = GpuDenoiser::from_trainer(gpu, &t, batch.min(1024)).await.map_err(|x| e(&x))?;
                     let start = Instant::now();

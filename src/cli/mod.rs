@@ -2,6 +2,7 @@
 //! turns every error into one line on stderr and a non-zero exit code.
 
 mod bench;
+mod experiment;
 mod sample;
 mod train;
 
@@ -53,9 +54,12 @@ enum Command {
 
 #[derive(Subcommand)]
 enum ExperimentWhat {
-    /// The paper's toy experiment: DDPM vs ITD + CDL trained with the same budget and seed, each
-    /// sampled with sequential DDPM-1000 and the parallel sampler; writes report.md and PNGs.
-    Toy(sample::ToyArgs),
+    /// The paper's toy experiment: DDPM, ITD, ITD + CDL, EDM and EDM + CDL trained with the same
+    /// budget on the same data over several seeds, each sampled with sequential and parallel
+    /// DDPM, DDIM and EDM Heun; MMD (with its floor), outliers, Picard passes and NLL as
+    /// mean ± standard error, CDL against its base with a verdict; writes report.md, report.json
+    /// and PNGs.
+    Toy(experiment::ToyArgs),
 }
 
 #[derive(Subcommand)]
@@ -157,7 +161,7 @@ async fn run(cli: Cli, matches: &clap::ArgMatches) -> Result<ExitCode, String> {
         Command::Sample(args) => sample::sample_cmd(&gpu, args).await.map(|()| ExitCode::SUCCESS),
         Command::Eval(args) => sample::eval_cmd(&gpu, args).await.map(|()| ExitCode::SUCCESS),
         Command::Experiment { what: ExperimentWhat::Toy(args) } => {
-            sample::experiment_toy(&gpu, args).await.map(|()| ExitCode::SUCCESS)
+            experiment::toy(&gpu, args).await.map(|()| ExitCode::SUCCESS)
         }
         Command::Train(args) => train::train(&gpu, args).await.map(|()| {
             if train::INTERRUPTED.load(std::sync::atomic::Ordering::SeqCst) {

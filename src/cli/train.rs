@@ -20,12 +20,13 @@ use clap::{ArgMatches, Args};
 use serde::{Deserialize, Serialize};
 use serde_json::{json, Value};
 
+use cdl::diffusion::logistic::TruncLogistic;
 use cdl::diffusion::loss::CdlNorm;
 use cdl::gpu::Gpu;
 use cdl::model::{Mlp, MlpConfig, Net, Precond, UNet, UNetConfig};
 use cdl::train::checkpoint::{self, Checkpoint};
 use cdl::train::data::{Batcher, DataSource, Points};
-use cdl::train::recipe::{loss_config, CdlKnobs, LossKind};
+use cdl::train::recipe::{default_q, loss_config_with, CdlKnobs, Levels, LossKind};
 use cdl::train::trainer::{Examples, StepStats, TrainConfig, Trainer};
 
 /// Checkpoint file name inside the run directory.
@@ -37,6 +38,9 @@ const KEY_RUN: &str = "run.config";
 /// Checkpoint metadata keys of the data standardisation (JSON arrays).
 const KEY_DATA_MEAN: &str = "data.mean";
 const KEY_DATA_STD: &str = "data.std";
+/// Checkpoint metadata key of the log-SNR range [lo, hi] the network was trained at (JSON array;
+/// `LossConfig::alpha_range`); `cdl sample` warns when a sampler leaves it.
+pub const KEY_ALPHA_RANGE: &str = "train.alpha_range";
 
 /// TOML files larger than this are refused before reading.
 const MAX_CONFIG_BYTES: u64 = 1 << 20;
@@ -64,7 +68,9 @@ pub struct TrainArgs {
     /// Image data: random horizontal flips.
     #[arg(long)]
     pub flip: bool,
-    /// Loss: ddpm, itd, edm, vp, ve, or cdl (ITD + the contrastive diffusion loss).
+    /// Loss: ddpm, itd, cdl (ITD + the contrastive diffusion loss), edm (EDM's loss; with EDM's
+    /// preconditioning the paper's VP baseline), edm-cdl, edm-ve (EDM's weighting over the VE σ
+    /// range, the paper's VE baseline), edm-ve-cdl, vp or ve (Song's).
     #[arg(long, default_value = "cdl")]
     #[serde(with = "loss_name")]
     pub loss: LossKind,
@@ -105,6 +111,29 @@ pub struct TrainArgs {
     /// CDL: normalise Σ_k ℓ_k by the batch size (authors) or by the number of anchors.
     #[arg(long, default_value = "batch", value_parser = ["batch", "anchors"])]
     pub cdl_norm: String,
+    /// ITD and CDL: location μ of the truncated logistic the log-SNR levels α are drawn from
+    /// (α = μ + s·logit(u), |α − μ| ≤ c·s). Default: −mean ln(variance) for 2-D points, the
+    /// spec's CIFAR constants for images.
+    #[arg(long, allow_hyphen_values = true)]
+    #[serde(default)]
+    pub levels_mu: Option<f64>,
+    /// ITD and CDL: scale s of that logistic. Default 3 for 2-D points, the spec's for images.
+    #[arg(long)]
+    #[serde(default)]
+    pub levels_scale: Option<f64>,
+    /// ITD and CDL: clip c of that logistic, in units of s. Default: wide enough that [μ − cs,
+    /// μ + cs] covers every level the samplers query, α ∈ [−10.12, 12.43] (DDPM-1000, EDM Heun).
+    #[arg(long)]
+    #[serde(default)]
+    pub levels_clip: Option<f64>,
+    /// EDM losses: mean of ln σ (default −1.2, EDM's).
+    #[arg(long, allow_hyphen_values = true)]
+    #[serde(default)]
+    pub edm_p_mean: Option<f64>,
+    /// EDM losses: standard deviation of ln σ (default 1.2, EDM's).
+    #[arg(long)]
+    #[serde(default)]
+    pub edm_p_std: Option<f64>,
     /// MLP hidden width.
     #[arg(long, default_value_t = 128, value_parser = clap::value_parser!(u64).range(1..=65_536))]
     pub width: u64,
@@ -243,6 +272,22 @@ impl TrainArgs {
         if !["mlp", "unet-tiny", "unet-compact", "unet-small"].contains(&self.model.as_str()) {
             return Err(format!("model = {:?}: expected mlp, unet-tiny, unet-compact or unet-small", self.model));
         }
+        for (name, v) in
+            [("levels_scale", self.levels_scale), ("levels_clip", self.levels_clip), ("edm_p_std", self.edm_p_std)]
+        {
+            if let Some(v) = v {
+                if !(v.is_finite() && v > 0.0) {
+                    return Err(format!("{name} = {v} must be a positive number"));
+                }
+            }
+        }
+        for (name, v) in [("levels_mu", self.levels_mu), ("edm_p_mean", self.edm_p_mean)] {
+            if let Some(v) = v {
+                if !v.is_finite() {
+                    return Err(format!("{name} = {v} must be a finite number"));
+                }
+            }
+        }
         if let Some(p) = &self.precond {
             Precond::parse(p).map_err(|e| format!("precond = {p:?}: {e}"))?;
             if p != "eps" && self.model != "mlp" {
@@ -260,7 +305,7 @@ impl TrainArgs {
     /// The flags that define the run (everything that changes a step's result), as stored in
     /// the checkpoint; `--resume` refuses a checkpoint whose stored run differs.
     fn run_config(&self) -> Value {
-        json!({
+        let mut v = json!({
             "data": self.data, "loss": self.loss.name(), "batch": self.batch, "lr": self.lr,
             "warmup": self.warmup, "ema": self.ema, "clip": self.clip, "seed": self.seed,
             "anchors": self.anchors, "points": self.points, "lambda_cdl": self.lambda_cdl,
@@ -268,7 +313,40 @@ impl TrainArgs {
             "width": self.width, "blocks": self.blocks, "toy_points": self.toy_points,
             "log_every": self.log_every, "model": self.model, "classes": self.classes, "flip": self.flip,
             "precond": self.precond().name(),
-        })
+        });
+        // Written only when set, so runs from before these options resume as before.
+        for (key, value) in [
+            ("levels_mu", self.levels_mu),
+            ("levels_scale", self.levels_scale),
+            ("levels_clip", self.levels_clip),
+            ("edm_p_mean", self.edm_p_mean),
+            ("edm_p_std", self.edm_p_std),
+        ] {
+            if let Some(x) = value {
+                v[key] = json!(x);
+            }
+        }
+        v
+    }
+
+    /// The noise levels of `--levels-*` and `--edm-*`: a `--levels-*` flag replaces that
+    /// parameter of the default logistic for `loss` on data with `variances`.
+    pub fn levels(&self, variances: &[f64]) -> Result<Levels, String> {
+        let q = if self.levels_mu.is_some() || self.levels_scale.is_some() || self.levels_clip.is_some() {
+            let d = default_q(self.loss, variances).map_err(|e| e.to_string())?;
+            let q = TruncLogistic {
+                mu: self.levels_mu.unwrap_or(d.mu),
+                s: self.levels_scale.unwrap_or(d.s),
+                c: self.levels_clip.unwrap_or(d.c),
+            };
+            q.validate().map_err(|e| e.to_string())?;
+            Some(q)
+        } else {
+            None
+        };
+        let edm = (self.edm_p_mean.is_some() || self.edm_p_std.is_some())
+            .then(|| (self.edm_p_mean.unwrap_or(-1.2), self.edm_p_std.unwrap_or(1.2)));
+        Ok(Levels { q, edm, sigma_data: None })
     }
 
     /// `--precond`, or the model's default: edm for the MLP, eps for a UNet.
@@ -380,7 +458,9 @@ pub async fn train(gpu: &Gpu, args: TrainArgs) -> Result<(), String> {
         paired: !args.independent_draws,
         norm: if args.cdl_norm == "anchors" { CdlNorm::MeanOverAnchors } else { CdlNorm::SumOverBatch },
     };
-    let loss = loss_config(args.loss, &data.variances, knobs).map_err(|e| e.to_string())?;
+    let levels = args.levels(&data.variances)?;
+    let loss = loss_config_with(args.loss, &data.variances, knobs, &levels).map_err(|e| e.to_string())?;
+    let alpha_range = loss.alpha_range().ok_or("the loss has no rows")?;
     let cfg = TrainConfig {
         batch: args.batch as usize,
         seed: args.seed,
@@ -443,6 +523,7 @@ pub async fn train(gpu: &Gpu, args: TrainArgs) -> Result<(), String> {
         (KEY_DATA_MEAN.to_string(), f64s(&standard.0)),
         (KEY_DATA_STD.to_string(), f64s(&standard.1)),
         ("data.source".to_string(), args.data.clone()),
+        (KEY_ALPHA_RANGE.to_string(), f64s(&[alpha_range.0, alpha_range.1])),
     ];
     let save = |ck: Checkpoint| checkpoint::save(&ck_path, &ck).map_err(|e| e.to_string());
     let mut metrics = fs::OpenOptions::new()

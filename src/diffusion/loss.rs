@@ -107,12 +107,48 @@ pub enum StdLoss {
     VpSong(VpSde),
     /// Song VE (spec §4.3, EDM `VELoss`): σ = σ_min(σ_max/σ_min)^u, weight 1/B.
     VeSong(VeSchedule),
+    /// EDM's loss weighting over the VE noise range (the paper's "VE" baseline with EDM's
+    /// preconditioning, spec §4.3): σ = σ_min(σ_max/σ_min)^u, so α is uniform on
+    /// [−2 ln σ_max, −2 ln σ_min], weight (1 + e^{−α}/σ_d²)/B on the ε-error.
+    EdmVe {
+        /// σ range of Song's VE (0.02, 100).
+        ve: VeSchedule,
+        /// σ_data for the weight.
+        precond: EdmPrecond,
+    },
 }
+
+/// Standard normal quantile of the central 99.9 %: a normal level distribution's "range" is
+/// mean ± 3.29 standard deviations (what `LossConfig::alpha_range` records for EDM's loss).
+pub const NORMAL_RANGE_Z: f64 = 3.290526731491926;
 
 impl StdLoss {
     /// EDM's defaults: ln σ ~ N(−1.2, 1.2²), σ_d = 0.5.
     pub fn edm() -> Self {
         Self::Edm { p_mean: -1.2, p_std: 1.2, precond: EdmPrecond::default() }
+    }
+
+    /// The log-SNR levels this loss trains the network at, (lo, hi): the exact support of the
+    /// bounded distributions (DDPM's schedule, ITD's truncated logistic, Song VP/VE, EDM-VE),
+    /// the central 99.9 % of EDM's normal ln σ. None without standard rows.
+    pub fn alpha_range(&self) -> Option<(f64, f64)> {
+        match self {
+            Self::None => None,
+            Self::Ddpm => {
+                let l = DdpmSchedule::ho().logsnr;
+                Some((
+                    l.iter().copied().fold(f64::INFINITY, f64::min),
+                    l.iter().copied().fold(f64::NEG_INFINITY, f64::max),
+                ))
+            }
+            Self::Itd { q } => Some(q.range()),
+            // α = −2 ln σ: the high end of ln σ is the low end of α.
+            Self::Edm { p_mean, p_std, .. } => {
+                Some((-2.0 * (p_mean + NORMAL_RANGE_Z * p_std), -2.0 * (p_mean - NORMAL_RANGE_Z * p_std)))
+            }
+            Self::VpSong(vp) => Some((vp.alpha(1.0), vp.alpha(vp.eps_t))),
+            Self::VeSong(ve) | Self::EdmVe { ve, .. } => Some(ve.alpha_range()),
+        }
     }
 }
 
@@ -226,6 +262,18 @@ impl LossConfig {
     /// A standard loss alone.
     pub fn standard(std: StdLoss) -> Self {
         Self { std, lambda_std: 1.0, cdl: None, lambda_cdl: 1.0, reference: None }
+    }
+
+    /// The log-SNR levels (lo, hi) the network is trained at: the union of the standard loss's
+    /// range (`StdLoss::alpha_range`) and the CDL integration range of its p-rows. CDL's q-rows
+    /// are conditioned lower, at α′(α, ζ) < α (spec §2.3): that is the density of the noisy
+    /// anchor, not a level a sampler queries. None when the loss has no rows.
+    pub fn alpha_range(&self) -> Option<(f64, f64)> {
+        let cdl = self.cdl.as_ref().map(|c| c.q.range());
+        match (self.std.alpha_range(), cdl) {
+            (Some((a, b)), Some((c, d))) => Some((a.min(c), b.max(d))),
+            (r, None) | (None, r) => r,
+        }
     }
 }
 
@@ -359,6 +407,12 @@ pub fn plan_step(cfg: &LossConfig, batch: usize, seed: u64, step: u32) -> Result
         }
         StdLoss::VpSong(vp) => vp.validate()?,
         StdLoss::VeSong(ve) => ve.validate()?,
+        StdLoss::EdmVe { ve, precond } => {
+            ve.validate()?;
+            if !(precond.sigma_data.is_finite() && precond.sigma_data > 0.0) {
+                return Err(DiffusionError::Config("EDM sigma_data must be > 0".into()));
+            }
+        }
         StdLoss::None | StdLoss::Ddpm => {}
     }
     for b in 0..n_std {
@@ -389,6 +443,10 @@ pub fn plan_step(cfg: &LossConfig, batch: usize, seed: u64, step: u32) -> Result
                 (vp.alpha(t), 1.0 / bf, 0.0)
             }
             StdLoss::VeSong(ve) => (alpha_of_sigma(ve.sigma(rng.next_uniform())), 1.0 / bf, 0.0),
+            StdLoss::EdmVe { ve, precond } => {
+                let a = alpha_of_sigma(ve.sigma(rng.next_uniform()));
+                (a, precond.eps_weight(a) / bf, 0.0)
+            }
         };
         let noise = stream(seed, step, TAG_STD_NOISE, b);
         rows.push(Row {

@@ -22,7 +22,7 @@ use std::pin::Pin;
 use super::likelihood::Denoiser;
 use super::logsnr::sigmoid;
 use super::rng::HostRng;
-use super::schedule::DdpmSchedule;
+use super::schedule::{alpha_of_sigma, DdpmSchedule};
 use super::{DiffusionError, Result};
 
 /// Stream tag of the initial x_T.
@@ -248,8 +248,10 @@ pub enum SamplerConfig {
         /// S_churn.
         churn: f64,
     },
-    /// ParaDiGMS Picard iteration (spec §6.5) over the DDPM posterior transition (`ddim: false`)
-    /// or DDIM (`ddim: true`), window p, tolerance τ.
+    /// ParaDiGMS Picard iteration (spec §6.5) over the DDPM transition (`ddim: false`) with
+    /// `variance`, or DDIM (`ddim: true`, no noise), window p, tolerance τ. Its fixed point is the
+    /// sequential sampler with the same transition and noise, so "parallel vs sequential" is a
+    /// fair comparison only at the same variance (spec §9 pitfall 11).
     Parallel {
         /// T of the DDPM schedule, or the number of DDIM steps.
         steps: usize,
@@ -259,14 +261,17 @@ pub enum SamplerConfig {
         tol: f64,
         /// DDIM transition instead of DDPM.
         ddim: bool,
+        /// Variance of the DDPM transition (the authors' parallel sampler: β̃_t); unused by DDIM.
+        variance: DdpmVariance,
     },
 }
 
 impl SamplerConfig {
     /// Sequential DDPM-1000 with β_t (the paper's baseline sampler).
     pub const DDPM: Self = Self::Ddpm { steps: 1000, variance: DdpmVariance::Beta };
-    /// Parallel DDPM-1000, τ = 0.1, no window (the paper's toy setting, §5.1).
-    pub const PARALLEL_TOY: Self = Self::Parallel { steps: 1000, window: 1000, tol: 0.1, ddim: false };
+    /// Parallel DDPM-1000 with β̃_t, τ = 0.1, no window (the paper's toy setting, §5.1, §6.2).
+    pub const PARALLEL_TOY: Self =
+        Self::Parallel { steps: 1000, window: 1000, tol: 0.1, ddim: false, variance: DdpmVariance::Posterior };
 
     /// A short name for reports ("ddpm-1000", "parallel-ddpm-1000-p1000-tol0.1", ...).
     pub fn name(&self) -> String {
@@ -276,10 +281,38 @@ impl SamplerConfig {
             Self::Ddim { steps } => format!("ddim-{steps}"),
             Self::Heun { steps, churn: 0.0 } => format!("heun-{steps}"),
             Self::Heun { steps, churn } => format!("heun-{steps}-churn{churn}"),
-            Self::Parallel { steps, window, tol, ddim } => {
-                format!("parallel-{}-{steps}-p{window}-tol{tol}", if ddim { "ddim" } else { "ddpm" })
+            Self::Parallel { steps, window, tol, ddim: true, .. } => {
+                format!("parallel-ddim-{steps}-p{window}-tol{tol}")
+            }
+            Self::Parallel { steps, window, tol, ddim: false, variance: DdpmVariance::Beta } => {
+                format!("parallel-ddpm-{steps}-p{window}-tol{tol}")
+            }
+            Self::Parallel { steps, window, tol, ddim: false, variance: DdpmVariance::Posterior } => {
+                format!("parallel-ddpm-{steps}-posterior-p{window}-tol{tol}")
             }
         }
+    }
+
+    /// The log-SNR levels (lo, hi) at which this sampler queries the network.
+    pub fn alpha_range(&self) -> Result<(f64, f64)> {
+        let span = |l: &mut dyn Iterator<Item = f64>| {
+            l.fold((f64::INFINITY, f64::NEG_INFINITY), |(lo, hi), a| (lo.min(a), hi.max(a)))
+        };
+        Ok(match *self {
+            Self::Ddpm { steps, .. } | Self::Parallel { steps, ddim: false, .. } => {
+                span(&mut ddpm_schedule(steps)?.logsnr.into_iter())
+            }
+            Self::Ddim { steps } | Self::Parallel { steps, ddim: true, .. } => {
+                span(&mut ddim_steps(&DdpmSchedule::ho(), steps)?.into_iter().map(|s| s.alpha))
+            }
+            // Churn raises a level to σ(1 + γ) before it is evaluated.
+            Self::Heun { steps, churn } => {
+                let gamma = if churn > 0.0 { (churn / steps as f64).min(std::f64::consts::SQRT_2 - 1.0) } else { 0.0 };
+                let sig = edm_sigmas(steps);
+                let lowest = sig[..steps].iter().copied().fold(f64::INFINITY, f64::min);
+                (alpha_of_sigma(sig[0] * (1.0 + gamma)), alpha_of_sigma(lowest))
+            }
+        })
     }
 }
 
@@ -333,11 +366,11 @@ pub async fn sample(
             sequential(den, &s, n, seed, trajectory).await
         }
         SamplerConfig::Heun { steps, churn } => heun(den, steps, churn, n, seed, trajectory).await,
-        SamplerConfig::Parallel { steps, window, tol, ddim } => {
+        SamplerConfig::Parallel { steps, window, tol, ddim, variance } => {
             let s = if ddim {
                 ddim_steps(&DdpmSchedule::ho(), steps)?
             } else {
-                ddpm_steps(&ddpm_schedule(steps)?, DdpmVariance::Posterior)
+                ddpm_steps(&ddpm_schedule(steps)?, variance)
             };
             picard(den, &s, window, tol, n, seed, trajectory).await
         }

@@ -12,7 +12,8 @@
 //! - `EvalError`, the one-line error of the three above;
 //! - `nll`: likelihoods from a trained denoiser, batched (test-set NLL in bits/dim, spec §2.2;
 //!   −log p̂(x) maps; the noise classifier's logit), with `DiffusionError`;
-//! - `denoiser`: the trained network on the GPU as a `diffusion::sampler::BatchDenoiser`.
+//! - `denoiser`: the trained network on the GPU as a `diffusion::sampler::BatchDenoiser`;
+//! - `stats`: mean ± standard error over seeds, the verdict on a paired difference, outliers.
 //!
 //! What it is not: no FID (it needs Inception weights, spec §9 pitfall 16), no fonts or axis
 //! labels, no file reading. `mmd`, `swd` and `plot` are pure host code that compiles for wasm32;
@@ -29,6 +30,7 @@ pub mod denoiser;
 pub mod mmd;
 pub mod nll;
 pub mod plot;
+pub mod stats;
 pub mod swd;
 
 // ---------------------------------------------------------------------------------------------

@@ -528,7 +528,13 @@ impl Engine {
         match dom::value("sampler").unwrap_or_else(|| self.opts.sampler.clone()).as_str() {
             "ddpm" => SamplerConfig::Ddpm { steps, variance: sampler::DdpmVariance::Beta },
             "heun" => SamplerConfig::Heun { steps, churn: 0.0 },
-            "parallel" => SamplerConfig::Parallel { steps, window: steps, tol: 0.1, ddim: true },
+            "parallel" => SamplerConfig::Parallel {
+                steps,
+                window: steps,
+                tol: 0.1,
+                ddim: true,
+                variance: sampler::DdpmVariance::Posterior,
+            },
             _ => SamplerConfig::Ddim { steps },
         }
     }
@@ -876,7 +882,7 @@ impl runtime::Task for Engine {
             let mut text = format!("step {}", m.step());
             if let Some(r) = last {
                 text += &format!("  ·  loss {:.3}", r[0]);
-                if m.settings.loss == LossKind::Cdl {
+                if m.settings.loss.has_cdl() {
                     text += &format!(" (std {:.3}, cdl {:.3})", r[1], r[2]);
                 }
             }

@@ -709,10 +709,10 @@ impl runtime::Task for Engine {
         let mut text = format!("step {}", m.step());
         if let Some(r) = m.log.steps.last() {
             text += &format!("  ·  loss {:.4}", r[0]);
-            if m.settings.loss == LossKind::Cdl {
+            if m.settings.loss.has_cdl() {
                 text += &format!(" (std {:.4}, cdl {:.4})", r[1], r[2]);
             }
-            if m.settings.loss != LossKind::Ddpm {
+            if matches!(m.settings.loss, LossKind::Itd | LossKind::Cdl) {
                 // The ITD loss estimates −log p(x) in nats (spec §2.2): continuous bits/dim.
                 let bpd = f64::from(r[1]) / ((3 * SIDE * SIDE) as f64 * std::f64::consts::LN_2);
                 text += &format!("  ·  ≈ {bpd:.2} bits/dim (continuous)");

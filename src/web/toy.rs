@@ -113,6 +113,9 @@ pub fn loss_label(kind: LossKind) -> &'static str {
         LossKind::Itd => "ITD",
         LossKind::Cdl => "ITD+CDL",
         LossKind::Edm => "EDM",
+        LossKind::EdmCdl => "EDM+CDL",
+        LossKind::EdmVe => "EDM-VE",
+        LossKind::EdmVeCdl => "EDM-VE+CDL",
         LossKind::Vp => "VP",
         LossKind::Ve => "VE",
     }
