@@ -8,10 +8,16 @@
 // are evaluated by `sincos` below, not by the built-ins: WGSL promises the built-ins only to
 // 2^-11 absolute on [-pi, pi] (SwiftShader, the browser test adapter, is off by 1.9e-4).
 // Scale/shift: y[b, c, :, :] = x[b, c, :, :] * (1 + scale[b, c]) + shift[b, c].
-// Preconditioning (EDM's with sigma_data = 1, in eps form; see reference/embedding.rs): for a row
-// whose noise input t stands for the log-SNR alpha = ALPHA_PER_T * t,
-//   eps[b, :] = sqrt(sigmoid(-alpha)) * z[b, :] + sqrt(sigmoid(alpha)) * f[b, :],
-// and its backward df = sqrt(sigmoid(alpha)) * dout, dz = sqrt(sigmoid(-alpha)) * dout.
+// Preconditioning (EDM's `EDMPrecond`, spec §1.4(b), §4.3, in eps form; derivation in
+// reference/embedding.rs): for a row whose noise input t stands for the log-SNR
+// alpha = ALPHA_PER_T * t, with s = sigmoid(alpha), sb = sigmoid(-alpha), d = sigma_d^2 and
+// m = 1 + (d - 1) s (= (sigma^2 + d) / (1 + sigma^2), in [min(1, d), max(1, d)]):
+//   a_in = 1 / sqrt(m),  a_skip = sqrt(sb) / m,  a_out = sigma_d sqrt(s) a_in;
+//   precond_in:  zin[b, :] = a_in * z[b, :]            (the network's input c_in x_sigma)
+//   precond_fwd: eps[b, :] = a_skip * z[b, :] + a_out * f[b, :]
+//   precond_bwd: df = a_out * deps, dz = a_skip * deps.
+// precond_in is linear and diagonal, so the same entry scales the gradient back: dz = a_in dzin.
+// With sigma_d = 1, m = 1 exactly: a_in = 1, a_skip = sqrt(sb), a_out = sqrt(s).
 //
 // Saved for backward: nothing but the inputs (scale for dx, x for dscale). Every output is
 // overwritten, including dscale and dshift: they are activation gradients (the outputs of the
@@ -24,10 +30,11 @@
 //   scale_shift_bwd_input:  dout, scale (read), dx (write)
 //   scale_shift_bwd_scale:  dout, xs (read), dscale (write)
 //   scale_shift_bwd_shift:  dout (read), dshift (write)
+//   precond_in:             t, pz (read), pzin (write)
 //   precond_fwd:            t, pz, pf (read), peps (write)
 //   precond_bwd:            t, pdeps (read), pdf, pdz (write)
 // Shapes: t (B,), emb (B, E); x, y, dout, dx, xs (B, C, H, W); scale, shift, dscale, dshift (B, C);
-// pz, pf, peps, pdeps, pdf, pdz (B, E) with E the row length (the model's output size per row).
+// pz, pzin, pf, peps, pdeps, pdf, pdz (B, E) with E the row length (the model's output size per row).
 // Group 1: Params.
 
 struct Params {
@@ -38,7 +45,8 @@ struct Params {
     e: u32,
     // H * W.
     hw: u32,
-    _pad: u32,
+    // sigma_d of the preconditioning entries (unused by the others).
+    sigma_d: f32,
 }
 
 @group(1) @binding(0) var<uniform> p: Params;
@@ -63,6 +71,8 @@ struct Params {
 @group(0) @binding(2) var<storage, read> pf: array<f32>;
 @group(0) @binding(3) var<storage, read_write> peps: array<f32>;
 
+@group(0) @binding(2) var<storage, read_write> pzin: array<f32>;
+
 @group(0) @binding(1) var<storage, read> pdeps: array<f32>;
 @group(0) @binding(2) var<storage, read_write> pdf: array<f32>;
 @group(0) @binding(3) var<storage, read_write> pdz: array<f32>;
@@ -73,10 +83,15 @@ const LN_MAX_PERIOD: f32 = 9.210340371976184;
 // The log-SNR per unit of noise input: the networks are fed c_noise = alpha / 8 (spec §8).
 const ALPHA_PER_T: f32 = 8.0;
 
-// sqrt(sigmoid(v)) without overflow: exp of a non-positive argument only.
-fn sqrt_sigmoid(v: f32) -> f32 {
-    let e = exp(-abs(v));
-    return sqrt(select(e / (1.0 + e), 1.0 / (1.0 + e), v >= 0.0));
+// (a_in, a_skip, a_out) for log-SNR alpha and sigma_d (see the header); exp of a non-positive
+// argument only, so finite for every alpha.
+fn precond_coeffs(alpha: f32, sigma_d: f32) -> vec3<f32> {
+    let e = exp(-abs(alpha));
+    let s = select(e / (1.0 + e), 1.0 / (1.0 + e), alpha >= 0.0);
+    let sb = select(1.0 / (1.0 + e), e / (1.0 + e), alpha >= 0.0);
+    let m = 1.0 + (sigma_d * sigma_d - 1.0) * s;
+    let a_in = 1.0 / sqrt(m);
+    return vec3<f32>(a_in, sqrt(sb) / m, sigma_d * sqrt(s) * a_in);
 }
 
 fn index(wid: vec3<u32>, nwg: vec3<u32>, lid: u32) -> u32 {
@@ -172,23 +187,32 @@ fn scale_shift_bwd_shift(@builtin(workgroup_id) wid: vec3<u32>, @builtin(num_wor
     if (lid == 0u && bc < p.n) { dshift[bc] = total; }
 }
 
-// eps = sqrt(sigmoid(-alpha)) z + sqrt(sigmoid(alpha)) f per row, alpha = ALPHA_PER_T t[row].
+// zin = a_in z per row, alpha = ALPHA_PER_T t[row]; also the backward dz = a_in dzin.
+@compute @workgroup_size(256)
+fn precond_in(@builtin(workgroup_id) wid: vec3<u32>, @builtin(num_workgroups) nwg: vec3<u32>,
+              @builtin(local_invocation_index) lid: u32) {
+    let i = index(wid, nwg, lid);
+    if (i >= p.n) { return; }
+    pzin[i] = precond_coeffs(ALPHA_PER_T * t[i / p.e], p.sigma_d).x * pz[i];
+}
+
+// eps = a_skip z + a_out f per row.
 @compute @workgroup_size(256)
 fn precond_fwd(@builtin(workgroup_id) wid: vec3<u32>, @builtin(num_workgroups) nwg: vec3<u32>,
                @builtin(local_invocation_index) lid: u32) {
     let i = index(wid, nwg, lid);
     if (i >= p.n) { return; }
-    let alpha = ALPHA_PER_T * t[i / p.e];
-    peps[i] = sqrt_sigmoid(-alpha) * pz[i] + sqrt_sigmoid(alpha) * pf[i];
+    let a = precond_coeffs(ALPHA_PER_T * t[i / p.e], p.sigma_d);
+    peps[i] = a.y * pz[i] + a.z * pf[i];
 }
 
-// df = sqrt(sigmoid(alpha)) deps, dz = sqrt(sigmoid(-alpha)) deps (both overwritten).
+// df = a_out deps, dz = a_skip deps (both overwritten).
 @compute @workgroup_size(256)
 fn precond_bwd(@builtin(workgroup_id) wid: vec3<u32>, @builtin(num_workgroups) nwg: vec3<u32>,
                @builtin(local_invocation_index) lid: u32) {
     let i = index(wid, nwg, lid);
     if (i >= p.n) { return; }
-    let alpha = ALPHA_PER_T * t[i / p.e];
-    pdf[i] = sqrt_sigmoid(alpha) * pdeps[i];
-    pdz[i] = sqrt_sigmoid(-alpha) * pdeps[i];
+    let a = precond_coeffs(ALPHA_PER_T * t[i / p.e], p.sigma_d);
+    pdf[i] = a.z * pdeps[i];
+    pdz[i] = a.y * pdeps[i];
 }

@@ -2,9 +2,10 @@
 //! does for the MLP: the same initial parameters (a CDL checkpoint) and inputs go to both; we
 //! compare the output, the MSE loss, the input gradient, every parameter gradient, the loss after
 //! each of 5 Adam steps and the final parameters, one OK / NOT OK line per tensor, and the
-//! parameter counts; for the tiny preset and its class-conditional variant (10 classes, labels
-//! [3, 7] as a one-hot `labels_onehot` input). Also (no GPU, no Python): the round trip of
-//! `UNetConfig`'s JSON.
+//! parameter counts; for the tiny preset, its class-conditional variant (10 classes, labels
+//! [3, 7] as a one-hot `labels_onehot` input) and its EDM-preconditioned variant (`precond`
+//! "edm", σ_d = 0.5; the mirror computes it from EDM's c_in, c_skip, c_out in σ, not from our ε
+//! form). Also (no GPU, no Python): the round trip of `UNetConfig`'s JSON.
 //!
 //! PyTorch runs as a child process; without CDL_PYTHON the test prints `SKIPPED: no PyTorch
 //! mirror (set CDL_PYTHON)` and passes, unless REQUIRE_MIRROR=1. Both sides compute in f32 with
@@ -18,6 +19,7 @@ mod common;
 mod mirror;
 
 use cdl::model::unet::{self, UNet, UNetConfig};
+use cdl::model::Precond;
 use cdl::reference::philox::normal_vec;
 use cdl::reference::tol::Tol;
 use cdl::train::checkpoint::{self, Checkpoint};
@@ -67,10 +69,23 @@ const FINAL_SMALL_GRAD: Tol = Tol { atol: 5e-4, rtol: 0.0 };
 #[test]
 fn config_json_round_trip() {
     let conditional = UNetConfig { num_classes: 10, norm_groups: 2, ..UNetConfig::tiny() };
-    for cfg in [UNetConfig::tiny(), UNetConfig::compact(), UNetConfig::small(), conditional.clone()] {
+    let edm = UNetConfig { precond: Precond::Edm, ..UNetConfig::compact() };
+    for cfg in [UNetConfig::tiny(), UNetConfig::compact(), UNetConfig::small(), conditional.clone(), edm.clone()] {
         let text = cfg.to_json();
         assert_eq!(UNetConfig::from_json(&text).unwrap(), cfg, "{text}");
     }
+    // An eps net is written without the precond key (as before the option: earlier checkpoints
+    // and the page's configs still match); an edm net with it; no key reads as eps.
+    let v: serde_json::Value = serde_json::from_str(&UNetConfig::tiny().to_json()).unwrap();
+    assert!(v.get("precond").is_none(), "{v}");
+    let mut v: serde_json::Value = serde_json::from_str(&edm.to_json()).unwrap();
+    assert_eq!(v["precond"], "edm");
+    v.as_object_mut().unwrap().remove("precond");
+    assert_eq!(UNetConfig::from_json(&v.to_string()).unwrap(), UNetConfig::compact());
+    v["precond"] = "ve".into();
+    assert!(UNetConfig::from_json(&v.to_string()).unwrap_err().contains("\"ve\""));
+    v["precond"] = 1.into();
+    assert!(UNetConfig::from_json(&v.to_string()).unwrap_err().contains("\"precond\""));
     assert_eq!(unet::ARCH, "unet");
     assert_eq!(UNetConfig::ARCH, unet::ARCH);
     let text = UNetConfig::tiny().to_json();
@@ -103,6 +118,13 @@ fn gpu_matches_pytorch_mirror() {
 #[test]
 fn gpu_matches_pytorch_mirror_class_conditional() {
     mirror_case(UNetConfig { num_classes: 10, ..UNetConfig::tiny() }, &[3, 7], "unet-class");
+}
+
+/// The tiny preset with EDM's preconditioning (σ_d = 0.5): the input scaling, the skip term and
+/// the output weight, in the output, grad.x and every parameter gradient.
+#[test]
+fn gpu_matches_pytorch_mirror_edm() {
+    mirror_case(UNetConfig { precond: Precond::Edm, ..UNetConfig::tiny() }, &[], "unet-edm");
 }
 
 /// One comparison with the mirror; `labels` (one per image) when cfg.num_classes > 0.

@@ -3,7 +3,8 @@
 //! gradient, with a random upstream gradient. The oracle's own backward is checked against central
 //! differences first, on a smaller net, so a wrong composition cannot hide behind agreement with
 //! the GPU. Also: the presets' sizes (spec §8) and the refusal of configs the device or the
-//! attention layer cannot take.
+//! attention layer cannot take. The oracle and GPU checks also run with EDM's preconditioning
+//! ("edm", σ_d = 0.5).
 
 #![cfg(not(target_arch = "wasm32"))]
 #![allow(clippy::unwrap_used)]
@@ -17,6 +18,7 @@ mod unet_oracle;
 
 use cdl::gpu::GpuError;
 use cdl::model::unet::{self, UNet, UNetConfig};
+use cdl::model::Precond;
 use cdl::reference::gradcheck::{check, coords, dot};
 use cdl::reference::philox::normal_vec;
 use cdl::reference::to_f64;
@@ -38,6 +40,7 @@ fn micro() -> UNetConfig {
         heads: 1,
         num_classes: 0,
         norm_groups: 32,
+        precond: Precond::Eps,
     }
 }
 
@@ -75,6 +78,12 @@ fn oracle_backward_matches_finite_differences() {
 #[test]
 fn oracle_backward_matches_finite_differences_class_conditional() {
     oracle_fd(UNetConfig { num_classes: CLASSES, ..micro() }, &LABELS);
+}
+
+/// The same with EDM's preconditioning: the input scaling and the skip term reach dx.
+#[test]
+fn oracle_backward_matches_finite_differences_edm() {
+    oracle_fd(UNetConfig { precond: Precond::Edm, ..micro() }, &[]);
 }
 
 fn oracle_fd(cfg: UNetConfig, labels: &[u32]) {
@@ -133,6 +142,12 @@ fn gpu_matches_oracle_class_conditional() {
 #[test]
 fn gpu_matches_oracle_norm_groups_2() {
     gpu_vs_oracle(UNetConfig { norm_groups: 2, ..UNetConfig::tiny() }, &[]);
+}
+
+/// The same with EDM's preconditioning (σ_d = 0.5).
+#[test]
+fn gpu_matches_oracle_edm() {
+    gpu_vs_oracle(UNetConfig { precond: Precond::Edm, ..UNetConfig::tiny() }, &[]);
 }
 
 fn gpu_vs_oracle(cfg: UNetConfig, labels: &[u32]) {
@@ -202,11 +217,18 @@ fn refuses_bad_labels() {
 }
 
 /// A second step gives the same gradients: zeroing works and nothing accumulates across steps
-/// (the skip gradients' scratch buffers included).
+/// (the skip gradients' scratch buffers included, and with "edm" dx, which its backward first
+/// overwrites and then adds the skip term to).
 #[test]
 fn gradients_do_not_leak_across_steps() {
+    for precond in [Precond::Eps, Precond::Edm] {
+        gradients_repeat(UNetConfig { precond, ..micro() });
+    }
+}
+
+fn gradients_repeat(cfg: UNetConfig) {
     let Some(gpu) = common::gpu_or_skip() else { return };
-    let (cfg, b) = (micro(), 2);
+    let b = 2;
     let model = pollster::block_on(UNet::new(gpu, cfg.clone(), b, 4)).unwrap();
     let (x, t, dout) = inputs(&cfg, b);
     gpu.write(&model.x, &x);
@@ -285,6 +307,7 @@ fn refuses_unaligned_attention() {
         heads: 1,
         num_classes: 0,
         norm_groups: 32,
+        precond: Precond::Eps,
     };
     let err = unet::memory_estimate(&cfg, 2).unwrap_err();
     println!("refused: {err}");
@@ -295,6 +318,10 @@ fn refuses_unaligned_attention() {
     let err = unet::layout(&UNetConfig { norm_groups: 3, ..UNetConfig::tiny() }).unwrap_err();
     assert!(err.to_string().contains("norm_groups 3"), "{err}");
     assert!(unet::layout(&UNetConfig { norm_groups: 0, ..UNetConfig::tiny() }).is_err());
+    // "edm" adds the input to the output: the channel counts must agree.
+    let err = unet::layout(&UNetConfig { out_channels: 6, precond: Precond::Edm, ..UNetConfig::tiny() }).unwrap_err();
+    assert!(err.to_string().contains("in_channels 3 != out_channels 6"), "{err}");
+    assert!(unet::layout(&UNetConfig { out_channels: 6, ..UNetConfig::tiny() }).is_ok());
 }
 
 /// A config whose largest buffer exceeds the device's storage binding limit is refused before

@@ -5,13 +5,14 @@
 //!
 //! Shapes are small and not powers of two so that an index mix-up cannot hide behind symmetry.
 
+use cdl::diffusion::schedule::EdmPrecond;
 use cdl::reference::attention::{
     attention_bwd, attention_fwd, attention_mix_bwd, attention_mix_fwd, attention_scores_bwd, attention_scores_fwd,
     softmax_rows_bwd, softmax_rows_fwd, AttentionGrads, AttentionParams, AttentionSaved, AttentionShape,
 };
 use cdl::reference::conv2d::{conv2d_bwd_bias, conv2d_bwd_input, conv2d_bwd_weight, conv2d_fwd, Conv2dShape};
 use cdl::reference::embedding::{
-    embedding_bwd_t, embedding_fwd, precond_bwd, precond_coeffs, precond_fwd, scale_shift_bwd_input,
+    embedding_bwd_t, embedding_fwd, precond_bwd, precond_coeffs, precond_fwd, precond_in, scale_shift_bwd_input,
     scale_shift_bwd_scale, scale_shift_bwd_shift, scale_shift_fwd,
 };
 use cdl::reference::groupnorm::{groupnorm_bwd_input, groupnorm_bwd_params, groupnorm_fwd, GroupNormShape};
@@ -660,25 +661,108 @@ fn scale_shift_gradcheck() {
     assert_overwrites("scale_shift_bwd_shift", bc, |d| scale_shift_bwd_shift(d, &dout, hw));
 }
 
+/// σ_d of the MLP (1), of the UNet (0.5), and one above 1 (m = 1 + (σ_d² − 1)·σ(α) grows).
+const SIGMA_DS: [f64; 3] = [1.0, 0.5, 1.7];
+
 #[test]
 fn precond_is_the_gaussian_denoiser_plus_a_scaled_output() {
-    // At alpha = 0 both coefficients are sqrt(1/2); far out one of them vanishes; the squares
-    // always sum to 1 (sigmoid(a) + sigmoid(-a) = 1).
+    // sigma_d = 1: at alpha = 0 a_skip = a_out = sqrt(1/2); far out one of them vanishes; the
+    // squares always sum to 1 (sigmoid(a) + sigmoid(-a) = 1), and the input is not scaled.
     let h = 0.5f64.sqrt();
-    tol::assert_close("alpha 0", &<[f64; 2]>::from(precond_coeffs(0.0)), &[h, h], F64_TIGHT);
-    let (skip, out) = precond_coeffs(20.0f64); // alpha = 160
-    assert!(skip < 1e-30 && (out - 1.0).abs() < 1e-15, "alpha 160: ({skip}, {out})");
+    let c = precond_coeffs(0.0, 1.0);
+    tol::assert_close("alpha 0", &[c.a_in, c.a_skip, c.a_out], &[1.0, h, h], F64_TIGHT);
+    let c = precond_coeffs(20.0f64, 1.0); // alpha = 160
+    assert!(c.a_skip < 1e-30 && (c.a_out - 1.0).abs() < 1e-15, "alpha 160: {c:?}");
     for t in [-3.0f64, -0.4, 0.7, 2.5] {
-        let (a, b) = precond_coeffs(t);
-        assert!((a * a + b * b - 1.0).abs() < 1e-14, "t = {t}: {a}^2 + {b}^2");
+        let c = precond_coeffs(t, 1.0);
+        assert!((c.a_skip.powi(2) + c.a_out.powi(2) - 1.0).abs() < 1e-14, "t = {t}: {c:?}");
         // sqrt(sigmoid(-alpha)), alpha = 8 t, written out.
-        assert!((a - (1.0 / (1.0 + (8.0 * t).exp())).sqrt()).abs() < 1e-15, "t = {t}: skip {a}");
+        assert!((c.a_skip - (1.0 / (1.0 + (8.0 * t).exp())).sqrt()).abs() < 1e-15, "t = {t}: {c:?}");
     }
     // f = 0 leaves the optimal denoiser of N(0, I) data: eps = sqrt(sigmoid(-alpha)) z.
     let mut eps = [0.0; 2];
-    precond_fwd(&mut eps, &[-0.25], &[2.0, -1.0], &[0.0, 0.0], 2);
+    precond_fwd(&mut eps, &[-0.25], &[2.0, -1.0], &[0.0, 0.0], 2, 1.0);
     let a = (1.0 / (1.0 + (-2.0f64).exp())).sqrt();
     tol::assert_close("f = 0", &eps, &[2.0 * a, -a], F64_TIGHT);
+    // For N(0, σ_d² I) data the optimal ε̂ is z·sqrt(1+σ²)·σ/(σ²+σ_d²): the skip term alone.
+    let (t, sd) = (-0.3f64, 0.5);
+    let s2 = (8.0 * 0.3f64).exp();
+    let want = s2.sqrt() * (1.0 + s2).sqrt() / (s2 + sd * sd);
+    precond_fwd(&mut eps, &[t], &[2.0, -1.0], &[0.0, 0.0], 2, sd);
+    tol::assert_close("f = 0, sigma_d 0.5", &eps, &[2.0 * want, -want], F64_TIGHT);
+}
+
+/// The ε-form coefficients are EDM's c_in, c_skip, c_out (diffusion::schedule::EdmPrecond, the
+/// textbook formulas in σ) moved to ε: a_in = c_in·sqrt(1+σ²), a_skip = (1 − c_skip)·sqrt(1+σ²)/σ,
+/// a_out = c_out/σ, σ = e^{−α/2}, over α in [−20, 20] (step 1/4).
+#[test]
+fn precond_coeffs_are_edms_in_eps_form() {
+    for sd in SIGMA_DS {
+        let edm = EdmPrecond { sigma_data: sd };
+        for i in -80..=80 {
+            let alpha = f64::from(i) / 4.0;
+            let sigma = (-alpha / 2.0).exp();
+            let xs = (1.0 + sigma * sigma).sqrt();
+            let c = precond_coeffs(alpha / 8.0, sd);
+            let what = format!("sigma_d {sd} alpha {alpha}");
+            let want = [edm.c_in(sigma) * xs, edm.c_out(sigma) / sigma];
+            tol::assert_close(&what, &[c.a_in, c.a_out], &want, Tol { atol: 0.0, rtol: 1e-13 });
+            // 1 − c_skip cancels at small σ (to ~1e-16 absolute), so a_skip is compared there.
+            let one_minus_skip = c.a_skip * sigma / xs;
+            tol::assert_close(&what, &[one_minus_skip], &[1.0 - edm.c_skip(sigma)], Tol { atol: 1e-15, rtol: 1e-13 });
+        }
+    }
+}
+
+/// With σ_d = 1 the coefficients are exactly the MLP's (1, sqrt(σ(−α)), sqrt(σ(α))), in f32 and
+/// f64: m = 1 exactly, so the MLP's results do not move.
+#[test]
+fn precond_coeffs_at_sigma_d_1_are_bit_exact() {
+    fn sqrt_sigmoid<T: cdl::reference::Float>(v: T) -> T {
+        let e = (-v.abs()).exp();
+        let one = T::one();
+        (if v >= T::zero() { one / (one + e) } else { e / (one + e) }).sqrt()
+    }
+    for i in -200..=200 {
+        let t = f64::from(i) / 40.0;
+        let c = precond_coeffs(t, 1.0);
+        assert_eq!([c.a_in, c.a_skip, c.a_out], [1.0, sqrt_sigmoid(-8.0 * t), sqrt_sigmoid(8.0 * t)], "t {t}");
+        let t = t as f32;
+        let c = precond_coeffs(t, 1.0f32);
+        assert_eq!([c.a_in, c.a_skip, c.a_out], [1.0, sqrt_sigmoid(-8.0 * t), sqrt_sigmoid(8.0 * t)], "t {t}");
+    }
+}
+
+/// The f32 coefficients (what the shader computes, same formulas) stay within a few ulp of f64
+/// over α in [−20, 20], and are finite with the right limits at α = ±160 where e^{−|α|}
+/// underflows and σ² = e^{−α} would overflow.
+#[test]
+fn precond_coeffs_are_stable_in_f32() {
+    // Measured worst relative error 2.4e-7 (2 ulp); 1e-6 leaves 4x.
+    let f32_coeffs = Tol { atol: 0.0, rtol: 1e-6 };
+    for sd in SIGMA_DS {
+        for i in -400..=400 {
+            let t = f64::from(i) / 160.0; // alpha = t * 8 in [-20, 20]
+            let c = precond_coeffs(t as f32, sd as f32);
+            let w = precond_coeffs(f64::from(t as f32), f64::from(sd as f32));
+            tol::assert_close(
+                &format!("sigma_d {sd} t {t}"),
+                &[c.a_in, c.a_skip, c.a_out],
+                &[w.a_in, w.a_skip, w.a_out],
+                f32_coeffs,
+            );
+        }
+        let hi = precond_coeffs(20.0f32, sd as f32); // alpha = 160: sigma -> 0, D -> x
+        let want_hi = [1.0 / sd, 0.0, 1.0];
+        tol::assert_close(&format!("sigma_d {sd} alpha 160"), &[hi.a_in, hi.a_skip, hi.a_out], &want_hi, f32_coeffs);
+        let lo = precond_coeffs(-20.0f32, sd as f32); // alpha = -160: pure noise, eps = z
+        tol::assert_close(
+            &format!("sigma_d {sd} alpha -160"),
+            &[lo.a_in, lo.a_skip, lo.a_out],
+            &[1.0, 1.0, 0.0],
+            f32_coeffs,
+        );
+    }
 }
 
 #[test]
@@ -687,17 +771,31 @@ fn precond_gradcheck() {
     let (b, e) = (7, 3);
     let t: Vec<f64> = randn(b, 175).iter().map(|v| 0.8 * v).collect();
     let (z, f, deps) = (randn(b * e, 176), randn(b * e, 177), randn(b * e, 178));
-    let fwd = |z: &[f64], f: &[f64]| {
-        let mut eps = vec![0.0; b * e];
-        precond_fwd(&mut eps, &t, z, f, e);
-        eps
-    };
-    let (mut df, mut dz) = (vec![0.0; b * e], vec![0.0; b * e]);
-    precond_bwd(&mut df, &mut dz, &deps, &t, e);
-    check("precond df", |v| gradcheck::dot(&fwd(&z, v), &deps), &f, &df);
-    check("precond dz", |v| gradcheck::dot(&fwd(v, &f), &deps), &z, &dz);
-    assert_overwrites("precond_bwd df", b * e, |d| precond_bwd(d, &mut vec![0.0; b * e], &deps, &t, e));
-    assert_overwrites("precond_bwd dz", b * e, |d| precond_bwd(&mut vec![0.0; b * e], d, &deps, &t, e));
+    for sd in SIGMA_DS {
+        let fwd = |z: &[f64], f: &[f64]| {
+            let mut eps = vec![0.0; b * e];
+            precond_fwd(&mut eps, &t, z, f, e, sd);
+            eps
+        };
+        let (mut df, mut dz) = (vec![0.0; b * e], vec![0.0; b * e]);
+        precond_bwd(&mut df, &mut dz, &deps, &t, e, sd);
+        check(&format!("precond df sigma_d {sd}"), |v| gradcheck::dot(&fwd(&z, v), &deps), &f, &df);
+        check(&format!("precond dz sigma_d {sd}"), |v| gradcheck::dot(&fwd(v, &f), &deps), &z, &dz);
+        assert_overwrites("precond_bwd df", b * e, |d| precond_bwd(d, &mut vec![0.0; b * e], &deps, &t, e, sd));
+        assert_overwrites("precond_bwd dz", b * e, |d| precond_bwd(&mut vec![0.0; b * e], d, &deps, &t, e, sd));
+
+        // The input scaling is its own backward: precond_in applied to dzin is d/dz of
+        // sum(precond_in(z) * dzin).
+        let mut dz_in = vec![0.0; b * e];
+        precond_in(&mut dz_in, &t, &deps, e, sd);
+        let scaled = |v: &[f64]| {
+            let mut zin = vec![0.0; b * e];
+            precond_in(&mut zin, &t, v, e, sd);
+            gradcheck::dot(&zin, &deps)
+        };
+        check(&format!("precond_in dz sigma_d {sd}"), scaled, &z, &dz_in);
+        assert_overwrites("precond_in", b * e, |d| precond_in(d, &t, &deps, e, sd));
+    }
 }
 
 // --- f32 and f64 agree --------------------------------------------------------------------------

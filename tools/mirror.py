@@ -32,6 +32,12 @@ unet (src/model/unet.rs; its header is the contract, copied in `UNet.forward`):
     at the attn_resolutions), avgpool 2x2 between levels, skips; mid res0, attn, res1; per level
     (reversed) blocks_per_level + 1 ResBlocks on cat([h, skip]) (+ attention), nearest 2x upsample
     and up.{l}.conv; out = conv_out(silu(norm_out(h))).
+  precond "edm" (EDM's EDMPrecond, sigma_d = 0.5; configs without the key are "eps"): with the
+    net above as F, a = 8 t, sigma = exp(-a / 2), x_sigma = x sqrt(1 + sigma^2),
+    c_in = 1 / sqrt(sigma^2 + sigma_d^2), c_skip = sigma_d^2 / (sigma^2 + sigma_d^2),
+    c_out = sigma sigma_d / sqrt(sigma^2 + sigma_d^2):  f = F(c_in x_sigma, t),
+    D = c_skip x_sigma - c_out f, eps = (x_sigma - D) / sigma (EDM's textbook form in sigma,
+    coefficients in float64; the Rust side uses the equivalent eps form of reference/embedding.rs).
   ResBlock (src/nn/resblock.rs): h = conv1(silu(norm1(x))); scale = emb_scale(silu(temb)),
     shift = emb_shift(silu(temb)); h = norm2(h) (1 + scale) + shift; h = conv2(silu(h));
     out = skip(x) + h (skip a 1x1 conv when Cin != Cout).
@@ -40,8 +46,8 @@ unet (src/model/unet.rs; its header is the contract, copied in `UNet.forward`):
     attn = softmax_keys(q^T k / sqrt(D)); out = v attn^T; y = proj(out); the block is
     h + attn(attn_norm(h)).
   model config: UNetConfig::to_json: {"image_size","in_channels","out_channels","channels","mult",
-    "blocks_per_level","attn_resolutions","heads","num_classes","norm_groups"} (the last two may be
-    missing: 0 and 32).
+    "blocks_per_level","attn_resolutions","heads","num_classes","norm_groups"[,"precond"]} (the last
+    three may be missing: 0, 32 and "eps").
   inputs file tensors: x (B, Cin, S, S), t (B,), target (B, Cout, S, S), and when num_classes > 0
     labels_onehot (B, K) (one-hot rows; a constant input, no gradient).
 
@@ -190,6 +196,25 @@ class Attention(nn.Module):
         return self.proj(out).transpose(1, 2).reshape(b, c, hh, ww)
 
 
+UNET_SIGMA_DATA = 0.5  # src/model/unet.rs SIGMA_DATA: images in [-1, 1]
+
+
+def edm_coeffs(t, sigma_data, dtype):
+    """(input scale, skip weight, output weight) per row, shaped (B, 1, 1, 1), for the eps form of
+    EDM's preconditioning: F's input c_in x_sigma = x (c_in xs); eps = (x_sigma - D) / sigma =
+    x (1 - c_skip) xs / sigma + f c_out / sigma with D = c_skip x_sigma - c_out f. Computed from
+    EDM's c_in, c_skip, c_out in float64 (1 - c_skip cancels at small sigma), then cast."""
+    a = ALPHA_PER_T * t.to(torch.float64)
+    sigma = torch.exp(-a / 2)
+    sd2 = sigma_data * sigma_data
+    c_in = 1 / torch.sqrt(sigma**2 + sd2)
+    c_skip = sd2 / (sigma**2 + sd2)
+    c_out = sigma * sigma_data / torch.sqrt(sigma**2 + sd2)
+    xs = torch.sqrt(1 + sigma**2)
+    coeffs = (c_in * xs, (1 - c_skip) * xs / sigma, c_out / sigma)
+    return tuple(c.to(dtype)[:, None, None, None] for c in coeffs)
+
+
 class UNet(nn.Module):
     """src/model/unet.rs with its parameter names (nested ModuleDicts keyed "0", "1", ...)."""
 
@@ -204,6 +229,11 @@ class UNet(nn.Module):
         e = 4 * ch
         size, heads = cfg["image_size"], cfg["heads"]
         self.num_classes = cfg.get("num_classes", 0)
+        self.precond = cfg.get("precond", "eps")
+        if self.precond not in ("eps", "edm"):
+            raise ValueError(f"unknown precond {self.precond!r}; expected eps or edm")
+        if self.precond == "edm" and cfg["in_channels"] != cfg["out_channels"]:
+            raise ValueError("precond edm needs in_channels == out_channels")
         ng = cfg.get("norm_groups", 32)
         if ng <= 0:
             raise ValueError(f"norm_groups must be positive, got {ng}")
@@ -261,6 +291,13 @@ class UNet(nn.Module):
         return h
 
     def forward(self, x, t, labels_onehot=None):
+        if self.precond == "eps":
+            return self.net(x, t, labels_onehot)
+        a_in, a_skip, a_out = edm_coeffs(t, UNET_SIGMA_DATA, x.dtype)
+        return a_skip * x + a_out * self.net(a_in * x, t, labels_onehot)
+
+    def net(self, x, t, labels_onehot=None):
+        """F: the network without preconditioning."""
         silu = nn.functional.silu
         temb = self.emb(t)
         if self.num_classes > 0:

@@ -140,9 +140,10 @@ pub struct TrainArgs {
     /// MLP residual blocks.
     #[arg(long, default_value_t = 2, value_parser = clap::value_parser!(u64).range(0..=64))]
     pub blocks: u64,
-    /// How the network's output becomes ε̂: edm (default for the MLP; EDM's preconditioning with
-    /// σ_d = 1, ε̂ = sqrt(σ(−α))·x + sqrt(σ(α))·f, so ε̂ follows x at high noise and samples
-    /// cannot run away) or eps (the output is ε̂, the paper's toy net; the UNet's only choice).
+    /// How the network's output becomes ε̂: edm (default for the MLP; EDM's preconditioning, with
+    /// σ_d = 1 for the MLP, ε̂ = sqrt(σ(−α))·x + sqrt(σ(α))·f, so ε̂ follows x at high noise and
+    /// samples cannot run away, and σ_d = 0.5 for a UNet) or eps (the output is ε̂, the paper's
+    /// toy net; default for a UNet).
     #[arg(long, value_parser = ["edm", "eps"])]
     pub precond: Option<String>,
     /// Points generated for a built-in data set.
@@ -290,9 +291,6 @@ impl TrainArgs {
         }
         if let Some(p) = &self.precond {
             Precond::parse(p).map_err(|e| format!("precond = {p:?}: {e}"))?;
-            if p != "eps" && self.model != "mlp" {
-                return Err(format!("precond = {p:?}: the UNet has no EDM preconditioning yet; use eps"));
-            }
         }
         Ok(())
     }
@@ -688,6 +686,7 @@ fn unet_config(args: &TrainArgs) -> Result<Option<UNetConfig>, String> {
     if args.classes {
         cfg.num_classes = 10;
     }
+    cfg.precond = args.precond();
     Ok(Some(cfg))
 }
 

@@ -31,12 +31,18 @@ use crate::nn::{Linear, ParamId, ParamLayout, Params};
 use crate::ops::{elementwise as ew, embedding, groupnorm};
 use crate::reference::groupnorm::GroupNormShape;
 
-/// How the network's output becomes ε̂ (spec §1.4(b), §4.3).
+/// σ_d of the MLP's "edm" preconditioning: the toy sets are standardised. With σ_d = 1 the
+/// network's input scaling a_in is 1, so the MLP reads x itself (reference/embedding.rs).
+pub const SIGMA_DATA: f32 = 1.0;
+
+/// How the network's output becomes ε̂ (spec §1.4(b), §4.3); shared by the MLP and the UNet.
 #[derive(Clone, Copy, Debug, PartialEq, Eq, Default)]
 pub enum Precond {
     /// The output is ε̂ (the plain ε-network of DDPM and the paper's toys).
     Eps,
-    /// EDM's preconditioning with σ_d = 1 (standardised data): ε̂ = sqrt(σ(−α))·x + sqrt(σ(α))·f.
+    /// EDM's preconditioning in ε form: the network reads a_in·x and ε̂ = a_skip·x + a_out·f
+    /// (reference/embedding.rs), with the model's σ_d: 1 for the MLP (standardised points),
+    /// where it is ε̂ = sqrt(σ(−α))·x + sqrt(σ(α))·f, and 0.5 for the UNet (images in [−1, 1]).
     #[default]
     Edm,
 }
@@ -247,13 +253,13 @@ impl Mlp {
         };
         fwd.extend(out_l.forward(gpu, &p, &h, &f, b).await?);
         if cfg.precond == Precond::Edm {
-            fwd.push(embedding::precond_fwd(gpu, &t, &x, &f, &out, b, d).await?);
+            fwd.push(embedding::precond_fwd(gpu, &t, &x, &f, &out, b, d, SIGMA_DATA).await?);
         }
 
         // --- backward (reverse order) ---
         let mut bwd = Vec::new();
         if let Some(dxs) = &dx_skip {
-            bwd.push(embedding::precond_bwd(gpu, &t, &dout, &df, dxs, b, d).await?);
+            bwd.push(embedding::precond_bwd(gpu, &t, &dout, &df, dxs, b, d, SIGMA_DATA).await?);
         }
         let mut dh = z("dh", n)?;
         bwd.extend(out_l.backward(gpu, &p, &h, &df, Some(&dh), b).await?);

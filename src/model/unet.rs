@@ -1,7 +1,8 @@
 //! The compact UNet of spec §8 (DDPM++ structure at a small scale: residual blocks with GroupNorm,
 //! SiLU and scale/shift noise conditioning, skip connections, self-attention at chosen
-//! resolutions, sinusoidal embedding of the noise input). Not here: preconditioning (c_in,
-//! c_skip, c_out, c_noise; `diffusion/`), dropout, EDM's 1/sqrt(2) skip scaling.
+//! resolutions, sinusoidal embedding of the noise input), optionally wrapped in EDM's
+//! preconditioning with σ_d = 0.5 (`precond` "edm"; below). Not here: dropout, EDM's 1/sqrt(2)
+//! skip scaling, EDM's c_noise = ¼ ln σ (the noise input is t = α/8 either way).
 //!
 //! The forward, the contract a PyTorch mirror copies (x (B, Cin, S, S), t (B,), out (B, Cout, S, S);
 //! ch = `channels`, E = 4 ch, c_l = ch * mult[l], K = `num_classes`, G(c) = min(`norm_groups`, c / 4)
@@ -29,6 +30,18 @@
 //! out = conv_out(silu(norm_out(h)))                       norm_out GroupNorm(G(c_0), c_0), 3x3 c_0 -> Cout
 //! ```
 //!
+//! With `precond` "edm" (EDM's `EDMPrecond` in ε form, σ_d = `SIGMA_DATA` = 0.5, α = 8 t; the
+//! coefficients and their derivation are in reference/embedding.rs), the net above is F and
+//! (Cin = Cout):
+//!
+//! ```text
+//! f   = F(a_in(α) x, t)                a_in   = sqrt((1+σ²)/(σ²+σ_d²)),  σ² = e^{−α}
+//! out = a_skip(α) x + a_out(α) f       a_skip = σ sqrt(1+σ²)/(σ²+σ_d²),  a_out = σ_d/sqrt(σ²+σ_d²)
+//! ```
+//!
+//! which is ε̂ = (x_σ − D)/σ for D = c_skip x_σ + c_out F'(c_in x_σ), x_σ = x sqrt(1+σ²), with
+//! F' = −F. With "eps" (the default, and every config without the key) out = F(x, t).
+//!
 //! `attn` is `nn::Attention` (1x1 qkv and proj convolutions, softmax(q^T k / sqrt(D)), `heads`
 //! heads, no internal norm); every `*_norm` and the ResBlock norms use G(c) groups and eps 1e-5.
 //!
@@ -55,6 +68,11 @@ use crate::ops::matmul::{self, Dims, Layout};
 use crate::ops::resample::{self, Nchw};
 use crate::ops::{elementwise as ew, embedding};
 
+use super::mlp::Precond;
+
+/// σ_d of the UNet's "edm" preconditioning: images in [−1, 1] (spec §4.3, EDM's default).
+pub const SIGMA_DATA: f32 = 0.5;
+
 /// Sizes of the UNet. One comment per field, the EDM way.
 #[derive(Clone, Debug, PartialEq, Eq)]
 pub struct UNetConfig {
@@ -78,6 +96,9 @@ pub struct UNetConfig {
     pub num_classes: usize,
     /// Upper bound on GroupNorm groups: c channels get min(norm_groups, c / 4) (32: spec §8).
     pub norm_groups: usize,
+    /// How the net's output becomes ε̂: "eps" (the output is ε̂) or "edm" (EDM's preconditioning
+    /// with σ_d = 0.5; needs in_channels = out_channels).
+    pub precond: Precond,
 }
 
 /// The architecture name stored in checkpoints (`cdl.arch`); also `UNetConfig::ARCH`.
@@ -88,9 +109,11 @@ impl UNetConfig {
     pub const ARCH: &'static str = "unet";
 
     /// The config as the JSON text stored in checkpoints (`cdl.model_config`) and read by the
-    /// PyTorch mirror (tools/mirror.py): the field names of this struct.
+    /// PyTorch mirror (tools/mirror.py): the field names of this struct. An "eps" net is written
+    /// without the `precond` key, exactly as before the option existed, so earlier checkpoints
+    /// (the page's shipped weights) still match their config.
     pub fn to_json(&self) -> String {
-        serde_json::json!({
+        let mut v = serde_json::json!({
             "image_size": self.image_size,
             "in_channels": self.in_channels,
             "out_channels": self.out_channels,
@@ -101,13 +124,16 @@ impl UNetConfig {
             "heads": self.heads,
             "num_classes": self.num_classes,
             "norm_groups": self.norm_groups,
-        })
-        .to_string()
+        });
+        if self.precond != Precond::Eps {
+            v["precond"] = self.precond.name().into();
+        }
+        v.to_string()
     }
 
-    /// Parses `to_json`'s text; the error names the missing or invalid field. `num_classes` and
-    /// `norm_groups` may be missing (checkpoints written before they existed): 0 and 32, the
-    /// unconditional net with spec §8's groups.
+    /// Parses `to_json`'s text; the error names the missing or invalid field. `num_classes`,
+    /// `norm_groups` and `precond` may be missing (checkpoints written before they existed): 0,
+    /// 32 and "eps", the unconditional ε-network with spec §8's groups.
     pub fn from_json(text: &str) -> Result<Self, String> {
         let v: serde_json::Value = serde_json::from_str(text).map_err(|e| format!("UNet config is not JSON: {e}"))?;
         let field = |name: &str| {
@@ -123,6 +149,10 @@ impl UNetConfig {
                 .ok_or_else(|| format!("UNet config has no list of non-negative integers {name:?}"))
         };
         let optional = |name: &str, default: usize| if v.get(name).is_none() { Ok(default) } else { field(name) };
+        let precond = match v.get("precond") {
+            None => Precond::Eps,
+            Some(p) => Precond::parse(p.as_str().ok_or("UNet config field \"precond\" is not a string")?)?,
+        };
         Ok(Self {
             image_size: field("image_size")?,
             in_channels: field("in_channels")?,
@@ -134,6 +164,7 @@ impl UNetConfig {
             heads: field("heads")?,
             num_classes: optional("num_classes", 0)?,
             norm_groups: optional("norm_groups", DEFAULT_NORM_GROUPS)?,
+            precond,
         })
     }
 
@@ -164,6 +195,7 @@ impl UNetConfig {
             heads: 1,
             num_classes: 0,
             norm_groups: DEFAULT_NORM_GROUPS,
+            precond: Precond::Eps,
         }
     }
 
@@ -262,6 +294,10 @@ fn plan(cfg: &UNetConfig) -> Result<Plan, GpuError> {
         || cfg.norm_groups == 0
     {
         return Err(bad(format!("invalid config {cfg:?}")));
+    }
+    if cfg.precond == Precond::Edm && cfg.in_channels != cfg.out_channels {
+        let (i, o) = (cfg.in_channels, cfg.out_channels);
+        return Err(bad(format!("precond edm adds the input to the output: in_channels {i} != out_channels {o}")));
     }
     if cfg.image_size == 0 || !cfg.image_size.is_multiple_of(1 << (levels - 1)) {
         return Err(bad(format!("image size {} not divisible by 2^{}", cfg.image_size, levels - 1)));
@@ -399,6 +435,14 @@ fn budget(p: &Plan, cfg: &UNetConfig, b: usize) -> Result<Budget, GpuError> {
         g.add(what, b * n * s);
     }
     g.add("dout", b * cfg.out_channels * s);
+    if cfg.precond == Precond::Edm {
+        for what in ["x_in", "dx_in", "dx_skip"] {
+            g.add(what, b * cfg.in_channels * s);
+        }
+        for what in ["f", "df"] {
+            g.add(what, b * cfg.out_channels * s);
+        }
+    }
     g.add("t", b);
     g.add("emb", b * ch);
     for what in ["e1", "e1_act", "temb", "dtemb", "de1_act", "de1"] {
@@ -475,6 +519,21 @@ fn budget(p: &Plan, cfg: &UNetConfig, b: usize) -> Result<Budget, GpuError> {
 }
 
 // --- the model ----------------------------------------------------------------------------------
+
+/// The extra buffers of the "edm" preconditioning.
+#[derive(Debug)]
+struct EdmBuffers {
+    /// The net's input a_in x. (B, Cin, S, S)
+    x_in: Buffer,
+    /// Gradient of `x_in`. (B, Cin, S, S)
+    dx_in: Buffer,
+    /// The skip term's part of dx, a_skip dout. (B, Cin, S, S)
+    dx_skip: Buffer,
+    /// The net's output f. (B, Cout, S, S)
+    f: Buffer,
+    /// Gradient of `f`, a_out dout. (B, Cout, S, S)
+    df: Buffer,
+}
 
 /// An activation on the device with its gradient. (B, c, r, r) each.
 #[derive(Debug)]
@@ -553,9 +612,26 @@ impl UNet {
         let b = batch;
         let (s, ch, e) = (cfg.image_size, cfg.channels, cfg.emb_dim());
         let z = |name: &str, n: usize| gpu.zeros(name, n);
-        let (x, dx) = (z("x", b * cfg.in_channels * s * s)?, z("dx", b * cfg.in_channels * s * s)?);
-        let (out, dout) = (z("out", b * cfg.out_channels * s * s)?, z("dout", b * cfg.out_channels * s * s)?);
+        let (n_x, n_out) = (b * cfg.in_channels * s * s, b * cfg.out_channels * s * s);
+        let (x, dx) = (z("x", n_x)?, z("dx", n_x)?);
+        let (out, dout) = (z("out", n_out)?, z("dout", n_out)?);
         let t = z("t", b)?;
+        // With "edm": the net reads x_in = a_in x and writes f; out = a_skip x + a_out f.
+        let edm = match cfg.precond {
+            Precond::Eps => None,
+            Precond::Edm => Some(EdmBuffers {
+                x_in: z("x_in", n_x)?,
+                dx_in: z("dx_in", n_x)?,
+                dx_skip: z("dx_skip", n_x)?,
+                f: z("f", n_out)?,
+                df: z("df", n_out)?,
+            }),
+        };
+        // The net's own input, output and their gradients.
+        let (net_x, net_dx, net_out, net_dout) = match &edm {
+            None => (x.clone(), dx.clone(), out.clone(), dout.clone()),
+            Some(m) => (m.x_in.clone(), m.dx_in.clone(), m.f.clone(), m.df.clone()),
+        };
         let emb = z("emb", b * ch)?;
         let [e1, e1_act, temb, dtemb, de1_act, de1] = [
             z("e1", b * e)?,
@@ -607,7 +683,10 @@ impl UNet {
         } else {
             fwd.extend(fc2.forward(gpu, &p, &e1_act, &temb, b).await?);
         }
-        fwd.extend(conv_in.forward(gpu, &p, &x, &ts[0].buf, b, s, s).await?);
+        if let Some(m) = &edm {
+            fwd.push(embedding::precond_in(gpu, &t, &x, &m.x_in, b, n_x / b, SIGMA_DATA).await?);
+        }
+        fwd.extend(conv_in.forward(gpu, &p, &net_x, &ts[0].buf, b, s, s).await?);
 
         // Per-step buffers, kept for the backward.
         #[allow(clippy::large_enum_variant)]
@@ -665,10 +744,17 @@ impl UNet {
         let (on, oa, doa, don) = (z("out_norm", n0)?, z("out_act", n0)?, z("dout_act", n0)?, z("dout_norm", n0)?);
         fwd.extend(norm_out.forward(gpu, &p, &ts[last].buf, &on, &stats_out, b, s * s).await?);
         fwd.push(ew::silu_fwd(gpu, &on, &oa, n0).await?);
-        fwd.extend(conv_out.forward(gpu, &p, &oa, &out, b, s, s).await?);
+        fwd.extend(conv_out.forward(gpu, &p, &oa, &net_out, b, s, s).await?);
+        if let Some(m) = &edm {
+            fwd.push(embedding::precond_fwd(gpu, &t, &x, &m.f, &out, b, n_out / b, SIGMA_DATA).await?);
+        }
 
         // --- backward (reverse order) ---
-        let mut bwd = conv_out.backward(gpu, &p, &oa, &dout, Some(&doa), b, s, s).await?;
+        let mut bwd = Vec::new();
+        if let Some(m) = &edm {
+            bwd.push(embedding::precond_bwd(gpu, &t, &dout, &m.df, &m.dx_skip, b, n_out / b, SIGMA_DATA).await?);
+        }
+        bwd.extend(conv_out.backward(gpu, &p, &oa, &net_dout, Some(&doa), b, s, s).await?);
         bwd.push(ew::silu_bwd(gpu, &doa, &on, &don, n0).await?);
         let (dst, pend) = grad_dst(&mut ts, last)?;
         bwd.extend(norm_out.backward(gpu, &p, &ts[last].buf, &don, &stats_out, Some(&dst), b, s * s).await?);
@@ -718,7 +804,12 @@ impl UNet {
                 _ => return Err(bad("internal: step and saved buffers disagree".into())),
             }
         }
-        bwd.extend(conv_in.backward(gpu, &p, &x, &ts[0].grad, Some(&dx), b, s, s).await?);
+        bwd.extend(conv_in.backward(gpu, &p, &net_x, &ts[0].grad, Some(&net_dx), b, s, s).await?);
+        if let Some(m) = &edm {
+            // dx = a_in dx_in (the input scaling is its own backward) + the skip term's part.
+            bwd.push(embedding::precond_in(gpu, &t, &m.dx_in, &dx, b, n_x / b, SIGMA_DATA).await?);
+            bwd.push(ew::axpy(gpu, &m.dx_skip, &dx, n_x, 1.0).await?);
+        }
         if let Some((w, onehot, _, _)) = &class {
             let d = Dims::new(b, e, cfg.num_classes);
             bwd.push(matmul::matmul_bwd_b(gpu, Layout::NT, &dtemb, onehot, &p.grad(*w)?, d).await?);

@@ -1,6 +1,7 @@
 //! Launchers for `shaders/embedding.wgsl`: the sinusoidal embedding of the per-row noise input,
 //! the scale/shift modulation with its three backward entry points, and the EDM preconditioning
-//! of an ε output with its backward (all overwritten).
+//! (the input scaling, which is its own backward, and the ε output with its backward; all
+//! overwritten).
 
 use super::{f64s, need, prepare, run_read, CheckFuture, CheckResult, Entry, OpSpec};
 use crate::gpu::{groups_for, Buffer, Dispatch, Gpu, GpuError};
@@ -16,6 +17,12 @@ use crate::reference::tol::{DEFAULT, STRICT};
 /// 1e-5 does, with margin, over the c_noise range of EDM (1/4 ln sigma in [-1.6, 1.1]) and of
 /// alpha / 8. VP's c_noise (up to 999) would need a looser tolerance.
 const EMB: &str = "f32 exp for the frequencies and an f32 t*freq: sin/cos arguments off by ~|t|*1e-7";
+
+/// The per-row coefficients take an f32 exp, divisions, sqrts and m = 1 + (σ_d² − 1)·s, whose
+/// subtraction amplifies s's rounding by up to max(1, σ_d²)/min(1, σ_d²) (4 at σ_d = 0.5): a few
+/// ulp each (simulated in f32 over α in [−20, 20]: 2.4e-7 relative at most), then one or two
+/// products. STRICT's rtol 1e-5 would cover it too; DEFAULT leaves margin for the backend's exp.
+const PRECOND: &str = "f32 exp, sqrt and divisions of the per-row coefficients (a few ulp each), then 1-2 products";
 
 pub const SPEC: OpSpec = OpSpec {
     name: "embedding",
@@ -46,18 +53,9 @@ pub const SPEC: OpSpec = OpSpec {
             tol: DEFAULT,
             why: "f32 tree sum over H*W in a different order from the reference",
         },
-        Entry {
-            name: "precond_fwd",
-            reference: "embedding::precond_fwd",
-            tol: DEFAULT,
-            why: "f32 exp and sqrt of the two per-row coefficients (a few ulp each), then two products",
-        },
-        Entry {
-            name: "precond_bwd",
-            reference: "embedding::precond_bwd",
-            tol: DEFAULT,
-            why: "f32 exp and sqrt of the two per-row coefficients (a few ulp each), then one product",
-        },
+        Entry { name: "precond_in", reference: "embedding::precond_in", tol: DEFAULT, why: PRECOND },
+        Entry { name: "precond_fwd", reference: "embedding::precond_fwd", tol: DEFAULT, why: PRECOND },
+        Entry { name: "precond_bwd", reference: "embedding::precond_bwd", tol: DEFAULT, why: PRECOND },
     ],
     check,
 };
@@ -71,11 +69,19 @@ struct Params {
     n: u32,
     e: u32,
     hw: u32,
-    _pad: u32,
+    /// σ_d of the preconditioning entries (0 for the others, which do not read it).
+    sigma_d: f32,
 }
 
 fn params(n: usize, e: usize, hw: usize) -> Params {
-    Params { n: n as u32, e: e as u32, hw: hw as u32, _pad: 0 }
+    Params { n: n as u32, e: e as u32, hw: hw as u32, sigma_d: 0.0 }
+}
+
+fn precond_params(b: usize, e: usize, sigma_d: f32) -> Result<Params, GpuError> {
+    if !(sigma_d.is_finite() && sigma_d > 0.0) {
+        return Err(GpuError::Shape(format!("precond: sigma_d {sigma_d} must be positive and finite")));
+    }
+    Ok(Params { sigma_d, ..params(b * e, e.max(1), 0) })
 }
 
 // --- sinusoidal embedding -----------------------------------------------------------------------
@@ -164,8 +170,27 @@ pub async fn scale_shift_bwd_shift(
 
 // --- preconditioning ----------------------------------------------------------------------------
 
-/// eps = sqrt(σ(−α))·z + sqrt(σ(α))·f per row, α = 8·t[b] (reference/embedding.rs).
+/// zin = a_in·z per row, α = 8·t[b] (reference/embedding.rs): the network's input. Also the
+/// backward of that scaling (dz = a_in·dzin: pass dzin as z). Overwritten. t: (B,), z, zin: (B, E)
+pub async fn precond_in(
+    gpu: &Gpu,
+    t: &Buffer,
+    z: &Buffer,
+    zin: &Buffer,
+    b: usize,
+    e: usize,
+    sigma_d: f32,
+) -> Result<Dispatch, GpuError> {
+    need("precond_in t", t, b)?;
+    need("precond_in z", z, b * e)?;
+    need("precond_in zin", zin, b * e)?;
+    let p = precond_params(b, e, sigma_d)?;
+    prepare(gpu, &SPEC, "precond_in", "precond_in", &[t, z, zin], &p, groups_for(b * e, WG)).await
+}
+
+/// eps = a_skip·z + a_out·f per row, α = 8·t[b] (reference/embedding.rs).
 /// t: (B,), z, f, eps: (B, E)
+#[allow(clippy::too_many_arguments)]
 pub async fn precond_fwd(
     gpu: &Gpu,
     t: &Buffer,
@@ -174,16 +199,18 @@ pub async fn precond_fwd(
     eps: &Buffer,
     b: usize,
     e: usize,
+    sigma_d: f32,
 ) -> Result<Dispatch, GpuError> {
     need("precond_fwd t", t, b)?;
     for (what, buf) in [("z", z), ("f", f), ("eps", eps)] {
         need(&format!("precond_fwd {what}"), buf, b * e)?;
     }
-    let p = params(b * e, e.max(1), 0);
+    let p = precond_params(b, e, sigma_d)?;
     prepare(gpu, &SPEC, "precond_fwd", "precond_fwd", &[t, z, f, eps], &p, groups_for(b * e, WG)).await
 }
 
-/// df = sqrt(σ(α))·deps, dz = sqrt(σ(−α))·deps. Both overwritten. t: (B,), deps, df, dz: (B, E)
+/// df = a_out·deps, dz = a_skip·deps. Both overwritten. t: (B,), deps, df, dz: (B, E)
+#[allow(clippy::too_many_arguments)]
 pub async fn precond_bwd(
     gpu: &Gpu,
     t: &Buffer,
@@ -192,12 +219,13 @@ pub async fn precond_bwd(
     dz: &Buffer,
     b: usize,
     e: usize,
+    sigma_d: f32,
 ) -> Result<Dispatch, GpuError> {
     need("precond_bwd t", t, b)?;
     for (what, buf) in [("deps", deps), ("df", df), ("dz", dz)] {
         need(&format!("precond_bwd {what}"), buf, b * e)?;
     }
-    let p = params(b * e, e.max(1), 0);
+    let p = precond_params(b, e, sigma_d)?;
     prepare(gpu, &SPEC, "precond_bwd", "precond_bwd", &[t, deps, df, dz], &p, groups_for(b * e, WG)).await
 }
 
@@ -261,8 +289,9 @@ async fn check_async(gpu: &Gpu) -> Result<Vec<CheckResult>, GpuError> {
     }
 
     // Preconditioning: 301 rows of 3 (4 workgroups, a row length that does not divide 256); the
-    // noise inputs span alpha / 8 for alpha in [-20, 20], the clamp-free range where both
-    // coefficients matter, plus rows at +-20 (alpha = +-160) where one of them underflows to 0.
+    // noise inputs span alpha / 8 for alpha in [-20, 20], the clamp-free range where every
+    // coefficient matters, plus rows at +-20 (alpha = +-160) where exp(-|alpha|) underflows; for
+    // the MLP's sigma_d = 1, the UNet's 0.5 and a sigma_d above 1 (m = 1 + (d - 1) s grows).
     let (b, e) = (301usize, 3usize);
     let mut xt: Vec<f32> = normal_vec(b, 42, 0).iter().map(|v| 1.2 * v).collect();
     xt[..3].copy_from_slice(&[0.0, -20.0, 20.0]);
@@ -270,21 +299,27 @@ async fn check_async(gpu: &Gpu) -> Result<Vec<CheckResult>, GpuError> {
     let (t64, z64, f64_, d64) = (f64s(&xt), f64s(&xz), f64s(&xf), f64s(&xd));
     let (t, z, f, deps) =
         (gpu.upload("t", &xt)?, gpu.upload("z", &xz)?, gpu.upload("f", &xf)?, gpu.upload("deps", &xd)?);
-    let (eps, df, dz) = (
-        gpu.upload("eps", &vec![f32::NAN; b * e])?,
-        gpu.upload("df", &vec![f32::NAN; b * e])?,
-        gpu.upload("dz", &vec![f32::NAN; b * e])?,
-    );
-    let shape = format!("b={b} e={e}");
-    let mut want = vec![0.0; b * e];
-    r::precond_fwd(&mut want, &t64, &z64, &f64_, e);
-    let d = precond_fwd(gpu, &t, &z, &f, &eps, b, e).await?;
-    results.push(result("precond_fwd", shape.clone(), &run_read(gpu, &d, &eps).await?, &want));
-    let (mut want_df, mut want_dz) = (vec![0.0; b * e], vec![0.0; b * e]);
-    r::precond_bwd(&mut want_df, &mut want_dz, &d64, &t64, e);
-    let d = precond_bwd(gpu, &t, &deps, &df, &dz, b, e).await?;
-    let got_df = run_read(gpu, &d, &df).await?;
-    results.push(result("precond_bwd", format!("{shape} df"), &got_df, &want_df));
-    results.push(result("precond_bwd", format!("{shape} dz"), &gpu.read(&dz).await?, &want_dz));
+    for sigma_d in [1.0f32, 0.5, 1.7] {
+        let (eps, df, dz) = (
+            gpu.upload("eps", &vec![f32::NAN; b * e])?,
+            gpu.upload("df", &vec![f32::NAN; b * e])?,
+            gpu.upload("dz", &vec![f32::NAN; b * e])?,
+        );
+        let (shape, sd) = (format!("b={b} e={e} sigma_d={sigma_d}"), f64::from(sigma_d));
+        let mut want = vec![0.0; b * e];
+        r::precond_in(&mut want, &t64, &z64, e, sd);
+        let d = precond_in(gpu, &t, &z, &eps, b, e, sigma_d).await?;
+        results.push(result("precond_in", shape.clone(), &run_read(gpu, &d, &eps).await?, &want));
+        gpu.write(&eps, &vec![f32::NAN; b * e]);
+        r::precond_fwd(&mut want, &t64, &z64, &f64_, e, sd);
+        let d = precond_fwd(gpu, &t, &z, &f, &eps, b, e, sigma_d).await?;
+        results.push(result("precond_fwd", shape.clone(), &run_read(gpu, &d, &eps).await?, &want));
+        let (mut want_df, mut want_dz) = (vec![0.0; b * e], vec![0.0; b * e]);
+        r::precond_bwd(&mut want_df, &mut want_dz, &d64, &t64, e, sd);
+        let d = precond_bwd(gpu, &t, &deps, &df, &dz, b, e, sigma_d).await?;
+        let got_df = run_read(gpu, &d, &df).await?;
+        results.push(result("precond_bwd", format!("{shape} df"), &got_df, &want_df));
+        results.push(result("precond_bwd", format!("{shape} dz"), &gpu.read(&dz).await?, &want_dz));
+    }
     Ok(results)
 }

@@ -19,13 +19,27 @@
 //! scale first). EDM's DDPM++ (SongUNet) config uses `adaptive_scale=False` instead: a per-channel
 //! bias added *before* the second GroupNorm, which is this op with scale = 0 placed before norm1.
 //!
-//! Preconditioning ("edm" in `--precond`): EDM's `EDMPrecond` (spec §4.3) with σ_d = 1, written
-//! for an ε-predictor. With σ = e^{−α/2}, x_σ = z/sqrt(σ(α)): c_in·x_σ = z, and
-//! ε̂ = (x_σ − D(x_σ; σ))/σ = sqrt(σ(−α))·z + sqrt(σ(α))·f, where f = −F(z, c_noise) is the raw
-//! network output (the sign of F is immaterial to training). The first term is the optimal ε̂
-//! for N(0, I) data, so at high noise ε̂ → z by construction, and for inputs far outside the
-//! trained range ε̂ grows with z instead of saturating at the bounded output of a normalised
-//! network. The row's log-SNR is read from its noise input, α = ALPHA_PER_T·t.
+//! Preconditioning ("edm" in `--precond`): EDM's `EDMPrecond` (spec §4.3) written for an
+//! ε-predictor (spec §1.4(b)). With σ² = e^{−α} and x_σ = z·sqrt(1+σ²):
+//!   D = c_skip·x_σ + c_out·F(c_in·x_σ, c_noise),  ε̂ = (x_σ − D)/σ,
+//!   c_skip = σ_d²/(σ²+σ_d²),  c_out = σσ_d/sqrt(σ²+σ_d²),  c_in = 1/sqrt(σ²+σ_d²).
+//! So the network sees a_in·z and ε̂ = a_skip·z + a_out·f, f = −F (the sign of F is immaterial
+//! to training), with
+//!   a_in   = c_in·sqrt(1+σ²)            = sqrt((1+σ²)/(σ²+σ_d²)),
+//!   a_skip = (1 − c_skip)·sqrt(1+σ²)/σ  = σ·sqrt(1+σ²)/(σ²+σ_d²),
+//!   a_out  = c_out/σ                    = σ_d/sqrt(σ²+σ_d²).
+//! σ² overflows f32 for α < −88, so they are computed from s = σ(α) and s̄ = σ(−α) (each from
+//! e^{−|α|}): σ² = s̄/s, 1+σ² = 1/s, and m = (σ²+σ_d²)/(1+σ²) = s̄ + σ_d²·s = 1 + (σ_d² − 1)·s,
+//!   a_in = 1/sqrt(m),  a_skip = sqrt(s̄)/m,  a_out = σ_d·sqrt(s)·a_in,
+//! where m lies in [min(1, σ_d²), max(1, σ_d²)], so nothing overflows or cancels for any α
+//! (the subtraction in m loses at most a factor max(1, σ_d²)/min(1, σ_d²) of relative accuracy:
+//! 4 at σ_d = 0.5). With σ_d = 1, m = 1 exactly and the coefficients are the MLP's
+//! (a_in, a_skip, a_out) = (1, sqrt(σ(−α)), sqrt(σ(α))) bit for bit: its network sees z itself.
+//! The first term is the optimal ε̂ for N(0, σ_d²) data, so at high noise ε̂ → z by
+//! construction, and for inputs far outside the trained range ε̂ grows with z instead of
+//! saturating at the bounded output of a normalised network. The row's log-SNR is read from
+//! its noise input, α = ALPHA_PER_T·t. σ_d: 1 for the MLP (standardised points), 0.5 for the
+//! UNet (images in [−1, 1], spec §4.3).
 //!
 //! Not here: the MLP on top of the embedding (Linear + SiLU), Fourier features (NCSN++).
 //!
@@ -121,36 +135,59 @@ pub fn scale_shift_bwd_shift<T: Float>(dshift: &mut [T], dout: &[T], hw: usize) 
 
 // --- preconditioning ----------------------------------------------------------------------------
 
-/// sqrt(σ(v)), computed from exp of a non-positive argument only (as the shader does).
-fn sqrt_sigmoid<T: Float>(v: T) -> T {
-    let e = (-v.abs()).exp();
-    let s = if v >= T::zero() { T::one() / (T::one() + e) } else { e / (T::one() + e) };
-    s.sqrt()
+/// The preconditioning's per-row coefficients (see the module header).
+#[derive(Clone, Copy, Debug, PartialEq)]
+pub struct PrecondCoeffs<T> {
+    /// Scale of the network's input: a_in = c_in·sqrt(1+σ²).
+    pub a_in: T,
+    /// Weight of the input z in ε̂: a_skip = (1 − c_skip)·sqrt(1+σ²)/σ.
+    pub a_skip: T,
+    /// Weight of the network output f in ε̂: a_out = c_out/σ.
+    pub a_out: T,
 }
 
-/// (skip, out) = (sqrt(σ(−α)), sqrt(σ(α))) for the row with noise input t, α = ALPHA_PER_T·t.
-pub fn precond_coeffs<T: Float>(t: T) -> (T, T) {
+/// The coefficients for the row with noise input t (α = ALPHA_PER_T·t) and data standard
+/// deviation `sigma_d`, computed from exp of a non-positive argument only (as the shader does).
+pub fn precond_coeffs<T: Float>(t: T, sigma_d: T) -> PrecondCoeffs<T> {
     let alpha = cast::<T>(ALPHA_PER_T) * t;
-    (sqrt_sigmoid(-alpha), sqrt_sigmoid(alpha))
+    let e = (-alpha.abs()).exp();
+    let (one, big) = (T::one(), alpha >= T::zero());
+    let s = if big { one / (one + e) } else { e / (one + e) };
+    let sb = if big { e / (one + e) } else { one / (one + e) };
+    let m = one + (sigma_d * sigma_d - one) * s;
+    let a_in = one / m.sqrt();
+    PrecondCoeffs { a_in, a_skip: sb.sqrt() / m, a_out: sigma_d * s.sqrt() * a_in }
 }
 
-/// eps = skip·z + out·f per row of length e. eps, z, f: (B, E), t: (B,)
-pub fn precond_fwd<T: Float>(eps: &mut [T], t: &[T], z: &[T], f: &[T], e: usize) {
-    for (((o, zr), fr), &tb) in eps.chunks_mut(e).zip(z.chunks(e)).zip(f.chunks(e)).zip(t) {
-        let (a, b) = precond_coeffs(tb);
-        for ((o, &zv), &fv) in o.iter_mut().zip(zr).zip(fr) {
-            *o = a * zv + b * fv;
+/// zin = a_in·z per row of length e: the network's input. Linear and diagonal, so it is its own
+/// backward: dz = a_in·dzin is this function applied to dzin. zin, z: (B, E), t: (B,)
+pub fn precond_in<T: Float>(zin: &mut [T], t: &[T], z: &[T], e: usize, sigma_d: T) {
+    for ((o, zr), &tb) in zin.chunks_mut(e).zip(z.chunks(e)).zip(t) {
+        let a = precond_coeffs(tb, sigma_d).a_in;
+        for (o, &zv) in o.iter_mut().zip(zr) {
+            *o = a * zv;
         }
     }
 }
 
-/// df = out·deps, dz = skip·deps per row. Both overwritten. df, dz, deps: (B, E), t: (B,)
-pub fn precond_bwd<T: Float>(df: &mut [T], dz: &mut [T], deps: &[T], t: &[T], e: usize) {
+/// eps = a_skip·z + a_out·f per row of length e. eps, z, f: (B, E), t: (B,)
+pub fn precond_fwd<T: Float>(eps: &mut [T], t: &[T], z: &[T], f: &[T], e: usize, sigma_d: T) {
+    for (((o, zr), fr), &tb) in eps.chunks_mut(e).zip(z.chunks(e)).zip(f.chunks(e)).zip(t) {
+        let c = precond_coeffs(tb, sigma_d);
+        for ((o, &zv), &fv) in o.iter_mut().zip(zr).zip(fr) {
+            *o = c.a_skip * zv + c.a_out * fv;
+        }
+    }
+}
+
+/// df = a_out·deps, dz = a_skip·deps per row (the gradient through the skip term only; a model
+/// whose net reads a_in·z adds the net's part). Both overwritten. df, dz, deps: (B, E), t: (B,)
+pub fn precond_bwd<T: Float>(df: &mut [T], dz: &mut [T], deps: &[T], t: &[T], e: usize, sigma_d: T) {
     for (((dfr, dzr), gr), &tb) in df.chunks_mut(e).zip(dz.chunks_mut(e)).zip(deps.chunks(e)).zip(t) {
-        let (a, b) = precond_coeffs(tb);
+        let c = precond_coeffs(tb, sigma_d);
         for ((df, dz), &g) in dfr.iter_mut().zip(dzr.iter_mut()).zip(gr) {
-            *df = b * g;
-            *dz = a * g;
+            *df = c.a_out * g;
+            *dz = c.a_skip * g;
         }
     }
 }

@@ -3,7 +3,7 @@
 
 use std::collections::HashMap;
 
-use cdl::model::mlp::{MlpConfig, Precond};
+use cdl::model::mlp::{MlpConfig, Precond, SIGMA_DATA};
 use cdl::reference::elementwise::{silu_bwd, silu_fwd};
 use cdl::reference::embedding::{embedding_fwd, precond_bwd, precond_fwd};
 use cdl::reference::groupnorm::{groupnorm_bwd_input, groupnorm_bwd_params, groupnorm_fwd, GroupNormShape};
@@ -79,7 +79,7 @@ impl Oracle {
             Precond::Eps => f,
             Precond::Edm => {
                 let mut eps = vec![0.0; b * d];
-                precond_fwd(&mut eps, t, x, &f, d);
+                precond_fwd(&mut eps, t, x, &f, d, f64::from(SIGMA_DATA));
                 eps
             }
         };
@@ -94,7 +94,7 @@ impl Oracle {
             Precond::Eps => (dout.to_vec(), vec![0.0; b * d]),
             Precond::Edm => {
                 let (mut df, mut dz) = (vec![0.0; b * d], vec![0.0; b * d]);
-                precond_bwd(&mut df, &mut dz, dout, &c.t, d);
+                precond_bwd(&mut df, &mut dz, dout, &c.t, d, f64::from(SIGMA_DATA));
                 (df, dz)
             }
         };

@@ -1,17 +1,19 @@
 //! The UNet of src/model/unet.rs in f64, written from its header contract (not from its code):
 //! a tape of steps recorded by the forward and walked backwards, gradients of activations summed
 //! where a tensor is read twice. ResBlocks are the ResBlock oracle (tests/oracle/resblock.rs),
-//! attention the reference `attention_fwd` / `attention_bwd`, the rest the CPU references.
+//! attention the reference `attention_fwd` / `attention_bwd`, the rest the CPU references. With
+//! precond "edm" the net reads precond_in(x) and the output is precond_fwd(x, f), σ_d = 0.5.
 
 #![allow(dead_code)]
 
-use cdl::model::UNetConfig;
+use cdl::model::unet::SIGMA_DATA;
+use cdl::model::{Precond, UNetConfig};
 use cdl::reference::attention::{
     attention_bwd, attention_fwd, AttentionGrads, AttentionParams, AttentionSaved, AttentionShape,
 };
 use cdl::reference::conv2d::{conv2d_bwd_bias, conv2d_bwd_input, conv2d_bwd_weight, conv2d_fwd, Conv2dShape};
 use cdl::reference::elementwise::{silu_bwd, silu_fwd};
-use cdl::reference::embedding::embedding_fwd;
+use cdl::reference::embedding::{embedding_fwd, precond_bwd, precond_fwd, precond_in};
 use cdl::reference::groupnorm::{groupnorm_bwd_input, groupnorm_bwd_params, groupnorm_fwd, GroupNormShape};
 use cdl::reference::matmul::{matmul, matmul_bwd_a, matmul_bwd_b, matmul_bwd_bias, MatmulShape};
 use cdl::reference::resample::{
@@ -54,6 +56,9 @@ enum Node {
 pub struct Cache {
     /// One-hot labels (B, K); empty when unconditional.
     onehot: Vec<f64>,
+    /// Noise inputs (B,) and the net's input (x, or a_in x with "edm").
+    t: Vec<f64>,
+    x_in: Vec<f64>,
     emb: Vec<f64>,
     e1: Vec<f64>,
     e1_act: Vec<f64>,
@@ -220,10 +225,20 @@ impl Oracle<'_> {
             matmul(&mut cls, onehot, self.t("class_emb.weight"), None, sh);
             temb = add(&temb, &cls);
         }
-        let h0 = self.conv("conv_in", x, self.conv_shape(cfg.in_channels, ch, s, 3));
+        let x_in = match cfg.precond {
+            Precond::Eps => x.to_vec(),
+            Precond::Edm => {
+                let mut v = vec![0.0; x.len()];
+                precond_in(&mut v, t, x, x.len() / b, f64::from(SIGMA_DATA));
+                v
+            }
+        };
+        let h0 = self.conv("conv_in", &x_in, self.conv_shape(cfg.in_channels, ch, s, 3));
         let empty = || Norm { mean: vec![], rstd: vec![] };
         let mut k = Cache {
             onehot: onehot.to_vec(),
+            t: t.to_vec(),
+            x_in,
             emb,
             e1,
             e1_act,
@@ -281,8 +296,16 @@ impl Oracle<'_> {
         let c = k.dims[h].0;
         let (on, on_st) = self.norm("norm_out", &k.acts[h], c, s);
         let oa = silu(&on);
-        let out = self.conv("conv_out", &oa, self.conv_shape(c, cfg.out_channels, s, 3));
+        let f = self.conv("conv_out", &oa, self.conv_shape(c, cfg.out_channels, s, 3));
         (k.on, k.on_st, k.oa) = (on, on_st, oa);
+        let out = match cfg.precond {
+            Precond::Eps => f,
+            Precond::Edm => {
+                let mut eps = vec![0.0; f.len()];
+                precond_fwd(&mut eps, t, x, &f, f.len() / b, f64::from(SIGMA_DATA));
+                eps
+            }
+        };
         (out, k)
     }
 
@@ -321,7 +344,15 @@ impl Oracle<'_> {
         };
         let last = k.acts.len() - 1;
         let c = k.dims[last].0;
-        let doa = self.conv_bwd(&mut g, "conv_out", &k.oa, dout, self.conv_shape(c, cfg.out_channels, s, 3));
+        let (df, dx_skip) = match cfg.precond {
+            Precond::Eps => (dout.to_vec(), vec![0.0; x.len()]),
+            Precond::Edm => {
+                let (mut df, mut dz) = (vec![0.0; dout.len()], vec![0.0; dout.len()]);
+                precond_bwd(&mut df, &mut dz, dout, &k.t, dout.len() / b, f64::from(SIGMA_DATA));
+                (df, dz)
+            }
+        };
+        let doa = self.conv_bwd(&mut g, "conv_out", &k.oa, &df, self.conv_shape(c, cfg.out_channels, s, 3));
         let don = silu_back(&doa, &k.on);
         let dh = self.norm_bwd(&mut g, "norm_out", &k.acts[last], &don, &k.on_st, c, s);
         acc(&mut d, last, dh);
@@ -376,7 +407,16 @@ impl Oracle<'_> {
             }
         }
         let dh0 = d[0].take().expect("gradient of conv_in's output");
-        let dx = self.conv_bwd(&mut g, "conv_in", x, &dh0, self.conv_shape(cfg.in_channels, ch, s, 3));
+        let dx_in = self.conv_bwd(&mut g, "conv_in", &k.x_in, &dh0, self.conv_shape(cfg.in_channels, ch, s, 3));
+        let dx = match cfg.precond {
+            Precond::Eps => dx_in,
+            Precond::Edm => {
+                // The input scaling is its own backward; x also reaches out through the skip term.
+                let mut dx = vec![0.0; x.len()];
+                precond_in(&mut dx, &k.t, &dx_in, x.len() / b, f64::from(SIGMA_DATA));
+                add(&dx, &dx_skip)
+            }
+        };
         if cfg.num_classes > 0 {
             let nk = cfg.num_classes;
             let sh = MatmulShape { m: b, n: e, k: nk, trans_a: false, trans_b: true };
