@@ -5,13 +5,14 @@
 
 use std::process::Command;
 
-const COMMANDS: [&[&str]; 10] = [
+const COMMANDS: [&[&str]; 11] = [
     &[],
     &["train"],
     &["sample"],
     &["eval"],
     &["experiment"],
     &["experiment", "toy"],
+    &["experiment", "images"],
     &["bench"],
     &["bench", "train"],
     &["bench", "model"],

@@ -157,6 +157,59 @@ fn experiment_toy_reports_every_arm_and_sampler_over_seeds_with_errors_and_verdi
 }
 
 #[test]
+fn experiment_images_reports_every_arm_and_sampler_with_grids() {
+    if common::gpu_or_skip().is_none() {
+        return;
+    }
+    let dir = scratch("experiment-images");
+    let o = cdl(&[
+        "experiment",
+        "images",
+        "--quick",
+        "--arms",
+        "edm,edm-cdl",
+        "--steps",
+        "2",
+        "--samples",
+        "2",
+        "--sampler-steps",
+        "3",
+        "--ddim-steps",
+        "2",
+        "--heun-steps",
+        "2",
+        "--out",
+        dir.to_str().unwrap(),
+    ]);
+    ok(&o);
+    let report = std::fs::read_to_string(dir.join("report.md")).unwrap();
+    let rows = |prefix: &str| report.lines().filter(|l| l.starts_with(prefix)).count();
+    assert_eq!(rows("| edm | "), 5, "{report}");
+    assert_eq!(rows("| edm-cdl | "), 5, "{report}");
+    // Saturation under 4 samplers and passes under the parallel one.
+    assert_eq!(rows("| edm-cdl vs edm | "), 5, "{report}");
+    for want in ["Saturation floor", "unet-tiny", "held-out", "NLL (bits/dim)"] {
+        assert!(report.contains(want), "{want:?} missing from\n{report}");
+    }
+    for png in ["samples-edm-sequential.png", "samples-edm-cdl-parallel.png", "samples-edm-heun.png"] {
+        image::open(dir.join(png)).unwrap();
+    }
+    let v: serde_json::Value =
+        serde_json::from_str(&std::fs::read_to_string(dir.join("report.json")).unwrap()).unwrap();
+    let runs = v["runs"].as_array().unwrap();
+    assert_eq!(runs.len(), 2 * 2 * 4, "seeds x arms x samplers");
+    for r in runs {
+        let sat = r["saturated_fraction"].as_f64().unwrap();
+        assert!((0.0..=1.0).contains(&sat) && r["nll_bpd"].as_f64().is_some_and(f64::is_finite), "{r}");
+    }
+    // The EDM arms train the UNet with EDM's preconditioning.
+    let ck = cdl::train::checkpoint::load(dir.join("seed-0").join("edm").join("checkpoint.safetensors")).unwrap();
+    let unet = cdl::model::UNetConfig::from_json(&ck.model_config).unwrap();
+    assert_eq!(unet.precond, cdl::model::Precond::Edm);
+    let _ = std::fs::remove_dir_all(&dir);
+}
+
+#[test]
 fn sample_warns_once_when_a_sampler_leaves_the_trained_levels() {
     if common::gpu_or_skip().is_none() {
         return;

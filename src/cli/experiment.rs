@@ -1,28 +1,34 @@
-//! `cdl experiment toy`: does the Contrastive Diffusion Loss make sampling better, above all
-//! parallel sampling? An effect, not one draw: every arm (a loss) is trained with the same budget
-//! on the same data for several training seeds, each model is sampled with every sampler, and
-//! every figure is a mean ± standard error over the seeds next to the floor of its metric.
+//! `cdl experiment toy` and `cdl experiment images`: does the Contrastive Diffusion Loss make
+//! sampling better, above all parallel sampling? An effect, not one draw: every arm (a loss) is
+//! trained with the same budget on the same data for several training seeds, each model is
+//! sampled with every sampler, and every figure is a mean ± standard error over the seeds next to
+//! the floor of its metric.
 //!
-//! - Arms: DDPM, ITD, ITD + CDL, EDM, EDM + CDL (`--arms`), the 2-D MLP with EDM's
-//!   preconditioning (`--precond`) for all of them.
+//! - Arms: DDPM, ITD, ITD + CDL, EDM, EDM + CDL (`--arms`). The 2-D MLP has EDM's
+//!   preconditioning in every arm (`--precond`); a UNet has it in the EDM arms (the paper's VP
+//!   baseline) and is a plain ε-network in the others, as `cdl train` defaults.
 //! - Samplers: sequential DDPM-T and the parallel Picard sampler over the same DDPM-T transition
 //!   with the same variance (`--variance`, default the authors' β̃: spec §6.2, §9 pitfall 11),
 //!   τ = 0.1, no window; DDIM and EDM Heun (deterministic).
-//! - Metrics: MMD (h = 0.03) against held-out data; the MMD floor (the held-out set against a
+//! - Toy metrics: MMD (h = 0.03) against held-out data and its floor (the held-out set against a
 //!   second held-out set of the same size: what two samples of the data itself score); the
 //!   fraction of samples beyond `OUTLIER_STDS` data standard deviations; Picard passes; the ITD
 //!   test NLL in bits/dim (which favours ITD-trained arms by construction: it is the quantity the
 //!   ITD loss estimates).
+//! - Image metrics: sample grids, the fraction of saturated pixels (with the held-out images'
+//!   own fraction as its floor), Picard passes, the ITD test NLL in bits/dim. A sample-quality
+//!   metric such as FID is one more `Column`.
 //! - For each CDL arm against its base (ITD + CDL vs ITD, EDM + CDL vs EDM): the paired
-//!   difference over seeds (same seed, same data, same sampler noise) in MMD and in passes, with
-//!   its standard error and a verdict: better or worse when it is further from 0 than the 95 %
-//!   quantile of Student's t with N − 1 degrees of freedom in standard errors (2 SE for many
-//!   seeds, 2.78 SE for 5, 12.7 for 2), else not distinguishable.
+//!   difference over seeds (same seed, same data, same sampler noise) with its standard error and
+//!   a verdict: better or worse when it is further from 0 than the 95 % quantile of Student's t
+//!   with N − 1 degrees of freedom in standard errors (2 SE for many seeds, 2.78 SE for 5, 12.7
+//!   for 2), else not distinguishable.
 //!
-//! Seed s trains with `--seed s` (init, batches, noise), samples with sampler seed 1 + s and is
-//! scored against held-out points drawn with seed 1000 + s (built-in sets; a CSV file is its own
-//! reference).
+//! Seed s trains with `--seed s` (init, batches, noise) and samples with sampler seed 1 + s; toy
+//! models are scored against held-out points drawn with seed 1000 + s (a CSV file is its own
+//! reference), image models against held-out images (`train::held_out_images`).
 
+use std::collections::BTreeMap;
 use std::fmt::Write as _;
 use std::path::{Path, PathBuf};
 use std::time::Instant;
@@ -36,13 +42,54 @@ use cdl::eval::denoiser::GpuDenoiser;
 use cdl::eval::mmd::{mmd, MMD_BANDWIDTH};
 use cdl::eval::nll::{pointwise, test_nll};
 use cdl::eval::plot::{self, Bounds, Colormap};
-use cdl::eval::stats::{mean_se, outlier_fraction, verdict_threshold, Verdict, OUTLIER_STDS};
+use cdl::eval::stats::{mean_se, outlier_fraction, saturated_fraction, verdict_threshold, Verdict, OUTLIER_STDS};
 use cdl::gpu::Gpu;
 use cdl::train::checkpoint;
-use cdl::train::recipe::LossKind;
+use cdl::train::recipe::{default_q, LossKind};
 
-use super::sample::{draw, f32s, load, reference_points, SamplerArgs, SamplerKind, VarianceKind, EVAL_ROWS};
+use super::sample::{draw, f32s, load, reference_points, SamplerArgs, SamplerKind, Trained, VarianceKind, EVAL_ROWS};
 use super::train::{self as train_cmd, TrainArgs};
+
+/// The names `--samplers` takes.
+const SAMPLERS: [&str; 4] = ["sequential", "parallel", "ddim", "heun"];
+
+/// What both experiments share: arms, seeds, budgets and samplers.
+#[derive(Args, Clone, Debug)]
+pub struct ArmArgs {
+    /// Training seeds 0..N (default 5; --quick 2).
+    #[arg(long, value_parser = clap::value_parser!(u64).range(1..=1000))]
+    pub seeds: Option<u64>,
+    /// Arms (losses), comma-separated.
+    #[arg(long, default_value = "ddpm,itd,cdl,edm,edm-cdl", value_delimiter = ',')]
+    pub arms: Vec<String>,
+    /// Training steps (overrides the default of the mode).
+    #[arg(long, value_parser = clap::value_parser!(u64).range(1..=4_000_000_000))]
+    pub steps: Option<u64>,
+    /// Samples per model and sampler, and held-out examples (overrides the default of the mode).
+    #[arg(long, value_parser = clap::value_parser!(u64).range(2..=1_000_000))]
+    pub samples: Option<u64>,
+    /// Steps T of sequential and parallel DDPM (overrides the default of the mode).
+    #[arg(long, value_parser = clap::value_parser!(u64).range(2..=10_000))]
+    pub sampler_steps: Option<u64>,
+    /// DDIM steps (overrides the default of the mode).
+    #[arg(long, value_parser = clap::value_parser!(u64).range(1..=1000))]
+    pub ddim_steps: Option<u64>,
+    /// EDM Heun levels (overrides the default of the mode).
+    #[arg(long, value_parser = clap::value_parser!(u64).range(2..=1000))]
+    pub heun_steps: Option<u64>,
+    /// Samplers, comma-separated: sequential, parallel, ddim, heun.
+    #[arg(long, default_value = "sequential,parallel,ddim,heun", value_delimiter = ',')]
+    pub samplers: Vec<String>,
+    /// Variance of the DDPM transition, the same for the sequential and the parallel sampler.
+    #[arg(long, value_enum, default_value_t = VarianceKind::Posterior)]
+    pub variance: VarianceKind,
+    /// The network's preconditioning for every arm: edm or eps (default: as `cdl train`).
+    #[arg(long, value_parser = ["edm", "eps"])]
+    pub precond: Option<String>,
+    /// Output directory (default runs/experiment-<data>, runs/experiment-images-<data>).
+    #[arg(long)]
+    pub out: Option<PathBuf>,
+}
 
 #[derive(Args, Clone, Debug)]
 pub struct ToyArgs {
@@ -55,61 +102,50 @@ pub struct ToyArgs {
     /// samples) with 20,000 training steps, DDIM-100, Heun-18.
     #[arg(long)]
     pub quick: bool,
-    /// Training seeds 0..N (default 5; --quick 2).
-    #[arg(long, value_parser = clap::value_parser!(u64).range(1..=1000))]
-    pub seeds: Option<u64>,
-    /// Arms (losses), comma-separated.
-    #[arg(long, default_value = "ddpm,itd,cdl,edm,edm-cdl", value_delimiter = ',')]
-    pub arms: Vec<String>,
-    /// Training steps (overrides the default of the mode).
-    #[arg(long, value_parser = clap::value_parser!(u64).range(1..=4_000_000_000))]
-    pub steps: Option<u64>,
-    /// Samples, and held-out points in each reference set (overrides the default of the mode).
-    #[arg(long, value_parser = clap::value_parser!(u64).range(2..=1_000_000))]
-    pub samples: Option<u64>,
-    /// Steps T of sequential and parallel DDPM (overrides the default of the mode).
-    #[arg(long, value_parser = clap::value_parser!(u64).range(2..=10_000))]
-    pub sampler_steps: Option<u64>,
-    /// DDIM steps (overrides the default of the mode).
-    #[arg(long, value_parser = clap::value_parser!(u64).range(1..=1000))]
-    pub ddim_steps: Option<u64>,
-    /// Samplers, comma-separated: sequential, parallel, ddim, heun.
-    #[arg(long, default_value = "sequential,parallel,ddim,heun", value_delimiter = ',')]
-    pub samplers: Vec<String>,
-    /// EDM Heun levels.
-    #[arg(long, default_value_t = 18, value_parser = clap::value_parser!(u64).range(2..=1000))]
-    pub heun_steps: u64,
-    /// Variance of the DDPM transition, the same for the sequential and the parallel sampler.
-    #[arg(long, value_enum, default_value_t = VarianceKind::Posterior)]
-    pub variance: VarianceKind,
-    /// The MLP's preconditioning for every arm: edm (default) or eps (the paper's plain ε-net).
-    #[arg(long, value_parser = ["edm", "eps"])]
-    pub precond: Option<String>,
-    /// Output directory (default runs/experiment-<data>).
-    #[arg(long)]
-    pub out: Option<PathBuf>,
+    #[command(flatten)]
+    pub arms: ArmArgs,
 }
 
-/// The names `--samplers` takes.
-const SAMPLERS: [&str; 4] = ["sequential", "parallel", "ddim", "heun"];
+#[derive(Args, Clone, Debug)]
+pub struct ImagesArgs {
+    /// Data: "shapes" (built in), a CIFAR-10 archive (cifar-10-binary.tar.gz, its folder or a
+    /// .bin batch) or a folder of PNG/JPEG images.
+    #[arg(long, default_value = "shapes")]
+    pub data: String,
+    /// The UNet: unet-tiny (16 px, for a CPU adapter), unet-compact or unet-small (32 px, GPUs).
+    #[arg(long, default_value = "unet-tiny", value_parser = ["unet-tiny", "unet-compact", "unet-small"])]
+    pub model: String,
+    /// Examples per training step, B.
+    #[arg(long, value_parser = clap::value_parser!(u64).range(1..=1_000_000))]
+    pub batch: Option<u64>,
+    /// A quarter of an hour on a CPU adapter (a run that shows the machinery, not an effect):
+    /// 2 seeds, 20 steps at batch 8, M = 4, 4 samples, DDPM-6 (sequential and parallel), DDIM-4,
+    /// Heun-3, 4 NLL points on 4 held-out images. Default:
+    /// 5 seeds, 20,000 steps at batch 64, M = 16, 64 samples, DDPM-1000, DDIM-100, Heun-18, 100
+    /// NLL points on 256 held-out images (a GPU's budget).
+    #[arg(long)]
+    pub quick: bool,
+    #[command(flatten)]
+    pub arms: ArmArgs,
+}
 
 /// The resolved settings of one experiment.
 struct Plan {
     seeds: u64,
     steps: u64,
+    batch: u64,
     points: u64,
     n: usize,
     nll_points: usize,
-    density_points: usize,
     t_n: usize,
     ddim: usize,
+    heun: usize,
     arms: Vec<LossKind>,
 }
 
 impl Plan {
-    fn new(a: &ToyArgs) -> Result<Self, String> {
-        let (seeds, steps, points, n, nll_points, density_points, t_n, ddim) =
-            if a.quick { (2, 1000, 16, 500, 200, 32, 100, 50) } else { (5, 20_000, 128, 2000, 1000, 128, 1000, 100) };
+    /// `a` over the mode's defaults (seeds, steps, batch, M, n, NLL points, T, DDIM, Heun).
+    fn new(a: &ArmArgs, d: (u64, u64, u64, u64, usize, usize, usize, usize, usize)) -> Result<Self, String> {
         let mut arms = Vec::new();
         for name in &a.arms {
             let k: LossKind = name.trim().parse()?;
@@ -126,31 +162,26 @@ impl Plan {
                 return Err(format!("unknown sampler {name:?} in --samplers; expected {}", SAMPLERS.join(", ")));
             }
         }
-        let ddim = a.ddim_steps.map_or(ddim, |v| v as usize);
+        let ddim = a.ddim_steps.map_or(d.7, |v| v as usize);
         if ddim > 1000 {
             return Err(format!("--ddim-steps {ddim}: DDIM takes at most the 1,000 steps of the schedule"));
         }
         Ok(Self {
-            seeds: a.seeds.unwrap_or(seeds),
-            steps: a.steps.unwrap_or(steps),
-            points,
-            n: a.samples.map_or(n, |v| v as usize),
-            nll_points,
-            density_points,
-            t_n: a.sampler_steps.map_or(t_n, |v| v as usize),
+            seeds: a.seeds.unwrap_or(d.0),
+            steps: a.steps.unwrap_or(d.1),
+            batch: d.2,
+            points: d.3,
+            n: a.samples.map_or(d.4, |v| v as usize),
+            nll_points: d.5,
+            t_n: a.sampler_steps.map_or(d.6, |v| v as usize),
             ddim,
+            heun: a.heun_steps.map_or(d.8, |v| v as usize),
             arms,
         })
     }
 
-    /// (label, name, sampler settings) of each sampler of `--samplers`, all from seed `seed`.
-    fn samplers(&self, a: &ToyArgs, seed: u64) -> Vec<(String, &'static str, SamplerArgs)> {
-        let mut all = self.all_samplers(a, seed);
-        all.retain(|(_, name, _)| a.samplers.iter().any(|s| s.trim() == *name));
-        all
-    }
-
-    fn all_samplers(&self, a: &ToyArgs, seed: u64) -> Vec<(String, &'static str, SamplerArgs)> {
+    /// (label, name, settings) of each sampler of `--samplers`, all from seed `seed`.
+    fn samplers(&self, a: &ArmArgs, seed: u64, clip_denoised: bool) -> Vec<(String, &'static str, SamplerArgs)> {
         let base = SamplerArgs {
             sampler: SamplerKind::Ddpm,
             steps: Some(self.t_n),
@@ -161,13 +192,13 @@ impl Plan {
             n: self.n as u64,
             seed,
             no_ema: false,
-            clip_denoised: false,
+            clip_denoised,
         };
         let var = match a.variance {
             VarianceKind::Beta => "β",
             VarianceKind::Posterior => "β̃",
         };
-        vec![
+        let all = [
             (format!("sequential DDPM-{} ({var})", self.t_n), "sequential", base.clone()),
             (
                 format!("parallel DDPM-{} ({var}, τ = 0.1, window {})", self.t_n, self.t_n),
@@ -180,71 +211,308 @@ impl Plan {
                 SamplerArgs { sampler: SamplerKind::Ddim, steps: Some(self.ddim), ..base.clone() },
             ),
             (
-                format!("EDM Heun-{}", a.heun_steps),
+                format!("EDM Heun-{}", self.heun),
                 "heun",
-                SamplerArgs { sampler: SamplerKind::Heun, steps: Some(a.heun_steps as usize), ..base },
+                SamplerArgs { sampler: SamplerKind::Heun, steps: Some(self.heun), ..base },
             ),
-        ]
+        ];
+        all.into_iter().filter(|(_, name, _)| a.samplers.iter().any(|s| s.trim() == *name)).collect()
+    }
+
+    /// Trains `arm` for seed `seed` into `out` and loads it: `TrainArgs` from `base` with the
+    /// plan's budget.
+    async fn train(
+        &self,
+        gpu: &Gpu,
+        base: &TrainArgs,
+        arm: LossKind,
+        seed: u64,
+        out: &Path,
+    ) -> Result<(Trained, f64), String> {
+        let _ = std::fs::remove_file(out.join(train_cmd::CHECKPOINT));
+        println!("seed {seed}: training {arm} for {} steps on {} …", self.steps, base.data);
+        let log = 100.min(self.steps);
+        let targs = TrainArgs {
+            loss: arm,
+            steps: self.steps,
+            batch: self.batch,
+            seed,
+            points: self.points,
+            out: Some(out.to_path_buf()),
+            quiet: true,
+            log_every: log,
+            checkpoint_every: self.steps.div_ceil(log) * log,
+            ..base.clone()
+        };
+        let t = Instant::now();
+        train_cmd::train(gpu, targs).await?;
+        let secs = t.elapsed().as_secs_f64();
+        Ok((load(&out.join(train_cmd::CHECKPOINT))?, secs))
     }
 }
 
-fn pm(v: &[f64], digits: usize) -> String {
-    let (m, se) = mean_se(v);
-    if se.is_finite() {
+// ---------------------------------------------------------------------------------------------
+// The table of an experiment
+
+/// Which paired differences (CDL arm − its base) a column reports.
+#[derive(Clone, Copy, PartialEq, Eq)]
+enum Compare {
+    No,
+    /// Under every sampler.
+    All,
+    /// Under the parallel sampler only (passes).
+    Parallel,
+}
+
+/// One figure of the report.
+struct Column {
+    key: &'static str,
+    header: &'static str,
+    digits: usize,
+    /// Printed ×100 (a fraction shown in %).
+    percent: bool,
+    compare: Compare,
+}
+
+const fn col(key: &'static str, header: &'static str, digits: usize, percent: bool, compare: Compare) -> Column {
+    Column { key, header, digits, percent, compare }
+}
+
+/// Per-seed values of one cell, by column key.
+type Cell = BTreeMap<&'static str, Vec<f64>>;
+
+/// Every figure of an experiment: per (arm, sampler) and per arm, over seeds.
+struct Table {
+    arms: Vec<LossKind>,
+    labels: Vec<String>,
+    names: Vec<&'static str>,
+    columns: Vec<Column>,
+    arm_columns: Vec<Column>,
+    cells: Vec<Vec<Cell>>,
+    arm_cells: Vec<Cell>,
+    alpha_ranges: Vec<Option<(f64, f64)>>,
+    /// The floor of the first column, per seed (toy: MMD between two held-out sets).
+    floor: Vec<f64>,
+}
+
+fn pm(v: &[f64], digits: usize, scale: f64) -> String {
+    let v: Vec<f64> = v.iter().map(|x| x * scale).collect();
+    let (m, se) = mean_se(&v);
+    if v.is_empty() {
+        "—".into()
+    } else if se.is_finite() {
         format!("{m:.digits$} ± {se:.digits$}")
     } else {
         format!("{m:.digits$}")
     }
 }
 
-/// One (arm, sampler) cell: per-seed values.
-#[derive(Default)]
-struct Cell {
-    mmd: Vec<f64>,
-    outliers: Vec<f64>,
-    passes: Vec<f64>,
-    evaluations: Vec<f64>,
-    seconds: Vec<f64>,
+fn ms_json(v: &[f64]) -> Value {
+    let (m, se) = mean_se(v);
+    json!({"mean": if m.is_finite() { json!(m) } else { Value::Null }, "se": if se.is_finite() { json!(se) } else { Value::Null }})
 }
 
-pub async fn toy(gpu: &Gpu, args: ToyArgs) -> Result<(), String> {
-    let plan = Plan::new(&args)?;
-    let stem = Path::new(&args.data).file_stem().map_or("data".into(), |s| s.to_string_lossy().into_owned());
-    let dir = args.out.clone().unwrap_or_else(|| PathBuf::from("runs").join(format!("experiment-{stem}")));
+impl Table {
+    fn new(
+        plan: &Plan,
+        samplers: &[(String, &'static str, SamplerArgs)],
+        columns: Vec<Column>,
+        arm_columns: Vec<Column>,
+    ) -> Self {
+        let k = plan.arms.len();
+        Self {
+            arms: plan.arms.clone(),
+            labels: samplers.iter().map(|s| s.0.clone()).collect(),
+            names: samplers.iter().map(|s| s.1).collect(),
+            columns,
+            arm_columns,
+            cells: (0..k).map(|_| (0..samplers.len()).map(|_| Cell::new()).collect()).collect(),
+            arm_cells: (0..k).map(|_| Cell::new()).collect(),
+            alpha_ranges: vec![None; k],
+            floor: Vec::new(),
+        }
+    }
+
+    fn push(&mut self, arm: usize, sampler: usize, key: &'static str, v: f64) {
+        self.cells[arm][sampler].entry(key).or_default().push(v);
+    }
+
+    fn push_arm(&mut self, arm: usize, key: &'static str, v: f64) {
+        self.arm_cells[arm].entry(key).or_default().push(v);
+    }
+
+    fn values<'a>(cell: &'a Cell, key: &str) -> &'a [f64] {
+        cell.get(key).map_or(&[], Vec::as_slice)
+    }
+
+    /// (CDL arm, its base) index pairs where both are arms.
+    fn pairs(&self) -> Vec<(usize, usize)> {
+        let arms = &self.arms;
+        arms.iter()
+            .enumerate()
+            .filter(|(_, k)| k.has_cdl())
+            .filter_map(|(i, k)| arms.iter().position(|b| *b == k.base()).map(|j| (i, j)))
+            .collect()
+    }
+
+    /// The per-sampler table, the per-arm table and the CDL comparisons, in Markdown.
+    fn markdown(&self, seeds: u64) -> String {
+        let mut s = String::from("| arm | sampler |");
+        let mut rule = String::from("|---|---|");
+        for c in &self.columns {
+            let _ = write!(s, " {} |", c.header);
+            rule += "---|";
+        }
+        let _ = writeln!(s, "\n{rule}");
+        for (ai, arm) in self.arms.iter().enumerate() {
+            for (si, label) in self.labels.iter().enumerate() {
+                let _ = write!(s, "| {arm} | {label} |");
+                for c in &self.columns {
+                    let v = Self::values(&self.cells[ai][si], c.key);
+                    let _ = write!(s, " {} |", pm(v, c.digits, if c.percent { 100.0 } else { 1.0 }));
+                }
+                s.push('\n');
+            }
+        }
+        s += "\n| arm |";
+        let mut rule = String::from("|---|");
+        for c in &self.arm_columns {
+            let _ = write!(s, " {} |", c.header);
+            rule += "---|";
+        }
+        let _ = writeln!(s, " trained α range |\n{rule}---|");
+        for (ai, arm) in self.arms.iter().enumerate() {
+            let _ = write!(s, "| {arm} |");
+            for c in &self.arm_columns {
+                let v = Self::values(&self.arm_cells[ai], c.key);
+                let _ = write!(s, " {} |", pm(v, c.digits, if c.percent { 100.0 } else { 1.0 }));
+            }
+            let range = self.alpha_ranges[ai].map_or("?".into(), |(lo, hi)| format!("[{lo:.2}, {hi:.2}]"));
+            let _ = writeln!(s, " {range} |");
+        }
+        let pairs = self.pairs();
+        if pairs.is_empty() {
+            return s;
+        }
+        let _ = write!(
+            s,
+            "\n**CDL against its base** (paired over seeds: CDL − base, mean ± SE; lower is better; a verdict needs \
+             |mean| > {:.2} SE, the two-sided 95 % quantile of Student's t with {} degrees of freedom):\n\n\
+             | comparison | sampler | figure | difference | verdict |\n|---|---|---|---|---|\n",
+            verdict_threshold(seeds as usize),
+            seeds.saturating_sub(1)
+        );
+        for (i, j) in pairs {
+            for (si, label) in self.labels.iter().enumerate() {
+                for c in &self.columns {
+                    if c.compare == Compare::No || (c.compare == Compare::Parallel && self.names[si] != "parallel") {
+                        continue;
+                    }
+                    let a = Self::values(&self.cells[i][si], c.key);
+                    let b = Self::values(&self.cells[j][si], c.key);
+                    let d: Vec<f64> = a.iter().zip(b).map(|(x, y)| x - y).collect();
+                    let scale = if c.percent { 100.0 } else { 1.0 };
+                    let _ = writeln!(
+                        s,
+                        "| {} vs {} | {label} | {} | {} | {} |",
+                        self.arms[i],
+                        self.arms[j],
+                        c.header,
+                        pm(&d, c.digits, scale),
+                        Verdict::of(&d).text()
+                    );
+                }
+            }
+        }
+        s
+    }
+
+    /// Mean ± SE of every figure.
+    fn summary(&self) -> Value {
+        let mut out = Vec::new();
+        for (ai, arm) in self.arms.iter().enumerate() {
+            for (si, label) in self.labels.iter().enumerate() {
+                let mut v = json!({"arm": arm.name(), "sampler": label});
+                for c in &self.columns {
+                    v[c.key] = ms_json(Self::values(&self.cells[ai][si], c.key));
+                }
+                for c in &self.arm_columns {
+                    v[c.key] = ms_json(Self::values(&self.arm_cells[ai], c.key));
+                }
+                out.push(v);
+            }
+        }
+        json!(out)
+    }
+}
+
+fn out_dir(a: &ArmArgs, prefix: &str, data: &str) -> Result<PathBuf, String> {
+    let stem = Path::new(data).file_stem().map_or("data".into(), |s| s.to_string_lossy().into_owned());
+    let dir = a.out.clone().unwrap_or_else(|| PathBuf::from("runs").join(format!("{prefix}-{stem}")));
     std::fs::create_dir_all(&dir).map_err(|e| format!("cannot create {}: {e}", dir.display()))?;
+    Ok(dir)
+}
+
+fn machine(gpu: &Gpu) -> String {
+    let cores = std::thread::available_parallelism().map_or(0, |n| n.get());
+    format!("{}; {cores} CPU cores", gpu.describe())
+}
+
+fn write_report(dir: &Path, md: &str, js: &Value) -> Result<(), String> {
+    checkpoint::write_atomic(dir.join("report.md"), |f| std::io::Write::write_all(f, md.as_bytes()))
+        .map_err(|e| e.to_string())?;
+    let text = serde_json::to_string_pretty(js).unwrap_or_default() + "\n";
+    checkpoint::write_atomic(dir.join("report.json"), |f| std::io::Write::write_all(f, text.as_bytes()))
+        .map_err(|e| e.to_string())?;
+    println!("{md}");
+    println!("wrote {}", dir.join("report.md").display());
+    Ok(())
+}
+
+fn variance_text(v: VarianceKind) -> &'static str {
+    match v {
+        VarianceKind::Beta => "β_t",
+        VarianceKind::Posterior => "β̃_t (posterior)",
+    }
+}
+
+fn arm_names(arms: &[LossKind]) -> String {
+    arms.iter().map(|k| k.name()).collect::<Vec<_>>().join(", ")
+}
+
+// ---------------------------------------------------------------------------------------------
+// The toy experiment
+
+pub async fn toy(gpu: &Gpu, args: ToyArgs) -> Result<(), String> {
+    let defaults = if args.quick {
+        (2, 1000, 128, 16, 500, 200, 100, 50, 18)
+    } else {
+        (5, 20_000, 128, 128, 2000, 1000, 1000, 100, 18)
+    };
+    let a = &args.arms;
+    let plan = Plan::new(a, defaults)?;
+    let dir = out_dir(a, "experiment", &args.data)?;
     let started = Instant::now();
-    let n_samplers = plan.samplers(&args, 0).len();
-    let mut cells: Vec<Vec<Cell>> =
-        plan.arms.iter().map(|_| (0..n_samplers).map(|_| Cell::default()).collect()).collect();
-    let mut nll: Vec<Vec<f64>> = vec![Vec::new(); plan.arms.len()];
-    let mut train_s: Vec<Vec<f64>> = vec![Vec::new(); plan.arms.len()];
-    let mut alpha_ranges: Vec<Option<(f64, f64)>> = vec![None; plan.arms.len()];
-    let mut floor = Vec::new();
-    let mut panels = Vec::new();
-    let mut rows = Vec::new();
+    let base = TrainArgs { data: args.data.clone(), precond: a.precond.clone(), ..TrainArgs::defaults() };
+    let columns = vec![
+        col("mmd", "MMD", 5, false, Compare::All),
+        col("outliers", "outliers (%)", 2, true, Compare::No),
+        col("passes", "passes", 1, false, Compare::Parallel),
+        col("evaluations", "evaluations", 1, false, Compare::No),
+        col("seconds", "sampling time (s)", 1, false, Compare::No),
+    ];
+    let arm_columns = vec![
+        col("nll_bpd", "NLL (bits/dim)", 3, false, Compare::No),
+        col("train_seconds", "training time (s)", 0, false, Compare::No),
+    ];
+    let mut table = Table::new(&plan, &plan.samplers(a, 0, false), columns, arm_columns);
+    let (mut panels, mut rows) = (Vec::new(), Vec::new());
     for seed in 0..plan.seeds {
         for (ai, &arm) in plan.arms.iter().enumerate() {
-            let out = dir.join(format!("seed-{seed}")).join(arm.name());
-            let _ = std::fs::remove_file(out.join(train_cmd::CHECKPOINT));
-            println!("seed {seed}: training {arm} for {} steps on {} …", plan.steps, args.data);
-            let targs = TrainArgs {
-                data: args.data.clone(),
-                loss: arm,
-                steps: plan.steps,
-                seed,
-                points: plan.points,
-                precond: args.precond.clone(),
-                out: Some(out.clone()),
-                quiet: true,
-                log_every: 100.min(plan.steps),
-                checkpoint_every: plan.steps.div_ceil(100.min(plan.steps)) * 100.min(plan.steps),
-                ..TrainArgs::defaults()
-            };
-            let t = Instant::now();
-            train_cmd::train(gpu, targs).await?;
-            train_s[ai].push(t.elapsed().as_secs_f64());
-            let trained = load(&out.join(train_cmd::CHECKPOINT))?;
-            alpha_ranges[ai] = trained.alpha_range();
+            let (trained, train_s) =
+                plan.train(gpu, &base, arm, seed, &dir.join(format!("seed-{seed}")).join(arm.name())).await?;
+            table.push_arm(ai, "train_seconds", train_s);
+            table.alpha_ranges[ai] = trained.alpha_range();
             let both = reference_points(&args.data, &trained, 2 * plan.n, 1000 + seed)?;
             let d = both.len() / (2 * plan.n).max(1);
             if d == 0 || both.len() < 2 * plan.n * d {
@@ -252,7 +520,7 @@ pub async fn toy(gpu: &Gpu, args: ToyArgs) -> Result<(), String> {
             }
             let (reference, second) = both.split_at(plan.n * d);
             if ai == 0 {
-                floor.push(mmd(second, reference, d, MMD_BANDWIDTH).map_err(|e| e.to_string())?);
+                table.floor.push(mmd(second, reference, d, MMD_BANDWIDTH).map_err(|e| e.to_string())?);
             }
             // The ITD test NLL on the held-out points (spec §2.2), in bits/dim.
             let mut den =
@@ -261,35 +529,39 @@ pub async fn toy(gpu: &Gpu, args: ToyArgs) -> Result<(), String> {
             let q = TruncLogistic::cdl_toy(&var).map_err(|e| e.to_string())?;
             let r = RefGaussian::from_variances(&var).map_err(|e| e.to_string())?;
             let t_nll = test_nll(&mut den, reference, &q, &r, plan.nll_points, 2).await.map_err(|e| e.to_string())?;
-            nll[ai].push(t_nll.bpd);
-            for (si, (label, file, sa)) in plan.samplers(&args, 1 + seed).into_iter().enumerate() {
+            table.push_arm(ai, "nll_bpd", t_nll.bpd);
+            for (si, (label, name, sa)) in plan.samplers(a, 1 + seed, false).into_iter().enumerate() {
                 println!("seed {seed}: sampling {arm} with {label} …");
                 let (x, stats, secs) = draw(gpu, &trained.ck, &sa, plan.n).await?;
                 let m = mmd(&x, reference, d, MMD_BANDWIDTH).map_err(|e| e.to_string())?;
                 let o = outlier_fraction(&x, d);
-                let c = &mut cells[ai][si];
-                c.mmd.push(m);
-                c.outliers.push(o);
-                c.passes.push(stats.passes as f64);
-                c.evaluations.push(stats.evaluations as f64);
-                c.seconds.push(secs);
+                for (k, v) in [
+                    ("mmd", m),
+                    ("outliers", o),
+                    ("passes", stats.passes as f64),
+                    ("evaluations", stats.evaluations as f64),
+                    ("seconds", secs),
+                ] {
+                    table.push(ai, si, k, v);
+                }
                 rows.push(json!({"seed": seed, "arm": arm.name(), "sampler": label, "config": sa.config().name(),
                     "mmd": m, "outlier_fraction": o, "passes": stats.passes, "evaluations": stats.evaluations,
-                    "sample_seconds": secs, "nll_bpd": t_nll.bpd, "mmd_floor": floor[seed as usize]}));
+                    "sample_seconds": secs, "nll_bpd": t_nll.bpd, "train_seconds": train_s,
+                    "mmd_floor": table.floor[seed as usize]}));
                 if seed == 0 {
                     let (xs, rs) = (f32s(&x), f32s(reference));
                     let img = plot::scatter(&rs, &xs, Bounds::covering(&[&rs], 0.1).squared(), 400)
                         .map_err(|e| e.to_string())?;
-                    plot::save_png(dir.join(format!("samples-{}-{file}.png", arm.name())), &img)
+                    plot::save_png(dir.join(format!("samples-{}-{name}.png", arm.name())), &img)
                         .map_err(|e| e.to_string())?;
-                    if file == "sequential" || file == "parallel" {
+                    if name == "sequential" || name == "parallel" {
                         panels.push(img);
                     }
                 }
             }
             if seed == 0 {
-                density_png(&mut den, reference, plan.density_points, &dir.join(format!("density-{}.png", arm.name())))
-                    .await?;
+                let m = if args.quick { 32 } else { 128 };
+                density_png(&mut den, reference, m, &dir.join(format!("density-{}.png", arm.name()))).await?;
             }
         }
     }
@@ -297,29 +569,47 @@ pub async fn toy(gpu: &Gpu, args: ToyArgs) -> Result<(), String> {
         let sheet = plot::side_by_side(&panels.iter().collect::<Vec<_>>(), 8);
         plot::save_png(dir.join("samples.png"), &sheet).map_err(|e| e.to_string())?;
     }
-    let (labels, names): (Vec<String>, Vec<&str>) = plan.samplers(&args, 0).into_iter().map(|(l, n, _)| (l, n)).unzip();
-    let report = Report {
-        args: &args,
-        plan: &plan,
-        gpu,
-        labels: &labels,
-        names: &names,
-        cells: &cells,
-        nll: &nll,
-        train_s: &train_s,
-        alpha_ranges: &alpha_ranges,
-        floor: &floor,
-        secs: started.elapsed().as_secs_f64(),
-    };
-    let md = report.markdown();
-    checkpoint::write_atomic(dir.join("report.md"), |f| std::io::Write::write_all(f, md.as_bytes()))
-        .map_err(|e| e.to_string())?;
-    let js = serde_json::to_string_pretty(&report.json(rows)).unwrap_or_default() + "\n";
-    checkpoint::write_atomic(dir.join("report.json"), |f| std::io::Write::write_all(f, js.as_bytes()))
-        .map_err(|e| e.to_string())?;
-    println!("{md}");
-    println!("wrote {}", dir.join("report.md").display());
-    Ok(())
+    let secs = started.elapsed().as_secs_f64();
+    let precond = a.precond.as_deref().unwrap_or("edm");
+    let mut md = format!(
+        "# Toy experiment on `{}`: {}\n\n\
+         **Settings.** {} training seeds (0..{}); every arm: the 2-D MLP (width 128, 2 blocks, preconditioning \
+         `{precond}`), Adam lr 1e-3 with 100 warm-up steps, batch 128, {} steps, EMA 0.999 weights for sampling. \
+         CDL arms: K = 2, M = {}, paired draws, Σ/B, λ = 1. {} samples per model and sampler against {} held-out \
+         points (seed 1000 + s) in standardised units; MMD with h = 0.03 (unbiased); outliers: samples with a \
+         coordinate beyond {OUTLIER_STDS} data standard deviations; NLL: the ITD test protocol with {} α points, \
+         bits/dim (d = 2; it favours ITD-trained arms by construction). Passes: sequential rounds of network \
+         evaluations; evaluations: network evaluations per sample. DDPM variance {} for both the sequential and \
+         the parallel sampler.\n\n**Machine.** {}. Total time {secs:.0} s.\n\n\
+         **MMD floor** (held-out set against a second held-out set of {} points, per seed): {} — differences \
+         below it are sampling noise of the metric.\n\n",
+        args.data,
+        arm_names(&plan.arms),
+        plan.seeds,
+        plan.seeds - 1,
+        plan.steps,
+        plan.points,
+        plan.n,
+        plan.n,
+        plan.nll_points,
+        variance_text(a.variance),
+        machine(gpu),
+        plan.n,
+        pm(&table.floor, 5, 1.0)
+    );
+    md += &table.markdown(plan.seeds);
+    md += "\nPictures (seed 0): `samples-<arm>-<sampler>.png` (samples in colour over the held-out data in grey), \
+           `samples.png` (sequential and parallel DDPM of every arm), `density-<arm>.png` (log p̂(x) from the ITD \
+           estimator on a 48×48 grid, the 8 nats below its maximum). Per-seed numbers: report.json.\n";
+    let js = json!({
+        "experiment": "toy", "data": args.data, "seeds": plan.seeds, "steps": plan.steps, "points": plan.points,
+        "samples": plan.n, "sampler_steps": plan.t_n, "ddim_steps": plan.ddim, "heun_steps": plan.heun,
+        "variance": format!("{:?}", a.variance).to_lowercase(), "precond": precond, "arms": arm_names(&plan.arms),
+        "machine": machine(gpu), "seconds": secs,
+        "mmd_floor": {"mean": mean_se(&table.floor).0, "se": ms_json(&table.floor)["se"], "per_seed": table.floor},
+        "summary": table.summary(), "runs": rows,
+    });
+    write_report(&dir, &md, &js)
 }
 
 /// log p̂(x) on a 48×48 grid (ITD estimator, EMA weights) over the 8 nats below its maximum, with
@@ -341,161 +631,127 @@ async fn density_png(den: &mut GpuDenoiser<'_>, reference: &[f64], m: usize, fil
     plot::save_png(file, &img).map_err(|e| e.to_string())
 }
 
-struct Report<'a> {
-    args: &'a ToyArgs,
-    plan: &'a Plan,
-    gpu: &'a Gpu,
-    labels: &'a [String],
-    names: &'a [&'a str],
-    cells: &'a [Vec<Cell>],
-    nll: &'a [Vec<f64>],
-    train_s: &'a [Vec<f64>],
-    alpha_ranges: &'a [Option<(f64, f64)>],
-    floor: &'a [f64],
-    secs: f64,
-}
+// ---------------------------------------------------------------------------------------------
+// The image experiment
 
-impl Report<'_> {
-    /// (CDL arm index, base arm index) of every CDL arm whose base is also an arm.
-    fn pairs(&self) -> Vec<(usize, usize)> {
-        let arms = &self.plan.arms;
-        arms.iter()
-            .enumerate()
-            .filter(|(_, k)| k.has_cdl())
-            .filter_map(|(i, k)| arms.iter().position(|b| *b == k.base()).map(|j| (i, j)))
-            .collect()
-    }
-
-    fn diffs(a: &[f64], b: &[f64]) -> Vec<f64> {
-        a.iter().zip(b).map(|(x, y)| x - y).collect()
-    }
-
-    fn machine(&self) -> String {
-        let cores = std::thread::available_parallelism().map_or(0, |n| n.get());
-        format!("{}; {cores} CPU cores", self.gpu.describe())
-    }
-
-    fn markdown(&self) -> String {
-        let (a, p) = (self.args, self.plan);
-        let precond = a.precond.as_deref().unwrap_or("edm");
-        let mut s = format!(
-            "# Toy experiment on `{}`: {}\n\n\
-             **Settings.** {} training seeds (0..{}); every arm: the 2-D MLP (width 128, 2 blocks, \
-             preconditioning `{precond}`), Adam lr 1e-3 with 100 warm-up steps, batch 128, {} steps, EMA 0.999 \
-             weights for sampling. CDL arms: K = 2, M = {}, paired draws, Σ/B, λ = 1. {} samples per model and \
-             sampler against {} held-out points (seed 1000 + s) in standardised units; MMD with h = 0.03 \
-             (unbiased); outliers: samples with a coordinate beyond {OUTLIER_STDS} data standard deviations; \
-             NLL: the ITD test protocol with {} α points, bits/dim (d = 2; it favours ITD-trained arms by \
-             construction). Passes: sequential rounds of network evaluations; evaluations: network evaluations \
-             per sample. DDPM variance {} for both the sequential and the parallel sampler.\n\n\
-             **Machine.** {}. Total time {:.0} s.\n\n",
-            a.data,
-            p.arms.iter().map(|k| k.name()).collect::<Vec<_>>().join(", "),
-            p.seeds,
-            p.seeds - 1,
-            p.steps,
-            p.points,
-            p.n,
-            p.n,
-            p.nll_points,
-            match a.variance {
-                VarianceKind::Beta => "β_t",
-                VarianceKind::Posterior => "β̃_t (posterior)",
-            },
-            self.machine(),
-            self.secs
-        );
-        let _ = writeln!(
-            s,
-            "**MMD floor** (held-out set against a second held-out set of {} points, per seed): {} — \
-             differences below it are sampling noise of the metric.\n",
-            p.n,
-            pm(self.floor, 5)
-        );
-        s += "| arm | sampler | MMD | outliers (%) | passes | evaluations | sampling time (s) |\n\
-              |---|---|---|---|---|---|---|\n";
-        for (ai, arm) in p.arms.iter().enumerate() {
-            for (si, label) in self.labels.iter().enumerate() {
-                let c = &self.cells[ai][si];
-                let pct: Vec<f64> = c.outliers.iter().map(|o| 100.0 * o).collect();
-                let _ = writeln!(
-                    s,
-                    "| {arm} | {label} | {} | {} | {} | {} | {:.1} |",
-                    pm(&c.mmd, 5),
-                    pm(&pct, 2),
-                    pm(&c.passes, 1),
-                    pm(&c.evaluations, 1),
-                    mean_se(&c.seconds).0
-                );
-            }
-        }
-        s += "\n| arm | NLL (bits/dim) | trained α range | training time (s) |\n|---|---|---|---|\n";
-        for (ai, arm) in p.arms.iter().enumerate() {
-            let range = self.alpha_ranges[ai].map_or("?".into(), |(lo, hi)| format!("[{lo:.2}, {hi:.2}]"));
-            let _ = writeln!(s, "| {arm} | {} | {range} | {:.0} |", pm(&self.nll[ai], 3), mean_se(&self.train_s[ai]).0);
-        }
-        let pairs = self.pairs();
-        if !pairs.is_empty() {
-            let _ = write!(
-                s,
-                "\n**CDL against its base** (paired over seeds: CDL − base, mean ± SE; lower is better; a verdict \
-                 needs |mean| > {:.2} SE, the two-sided 95 % quantile of Student's t with {} degrees of freedom):\n\n",
-                verdict_threshold(p.seeds as usize),
-                p.seeds.saturating_sub(1)
-            );
-            s += "\
-                  | comparison | sampler | Δ MMD | verdict | Δ passes | verdict |\n|---|---|---|---|---|---|\n";
-            for (i, j) in pairs {
-                for (si, label) in self.labels.iter().enumerate() {
-                    let (ci, cj) = (&self.cells[i][si], &self.cells[j][si]);
-                    let dm = Self::diffs(&ci.mmd, &cj.mmd);
-                    let passes = self.names[si] == "parallel";
-                    let dp = Self::diffs(&ci.passes, &cj.passes);
-                    let _ = writeln!(
-                        s,
-                        "| {} vs {} | {label} | {} | {} | {} | {} |",
-                        p.arms[i],
-                        p.arms[j],
-                        pm(&dm, 5),
-                        Verdict::of(&dm).text(),
-                        if passes { pm(&dp, 1) } else { "—".into() },
-                        if passes { Verdict::of(&dp).text() } else { "—" }
-                    );
+pub async fn images(gpu: &Gpu, args: ImagesArgs) -> Result<(), String> {
+    let defaults = if args.quick { (2, 20, 8, 4, 4, 4, 6, 4, 3) } else { (5, 20_000, 64, 16, 64, 100, 1000, 100, 18) };
+    let a = &args.arms;
+    let mut plan = Plan::new(a, defaults)?;
+    plan.batch = args.batch.unwrap_or(plan.batch);
+    let held = if args.quick { 4 } else { 256 };
+    let dir = out_dir(a, "experiment-images", &args.data)?;
+    let started = Instant::now();
+    let base = TrainArgs {
+        data: args.data.clone(),
+        model: args.model.clone(),
+        precond: a.precond.clone(),
+        lr: 2e-4,
+        ema: 0.999,
+        warmup: 100.min(plan.steps / 10),
+        ..TrainArgs::defaults()
+    };
+    base.check()?;
+    let (test, d, split) = train_cmd::held_out_images(&base, held)?;
+    let m = test.len() / d;
+    // Per-pixel variances of the held-out images (at least 1e-4, as for training).
+    let variances: Vec<f64> = (0..d)
+        .map(|i| {
+            let mean = (0..m).map(|k| test[k * d + i]).sum::<f64>() / m as f64;
+            let var = (0..m).map(|k| (test[k * d + i] - mean).powi(2)).sum::<f64>() / m as f64;
+            var.max(1e-4)
+        })
+        .collect();
+    let floor_sat = saturated_fraction(&test);
+    let columns = vec![
+        col("saturated", "saturated pixels (%)", 2, true, Compare::All),
+        col("passes", "passes", 1, false, Compare::Parallel),
+        col("evaluations", "evaluations", 1, false, Compare::No),
+        col("seconds", "sampling time (s)", 1, false, Compare::No),
+    ];
+    let arm_columns = vec![
+        col("nll_bpd", "NLL (bits/dim)", 3, false, Compare::No),
+        col("train_seconds", "training time (s)", 0, false, Compare::No),
+    ];
+    let mut table = Table::new(&plan, &plan.samplers(a, 0, false), columns, arm_columns);
+    let mut rows = Vec::new();
+    for seed in 0..plan.seeds {
+        for (ai, &arm) in plan.arms.iter().enumerate() {
+            let (trained, train_s) =
+                plan.train(gpu, &base, arm, seed, &dir.join(format!("seed-{seed}")).join(arm.name())).await?;
+            table.push_arm(ai, "train_seconds", train_s);
+            table.alpha_ranges[ai] = trained.alpha_range();
+            // The ITD test NLL on the held-out images (spec §2.2), continuous bits/dim, over the
+            // ITD loss's own integration range and the images' per-pixel reference Gaussian.
+            let q = default_q(LossKind::Itd, &variances).map_err(|e| e.to_string())?;
+            let r = RefGaussian::from_variances(&variances).map_err(|e| e.to_string())?;
+            let mut den =
+                GpuDenoiser::from_checkpoint(gpu, &trained.ck, m.max(1), true).await.map_err(|e| e.to_string())?;
+            let t_nll = test_nll(&mut den, &test, &q, &r, plan.nll_points, 2).await.map_err(|e| e.to_string())?;
+            table.push_arm(ai, "nll_bpd", t_nll.bpd);
+            drop(den);
+            for (si, (label, name, sa)) in plan.samplers(a, 1 + seed, false).into_iter().enumerate() {
+                println!("seed {seed}: sampling {arm} with {label} …");
+                let (x, stats, secs) = draw(gpu, &trained.ck, &sa, plan.n).await?;
+                let sat = saturated_fraction(&x);
+                for (k, v) in [
+                    ("saturated", sat),
+                    ("passes", stats.passes as f64),
+                    ("evaluations", stats.evaluations as f64),
+                    ("seconds", secs),
+                ] {
+                    table.push(ai, si, k, v);
+                }
+                rows.push(json!({"seed": seed, "arm": arm.name(), "sampler": label, "config": sa.config().name(),
+                    "saturated_fraction": sat, "passes": stats.passes, "evaluations": stats.evaluations,
+                    "sample_seconds": secs, "nll_bpd": t_nll.bpd, "train_seconds": train_s}));
+                if seed == 0 {
+                    let c = if d.is_multiple_of(3) { 3 } else { 1 };
+                    let side = ((d / c) as f64).sqrt().round() as usize;
+                    let k = plan.n.min(64);
+                    let img = plot::image_grid(&f32s(&x[..k * d]), k, c, side, 8, 2).map_err(|e| e.to_string())?;
+                    plot::save_png(dir.join(format!("samples-{}-{name}.png", arm.name())), &img)
+                        .map_err(|e| e.to_string())?;
                 }
             }
         }
-        s += "\nPictures (seed 0): `samples-<arm>-<sampler>.png` (samples in colour over the held-out data in \
-              grey), `samples.png` (sequential and parallel DDPM of every arm), `density-<arm>.png` (log p̂(x) \
-              from the ITD estimator on a 48×48 grid, the 8 nats below its maximum). Per-seed numbers: \
-              report.json.\n";
-        s
     }
-
-    fn json(&self, rows: Vec<Value>) -> Value {
-        let p = self.plan;
-        let mut summary = Vec::new();
-        for (ai, arm) in p.arms.iter().enumerate() {
-            for (si, label) in self.labels.iter().enumerate() {
-                let c = &self.cells[ai][si];
-                let ms = |v: &[f64]| {
-                    let (m, se) = mean_se(v);
-                    json!({"mean": m, "se": if se.is_finite() { json!(se) } else { Value::Null }})
-                };
-                summary.push(json!({"arm": arm.name(), "sampler": label, "mmd": ms(&c.mmd),
-                    "outlier_fraction": ms(&c.outliers), "passes": ms(&c.passes), "evaluations": ms(&c.evaluations),
-                    "nll_bpd": ms(&self.nll[ai])}));
-            }
-        }
-        let (fm, fse) = mean_se(self.floor);
-        json!({
-            "data": self.args.data, "seeds": p.seeds, "steps": p.steps, "points": p.points, "samples": p.n,
-            "sampler_steps": p.t_n, "ddim_steps": p.ddim, "heun_steps": self.args.heun_steps,
-            "variance": format!("{:?}", self.args.variance).to_lowercase(),
-            "precond": self.args.precond.as_deref().unwrap_or("edm"),
-            "arms": p.arms.iter().map(|k| k.name()).collect::<Vec<_>>(),
-            "machine": self.machine(), "seconds": self.secs,
-            "mmd_floor": {"mean": fm, "se": if fse.is_finite() { json!(fse) } else { Value::Null }, "per_seed": self.floor},
-            "summary": summary, "runs": rows,
-        })
-    }
+    let secs = started.elapsed().as_secs_f64();
+    let mut md = format!(
+        "# Image experiment on `{}`: {}\n\n\
+         **Settings.** {} training seeds (0..{}); every arm: `{}` (EDM's preconditioning in the EDM arms, a plain \
+         ε-network otherwise, unless `--precond`), Adam lr 2e-4 with {} warm-up steps, batch {}, {} steps, EMA 0.999 \
+         weights for sampling. CDL arms: K = 2, M = {}, paired draws, Σ/B, λ = 1. {} samples per model and sampler. \
+         Saturated pixels: channel values that the uint8 export puts at 0 or 255. NLL: the ITD test protocol with \
+         {} α points on {} {} images, continuous bits/dim (it favours ITD-trained arms by construction). DDPM \
+         variance {} for both the sequential and the parallel sampler. No sample-quality metric (FID) yet.\n\n\
+         **Machine.** {}. Total time {secs:.0} s.\n\n\
+         **Saturation floor** (the held-out images' own fraction): {:.2} %.\n\n",
+        args.data,
+        arm_names(&plan.arms),
+        plan.seeds,
+        plan.seeds - 1,
+        args.model,
+        base.warmup,
+        plan.batch,
+        plan.steps,
+        plan.points,
+        plan.n,
+        plan.nll_points,
+        m,
+        if split { "held-out" } else { "training (an image folder has no held-out split)" },
+        variance_text(a.variance),
+        machine(gpu),
+        100.0 * floor_sat
+    );
+    md += &table.markdown(plan.seeds);
+    md += "\nPictures (seed 0): `samples-<arm>-<sampler>.png`, up to 64 samples each. Per-seed numbers: report.json.\n";
+    let js = json!({
+        "experiment": "images", "data": args.data, "model": args.model, "seeds": plan.seeds, "steps": plan.steps,
+        "batch": plan.batch, "points": plan.points, "samples": plan.n, "sampler_steps": plan.t_n,
+        "ddim_steps": plan.ddim, "heun_steps": plan.heun, "variance": format!("{:?}", a.variance).to_lowercase(),
+        "arms": arm_names(&plan.arms), "machine": machine(gpu), "seconds": secs, "held_out": split,
+        "saturated_floor": floor_sat, "summary": table.summary(), "runs": rows,
+    });
+    write_report(&dir, &md, &js)
 }

@@ -60,6 +60,10 @@ enum ExperimentWhat {
     /// mean ± standard error, CDL against its base with a verdict; writes report.md, report.json
     /// and PNGs.
     Toy(experiment::ToyArgs),
+    /// The same arms on a UNet (default unet-tiny at 16 px on the built-in shapes; unet-compact
+    /// on a GPU): sample grids per arm and sampler, saturated pixels, Picard passes and the ITD
+    /// test NLL as mean ± standard error over seeds, CDL against its base; report.md, report.json.
+    Images(experiment::ImagesArgs),
 }
 
 #[derive(Subcommand)]
@@ -162,6 +166,9 @@ async fn run(cli: Cli, matches: &clap::ArgMatches) -> Result<ExitCode, String> {
         Command::Eval(args) => sample::eval_cmd(&gpu, args).await.map(|()| ExitCode::SUCCESS),
         Command::Experiment { what: ExperimentWhat::Toy(args) } => {
             experiment::toy(&gpu, args).await.map(|()| ExitCode::SUCCESS)
+        }
+        Command::Experiment { what: ExperimentWhat::Images(args) } => {
+            experiment::images(&gpu, args).await.map(|()| ExitCode::SUCCESS)
         }
         Command::Train(args) => train::train(&gpu, args).await.map(|()| {
             if train::INTERRUPTED.load(std::sync::atomic::Ordering::SeqCst) {

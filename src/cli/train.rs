@@ -140,10 +140,10 @@ pub struct TrainArgs {
     /// MLP residual blocks.
     #[arg(long, default_value_t = 2, value_parser = clap::value_parser!(u64).range(0..=64))]
     pub blocks: u64,
-    /// How the network's output becomes ε̂: edm (default for the MLP; EDM's preconditioning, with
-    /// σ_d = 1 for the MLP, ε̂ = sqrt(σ(−α))·x + sqrt(σ(α))·f, so ε̂ follows x at high noise and
-    /// samples cannot run away, and σ_d = 0.5 for a UNet) or eps (the output is ε̂, the paper's
-    /// toy net; default for a UNet).
+    /// How the network's output becomes ε̂: edm (EDM's preconditioning, with σ_d = 1 for the MLP,
+    /// ε̂ = sqrt(σ(−α))·x + sqrt(σ(α))·f, so ε̂ follows x at high noise and samples cannot run
+    /// away, and σ_d = 0.5 for a UNet; the default for the MLP and for the edm* losses) or eps
+    /// (the output is ε̂, the paper's toy net; the default for a UNet with the other losses).
     #[arg(long, value_parser = ["edm", "eps"])]
     pub precond: Option<String>,
     /// Points generated for a built-in data set.
@@ -249,7 +249,7 @@ struct DefaultsOnly {
 
 impl TrainArgs {
     /// The ranges clap enforces on flags, for values that come from a config file.
-    fn check(&self) -> Result<(), String> {
+    pub fn check(&self) -> Result<(), String> {
         let ranges: [(&str, u64, u64, u64); 10] = [
             ("steps", self.steps, 1, 4_000_000_000),
             ("batch", self.batch, 1, 1_000_000),
@@ -347,11 +347,13 @@ impl TrainArgs {
         Ok(Levels { q, edm, sigma_data: None })
     }
 
-    /// `--precond`, or the model's default: edm for the MLP, eps for a UNet.
-    fn precond(&self) -> Precond {
+    /// `--precond`, or the default: edm for the MLP and for a UNet trained with one of EDM's
+    /// losses (EDM's preconditioning and loss together are the paper's VP/VE baselines, spec
+    /// §4.3), eps for a UNet otherwise.
+    pub fn precond(&self) -> Precond {
         match self.precond.as_deref() {
             Some(name) => Precond::parse(name).unwrap_or_default(),
-            None if self.model == "mlp" => Precond::Edm,
+            None if self.model == "mlp" || self.loss.is_edm() => Precond::Edm,
             None => Precond::Eps,
         }
     }
@@ -763,4 +765,37 @@ fn progress(line: &Value, steps: u64) -> String {
         s += &format!("  noise-classifier accuracy {a:.2}");
     }
     s + &format!("  {:.0} steps/s", num("steps_per_s"))
+}
+
+/// Up to `n` images the run of `args` does not train on, in model units ((m, d) row-major), d,
+/// and whether they are a true held-out split: `shapes` drawn with another seed, CIFAR-10's test
+/// batch; an image folder has no split, so its first n images (false).
+pub fn held_out_images(args: &TrainArgs, n: usize) -> Result<(Vec<f64>, usize, bool), String> {
+    let unet = unet_config(args)?.ok_or("held-out images are for a UNet --model")?;
+    let path = Path::new(&args.data);
+    let lower = args.data.to_ascii_lowercase();
+    let (examples, split): (Box<dyn Examples>, bool) = if args.data == cdl::train::shapes::NAME {
+        let seed = cdl::train::data::data_seed(u64::MAX - args.seed);
+        (Box::new(cdl::train::shapes::generate(n, unet.image_size as u32, seed)), true)
+    } else if lower.ends_with(".gz")
+        || lower.ends_with(".tgz")
+        || lower.ends_with(".bin")
+        || path.join("test_batch.bin").is_file()
+        || path.join("cifar-10-batches-bin").is_dir()
+    {
+        let data = cdl::train::cifar::load(path, cdl::train::cifar::Split::Test).map_err(|e| e.to_string())?;
+        (Box::new(cdl::train::cifar::CifarExamples::new(data, false, false)), true)
+    } else {
+        let set = cdl::train::images::load_folder(path, unet.image_size as u32, unet.in_channels as u32)
+            .map_err(|e| e.to_string())?;
+        (Box::new(set), false)
+    };
+    let (m, d) = (examples.len().min(n), examples.row_len());
+    let idx: Vec<u32> = (0..m as u32).collect();
+    let (mut x, mut labels) = (vec![0f32; m * d], vec![0u32; m]);
+    examples.gather(&idx, 0, 0, &mut x, &mut labels);
+    if m == 0 {
+        return Err(format!("{}: no images", args.data));
+    }
+    Ok((x.into_iter().map(f64::from).collect(), d, split))
 }

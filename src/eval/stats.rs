@@ -82,3 +82,13 @@ pub fn outlier_fraction(x: &[f64], dim: usize) -> f64 {
     let far = x.chunks_exact(dim).filter(|r| r.iter().any(|v| !v.is_finite() || v.abs() > OUTLIER_STDS)).count();
     far as f64 / (x.len() / dim) as f64
 }
+
+/// Fraction of the values of images in [−1, 1] that EDM's uint8 export (`plot::to_u8`) puts at
+/// 0 or 255: saturated pixels, the symptom of an image model whose samples leave the data range.
+pub fn saturated_fraction(x: &[f64]) -> f64 {
+    if x.is_empty() {
+        return 0.0;
+    }
+    let sat = x.iter().filter(|&&v| matches!(crate::eval::plot::to_u8(v as f32), 0 | 255)).count();
+    sat as f64 / x.len() as f64
+}
