@@ -391,10 +391,13 @@ fn a_paired_difference_is_a_verdict_only_beyond_the_t_quantile_of_its_seeds() {
     assert_eq!(Verdict::of(&[-1.1, -0.9]), Verdict::NotDistinguishable);
     assert!((verdict_threshold(2) - 12.706).abs() < 1e-9 && (verdict_threshold(5) - 2.776).abs() < 1e-9);
     assert_eq!(verdict_threshold(100), 2.0);
-    // Mean −1, SE 0.3 at n = 5 (3.3 SE): better at t(4) = 2.78.
-    let (m, se) = cdl::eval::stats::mean_se(&[-1.0, -1.0, -1.0, -0.33, -1.67]);
-    assert!((m + 1.0).abs() < 1e-12 && se > 0.29 && se < 0.31, "{se}");
-    assert_eq!(Verdict::of(&[-1.0, -1.0, -1.0, -0.33, -1.67]), Verdict::Better);
+    // Mean −1, SE 0.212 at n = 5 (4.7 SE): better at t(4) = 2.78. Mean −0.5 with the same SE
+    // (2.4 SE): not distinguishable at n = 5, though beyond "2 SE".
+    let d5 = [-1.0, -1.0, -1.0, -0.33, -1.67];
+    let (m, se) = cdl::eval::stats::mean_se(&d5);
+    assert!((m + 1.0).abs() < 1e-12 && (se - 0.2119).abs() < 1e-3, "{se}");
+    assert_eq!(Verdict::of(&d5), Verdict::Better);
+    assert_eq!(Verdict::of(&d5.map(|x| x + 0.5)), Verdict::NotDistinguishable);
 }
 
 #[test]
