@@ -181,7 +181,7 @@ impl Plan {
     }
 
     /// (label, name, settings) of each sampler of `--samplers`, all from seed `seed`.
-    fn samplers(&self, a: &ArmArgs, seed: u64, clip_denoised: bool) -> Vec<(String, &'static str, SamplerArgs)> {
+    fn samplers(&self, a: &ArmArgs, seed: u64) -> Vec<(String, &'static str, SamplerArgs)> {
         let base = SamplerArgs {
             sampler: SamplerKind::Ddpm,
             steps: Some(self.t_n),
@@ -192,7 +192,7 @@ impl Plan {
             n: self.n as u64,
             seed,
             no_ema: false,
-            clip_denoised,
+            clip_denoised: false,
         };
         let var = match a.variance {
             VarianceKind::Beta => "β",
@@ -265,6 +265,7 @@ enum Compare {
 }
 
 /// One figure of the report.
+#[derive(Clone, Copy)]
 struct Column {
     key: &'static str,
     header: &'static str,
@@ -313,13 +314,21 @@ fn ms_json(v: &[f64]) -> Value {
 }
 
 impl Table {
-    fn new(
-        plan: &Plan,
-        samplers: &[(String, &'static str, SamplerArgs)],
-        columns: Vec<Column>,
-        arm_columns: Vec<Column>,
-    ) -> Self {
+    /// The table of `plan` under `samplers`: the experiment's own per-sampler `quality` columns
+    /// followed by the columns every experiment reports (passes, evaluations, sampling time), and
+    /// per arm the NLL and the training time.
+    fn new(plan: &Plan, samplers: &[(String, &'static str, SamplerArgs)], quality: &[Column]) -> Self {
         let k = plan.arms.len();
+        let mut columns: Vec<Column> = quality.to_vec();
+        columns.extend([
+            col("passes", "passes", 1, false, Compare::Parallel),
+            col("evaluations", "evaluations", 1, false, Compare::No),
+            col("seconds", "sampling time (s)", 1, false, Compare::No),
+        ]);
+        let arm_columns = vec![
+            col("nll_bpd", "NLL (bits/dim)", 3, false, Compare::No),
+            col("train_seconds", "training time (s)", 0, false, Compare::No),
+        ];
         Self {
             arms: plan.arms.clone(),
             labels: samplers.iter().map(|s| s.0.clone()).collect(),
@@ -494,18 +503,8 @@ pub async fn toy(gpu: &Gpu, args: ToyArgs) -> Result<(), String> {
     let dir = out_dir(a, "experiment", &args.data)?;
     let started = Instant::now();
     let base = TrainArgs { data: args.data.clone(), precond: a.precond.clone(), ..TrainArgs::defaults() };
-    let columns = vec![
-        col("mmd", "MMD", 5, false, Compare::All),
-        col("outliers", "outliers (%)", 2, true, Compare::No),
-        col("passes", "passes", 1, false, Compare::Parallel),
-        col("evaluations", "evaluations", 1, false, Compare::No),
-        col("seconds", "sampling time (s)", 1, false, Compare::No),
-    ];
-    let arm_columns = vec![
-        col("nll_bpd", "NLL (bits/dim)", 3, false, Compare::No),
-        col("train_seconds", "training time (s)", 0, false, Compare::No),
-    ];
-    let mut table = Table::new(&plan, &plan.samplers(a, 0, false), columns, arm_columns);
+    let columns = [col("mmd", "MMD", 5, false, Compare::All), col("outliers", "outliers (%)", 2, true, Compare::No)];
+    let mut table = Table::new(&plan, &plan.samplers(a, 0), &columns);
     let (mut panels, mut rows) = (Vec::new(), Vec::new());
     for seed in 0..plan.seeds {
         for (ai, &arm) in plan.arms.iter().enumerate() {
@@ -530,7 +529,7 @@ pub async fn toy(gpu: &Gpu, args: ToyArgs) -> Result<(), String> {
             let r = RefGaussian::from_variances(&var).map_err(|e| e.to_string())?;
             let t_nll = test_nll(&mut den, reference, &q, &r, plan.nll_points, 2).await.map_err(|e| e.to_string())?;
             table.push_arm(ai, "nll_bpd", t_nll.bpd);
-            for (si, (label, name, sa)) in plan.samplers(a, 1 + seed, false).into_iter().enumerate() {
+            for (si, (label, name, sa)) in plan.samplers(a, 1 + seed).into_iter().enumerate() {
                 println!("seed {seed}: sampling {arm} with {label} …");
                 let (x, stats, secs) = draw(gpu, &trained.ck, &sa, plan.n).await?;
                 let m = mmd(&x, reference, d, MMD_BANDWIDTH).map_err(|e| e.to_string())?;
@@ -652,28 +651,11 @@ pub async fn images(gpu: &Gpu, args: ImagesArgs) -> Result<(), String> {
         ..TrainArgs::defaults()
     };
     base.check()?;
-    let (test, d, split) = train_cmd::held_out_images(&base, held)?;
-    let m = test.len() / d;
-    // Per-pixel variances of the held-out images (at least 1e-4, as for training).
-    let variances: Vec<f64> = (0..d)
-        .map(|i| {
-            let mean = (0..m).map(|k| test[k * d + i]).sum::<f64>() / m as f64;
-            let var = (0..m).map(|k| (test[k * d + i] - mean).powi(2)).sum::<f64>() / m as f64;
-            var.max(1e-4)
-        })
-        .collect();
+    let (test, variances, split) = train_cmd::held_out_images(&base, held)?;
+    let (d, m) = (variances.len(), test.len() / variances.len());
     let floor_sat = saturated_fraction(&test);
-    let columns = vec![
-        col("saturated", "saturated pixels (%)", 2, true, Compare::All),
-        col("passes", "passes", 1, false, Compare::Parallel),
-        col("evaluations", "evaluations", 1, false, Compare::No),
-        col("seconds", "sampling time (s)", 1, false, Compare::No),
-    ];
-    let arm_columns = vec![
-        col("nll_bpd", "NLL (bits/dim)", 3, false, Compare::No),
-        col("train_seconds", "training time (s)", 0, false, Compare::No),
-    ];
-    let mut table = Table::new(&plan, &plan.samplers(a, 0, false), columns, arm_columns);
+    let columns = [col("saturated", "saturated pixels (%)", 2, true, Compare::All)];
+    let mut table = Table::new(&plan, &plan.samplers(a, 0), &columns);
     let mut rows = Vec::new();
     for seed in 0..plan.seeds {
         for (ai, &arm) in plan.arms.iter().enumerate() {
@@ -690,7 +672,7 @@ pub async fn images(gpu: &Gpu, args: ImagesArgs) -> Result<(), String> {
             let t_nll = test_nll(&mut den, &test, &q, &r, plan.nll_points, 2).await.map_err(|e| e.to_string())?;
             table.push_arm(ai, "nll_bpd", t_nll.bpd);
             drop(den);
-            for (si, (label, name, sa)) in plan.samplers(a, 1 + seed, false).into_iter().enumerate() {
+            for (si, (label, name, sa)) in plan.samplers(a, 1 + seed).into_iter().enumerate() {
                 println!("seed {seed}: sampling {arm} with {label} …");
                 let (x, stats, secs) = draw(gpu, &trained.ck, &sa, plan.n).await?;
                 let sat = saturated_fraction(&x);

@@ -767,10 +767,10 @@ fn progress(line: &Value, steps: u64) -> String {
     s + &format!("  {:.0} steps/s", num("steps_per_s"))
 }
 
-/// Up to `n` images the run of `args` does not train on, in model units ((m, d) row-major), d,
-/// and whether they are a true held-out split: `shapes` drawn with another seed, CIFAR-10's test
+/// Up to `n` images the run of `args` does not train on, in model units ((m, d) row-major), their
+/// per-pixel variances (`example_variances`, d of them), and whether they are a true held-out split: `shapes` drawn with another seed, CIFAR-10's test
 /// batch; an image folder has no split, so its first n images (false).
-pub fn held_out_images(args: &TrainArgs, n: usize) -> Result<(Vec<f64>, usize, bool), String> {
+pub fn held_out_images(args: &TrainArgs, n: usize) -> Result<(Vec<f64>, Vec<f64>, bool), String> {
     let unet = unet_config(args)?.ok_or("held-out images are for a UNet --model")?;
     let path = Path::new(&args.data);
     let lower = args.data.to_ascii_lowercase();
@@ -797,5 +797,6 @@ pub fn held_out_images(args: &TrainArgs, n: usize) -> Result<(Vec<f64>, usize, b
     if m == 0 {
         return Err(format!("{}: no images", args.data));
     }
-    Ok((x.into_iter().map(f64::from).collect(), d, split))
+    let variances = cdl::train::trainer::example_variances(examples.as_ref(), m);
+    Ok((x.into_iter().map(f64::from).collect(), variances, split))
 }
