@@ -5,7 +5,7 @@
 
 use std::process::Command;
 
-const COMMANDS: [&[&str]; 11] = [
+const COMMANDS: [&[&str]; 12] = [
     &[],
     &["train"],
     &["sample"],
@@ -16,6 +16,7 @@ const COMMANDS: [&[&str]; 11] = [
     &["bench"],
     &["bench", "train"],
     &["bench", "model"],
+    &["bench", "quality"],
     &["info"],
 ];
 

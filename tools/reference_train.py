@@ -70,9 +70,21 @@ class Logistic:
         return alpha, w
 
 
+def logistic_arg(text):
+    """"μ,s,c" -> Logistic."""
+    try:
+        mu, s, c = (float(v) for v in text.split(","))
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"expected three numbers mu,s,c, got {text!r}")
+    if not (s > 0 and c > 0):
+        raise argparse.ArgumentTypeError(f"scale and clip must be positive, got {text!r}")
+    return Logistic(mu, s, c)
+
+
 def integration_range(x, arch):
-    """The (μ, s, c) `cdl train` integrates over: for 2-D points the authors' toy setting,
-    μ = −mean ln var_i, s = 3, c = 3 (spec §1.5); for images the spec's CIFAR constants."""
+    """The authors' (μ, s, c) without `--levels`: for 2-D points μ = −mean ln var_i, s = 3, c = 3
+    (spec §1.5); for images the spec's CIFAR constants. `cdl bench quality` always passes the
+    levels `cdl train` used, which are wider (they cover the samplers' range)."""
     if arch == "mlp":
         var = x.double().var(0, unbiased=False).clamp_min(1e-12)
         return Logistic(-torch.log(var).mean().item(), 3.0, 3.0)
@@ -114,7 +126,7 @@ def loss_fn(model, x, args, q, gen, alpha_bar_logsnr):
         return loss
     # CDL (spec §3.4), paired draws, ζ from the same logistic as the integration (toys, §3.1).
     k, m = args.anchors, args.points
-    zeta, _ = q.sample((k,), gen)
+    zeta, _ = (args.zeta or q).sample((k,), gen)
     lab = torch.where(torch.rand(k, generator=gen) < 0.5, -1.0, 1.0).double()
     xa = x[:k]
     y = torch.where(expand(lab == -1, xa), noisy(xa, zeta, torch.randn(xa.shape, generator=gen)), xa)
@@ -166,6 +178,8 @@ def main():
     ap.add_argument("--anchors", type=int, default=2)
     ap.add_argument("--points", type=int, default=32)
     ap.add_argument("--lambda-cdl", type=float, default=1.0)
+    ap.add_argument("--levels", type=logistic_arg, help="ITD and CDL: the α logistic μ,s,c (default: the authors')")
+    ap.add_argument("--zeta", type=logistic_arg, help="CDL: the ζ logistic μ,s,c (default: the α logistic)")
     ap.add_argument("--seed", type=int, default=0)
     ap.add_argument("--n", type=int, default=2000, help="samples to draw")
     ap.add_argument("--sample-steps", type=int, default=1000, help="DDPM sampling steps")
@@ -180,7 +194,7 @@ def main():
     model = mirror.build(args.arch, cfg)
     ema = {k: v.detach().clone() for k, v in model.state_dict().items()}
     x_all = load_file(args.data)["x"].float()
-    q = integration_range(x_all, args.arch)
+    q = args.levels or integration_range(x_all, args.arch)
     logsnr = logit(ddpm_alpha_bar())
     opt = torch.optim.Adam(model.parameters(), lr=args.lr)
     n, perm, pos = x_all.shape[0], None, 0
@@ -221,7 +235,8 @@ def main():
         "cdl.model_config": args.config,
         "reference": "tools/reference_train.py",
         "torch_version": torch.__version__,
-        "settings": json.dumps({k: v for k, v in vars(args).items() if k not in ("data", "out")}),
+        "settings": json.dumps({k: (vars(v) if isinstance(v, Logistic) else v)
+                                for k, v in vars(args).items() if k not in ("data", "out")}),
         "first_loss": repr(first),
         "final_loss": repr(last),
     }

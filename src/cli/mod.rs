@@ -3,6 +3,7 @@
 
 mod bench;
 mod experiment;
+mod quality;
 mod sample;
 mod train;
 
@@ -105,6 +106,10 @@ enum BenchWhat {
         #[arg(long)]
         out: Option<std::path::PathBuf>,
     },
+    /// Sample quality of `cdl train` against a plain PyTorch trainer of the same MLP
+    /// (tools/reference_train.py) at equal budgets: MMD against held-out points over seeds, for
+    /// DDPM, ITD and ITD + CDL on built-in 2-D sets. JSON on stdout.
+    Quality(quality::QualityArgs),
     /// One training step (forward, backward, Adam) of each model, with a per-kernel breakdown
     /// and the same step of the PyTorch mirror on the CPU. JSON on stdout.
     Model {
@@ -199,6 +204,10 @@ async fn run(cli: Cli, matches: &clap::ArgMatches) -> Result<ExitCode, String> {
             };
             let json = bench::train(&gpu, &o).await?;
             emit(&json, out.as_deref())
+        }
+        Command::Bench { what: BenchWhat::Quality(args) } => {
+            let json = quality::quality(&gpu, &args).await?;
+            emit(&json, args.out.as_deref())
         }
         Command::Bench { what: BenchWhat::Model { runs, python, out } } => {
             let python = python.or_else(|| std::env::var_os("CDL_PYTHON").map(Into::into));

@@ -21,7 +21,7 @@ use serde::{Deserialize, Serialize};
 use serde_json::{json, Value};
 
 use cdl::diffusion::logistic::TruncLogistic;
-use cdl::diffusion::loss::CdlNorm;
+use cdl::diffusion::loss::{CdlNorm, LossConfig};
 use cdl::gpu::Gpu;
 use cdl::model::{Mlp, MlpConfig, Net, Precond, UNet, UNetConfig};
 use cdl::train::checkpoint::{self, Checkpoint};
@@ -173,6 +173,10 @@ pub struct TrainArgs {
     #[arg(long)]
     #[serde(skip)]
     pub quiet: bool,
+    /// The final summary goes to stderr (callers whose stdout is JSON: `cdl bench quality`).
+    #[arg(skip)]
+    #[serde(skip)]
+    pub summary_to_stderr: bool,
 }
 
 /// `LossKind` as its CLI name in configs.
@@ -327,6 +331,19 @@ impl TrainArgs {
         v
     }
 
+    /// The loss these flags train on data with per-coordinate `variances`.
+    pub fn loss_config(&self, variances: &[f64]) -> Result<LossConfig, String> {
+        let knobs = CdlKnobs {
+            anchors: self.anchors as usize,
+            points: self.points as usize,
+            lambda: self.lambda_cdl,
+            paired: !self.independent_draws,
+            norm: if self.cdl_norm == "anchors" { CdlNorm::MeanOverAnchors } else { CdlNorm::SumOverBatch },
+        };
+        let levels = self.levels(variances)?;
+        loss_config_with(self.loss, variances, knobs, &levels).map_err(|e| e.to_string())
+    }
+
     /// The noise levels of `--levels-*` and `--edm-*`: a `--levels-*` flag replaces that
     /// parameter of the default logistic for `loss` on data with `variances`.
     pub fn levels(&self, variances: &[f64]) -> Result<Levels, String> {
@@ -451,15 +468,7 @@ pub async fn train(gpu: &Gpu, args: TrainArgs) -> Result<(), String> {
         ));
     }
     let data = load_data(&args)?;
-    let knobs = CdlKnobs {
-        anchors: args.anchors as usize,
-        points: args.points as usize,
-        lambda: args.lambda_cdl,
-        paired: !args.independent_draws,
-        norm: if args.cdl_norm == "anchors" { CdlNorm::MeanOverAnchors } else { CdlNorm::SumOverBatch },
-    };
-    let levels = args.levels(&data.variances)?;
-    let loss = loss_config_with(args.loss, &data.variances, knobs, &levels).map_err(|e| e.to_string())?;
+    let loss = args.loss_config(&data.variances)?;
     let alpha_range = loss.alpha_range().ok_or("the loss has no rows")?;
     let cfg = TrainConfig {
         batch: args.batch as usize,
@@ -612,13 +621,18 @@ pub async fn train(gpu: &Gpu, args: TrainArgs) -> Result<(), String> {
     if let Some(b) = &bar {
         b.finish_and_clear();
     }
-    println!(
+    let summary = format!(
         "trained {} steps in {:.1} s; wrote {} and {}",
         trainer.step(),
         started.elapsed().as_secs_f64(),
         ck_path.display(),
         metrics_path.display()
     );
+    if args.summary_to_stderr {
+        eprintln!("{summary}");
+    } else {
+        println!("{summary}");
+    }
     Ok(())
 }
 
@@ -765,6 +779,18 @@ fn progress(line: &Value, steps: u64) -> String {
         s += &format!("  noise-classifier accuracy {a:.2}");
     }
     s + &format!("  {:.0} steps/s", num("steps_per_s"))
+}
+
+/// Every training example of the run of `args` in model units ((N, row length) row-major,
+/// unaugmented), the row length, and the per-coordinate variances its loss uses: what a second
+/// trainer needs to train on the same data (`cdl bench quality`).
+pub fn training_examples(args: &TrainArgs) -> Result<(Vec<f32>, usize, Vec<f64>), String> {
+    let data = load_data(args)?;
+    let (n, d) = (data.examples.len(), data.examples.row_len());
+    let idx: Vec<u32> = (0..n as u32).collect();
+    let (mut x, mut labels) = (vec![0f32; n * d], vec![0u32; n]);
+    data.examples.gather(&idx, args.seed, 0, &mut x, &mut labels);
+    Ok((x, d, data.variances))
 }
 
 /// Up to `n` images the run of `args` does not train on, in model units ((m, d) row-major), their

@@ -13,9 +13,11 @@
 //! - `nll`: likelihoods from a trained denoiser, batched (test-set NLL in bits/dim, spec §2.2;
 //!   −log p̂(x) maps; the noise classifier's logit), with `DiffusionError`;
 //! - `denoiser`: the trained network on the GPU as a `diffusion::sampler::BatchDenoiser`;
-//! - `stats`: mean ± standard error over seeds, the verdict on a paired difference, outliers.
+//! - `stats`: mean ± standard error over seeds, the verdict on a paired difference, outliers;
+//! - `fd`: the Fréchet distance between feature sets (mean, covariance, a symmetric
+//!   eigen-solver) and pixel-space pooled features of images.
 //!
-//! What it is not: no FID (it needs Inception weights, spec §9 pitfall 16), no fonts or axis
+//! What it is not: no FID features (they need Inception weights, spec §9 pitfall 16), no fonts or axis
 //! labels, no file reading. `mmd`, `swd` and `plot` are pure host code that compiles for wasm32;
 //! only `plot::save_png` touches the file system, and only natively.
 //!
@@ -27,6 +29,7 @@ use std::path::PathBuf;
 use crate::text::OneLine;
 
 pub mod denoiser;
+pub mod fd;
 pub mod mmd;
 pub mod nll;
 pub mod plot;
