@@ -21,9 +21,11 @@ same weights.
 
     python tools/reference_train.py --data D.safetensors --arch mlp|unet --config JSON \
         --loss ddpm|itd|cdl --steps N --out O.safetensors [--n 2000 --sample-steps 1000]
+        [--levels=MU,S,C --zeta=MU,S,C]
 
-D holds `x`: (N, dim) points or (N, C, S, S) images, already standardised as `cdl train` sees them;
-for itd and cdl its per-coordinate variances give the integration range as in `cdl train`.
+D holds `x`: (N, dim) points or (N, C, S, S) images, already standardised as `cdl train` sees them.
+For itd and cdl, `--levels mu,s,c` and `--zeta mu,s,c` give the logistics of α and ζ (`cdl bench
+quality` passes the ones `cdl train` resolved); without them, the authors' ranges (§1.5).
 Output tensors: `samples` (n, ...), `model.<param>`, `ema.<param>`; metadata: the CDL checkpoint
 keys, the settings and the training loss of the first and the last step.
 """
@@ -124,7 +126,8 @@ def loss_fn(model, x, args, q, gen, alpha_bar_logsnr):
     loss = 0.5 * (w.float() * err).mean()
     if args.loss == "itd":
         return loss
-    # CDL (spec §3.4), paired draws, ζ from the same logistic as the integration (toys, §3.1).
+    # CDL (spec §3.4), paired draws, ζ from --zeta (`cdl bench quality` passes cdl train's: the
+    # authors' toy logistic for points, the CIFAR one for images), else the integration logistic.
     k, m = args.anchors, args.points
     zeta, _ = (args.zeta or q).sample((k,), gen)
     lab = torch.where(torch.rand(k, generator=gen) < 0.5, -1.0, 1.0).double()
