@@ -106,9 +106,9 @@ enum BenchWhat {
         #[arg(long)]
         out: Option<std::path::PathBuf>,
     },
-    /// Sample quality of `cdl train` against a plain PyTorch trainer of the same MLP
-    /// (tools/reference_train.py) at equal budgets: MMD against held-out points over seeds, for
-    /// DDPM, ITD and ITD + CDL on built-in 2-D sets. JSON on stdout.
+    /// Sample quality of `cdl train` against a plain PyTorch trainer of the same network
+    /// (tools/reference_train.py) at equal budgets, over seeds, for DDPM, ITD and ITD + CDL: MMD
+    /// on built-in 2-D sets (MLP), a pixel Fréchet distance on images (UNet). JSON on stdout.
     Quality(quality::QualityArgs),
     /// One training step (forward, backward, Adam) of each model, with a per-kernel breakdown
     /// and the same step of the PyTorch mirror on the CPU. JSON on stdout.

@@ -36,6 +36,7 @@ use cdl::eval::fd::{frechet_distance, pool_features};
 use cdl::eval::mmd::{mmd, MMD_BANDWIDTH};
 use cdl::eval::stats::{mean_se, outlier_fraction, saturated_fraction, verdict_threshold, Verdict};
 use cdl::gpu::Gpu;
+use cdl::model::UNetConfig;
 use cdl::train::checkpoint::{self, Checkpoint};
 use cdl::train::data::{DataSource, Toy};
 use cdl::train::recipe::LossKind;
@@ -126,15 +127,9 @@ fn reference(
     sampler_steps: u64,
 ) -> Result<Vec<f64>, String> {
     let (x, d, variances) = train_cmd::training_examples(args)?;
-    let shape = match serde_json::from_str::<Value>(&trained.ck.model_config).ok().and_then(|c| {
-        Some(vec![
-            c["in_channels"].as_u64()? as usize,
-            c["image_size"].as_u64()? as usize,
-            c["image_size"].as_u64()? as usize,
-        ])
-    }) {
-        Some(chw) if args.model != "mlp" => [vec![x.len() / d], chw].concat(),
-        _ => vec![x.len() / d, d],
+    let shape = match image_shape(trained)? {
+        Some((c, size)) => vec![x.len() / d, c, size, size],
+        None => vec![x.len() / d, d],
     };
     let data = dir.join("reference-data.safetensors");
     let out = dir.join("reference.safetensors");
@@ -179,15 +174,32 @@ fn summary(v: &[f64]) -> Value {
     json!({"mean": m, "se": if se.is_finite() { json!(se) } else { Value::Null }, "per_seed": v})
 }
 
+/// (channels, size) of a UNet checkpoint's images; None for the MLP.
+fn image_shape(trained: &Trained) -> Result<Option<(usize, usize)>, String> {
+    if trained.ck.arch != "unet" {
+        return Ok(None);
+    }
+    let cfg = UNetConfig::from_json(&trained.ck.model_config)?;
+    Ok(Some((cfg.in_channels, cfg.image_size)))
+}
+
 /// The metric of one sample set against held-out data: MMD for points, the pixel Fréchet
 /// distance for images.
 struct Judge {
     images: Option<(usize, usize)>,
+    /// Features of the held-out set (pooled once).
     held: Vec<f64>,
+    /// The floor's second held-out set, as samples.
     second: Vec<f64>,
 }
 
 impl Judge {
+    fn new(images: Option<(usize, usize)>, held: &[f64], second: &[f64]) -> Result<Self, String> {
+        let mut j = Self { images, held: Vec::new(), second: second.to_vec() };
+        j.held = j.features(held)?;
+        Ok(j)
+    }
+
     fn features(&self, x: &[f64]) -> Result<Vec<f64>, String> {
         match self.images {
             Some((c, s)) => pool_features(x, c, s, POOL).map_err(|e| e.to_string()),
@@ -196,10 +208,10 @@ impl Judge {
     }
 
     fn score(&self, x: &[f64]) -> Result<f64, String> {
-        let (f, h) = (self.features(x)?, self.features(&self.held)?);
+        let f = self.features(x)?;
         match self.images {
-            Some((c, s)) => frechet_distance(&f, &h, c * (s / POOL) * (s / POOL)).map_err(|e| e.to_string()),
-            None => mmd(&f, &h, 2, MMD_BANDWIDTH).map_err(|e| e.to_string()),
+            Some((c, s)) => frechet_distance(&f, &self.held, c * (s / POOL) * (s / POOL)).map_err(|e| e.to_string()),
+            None => mmd(&f, &self.held, 2, MMD_BANDWIDTH).map_err(|e| e.to_string()),
         }
     }
 
@@ -305,7 +317,7 @@ pub async fn quality(gpu: &Gpu, a: &QualityArgs) -> Result<Value, String> {
                     let both = reference_points(data, &trained, 2 * n as usize, 1000 + seed)?;
                     // n held-out points of 2 coordinates, then n more: the floor's second set.
                     let (held, second) = both.split_at(n as usize * 2);
-                    Judge { images: None, held: held.to_vec(), second: second.to_vec() }
+                    Judge::new(None, held, second)?
                 } else {
                     let (both, variances, _) = train_cmd::held_out_images(&targs, 2 * n as usize)?;
                     let d = variances.len();
@@ -313,14 +325,8 @@ pub async fn quality(gpu: &Gpu, a: &QualityArgs) -> Result<Value, String> {
                     if m < 2 {
                         return Err(format!("{data}: too few images for two held-out sets"));
                     }
-                    let cfg: Value = serde_json::from_str(&trained.ck.model_config).map_err(|e| e.to_string())?;
-                    let size = cfg["image_size"].as_u64().unwrap_or(0) as usize;
                     let (held, second) = both.split_at(m * d);
-                    Judge {
-                        images: Some((d / (size * size).max(1), size)),
-                        held: held.to_vec(),
-                        second: second[..m * d].to_vec(),
-                    }
+                    Judge::new(image_shape(&trained)?, held, &second[..m * d])?
                 };
                 for (k, v) in [
                     ("score_cdl", judge.score(&x)?),
