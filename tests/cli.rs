@@ -2,6 +2,8 @@
 
 #![cfg(not(target_arch = "wasm32"))]
 
+#[path = "common/cli.rs"]
+mod cli;
 mod common;
 
 use std::process::Command;
@@ -68,4 +70,41 @@ fn adapters_are_chosen_by_index_or_name() {
     let stderr = String::from_utf8_lossy(&out.stderr);
     assert_eq!(out.status.code(), Some(2));
     assert!(stderr.lines().count() == 1 && stderr.contains("no adapter matches \"99\""), "{stderr}");
+    // A number is always an index, even where the first adapter's name holds it ("LLVM 15").
+    let listed: Vec<&str> = stdout.lines().filter_map(|l| l.strip_prefix("  1: ")).collect();
+    if let Some(second) = listed.first() {
+        let out = cdl().args(["--adapter", "1", "info"]).output().expect("run cdl");
+        let stdout = String::from_utf8_lossy(&out.stdout);
+        let chosen = stdout.lines().next().unwrap_or_default();
+        // "  1: NAME (BACKEND, TYPE)" is chosen as "adapter: NAME (BACKEND, TYPE, driver ...)".
+        let name_and_backend = second.split(',').next().unwrap_or_default();
+        assert!(chosen.starts_with(&format!("adapter: {name_and_backend},")), "{chosen} is not {second}");
+    }
+}
+
+/// A shell with no window system (no `XDG_RUNTIME_DIR`, `DISPLAY` or `WAYLAND_DISPLAY`, as in a
+/// container or over SSH): the graphics stack prints nothing, so stderr holds only our own lines
+/// (none, for commands that succeed).
+#[test]
+fn a_shell_without_a_window_system_hears_nothing_from_the_graphics_stack() {
+    if common::gpu_or_skip().is_none() {
+        return;
+    }
+    let bare = |args: &[&str]| {
+        let out = cdl()
+            .args(args)
+            .env_remove("XDG_RUNTIME_DIR")
+            .env_remove("DISPLAY")
+            .env_remove("WAYLAND_DISPLAY")
+            .output()
+            .expect("run cdl");
+        let stderr = String::from_utf8_lossy(&out.stderr).into_owned();
+        assert!(out.status.success(), "cdl {args:?}: {stderr}");
+        stderr
+    };
+    assert_eq!(bare(&["info"]), "", "cdl info");
+    let scratch = cli::scratch("bare-shell");
+    let out = scratch.join("run").display().to_string();
+    assert_eq!(bare(&cli::train_args(&out, &["--steps", "4"])), "", "cdl train");
+    let _ = std::fs::remove_dir_all(&scratch);
 }

@@ -9,6 +9,8 @@
 //! outputs last; group 1 binding 0 holds the op's uniform parameters.
 
 mod error;
+#[cfg(not(target_arch = "wasm32"))]
+mod instance;
 mod readback;
 
 pub use error::GpuError;
@@ -84,8 +86,7 @@ impl fmt::Debug for Gpu {
 impl Gpu {
     /// Acquires an adapter and a device with every limit the adapter offers.
     pub async fn new(opts: &GpuOptions) -> Result<Self, GpuError> {
-        let instance = wgpu::Instance::new(wgpu::InstanceDescriptor::new_without_display_handle_from_env());
-        let adapter = pick_adapter(&instance, opts).await?;
+        let adapter = pick_adapter(opts).await?;
         let info = adapter.get_info();
         // Storage bindings default to 128 MiB; the adapter usually offers far more.
         let limits = adapter.limits();
@@ -512,9 +513,9 @@ pub fn groups_for(n: usize, per_group: usize) -> u32 {
 /// "name (backend, device type)".
 #[cfg(not(target_arch = "wasm32"))]
 pub async fn list_adapters() -> Vec<String> {
-    let instance = wgpu::Instance::new(wgpu::InstanceDescriptor::new_without_display_handle_from_env());
-    let all = instance.enumerate_adapters(wgpu::Backends::all()).await;
-    all.iter()
+    instance::adapters()
+        .await
+        .iter()
         .map(|a| {
             let i = a.get_info();
             format!("{} ({:?}, {:?})", i.name, i.backend, i.device_type)
@@ -522,23 +523,30 @@ pub async fn list_adapters() -> Vec<String> {
         .collect()
 }
 
-async fn pick_adapter(instance: &wgpu::Instance, opts: &GpuOptions) -> Result<wgpu::Adapter, GpuError> {
-    #[cfg(not(target_arch = "wasm32"))]
-    if let Some(want) = &opts.adapter {
-        let want = want.to_lowercase();
-        let all = instance.enumerate_adapters(wgpu::Backends::all()).await;
-        let names: Vec<String> = all.iter().map(|a| a.get_info().name).collect();
-        // An index into `cdl info`'s list, or a piece of the adapter's name.
-        let by_index = want.parse::<usize>().ok();
-        return all
-            .into_iter()
-            .enumerate()
-            .find(|(i, a)| by_index == Some(*i) || a.get_info().name.to_lowercase().contains(&want))
-            .map(|(_, a)| a)
-            .ok_or(GpuError::AdapterNotFound { want, available: names });
-    }
-    #[cfg(target_arch = "wasm32")]
-    let _ = opts;
+#[cfg(not(target_arch = "wasm32"))]
+async fn pick_adapter(opts: &GpuOptions) -> Result<wgpu::Adapter, GpuError> {
+    let all = instance::adapters().await;
+    let Some(want) = &opts.adapter else {
+        return instance::high_performance(all).ok_or(GpuError::NoAdapter);
+    };
+    let want = want.to_lowercase();
+    let names: Vec<String> = all
+        .iter()
+        .enumerate()
+        .map(|(i, a)| format!("{i}: {} ({:?})", a.get_info().name, a.get_info().backend))
+        .collect();
+    // A number is an index into `cdl info`'s list (even where a name holds that number, as
+    // "LLVM 15" does); anything else is a piece of the adapter's name.
+    let found = match want.parse::<usize>() {
+        Ok(i) => all.into_iter().nth(i),
+        Err(_) => all.into_iter().find(|a| a.get_info().name.to_lowercase().contains(&want)),
+    };
+    found.ok_or(GpuError::AdapterNotFound { want, available: names })
+}
+
+#[cfg(target_arch = "wasm32")]
+async fn pick_adapter(_opts: &GpuOptions) -> Result<wgpu::Adapter, GpuError> {
+    let instance = wgpu::Instance::new(wgpu::InstanceDescriptor::new_without_display_handle_from_env());
     instance
         .request_adapter(&wgpu::RequestAdapterOptions {
             power_preference: wgpu::PowerPreference::HighPerformance,
