@@ -23,6 +23,7 @@ use crate::eval::mmd::{mmd, MMD_BANDWIDTH};
 use crate::eval::nll;
 use crate::eval::plot::Colormap;
 use crate::gpu::Gpu;
+use crate::model::Precond;
 use crate::train::checkpoint::{self, Checkpoint};
 use crate::train::data::{parse_csv_limited, Points, Standardization, Toy};
 use crate::train::recipe::LossKind;
@@ -139,6 +140,7 @@ impl Options {
         base.width = num("width", base.width).clamp(4, 1024);
         base.blocks = num("blocks", base.blocks).min(8);
         base.emb_dim = (num("emb", base.emb_dim).clamp(2, 512) / 2) * 2;
+        base.precond = dom::param("precond").and_then(|v| Precond::parse(&v).ok()).unwrap_or(base.precond);
         base.batch = num("batch", base.batch).clamp(4, 4096);
         base.seed = num("seed", 0) as u64;
         base.knobs.anchors = num("K", base.knobs.anchors).clamp(1, base.batch);

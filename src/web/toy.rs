@@ -34,8 +34,8 @@ pub struct ToySettings {
     pub blocks: usize,
     /// Sinusoidal features of the noise input (the CLI uses 128).
     pub emb_dim: usize,
-    /// How the MLP's output becomes ε̂. The page keeps "eps", the networks of its shipped weights,
-    /// until those are retrained with the CLI's default "edm".
+    /// How the MLP's output becomes ε̂: EDM's preconditioning, as `cdl train` and the shipped
+    /// weights; a loaded checkpoint brings its own.
     pub precond: Precond,
     /// Examples per step.
     pub batch: usize,
@@ -53,7 +53,7 @@ impl Default for ToySettings {
             width: 64,
             blocks: 2,
             emb_dim: 128,
-            precond: Precond::Eps,
+            precond: Precond::Edm,
             batch: 128,
             lr: 1e-3,
             seed: 0,
