@@ -94,7 +94,8 @@ fn rejected(bytes: &[u8], needle: &str) -> String {
 // Round trips
 
 /// encode -> decode keeps every bit: NaN payloads, -0.0, subnormals, infinities, empty and scalar
-/// tensors, metadata with newlines, quotes and non-ASCII, step u64::MAX.
+/// tensors, metadata with newlines, quotes and non-ASCII, step u64::MAX. (The codec keeps NaN;
+/// `check_finite`, which `save` and `load` call, is what refuses it.)
 #[test]
 fn round_trip_is_bit_exact() {
     let c = sample();
@@ -375,6 +376,36 @@ fn truncations_and_bit_flips_never_panic() {
     }
 }
 
+/// `check_finite` names the first tensor (in name order) holding NaN, inf or -inf, its first bad
+/// flat index and the count over the whole checkpoint, on one line; a finite checkpoint passes,
+/// subnormals, -0.0 and f32::MAX included.
+#[test]
+fn check_finite_names_the_tensor_and_the_first_bad_index() {
+    let with = |name: &str, data: Vec<f32>| {
+        let mut c = Checkpoint::new("mlp", "{}", 1);
+        c.insert("model.a", vec![3], vec![1.0, -0.0, f32::MAX]).unwrap();
+        c.insert("optim.v.a", vec![2], vec![1e-45, f32::MIN_POSITIVE]).unwrap();
+        let n = data.len();
+        c.insert(name, vec![n / 2, 2], data).unwrap();
+        c
+    };
+    assert!(with("model.b", vec![0.5; 4]).check_finite().is_ok());
+    let cases = [
+        ("model.b", vec![0.0, 1.0, 2.0, f32::NAN], "tensor \"model.b\" holds NaN at index 3"),
+        ("ema.w\nx", vec![f32::INFINITY, 0.0], "tensor \"ema.w\\nx\" holds inf at index 0"),
+        (
+            "optim.m.b",
+            vec![0.0, f32::NEG_INFINITY, f32::NAN, f32::from_bits(0xff80_0abc)],
+            "tensor \"optim.m.b\" holds -inf at index 1 (3 non-finite values in all)",
+        ),
+    ];
+    for (name, data, want) in cases {
+        let err = with(name, data).check_finite().unwrap_err();
+        assert!(matches!(err, CheckpointError::NonFinite(_)), "{err:?}");
+        assert_eq!(err.to_string(), want);
+    }
+}
+
 // ---------------------------------------------------------------------------------------------
 // Files (native only)
 
@@ -419,6 +450,41 @@ mod files {
         msg
     }
 
+    /// `sample()` with every non-finite value replaced by -f32::MAX: what `save` accepts.
+    fn finite_sample() -> Checkpoint {
+        let s = sample();
+        let mut c = Checkpoint::new(s.arch.clone(), s.model_config.clone(), s.step);
+        c.extra = s.extra.clone();
+        for t in s.into_tensors() {
+            let data = t.data.iter().map(|&v| if v.is_finite() { v } else { -f32::MAX }).collect();
+            c.insert(t.name, t.shape, data).unwrap();
+        }
+        c
+    }
+
+    /// A checkpoint holding NaN, written as plain bytes (`save` refuses it): `load` refuses it
+    /// with one line naming the file, the tensor and the index, while `decode` still reads it;
+    /// `save` refuses to replace a good checkpoint with it and leaves no temporary file.
+    #[test]
+    fn load_and_save_refuse_non_finite_tensors() {
+        let dir = TestDir::new("non-finite");
+        let good = dir.0.join("good.safetensors");
+        save(&good, &checkpoint_b()).unwrap();
+        let before = std::fs::read(&good).unwrap();
+        let mut bad = checkpoint_b();
+        bad.insert("model.y", vec![2, 2], vec![0.0, 1.0, f32::NAN, 2.0]).unwrap();
+        let path = dir.0.join("bad.safetensors");
+        std::fs::write(&path, encode(&bad).unwrap()).unwrap();
+        let read = decode(&std::fs::read(&path).unwrap()).unwrap();
+        assert_eq!(bits(&read.get("model.y").unwrap().data), bits(&bad.get("model.y").unwrap().data));
+        let msg = one_line_naming(&load(&path).unwrap_err(), &path);
+        assert!(msg.ends_with(": tensor \"model.y\" holds NaN at index 2"), "{msg}");
+        let msg = one_line_naming(&save(&good, &bad).unwrap_err(), &good);
+        assert!(msg.contains("holds NaN at index 2"), "{msg}");
+        assert_eq!(std::fs::read(&good).unwrap(), before);
+        assert_eq!(dir.entries(), vec!["bad.safetensors".to_string(), "good.safetensors".to_string()]);
+    }
+
     fn checkpoint_b() -> Checkpoint {
         let mut b = Checkpoint::new("unet", "{}", 99);
         b.insert("model.x", vec![3], vec![7.0, 8.0, 9.0]).unwrap();
@@ -430,7 +496,7 @@ mod files {
     fn save_load_round_trip_and_overwrite() {
         let dir = TestDir::new("roundtrip");
         let path = dir.0.join("ckpt.safetensors");
-        let a = sample();
+        let a = finite_sample();
         save(&path, &a).unwrap();
         assert_bit_identical(&a, &load(&path).unwrap());
         // The file is plain safetensors: the bytes are exactly what encode produced, up to the
@@ -450,7 +516,7 @@ mod files {
     fn failed_save_keeps_previous_checkpoint() {
         let dir = TestDir::new("atomic");
         let path = dir.0.join("ckpt.safetensors");
-        let a = sample();
+        let a = finite_sample();
         save(&path, &a).unwrap();
         let a_bytes = std::fs::read(&path).unwrap();
 
@@ -505,7 +571,7 @@ mod files {
         let ro = dir.0.join("read-only");
         std::fs::create_dir(&ro).unwrap();
         let path = ro.join("ckpt.safetensors");
-        save(&path, &sample()).unwrap();
+        save(&path, &finite_sample()).unwrap();
         let before = std::fs::read(&path).unwrap();
         #[cfg(unix)]
         {

@@ -1,5 +1,6 @@
 //! `cdl train` end to end: the run directory, exact resume through the CLI, a non-finite loss
-//! that keeps the last good checkpoint, and one-line errors for bad input.
+//! or update that keeps the last good checkpoint, checkpoints holding NaN refused by every command
+//! that loads one, and one-line errors for bad input.
 
 #![cfg(not(target_arch = "wasm32"))]
 #![allow(clippy::unwrap_used)]
@@ -104,8 +105,91 @@ fn non_finite_loss_stops_and_keeps_the_last_checkpoint() {
     assert!(e.contains("non-finite") && e.contains("is kept"), "{e}");
     let ck = checkpoint::load(dir.join("checkpoint.safetensors")).unwrap();
     assert!(ck.step >= 1 && ck.step < 20, "step {}", ck.step);
+    assert!(e.contains(&format!("loss = NaN at step {}", ck.step + 1)), "{e}");
+    assert!(e.contains(&format!("(step {}) is kept", ck.step)), "{e}");
     let bad = ck.tensors().iter().flat_map(|t| t.data.iter()).filter(|v| !v.is_finite()).count();
     assert_eq!(bad, 0, "the kept checkpoint holds non-finite values");
+    let _ = std::fs::remove_dir_all(&dir);
+}
+
+/// Data far from unit scale is not refused: standardisation (in f64) brings it to unit scale
+/// before the network sees it, so only values beyond f32 are (`bad_input_is_one_line_...`).
+#[test]
+fn data_at_a_huge_scale_trains_with_finite_losses() {
+    if common::gpu_or_skip().is_none() {
+        return;
+    }
+    let dir = scratch("huge");
+    let csv = dir.join("huge.csv");
+    let rows: String =
+        (0..400).map(|i| format!("{}e30,{}e30\n", (i % 17) as f64 - 8.0, (i % 7) as f64 * 3.0)).collect();
+    std::fs::write(&csv, format!("x,y\n{rows}3e38,-3e38\n")).unwrap();
+    let run = dir.join("run");
+    let o = train(&run, &["--steps", "10", "--data", csv.to_str().unwrap()]);
+    assert!(o.status.success(), "{}", text(&o));
+    assert!(curve(&run).iter().all(|v| v["loss"].as_f64().unwrap().is_finite()));
+    checkpoint::load(run.join("checkpoint.safetensors")).unwrap();
+    let _ = std::fs::remove_dir_all(&dir);
+}
+
+#[test]
+fn an_update_that_overflows_the_weights_is_never_checkpointed() {
+    if common::gpu_or_skip().is_none() {
+        return;
+    }
+    let dir = scratch("overflow");
+    // lr 1e39 is finite in f64 but not in f32: step 1's loss and gradient are finite, its
+    // update is not, and step 1 is a checkpoint step.
+    let extra = ["--steps", "20", "--lr", "1e39", "--warmup", "0", "--log-every", "1", "--checkpoint-every", "1"];
+    let e = error_line(&cdl(&train_args(dir.to_str().unwrap(), &extra)));
+    assert!(e.starts_with("error: training stopped at step 1: after the update, tensor \""), "{e}");
+    assert!(e.contains("inf at index") && e.contains("no checkpoint was written"), "{e}");
+    assert!(!dir.join("checkpoint.safetensors").exists());
+    let _ = std::fs::remove_dir_all(&dir);
+}
+
+#[test]
+fn a_checkpoint_holding_nan_is_refused_by_every_command_that_loads_it() {
+    if common::gpu_or_skip().is_none() {
+        return;
+    }
+    let dir = scratch("poisoned");
+    assert!(train(&dir, &["--steps", "10"]).status.success());
+    let path = dir.join("checkpoint.safetensors");
+    let ck = checkpoint::load(&path).unwrap();
+    // The checkpoint with one value of one model tensor replaced by `value`.
+    let poisoned = |value: f32| {
+        let mut out = checkpoint::Checkpoint::new(ck.arch.clone(), ck.model_config.clone(), ck.step);
+        out.extra = ck.extra.clone();
+        for t in ck.tensors() {
+            let mut data = t.data.clone();
+            if t.name == "model.out.weight" {
+                data[17] = value;
+            }
+            out.insert(t.name.clone(), t.shape.clone(), data).unwrap();
+        }
+        std::fs::write(&path, checkpoint::encode(&out).unwrap()).unwrap();
+    };
+    assert!(ck.get("model.out.weight").is_some_and(|t| t.data.len() > 17), "{:?}", ck.shapes());
+    let p = path.to_str().unwrap();
+    let sample_out = dir.join("samples.csv");
+    let commands: [(Vec<&str>, f32, &str); 3] = [
+        (vec!["--steps", "20", "--resume"], f32::NAN, "NaN"),
+        (
+            vec!["sample", "--checkpoint", p, "--steps", "10", "--out", sample_out.to_str().unwrap()],
+            f32::INFINITY,
+            "inf",
+        ),
+        (vec!["eval", "--checkpoint", p, "--n", "100"], f32::NEG_INFINITY, "-inf"),
+    ];
+    for (args, value, what) in commands {
+        poisoned(value);
+        let o = if args[0] == "--steps" { train(&dir, &args) } else { cdl(&args) };
+        let e = error_line(&o);
+        let want = format!("checkpoint.safetensors: tensor \"model.out.weight\" holds {what} at index 17");
+        assert!(e.contains(&want), "{args:?}: {e}");
+    }
+    assert!(!sample_out.exists());
     let _ = std::fs::remove_dir_all(&dir);
 }
 
@@ -120,15 +204,29 @@ fn bad_input_is_one_line_naming_the_problem() {
     std::fs::write(&csv, "x,y\n0.5,1.0\n0.25,nan\n").unwrap();
     let out = dir.join("out");
     let cases: Vec<(Vec<String>, &[&str])> = vec![
-        (vec!["--data".into(), csv.display().to_string()], &["points.csv", "line 3"]),
+        (vec!["--data".into(), csv.display().to_string()], &["points.csv", "line 3", "column y", "not finite"]),
         (vec!["--data".into(), dir.join("missing.csv").display().to_string()], &["missing.csv"]),
         (vec!["--data".into(), "moonz".into()], &["moonz", "moons"]),
         (vec!["--lr=-1".into()], &["learning rate"]),
         (vec!["--steps".into(), "x".into()], &["--steps", "x"]),
         (vec!["--anchors".into(), "64".into()], &["anchors", "batch"]),
         (vec!["--checkpoint-every".into(), "7".into()], &["multiple"]),
-        (vec!["--resume".into()], &["cannot resume"]),
     ];
+    // --resume into a directory whose checkpoint does not decode.
+    let corrupt = dir.join("corrupt");
+    std::fs::create_dir_all(&corrupt).unwrap();
+    std::fs::write(corrupt.join("checkpoint.safetensors"), b"not a checkpoint").unwrap();
+    let e = error_line(&train(&corrupt, &["--resume", "--steps", "5"]));
+    assert!(e.contains("cannot resume") && e.contains("checkpoint.safetensors: not a valid CDL checkpoint"), "{e}");
+    // Every spelling of a non-finite value, and a finite one beyond f32, named with file and line.
+    for (i, value) in ["inf", "-inf", "1e999", "-Infinity", "NaN", "1e39"].iter().enumerate() {
+        let file = dir.join(format!("bad-{i}.csv"));
+        std::fs::write(&file, format!("0.5,1.0\n\n{value},0.25\n")).unwrap();
+        let e = error_line(&train(&out, &["--data", file.to_str().unwrap(), "--steps", "5"]));
+        let why = if *value == "1e39" { "is out of the f32 range" } else { "is not finite" };
+        let want = format!("bad-{i}.csv: line 3: column x: \"{value}\" {why}");
+        assert!(e.contains(&want), "{e} lacks {want:?}");
+    }
     for (args, want) in cases {
         let mut all: Vec<&str> = args.iter().map(String::as_str).collect();
         if !all.contains(&"--steps") {

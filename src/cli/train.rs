@@ -3,7 +3,9 @@
 //! `checkpoint.safetensors` (model, EMA, Adam moments, step, run config, data standardisation;
 //! written atomically every `--checkpoint-every` steps and at the end) and `metrics.jsonl` (one
 //! JSON object per `--log-every` steps). `--resume` continues a run from its checkpoint exactly
-//! (same batches, same noise) and drops metrics lines written after it.
+//! (same batches, same noise) and drops metrics lines written after it; a run killed before its
+//! first checkpoint resumes from step 0. A run killed at any moment (SIGKILL) resumes this way:
+//! every file is replaced atomically except metrics.jsonl, whose torn last line `--resume` drops.
 //!
 //! Runs can be described by a TOML file (`--config`, presets in `configs/`) whose keys are the
 //! flag names with underscores; flags given on the command line override the file, unknown keys
@@ -24,6 +26,7 @@ use cdl::diffusion::logistic::TruncLogistic;
 use cdl::diffusion::loss::{CdlNorm, LossConfig};
 use cdl::gpu::Gpu;
 use cdl::model::{Mlp, MlpConfig, Net, Precond, UNet, UNetConfig};
+use cdl::text::OneLine;
 use cdl::train::checkpoint::{self, Checkpoint};
 use cdl::train::data::{Batcher, DataSource, Points};
 use cdl::train::recipe::{default_q, loss_config_with, CdlKnobs, Levels, LossKind};
@@ -33,6 +36,8 @@ use cdl::train::trainer::{Examples, StepStats, TrainConfig, Trainer};
 pub const CHECKPOINT: &str = "checkpoint.safetensors";
 /// Metrics file name inside the run directory.
 pub const METRICS: &str = "metrics.jsonl";
+/// The resolved run config inside the run directory.
+const CONFIG: &str = "config.toml";
 /// Checkpoint metadata key of the run config (JSON).
 const KEY_RUN: &str = "run.config";
 /// Checkpoint metadata keys of the data standardisation (JSON arrays).
@@ -43,7 +48,7 @@ const KEY_DATA_STD: &str = "data.std";
 pub const KEY_ALPHA_RANGE: &str = "train.alpha_range";
 
 /// TOML files larger than this are refused before reading.
-const MAX_CONFIG_BYTES: u64 = 1 << 20;
+pub const MAX_CONFIG_BYTES: u64 = 1 << 20;
 
 #[derive(Args, Clone, Debug, Serialize, Deserialize)]
 pub struct TrainArgs {
@@ -164,7 +169,8 @@ pub struct TrainArgs {
     /// with --resume, runs/<data>-<loss>).
     #[arg(long)]
     pub out: Option<PathBuf>,
-    /// Continue the run in --out from its checkpoint (same flags; --steps may grow).
+    /// Continue the run in --out from its checkpoint (same flags; --steps may grow); a run
+    /// stopped before its first checkpoint starts again from step 0.
     #[arg(long)]
     #[serde(skip)]
     pub resume: bool,
@@ -215,12 +221,25 @@ pub fn resolve(args: TrainArgs, matches: Option<&ArgMatches>) -> Result<TrainArg
         args.check()?;
         return Ok(args);
     };
-    let shown = path.display();
+    // Escaped: a file name may hold a newline, and every error below names the file.
+    let shown = OneLine(&path.display().to_string()).to_string();
     let len = fs::metadata(&path).map_err(|e| format!("cannot read the config {shown}: {e}"))?.len();
     if len > MAX_CONFIG_BYTES {
         return Err(format!("{shown}: {len} bytes is too large for a run config (at most {MAX_CONFIG_BYTES})"));
     }
     let text = fs::read_to_string(&path).map_err(|e| format!("cannot read the config {shown}: {e}"))?;
+    apply_config(args, &text, &shown, matches)
+}
+
+/// `args` with the TOML run config `text` applied under the flags given on the command line
+/// (`matches`), every value range-checked; `shown` names the file in the one-line errors.
+/// Pure (no file access), so the fuzz targets and property tests call it directly.
+pub fn apply_config(
+    args: TrainArgs,
+    text: &str,
+    shown: &str,
+    matches: Option<&ArgMatches>,
+) -> Result<TrainArgs, String> {
     let table: toml::Table = text.parse().map_err(|e: toml::de::Error| {
         format!("{shown}: not valid TOML: {}", e.message().lines().next().unwrap_or("syntax error"))
     })?;
@@ -230,7 +249,7 @@ pub fn resolve(args: TrainArgs, matches: Option<&ArgMatches>) -> Result<TrainArg
     for (key, value) in table {
         if !known.contains(&key) {
             let best = known.iter().min_by_key(|k| edit_distance(k, &key)).cloned().unwrap_or_default();
-            return Err(format!("{shown}: unknown key `{key}`; did you mean `{best}`?"));
+            return Err(format!("{shown}: unknown key `{}`; did you mean `{best}`?", OneLine(&key)));
         }
         let from_cli = matches.and_then(|m| m.value_source(&key)) == Some(ValueSource::CommandLine);
         if !from_cli {
@@ -439,7 +458,50 @@ fn f64s(v: &[f64]) -> String {
     Value::from(v.to_vec()).to_string()
 }
 
-/// Keeps the metrics lines of steps <= `step` (a resumed run rewrites what came after).
+/// What a run that stops leaves: the checkpoint of step `saved`, if one was written.
+fn kept(dir: &Path, saved: Option<u64>) -> String {
+    match saved {
+        Some(step) => format!("the last checkpoint in {} (step {step}) is kept", dir.display()),
+        None => format!("no checkpoint was written in {}", dir.display()),
+    }
+}
+
+/// Refuses `--resume` into a run directory without a checkpoint whose config.toml (written
+/// before the first step) describes another run.
+fn check_started_run(dir: &Path, run: &Value) -> Result<(), String> {
+    let path = dir.join(CONFIG);
+    let text = match fs::read_to_string(&path) {
+        Ok(t) => t,
+        Err(e) if e.kind() == std::io::ErrorKind::NotFound => return Ok(()),
+        Err(e) => return Err(format!("cannot resume: cannot read {}: {e}", path.display())),
+    };
+    let started: TrainArgs = toml::from_str(&text).map_err(|e| {
+        format!("cannot resume: {} is not a run config: {}", path.display(), e.message().lines().next().unwrap_or(""))
+    })?;
+    let stored = started.run_config();
+    if stored != *run {
+        return Err(format!(
+            "cannot resume: {} started a run with {stored}, not {run}; use the same flags",
+            path.display()
+        ));
+    }
+    Ok(())
+}
+
+/// Removes the temporary files a killed process left behind in the run directory
+/// (`checkpoint::write_atomic` names them `.<file>.tmp-<pid>-<n>`).
+fn remove_stale_temporaries(dir: &Path) {
+    let Ok(entries) = fs::read_dir(dir) else { return };
+    for entry in entries.flatten() {
+        let name = entry.file_name().to_string_lossy().into_owned();
+        if [CHECKPOINT, METRICS, CONFIG].iter().any(|f| name.starts_with(&format!(".{f}.tmp-"))) {
+            let _ = fs::remove_file(entry.path());
+        }
+    }
+}
+
+/// Keeps the metrics lines of steps <= `step` (a resumed run rewrites what came after); a line
+/// that does not parse (the torn end of a killed write) is dropped.
 fn truncate_metrics(path: &Path, step: u64) -> Result<(), String> {
     let text = match fs::read_to_string(path) {
         Ok(t) => t,
@@ -501,7 +563,16 @@ pub async fn train(gpu: &Gpu, args: TrainArgs) -> Result<(), String> {
     fs::create_dir_all(&dir).map_err(|e| format!("cannot create the run directory {}: {e}", dir.display()))?;
     let (ck_path, metrics_path) = (dir.join(CHECKPOINT), dir.join(METRICS));
     let run = args.run_config();
-    if args.resume {
+    // The step of the checkpoint on disk, for the message of a run that stops.
+    let mut saved: Option<u64> = None;
+    // A run killed before its first checkpoint resumes from step 0; `try_exists` errors fall
+    // through to `load`, which names them.
+    let fresh_resume = args.resume && matches!(ck_path.try_exists(), Ok(false));
+    if fresh_resume {
+        check_started_run(&dir, &run)?;
+        eprintln!("no checkpoint in {} yet: starting the run from step 0", dir.display());
+        fs::write(&metrics_path, "").map_err(|e| format!("cannot write {}: {e}", metrics_path.display()))?;
+    } else if args.resume {
         let ck = checkpoint::load(&ck_path).map_err(|e| format!("cannot resume: {e}"))?;
         let stored: Value = ck
             .extra
@@ -516,6 +587,7 @@ pub async fn train(gpu: &Gpu, args: TrainArgs) -> Result<(), String> {
         }
         trainer.restore(gpu, &ck).map_err(|e| format!("cannot resume from {}: {e}", ck_path.display()))?;
         truncate_metrics(&metrics_path, ck.step)?;
+        saved = Some(ck.step);
     } else if ck_path.exists() {
         return Err(format!(
             "{} already holds a run; pass --resume to continue it or choose another --out",
@@ -524,9 +596,9 @@ pub async fn train(gpu: &Gpu, args: TrainArgs) -> Result<(), String> {
     } else {
         fs::write(&metrics_path, "").map_err(|e| format!("cannot write {}: {e}", metrics_path.display()))?;
     }
+    remove_stale_temporaries(&dir);
     let resolved = toml::to_string(&args).map_err(|e| format!("cannot write the resolved config: {e}"))?;
-    checkpoint::write_atomic(dir.join("config.toml"), |f| f.write_all(resolved.as_bytes()))
-        .map_err(|e| e.to_string())?;
+    checkpoint::write_atomic(dir.join(CONFIG), |f| f.write_all(resolved.as_bytes())).map_err(|e| e.to_string())?;
     let extra = vec![
         (KEY_RUN.to_string(), run.to_string()),
         (KEY_DATA_MEAN.to_string(), f64s(&standard.0)),
@@ -574,9 +646,7 @@ pub async fn train(gpu: &Gpu, args: TrainArgs) -> Result<(), String> {
         let n = to_log.min(args.steps - s).min(chunk as u64) as usize;
         let stats = match trainer.train(gpu, examples.as_ref(), &mut next_batch, n).await {
             Ok(stats) => stats,
-            Err(e) => {
-                return Err(format!("{e}; the last checkpoint in {} is kept", dir.display()));
-            }
+            Err(e) => return Err(format!("{e}; {}", kept(&dir, saved))),
         };
         window.steps.extend(stats);
         let s = trainer.step();
@@ -586,7 +656,9 @@ pub async fn train(gpu: &Gpu, args: TrainArgs) -> Result<(), String> {
         if s.is_multiple_of(args.log_every) || s == args.steps {
             let secs = window_start.elapsed().as_secs_f64();
             if let Some(line) = window.line(started.elapsed().as_secs_f64(), secs, args.batch) {
-                writeln!(metrics, "{line}").map_err(|e| format!("cannot write {}: {e}", metrics_path.display()))?;
+                checkpoint::write_pausable(&mut metrics, format!("{line}\n").as_bytes(), "metrics.jsonl/mid-line")
+                    .map_err(|e| format!("cannot write {}: {e}", metrics_path.display()))?;
+                checkpoint::pause_point("metrics.jsonl/after-line");
                 match &bar {
                     Some(b) => {
                         let num = |k: &str| line[k].as_f64().unwrap_or(f64::NAN);
@@ -611,7 +683,14 @@ pub async fn train(gpu: &Gpu, args: TrainArgs) -> Result<(), String> {
         // metrics file agree and `--resume` continues the curve exactly.
         let interrupted = INTERRUPTED.load(Ordering::SeqCst) && s.is_multiple_of(args.log_every);
         if s.is_multiple_of(args.checkpoint_every) || s == args.steps || interrupted {
-            save(trainer.checkpoint(gpu, &extra).await.map_err(|e| e.to_string())?)?;
+            let ck = trainer.checkpoint(gpu, &extra).await.map_err(|e| e.to_string())?;
+            // The loss and gradient checks cannot see an update that overflows the weights
+            // themselves (a learning rate beyond f32); such a state is never written.
+            if let Err(e) = ck.check_finite() {
+                return Err(format!("training stopped at step {s}: after the update, {e}; {}", kept(&dir, saved)));
+            }
+            save(ck)?;
+            saved = Some(s);
         }
         if interrupted {
             println!("interrupted at step {s}: wrote {}; continue with the same flags and --resume", ck_path.display());

@@ -34,7 +34,9 @@
 //! than the 8-byte length prefix, a header length above `MAX_HEADER_BYTES` or above what the file
 //! holds; then every tensor entry is checked (dtype F32 only, shape × 4 bytes = its byte span,
 //! span inside the file) before safetensors validates the whole layout. Every failure is a
-//! one-line `CheckpointError`, never a panic.
+//! one-line `CheckpointError`, never a panic. `decode` keeps every f32 bit pattern, NaN included;
+//! `load` and `save` refuse tensors holding NaN or an infinity (`check_finite`), so no command
+//! starts from such weights and a run never replaces its last good checkpoint with them.
 
 use std::borrow::Cow;
 use std::collections::{BTreeMap, HashSet};
@@ -97,6 +99,9 @@ pub enum CheckpointError {
     Io { action: &'static str, path: PathBuf, source: std::io::Error },
     /// An error about the contents of the file at `path`.
     InFile { path: PathBuf, source: Box<CheckpointError> },
+    /// A tensor holds NaN or an infinity (`check_finite`): the message names the tensor and the
+    /// first bad index.
+    NonFinite(String),
 }
 
 impl fmt::Display for CheckpointError {
@@ -109,6 +114,7 @@ impl fmt::Display for CheckpointError {
                 write!(f, "{action} {}: {}", OneLine(&path.display().to_string()), OneLine(&source.to_string()))
             }
             Self::InFile { path, source } => write!(f, "{}: {source}", OneLine(&path.display().to_string())),
+            Self::NonFinite(m) => write!(f, "{}", OneLine(m)),
         }
     }
 }
@@ -236,6 +242,31 @@ impl Checkpoint {
     /// `encode` always writes `FORMAT_VERSION`.
     pub fn format_version(&self) -> u32 {
         self.format_version
+    }
+
+    /// Refuses a checkpoint any of whose tensors holds NaN or an infinity, naming the first such
+    /// tensor (in name order), its first bad index (flat, row-major) and the value, and counting
+    /// the bad values of the whole checkpoint. `save` and `load` call it; `decode` does not, so
+    /// the byte format itself stays bit-exact for every f32.
+    pub fn check_finite(&self) -> Result<(), CheckpointError> {
+        let mut first: Option<(&str, usize, f32)> = None;
+        let mut count = 0usize;
+        for t in &self.tensors {
+            for (i, &v) in t.data.iter().enumerate().filter(|(_, v)| !v.is_finite()) {
+                count += 1;
+                first.get_or_insert((t.name.as_str(), i, v));
+            }
+        }
+        let Some((name, index, value)) = first else { return Ok(()) };
+        let what = if value.is_nan() {
+            "NaN"
+        } else if value > 0.0 {
+            "inf"
+        } else {
+            "-inf"
+        };
+        let more = if count > 1 { format!(" ({count} non-finite values in all)") } else { String::new() };
+        Err(CheckpointError::NonFinite(format!("tensor {name:?} holds {what} at index {index}{more}")))
     }
 
     /// Refuses a checkpoint that does not match `expected_arch` and exactly the `expected`
@@ -439,54 +470,231 @@ fn check_header_len(header_len: u64, available: u64) -> Result<(), CheckpointErr
 
 /// Checks each tensor entry of the JSON header with a precise message (name, dtype, shape, span)
 /// and keeps every data offset within `payload_len`, so that the safetensors validation that
-/// follows cannot overflow on crafted offsets.
+/// follows cannot overflow on crafted offsets. The header is read as a stream: no JSON tree is
+/// built and nested values nobody asked for are skipped, so a hostile header costs memory in
+/// proportion to its largest entry, not a large multiple of its size. An entry holding any field
+/// other than dtype, shape and data_offsets is refused, so safetensors only parses clean headers.
+/// When several entries are wrong, the error names the first by name (byte-wise).
 fn precheck_header(header: &[u8], payload_len: usize) -> Result<(), CheckpointError> {
-    let json: serde_json::Value =
-        serde_json::from_slice(header).map_err(|e| format_err(format!("header is not valid JSON: {e}")))?;
-    let entries = json.as_object().ok_or_else(|| format_err("header is not a JSON object"))?;
-    for (name, entry) in entries {
-        if name == "__metadata__" {
-            let ok = entry.as_object().is_some_and(|m| m.values().all(|v| v.is_string()));
-            if !ok {
-                return Err(format_err("__metadata__ is not an object of strings"));
-            }
-            continue;
-        }
-        let bad = |what: &str| format_err(format!("tensor {name:?}: {what}"));
-        let dtype = entry.get("dtype").and_then(|d| d.as_str()).ok_or_else(|| bad("missing or non-string dtype"))?;
-        if dtype != "F32" {
-            return Err(bad(&format!("dtype {dtype}, only F32 is supported")));
-        }
-        let shape: Vec<u64> = entry
-            .get("shape")
-            .and_then(|s| s.as_array())
-            .and_then(|dims| dims.iter().map(|d| d.as_u64()).collect::<Option<Vec<u64>>>())
-            .ok_or_else(|| bad("missing shape, or not a list of non-negative integers"))?;
-        let offsets: Vec<u64> = entry
-            .get("data_offsets")
-            .and_then(|o| o.as_array())
-            .and_then(|o| o.iter().map(|x| x.as_u64()).collect::<Option<Vec<u64>>>())
-            .filter(|o| o.len() == 2)
-            .ok_or_else(|| bad("missing data_offsets, or not two non-negative integers"))?;
-        let (start, end) = (offsets[0], offsets[1]);
-        if start > end || end > payload_len as u64 {
-            return Err(bad(&format!(
-                "data_offsets [{start}, {end}] do not fit the {payload_len} data bytes of the file"
-            )));
-        }
-        let bytes = shape.iter().try_fold(4u64, |acc, &d| acc.checked_mul(d));
-        if bytes != Some(end - start) {
-            return Err(bad(&format!("shape {shape:?} in F32 does not fill data_offsets [{start}, {end}]")));
-        }
+    let mut de = serde_json::Deserializer::from_slice(header);
+    serde::Deserializer::deserialize_any(&mut de, HeaderCheck { payload_len })
+        .and_then(|checked| de.end().map(|()| checked))
+        .map_err(|e| format_err(format!("header is not valid JSON: {e}")))?
+}
+
+/// The checks of one tensor entry, in the order their messages take precedence.
+fn check_entry(name: &str, entry: HeaderEntry, payload_len: usize) -> Result<(), CheckpointError> {
+    let bad = |what: &str| format_err(format!("tensor {name:?}: {what}"));
+    let dtype = entry.dtype.ok_or_else(|| bad("missing or non-string dtype"))?;
+    if dtype != "F32" {
+        return Err(bad(&format!("dtype {dtype}, only F32 is supported")));
+    }
+    let shape = entry.shape.ok_or_else(|| bad("missing shape, or not a list of non-negative integers"))?;
+    let (start, end) = match entry.data_offsets.as_deref() {
+        Some(&[start, end]) => (start, end),
+        _ => return Err(bad("missing data_offsets, or not two non-negative integers")),
+    };
+    if start > end || end > payload_len as u64 {
+        return Err(bad(&format!("data_offsets [{start}, {end}] do not fit the {payload_len} data bytes of the file")));
+    }
+    let bytes = shape.iter().try_fold(4u64, |acc, &d| acc.checked_mul(d));
+    if bytes != Some(end - start) {
+        return Err(bad(&format!("shape {shape:?} in F32 does not fill data_offsets [{start}, {end}]")));
+    }
+    if let Some(field) = entry.unknown {
+        return Err(bad(&format!("unknown field {field:?} (an entry holds dtype, shape and data_offsets)")));
     }
     Ok(())
+}
+
+/// Visits the header's top-level object; its value is the first error by entry name, if any.
+struct HeaderCheck {
+    payload_len: usize,
+}
+
+/// One tensor entry as read: a field is `None` when missing or of another JSON type.
+#[derive(Default)]
+struct HeaderEntry {
+    dtype: Option<String>,
+    shape: Option<Vec<u64>>,
+    data_offsets: Option<Vec<u64>>,
+    /// The first field that is none of the three.
+    unknown: Option<String>,
+}
+
+/// What a JSON value is, for the fields of the header; nested values are skipped unread.
+enum Json {
+    Str(String),
+    U64(u64),
+    /// Some: every element a non-negative integer.
+    U64s(Option<Vec<u64>>),
+    Object(HeaderEntry),
+    /// `__metadata__`: whether every value is a string.
+    Strings(bool),
+    Other,
+}
+
+/// How to read one value: which `Json` variants to build, everything else being `Other`.
+#[derive(Clone, Copy, PartialEq)]
+enum Want {
+    /// Strings, non-negative integers, lists of them: a field of a tensor entry.
+    Field,
+    /// Non-negative integers: an element of shape or data_offsets.
+    Element,
+    /// Only whether it is a string: a metadata value.
+    IsStr,
+    /// An object of fields: a tensor entry.
+    Entry,
+    /// An object of strings: `__metadata__`.
+    Metadata,
+}
+
+impl<'de> serde::de::DeserializeSeed<'de> for Want {
+    type Value = Json;
+    fn deserialize<D: serde::Deserializer<'de>>(self, d: D) -> Result<Json, D::Error> {
+        d.deserialize_any(self)
+    }
+}
+
+impl<'de> serde::de::Visitor<'de> for Want {
+    type Value = Json;
+
+    fn expecting(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str("any JSON value")
+    }
+
+    fn visit_unit<E>(self) -> Result<Json, E> {
+        Ok(Json::Other)
+    }
+    fn visit_bool<E>(self, _: bool) -> Result<Json, E> {
+        Ok(Json::Other)
+    }
+    fn visit_f64<E>(self, _: f64) -> Result<Json, E> {
+        Ok(Json::Other)
+    }
+    fn visit_i64<E>(self, v: i64) -> Result<Json, E> {
+        Ok(match u64::try_from(v) {
+            Ok(v) if matches!(self, Want::Field | Want::Element) => Json::U64(v),
+            _ => Json::Other,
+        })
+    }
+    fn visit_u64<E>(self, v: u64) -> Result<Json, E> {
+        Ok(if matches!(self, Want::Field | Want::Element) { Json::U64(v) } else { Json::Other })
+    }
+    fn visit_str<E>(self, v: &str) -> Result<Json, E> {
+        Ok(match self {
+            Want::Field => Json::Str(v.to_owned()),
+            Want::IsStr => Json::Str(String::new()),
+            _ => Json::Other,
+        })
+    }
+
+    fn visit_seq<A: serde::de::SeqAccess<'de>>(self, mut seq: A) -> Result<Json, A::Error> {
+        let mut list = (self == Want::Field).then(Vec::new);
+        while let Some(element) = seq.next_element_seed(Want::Element)? {
+            match (element, list.as_mut()) {
+                (Json::U64(v), Some(list)) => list.push(v),
+                _ => list = None,
+            }
+        }
+        Ok(if self == Want::Field { Json::U64s(list) } else { Json::Other })
+    }
+
+    fn visit_map<A: serde::de::MapAccess<'de>>(self, mut map: A) -> Result<Json, A::Error> {
+        match self {
+            Want::Entry => {
+                let mut entry = HeaderEntry::default();
+                while let Some(key) = map.next_key::<String>()? {
+                    let value = map.next_value_seed(Want::Field)?;
+                    match (key.as_str(), value) {
+                        ("dtype", Json::Str(s)) => entry.dtype = Some(s),
+                        ("dtype", _) => entry.dtype = None,
+                        ("shape", Json::U64s(l)) => entry.shape = l,
+                        ("shape", _) => entry.shape = None,
+                        ("data_offsets", Json::U64s(l)) => entry.data_offsets = l,
+                        ("data_offsets", _) => entry.data_offsets = None,
+                        _ => {
+                            entry.unknown.get_or_insert(key);
+                        }
+                    }
+                }
+                Ok(Json::Object(entry))
+            }
+            Want::Metadata => {
+                let mut strings = true;
+                while map.next_key::<serde::de::IgnoredAny>()?.is_some() {
+                    strings &= matches!(map.next_value_seed(Want::IsStr)?, Json::Str(_));
+                }
+                Ok(Json::Strings(strings))
+            }
+            _ => {
+                while map.next_entry::<serde::de::IgnoredAny, serde::de::IgnoredAny>()?.is_some() {}
+                Ok(Json::Other)
+            }
+        }
+    }
+}
+
+impl<'de> serde::de::Visitor<'de> for HeaderCheck {
+    type Value = Result<(), CheckpointError>;
+
+    fn expecting(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str("a JSON object")
+    }
+
+    fn visit_map<A: serde::de::MapAccess<'de>>(self, mut map: A) -> Result<Self::Value, A::Error> {
+        let mut first: Option<(String, CheckpointError)> = None;
+        while let Some(name) = map.next_key::<String>()? {
+            let checked = if name == "__metadata__" {
+                match map.next_value_seed(Want::Metadata)? {
+                    Json::Strings(true) => Ok(()),
+                    _ => Err(format_err("__metadata__ is not an object of strings")),
+                }
+            } else {
+                let entry = match map.next_value_seed(Want::Entry)? {
+                    Json::Object(entry) => entry,
+                    _ => HeaderEntry::default(),
+                };
+                check_entry(&name, entry, self.payload_len)
+            };
+            if let Err(e) = checked {
+                if first.as_ref().is_none_or(|(n, _)| name < *n) {
+                    first = Some((name, e));
+                }
+            }
+        }
+        Ok(first.map_or(Ok(()), |(_, e)| Err(e)))
+    }
+
+    fn visit_seq<A: serde::de::SeqAccess<'de>>(self, mut seq: A) -> Result<Self::Value, A::Error> {
+        while seq.next_element::<serde::de::IgnoredAny>()?.is_some() {}
+        Ok(Err(format_err("header is not a JSON object")))
+    }
+    fn visit_unit<E>(self) -> Result<Self::Value, E> {
+        Ok(Err(format_err("header is not a JSON object")))
+    }
+    fn visit_bool<E>(self, _: bool) -> Result<Self::Value, E> {
+        Ok(Err(format_err("header is not a JSON object")))
+    }
+    fn visit_i64<E>(self, _: i64) -> Result<Self::Value, E> {
+        Ok(Err(format_err("header is not a JSON object")))
+    }
+    fn visit_u64<E>(self, _: u64) -> Result<Self::Value, E> {
+        Ok(Err(format_err("header is not a JSON object")))
+    }
+    fn visit_f64<E>(self, _: f64) -> Result<Self::Value, E> {
+        Ok(Err(format_err("header is not a JSON object")))
+    }
+    fn visit_str<E>(self, _: &str) -> Result<Self::Value, E> {
+        Ok(Err(format_err("header is not a JSON object")))
+    }
 }
 
 // ---------------------------------------------------------------------------------------------
 // Native file I/O: atomic save, bounded load
 
 #[cfg(not(target_arch = "wasm32"))]
-pub use native::{load, save, write_atomic};
+pub use native::{load, pause_point, save, write_atomic, write_pausable, PAUSE_ENV};
 
 #[cfg(not(target_arch = "wasm32"))]
 mod native {
@@ -494,6 +702,8 @@ mod native {
     use std::io::{self, Read, Write};
     use std::path::{Path, PathBuf};
     use std::sync::atomic::{AtomicU64, Ordering};
+    use std::sync::OnceLock;
+    use std::time::Duration;
 
     use super::{check_header_len, decode, encode, format_err, Checkpoint, CheckpointError, LEN_PREFIX};
 
@@ -506,15 +716,19 @@ mod native {
     }
 
     /// Encodes `ckpt` and writes it to `path` atomically (see `write_atomic`): on any error the
-    /// previous file at `path`, if any, is left as it was.
+    /// previous file at `path`, if any, is left as it was. A checkpoint holding NaN or an
+    /// infinity is refused (`check_finite`), so it never replaces a loadable one.
     pub fn save(path: impl AsRef<Path>, ckpt: &Checkpoint) -> Result<(), CheckpointError> {
         let path = path.as_ref();
+        ckpt.check_finite().map_err(|e| in_file(path, e))?;
         let bytes = encode(ckpt).map_err(|e| in_file(path, e))?;
-        write_atomic(path, |file| file.write_all(&bytes))
+        let point = file_point(path, "mid-write");
+        write_atomic(path, |file| write_pausable(file, &bytes, &point))
     }
 
-    /// Reads and decodes the checkpoint at `path`. The header length is checked against the file
-    /// size and `MAX_HEADER_BYTES` before the file is read; errors name `path`.
+    /// Reads and decodes the checkpoint at `path` and refuses one holding NaN or an infinity
+    /// (`check_finite`). The header length is checked against the file size and
+    /// `MAX_HEADER_BYTES` before the file is read; errors name `path`.
     pub fn load(path: impl AsRef<Path>) -> Result<Checkpoint, CheckpointError> {
         let path = path.as_ref();
         let mut file = File::open(path).map_err(|e| io_err("cannot open", path, e))?;
@@ -538,7 +752,61 @@ mod native {
             let msg = format!("file shrank from {len} to {} bytes while being read", bytes.len());
             return Err(in_file(path, format_err(msg)));
         }
-        decode(&bytes).map_err(|e| in_file(path, e))
+        let ckpt = decode(&bytes).map_err(|e| in_file(path, e))?;
+        ckpt.check_finite().map_err(|e| in_file(path, e))?;
+        Ok(ckpt)
+    }
+
+    /// The environment variable of the test hook `pause_point`.
+    pub const PAUSE_ENV: &str = "CDL_TEST_PAUSE";
+
+    /// How long a test pause lasts; the tests kill the process long before.
+    const PAUSE: Duration = Duration::from_secs(120);
+
+    /// (point, n) of `CDL_TEST_PAUSE=<point>:<n>`, read once.
+    fn pause_wanted() -> Option<&'static (String, u64)> {
+        static WANTED: OnceLock<Option<(String, u64)>> = OnceLock::new();
+        WANTED
+            .get_or_init(|| {
+                let v = std::env::var(PAUSE_ENV).ok()?;
+                let (point, n) = v.rsplit_once(':')?;
+                Some((point.to_string(), n.parse().ok()?))
+            })
+            .as_ref()
+    }
+
+    /// Test hook for the tests that SIGKILL `cdl train` at exact moments (tests/cli_sigkill.rs).
+    /// With `CDL_TEST_PAUSE=<point>:<n>` in the environment, the n-th call (from 1) with that
+    /// `point` prints `cdl-test-pause <point> <n>` on stderr and sleeps two minutes before going
+    /// on; without it, nothing happens. Points: `<file name>/mid-write` (half of a checkpoint
+    /// written to its temporary file), `<file name>/before-rename` and `<file name>/after-rename`
+    /// (`write_atomic`), and those of `cdl train` (`metrics.jsonl/mid-line`, half a metrics line
+    /// written; `metrics.jsonl/after-line`).
+    pub fn pause_point(point: &str) {
+        static CALLS: AtomicU64 = AtomicU64::new(0);
+        let Some((wanted, n)) = pause_wanted() else { return };
+        if wanted == point && CALLS.fetch_add(1, Ordering::SeqCst) + 1 == *n {
+            eprintln!("cdl-test-pause {point} {n}");
+            std::thread::sleep(PAUSE);
+        }
+    }
+
+    /// Writes `bytes` with one `write_all`, or, while `CDL_TEST_PAUSE` names `point`, in two
+    /// halves with `pause_point(point)` between them (a torn write for the kill tests).
+    pub fn write_pausable(out: &mut impl Write, bytes: &[u8], point: &str) -> io::Result<()> {
+        if pause_wanted().is_none_or(|(wanted, _)| wanted != point) {
+            return out.write_all(bytes);
+        }
+        let (head, tail) = bytes.split_at(bytes.len() / 2);
+        out.write_all(head)?;
+        out.flush()?;
+        pause_point(point);
+        out.write_all(tail)
+    }
+
+    /// The pause point `<file name of path>/<stage>`.
+    fn file_point(path: &Path, stage: &str) -> String {
+        format!("{}/{stage}", path.file_name().unwrap_or_default().to_string_lossy())
     }
 
     /// Distinguishes temporary files of concurrent saves within one process.
@@ -594,8 +862,14 @@ mod native {
         write(&mut file).map_err(|e| io_err("cannot write", path, e))?;
         file.sync_all().map_err(|e| io_err("cannot sync", path, e))?;
         drop(file);
+        if pause_wanted().is_some() {
+            pause_point(&file_point(path, "before-rename"));
+        }
         fs::rename(&temp_path, path).map_err(|e| io_err("cannot move the temporary file onto", path, e))?;
         guard.armed = false;
+        if pause_wanted().is_some() {
+            pause_point(&file_point(path, "after-rename"));
+        }
         sync_dir(dir).map_err(|e| io_err("cannot sync the directory of", path, e))
     }
 

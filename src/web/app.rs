@@ -617,6 +617,7 @@ impl Engine {
         }
         let i = i.min(self.models.len() - 1);
         let ck = checkpoint::decode(bytes).map_err(|e| format!("{source}: not a CDL weights file: {e}"))?;
+        ck.check_finite().map_err(|e| format!("{source}: {e}"))?;
         let base = self.models[i].settings.clone();
         let m = ToyModel::from_checkpoint(&self.gpu, &base, &ck, &self.data.points)
             .await

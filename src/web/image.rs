@@ -568,6 +568,7 @@ impl Engine {
 
     async fn load_bytes(&mut self, source: &str, bytes: &[u8]) -> Result<(), String> {
         let ck = checkpoint::decode(bytes).map_err(|e| format!("{source}: not a CDL weights file: {e}"))?;
+        ck.check_finite().map_err(|e| format!("{source}: {e}"))?;
         let m = Model::from_checkpoint(&self.gpu, &self.model.settings, &ck, &self.data)
             .await
             .map_err(|e| format!("{source}: {e}"))?;
