@@ -214,10 +214,12 @@ pub fn read_archive(reader: impl Read, source: &str, split: Split) -> Result<Cif
 /// `read_archive` with the batch size of `opts`.
 ///
 /// Entries are matched by file name (any folder prefix; regular files only); other entries are
-/// skipped unread. The whole stream is read, so gzip's CRC-32 of the archive is checked (a flipped
-/// bit anywhere is an error, not a silently wrong pixel). A batch entry whose tar header
-/// declares more than one batch is refused before its data is read; a duplicate batch is an
-/// error; the split's absent batches are named.
+/// skipped unread. Names come from each entry's own tar header (the official archive's names are
+/// short): GNU long-name and pax records are entries like the others, skipped unread, because
+/// tar would hold each of them in memory whole, however large. The whole stream is read, so
+/// gzip's CRC-32 of the archive is checked (a flipped bit anywhere is an error, not a silently
+/// wrong pixel). A batch entry whose tar header declares more than one batch is refused before
+/// its data is read; a duplicate batch is an error; the split's absent batches are named.
 pub fn read_archive_with(
     reader: impl Read,
     source: &str,
@@ -231,7 +233,7 @@ pub fn read_archive_with(
     let mut out = alloc(files.len(), opts.records_per_batch);
     let mut seen = vec![false; files.len()];
     let mut buf = Vec::new();
-    for entry in archive.entries().map_err(corrupt)? {
+    for entry in archive.entries().map_err(corrupt)?.raw(true) {
         let entry = entry.map_err(corrupt)?;
         if !entry.header().entry_type().is_file() {
             continue;

@@ -37,6 +37,10 @@ pub const TAG_BATCH: u32 = 0x11;
 pub const MAX_CSV_POINTS: usize = 10_000_000;
 /// Largest CSV file `read_csv` reads, in bytes (1 GiB), checked before reading.
 pub const MAX_CSV_BYTES: u64 = 1 << 30;
+/// Longest line `parse_csv` accepts, in bytes (64 KiB; a row of points is a few dozen). The csv
+/// reader keeps a table of 8+ bytes per field of a row, so a line of commas would otherwise cost
+/// tens of times its size.
+pub const MAX_CSV_LINE_BYTES: usize = 1 << 16;
 
 /// Moons: std of the Gaussian noise added to each coordinate (sklearn `make_moons(noise=0.03)`).
 pub const MOONS_NOISE: f64 = 0.03;
@@ -503,8 +507,8 @@ fn sample_in_polygon(poly: &[[f64; 2]], rng: &mut HostRng) -> [f64; 2] {
 /// a number. A header with columns named `x` and `y` (case-insensitive, once each) selects those
 /// columns and every data row must have the header's width; any other header must have exactly 2
 /// columns. Without a header every row must have exactly 2 fields. Values parse as f64 (Rust
-/// syntax: `1`, `-2.5e3`, `.5`) and must be finite in f32. At most `MAX_CSV_POINTS` rows.
-/// Every error is one line: `<source>: line <n>: <what>`.
+/// syntax: `1`, `-2.5e3`, `.5`) and must be finite in f32. At most `MAX_CSV_POINTS` rows and
+/// `MAX_CSV_LINE_BYTES` per line. Every error is one line: `<source>: line <n>: <what>`.
 pub fn parse_csv(text: &str, source: &str) -> Result<Points, DataError> {
     parse_csv_limited(text, source, MAX_CSV_POINTS)
 }
@@ -513,6 +517,10 @@ pub fn parse_csv(text: &str, source: &str) -> Result<Points, DataError> {
 pub fn parse_csv_limited(text: &str, source: &str, max_points: usize) -> Result<Points, DataError> {
     let err = |line: u64, msg: String| DataError::Csv { source: source.to_string(), line, msg };
     let text = text.strip_prefix('\u{feff}').unwrap_or(text);
+    if let Some((i, long)) = text.split('\n').enumerate().find(|(_, l)| l.len() > MAX_CSV_LINE_BYTES) {
+        let msg = format!("line of {} bytes, more than the {MAX_CSV_LINE_BYTES}-byte limit", long.len());
+        return Err(err(i as u64 + 1, msg));
+    }
     let mut reader =
         csv::ReaderBuilder::new().has_headers(false).flexible(true).trim(csv::Trim::All).from_reader(text.as_bytes());
     let mut rec = csv::StringRecord::new();

@@ -20,6 +20,9 @@
 //! Bounds, checked before decoding: a file of at most `MAX_IMAGE_FILE_BYTES`; width and height
 //! at most `MAX_IMAGE_SIDE`; the decoder's output buffer at most `MAX_DECODED_BYTES` (the
 //! `image` crate's `Limits`, checked against the header before the pixel buffer is allocated).
+//! The decoded image is freed as it is converted to 8 bits, so one call holds at most about
+//! 4 × `MAX_DECODED_BYTES` (luma converted to RGB) plus the output. A JPEG shorter than its
+//! declared pixels need (w·h/2048 bytes) is refused as truncated before decoding.
 //!
 //! Values: a byte v becomes v/127.5 − 1 in f32 (0 → −1, 255 → 1), the inverse of the
 //! export rule clip(x·127.5 + 128, 0, 255) of cdl-math.md §7.1 up to rounding.
@@ -35,7 +38,7 @@ use std::io::Cursor;
 use std::path::{Path, PathBuf};
 
 use image::imageops::FilterType;
-use image::{DynamicImage, ImageFormat, ImageReader, Limits};
+use image::{DynamicImage, ImageBuffer, ImageFormat, ImageReader, Limits, Pixel};
 
 use crate::diffusion::rng::HostRng;
 use crate::text::OneLine;
@@ -235,7 +238,7 @@ pub fn decode_image_with(bytes: &[u8], source: &str, opts: &FolderOptions) -> Re
     let (w, h) = (img.width(), img.height());
     let size = opts.size;
     let color = opts.channels == 3;
-    let img = if opts.exact {
+    if opts.exact {
         if (w, h) != (size, size) {
             return Err(ImageDataError::bad(source, format!("image is {w}×{h}, expected {size}×{size}")));
         }
@@ -246,32 +249,39 @@ pub fn decode_image_with(bytes: &[u8], source: &str, opts: &FolderOptions) -> Re
                 format!("image is {}, expected {}", kind(img.color().has_color()), kind(color)),
             ));
         }
-        img
-    } else {
-        let s = w.min(h);
-        if (w, h) == (s, s) {
-            img
-        } else {
-            img.crop_imm((w - s) / 2, (h - s) / 2, s, s)
-        }
-    };
-    let side = img.width();
-    let hwc: Vec<u8> = if color {
-        let rgb = img.to_rgb8();
-        if side == size {
-            rgb.into_raw()
-        } else {
-            image::imageops::resize(&rgb, size, size, FilterType::Triangle).into_raw()
-        }
-    } else {
-        let luma = img.to_luma8();
-        if side == size {
-            luma.into_raw()
-        } else {
-            image::imageops::resize(&luma, size, size, FilterType::Triangle).into_raw()
-        }
-    };
+    }
+    // The decoded image is converted whole and freed (`into_*`: no copy when it already is 8-bit
+    // RGB or luma), then cropped as a view: at the peak one decoded image and its conversion are
+    // held, never also a cropped copy. Per-pixel conversion and cropping commute.
+    let s = w.min(h);
+    let (x, y) = ((w - s) / 2, (h - s) / 2);
+    let hwc =
+        if color { crop_resize(img.into_rgb8(), x, y, s, size) } else { crop_resize(img.into_luma8(), x, y, s, size) };
     Ok(hwc_to_chw(&hwc, opts.channels as usize))
+}
+
+/// The s×s square of `img` at (x, y), resized to size×size (not resampled when s = size), as
+/// interleaved (H, W, C) bytes.
+fn crop_resize<P: Pixel<Subpixel = u8> + 'static>(
+    img: ImageBuffer<P, Vec<u8>>,
+    x: u32,
+    y: u32,
+    s: u32,
+    size: u32,
+) -> Vec<u8> {
+    if img.dimensions() == (s, s) {
+        return if s == size {
+            img.into_raw()
+        } else {
+            image::imageops::resize(&img, size, size, FilterType::Triangle).into_raw()
+        };
+    }
+    let view = image::imageops::crop_imm(&img, x, y, s, s);
+    if s == size {
+        view.to_image().into_raw()
+    } else {
+        image::imageops::resize(&*view, size, size, FilterType::Triangle).into_raw()
+    }
 }
 
 /// Reads the header, checks the bounds, then decodes. Only PNG and JPEG are accepted.
@@ -280,7 +290,8 @@ fn decode_bounded(bytes: &[u8], source: &str) -> Result<DynamicImage, ImageDataE
         .with_guessed_format()
         .map_err(|e| ImageDataError::bad(source, format!("cannot read image: {e}")))?;
     match reader.format() {
-        Some(ImageFormat::Png | ImageFormat::Jpeg) => {}
+        Some(ImageFormat::Png) => {}
+        Some(ImageFormat::Jpeg) => check_jpeg_length(bytes, source)?,
         _ => return Err(ImageDataError::bad(source, "not a PNG or JPEG image")),
     }
     let mut limits = Limits::default();
@@ -294,6 +305,27 @@ fn decode_bounded(bytes: &[u8], source: &str) -> Result<DynamicImage, ImageDataE
         return Err(ImageDataError::bad(source, "image has no pixels"));
     }
     Ok(img)
+}
+
+/// Pixels one byte of JPEG can hold at most: its entropy-coded data spends at least one bit on
+/// each 8×8 block of its largest component, which spans at least a quarter of the image
+/// (sampling factors are 1..=4), so a w×h JPEG has at least w·h/2048 bytes.
+const JPEG_PIXELS_PER_BYTE: u64 = 2048;
+
+/// Refuses a JPEG too short for the pixels its header declares. The decoder fills the blocks
+/// missing from a truncated file, so without this a few hundred bytes declaring 8,000² pixels
+/// would be decoded, converted and resized for seconds.
+fn check_jpeg_length(bytes: &[u8], source: &str) -> Result<(), ImageDataError> {
+    // A header that cannot be read is left to the decoder, which names the problem.
+    let Ok((w, h)) = ImageReader::with_format(Cursor::new(bytes), ImageFormat::Jpeg).into_dimensions() else {
+        return Ok(());
+    };
+    let need = u64::from(w) * u64::from(h) / JPEG_PIXELS_PER_BYTE;
+    if (bytes.len() as u64) < need {
+        let msg = format!("truncated JPEG: {} bytes cannot hold {w}×{h} pixels (at least {need} bytes)", bytes.len());
+        return Err(ImageDataError::bad(source, msg));
+    }
+    Ok(())
 }
 
 /// (H, W, C) interleaved → (C, H, W) planes.
