@@ -488,18 +488,6 @@ fn check_started_run(dir: &Path, run: &Value) -> Result<(), String> {
     Ok(())
 }
 
-/// Removes the temporary files a killed process left behind in the run directory
-/// (`checkpoint::write_atomic` names them `.<file>.tmp-<pid>-<n>`).
-fn remove_stale_temporaries(dir: &Path) {
-    let Ok(entries) = fs::read_dir(dir) else { return };
-    for entry in entries.flatten() {
-        let name = entry.file_name().to_string_lossy().into_owned();
-        if [CHECKPOINT, METRICS, CONFIG].iter().any(|f| name.starts_with(&format!(".{f}.tmp-"))) {
-            let _ = fs::remove_file(entry.path());
-        }
-    }
-}
-
 /// Keeps the metrics lines of steps <= `step` (a resumed run rewrites what came after); a line
 /// that does not parse (the torn end of a killed write) is dropped.
 fn truncate_metrics(path: &Path, step: u64) -> Result<(), String> {
@@ -596,7 +584,10 @@ pub async fn train(gpu: &Gpu, args: TrainArgs) -> Result<(), String> {
     } else {
         fs::write(&metrics_path, "").map_err(|e| format!("cannot write {}: {e}", metrics_path.display()))?;
     }
-    remove_stale_temporaries(&dir);
+    // What killed writes of an earlier process left behind.
+    for file in [CHECKPOINT, METRICS, CONFIG] {
+        checkpoint::remove_stale_temporaries(&dir.join(file));
+    }
     let resolved = toml::to_string(&args).map_err(|e| format!("cannot write the resolved config: {e}"))?;
     checkpoint::write_atomic(dir.join(CONFIG), |f| f.write_all(resolved.as_bytes())).map_err(|e| e.to_string())?;
     let extra = vec![

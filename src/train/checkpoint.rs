@@ -694,7 +694,7 @@ impl<'de> serde::de::Visitor<'de> for HeaderCheck {
 // Native file I/O: atomic save, bounded load
 
 #[cfg(not(target_arch = "wasm32"))]
-pub use native::{load, pause_point, save, write_atomic, write_pausable, PAUSE_ENV};
+pub use native::{load, pause_point, remove_stale_temporaries, save, write_atomic, write_pausable, PAUSE_ENV};
 
 #[cfg(not(target_arch = "wasm32"))]
 mod native {
@@ -826,6 +826,28 @@ mod native {
         }
     }
 
+    /// `.<name>.tmp-`: how the temporary files of `write_atomic` for `name` begin.
+    fn temp_prefix(name: &std::ffi::OsStr) -> std::ffi::OsString {
+        let mut prefix = std::ffi::OsString::from(".");
+        prefix.push(name);
+        prefix.push(".tmp-");
+        prefix
+    }
+
+    /// Removes the temporary files that `write_atomic(path, …)` calls of killed processes left
+    /// beside `path`. Call it only while no other process writes `path`.
+    pub fn remove_stale_temporaries(path: &Path) {
+        let (Some(name), Some(dir)) = (path.file_name(), path.parent()) else { return };
+        let dir = if dir.as_os_str().is_empty() { Path::new(".") } else { dir };
+        let prefix = temp_prefix(name);
+        let Ok(entries) = fs::read_dir(dir) else { return };
+        for entry in entries.flatten() {
+            if entry.file_name().as_encoded_bytes().starts_with(prefix.as_encoded_bytes()) {
+                let _ = fs::remove_file(entry.path());
+            }
+        }
+    }
+
     /// Replaces `path` atomically with what `write` writes: a new temporary file in the same
     /// directory (`.<name>.tmp-<pid>-<n>`), `write`, fsync, rename over `path`, fsync of the
     /// directory (Unix). On any error the temporary file is removed and `path` keeps its previous
@@ -846,9 +868,8 @@ mod native {
         let mut attempts = 0;
         let (temp_path, mut file) = loop {
             let n = TEMP_COUNTER.fetch_add(1, Ordering::Relaxed);
-            let mut temp_name = std::ffi::OsString::from(".");
-            temp_name.push(file_name);
-            temp_name.push(format!(".tmp-{}-{n}", std::process::id()));
+            let mut temp_name = temp_prefix(file_name);
+            temp_name.push(format!("{}-{n}", std::process::id()));
             let temp_path = dir.join(temp_name);
             match OpenOptions::new().write(true).create_new(true).open(&temp_path) {
                 Ok(file) => break (temp_path, file),
