@@ -15,7 +15,7 @@ use std::io::{BufRead, BufReader};
 use std::path::Path;
 use std::process::{Command, Stdio};
 
-use cli::{cdl, error_line, scratch, text, train_args};
+use cli::{cdl, error_line, loss_curve, scratch, text, train_args};
 
 use cdl::train::checkpoint::{self, PAUSE_ENV};
 
@@ -101,18 +101,6 @@ fn tensor_bits(dir: &Path) -> Vec<(String, Vec<usize>, Vec<u32>)> {
         .collect()
 }
 
-/// The loss curve (wall-clock fields dropped).
-fn curve(dir: &Path) -> Vec<serde_json::Value> {
-    std::fs::read_to_string(dir.join("metrics.jsonl"))
-        .unwrap()
-        .lines()
-        .map(|l| {
-            let v: serde_json::Value = serde_json::from_str(l).unwrap();
-            serde_json::json!([v["step"], v["loss"], v["loss_std"], v["loss_cdl"], v["grad_norm"], v["cdl_accuracy"]])
-        })
-        .collect()
-}
-
 /// The kill moments, one trial per row: the first run is killed at the first point, each
 /// `--resume` at the next one, and a last `--resume` runs to the end. Counts are per process:
 /// `checkpoint.safetensors/mid-write:2` is the second checkpoint that process writes.
@@ -156,7 +144,7 @@ fn sigkill_at_every_moment_resumes_to_the_uninterrupted_run() {
     let straight = scratch("sigkill-straight");
     let o = cdl(&args(&straight.display().to_string()));
     assert!(o.status.success(), "{}", text(&o));
-    let (want_tensors, want_curve) = (tensor_bits(&straight), curve(&straight));
+    let (want_tensors, want_curve) = (tensor_bits(&straight), loss_curve(&straight));
     assert_eq!(want_curve.len() as u64, STEPS / LOG_EVERY);
 
     for (i, kills) in TRIALS.iter().enumerate() {
@@ -172,7 +160,7 @@ fn sigkill_at_every_moment_resumes_to_the_uninterrupted_run() {
         let from_zero = String::from_utf8_lossy(&o.stderr).contains("starting the run from step 0");
         assert_eq!(from_zero, at.is_none(), "{trial}: {}", text(&o));
         assert_eq!(metrics_steps(&dir), (1..=STEPS / LOG_EVERY).map(|s| s * LOG_EVERY).collect::<Vec<_>>());
-        assert_eq!(curve(&dir), want_curve, "{trial}");
+        assert_eq!(loss_curve(&dir), want_curve, "{trial}");
         assert!(tensor_bits(&dir) == want_tensors, "{trial}: final weights differ from the uninterrupted run's");
         let mut left: Vec<String> =
             std::fs::read_dir(&dir).unwrap().map(|e| e.unwrap().file_name().to_string_lossy().into_owned()).collect();

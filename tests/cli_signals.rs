@@ -13,7 +13,7 @@ use std::path::Path;
 use std::process::{Child, Command};
 use std::time::Duration;
 
-use cli::{cdl, scratch, train_args};
+use cli::{cdl, loss_curve, scratch, train_args};
 
 fn args<'a>(out: &'a str, steps: &'a str, extra: &[&'a str]) -> Vec<&'a str> {
     let mut a = train_args(out, &["--log-every", "5", "--checkpoint-every", "10", "--quiet", "--steps", steps]);
@@ -23,18 +23,6 @@ fn args<'a>(out: &'a str, steps: &'a str, extra: &[&'a str]) -> Vec<&'a str> {
 
 fn spawn(a: &[&str]) -> Child {
     Command::new(env!("CARGO_BIN_EXE_cdl")).args(a).spawn().expect("run cdl")
-}
-
-/// The loss curve of a run (wall-clock fields dropped).
-fn curve(dir: &Path) -> Vec<serde_json::Value> {
-    std::fs::read_to_string(dir.join("metrics.jsonl"))
-        .unwrap()
-        .lines()
-        .map(|l| {
-            let v: serde_json::Value = serde_json::from_str(l).unwrap();
-            serde_json::json!([v["step"], v["loss"], v["grad_norm"], v["cdl_accuracy"]])
-        })
-        .collect()
 }
 
 fn lines(dir: &Path) -> usize {
@@ -80,7 +68,7 @@ fn sigint_checkpoints_and_sigkill_resumes_exactly() {
     let status = child.wait().unwrap();
     assert_eq!(status.code(), Some(130));
     let ck = cdl::train::checkpoint::load(int.join("checkpoint.safetensors")).unwrap();
-    let last = curve(&int).last().unwrap()[0].as_u64().unwrap();
+    let last = loss_curve(&int).last().unwrap()[0].as_u64().unwrap();
     assert_eq!(ck.step, last, "the checkpoint is at the last metrics line");
     assert!(ck.step < 4000 && ck.step.is_multiple_of(5));
     println!("SIGINT stopped at step {}", ck.step);
@@ -100,7 +88,7 @@ fn sigint_checkpoints_and_sigkill_resumes_exactly() {
         let d = dir.display().to_string();
         let o = cdl(&args(&d, "60", &["--resume"]));
         assert!(o.status.success(), "{}", String::from_utf8_lossy(&o.stderr));
-        assert_eq!(curve(dir), curve(&straight), "{d}");
+        assert_eq!(loss_curve(dir), loss_curve(&straight), "{d}");
         assert_eq!(weights(dir), weights(&straight), "{d}");
     }
     for d in [straight, int, kill] {

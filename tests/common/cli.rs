@@ -49,3 +49,16 @@ pub fn train_args<'a>(out: &'a str, extra: &[&'a str]) -> Vec<&'a str> {
     a.extend(extra);
     a
 }
+
+/// The loss curve of a run directory's metrics.jsonl with the wall-clock fields dropped, for
+/// comparing an interrupted and resumed run with an uninterrupted one.
+pub fn loss_curve(dir: &std::path::Path) -> Vec<serde_json::Value> {
+    std::fs::read_to_string(dir.join("metrics.jsonl"))
+        .expect("read metrics.jsonl")
+        .lines()
+        .map(|l| {
+            let v: serde_json::Value = serde_json::from_str(l).expect("a metrics line");
+            serde_json::json!([v["step"], v["loss"], v["loss_std"], v["loss_cdl"], v["grad_norm"], v["cdl_accuracy"]])
+        })
+        .collect()
+}
