@@ -31,7 +31,7 @@ use cdl::diffusion::rng::row_normals;
 use cdl::gpu::{Buffer, Gpu};
 use cdl::ops::loss::{loss_grad, loss_head, row_err, HeadOut};
 use cdl::ops::rows::{row_inputs, table_words};
-use cdl::reference::philox::normal_vec;
+use cdl::philox::normal_vec;
 use cdl::reference::tol::{compare, Tol};
 
 const X: [f32; 2] = [0.9, -0.7];

@@ -5,8 +5,8 @@
 use cdl::diffusion::likelihood::RefGaussian;
 use cdl::diffusion::logistic::TruncLogistic;
 use cdl::diffusion::loss::{evaluate, plan_step, CdlConfig, CdlNorm, LossConfig, StdLoss};
+use cdl::philox::normal_vec;
 use cdl::reference::loss::{loss_head, LossHead};
-use cdl::reference::philox::normal_vec;
 
 fn check_plan(cfg: &LossConfig, batch: usize, step: u32) {
     let plan = plan_step(cfg, batch, 5, step).expect("plan");

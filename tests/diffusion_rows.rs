@@ -4,8 +4,9 @@
 
 use cdl::diffusion::logistic::TruncLogistic;
 use cdl::diffusion::loss::{plan_step, CdlConfig, LossConfig};
-use cdl::reference::philox::normal_vec;
-use cdl::reference::rows::{row_inputs, RowSpec};
+use cdl::diffusion::rows::RowSpec;
+use cdl::philox::normal_vec;
+use cdl::reference::rows::row_inputs;
 
 #[test]
 fn gpu_row_inputs_follow_the_plan() {

@@ -18,7 +18,7 @@ mod common;
 mod mirror;
 
 use cdl::model::mlp::{Mlp, MlpConfig};
-use cdl::reference::philox::normal_vec;
+use cdl::philox::normal_vec;
 use cdl::reference::tol::{Tol, DEFAULT};
 use cdl::train::checkpoint::{self, Checkpoint};
 use mirror::{gpu_run, python_or_skip, run_mirror, GpuModel, GpuRun, Report, TestDir};

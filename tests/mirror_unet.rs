@@ -20,7 +20,7 @@ mod mirror;
 
 use cdl::model::unet::{self, UNet, UNetConfig};
 use cdl::model::Precond;
-use cdl::reference::philox::normal_vec;
+use cdl::philox::normal_vec;
 use cdl::reference::tol::Tol;
 use cdl::train::checkpoint::{self, Checkpoint};
 use mirror::{gpu_run, python_or_skip, run_mirror, GpuModel, GpuRun, Report, TestDir};

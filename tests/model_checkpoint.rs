@@ -9,7 +9,7 @@ mod common;
 
 use cdl::gpu::GpuError;
 use cdl::model::mlp::{self, Mlp, MlpConfig};
-use cdl::reference::philox::normal_vec;
+use cdl::philox::normal_vec;
 use cdl::train::checkpoint::{self, Checkpoint, MODEL_PREFIX};
 use cdl::train::weights::{insert_params, read_params};
 

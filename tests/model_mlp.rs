@@ -12,8 +12,8 @@ mod common;
 mod oracle;
 
 use cdl::model::mlp::{self, Mlp, MlpConfig, Precond};
+use cdl::philox::normal_vec;
 use cdl::reference::gradcheck::{check, coords, dot};
-use cdl::reference::philox::normal_vec;
 use cdl::reference::to_f64;
 use cdl::reference::tol::{compare, LOOSE};
 use oracle::{tensors, Oracle};

@@ -10,8 +10,8 @@ mod common;
 
 use cdl::gpu::{Dispatch, Gpu};
 use cdl::nn::{Attention, ParamLayout, Params};
+use cdl::philox::normal_vec;
 use cdl::reference::attention::{attention_bwd, attention_fwd, AttentionGrads, AttentionParams, AttentionSaved};
-use cdl::reference::philox::normal_vec;
 use cdl::reference::to_f64;
 use cdl::reference::tol::{compare, LOOSE};
 

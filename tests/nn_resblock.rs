@@ -13,8 +13,8 @@ mod oracle;
 
 use cdl::gpu::{Buffer, Dispatch, Gpu};
 use cdl::nn::{GradMode, ParamLayout, Params, ResBlock};
+use cdl::philox::normal_vec;
 use cdl::reference::gradcheck::{check, coords, dot};
-use cdl::reference::philox::normal_vec;
 use cdl::reference::to_f64;
 use cdl::reference::tol::{compare, LOOSE};
 use oracle::{tensors, Cfg, Oracle};

@@ -1,8 +1,8 @@
 //! Every backward of the foundation references (elementwise, matmul, reductions) against f64
 //! central differences, through the fake loss sum(forward(x) * dout) with a random dout.
 
+use cdl::philox::normal_vec;
 use cdl::reference::gradcheck::{check, coords, dot};
-use cdl::reference::philox::normal_vec;
 use cdl::reference::{elementwise as ew, matmul as mm, reduce as rd, to_f64};
 
 /// A binary op `out = f(x, y)` as the references spell it.

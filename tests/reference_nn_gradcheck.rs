@@ -6,6 +6,7 @@
 //! Shapes are small and not powers of two so that an index mix-up cannot hide behind symmetry.
 
 use cdl::diffusion::schedule::EdmPrecond;
+use cdl::philox::normal_vec;
 use cdl::reference::attention::{
     attention_bwd, attention_fwd, attention_mix_bwd, attention_mix_fwd, attention_scores_bwd, attention_scores_fwd,
     softmax_rows_bwd, softmax_rows_fwd, AttentionGrads, AttentionParams, AttentionSaved, AttentionShape,
@@ -21,7 +22,7 @@ use cdl::reference::resample::{
     avgpool2x2_bwd_input, avgpool2x2_fwd, concat_bwd, concat_fwd, upsample2x_bwd_input, upsample2x_fwd, Nchw,
 };
 use cdl::reference::tol::{self, Tol};
-use cdl::reference::{gradcheck, philox::normal_vec, to_f64};
+use cdl::reference::{gradcheck, to_f64};
 
 const SEED: u64 = 0xC0FF_EE00_0008;
 /// Coordinates checked per tensor (all of them when the tensor is smaller).

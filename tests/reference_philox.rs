@@ -1,9 +1,7 @@
 //! The counter-based generator: Philox known-answer vectors, the integer Box-Muller pieces
 //! against their real-valued definitions, and the distribution of the normals.
 
-use cdl::reference::philox::{
-    box_muller, cordic_q27, neg2ln_q26, philox4x32_10, philox_normal, philox_uniform, sqrt_q21, Stream,
-};
+use cdl::philox::{box_muller, cordic_q27, neg2ln_q26, philox4x32_10, philox_normal, philox_uniform, sqrt_q21, Stream};
 
 /// Known-answer vectors of Random123 (kat_vectors, philox4x32 with 10 rounds).
 #[test]

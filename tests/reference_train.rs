@@ -14,7 +14,7 @@ use std::process::Command;
 
 use cdl::model::{mlp, unet, MlpConfig, Precond, UNetConfig};
 use cdl::nn::ParamLayout;
-use cdl::reference::philox::normal_vec;
+use cdl::philox::normal_vec;
 use cdl::train::checkpoint::{self, Checkpoint};
 use mirror::{python_or_skip, TestDir};
 

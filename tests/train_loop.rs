@@ -20,7 +20,7 @@ struct Blobs {
 
 impl Blobs {
     fn new(n: usize) -> Self {
-        let z = cdl::reference::philox::normal_vec(2 * n, 99, 0);
+        let z = cdl::philox::normal_vec(2 * n, 99, 0);
         let mut points = Vec::with_capacity(2 * n);
         for i in 0..n {
             let (cx, cy) = (if i % 2 == 0 { 1.0 } else { -1.0 }, if i % 4 < 2 { 1.0 } else { -1.0 });

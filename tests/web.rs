@@ -15,7 +15,7 @@ use cdl::gpu::{Gpu, GpuOptions};
 use cdl::model::mlp::{Mlp, MlpConfig};
 use cdl::model::unet::{UNet, UNetConfig};
 use cdl::ops;
-use cdl::reference::philox::normal_vec;
+use cdl::philox::normal_vec;
 use cdl::reference::to_f64;
 use cdl::reference::tol::{compare, LOOSE};
 use wasm_bindgen_test::*;

@@ -10,7 +10,7 @@ use serde_json::{json, Value};
 use cdl::gpu::{Dispatch, Gpu, GpuError};
 use cdl::ops::matmul::{self, Dims, Layout};
 use cdl::ops::reduce;
-use cdl::reference::philox::normal_vec;
+use cdl::philox::normal_vec;
 
 const NAIVE: &str = include_str!("../../dev/kernels/matmul_v0_naive.wgsl");
 
@@ -125,7 +125,7 @@ pub async fn train_step(
     python: Option<&std::path::Path>,
 ) -> Result<Value, String> {
     use cdl::ops::optim;
-    use cdl::reference::optim::AdamConfig;
+    use cdl::train::trainer::AdamConfig;
     let e = |e: GpuError| e.to_string();
     let n = net.params.layout.flat_len();
     let (m, v) = (gpu.zeros("adam m", n).map_err(e)?, gpu.zeros("adam v", n).map_err(e)?);

@@ -523,7 +523,7 @@ pub async fn train(gpu: &Gpu, args: TrainArgs) -> Result<(), String> {
     let cfg = TrainConfig {
         batch: args.batch as usize,
         seed: args.seed,
-        adam: cdl::reference::optim::AdamConfig::adam(args.lr),
+        adam: cdl::train::trainer::AdamConfig::adam(args.lr),
         warmup_steps: args.warmup,
         ema_decay: args.ema,
         grad_clip: (args.clip > 0.0).then_some(args.clip),

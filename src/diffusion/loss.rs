@@ -37,25 +37,24 @@
 //!
 //! # Noise streams
 //! Every random number is a pure function of (seed, step, tag, id) through
-//! `reference::philox::Stream::new(seed, [step, tag, id])`:
+//! `philox::Stream::new(seed, [step, tag, id])`:
 //! - `TAG_HOST`: host draws (id = `HOST_*`: levels, ζ, labels), f64 via `rng::HostRng`;
 //! - `TAG_STD_NOISE`, id = b: the target ε of standard row b;
 //! - `TAG_CDL_NOISE`, id = k·M + m (p-row; also the q-row when paired) or KM + k·M + m (q-row,
 //!   independent draws): the target ε of a CDL row;
 //! - `TAG_CDL_CORRUPT`, id = k: ε₀ of anchor k.
 //!
-//! Element i of a row's noise is normal i of its stream (`reference::philox::philox_normal`), so
+//! Element i of a row's noise is normal i of its stream (`philox::philox_normal`), so
 //! the GPU and `RowPlan::row_input` draw identical numbers.
 
 use super::likelihood::RefGaussian;
 use super::logistic::TruncLogistic;
 use super::logsnr::{shifted_level, sigmoid, softplus, sqrt_sigmoid};
 use super::rng::{row_normals, HostRng};
+use super::rows::{LossHead, RowSpec};
 use super::schedule::{alpha_of_sigma, DdpmSchedule, EdmPrecond, VeSchedule, VpSde};
 use super::{finite, DiffusionError, Result};
-use crate::reference::loss::LossHead;
-use crate::reference::philox::Stream;
-use crate::reference::rows::RowSpec;
+use crate::philox::Stream;
 
 /// Stream tag of host-side draws.
 pub const TAG_HOST: u32 = 0;

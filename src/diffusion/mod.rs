@@ -8,9 +8,11 @@
 //! - `schedule`: DDPM linear-β and iDDPM cosine ↔ α (spec §1.2), VP-SDE / VE / EDM σ ↔ α and the
 //!   EDM preconditioning (spec §1.3, §1.4, §4.3);
 //! - `logistic`: the truncated logistic α sampler with importance weights (spec §1.5);
-//! - `rng`: host uniforms/normals in f64 on top of the counter-based Philox of `reference::philox`;
+//! - `rng`: host uniforms/normals in f64 on top of the counter-based Philox of `philox`;
 //! - `loss`: standard losses and CDL as weighted rows: planning a step, and turning per-row squared
 //!   errors into the loss, the logits f_k and the per-row gradient weights (spec §3, §4, §9b);
+//! - `rows`: the row table and loss-head sizes that the GPU training step reads (the contract
+//!   between `loss` and the row and loss-head kernels);
 //! - `likelihood`: the ITD pointwise −log p(x) (MC and quadrature), p_ζ, the test-set protocol and
 //!   bits/dim, over a CPU `Denoiser` trait (spec §2);
 //! - `gaussian`: the analytic optimal denoiser for Gaussian data and its exact densities, the
@@ -32,6 +34,7 @@ pub mod logistic;
 pub mod logsnr;
 pub mod loss;
 pub mod rng;
+pub mod rows;
 pub mod sampler;
 pub mod schedule;
 

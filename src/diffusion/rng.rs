@@ -1,13 +1,13 @@
 //! Host-side random numbers in f64, as pure functions of (seed, stream words, index).
 //!
-//! What it is: `HostRng`, f64 uniforms and normals built on `reference::philox::philox4x32_10`
-//! with the same key/counter convention as `reference::philox::Stream`, used for host draws (α, ζ,
+//! What it is: `HostRng`, f64 uniforms and normals built on `philox::philox4x32_10`
+//! with the same key/counter convention as `philox::Stream`, used for host draws (α, ζ,
 //! labels, t) and CPU Monte-Carlo checks; and `row_normals`, the f32 integer-Box-Muller normals
 //! that the GPU draws for a row (same values on every target), widened to f64.
 //!
 //! What it is not: a general-purpose RNG; there is no hidden global state and no `rand`.
 
-use crate::reference::philox::{philox4x32_10, philox_normal, Stream};
+use crate::philox::{philox4x32_10, philox_normal, Stream};
 
 /// 2^-52.
 const TWO_M52: f64 = 1.0 / 4_503_599_627_370_496.0;
@@ -47,7 +47,7 @@ impl HostRng {
     }
 
     /// Philox block `block` of the stream: counter (block, w0, w1, w2), key (seed lo, seed hi),
-    /// exactly as `reference::philox::Stream` lays it out.
+    /// exactly as `philox::Stream` lays it out.
     pub fn block(&self, block: u32) -> [u32; 4] {
         let s = self.stream;
         let key = [s.seed as u32, (s.seed >> 32) as u32];

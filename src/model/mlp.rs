@@ -28,8 +28,8 @@
 use crate::gpu::{Buffer, Dispatch, Gpu, GpuError};
 use crate::nn::params::Init;
 use crate::nn::{Linear, ParamId, ParamLayout, Params};
+use crate::ops::groupnorm::GroupNormShape;
 use crate::ops::{elementwise as ew, embedding, groupnorm};
-use crate::reference::groupnorm::GroupNormShape;
 
 /// σ_d of the MLP's "edm" preconditioning: the toy sets are standardised. With σ_d = 1 the
 /// network's input scaling a_in is 1, so the MLP reads x itself (reference/embedding.rs).

@@ -11,7 +11,7 @@
 use super::params::{Init, ParamId, ParamLayout, Params};
 use crate::gpu::{Buffer, Dispatch, Gpu, GpuError};
 use crate::ops::conv2d as op;
-use crate::reference::conv2d::Conv2dShape;
+use crate::ops::conv2d::Conv2dShape;
 
 #[derive(Clone, Copy, Debug)]
 pub struct Conv2d {

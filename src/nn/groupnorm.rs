@@ -9,7 +9,7 @@
 use super::params::{Init, ParamId, ParamLayout, Params};
 use crate::gpu::{Buffer, Dispatch, Gpu, GpuError};
 use crate::ops::groupnorm as op;
-use crate::reference::groupnorm::{GroupNormShape, EPS};
+use crate::ops::groupnorm::{GroupNormShape, EPS};
 
 #[derive(Clone, Copy, Debug)]
 pub struct GroupNorm {

@@ -4,7 +4,7 @@
 //! optimizer step and the EMA one dispatch each over the whole model.
 
 use crate::gpu::{Buffer, Gpu, GpuError, VIEW_ALIGN};
-use crate::reference::philox::{philox_uniform, Stream};
+use crate::philox::{philox_uniform, Stream};
 
 /// Index of a parameter tensor in its layout.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]

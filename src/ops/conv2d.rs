@@ -1,14 +1,85 @@
 //! Launchers for `shaders/conv2d.wgsl`: NCHW convolution with bias (K = 3 or 1, stride 1 or 2)
-//! and its dedicated backward kernels. Shapes come from `reference::conv2d::Conv2dShape`, so a
-//! layer and its reference agree on (B, Cin, Cout, H, W, K, stride, pad) by construction.
+//! and its dedicated backward kernels. `Conv2dShape` is defined here and taken by
+//! `reference::conv2d`, so a layer and its reference agree on (B, Cin, Cout, H, W, K, stride, pad) by construction.
 //!
 //! Overwritten: `out`, `dx`. Accumulated (`+=`): `dweight`, `dbias`.
 
 use super::{f64s, need, prepare, run_read, CheckFuture, CheckResult, Entry, OpSpec};
 use crate::gpu::{Buffer, Dispatch, Gpu, GpuError};
-use crate::reference::conv2d::{self as r, Conv2dShape};
-use crate::reference::philox::normal_vec;
+use crate::philox::normal_vec;
+use crate::reference::conv2d as r;
 use crate::reference::tol::LOOSE;
+
+/// Problem size of one convolution. `h`, `w` are the input size; `pad` is `k / 2` for the
+/// supported odd kernels ("same" padding at stride 1).
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub struct Conv2dShape {
+    pub b: usize,
+    pub cin: usize,
+    pub cout: usize,
+    pub h: usize,
+    pub w: usize,
+    pub k: usize,
+    pub stride: usize,
+    pub pad: usize,
+}
+
+impl Conv2dShape {
+    /// A convolution with "same" padding `k / 2` (k = 3 -> 1, k = 1 -> 0).
+    pub fn new(b: usize, cin: usize, cout: usize, h: usize, w: usize, k: usize, stride: usize) -> Self {
+        Self { b, cin, cout, h, w, k, stride, pad: k / 2 }
+    }
+
+    /// Output height, (H + 2 pad - K) / stride + 1.
+    pub fn ho(&self) -> usize {
+        (self.h + 2 * self.pad - self.k) / self.stride + 1
+    }
+
+    /// Output width, (W + 2 pad - K) / stride + 1.
+    pub fn wo(&self) -> usize {
+        (self.w + 2 * self.pad - self.k) / self.stride + 1
+    }
+
+    /// Elements of x: B * Cin * H * W.
+    pub fn x_len(&self) -> usize {
+        self.b * self.cin * self.h * self.w
+    }
+
+    /// Elements of out: B * Cout * Ho * Wo.
+    pub fn out_len(&self) -> usize {
+        self.b * self.cout * self.ho() * self.wo()
+    }
+
+    /// Elements of weight: Cout * Cin * K * K.
+    pub fn weight_len(&self) -> usize {
+        self.cout * self.cin * self.k * self.k
+    }
+
+    /// The input pixel read by output pixel (oy, ox) at tap (ky, kx), or None in the padding.
+    pub(crate) fn input_pixel(&self, oy: usize, ox: usize, ky: usize, kx: usize) -> Option<(usize, usize)> {
+        let iy = (oy * self.stride + ky).checked_sub(self.pad)?;
+        let ix = (ox * self.stride + kx).checked_sub(self.pad)?;
+        (iy < self.h && ix < self.w).then_some((iy, ix))
+    }
+
+    pub(crate) fn x_idx(&self, b: usize, ci: usize, iy: usize, ix: usize) -> usize {
+        ((b * self.cin + ci) * self.h + iy) * self.w + ix
+    }
+
+    pub(crate) fn w_idx(&self, co: usize, ci: usize, ky: usize, kx: usize) -> usize {
+        ((co * self.cin + ci) * self.k + ky) * self.k + kx
+    }
+
+    pub(crate) fn out_idx(&self, b: usize, co: usize, oy: usize, ox: usize) -> usize {
+        ((b * self.cout + co) * self.ho() + oy) * self.wo() + ox
+    }
+
+    pub(crate) fn check(&self) {
+        assert!(self.k == 1 || self.k == 3, "conv2d: kernel {} unsupported (1 or 3)", self.k);
+        assert!(self.stride == 1 || self.stride == 2, "conv2d: stride {} unsupported", self.stride);
+        assert!(self.h + 2 * self.pad >= self.k && self.w + 2 * self.pad >= self.k);
+    }
+}
 
 /// f32 dot products over Cin K K (fwd), Cout K K (bwd_input) or B Ho Wo (bwd_weight, bwd_bias)
 /// unit-normal terms vs an f64 reference; the longest checked reduction is 768 terms, whose

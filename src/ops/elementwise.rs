@@ -2,8 +2,8 @@
 
 use super::{f64s, need, prepare, run_read, CheckFuture, CheckResult, Entry, OpSpec};
 use crate::gpu::{groups_for, Buffer, Dispatch, Gpu, GpuError};
+use crate::philox::normal_vec;
 use crate::reference::elementwise as r;
-use crate::reference::philox::normal_vec;
 use crate::reference::tol::{compare, STRICT};
 
 pub const SPEC: OpSpec = OpSpec {

@@ -5,8 +5,8 @@
 
 use super::{f64s, need, prepare, run_read, CheckFuture, CheckResult, Entry, OpSpec};
 use crate::gpu::{groups_for, Buffer, Dispatch, Gpu, GpuError};
+use crate::philox::normal_vec;
 use crate::reference::embedding as r;
-use crate::reference::philox::normal_vec;
 use crate::reference::tol::{DEFAULT, STRICT};
 
 /// freq_j = exp(-ln(1e4) j / half) is computed in f32 (WGSL allows exp 3 + 2|x| ulp, at most 21

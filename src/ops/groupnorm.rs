@@ -1,15 +1,55 @@
 //! Launchers for `shaders/groupnorm.wgsl`: GroupNorm forward (saving mean and rstd per (B, G)),
 //! the input gradient (overwritten) and the gamma/beta gradients (accumulated).
 //!
-//! Shapes use the reference's `GroupNormShape` (B, C, H * W, G, eps), so a layer describes its
-//! norm once for both.
+//! `GroupNormShape` (B, C, H * W, G) and `EPS` are defined here and taken by `reference::groupnorm`,
+//! so a layer describes its norm once for both.
 
 use super::{f64s, need, prepare, run_read, CheckFuture, CheckResult, Entry, OpSpec};
 use crate::gpu::{groups_for, Buffer, Dispatch, Gpu, GpuError};
+use crate::philox::normal_vec;
 use crate::reference::groupnorm as r;
-pub use crate::reference::groupnorm::GroupNormShape;
-use crate::reference::philox::normal_vec;
 use crate::reference::tol::DEFAULT;
+
+/// PyTorch's default `eps` for `nn.GroupNorm`.
+pub const EPS: f64 = 1e-5;
+
+/// Problem size: `hw` = H * W (only the spatial size matters), `g` groups dividing `c`.
+#[derive(Clone, Copy, Debug, PartialEq)]
+pub struct GroupNormShape {
+    pub b: usize,
+    pub c: usize,
+    pub hw: usize,
+    pub g: usize,
+    pub eps: f64,
+}
+
+impl GroupNormShape {
+    /// A group norm with PyTorch's eps.
+    pub fn new(b: usize, c: usize, hw: usize, g: usize) -> Self {
+        assert!(g > 0 && c.is_multiple_of(g), "groupnorm: {g} groups do not divide {c} channels");
+        Self { b, c, hw, g, eps: EPS }
+    }
+
+    /// Elements of x: B * C * H * W.
+    pub fn len(&self) -> usize {
+        self.b * self.c * self.hw
+    }
+
+    /// True when the tensor is empty.
+    pub fn is_empty(&self) -> bool {
+        self.len() == 0
+    }
+
+    /// Elements normalised together: (C / G) * H * W.
+    pub fn group_len(&self) -> usize {
+        self.c / self.g * self.hw
+    }
+
+    /// Channel of the `i`-th element of group slice `(b, g)`.
+    pub(crate) fn channel(&self, g: usize, i: usize) -> usize {
+        g * (self.c / self.g) + i / self.hw
+    }
+}
 
 /// Every entry sums thousands of f32 terms in another order than the reference: (C/G)·H·W per
 /// group for the forward and dx, B·H·W per channel for the parameter gradients. Each thread adds

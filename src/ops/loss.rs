@@ -1,9 +1,10 @@
 //! Launchers for `shaders/loss.wgsl`: the training step's loss head over rows (spec §9b).
 
 use super::{need, prepare, run_read, CheckFuture, CheckResult, Entry, OpSpec};
+use crate::diffusion::rows::LossHead;
 use crate::gpu::{groups_for, Buffer, Dispatch, Gpu, GpuError};
-use crate::reference::loss::{self as r, LossHead};
-use crate::reference::philox::{normal_vec, philox_uniform, Stream};
+use crate::philox::{normal_vec, philox_uniform, Stream};
+use crate::reference::loss as r;
 use crate::reference::to_f64;
 use crate::reference::tol::{DEFAULT, LOOSE, STRICT};
 

@@ -2,9 +2,43 @@
 
 use super::{f64s, need, prepare, run_read, CheckFuture, CheckResult, Entry, OpSpec};
 use crate::gpu::{groups_for, Buffer, Dispatch, Gpu, GpuError};
-use crate::reference::matmul::{self as r, MatmulShape};
-use crate::reference::philox::normal_vec;
+use crate::philox::normal_vec;
+use crate::reference::matmul as r;
 use crate::reference::tol::LOOSE;
+
+/// The problem size and storage of one matmul.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub struct MatmulShape {
+    pub m: usize,
+    pub n: usize,
+    pub k: usize,
+    pub trans_a: bool,
+    pub trans_b: bool,
+}
+
+impl MatmulShape {
+    pub fn new(m: usize, n: usize, k: usize) -> Self {
+        Self { m, n, k, trans_a: false, trans_b: false }
+    }
+
+    /// Index of op(a)[i][p] in storage.
+    pub(crate) fn ia(&self, i: usize, p: usize) -> usize {
+        if self.trans_a {
+            p * self.m + i
+        } else {
+            i * self.k + p
+        }
+    }
+
+    /// Index of op(b)[p][j] in storage.
+    pub(crate) fn ib(&self, p: usize, j: usize) -> usize {
+        if self.trans_b {
+            j * self.k + p
+        } else {
+            p * self.n + j
+        }
+    }
+}
 
 /// f32 dot products of length K over unit normals: the rounding error grows like
 /// sqrt(K) * 2^-24 * (partial sum size ~ sqrt(K)), about 2e-5 at K = 300; LOOSE has 5x margin

@@ -1,9 +1,9 @@
 //! Launchers for `shaders/philox.wgsl`: counter-based normals and uniforms, bit-identical to
-//! `reference::philox` on every target.
+//! `philox` on every target.
 
 use super::{need, prepare, run_read, CheckFuture, CheckResult, Entry, OpSpec};
 use crate::gpu::{groups_for, Buffer, Dispatch, Gpu, GpuError};
-use crate::reference::philox::{self as r, Stream};
+use crate::philox::{self as r, Stream};
 use crate::reference::tol::{compare, EXACT};
 
 pub const SPEC: OpSpec = OpSpec {

@@ -3,7 +3,7 @@
 
 use super::{f64s, need, prepare, run_read, CheckFuture, CheckResult, Entry, OpSpec};
 use crate::gpu::{groups_for, Buffer, Dispatch, Gpu, GpuError};
-use crate::reference::philox::normal_vec;
+use crate::philox::normal_vec;
 use crate::reference::reduce as r;
 use crate::reference::tol::{compare, DEFAULT, STRICT};
 

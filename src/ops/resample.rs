@@ -1,14 +1,38 @@
 //! Launchers for `shaders/resample.wgsl`: nearest 2x upsampling, 2x2 average pooling and the
 //! channel concatenation of skip connections, each with its input backward (all overwritten).
 //!
-//! Resample shapes use the reference's `Nchw`, the size of the op's *input* x.
+//! `Nchw` is the size of the op's *input* x; `reference::resample` takes the same type.
 
 use super::{f64s, need, prepare, run_read, CheckFuture, CheckResult, Entry, OpSpec};
 use crate::gpu::{groups_for, Buffer, Dispatch, Gpu, GpuError};
-use crate::reference::philox::normal_vec;
+use crate::philox::normal_vec;
 use crate::reference::resample as r;
-pub use crate::reference::resample::Nchw;
 use crate::reference::tol::{EXACT, STRICT};
+
+/// An NCHW size. For the resample ops it is the size of the *input* x.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub struct Nchw {
+    pub b: usize,
+    pub c: usize,
+    pub h: usize,
+    pub w: usize,
+}
+
+impl Nchw {
+    pub fn new(b: usize, c: usize, h: usize, w: usize) -> Self {
+        Self { b, c, h, w }
+    }
+
+    /// Elements: B * C * H * W.
+    pub fn len(&self) -> usize {
+        self.b * self.c * self.h * self.w
+    }
+
+    /// True when the tensor is empty.
+    pub fn is_empty(&self) -> bool {
+        self.len() == 0
+    }
+}
 
 pub const SPEC: OpSpec = OpSpec {
     name: "resample",

@@ -2,9 +2,10 @@
 //! noise drawn on the GPU from per-row counter-based streams.
 
 use super::{need, prepare, CheckFuture, CheckResult, Entry, OpSpec};
+use crate::diffusion::rows::{RowSpec, ROW_WORDS};
 use crate::gpu::{groups_for, Buffer, Dispatch, Gpu, GpuError};
-use crate::reference::philox::{normal_vec, philox_uniform, Stream};
-use crate::reference::rows::{self as r, RowSpec, ROW_WORDS};
+use crate::philox::{normal_vec, philox_uniform, Stream};
+use crate::reference::rows as r;
 use crate::reference::to_f64;
 use crate::reference::tol::{compare, EXACT, STRICT};
 
@@ -30,7 +31,7 @@ struct Params {
 }
 
 /// inputs, targets (R, N) from the data batch x (B, N) and the packed row table (R * 12 words,
-/// `reference::rows::pack`, uploaded as the bits of an f32 buffer). `batch` is B, to bound the
+/// `diffusion::rows::pack`, uploaded as the bits of an f32 buffer). `batch` is B, to bound the
 /// examples the table may name (the host checks them when it packs).
 #[allow(clippy::too_many_arguments)]
 pub async fn row_inputs(

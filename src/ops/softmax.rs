@@ -3,8 +3,8 @@
 
 use super::{f64s, need, prepare, run_read, CheckFuture, CheckResult, Entry, OpSpec};
 use crate::gpu::{Buffer, Dispatch, Gpu, GpuError};
+use crate::philox::normal_vec;
 use crate::reference::attention as r;
-use crate::reference::philox::normal_vec;
 use crate::reference::tol::DEFAULT;
 
 pub const SPEC: OpSpec = OpSpec {

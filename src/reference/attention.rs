@@ -24,74 +24,10 @@
 //! `dqkv` a piece owns (`attention_scores_bwd`: q and k; `attention_mix_bwd`: v). Accumulated
 //! (`+=`): `dw_qkv`, `db_qkv`, `dw_o`, `db_o`.
 
-use super::conv2d::{conv2d_bwd_bias, conv2d_bwd_input, conv2d_bwd_weight, conv2d_fwd, Conv2dShape};
+use super::conv2d::{conv2d_bwd_bias, conv2d_bwd_input, conv2d_bwd_weight, conv2d_fwd};
 use super::Float;
-
-/// Problem size: B maps of C channels and T tokens, `heads` dividing C.
-#[derive(Clone, Copy, Debug, PartialEq, Eq)]
-pub struct AttentionShape {
-    pub b: usize,
-    pub c: usize,
-    pub t: usize,
-    pub heads: usize,
-}
-
-impl AttentionShape {
-    pub fn new(b: usize, c: usize, t: usize, heads: usize) -> Self {
-        assert!(heads > 0 && c.is_multiple_of(heads), "attention: {heads} heads do not divide {c} channels");
-        Self { b, c, t, heads }
-    }
-
-    /// Channels per head, D = C / heads.
-    pub fn d(&self) -> usize {
-        self.c / self.heads
-    }
-
-    /// Elements of x, out, y: B * C * T.
-    pub fn x_len(&self) -> usize {
-        self.b * self.c * self.t
-    }
-
-    /// Elements of qkv: B * 3C * T.
-    pub fn qkv_len(&self) -> usize {
-        3 * self.x_len()
-    }
-
-    /// Elements of scores and attn: B * heads * T * T.
-    pub fn attn_len(&self) -> usize {
-        self.b * self.heads * self.t * self.t
-    }
-
-    /// Index in qkv of channel d of head h of block `which` (0 = q, 1 = k, 2 = v), token i.
-    fn qkv_idx(&self, b: usize, which: usize, h: usize, d: usize, i: usize) -> usize {
-        ((b * 3 + which) * self.c + h * self.d() + d) * self.t + i
-    }
-
-    /// Index in out (B, C, T) of channel d of head h, token i.
-    fn out_idx(&self, b: usize, h: usize, d: usize, i: usize) -> usize {
-        (b * self.c + h * self.d() + d) * self.t + i
-    }
-
-    /// Index in scores / attn of (query i, key j) of head h.
-    fn attn_idx(&self, b: usize, h: usize, i: usize, j: usize) -> usize {
-        ((b * self.heads + h) * self.t + i) * self.t + j
-    }
-
-    /// 1/sqrt(D), the scaling of the scores ("Attention is all you need", eq. 1).
-    fn scale<T: Float>(&self) -> T {
-        T::one() / T::from(self.d()).unwrap_or_else(T::nan).sqrt()
-    }
-
-    /// The input projection as a convolution: (B, C, 1, T) -> (B, 3C, 1, T), K = 1.
-    pub fn qkv_conv(&self) -> Conv2dShape {
-        Conv2dShape::new(self.b, self.c, 3 * self.c, 1, self.t, 1, 1)
-    }
-
-    /// The output projection as a convolution: (B, C, 1, T) -> (B, C, 1, T), K = 1.
-    pub fn out_conv(&self) -> Conv2dShape {
-        Conv2dShape::new(self.b, self.c, self.c, 1, self.t, 1, 1)
-    }
-}
+/// The oracle takes the layer's own shape type.
+pub use crate::nn::attention::AttentionShape;
 
 /// Parameters of the block. Accepted layouts are those of two 1x1 `nn.Conv2d`s.
 #[derive(Clone, Copy, Debug)]

@@ -13,47 +13,8 @@
 //! Overwritten: `out`, `mean`, `rstd`, `dx`. Accumulated (`+=`): `dgamma`, `dbeta`.
 
 use super::Float;
-
-/// PyTorch's default `eps` for `nn.GroupNorm`.
-pub const EPS: f64 = 1e-5;
-
-/// Problem size: `hw` = H * W (only the spatial size matters), `g` groups dividing `c`.
-#[derive(Clone, Copy, Debug, PartialEq)]
-pub struct GroupNormShape {
-    pub b: usize,
-    pub c: usize,
-    pub hw: usize,
-    pub g: usize,
-    pub eps: f64,
-}
-
-impl GroupNormShape {
-    /// A group norm with PyTorch's eps.
-    pub fn new(b: usize, c: usize, hw: usize, g: usize) -> Self {
-        assert!(g > 0 && c.is_multiple_of(g), "groupnorm: {g} groups do not divide {c} channels");
-        Self { b, c, hw, g, eps: EPS }
-    }
-
-    /// Elements of x: B * C * H * W.
-    pub fn len(&self) -> usize {
-        self.b * self.c * self.hw
-    }
-
-    /// True when the tensor is empty.
-    pub fn is_empty(&self) -> bool {
-        self.len() == 0
-    }
-
-    /// Elements normalised together: (C / G) * H * W.
-    pub fn group_len(&self) -> usize {
-        self.c / self.g * self.hw
-    }
-
-    /// Channel of the `i`-th element of group slice `(b, g)`.
-    fn channel(&self, g: usize, i: usize) -> usize {
-        g * (self.c / self.g) + i / self.hw
-    }
-}
+/// The oracle takes the op's own shape type and epsilon.
+pub use crate::ops::groupnorm::{GroupNormShape, EPS};
 
 fn cast<T: Float>(v: f64) -> T {
     T::from(v).unwrap_or_else(T::nan)

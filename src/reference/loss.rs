@@ -8,45 +8,8 @@
 //! depending on it, so the GPU kernels have a plain reference. Outputs are overwritten.
 
 use super::Float;
-
-/// Sizes and scalars of one step's loss head.
-#[derive(Clone, Copy, Debug, PartialEq)]
-pub struct LossHead<T> {
-    /// S standard rows.
-    pub n_std: usize,
-    /// K anchors.
-    pub anchors: usize,
-    /// M integration points per anchor.
-    pub points: usize,
-    pub lambda_std: T,
-    pub lambda_cdl: T,
-    /// 1/B (authors') or 1/K.
-    pub cdl_norm: T,
-    /// Constant part of the standard loss (h_G or 0).
-    pub std_const: T,
-}
-
-impl<T> LossHead<T> {
-    /// Rows of the step: S + 2KM.
-    pub fn rows(&self) -> usize {
-        self.n_std + 2 * self.anchors * self.points
-    }
-}
-
-impl LossHead<f64> {
-    /// The scalars rounded once to f32, as the GPU head reads them.
-    pub fn to_f32(&self) -> LossHead<f32> {
-        LossHead {
-            n_std: self.n_std,
-            anchors: self.anchors,
-            points: self.points,
-            lambda_std: self.lambda_std as f32,
-            lambda_cdl: self.lambda_cdl as f32,
-            cdl_norm: self.cdl_norm as f32,
-            std_const: self.std_const as f32,
-        }
-    }
-}
+/// The oracle takes the host's own loss-head sizes.
+pub use crate::diffusion::rows::LossHead;
 
 /// The loss values of a step: [total, std, cdl].
 pub type Totals<T> = [T; 3];

@@ -6,40 +6,8 @@
 //! dbias is accumulated (a parameter gradient).
 
 use super::Float;
-
-/// The problem size and storage of one matmul.
-#[derive(Clone, Copy, Debug, PartialEq, Eq)]
-pub struct MatmulShape {
-    pub m: usize,
-    pub n: usize,
-    pub k: usize,
-    pub trans_a: bool,
-    pub trans_b: bool,
-}
-
-impl MatmulShape {
-    pub fn new(m: usize, n: usize, k: usize) -> Self {
-        Self { m, n, k, trans_a: false, trans_b: false }
-    }
-
-    /// Index of op(a)[i][p] in storage.
-    fn ia(&self, i: usize, p: usize) -> usize {
-        if self.trans_a {
-            p * self.m + i
-        } else {
-            i * self.k + p
-        }
-    }
-
-    /// Index of op(b)[p][j] in storage.
-    fn ib(&self, p: usize, j: usize) -> usize {
-        if self.trans_b {
-            j * self.k + p
-        } else {
-            p * self.n + j
-        }
-    }
-}
+/// The oracle takes the op's own shape type.
+pub use crate::ops::matmul::MatmulShape;
 
 /// out = op(a) · op(b) (+ bias). out: (M, N), a: (M, K) or (K, M), b: (K, N) or (N, K), bias: (N,)
 pub fn matmul<T: Float>(out: &mut [T], a: &[T], b: &[T], bias: Option<&[T]>, s: MatmulShape) {

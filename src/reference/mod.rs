@@ -11,7 +11,10 @@
 //! Dimension letters: B batch (rows), M/N/K matmul rows/cols/inner, C channels, H/W height/width,
 //! G groups, T tokens, E embedding width.
 //!
-//! This module depends on nothing else in the crate.
+//! Only the op checks and the tests import this module. It takes the contract types from where they
+//! live (the shapes from `ops`, the row table and loss-head sizes from `diffusion::rows`, the
+//! generator from `philox`) and re-exports them, so a test can name an oracle and its shape from
+//! one place.
 
 pub mod attention;
 pub mod conv2d;
@@ -22,7 +25,6 @@ pub mod groupnorm;
 pub mod loss;
 pub mod matmul;
 pub mod optim;
-pub mod philox;
 pub mod reduce;
 pub mod resample;
 pub mod rows;

@@ -21,59 +21,11 @@
 //! `grad` is read only by `adam_step`.
 
 use super::Float;
+/// The oracle takes the op's own configuration and per-step scalars.
+pub use crate::ops::optim::{adam_step_scalars, AdamConfig, AdamStepScalars};
 
 fn cast<T: Float>(v: f64) -> T {
     T::from(v).unwrap_or_else(T::nan)
-}
-
-/// Hyper-parameters of Adam / AdamW. `decoupled` selects AdamW's weight decay.
-#[derive(Clone, Copy, Debug, PartialEq)]
-pub struct AdamConfig {
-    pub lr: f64,
-    pub beta1: f64,
-    pub beta2: f64,
-    pub eps: f64,
-    pub weight_decay: f64,
-    pub decoupled: bool,
-}
-
-impl AdamConfig {
-    /// `torch.optim.Adam(lr=lr)` defaults: betas (0.9, 0.999), eps 1e-8, no weight decay.
-    pub fn adam(lr: f64) -> Self {
-        Self { lr, beta1: 0.9, beta2: 0.999, eps: 1e-8, weight_decay: 0.0, decoupled: false }
-    }
-
-    /// `torch.optim.AdamW(lr=lr, weight_decay=weight_decay)` (PyTorch's default wd is 1e-2).
-    pub fn adamw(lr: f64, weight_decay: f64) -> Self {
-        Self { weight_decay, decoupled: true, ..Self::adam(lr) }
-    }
-}
-
-/// Host-side scalars of one Adam step, in f64 (uploaded as f32 to the shader).
-#[derive(Clone, Copy, Debug, PartialEq)]
-pub struct AdamStepScalars {
-    /// lr / (1 - beta1^t)
-    pub step_size: f64,
-    /// sqrt(1 - beta2^t)
-    pub bias_correction2_sqrt: f64,
-    /// 1 - lr * wd for AdamW, 1 for Adam.
-    pub param_scale: f64,
-    /// wd for Adam (added to the gradient), 0 for AdamW.
-    pub grad_decay: f64,
-}
-
-/// The scalars of step `t` (1-based: the first update is t = 1).
-pub fn adam_step_scalars(t: u32, cfg: &AdamConfig) -> AdamStepScalars {
-    assert!(t >= 1, "adam: steps count from 1");
-    let t = i32::try_from(t).unwrap_or(i32::MAX);
-    let (param_scale, grad_decay) =
-        if cfg.decoupled { (1.0 - cfg.lr * cfg.weight_decay, 0.0) } else { (1.0, cfg.weight_decay) };
-    AdamStepScalars {
-        step_size: cfg.lr / (1.0 - cfg.beta1.powi(t)),
-        bias_correction2_sqrt: (1.0 - cfg.beta2.powi(t)).sqrt(),
-        param_scale,
-        grad_decay,
-    }
 }
 
 /// One Adam / AdamW update at step `t` (1-based), in place.

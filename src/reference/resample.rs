@@ -12,31 +12,8 @@
 //! including both gradients of `concat_bwd`.
 
 use super::Float;
-
-/// An NCHW size. For the resample ops it is the size of the *input* x.
-#[derive(Clone, Copy, Debug, PartialEq, Eq)]
-pub struct Nchw {
-    pub b: usize,
-    pub c: usize,
-    pub h: usize,
-    pub w: usize,
-}
-
-impl Nchw {
-    pub fn new(b: usize, c: usize, h: usize, w: usize) -> Self {
-        Self { b, c, h, w }
-    }
-
-    /// Elements: B * C * H * W.
-    pub fn len(&self) -> usize {
-        self.b * self.c * self.h * self.w
-    }
-
-    /// True when the tensor is empty.
-    pub fn is_empty(&self) -> bool {
-        self.len() == 0
-    }
-}
+/// The oracle takes the op's own shape type.
+pub use crate::ops::resample::Nchw;
 
 // --- nearest 2x upsampling ----------------------------------------------------------------------
 

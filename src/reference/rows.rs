@@ -7,39 +7,9 @@
 //! in f64 on the host. eps is element i of stream `noise`, eps0 element i of stream `noise0`
 //! (both with the step's seed). Outputs are overwritten.
 
-use super::philox::{philox_normal, Stream};
-
-/// What one row needs, as uploaded (coefficients rounded once to f32).
-#[derive(Clone, Copy, Debug, PartialEq)]
-pub struct RowSpec {
-    /// Example of the data batch the row reads.
-    pub example: u32,
-    /// sqrt(s(alpha)).
-    pub a: f32,
-    /// sqrt(s(-alpha)).
-    pub b: f32,
-    pub y_x: f32,
-    pub y_n0: f32,
-    /// Counter words of the row's noise stream.
-    pub noise: [u32; 3],
-    /// Counter words of the anchor's corruption stream.
-    pub noise0: [u32; 3],
-}
-
-/// u32 words per row in the uploaded table.
-pub const ROW_WORDS: usize = 12;
-
-/// The table the GPU reads: per row [example, a, b, y_x, y_n0 (f32 bits), noise, noise0, pad].
-pub fn pack(rows: &[RowSpec]) -> Vec<u32> {
-    let mut t = Vec::with_capacity(rows.len() * ROW_WORDS);
-    for r in rows {
-        t.extend([r.example, r.a.to_bits(), r.b.to_bits(), r.y_x.to_bits(), r.y_n0.to_bits()]);
-        t.extend(r.noise);
-        t.extend(r.noise0);
-        t.push(0);
-    }
-    t
-}
+/// The oracle takes the host's own row table.
+pub use crate::diffusion::rows::{pack, RowSpec, ROW_WORDS};
+use crate::philox::{philox_normal, Stream};
 
 /// inputs, targets: (R, N); x: (B, N).
 pub fn row_inputs(inputs: &mut [f32], targets: &mut [f32], x: &[f32], rows: &[RowSpec], seed: u64, n: usize) {

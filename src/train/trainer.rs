@@ -21,15 +21,16 @@
 use std::fmt;
 
 use crate::diffusion::loss::{plan_step, LossConfig, StdLoss};
+use crate::diffusion::rows::ROW_WORDS;
 use crate::diffusion::DiffusionError;
 use crate::gpu::{Buffer, Dispatch, Gpu, GpuError};
 use crate::model::Net;
 use crate::ops::loss::{self as head, HeadOut};
+/// The optimizer's configuration, defined with its kernel in `ops::optim`.
+pub use crate::ops::optim::AdamConfig;
 use crate::ops::optim::{self, AdamStep};
 use crate::ops::reduce::{self, SumSq};
 use crate::ops::rows;
-use crate::reference::optim::AdamConfig;
-use crate::reference::rows::ROW_WORDS;
 use crate::train::checkpoint::{Checkpoint, CheckpointError, ADAM_M_PREFIX, ADAM_V_PREFIX, EMA_PREFIX, MODEL_PREFIX};
 use crate::train::weights::{insert_params, read_params};
 

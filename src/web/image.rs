@@ -22,12 +22,12 @@ use crate::diffusion::sampler::{self, ClipDenoised, SamplerConfig};
 use crate::eval::denoiser::GpuDenoiser;
 use crate::gpu::{Gpu, GpuOptions};
 use crate::model::{UNet, UNetConfig};
-use crate::reference::optim::AdamConfig;
 use crate::train::checkpoint::{self, Checkpoint};
 use crate::train::cifar::{self, Cifar, Split};
 use crate::train::data::{data_seed, Batcher};
 use crate::train::recipe::{loss_config, CdlKnobs, LossKind};
 use crate::train::shapes;
+use crate::train::trainer::AdamConfig;
 use crate::train::trainer::{example_variances, Examples, TrainConfig, Trainer};
 
 /// Side of the images (CIFAR-10's, and the shapes drawn for it).

@@ -9,10 +9,10 @@ use super::runtime::LossLog;
 use crate::diffusion::loss::CdlNorm;
 use crate::gpu::Gpu;
 use crate::model::{Mlp, MlpConfig, Precond};
-use crate::reference::optim::AdamConfig;
 use crate::train::checkpoint::Checkpoint;
 use crate::train::data::{data_seed, Batcher, Points, Standardization};
 use crate::train::recipe::{loss_config, CdlKnobs, LossKind};
+use crate::train::trainer::AdamConfig;
 use crate::train::trainer::{StepStats, TrainConfig, Trainer};
 
 /// Most steps one `train` call runs (the trainer's log slots).

@@ -159,7 +159,7 @@ pub struct GpuModel<'a> {
 /// as tools/mirror.py does in torch. Inputs must already be written to the model.
 pub fn gpu_run(gpu: &cdl::gpu::Gpu, m: &GpuModel<'_>, target: &[f32], lr: f64, steps: u32) -> GpuRun {
     use cdl::ops::optim::adam_step;
-    use cdl::reference::optim::AdamConfig;
+    use cdl::train::trainer::AdamConfig;
     let read = |b: &cdl::gpu::Buffer| pollster::block_on(gpu.read(b)).unwrap();
     let n_out = target.len();
     let target_buf = gpu.upload("target", target).unwrap();
