@@ -8,7 +8,7 @@
 // are evaluated by `sincos` below, not by the built-ins: WGSL promises the built-ins only to
 // 2^-11 absolute on [-pi, pi] (SwiftShader, the browser test adapter, is off by 1.9e-4).
 // Scale/shift: y[b, c, :, :] = x[b, c, :, :] * (1 + scale[b, c]) + shift[b, c].
-// Preconditioning (EDM's `EDMPrecond`, spec §1.4(b), §4.3, in eps form; derivation in
+// Preconditioning (EDM's `EDMPrecond`, math.md §1.4(b), §4.3, in eps form; derivation in
 // reference/embedding.rs): for a row whose noise input t stands for the log-SNR
 // alpha = ALPHA_PER_T * t, with s = sigmoid(alpha), sb = sigmoid(-alpha), d = sigma_d^2 and
 // m = 1 + (d - 1) s (= (sigma^2 + d) / (1 + sigma^2), in [min(1, d), max(1, d)]):
@@ -80,7 +80,7 @@ struct Params {
 const WG: u32 = 256u;
 // ln(MAX_PERIOD), MAX_PERIOD = 10000 as DDPM, ADM and EDM.
 const LN_MAX_PERIOD: f32 = 9.210340371976184;
-// The log-SNR per unit of noise input: the networks are fed c_noise = alpha / 8 (spec §8).
+// The log-SNR per unit of noise input: the networks are fed c_noise = alpha / 8 (math.md §8).
 const ALPHA_PER_T: f32 = 8.0;
 
 // (a_in, a_skip, a_out) for log-SNR alpha and sigma_d (see the header); exp of a non-positive

@@ -1,4 +1,4 @@
-// The loss head of a training step over rows (spec §9b): per-row squared errors, the standard
+// The loss head of a training step over rows (math.md §9b): per-row squared errors, the standard
 // loss, CDL logits f_k with their softplus losses, the per-row gradient weights dL/dE_r, and the
 // gradient at the network outputs. Row layout: S standard rows, then the CDL p-rows in [K, M]
 // order, then the q-rows in the same order (diffusion::loss::plan_step). Per-row constants

@@ -1,4 +1,4 @@
-// Row inputs of a training step (spec §9b): input = a (y_x x[example] + y_n0 eps0) + b eps and
+// Row inputs of a training step (math.md §9b): input = a (y_x x[example] + y_n0 eps0) + b eps and
 // target = eps per row, with eps and eps0 drawn from the row's own Philox streams (the same
 // numbers as reference/rows.rs; the generator is common/philox_core.wgsl). Per-row constants are
 // computed in f64 on the host and uploaded as f32 bits in a u32 table of 12 words per row:

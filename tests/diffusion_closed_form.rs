@@ -1,8 +1,8 @@
 //! The likelihood and CDL estimators against closed forms (ARCHITECTURE.md correctness ladder,
 //! step 5): for Gaussian data the optimal ε-predictor is linear (gaussian.rs), so −log p(x),
-//! −log p_ζ(y) and the CDL logit f = log p(y) − log p_ζ(y) are known exactly (spec §2, §3.2).
+//! −log p_ζ(y) and the CDL logit f = log p(y) − log p_ζ(y) are known exactly (math.md §2, §3.2).
 //!
-//! Setup shared by the tests (our own 2-D example; the spec's 2-D Gaussian behind 2.72163 /
+//! Setup shared by the tests (our own 2-D example; the authors' 2-D Gaussian behind 2.72163 /
 //! 2.73814 / f = 0.0165 is not given and could not be reconstructed from those numbers):
 //! data N((0.3, −0.2), diag(1.6, 0.5)), point x = (0.9, −0.7), ζ = 2, integration q = the CDL
 //! toy setting (μ = −mean ln v, s = 3, c = 3), reference Gaussian λ = data variances.
@@ -24,7 +24,7 @@ use cdl::reference::tol::{assert_close, Tol};
 
 const X: [f64; 2] = [0.9, -0.7];
 const ZETA: f64 = 2.0;
-/// Integration points per estimate: the CIFAR CDL setting M = 64 (spec §2.2, §3.2 table).
+/// Integration points per estimate: the CIFAR CDL setting M = 64 (math.md §2.2, §3.2 table).
 const M: usize = 64;
 /// Simpson quadrature of a smooth integrand decaying like e^{−|α|}: [−60, 60] leaves e^{−55}
 /// of tail, 24,000 intervals (h = 0.005) leave O(h^4) ≈ 1e-10 of discretisation error.
@@ -49,11 +49,11 @@ fn repeat<F: FnMut(&mut HostRng) -> f64>(r_n: u32, seed: u64, tag: u32, mut f: F
 }
 
 // ---------------------------------------------------------------------------------------------
-// (★) by quadrature (spec §2.1)
+// (★) by quadrature (math.md §2.1)
 
 #[test]
 fn quadrature_of_itd_identity_gives_exact_log_density_for_any_reference() {
-    // (★) is exact pointwise and its value does not depend on λ (spec §2.1 [D]).
+    // (★) is exact pointwise and its value does not depend on λ (math.md §2.1 [D]).
     let g = data();
     let exact = -g.log_density(&X);
     let refs = [
@@ -71,7 +71,7 @@ fn quadrature_of_itd_identity_gives_exact_log_density_for_any_reference() {
 fn quadrature_averaged_over_data_gives_the_entropy() {
     // Averaging (★) over x ~ p turns mse*(x, α) into the Gaussian's mmse(α) = Σ γv/(1+γv); with the
     // N(0, I) reference the gap no longer vanishes, and h_G + ½∫gap must equal ½Σ ln(2πe v_i)
-    // (the check the brief asks for when the spec's 2.72163 setup is unknown; 1e-5 requested).
+    // (the check the brief asks for when the authors' 2.72163 setup is unknown; 1e-5 requested).
     let g = data();
     let r = RefGaussian::standard(2);
     let mmse = |a: f64| -> f64 {
@@ -84,7 +84,7 @@ fn quadrature_averaged_over_data_gives_the_entropy() {
 
 #[test]
 fn zeta_denoiser_is_the_optimal_denoiser_of_p_zeta() {
-    // Spec §2.3: c(α,ζ)·ε̂(z, α′) must equal the optimal predictor of p_ζ = N(a_ζ m, a_ζ² v + b_ζ²),
+    // math.md §2.3: c(α,ζ)·ε̂(z, α′) must equal the optimal predictor of p_ζ = N(a_ζ m, a_ζ² v + b_ζ²),
     // including at α = 25, ζ = 15 where the naive f32 formulas break (§9 pitfall 1).
     let g = data();
     let z = [0.4, -1.1];
@@ -127,7 +127,7 @@ fn expected_error_formula_matches_monte_carlo() {
 }
 
 // ---------------------------------------------------------------------------------------------
-// (a) ITD Monte-Carlo estimate of −log p(x) (spec §2.2)
+// (a) ITD Monte-Carlo estimate of −log p(x) (math.md §2.2)
 
 #[test]
 fn itd_mc_estimate_matches_exact_log_density() {
@@ -150,13 +150,13 @@ fn itd_mc_estimate_matches_exact_log_density() {
     );
     assert!(bias.abs() < 0.1 * se, "truncation bias {bias} vs SE {se}");
     assert!((m - exact).abs() < 4.0 * se, "MC {m} vs exact {exact} (SE {se})");
-    // The estimator must actually be noisy at M = 64 (spec §2.2: ≈1.1 nats on their example):
+    // The estimator must actually be noisy at M = 64 (math.md §2.2: ≈1.1 nats on their example):
     // a zero or tiny std would mean the draws are not being used.
     assert!(s > 0.3 && s < 5.0, "std per estimate {s}");
 }
 
 // ---------------------------------------------------------------------------------------------
-// (b) CDL logit f = log p(y) − log p_ζ(y) (spec §3.2)
+// (b) CDL logit f = log p(y) − log p_ζ(y) (math.md §3.2)
 
 #[test]
 fn cdl_logit_matches_exact_log_ratio() {
@@ -181,7 +181,7 @@ fn cdl_logit_matches_exact_log_ratio() {
 }
 
 // ---------------------------------------------------------------------------------------------
-// (c) Paired draws have far lower variance (spec §3.2 table: 0.022 vs 1.60 nats at M = 64)
+// (c) Paired draws have far lower variance (math.md §3.2 table: 0.022 vs 1.60 nats at M = 64)
 
 #[test]
 fn paired_draws_have_far_lower_variance_than_independent() {
@@ -194,14 +194,14 @@ fn paired_draws_have_far_lower_variance_than_independent() {
     let (_, sp) = mean_std(&paired);
     let (_, si) = mean_std(&indep);
     println!("std of f at M = {M}: paired {sp:.4}, independent {si:.4}, ratio {:.1}", si / sp);
-    // Ballpark of the spec's table (different 2-D Gaussian): paired ≪ 0.05, independent ~1–3.
+    // Ballpark of math.md's table (different 2-D Gaussian): paired ≪ 0.05, independent ~1–3.
     assert!(sp < 0.05, "paired std {sp}");
     assert!(si > 0.8, "independent std {si}");
     assert!(si / sp > 20.0, "ratio {}", si / sp);
 }
 
 // ---------------------------------------------------------------------------------------------
-// Test-set protocol and bits/dim (spec §2.2, §9 pitfall 10)
+// Test-set protocol and bits/dim (math.md §2.2, §9 pitfall 10)
 
 #[test]
 fn test_protocol_clamps_after_averaging() {
@@ -219,7 +219,7 @@ fn test_protocol_clamps_after_averaging() {
 fn test_protocol_on_a_useless_denoiser_returns_the_reference_entropy() {
     // ε̂ = (1, 1) has mean mse = E||ε − 1||² = 2d = 4 (± 0.15 over 400 examples) while
     // mmse_G(α) < d = 2 at every α, so every clamped gap is 0 and the protocol returns exactly
-    // h_G: one can always switch to the Gaussian denoiser (spec §2.2).
+    // h_G: one can always switch to the Gaussian denoiser (math.md §2.2).
     struct Ones;
     impl Denoiser for Ones {
         fn dim(&self) -> usize {
@@ -275,7 +275,7 @@ fn test_protocol_with_optimal_denoiser_estimates_the_sample_nll() {
 
 #[test]
 fn bits_per_dim_conversions() {
-    // bpd = nats/(d ln 2); discrete-limit = bpd − log2(2/255) = bpd + 6.994 (spec §2.2).
+    // bpd = nats/(d ln 2); discrete-limit = bpd − log2(2/255) = bpd + 6.994 (math.md §2.2).
     let d = 3072;
     let nats = -8400.0;
     assert_close(
@@ -284,7 +284,7 @@ fn bits_per_dim_conversions() {
         &[nats / (3072.0 * std::f64::consts::LN_2)],
         Tol { atol: 1e-15, rtol: 1e-15 },
     );
-    // Spec §2.2: simplified ITD −8400 nats is −3.94 bpd.
+    // math.md §2.2: simplified ITD −8400 nats is −3.94 bpd.
     assert_close("bpd spec", &[bits_per_dim(nats, d)], &[-3.94], Tol { atol: 0.005, rtol: 0.0 });
     assert_close(
         "discrete",

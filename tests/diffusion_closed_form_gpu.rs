@@ -1,8 +1,8 @@
 //! The closed-form checks of tests/diffusion_closed_form.rs (ITD −log p(x), the CDL logit, paired
-//! vs independent draws; spec §2.2, §3.2), run through the real training-step machinery on the GPU:
+//! vs independent draws; math.md §2.2, §3.2), run through the real training-step machinery on the GPU:
 //! `diffusion::loss::plan_step` plans the rows, `ops::rows::row_inputs` builds every row's input
 //! and target on the GPU, and `ops::loss::{row_err, loss_head, loss_grad}` turn network outputs into
-//! the loss, the logits and dL/dpred (spec §9b). The network is replaced by the analytic optimal
+//! the loss, the logits and dL/dpred (math.md §9b). The network is replaced by the analytic optimal
 //! ε-predictor of the Gaussian data (gaussian.rs), evaluated on the host in f64 on the inputs the
 //! GPU built (read back), at the row's conditioning level (α for std and p-rows, α′ for q-rows),
 //! and uploaded as f32 predictions.
@@ -38,7 +38,7 @@ const X: [f32; 2] = [0.9, -0.7];
 const D: usize = 2;
 /// ζ of the CPU tests.
 const ZETA: f64 = 2.0;
-/// Integration points per estimate: the CIFAR CDL setting M = 64 (spec §2.2, §3.2 table).
+/// Integration points per estimate: the CIFAR CDL setting M = 64 (math.md §2.2, §3.2 table).
 const M: usize = 64;
 /// Unit roundoff of f32, 2^-24.
 const U32: f64 = 5.960_464_477_539_063e-8;
@@ -192,7 +192,7 @@ fn copies(n: usize) -> Vec<f32> {
 }
 
 // ---------------------------------------------------------------------------------------------
-// (a) ITD estimate of −log p(x) on the GPU (spec §2.2)
+// (a) ITD estimate of −log p(x) on the GPU (math.md §2.2)
 
 #[test]
 fn gpu_itd_loss_estimates_exact_log_density() {
@@ -260,7 +260,7 @@ fn gpu_itd_loss_estimates_exact_log_density() {
 }
 
 // ---------------------------------------------------------------------------------------------
-// (b), (c) CDL logits on the GPU (spec §3.2)
+// (b), (c) CDL logits on the GPU (math.md §3.2)
 
 /// One anchor's GPU logit against the exact f(y_k, ζ_k).
 struct AnchorLogit {
@@ -370,7 +370,7 @@ fn gpu_paired_draws_have_far_lower_variance_than_independent() {
              std {s:.4}, SE {se:.5}"
         );
         assert!(n >= K / 4, "{name}: only {n} clean anchors of {K}");
-        // Both estimators are unbiased (spec §3.2).
+        // Both estimators are unbiased (math.md §3.2).
         assert!(m.abs() < 4.0 * se, "{name}: mean(f̂ − f*) {m} (SE {se})");
         stds.push((s, se));
     }

@@ -1,5 +1,5 @@
-//! Unit tests of the log-SNR constants (spec §1.1, §2.3, §9 pitfall 1), the host RNG and the
-//! truncated logistic sampler with importance weights (spec §1.5). CPU, f64.
+//! Unit tests of the log-SNR constants (math.md §1.1, §2.3, §9 pitfall 1), the host RNG and the
+//! truncated logistic sampler with importance weights (math.md §1.5). CPU, f64.
 
 // Tests may unwrap: a failed unwrap is a failed test, with its message.
 #![allow(clippy::unwrap_used)]
@@ -54,7 +54,7 @@ fn vp_coefficients_keep_relative_accuracy_at_large_alpha() {
 
 #[test]
 fn x_hat_inverts_the_channel() {
-    // With the true ε as ε̂, x̂ = (z − b ε)/a must return x (spec §1.1).
+    // With the true ε as ε̂, x̂ = (z − b ε)/a must return x (math.md §1.1).
     let x = [0.3, -1.2, 2.0];
     let eps = [1.1, 0.4, -0.7];
     for &alpha in &[-6.0, 0.0, 9.0] {
@@ -68,7 +68,7 @@ fn x_hat_inverts_the_channel() {
 }
 
 // ---------------------------------------------------------------------------------------------
-// α′ and c (spec §2.3, §9 pitfall 1)
+// α′ and c (math.md §2.3, §9 pitfall 1)
 
 #[test]
 fn alpha_prime_and_c_match_high_precision_values() {
@@ -151,7 +151,7 @@ fn host_rng_moments() {
 }
 
 // ---------------------------------------------------------------------------------------------
-// Truncated logistic (spec §1.5)
+// Truncated logistic (math.md §1.5)
 
 #[test]
 fn truncated_logistic_weight_integrates_f_equal_one_to_2cs() {
@@ -167,8 +167,8 @@ fn truncated_logistic_weight_integrates_f_equal_one_to_2cs() {
     let (m, s) = mean_std(&w);
     let se = s / (n as f64).sqrt();
     assert!((m - 24.0).abs() < 4.0 * se, "MC E_q[w] = {m} ± {se}");
-    // The spec's CIFAR numbers: α ∈ [−8, 16], w ∈ [14.5, 80.2] (§1.5 table). The closed form
-    // s·tanh(c/2)/(s(c)s(−c)) = 80.143 at the edge: the spec's 80.2 is 0.07% high, so the edge is
+    // math.md's CIFAR numbers: α ∈ [−8, 16], w ∈ [14.5, 80.2] (§1.5 table). The closed form
+    // s·tanh(c/2)/(s(c)s(−c)) = 80.143 at the edge: math.md's 80.2 is 0.07% high, so the edge is
     // checked against the formula written out here, and against the spec to 0.1.
     let (lo, hi) = q.range();
     assert_eq!((lo, hi), (-8.0, 16.0));

@@ -1,4 +1,4 @@
-//! Loss rows (spec §3.3, §3.4, §4, §9b): the row-ordering contract, the planned constants, the
+//! Loss rows (math.md §3.3, §3.4, §4, §9b): the row-ordering contract, the planned constants, the
 //! row-weight gradient against f64 central differences of the total loss, the guards, and the CDL
 //! logits computed through the plan against the exact Gaussian log-ratio.
 
@@ -78,7 +78,7 @@ fn rows_follow_the_ordering_contract() {
             let (p, q) = (plan.rows[p_i], plan.rows[q_i]);
             assert_eq!((p.kind, q.kind), (RowKind::CdlP, RowKind::CdlQ));
             assert_eq!((p.anchor, p.point, q.anchor, q.point), (k as u32, m as u32, k as u32, m as u32));
-            // Paired: same input level, same noise, q conditioned at α′ with scale c (spec §3.2).
+            // Paired: same input level, same noise, q conditioned at α′ with scale c (math.md §3.2).
             assert_eq!((p.input_alpha, p.alpha, p.scale), (q.input_alpha, p.input_alpha, 1.0));
             assert_eq!(q.alpha, alpha_prime(p.alpha, an.zeta));
             assert_eq!(q.scale, q_scale(p.alpha, q.alpha));
@@ -135,7 +135,7 @@ fn labels_are_a_fair_coin() {
 }
 
 // ---------------------------------------------------------------------------------------------
-// Standard losses: levels and weights (spec §4)
+// Standard losses: levels and weights (math.md §4)
 
 #[test]
 fn standard_loss_levels_and_weights() {
@@ -151,7 +151,7 @@ fn standard_loss_levels_and_weights() {
     let (lo, hi) = p.rows.iter().fold((f64::MAX, f64::MIN), |(l, h), r| (l.min(r.alpha), h.max(r.alpha)));
     assert!(lo < -9.5 && hi > 8.0, "DDPM alpha range [{lo}, {hi}]");
 
-    // EDM: α = −2 ln σ ~ N(2.4, 2.4²); weight (1 + 4e^{−α})/B (spec §4.3). SE of the mean
+    // EDM: α = −2 ln σ ~ N(2.4, 2.4²); weight (1 + 4e^{−α})/B (math.md §4.3). SE of the mean
     // 2.4/sqrt(2000) = 0.054, of the std 2.4/sqrt(4000) = 0.038; bounds 4 SE.
     let p = plan_step(&LossConfig::standard(StdLoss::edm()), b_n, 1, 0).unwrap();
     let a: Vec<f64> = p.rows.iter().map(|r| r.alpha).collect();
@@ -161,7 +161,7 @@ fn standard_loss_levels_and_weights() {
         assert_close("EDM weight", &[r.weight], &[(1.0 + 4.0 * (-r.alpha).exp()) / bf], Tol { atol: 0.0, rtol: 1e-14 });
     }
 
-    // Song VP / VE: plain ε-MSE (weight 1/B) over their α ranges (spec §1.3).
+    // Song VP / VE: plain ε-MSE (weight 1/B) over their α ranges (math.md §1.3).
     let p = plan_step(&LossConfig::standard(StdLoss::VpSong(VpSde::default())), b_n, 1, 0).unwrap();
     assert!(p.rows.iter().all(|r| r.alpha > -10.06 && r.alpha < 13.82 && r.weight == 1.0 / bf));
     let p = plan_step(&LossConfig::standard(StdLoss::VeSong(VeSchedule::default())), b_n, 1, 0).unwrap();
@@ -181,9 +181,9 @@ fn standard_loss_levels_and_weights() {
 }
 
 // ---------------------------------------------------------------------------------------------
-// (d) Gradient of the total loss w.r.t. network outputs, through the row weights (spec §9b)
+// (d) Gradient of the total loss w.r.t. network outputs, through the row weights (math.md §9b)
 
-/// The total loss computed directly from network outputs, from the spec's formulas (§3.3, §3.4),
+/// The total loss computed directly from network outputs, from math.md's formulas (§3.3, §3.4),
 /// not through `evaluate`: L_std from ITD/EDM definitions, f_k = (1/(2M))Σ w·(E_q − E_p) (paired)
 /// or the difference of two NLL estimates (independent), ℓ = ln(1 + e^{−y f}).
 fn direct_loss(cfg: &LossConfig, plan: &RowPlan, tgt: &[f64], out: &[f64], d: usize) -> f64 {
@@ -294,7 +294,7 @@ fn row_weight_gradient_matches_central_differences() {
         // STYLE.md practice 8(a): f64 gradcheck at 1e-6 relative (plus 1e-9 absolute for the
         // near-zero entries).
         assert_close("dL/d eps_hat", &grad, &fd, Tol { atol: 1e-9, rtol: 1e-6 });
-        // Some CDL row weights are negative (spec §9b): the q-rows of a clean anchor and the
+        // Some CDL row weights are negative (math.md §9b): the q-rows of a clean anchor and the
         // p-rows of a noisy one.
         assert!(sl.row_weights.iter().any(|w| *w < 0.0));
         for (k, an) in plan.anchors.iter().enumerate() {
@@ -434,7 +434,7 @@ fn planned_cdl_logits_match_the_exact_gaussian_log_ratio() {
 #[test]
 fn planned_itd_std_loss_estimates_the_nll() {
     // With a reference Gaussian the ITD L_std is h_G + (1/B)Σ_b ½w_b(E_b − mmse_G(α_b)): an
-    // estimate of the batch-average −log p (spec §3.3). 10,000 steps of B = 4 (one α per example,
+    // estimate of the batch-average −log p (math.md §3.3). 10,000 steps of B = 4 (one α per example,
     // so each step is noisy: std ≈ 7 nats, SE ≈ 0.07).
     let g = GaussianData::new(vec![0.3, -0.2], vec![1.6, 0.5]).unwrap();
     let xs = [0.9, -0.7, -1.2, 0.4, 0.1, 0.1, 2.0, -1.5];

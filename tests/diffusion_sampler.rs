@@ -1,4 +1,4 @@
-//! Samplers against closed forms (spec §6): with the analytic optimal denoiser of Gaussian data
+//! Samplers against closed forms (math.md §6): with the analytic optimal denoiser of Gaussian data
 //! N(m, diag(v)) every sampler's output must have the data's mean and variance; the parallel
 //! Picard sampler with τ → 0 reproduces the sequential DDPM trajectory (same pre-sampled noise);
 //! pass counts never exceed the number of steps.
@@ -258,7 +258,7 @@ impl cdl::diffusion::likelihood::Denoiser for Mixture {
     }
 }
 
-/// ParaDiGMS's iteration written out from spec §6.5 for one batch of `n` samples, without the
+/// ParaDiGMS's iteration written out from math.md §6.5 for one batch of `n` samples, without the
 /// crate's sampler: every pass evaluates ε̂ at the window as it stands, computes all drifts from
 /// that snapshot, rebuilds the window by cumulative sums, measures each point's change against
 /// τ²·d·v (v the next step's posterior variance; the last point only when reproduced exactly),

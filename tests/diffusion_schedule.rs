@@ -1,4 +1,4 @@
-//! Schedule mappings to and from log-SNR α: DDPM linear-β and the α → t lookup (spec §1.2),
+//! Schedule mappings to and from log-SNR α: DDPM linear-β and the α → t lookup (math.md §1.2),
 //! iDDPM cosine (§1.2), VP-SDE and VE (§1.3), EDM σ and ε̂ ↔ D (§1.4), EDM weights (§4.3).
 
 // Tests may unwrap: a failed unwrap is a failed test, with its message.
@@ -22,7 +22,7 @@ const SPEC_2DP: Tol = Tol { atol: 0.00500001, rtol: 0.0 };
 fn ddpm_schedule_endpoints() {
     let s = DdpmSchedule::ho();
     assert_eq!(s.steps(), 1000);
-    // Spec §1.2: α_0 = +9.21, α_999 = −10.12.
+    // math.md §1.2: α_0 = +9.21, α_999 = −10.12.
     assert_close("alpha_0, alpha_999", &[s.logsnr[0], s.logsnr[999]], &[9.21, -10.12], SPEC_2DP);
     // α_0 = logit(1 − 1e-4) exactly.
     assert_close("alpha_0 exact", &[s.logsnr[0]], &[logit(1.0 - 1e-4)], F64_FUNC);
@@ -49,7 +49,7 @@ fn logsnr2t_is_monotone_clamped_and_per_sample() {
         assert!((0.0..=999.9 + 1e-9).contains(&t));
         prev = t;
     }
-    // α outside ≈[−10.1, 9.2] clamps to an endpoint (spec §1.2).
+    // α outside ≈[−10.1, 9.2] clamps to an endpoint (math.md §1.2).
     assert_eq!(lut.t(20.0), 0.0);
     assert_close("t(-20)", &[lut.t(-20.0)], &[999.9], F64_FUNC);
     // The lookup maps each DDPM α_t back near t, but not exactly: the code's 10× grid scales β by
@@ -95,10 +95,10 @@ fn cosine_closed_form_round_trips() {
 #[test]
 fn vp_sde_range_and_inverse() {
     let vp = VpSde::default();
-    // Spec §1.3: σ ∈ [0.001, 152.2], α ∈ [−10.05, 13.82] over t ∈ [1e-5, 1].
+    // math.md §1.3: σ ∈ [0.001, 152.2], α ∈ [−10.05, 13.82] over t ∈ [1e-5, 1].
     assert_close("sigma(eps_t)", &[vp.sigma(1e-5)], &[0.001], Tol { atol: 5e-6, rtol: 0.0 });
     assert_close("sigma(1)", &[vp.sigma(1.0)], &[152.2], Tol { atol: 0.05, rtol: 0.0 });
-    // The spec's 13.82 is −2 ln 0.001 = 13.8155 rounded; σ(1e-5) = 1.0005e-3 gives 13.8145, hence
+    // math.md's 13.82 is −2 ln 0.001 = 13.8155 rounded; σ(1e-5) = 1.0005e-3 gives 13.8145, hence
     // ±0.01 for that end.
     assert_close("alpha(1)", &[vp.alpha(1.0)], &[-10.05], SPEC_2DP);
     assert_close("alpha(eps_t)", &[vp.alpha(1e-5)], &[13.82], Tol { atol: 0.01, rtol: 0.0 });
@@ -117,7 +117,7 @@ fn vp_sde_range_and_inverse() {
 
 #[test]
 fn ve_and_edm_sigma_ranges() {
-    // Spec §1.3: VE σ ∈ [0.02, 100] ↔ α ∈ [−9.21, 7.82]; EDM sampler σ ∈ [0.002, 80] ↔ α ∈ [−8.76, 12.43].
+    // math.md §1.3: VE σ ∈ [0.02, 100] ↔ α ∈ [−9.21, 7.82]; EDM sampler σ ∈ [0.002, 80] ↔ α ∈ [−8.76, 12.43].
     let (lo, hi) = VeSchedule::default().alpha_range();
     assert_close("VE alpha range", &[lo, hi], &[-9.21, 7.82], SPEC_2DP);
     assert_close("EDM sampler alpha range", &[alpha_of_sigma(80.0), alpha_of_sigma(0.002)], &[-8.76, 12.43], SPEC_2DP);
@@ -132,7 +132,7 @@ fn ve_and_edm_sigma_ranges() {
 #[test]
 fn edm_eps_denoiser_round_trip_and_optimal_gaussian_denoiser() {
     // For 1-D-per-coordinate Gaussian data N(0, σ_d²), the ideal EDM denoiser is
-    // D(x_σ) = x_σ·σ_d²/(σ²+σ_d²) (STYLE.md practice 13). Turned into ε̂ by spec §1.4(b) it
+    // D(x_σ) = x_σ·σ_d²/(σ²+σ_d²) (STYLE.md practice 13). Turned into ε̂ by math.md §1.4(b) it
     // must equal the analytic VP ε-predictor of gaussian.rs at α = −2 ln σ.
     let sd = 0.5;
     let data = GaussianData::new(vec![0.0; 3], vec![sd * sd; 3]).unwrap();
@@ -161,7 +161,7 @@ fn edm_preconditioning_and_eps_weight() {
     let p = EdmPrecond::default();
     for &alpha in &[-6.0, 0.0, 2.4, 8.0] {
         let s = sigma_of_alpha(alpha);
-        // λ(σ)·σ² = 1 + 4e^{−α} for σ_d = 0.5 (spec §4.3).
+        // λ(σ)·σ² = 1 + 4e^{−α} for σ_d = 0.5 (math.md §4.3).
         assert_close("eps weight", &[p.eps_weight(alpha)], &[p.loss_weight(s) * s * s], F64_FUNC);
         assert_close("1+4e^-a", &[p.eps_weight(alpha)], &[1.0 + 4.0 * (-alpha).exp()], F64_FUNC);
         // Karras et al. Table 1 in terms of c_in = 1/sqrt(σ²+σ_d²): c_in²(σ²+σ_d²) = 1,

@@ -1,4 +1,4 @@
-//! `eval::mmd` and `eval::swd`: the spec §5.1 MMD estimator against a literal brute-force copy of
+//! `eval::mmd` and `eval::swd`: the math.md §5.1 MMD estimator against a literal brute-force copy of
 //! the formula and against the Gaussian closed form, and the sliced Wasserstein distance against
 //! exact 1-D W2 and brute-force quantile integrals. Statistical checks state their tolerance as a
 //! number of standard errors, estimated from repeats or derived in the test.
@@ -40,7 +40,7 @@ fn expected_kernel(delta: &[f64], var: f64, h: f64) -> f64 {
     (h / (h + var)).powf(0.5 * d) * (-dd / (2.0 * (h + var))).exp() / (TAU * h).sqrt()
 }
 
-/// The spec §5.1 estimator written out literally: mean over i<j of k(y_i,y_j) + mean_i[(Σ_j
+/// The math.md §5.1 estimator written out literally: mean over i<j of k(y_i,y_j) + mean_i[(Σ_j
 /// k(x_i,x_j) − k(x_i,x_i))/(n−1)] − 2·mean k(x_i,y_j), with k from the formula (not `kernel`).
 fn brute_force_mmd(x: &[f64], y: &[f64], d: usize, h: f64) -> f64 {
     let k = |a: &[f64], b: &[f64]| {
@@ -119,7 +119,7 @@ fn mmd_matches_brute_force_spec_formula() {
     let yf: Vec<f32> = y.iter().map(|&v| v as f32).collect();
     let widened = |v: &[f32]| v.iter().map(|&a| f64::from(a)).collect::<Vec<_>>();
     assert_eq!(mmd_f32(&xf, &yf, d, h).unwrap(), mmd(&widened(&xf), &widened(&yf), d, h).unwrap());
-    // `kernel` is the spec's k.
+    // `kernel` is math.md's k.
     let k = kernel(&[0.1, 0.2], &[0.3, -0.1], 0.03);
     let want = (-(0.04 + 0.09) / 0.06f64).exp() / (TAU * 0.03).sqrt();
     assert!((k - want).abs() < 1e-15, "{k} vs {want}");
@@ -137,7 +137,7 @@ fn mmd_is_symmetric() {
 
 #[test]
 fn mmd_same_distribution_is_zero_within_noise() {
-    // 16 repeats of two independent samples of 2000 points of N(0, I₂), h = 0.03 (the spec's
+    // 16 repeats of two independent samples of 2000 points of N(0, I₂), h = 0.03 (math.md's
     // setting). The estimator is unbiased, so the mean over repeats must lie within 3 standard
     // errors (sd/sqrt(R)) of 0. A biased V-statistic (diagonal included) would be off by about
     // k(0)·(1/n + 1/m) = 2.3e-3, which is checked to be far outside that band.

@@ -2,7 +2,7 @@
 //! oracle, the reference attention and the CPU references: output, dx and every parameter
 //! gradient, with a random upstream gradient. The oracle's own backward is checked against central
 //! differences first, on a smaller net, so a wrong composition cannot hide behind agreement with
-//! the GPU. Also: the presets' sizes (spec §8) and the refusal of configs the device or the
+//! the GPU. Also: the presets' sizes (math.md §8) and the refusal of configs the device or the
 //! attention layer cannot take. The oracle and GPU checks also run with EDM's preconditioning
 //! ("edm", σ_d = 0.5).
 
@@ -242,7 +242,7 @@ fn gradients_repeat(cfg: UNetConfig) {
     assert_eq!(first_dx, pollster::block_on(gpu.read(&model.dx)).unwrap());
 }
 
-/// The presets' parameter counts, at the scale of spec §8 (a plain PyTorch re-implementation:
+/// The presets' parameter counts, at the scale of math.md §8 (a plain PyTorch re-implementation:
 /// A 1.67 M, B 6.65 M).
 #[test]
 fn preset_sizes() {

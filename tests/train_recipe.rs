@@ -40,7 +40,7 @@ fn itd_and_cdl_levels_cover_every_sampler_on_toys_and_images() {
                 let (sa, sb) = s.alpha_range().unwrap();
                 assert!(a <= sa && b >= sb, "{kind}: {} leaves [{a}, {b}]", s.name());
             }
-            // The spec's (μ, s) are kept; only the clip is widened, never narrowed below 3.
+            // math.md's (μ, s) are kept; only the clip is widened, never narrowed below 3.
             if let Some(c) = &cfg.cdl {
                 assert!(c.q.c >= 3.0 && c.q.s >= 3.0, "{:?}", c.q);
             }

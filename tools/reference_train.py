@@ -3,18 +3,18 @@
 `cdl train` against (issue: equal sample quality at equal budgets).
 
 It trains the mirror of src/model/mlp.rs or src/model/unet.rs (tools/mirror.py: same network, same
-parameter names) with the recipe `cdl train` runs, written from the spec (shared/spec/cdl-math.md)
+parameter names) with the recipe `cdl train` runs, written from math.md (`docs/math.md`)
 and torch's own building blocks, never from CDL's Rust code:
 
 - losses: ddpm (t ~ U{0..999} of Ho's schedule, plain ε-MSE summed over the coordinates, §4.1),
   itd (truncated-logistic log-SNR with importance weights, §1.5 and §2.2) and cdl (ITD + the
   contrastive loss with K anchors, M points, paired draws and Σ/B normalisation, §3.4);
-- the network's noise input is α/8 (spec §8);
+- the network's noise input is α/8 (math.md §8);
 - torch.optim.Adam, linear learning-rate warm-up, an EMA with the (1+s)/(10+s) warm-up,
   optional global-norm clipping (torch.nn.utils.clip_grad_norm_);
 - mini-batches from a fresh random permutation every epoch.
 
-Then it draws samples with DDPM ancestral sampling (spec §6.1: variance β_t, no noise on the last
+Then it draws samples with DDPM ancestral sampling (math.md §6.1: variance β_t, no noise on the last
 step) from the EMA weights, in float64, and writes one safetensors file holding the samples and
 the trained weights under CDL's checkpoint names (`model.*`, `ema.*`), so `cdl sample` can read the
 same weights.
@@ -46,7 +46,7 @@ T_DDPM = 1000
 
 
 def ddpm_alpha_bar(dtype=torch.float64):
-    """ᾱ_t of Ho's linear schedule, β_t = linspace(1e-4, 0.02, 1000) (spec §1.2)."""
+    """ᾱ_t of Ho's linear schedule, β_t = linspace(1e-4, 0.02, 1000) (math.md §1.2)."""
     beta = torch.linspace(1e-4, 0.02, T_DDPM, dtype=torch.float64)
     return torch.cumprod(1.0 - beta, 0).to(dtype)
 
@@ -56,7 +56,7 @@ def logit(p):
 
 
 class Logistic:
-    """Truncated logistic over log-SNR (spec §1.5): α = μ + s·logit(u), u ~ U(σ(−c), σ(c)), with
+    """Truncated logistic over log-SNR (math.md §1.5): α = μ + s·logit(u), u ~ U(σ(−c), σ(c)), with
     the importance weight w = s·tanh(c/2)/(σ(r)σ(−r)), r = (α−μ)/s."""
 
     def __init__(self, mu, s, c):
@@ -85,7 +85,7 @@ def logistic_arg(text):
 
 def integration_range(x, arch):
     """The authors' (μ, s, c) without `--levels`: for 2-D points μ = −mean ln var_i, s = 3, c = 3
-    (spec §1.5); for images the spec's CIFAR constants. `cdl bench quality` always passes the
+    (math.md §1.5); for images math.md's CIFAR constants. `cdl bench quality` always passes the
     levels `cdl train` used, which are wider (they cover the samplers' range)."""
     if arch == "mlp":
         var = x.double().var(0, unbiased=False).clamp_min(1e-12)
@@ -99,7 +99,7 @@ def expand(v, like):
 
 
 def noisy(x, alpha, eps):
-    """x_α = sqrt(σ(α)) x + sqrt(σ(−α)) ε (spec §1.1)."""
+    """x_α = sqrt(σ(α)) x + sqrt(σ(−α)) ε (math.md §1.1)."""
     return expand(torch.sigmoid(alpha).sqrt(), x) * x + expand(torch.sigmoid(-alpha).sqrt(), x) * eps
 
 
@@ -126,7 +126,7 @@ def loss_fn(model, x, args, q, gen, alpha_bar_logsnr):
     loss = 0.5 * (w.float() * err).mean()
     if args.loss == "itd":
         return loss
-    # CDL (spec §3.4), paired draws, ζ from --zeta (`cdl bench quality` passes cdl train's: the
+    # CDL (math.md §3.4), paired draws, ζ from --zeta (`cdl bench quality` passes cdl train's: the
     # authors' toy logistic for points, the CIFAR one for images), else the integration logistic.
     k, m = args.anchors, args.points
     zeta, _ = (args.zeta or q).sample((k,), gen)
@@ -149,7 +149,7 @@ def loss_fn(model, x, args, q, gen, alpha_bar_logsnr):
 
 @torch.no_grad()
 def ddpm_sample(model, n, shape, steps, gen):
-    """DDPM ancestral sampling (spec §6.1) over the `steps`-step respacing of Ho's schedule
+    """DDPM ancestral sampling (math.md §6.1) over the `steps`-step respacing of Ho's schedule
     (ᾱ at round(i·999/(steps−1))), variance β_t, no noise on the last step; float64 state."""
     ab_full = ddpm_alpha_bar()
     ts = [(i * 999 + (steps - 1) // 2) // (steps - 1) for i in range(steps)] if steps < T_DDPM else range(T_DDPM)

@@ -8,7 +8,7 @@
 //!   preconditioning in every arm (`--precond`); a UNet has it in the EDM arms (the paper's VP
 //!   baseline) and is a plain ε-network in the others, as `cdl train` defaults.
 //! - Samplers: sequential DDPM-T and the parallel Picard sampler over the same DDPM-T transition
-//!   with the same variance (`--variance`, default the authors' β̃: spec §6.2, §9 pitfall 11),
+//!   with the same variance (`--variance`, default the authors' β̃: math.md §6.2, §9 pitfall 11),
 //!   τ = 0.1, no window; DDIM and EDM Heun (deterministic).
 //! - Toy metrics: MMD (h = 0.03) against held-out data and its floor (the held-out set against a
 //!   second held-out set of the same size: what two samples of the data itself score); the
@@ -521,7 +521,7 @@ pub async fn toy(gpu: &Gpu, args: ToyArgs) -> Result<(), String> {
             if ai == 0 {
                 table.floor.push(mmd(second, reference, d, MMD_BANDWIDTH).map_err(|e| e.to_string())?);
             }
-            // The ITD test NLL on the held-out points (spec §2.2), in bits/dim.
+            // The ITD test NLL on the held-out points (math.md §2.2), in bits/dim.
             let mut den =
                 GpuDenoiser::from_checkpoint(gpu, &trained.ck, EVAL_ROWS, true).await.map_err(|e| e.to_string())?;
             let var = vec![1.0; d];
@@ -663,7 +663,7 @@ pub async fn images(gpu: &Gpu, args: ImagesArgs) -> Result<(), String> {
                 plan.train(gpu, &base, arm, seed, &dir.join(format!("seed-{seed}")).join(arm.name())).await?;
             table.push_arm(ai, "train_seconds", train_s);
             table.alpha_ranges[ai] = trained.alpha_range();
-            // The ITD test NLL on the held-out images (spec §2.2), continuous bits/dim, over the
+            // The ITD test NLL on the held-out images (math.md §2.2), continuous bits/dim, over the
             // ITD loss's own integration range and the images' per-pixel reference Gaussian.
             let q = default_q(LossKind::Itd, &variances).map_err(|e| e.to_string())?;
             let r = RefGaussian::from_variances(&variances).map_err(|e| e.to_string())?;

@@ -27,13 +27,13 @@ pub(super) const EVAL_ROWS: usize = 8192;
 
 #[derive(Clone, Copy, Debug, PartialEq, Eq, ValueEnum)]
 pub enum SamplerKind {
-    /// DDPM ancestral, variance β_t (spec §6.1).
+    /// DDPM ancestral, variance β_t (math.md §6.1).
     Ddpm,
-    /// DDIM, η = 0 (spec §6.3).
+    /// DDIM, η = 0 (math.md §6.3).
     Ddim,
-    /// EDM Heun, deterministic unless --churn > 0 (spec §6.4).
+    /// EDM Heun, deterministic unless --churn > 0 (math.md §6.4).
     Heun,
-    /// Parallel Picard iteration over the DDPM transition (spec §6.5).
+    /// Parallel Picard iteration over the DDPM transition (math.md §6.5).
     Parallel,
 }
 
@@ -353,7 +353,7 @@ const DIR_BATCH_BYTES: usize = 2 << 30;
 
 /// `--out DIR` for image models: one PNG per sample, `DIR/000000.png`, `DIR/000001.png`, … (a
 /// flat folder, which pytorch-fid and EDM's fid.py both read), pixels with EDM's uint8 convention
-/// clip(x·127.5 + 128, 0, 255) (spec §7.1). Batches of at most `DIR_BATCH` samples, fewer when the
+/// clip(x·127.5 + 128, 0, 255) (math.md §7.1). Batches of at most `DIR_BATCH` samples, fewer when the
 /// model would need more than `DIR_BATCH_BYTES` or the adapter's largest binding; batch b draws
 /// with seed + b, so the first images do not depend on n.
 async fn sample_dir(gpu: &Gpu, args: &SampleArgs) -> Result<(), String> {

@@ -64,7 +64,7 @@ pub struct TrainArgs {
     /// built-in procedural set of coloured shapes on gradients (10,000 images, no download).
     #[arg(long, default_value = "moons")]
     pub data: String,
-    /// Model: mlp (2-D points), unet-tiny (16 px), unet-compact or unet-small (32 px, spec §8).
+    /// Model: mlp (2-D points), unet-tiny (16 px), unet-compact or unet-small (32 px, math.md §8).
     #[arg(long, default_value = "mlp", value_parser = ["mlp", "unet-tiny", "unet-compact", "unet-small"])]
     pub model: String,
     /// Image data: class-conditional UNet on CIFAR-10's labels.
@@ -118,11 +118,11 @@ pub struct TrainArgs {
     pub cdl_norm: String,
     /// ITD and CDL: location μ of the truncated logistic the log-SNR levels α are drawn from
     /// (α = μ + s·logit(u), |α − μ| ≤ c·s). Default: −mean ln(variance) for 2-D points, the
-    /// spec's CIFAR constants for images.
+    /// math.md's CIFAR constants for images.
     #[arg(long, allow_hyphen_values = true)]
     #[serde(default)]
     pub levels_mu: Option<f64>,
-    /// ITD and CDL: scale s of that logistic. Default 3 for 2-D points, the spec's for images.
+    /// ITD and CDL: scale s of that logistic. Default 3 for 2-D points, math.md's for images.
     #[arg(long)]
     #[serde(default)]
     pub levels_scale: Option<f64>,
@@ -830,7 +830,7 @@ fn load_data(args: &TrainArgs) -> Result<Data, String> {
             args.data
         ));
     };
-    // Per-pixel variances over up to 2,000 examples (the reference Gaussian, spec §2.1).
+    // Per-pixel variances over up to 2,000 examples (the reference Gaussian, math.md §2.1).
     let variances = cdl::train::trainer::example_variances(examples.as_ref(), 2000);
     Ok(Data { examples, variances, standard: (Vec::new(), Vec::new()) })
 }

@@ -1,7 +1,7 @@
 //! Gaussian data N(m, diag(v)): the analytic optimal ε-predictor and exact densities, the
 //! closed-form oracle for the likelihood and CDL code (ARCHITECTURE.md correctness ladder, step 5).
 //!
-//! What it is: for x ~ N(m, diag(v)) and z = a·x + b·ε (a = sqrt(s(α)), b = sqrt(s(−α)), spec §1.1),
+//! What it is: for x ~ N(m, diag(v)) and z = a·x + b·ε (a = sqrt(s(α)), b = sqrt(s(−α)), math.md §1.1),
 //! each coordinate (z_i, ε_i) is jointly Gaussian with Cov(ε_i, z_i) = b and
 //! Var z_i = a²v_i + b², so the MMSE predictor is linear:
 //!
@@ -9,7 +9,7 @@
 //! ε̂*_i(z, α) = E[ε_i | z_i] = b·(z_i − a·m_i)/(a²v_i + b²).
 //! ```
 //!
-//! Its pointwise expected error at a fixed x (the mse*(x, α) of spec §2.1) follows from
+//! Its pointwise expected error at a fixed x (the mse*(x, α) of math.md §2.1) follows from
 //! ε − ε̂ = (1 − k_i b)ε_i − k_i a (x_i − m_i), k_i = b/(a²v_i + b²), γ = e^α:
 //!
 //! ```text
@@ -18,7 +18,7 @@
 //!
 //! With the data reference (λ_i = v_i) the gap in (★) is Σ_i γ((x_i−m_i)² − v_i)/(1+γv_i)², whose
 //! α-integral is Σ_i ((x_i−m_i)²/v_i − 1): (★) gives back −log N(x; m, v) exactly.
-//! The once-corrupted distribution p_ζ is again Gaussian: N(a_ζ m, a_ζ² v + b_ζ²) (spec §2.3).
+//! The once-corrupted distribution p_ζ is again Gaussian: N(a_ζ m, a_ζ² v + b_ζ²) (math.md §2.3).
 //!
 //! What it is not: a model of image data; correlated Gaussians reduce to this by rotation only when
 //! m = 0 (the VP noise is isotropic), which the tests do not need.
@@ -68,7 +68,7 @@ impl GaussianData {
         self.var.iter().map(|v| 0.5 * (c + v.ln())).sum()
     }
 
-    /// p_ζ = law of sqrt(s(ζ))·x + sqrt(s(−ζ))·ε₀: N(a_ζ m, s(ζ) v + s(−ζ)) (spec §2.3).
+    /// p_ζ = law of sqrt(s(ζ))·x + sqrt(s(−ζ))·ε₀: N(a_ζ m, s(ζ) v + s(−ζ)) (math.md §2.3).
     pub fn noisy(&self, zeta: f64) -> Self {
         let (s_pos, s_neg) = (sigmoid(zeta), sigmoid(-zeta));
         let a = s_pos.sqrt();
@@ -83,7 +83,7 @@ impl GaussianData {
         self.noisy(zeta).log_density(y)
     }
 
-    /// The exact CDL logit f*(y) = ln p(y) − ln p_ζ(y) (spec §3.1). y: (d,)
+    /// The exact CDL logit f*(y) = ln p(y) − ln p_ζ(y) (math.md §3.1). y: (d,)
     pub fn logit(&self, y: &[f64], zeta: f64) -> f64 {
         self.log_density(y) - self.log_density_zeta(y, zeta)
     }
@@ -110,13 +110,13 @@ impl GaussianData {
     }
 
     /// mse*(x, α) = E_ε||ε − ε̂*(x_α, α)||², the pointwise expected error of the optimal denoiser
-    /// (spec §2.1). x: (d,)
+    /// (math.md §2.1). x: (d,)
     pub fn expected_err(&self, x: &[f64], alpha: f64) -> f64 {
         self.linear_expected_err(x, alpha, alpha, 1.0)
     }
 
-    /// E_ε||ε − c·ε̂*(y_α, α′)||², the expected error of the optimal p_ζ predictor (spec §2.3),
-    /// i.e. the q-row error of CDL (spec §3.2). y: (d,)
+    /// E_ε||ε − c·ε̂*(y_α, α′)||², the expected error of the optimal p_ζ predictor (math.md §2.3),
+    /// i.e. the q-row error of CDL (math.md §3.2). y: (d,)
     pub fn expected_err_zeta(&self, y: &[f64], alpha: f64, zeta: f64) -> f64 {
         let sl = shifted_level(alpha, zeta);
         self.linear_expected_err(y, alpha, sl.alpha_prime, sl.c)

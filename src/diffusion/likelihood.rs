@@ -1,10 +1,10 @@
 //! Pointwise log-likelihood from an ε-denoiser (ITD), the noisy density p_ζ, the CDL logit, and
-//! the test-set protocol with bits/dim (spec §2, §3.2).
+//! the test-set protocol with bits/dim (math.md §2, §3.2).
 //!
 //! What it is: over the CPU `Denoiser` trait, in f64,
-//! - the identity (★) −log p(x) = h_G + ½∫[mse*(x,α) − mmse_G(α)]dα (spec §2.1) [Kong, Brekelmans,
+//! - the identity (★) −log p(x) = h_G + ½∫[mse*(x,α) − mmse_G(α)]dα (math.md §2.1) [Kong, Brekelmans,
 //!   Ver Steeg, "Information-Theoretic Diffusion", ICLR 2023], as a Monte-Carlo estimator with the
-//!   truncated logistic of spec §1.5 (`nll_mc`, spec §2.2) and as a deterministic quadrature over α
+//!   truncated logistic of math.md §1.5 (`nll_mc`, math.md §2.2) and as a deterministic quadrature over α
 //!   of a known expected error (`nll_quadrature`);
 //! - the optimal denoiser of p_ζ built from that of p at the shifted level (`ZetaDenoiser`, §2.3);
 //! - the CDL logit f = log p(y) − log p_ζ(y) with paired or independent draws (`cdl_logit_mc`, §3.2);
@@ -14,7 +14,7 @@
 //! What it is not: the training loss (see `loss`, which uses the same estimator as rows), or GPU code.
 //!
 //! Denoiser contract: `eps_hat(z, alpha, out)` evaluates one example; z and out are (d,), α is a
-//! log-SNR (spec §1.1). A network wrapper maps α to its own conditioning (schedule.rs).
+//! log-SNR (math.md §1.1). A network wrapper maps α to its own conditioning (schedule.rs).
 
 use super::logistic::TruncLogistic;
 use super::logsnr::{shifted_level, sigmoid, vp_coefs};
@@ -32,7 +32,7 @@ pub trait Denoiser {
     fn eps_hat(&self, z: &[f64], alpha: f64, out: &mut [f64]);
 }
 
-/// The reference Gaussian G of (★), given by its covariance eigenvalues λ_i (spec §2.1). Its value
+/// The reference Gaussian G of (★), given by its covariance eigenvalues λ_i (math.md §2.1). Its value
 /// cancels exactly; it is a control variate that sets the estimator's variance and truncation error.
 #[derive(Clone, Debug, PartialEq)]
 pub struct RefGaussian {
@@ -46,7 +46,7 @@ impl RefGaussian {
         Self { log_var: vec![0.0; d] }
     }
 
-    /// From eigenvalues or per-coordinate variances (the "diagonal λ" of spec §2.1, §9 pitfall 9).
+    /// From eigenvalues or per-coordinate variances (the "diagonal λ" of math.md §2.1, §9 pitfall 9).
     pub fn from_variances(var: &[f64]) -> Result<Self> {
         if let Some(v) = var.iter().find(|v| !(v.is_finite() && **v > 0.0)) {
             return Err(DiffusionError::Config(format!("reference variance {v} must be positive and finite")));
@@ -77,10 +77,10 @@ pub fn sq_dist(a: &[f64], b: &[f64]) -> f64 {
 }
 
 // ---------------------------------------------------------------------------------------------
-// p_ζ: the optimal denoiser of a once-corrupted distribution (spec §2.3)
+// p_ζ: the optimal denoiser of a once-corrupted distribution (math.md §2.3)
 
-/// ε̂_ζ(z, α) = c(α,ζ)·ε̂(z, α′(α,ζ)): the optimal ε-predictor of p_ζ from that of p (spec §2.3),
-/// with α′ and c from logsumexp/log-sigmoids (spec §9 pitfall 1).
+/// ε̂_ζ(z, α) = c(α,ζ)·ε̂(z, α′(α,ζ)): the optimal ε-predictor of p_ζ from that of p (math.md §2.3),
+/// with α′ and c from logsumexp/log-sigmoids (math.md §9 pitfall 1).
 pub struct ZetaDenoiser<'a, D: Denoiser + ?Sized> {
     /// The clean-data denoiser.
     pub inner: &'a D,
@@ -102,7 +102,7 @@ impl<D: Denoiser + ?Sized> Denoiser for ZetaDenoiser<'_, D> {
 }
 
 // ---------------------------------------------------------------------------------------------
-// Monte-Carlo estimators (spec §2.2, §3.2)
+// Monte-Carlo estimators (math.md §2.2, §3.2)
 
 /// Scratch buffers for one pointwise evaluation: ε, z, ε̂, all (d,).
 struct Work {
@@ -115,7 +115,7 @@ impl Work {
     fn new(d: usize) -> Self {
         Self { eps: vec![0.0; d], z: vec![0.0; d], out: vec![0.0; d] }
     }
-    /// Draws ε and builds z = sqrt(s(α))·x + sqrt(s(−α))·ε (spec §1.1).
+    /// Draws ε and builds z = sqrt(s(α))·x + sqrt(s(−α))·ε (math.md §1.1).
     fn draw(&mut self, x: &[f64], alpha: f64, rng: &mut HostRng) {
         rng.fill_normal(&mut self.eps);
         let c = vp_coefs(alpha);
@@ -146,7 +146,7 @@ fn check_dims(what: &str, d: usize, x: usize, reference: Option<&RefGaussian>) -
 }
 
 /// −log p̂(x) = h_G + (1/(2M))·Σ_m w(α_m)·(||ε_m − ε̂(x_{α_m}, α_m)||² − mmse_G(α_m)), α_m ~ q,
-/// ε_m ~ N(0, I), all x_{α_m} from the same x (spec §2.2). Uniforms for α and normals for ε come
+/// ε_m ~ N(0, I), all x_{α_m} from the same x (math.md §2.2). Uniforms for α and normals for ε come
 /// from `rng` (its two disjoint sequences). x: (d,)
 pub fn nll_mc<D: Denoiser + ?Sized>(
     den: &D,
@@ -171,17 +171,17 @@ pub fn nll_mc<D: Denoiser + ?Sized>(
     Ok(reference.h_g() + acc / (2.0 * m as f64))
 }
 
-/// How the two density terms of the CDL logit draw their (α, ε) (spec §3.2).
+/// How the two density terms of the CDL logit draw their (α, ε) (math.md §3.2).
 #[derive(Clone, Copy, Debug)]
 pub enum Draws<'a> {
     /// Common random numbers: the same α_m, ε_m and y_{α_m} in both terms; h_G and mmse_G cancel
-    /// exactly and are dropped (the spec's recommendation, [D]).
+    /// exactly and are dropped (math.md's recommendation, [D]).
     Paired,
     /// The official code: two independent `nll_x` estimates, each with its own h_G/mmse_G terms.
     Independent(&'a RefGaussian),
 }
 
-/// f̂ ≈ log p(y) − log p_ζ(y), the CDL logit (spec §3.2), with M points per density term.
+/// f̂ ≈ log p(y) − log p_ζ(y), the CDL logit (math.md §3.2), with M points per density term.
 /// Paired: f̂ = (1/(2M))·Σ_m w_m·(||ε_m − c_m·ε̂(y_{α_m}, α′_m)||² − ||ε_m − ε̂(y_{α_m}, α_m)||²).
 /// Independent: f̂ = [−log p̂_ζ(y)] − [−log p̂(y)] with separate draws (the ζ term first). y: (d,)
 pub fn cdl_logit_mc<D: Denoiser + ?Sized>(
@@ -237,7 +237,7 @@ pub fn simpson<F: Fn(f64) -> f64>(f: F, lo: f64, hi: f64, n: usize) -> f64 {
 }
 
 /// −log p(x) = h_G + ½∫_lo^hi [mse(α) − mmse_G(α)] dα by Simpson with `n` intervals, for a known
-/// expected pointwise error mse(α) = E_ε||ε − ε̂(x_α, α)||² (spec §2.1 (★)). Use a range wide enough
+/// expected pointwise error mse(α) = E_ε||ε − ε̂(x_α, α)||² (math.md §2.1 (★)). Use a range wide enough
 /// that the gap has decayed (it falls like e^{−|α|} for Gaussian-like data), or the q support to
 /// get the truncated value the MC estimator targets.
 pub fn nll_quadrature<F: Fn(f64) -> f64>(mse: F, reference: &RefGaussian, lo: f64, hi: f64, n: usize) -> f64 {
@@ -245,7 +245,7 @@ pub fn nll_quadrature<F: Fn(f64) -> f64>(mse: F, reference: &RefGaussian, lo: f6
 }
 
 // ---------------------------------------------------------------------------------------------
-// Test-set protocol and bits/dim (spec §2.2, §9 pitfall 10)
+// Test-set protocol and bits/dim (math.md §2.2, §9 pitfall 10)
 
 /// −log p = h_G + (1/(2M))·Σ_m w_m·min(mse_m − mmse_G(α_m), 0), where mse_m is the MSE at α_m
 /// already **averaged over the data set** (ITD `test_nll`: average first, then clamp, because one
@@ -282,7 +282,7 @@ pub struct TestNll {
 
 /// The ITD test protocol [ITD scripts/test.py, `test_nll`]: M α points drawn once from q and
 /// sorted, each evaluated on every example with a fresh ε; the MSE is averaged over the data per
-/// α, then the gap is clamped at 0 (spec §2.2). ITD uses M = 1000. data: (N, d) row-major.
+/// α, then the gap is clamped at 0 (math.md §2.2). ITD uses M = 1000. data: (N, d) row-major.
 pub fn test_nll<D: Denoiser + ?Sized>(
     den: &D,
     data: &[f64],
@@ -326,7 +326,7 @@ pub fn test_nll<D: Denoiser + ?Sized>(
 /// Bin width of 8-bit data scaled to [−1, 1]: Δ = 2/255.
 pub const BIN_8BIT: f64 = 2.0 / 255.0;
 
-/// Continuous bits/dim: nats/(d·ln 2). State d with the number (spec §9 pitfall 10).
+/// Continuous bits/dim: nats/(d·ln 2). State d with the number (math.md §9 pitfall 10).
 pub fn bits_per_dim(nats: f64, d: usize) -> f64 {
     nats / (d as f64 * std::f64::consts::LN_2)
 }

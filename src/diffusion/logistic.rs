@@ -1,4 +1,4 @@
-//! Truncated logistic distribution of log-SNR levels, with importance weights (spec §1.5).
+//! Truncated logistic distribution of log-SNR levels, with importance weights (math.md §1.5).
 //!
 //! What it is: q(α) = logistic(μ, s) truncated to [μ − c·s, μ + c·s], sampled by inverse CDF
 //! (u ~ U(s(−c), s(c)), α = μ + s·logit(u)), with weight w(α) = 1/q(α) = s·tanh(c/2)/(s(r)s(−r)),
@@ -8,7 +8,8 @@
 //! What it is not: the ζ sampler of CDL as such (that is a second instance of this type, see
 //! `loss::ZetaDist`), nor the integrand.
 //!
-//! Variance: w grows like s·e^c/4 at the clip edges; keep c ≤ 4 (spec §2.2, §9 pitfall 5).
+//! Variance: w reaches about s·e^c at the clip edges, e^c/4 times its centre value; keep c small
+//! (math.md §1.5, §2.2, §9 pitfall 5; the from-scratch defaults widen c to cover the samplers).
 
 use super::logsnr::{log_sigmoid, logit, sigmoid};
 use super::{finite, DiffusionError, Result};
@@ -29,7 +30,7 @@ impl TruncLogistic {
     pub const ITD_CIFAR: Self = Self { mu: 6.261363983154297, s: 3.0976245403289795, c: 4.0 };
     /// CDL CIFAR-10 fine-tuning integration: (4, 4, 3), α ∈ [−8, 16] [CDL diffusionmodel_test.py].
     pub const CDL_CIFAR: Self = Self { mu: 4.0, s: 4.0, c: 3.0 };
-    /// CDL CIFAR-10 ζ distribution: (10.5, 1.5, 3), ζ ∈ [6, 15] (spec §3.1).
+    /// CDL CIFAR-10 ζ distribution: (10.5, 1.5, 3), ζ ∈ [6, 15] (math.md §3.1).
     pub const CDL_ZETA_CIFAR: Self = Self { mu: 10.5, s: 1.5, c: 3.0 };
 
     /// Checked constructor: μ finite, s > 0, c > 0, all finite.
@@ -52,7 +53,7 @@ impl TruncLogistic {
     /// (μ, s) "estimated from data" [ITD `dataset_info`]: with λ_i the covariance eigenvalues (or,
     /// diagonally, per-coordinate variances), μ = −mean ln λ_i and s = sqrt(1 + (3/π)·Var ln λ_i).
     /// The code's constant is 3/π, not the moment-matching 3/π², and `torch.var` is the unbiased
-    /// (n−1) variance; both are reproduced (spec §1.5). Needs ≥ 2 positive finite variances.
+    /// (n−1) variance; both are reproduced (math.md §1.5). Needs ≥ 2 positive finite variances.
     pub fn from_variances(variances: &[f64], c: f64) -> Result<Self> {
         let n = variances.len();
         if n < 2 {
@@ -68,7 +69,7 @@ impl TruncLogistic {
     }
 
     /// The CDL toy setting (d ≤ 2): μ = −mean ln var_i, s = 3 hard-coded, c = 3
-    /// [CDL diffusionmodel.py `dataset_info`; spec §1.5 table].
+    /// [CDL diffusionmodel.py `dataset_info`; math.md §1.5 table].
     pub fn cdl_toy(variances: &[f64]) -> Result<Self> {
         if variances.is_empty() {
             return Err(DiffusionError::Shape("cdl_toy needs at least 1 variance".into()));

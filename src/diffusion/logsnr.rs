@@ -1,8 +1,8 @@
 //! The variance-preserving channel indexed by log-SNR α, and its stable f64 constants.
 //!
-//! What it is: spec §1.1 (x_α = sqrt(s(α))·x + sqrt(s(−α))·ε, SNR = e^α), the shifted level
-//! α′ of a noisy distribution p_ζ and its output scale c (spec §2.3), computed with logsumexp and
-//! log-sigmoids so they stay exact for |α| well beyond 20 (spec §9 pitfall 1, §9b).
+//! What it is: math.md §1.1 (x_α = sqrt(s(α))·x + sqrt(s(−α))·ε, SNR = e^α), the shifted level
+//! α′ of a noisy distribution p_ζ and its output scale c (math.md §2.3), computed with logsumexp and
+//! log-sigmoids so they stay exact for |α| well beyond 20 (math.md §9 pitfall 1, §9b).
 //!
 //! What it is not: schedules (see `schedule`) or samplers of α (see `logistic`).
 //!
@@ -23,7 +23,7 @@ pub fn sigmoid(u: f64) -> f64 {
     }
 }
 
-/// softplus(u) = ln(1 + e^u), linear for large u and e^u for very negative u (spec §9 pitfall 6).
+/// softplus(u) = ln(1 + e^u), linear for large u and e^u for very negative u (math.md §9 pitfall 6).
 pub fn softplus(u: f64) -> f64 {
     u.max(0.0) + (-u.abs()).exp().ln_1p()
 }
@@ -50,13 +50,13 @@ pub fn logsumexp(v: &[f64]) -> f64 {
     m + v.iter().map(|x| (x - m).exp()).sum::<f64>().ln()
 }
 
-/// sqrt(s(u)) = exp(½ ln s(u)): the data coefficient of the channel at level u (spec §1.1).
+/// sqrt(s(u)) = exp(½ ln s(u)): the data coefficient of the channel at level u (math.md §1.1).
 pub fn sqrt_sigmoid(u: f64) -> f64 {
     (0.5 * log_sigmoid(u)).exp()
 }
 
 // ---------------------------------------------------------------------------------------------
-// The VP channel (spec §1.1)
+// The VP channel (math.md §1.1)
 
 /// The two coefficients of x_α = a·x + b·ε: a = sqrt(s(α)), b = sqrt(s(−α)), a² + b² = 1.
 #[derive(Clone, Copy, Debug, PartialEq)]
@@ -73,7 +73,7 @@ pub fn vp_coefs(alpha: f64) -> VpCoefs {
     VpCoefs { a: sqrt_sigmoid(alpha), b: sqrt_sigmoid(-alpha) }
 }
 
-/// Clean-data estimate x̂ = sqrt(1+e^{−α})·z − e^{−α/2}·ε̂ (spec §1.1). z, eps_hat, out: (d,)
+/// Clean-data estimate x̂ = sqrt(1+e^{−α})·z − e^{−α/2}·ε̂ (math.md §1.1). z, eps_hat, out: (d,)
 pub fn x_hat(out: &mut [f64], z: &[f64], eps_hat: &[f64], alpha: f64) {
     // sqrt(1+e^{−α}) = 1/sqrt(s(α)); e^{−α/2} = sqrt(s(−α))/sqrt(s(α)).
     let VpCoefs { a, b } = vp_coefs(alpha);
@@ -82,13 +82,13 @@ pub fn x_hat(out: &mut [f64], z: &[f64], eps_hat: &[f64], alpha: f64) {
     }
 }
 
-/// Factor k with ∇_z log p_α(z) = k·ε̂(z, α), k = −1/sqrt(s(−α)) (spec §1.1 "score").
+/// Factor k with ∇_z log p_α(z) = k·ε̂(z, α), k = −1/sqrt(s(−α)) (math.md §1.1 "score").
 pub fn score_factor(alpha: f64) -> f64 {
     -1.0 / sqrt_sigmoid(-alpha)
 }
 
 // ---------------------------------------------------------------------------------------------
-// Shifted level of a noisy distribution p_ζ (spec §2.3, §3.2)
+// Shifted level of a noisy distribution p_ζ (math.md §2.3, §3.2)
 
 /// α′ = logit(s(α)·s(ζ)) = −logsumexp(−α, −ζ, −α−ζ): the level seen from clean data when the
 /// α-channel is applied on top of one corruption at ζ (1/SNR values add up). Always α′ < min(α, ζ).
@@ -98,7 +98,7 @@ pub fn alpha_prime(alpha: f64, zeta: f64) -> f64 {
 }
 
 /// c = sqrt(s(−α)/s(−α′)) = exp(½(ln s(−α) − ln s(−α′))), the output scale of the q-row:
-/// ε̂_ζ(z, α) = c·ε̂(z, α′) (spec §2.3). c ∈ (0, 1].
+/// ε̂_ζ(z, α) = c·ε̂(z, α′) (math.md §2.3). c ∈ (0, 1].
 pub fn q_scale(alpha: f64, alpha_prime: f64) -> f64 {
     (0.5 * (log_sigmoid(-alpha) - log_sigmoid(-alpha_prime))).exp()
 }
@@ -112,7 +112,7 @@ pub struct ShiftedLevel {
     pub c: f64,
 }
 
-/// α′(α, ζ) and c(α, ζ) together (spec §2.3, §9 pitfall 1).
+/// α′(α, ζ) and c(α, ζ) together (math.md §2.3, §9 pitfall 1).
 pub fn shifted_level(alpha: f64, zeta: f64) -> ShiftedLevel {
     let alpha_prime = alpha_prime(alpha, zeta);
     ShiftedLevel { alpha_prime, c: q_scale(alpha, alpha_prime) }

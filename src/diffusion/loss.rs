@@ -1,13 +1,13 @@
 //! Training losses as weighted rows: the host plans a step's rows, the GPU returns per-row squared
 //! errors, and a pure function turns them into the loss, the CDL logits and the per-row gradient
-//! weights (spec §3, §4, §9b; ARCHITECTURE.md "The training step").
+//! weights (math.md §3, §4, §9b; ARCHITECTURE.md "The training step").
 //!
 //! What it is: `LossConfig` (a standard loss — DDPM, ITD, EDM, Song VP/VE — optionally plus the CDL
 //! term), `plan_step` (draws every level, weight, label and noise stream id of one step on the host,
 //! in f64, from counter-based Philox streams), and `evaluate` (row errors → loss and dL/dE_r).
 //!
 //! What it is not: the network, the weighted-MSE kernel, or the optimizer. No gradient flows
-//! through the row weights: they are constants of the backward pass (spec §9b step 3).
+//! through the row weights: they are constants of the backward pass (math.md §9b step 3).
 //!
 //! # Rows
 //! A row is one network evaluation. With x_b the batch example `example`, ε₀ the anchor's
@@ -31,7 +31,7 @@
 //! - rows [S, S+KM): CDL p-rows, ordered [K, M]: row S + k·M + m is anchor k, point m, at level α;
 //! - rows [S+KM, S+2KM): CDL q-rows, ordered [K, M]: row S + KM + k·M + m, at level α′, scale c.
 //!
-//! The CDL block is the [2, K, M] layout of the spec §3.4 pseudo-code. Anchor k reads example k
+//! The CDL block is the [2, K, M] layout of the math.md §3.4 pseudo-code. Anchor k reads example k
 //! (x[:K]). With paired draws a q-row has the same input and target as its p-row; with independent
 //! draws (official) it has its own α, weight and noise.
 //!
@@ -78,21 +78,21 @@ pub const HOST_CDL_LEVELS_Q: u32 = 4;
 // ---------------------------------------------------------------------------------------------
 // Configuration
 
-/// The standard (denoising) loss, L_std (spec §4). Each is a weighted ε-MSE over B rows.
+/// The standard (denoising) loss, L_std (math.md §4). Each is a weighted ε-MSE over B rows.
 #[derive(Clone, Debug, PartialEq)]
 pub enum StdLoss {
     /// No standard rows (CDL alone).
     None,
-    /// DDPM (spec §4.1) [Ho et al. 2020]: t ~ U{0..T−1} of Ho's linear schedule, α = logit ᾱ_t,
+    /// DDPM (math.md §4.1) [Ho et al. 2020]: t ~ U{0..T−1} of Ho's linear schedule, α = logit ᾱ_t,
     /// weight 1/B (sum over pixels, mean over the batch, as the CDL code).
     Ddpm,
-    /// ITD (spec §4.2, §2.2) — the official CDL L_std: α ~ truncated logistic q, weight w(α)/(2B);
+    /// ITD (math.md §4.2, §2.2) — the official CDL L_std: α ~ truncated logistic q, weight w(α)/(2B);
     /// with `LossConfig::reference` the value also carries h_G and −mmse_G(α) (an NLL estimate).
     Itd {
         /// Integration distribution of α.
         q: TruncLogistic,
     },
-    /// EDM (spec §4.3) [Karras et al. 2022, `EDMLoss`]: ln σ ~ N(p_mean, p_std²), α = −2 ln σ
+    /// EDM (math.md §4.3) [Karras et al. 2022, `EDMLoss`]: ln σ ~ N(p_mean, p_std²), α = −2 ln σ
     /// (so α ~ N(2.4, 2.4²) by default), weight (1 + e^{−α}/σ_d²)/B on the ε-error.
     Edm {
         /// Mean of ln σ, −1.2.
@@ -102,12 +102,12 @@ pub enum StdLoss {
         /// σ_data (0.5) for the weight.
         precond: EdmPrecond,
     },
-    /// Song VP (spec §4.3, EDM `VPLoss`): t ~ U(eps_t, 1), α = α_VP(t), weight 1/B (= 1/σ² on D).
+    /// Song VP (math.md §4.3, EDM `VPLoss`): t ~ U(eps_t, 1), α = α_VP(t), weight 1/B (= 1/σ² on D).
     VpSong(VpSde),
-    /// Song VE (spec §4.3, EDM `VELoss`): σ = σ_min(σ_max/σ_min)^u, weight 1/B.
+    /// Song VE (math.md §4.3, EDM `VELoss`): σ = σ_min(σ_max/σ_min)^u, weight 1/B.
     VeSong(VeSchedule),
     /// EDM's loss weighting over the VE noise range (the paper's "VE" baseline with EDM's
-    /// preconditioning, spec §4.3): σ = σ_min(σ_max/σ_min)^u, so α is uniform on
+    /// preconditioning, math.md §4.3): σ = σ_min(σ_max/σ_min)^u, so α is uniform on
     /// [−2 ln σ_max, −2 ln σ_min], weight (1 + e^{−α}/σ_d²)/B on the ε-error.
     EdmVe {
         /// σ range of Song's VE (0.02, 100).
@@ -151,7 +151,7 @@ impl StdLoss {
     }
 }
 
-/// Distribution of the CDL corruption level ζ (spec §3.1).
+/// Distribution of the CDL corruption level ζ (math.md §3.1).
 #[derive(Clone, Copy, Debug, PartialEq)]
 pub enum ZetaDist {
     /// Truncated logistic; CIFAR default (10.5, 1.5, 3), ζ ∈ [6, 15].
@@ -190,7 +190,7 @@ impl ZetaDist {
     }
 }
 
-/// How Σ_k ℓ_k is normalised (spec §3.3, §9 pitfall 8).
+/// How Σ_k ℓ_k is normalised (math.md §3.3, §9 pitfall 8).
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
 pub enum CdlNorm {
     /// The authors' code: Σ_{k=1..K} ℓ_k / B (K/B times a per-anchor mean). Default.
@@ -199,7 +199,7 @@ pub enum CdlNorm {
     MeanOverAnchors,
 }
 
-/// The CDL term (spec §3).
+/// The CDL term (math.md §3).
 #[derive(Clone, Copy, Debug, PartialEq)]
 pub struct CdlConfig {
     /// K, anchors per step (official: 2); anchor k is example k, so K ≤ B.
@@ -210,7 +210,7 @@ pub struct CdlConfig {
     pub q: TruncLogistic,
     /// Corruption level ζ (CIFAR: truncated logistic (10.5, 1.5, 3)).
     pub zeta: ZetaDist,
-    /// Common random numbers for the two density terms (spec §3.2 recommendation, default true);
+    /// Common random numbers for the two density terms (math.md §3.2 recommendation, default true);
     /// false = the official independent draws, keeping mmse_G terms when a reference is given.
     pub paired_draws: bool,
     /// Normalisation of Σ_k ℓ_k.
@@ -230,7 +230,7 @@ impl Default for CdlConfig {
     }
 }
 
-/// A step's loss: L = λ_std·L_std + λ_cdl·L_cdl (spec §3.3). Any standard loss combines with CDL.
+/// A step's loss: L = λ_std·L_std + λ_cdl·L_cdl (math.md §3.3). Any standard loss combines with CDL.
 #[derive(Clone, Debug, PartialEq)]
 pub struct LossConfig {
     /// The standard loss.
@@ -241,7 +241,7 @@ pub struct LossConfig {
     pub cdl: Option<CdlConfig>,
     /// λ_cdl (official 1).
     pub lambda_cdl: f64,
-    /// Reference Gaussian G (spec §2.1): adds h_G and mmse_G offsets to ITD rows and to unpaired
+    /// Reference Gaussian G (math.md §2.1): adds h_G and mmse_G offsets to ITD rows and to unpaired
     /// CDL rows (values only; gradients are unchanged). None: plain weighted MSE.
     pub reference: Option<RefGaussian>,
 }
@@ -265,7 +265,7 @@ impl LossConfig {
 
     /// The log-SNR levels (lo, hi) the network is trained at: the union of the standard loss's
     /// range (`StdLoss::alpha_range`) and the CDL integration range of its p-rows. CDL's q-rows
-    /// are conditioned lower, at α′(α, ζ) < α (spec §2.3): that is the density of the noisy
+    /// are conditioned lower, at α′(α, ζ) < α (math.md §2.3): that is the density of the noisy
     /// anchor, not a level a sampler queries. None when the loss has no rows.
     pub fn alpha_range(&self) -> Option<(f64, f64)> {
         let cdl = self.cdl.as_ref().map(|c| c.q.range());
@@ -295,7 +295,7 @@ pub enum RowKind {
 pub struct Row {
     /// Std, CDL p or CDL q.
     pub kind: RowKind,
-    /// Batch example the row reads (class label too, spec §9 pitfall 13).
+    /// Batch example the row reads (class label too, math.md §9 pitfall 13).
     pub example: u32,
     /// Anchor k of a CDL row (the example index for std rows).
     pub anchor: u32,
@@ -331,7 +331,7 @@ pub struct Row {
 pub struct Anchor {
     /// Batch example (= k).
     pub example: u32,
-    /// +1 clean (y = x), −1 noisy (y ~ p_ζ), by a fair coin (spec §3.1).
+    /// +1 clean (y = x), −1 noisy (y ~ p_ζ), by a fair coin (math.md §3.1).
     pub label: f64,
     /// Corruption level ζ (drawn for every anchor; the q-rows use it even when clean).
     pub zeta: f64,
@@ -370,7 +370,7 @@ fn stream(seed: u64, step: u32, tag: u32, id: usize) -> Stream {
     Stream::new(seed, [step, tag, id as u32])
 }
 
-/// Draws all levels, weights, labels and stream ids of step `step` (spec §3.4, §9b).
+/// Draws all levels, weights, labels and stream ids of step `step` (math.md §3.4, §9b).
 /// `batch` is B, the number of examples in the step.
 pub fn plan_step(cfg: &LossConfig, batch: usize, seed: u64, step: u32) -> Result<RowPlan> {
     if batch == 0 {
@@ -493,7 +493,7 @@ pub fn plan_step(cfg: &LossConfig, batch: usize, seed: u64, step: u32) -> Result
         let (mut zr, mut lr) = (host(HOST_ZETA), host(HOST_LABELS));
         for k in 0..k_n {
             let zeta = c.zeta.sample(zr.next_uniform());
-            // where(rand < 0.5, −1, +1) as in the spec §3.4 pseudo-code.
+            // where(rand < 0.5, −1, +1) as in the math.md §3.4 pseudo-code.
             let label = if lr.next_uniform() < 0.5 { -1.0 } else { 1.0 };
             let (y_x, y_n0) = if label < 0.0 { (sqrt_sigmoid(zeta), sqrt_sigmoid(-zeta)) } else { (1.0, 0.0) };
             anchors.push(Anchor {
@@ -650,7 +650,7 @@ pub fn row_error(target: &[f64], eps_hat: &[f64], scale: f64) -> f64 {
     target.iter().zip(eps_hat).map(|(t, e)| (t - scale * e) * (t - scale * e)).sum()
 }
 
-/// Backward of the weighted-MSE head: deps_hat = dL/dE_r·(−2·scale)·(target − scale·ε̂) (spec §9b).
+/// Backward of the weighted-MSE head: deps_hat = dL/dE_r·(−2·scale)·(target − scale·ε̂) (math.md §9b).
 /// deps_hat, target, eps_hat: (d,)
 pub fn row_error_backward(deps_hat: &mut [f64], dl_de: f64, target: &[f64], eps_hat: &[f64], scale: f64) {
     for ((g, t), e) in deps_hat.iter_mut().zip(target).zip(eps_hat) {
@@ -659,7 +659,7 @@ pub fn row_error_backward(deps_hat: &mut [f64], dl_de: f64, target: &[f64], eps_
 }
 
 // ---------------------------------------------------------------------------------------------
-// Row errors → loss, logits, row weights (spec §3.3, §9b)
+// Row errors → loss, logits, row weights (math.md §3.3, §9b)
 
 /// Everything the host learns from one step's row errors.
 #[derive(Clone, Debug, PartialEq)]
@@ -684,7 +684,7 @@ fn dsoftplus(label: f64, f: f64) -> f64 {
 }
 
 /// Turns per-row squared errors E_r (in the plan's row order) into the loss, the logits and the
-/// per-row gradient weights dL/dE_r (spec §9b):
+/// per-row gradient weights dL/dE_r (math.md §9b):
 /// - std rows: λ_std·weight_r;
 /// - with g_k = λ_cdl·norm·dℓ_k/df_k = −λ_cdl·norm·y_k·s(−y_k f_k):
 ///   q-rows g_k·weight_r, p-rows −g_k·weight_r.

@@ -1,4 +1,4 @@
-//! Samplers over a batched ε-denoiser (spec §6): DDPM ancestral (§6.1, with the β_t or the
+//! Samplers over a batched ε-denoiser (math.md §6): DDPM ancestral (§6.1, with the β_t or the
 //! posterior β̃_t variance), DDIM η = 0 (§6.3), EDM Heun, deterministic or with churn (§6.4), and
 //! the parallel Picard sampler of ParaDiGMS (§6.5) over the DDPM or DDIM transition.
 //!
@@ -9,7 +9,7 @@
 //!
 //! What it is not: a training loop, metrics, or image I/O.
 //!
-//! Conventions: x lives in the VP channel of spec §1.1 (x_t = sqrt(ᾱ_t)x₀ + sqrt(1−ᾱ_t)ε, so the
+//! Conventions: x lives in the VP channel of math.md §1.1 (x_t = sqrt(ᾱ_t)x₀ + sqrt(1−ᾱ_t)ε, so the
 //! network sees x_t at α_t = logit ᾱ_t); samples are returned as (n, d) row-major f64 in the
 //! units the model was trained on. Every random number is a pure function of (seed, step,
 //! sample): the initial x_T of sample i is normal stream (seed, [INIT, TAG_SAMPLER_INIT, i]) and
@@ -126,12 +126,12 @@ pub struct LinearStep {
     pub b: f64,
     /// Standard deviation of the added noise (0 for deterministic steps and the last DDPM step).
     pub sigma: f64,
-    /// The variance that normalises this step's Picard error (spec §6.5): the DDPM posterior
+    /// The variance that normalises this step's Picard error (math.md §6.5): the DDPM posterior
     /// variance β̃ of the step, also for DDIM (whose own noise variance is 0).
     pub tol_var: f64,
 }
 
-/// Variance of the DDPM ancestral step (spec §6.1, §6.2, §9 pitfall 11).
+/// Variance of the DDPM ancestral step (math.md §6.1, §6.2, §9 pitfall 11).
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
 pub enum DdpmVariance {
     /// σ² = β_t, no noise at t = 0: the sequential sampler of the CDL repository.
@@ -169,7 +169,7 @@ fn posterior_var(ab: f64, ab_prev: f64) -> f64 {
     (1.0 - ab_prev) / (1.0 - ab) * beta
 }
 
-/// The T steps of DDPM ancestral sampling, t = T−1 down to 0 (spec §6.1/§6.2; the means of
+/// The T steps of DDPM ancestral sampling, t = T−1 down to 0 (math.md §6.1/§6.2; the means of
 /// both forms are equal: a = 1/sqrt(1−β_t), b = −β_t/(sqrt(1−β_t)·sqrt(1−ᾱ_t))).
 pub fn ddpm_steps(sched: &DdpmSchedule, variance: DdpmVariance) -> Vec<LinearStep> {
     let t_n = sched.steps();
@@ -197,7 +197,7 @@ pub fn ddpm_steps(sched: &DdpmSchedule, variance: DdpmVariance) -> Vec<LinearSte
 }
 
 /// DDIM η = 0 over `n` of the schedule's T timesteps, evenly spaced (t_i = floor(i·T/n)),
-/// from the last to 0 (spec §6.3): x_prev = sqrt(ᾱ_prev)·x̂₀ + sqrt(1−ᾱ_prev)·ε̂ with
+/// from the last to 0 (math.md §6.3): x_prev = sqrt(ᾱ_prev)·x̂₀ + sqrt(1−ᾱ_prev)·ε̂ with
 /// x̂₀ = (x − sqrt(1−ᾱ)ε̂)/sqrt(ᾱ), and ᾱ_prev = 1 after t = 0.
 pub fn ddim_steps(sched: &DdpmSchedule, n: usize) -> Result<Vec<LinearStep>> {
     let t_n = sched.steps();
@@ -240,7 +240,7 @@ pub enum SamplerConfig {
         /// Number of DDIM steps.
         steps: usize,
     },
-    /// EDM Heun (spec §6.4): σ ∈ [0.002, 80], ρ = 7, `steps` levels (2·steps − 1 evaluations);
+    /// EDM Heun (math.md §6.4): σ ∈ [0.002, 80], ρ = 7, `steps` levels (2·steps − 1 evaluations);
     /// churn = S_churn (0: deterministic), S_noise 1, over all σ.
     Heun {
         /// N.
@@ -248,10 +248,10 @@ pub enum SamplerConfig {
         /// S_churn.
         churn: f64,
     },
-    /// ParaDiGMS Picard iteration (spec §6.5) over the DDPM transition (`ddim: false`) with
+    /// ParaDiGMS Picard iteration (math.md §6.5) over the DDPM transition (`ddim: false`) with
     /// `variance`, or DDIM (`ddim: true`, no noise), window p, tolerance τ. Its fixed point is the
     /// sequential sampler with the same transition and noise, so "parallel vs sequential" is a
-    /// fair comparison only at the same variance (spec §9 pitfall 11).
+    /// fair comparison only at the same variance (math.md §9 pitfall 11).
     Parallel {
         /// T of the DDPM schedule, or the number of DDIM steps.
         steps: usize,
@@ -444,7 +444,7 @@ fn finite(x: &[f64]) -> Result<()> {
 }
 
 // ---------------------------------------------------------------------------------------------
-// Parallel (Picard) sampler, spec §6.5
+// Parallel (Picard) sampler, math.md §6.5
 
 /// ParaDiGMS over `steps`: a buffer X_0..X_S starting at copies of x_T; each pass evaluates ε̂
 /// at X_b..X_{e−1} in one batch, rebuilds X_{b+1..e} by cumulative sums of drifts and the fixed
@@ -498,7 +498,7 @@ pub async fn picard(
         stats.evaluations += len;
         // X̃_{j+1} = X_b + Σ_{i=b..j} (δ_i + ξ_i), δ_i = (a_i − 1)·X_i + b_i·ε̂_i, every drift
         // from the window as it was evaluated (`z`, the pass's snapshot), never from a point this
-        // pass has already rewritten (ParaDiGMS, spec §6.5).
+        // pass has already rewritten (ParaDiGMS, math.md §6.5).
         let mut acc = buf[b].clone();
         let mut first_bad = len;
         for (o, j) in (b..e).enumerate() {
@@ -541,7 +541,7 @@ fn converged(new: &[f64], old: &[f64], var: Option<f64>, n: usize, d: usize, tol
 }
 
 // ---------------------------------------------------------------------------------------------
-// EDM Heun, spec §6.4
+// EDM Heun, math.md §6.4
 
 /// σ_min, σ_max and ρ of EDM's sampler.
 pub const EDM_SIGMA_MIN: f64 = 0.002;
@@ -559,7 +559,7 @@ pub fn edm_sigmas(steps: usize) -> Vec<f64> {
     t
 }
 
-/// EDM Heun in x_σ = x + σ·n space with D(x; σ) = x − σ·ε̂(x/sqrt(1+σ²), −2 ln σ) (spec §1.4(b)),
+/// EDM Heun in x_σ = x + σ·n space with D(x; σ) = x − σ·ε̂(x/sqrt(1+σ²), −2 ln σ) (math.md §1.4(b)),
 /// so d = (x − D)/σ = ε̂. Churn γ_i = min(S_churn/N, √2 − 1) on every level (S_min = 0,
 /// S_max = ∞, S_noise = 1); no Heun correction on the last step. Noise of level i is stream
 /// (seed, [i, TAG_SAMPLER_NOISE, sample]).

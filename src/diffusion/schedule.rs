@@ -1,10 +1,10 @@
 //! Noise schedules and their log-SNR mappings: DDPM, iDDPM cosine, VP-SDE, VE, EDM σ.
 //!
 //! What it is: every mapping between a network's native noise coordinate (DDPM timestep t, SDE
-//! time, EDM σ) and the log-SNR α of spec §1.1, in f64: DDPM linear-β 1000 steps and the per-sample
-//! α → fractional-t lookup (spec §1.2), the iDDPM cosine closed form (spec §1.2), Song's VP-SDE and
-//! VE (spec §1.3), EDM σ = e^{−α/2} with ε̂ ↔ D conversions (spec §1.4) and EDM preconditioning
-//! (spec §4.3) [EDM: Karras et al. 2022, Table 1].
+//! time, EDM σ) and the log-SNR α of math.md §1.1, in f64: DDPM linear-β 1000 steps and the per-sample
+//! α → fractional-t lookup (math.md §1.2), the iDDPM cosine closed form (math.md §1.2), Song's VP-SDE and
+//! VE (math.md §1.3), EDM σ = e^{−α/2} with ε̂ ↔ D conversions (math.md §1.4) and EDM preconditioning
+//! (math.md §4.3) [EDM: Karras et al. 2022, Table 1].
 //!
 //! What it is not: samplers, or the choice of which α to train on (see `loss`).
 
@@ -12,7 +12,7 @@ use super::logsnr::{logit, sigmoid, softplus, sqrt_sigmoid};
 use super::{DiffusionError, Result};
 
 // ---------------------------------------------------------------------------------------------
-// DDPM linear-β schedule (spec §1.2) [Ho et al. 2020; CDL utils.py `get_ddpm_schedule`]
+// DDPM linear-β schedule (math.md §1.2) [Ho et al. 2020; CDL utils.py `get_ddpm_schedule`]
 
 /// ᾱ_t and α_t = logit(ᾱ_t) of a discrete linear-β schedule, t = 0..T−1.
 #[derive(Clone, Debug)]
@@ -61,7 +61,7 @@ impl DdpmSchedule {
     }
 }
 
-/// The α → fractional timestep lookup of the CDL/ITD wrappers (spec §1.2): a 10,000-step copy of
+/// The α → fractional timestep lookup of the CDL/ITD wrappers (math.md §1.2): a 10,000-step copy of
 /// Ho's schedule (β scaled by 0.1); t(α) = 0.1 · argmin_i |ᾱ_i − s(α)|, so t ∈ [0, 999.9] and α
 /// outside ≈[−10.1, 9.2] clamps to an endpoint [CDL utils.py `logsnr2t`; ITD `WrapUNet2DModel`].
 #[derive(Clone, Debug)]
@@ -106,7 +106,7 @@ impl LogSnrToT {
         best as f64 * self.scale
     }
 
-    /// Per-sample lookup (never one t for the whole batch: spec §1.2, §9 pitfall 4).
+    /// Per-sample lookup (never one t for the whole batch: math.md §1.2, §9 pitfall 4).
     /// out, alpha: (N,)
     pub fn t_batch(&self, out: &mut [f64], alpha: &[f64]) -> Result<()> {
         if out.len() != alpha.len() {
@@ -124,7 +124,7 @@ impl LogSnrToT {
 }
 
 // ---------------------------------------------------------------------------------------------
-// iDDPM cosine schedule (spec §1.2) [Nichol & Dhariwal 2021; ITD `WrapUNetModel.logsnr2t`]
+// iDDPM cosine schedule (math.md §1.2) [Nichol & Dhariwal 2021; ITD `WrapUNetModel.logsnr2t`]
 
 /// iDDPM's offset s0.
 pub const COSINE_S0: f64 = 0.008;
@@ -147,7 +147,7 @@ pub fn cosine_t2logsnr(t: f64, steps: f64) -> f64 {
 }
 
 // ---------------------------------------------------------------------------------------------
-// EDM σ ↔ α (spec §1.3, §1.4) [Karras et al. 2022; CDL seq_samplers.py `logsnr2sigma`]
+// EDM σ ↔ α (math.md §1.3, §1.4) [Karras et al. 2022; CDL seq_samplers.py `logsnr2sigma`]
 
 /// σ = e^{−α/2}: dividing x + σn by sqrt(1+σ²) gives the VP channel at α = −2 ln σ.
 pub fn sigma_of_alpha(alpha: f64) -> f64 {
@@ -167,14 +167,14 @@ pub fn x_sigma_from_z(out: &mut [f64], z: &[f64], alpha: f64) {
     }
 }
 
-/// ε̂ from an EDM denoiser output: ε̂ = (x_σ − D(x_σ; σ))/σ (spec §1.4 b). out, x_sigma, denoised: (d,)
+/// ε̂ from an EDM denoiser output: ε̂ = (x_σ − D(x_σ; σ))/σ (math.md §1.4 b). out, x_sigma, denoised: (d,)
 pub fn eps_from_denoised(out: &mut [f64], x_sigma: &[f64], denoised: &[f64], sigma: f64) {
     for ((o, &x), &dn) in out.iter_mut().zip(x_sigma).zip(denoised) {
         *o = (x - dn) / sigma;
     }
 }
 
-/// D from an ε-predictor: D(x_σ; σ) = x_σ − σ·ε̂(x_σ/sqrt(1+σ²), −2 ln σ) (spec §1.4 b)
+/// D from an ε-predictor: D(x_σ; σ) = x_σ − σ·ε̂(x_σ/sqrt(1+σ²), −2 ln σ) (math.md §1.4 b)
 /// [CDL `translate_denoiser`]. out, x_sigma, eps_hat: (d,)
 pub fn denoised_from_eps(out: &mut [f64], x_sigma: &[f64], eps_hat: &[f64], sigma: f64) {
     for ((o, &x), &e) in out.iter_mut().zip(x_sigma).zip(eps_hat) {
@@ -182,7 +182,7 @@ pub fn denoised_from_eps(out: &mut [f64], x_sigma: &[f64], eps_hat: &[f64], sigm
     }
 }
 
-/// EDM preconditioning (spec §4.3) [EDM networks.py `EDMPrecond`; Karras et al. Table 1]:
+/// EDM preconditioning (math.md §4.3) [EDM networks.py `EDMPrecond`; Karras et al. Table 1]:
 /// D(x; σ) = c_skip·x + c_out·F(c_in·x, c_noise).
 #[derive(Clone, Copy, Debug, PartialEq)]
 pub struct EdmPrecond {
@@ -219,14 +219,14 @@ impl EdmPrecond {
         let sd = self.sigma_data;
         (sigma * sigma + sd * sd) / (sigma * sd).powi(2)
     }
-    /// The same weight on the ε-error: λ(σ)·σ² = 1 + σ²/σ_d² = 1 + e^{−α}/σ_d² (spec §4.3 [D]).
+    /// The same weight on the ε-error: λ(σ)·σ² = 1 + σ²/σ_d² = 1 + e^{−α}/σ_d² (math.md §4.3 [D]).
     pub fn eps_weight(&self, alpha: f64) -> f64 {
         1.0 + (-alpha).exp() / (self.sigma_data * self.sigma_data)
     }
 }
 
 // ---------------------------------------------------------------------------------------------
-// Song et al. VP-SDE and VE (spec §1.3) [EDM loss.py `VPLoss`, `VELoss`; networks.py]
+// Song et al. VP-SDE and VE (math.md §1.3) [EDM loss.py `VPLoss`, `VELoss`; networks.py]
 
 /// VP-SDE: σ(t) = sqrt(exp(½β_d t² + β_min t) − 1), t ∈ [eps_t, 1].
 #[derive(Clone, Copy, Debug, PartialEq)]

@@ -1,11 +1,11 @@
-//! Maximum mean discrepancy between two point sets, exactly as cdl-math.md §5.1 computes it.
+//! Maximum mean discrepancy between two point sets, exactly as math.md §5.1 computes it.
 //!
 //! What it is: the Gaussian kernel k(x, y) = exp(−‖x − y‖²/(2h)) / sqrt(2πh) with the paper's
 //! bandwidth h = 0.03 [C: utils.py `kernel`], and the paper's estimator [C: `mmd_ci_kernel`]
 //!
 //!   MMD = mean_{i<j} k(x_i, x_j) + mean_{i<j} k(y_i, y_j) − 2·mean_{i,j} k(x_i, y_j),
 //!
-//! written in the spec as "mean over i<j of k(y_i,y_j) + mean_i[(Σ_j k(x_i,x_j) − k(x_i,x_i))/(n−1)]
+//! written in math.md as "mean over i<j of k(y_i,y_j) + mean_i[(Σ_j k(x_i,x_j) − k(x_i,x_i))/(n−1)]
 //! − 2·mean k(x_i,y_j)"; both within-set terms are means over distinct pairs (the second form is
 //! the same mean, since k is symmetric). It is the unbiased estimate of the squared population
 //! MMD, so it can be slightly negative when both sets come from one distribution. The spec and

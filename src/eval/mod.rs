@@ -1,23 +1,23 @@
 //! Evaluation: sample-quality metrics and pictures, as pure host computations.
 //!
 //! What it is:
-//! - `mmd`: the maximum mean discrepancy of cdl-math.md §5.1 (Gaussian kernel, h = 0.03, the
+//! - `mmd`: the maximum mean discrepancy of math.md §5.1 (Gaussian kernel, h = 0.03, the
 //!   paper's unbiased estimator) between two point sets of any dimension;
 //! - `swd`: the sliced Wasserstein-2 distance (random unit directions from `diffusion::rng`, exact
-//!   1-D W2 between empirical distributions, n ≠ m allowed), the second offline metric of spec §9
+//!   1-D W2 between empirical distributions, n ≠ m allowed), the second offline metric of math.md §9
 //!   pitfall 16;
 //! - `plot`: RGB images drawn by hand on an `image::RgbImage` (2-D scatter plots, heat maps with a
-//!   colormap of our own, image grids with the EDM uint8 export of spec §7.1, panels side by side),
+//!   colormap of our own, image grids with the EDM uint8 export of math.md §7.1, panels side by side),
 //!   PNG bytes, and natively an atomic `save_png`;
 //! - `EvalError`, the one-line error of the three above;
-//! - `nll`: likelihoods from a trained denoiser, batched (test-set NLL in bits/dim, spec §2.2;
+//! - `nll`: likelihoods from a trained denoiser, batched (test-set NLL in bits/dim, math.md §2.2;
 //!   −log p̂(x) maps; the noise classifier's logit), with `DiffusionError`;
 //! - `denoiser`: the trained network on the GPU as a `diffusion::sampler::BatchDenoiser`;
 //! - `stats`: mean ± standard error over seeds, the verdict on a paired difference, outliers;
 //! - `fd`: the Fréchet distance between feature sets (mean, covariance, a symmetric
 //!   eigen-solver) and pixel-space pooled features of images.
 //!
-//! What it is not: no FID features (they need Inception weights, spec §9 pitfall 16), no fonts or axis
+//! What it is not: no FID features (they need Inception weights, math.md §9 pitfall 16), no fonts or axis
 //! labels, no file reading. `mmd`, `swd` and `plot` are pure host code that compiles for wasm32;
 //! only `plot::save_png` touches the file system, and only natively.
 //!

@@ -1,4 +1,4 @@
-//! Likelihood from a trained denoiser, batched (spec §2): the ITD test-set protocol in nats and
+//! Likelihood from a trained denoiser, batched (math.md §2): the ITD test-set protocol in nats and
 //! bits/dim (§2.2, §9 pitfall 10), −log p̂(x) on a set of points (for density maps), and the
 //! noise classifier's logit f(y) = log p(y) − log p_ζ(y) (§3.2) on a set of points.
 //!
@@ -37,7 +37,7 @@ fn alpha_points(q: &TruncLogistic, m: usize, seed: u64) -> (Vec<f64>, Vec<f64>) 
     (a, w)
 }
 
-/// The ITD test protocol (spec §2.2): M α points drawn once and sorted; at each, every point of
+/// The ITD test protocol (math.md §2.2): M α points drawn once and sorted; at each, every point of
 /// `data` is noised with a fresh ε and the squared ε-error is averaged over the data; the gap to
 /// mmse_G is clamped at 0 after averaging. data: (N, d) in the model's units.
 pub async fn test_nll(
@@ -87,8 +87,8 @@ pub async fn test_nll(
     Ok(TestNll { bpd: bits_per_dim(nats, d), alpha, weight, mean_mse, nats, nats_unclamped })
 }
 
-/// Per point of `xs`, the M-point ITD estimate −log p̂(x) (spec §2.2) or, with `zeta`, the CDL
-/// logit f̂(x) = log p̂(x) − log p̂_ζ(x) with paired draws (spec §3.2); common α_m, ε_m for all
+/// Per point of `xs`, the M-point ITD estimate −log p̂(x) (math.md §2.2) or, with `zeta`, the CDL
+/// logit f̂(x) = log p̂(x) − log p̂_ζ(x) with paired draws (math.md §3.2); common α_m, ε_m for all
 /// points. xs: (P, d); returns (P,).
 pub async fn pointwise(
     den: &mut dyn BatchDenoiser,

@@ -7,7 +7,7 @@
 //!   (the density map of −log p(x), the noise classifier's logit) through a `Colormap` of our own
 //!   (viridis-like, or diverging around 0), NaN in grey, optionally with points on top;
 //! - `image_grid`: images in [−1, 1] (CHW) tiled into one picture, with the EDM uint8 export
-//!   `to_u8` (cdl-math.md §7.1); `side_by_side` composes panels;
+//!   `to_u8` (math.md §7.1); `side_by_side` composes panels;
 //! - `png_bytes` (every target) and, natively, `save_png` (atomic, via
 //!   `train::checkpoint::write_atomic`).
 //!
@@ -405,7 +405,7 @@ pub fn heatmap_with_points(
 // Image grids and panels
 
 /// The EDM export of a pixel value in [−1, 1]: clip(x·127.5 + 128, 0, 255), truncated toward 0
-/// as PyTorch's `.to(torch.uint8)` does (spec §7.1): −1 → 0, 0 → 128, 1 → 255. NaN → 0.
+/// as PyTorch's `.to(torch.uint8)` does (math.md §7.1): −1 → 0, 0 → 128, 1 → 255. NaN → 0.
 pub fn to_u8(x: f32) -> u8 {
     (x * 127.5 + 128.0).clamp(0.0, 255.0) as u8
 }

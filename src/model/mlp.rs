@@ -1,7 +1,7 @@
-//! The 2-D toy denoiser, close to the paper's 2-D net (spec §5.1: width 128, 2 residual blocks,
+//! The 2-D toy denoiser, close to the paper's 2-D net (math.md §5.1: width 128, 2 residual blocks,
 //! h <- LayerNorm(h + W2 act(W1 (h + emb)))), with SiLU for GELU and a learned embedding MLP
 //! on sinusoidal features of a continuous noise input instead of a table indexed by an integer
-//! timestep (spec §9 pitfall 3):
+//! timestep (math.md §9 pitfall 3):
 //!
 //! ```text
 //! temb = emb.fc2(silu(emb.fc1(sinusoidal(t, E))))          t (B,): the noise input (e.g. alpha/8)
@@ -35,7 +35,7 @@ use crate::ops::{elementwise as ew, embedding, groupnorm};
 /// network's input scaling a_in is 1, so the MLP reads x itself (reference/embedding.rs).
 pub const SIGMA_DATA: f32 = 1.0;
 
-/// How the network's output becomes ε̂ (spec §1.4(b), §4.3); shared by the MLP and the UNet.
+/// How the network's output becomes ε̂ (math.md §1.4(b), §4.3); shared by the MLP and the UNet.
 #[derive(Clone, Copy, Debug, PartialEq, Eq, Default)]
 pub enum Precond {
     /// The output is ε̂ (the plain ε-network of DDPM and the paper's toys).

@@ -12,7 +12,7 @@ use crate::gpu::{Buffer, Dispatch, Gpu, GpuError};
 use crate::nn::Params;
 
 /// What a training loop or a sampler needs of a denoiser bound to R rows: the ε-prediction
-/// ε̂(input, t) of every row, t the noise input (c_noise = α/8, spec §8), and its backward.
+/// ε̂(input, t) of every row, t the noise input (c_noise = α/8, math.md §8), and its backward.
 pub trait Net {
     /// Architecture name stored in checkpoints ("mlp", "unet").
     fn arch(&self) -> &'static str;

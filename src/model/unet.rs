@@ -1,4 +1,4 @@
-//! The compact UNet of spec §8 (DDPM++ structure at a small scale: residual blocks with GroupNorm,
+//! The compact UNet of math.md §8 (DDPM++ structure at a small scale: residual blocks with GroupNorm,
 //! SiLU and scale/shift noise conditioning, skip connections, self-attention at chosen
 //! resolutions, sinusoidal embedding of the noise input), optionally wrapped in EDM's
 //! preconditioning with σ_d = 0.5 (`precond` "edm"; below). Not here: dropout, EDM's 1/sqrt(2)
@@ -6,7 +6,7 @@
 //!
 //! The forward, the contract a PyTorch mirror copies (x (B, Cin, S, S), t (B,), out (B, Cout, S, S);
 //! ch = `channels`, E = 4 ch, c_l = ch * mult[l], K = `num_classes`, G(c) = min(`norm_groups`, c / 4)
-//! GroupNorm groups (the default norm_groups 32 gives spec §8's min(32, c / 4); G(c) must divide c)):
+//! GroupNorm groups (the default norm_groups 32 gives math.md §8's min(32, c / 4); G(c) must divide c)):
 //!
 //! ```text
 //! temb = emb.fc2(silu(emb.fc1(sinusoidal(t, ch))))        emb.fc1 Linear ch -> E, emb.fc2 E -> E
@@ -70,7 +70,7 @@ use crate::ops::{elementwise as ew, embedding};
 
 use super::mlp::Precond;
 
-/// σ_d of the UNet's "edm" preconditioning: images in [−1, 1] (spec §4.3, EDM's default).
+/// σ_d of the UNet's "edm" preconditioning: images in [−1, 1] (math.md §4.3, EDM's default).
 pub const SIGMA_DATA: f32 = 0.5;
 
 /// Sizes of the UNet. One comment per field, the EDM way.
@@ -94,7 +94,7 @@ pub struct UNetConfig {
     pub heads: usize,
     /// Classes of the label conditioning; 0 = unconditional (every preset).
     pub num_classes: usize,
-    /// Upper bound on GroupNorm groups: c channels get min(norm_groups, c / 4) (32: spec §8).
+    /// Upper bound on GroupNorm groups: c channels get min(norm_groups, c / 4) (32: math.md §8).
     pub norm_groups: usize,
     /// How the net's output becomes ε̂: "eps" (the output is ε̂) or "edm" (EDM's preconditioning
     /// with σ_d = 0.5; needs in_channels = out_channels).
@@ -133,7 +133,7 @@ impl UNetConfig {
 
     /// Parses `to_json`'s text; the error names the missing or invalid field. `num_classes`,
     /// `norm_groups` and `precond` may be missing (checkpoints written before they existed): 0,
-    /// 32 and "eps", the unconditional ε-network with spec §8's groups.
+    /// 32 and "eps", the unconditional ε-network with math.md §8's groups.
     pub fn from_json(text: &str) -> Result<Self, String> {
         let v: serde_json::Value = serde_json::from_str(text).map_err(|e| format!("UNet config is not JSON: {e}"))?;
         let field = |name: &str| {
@@ -173,12 +173,12 @@ impl UNetConfig {
         Self::rgb(16, 16, vec![1, 2], 1, vec![8])
     }
 
-    /// Spec §8 variant A: 32 px, ch 32, mult [1, 2, 2], 2 blocks, attention at 8.
+    /// math.md §8 variant A: 32 px, ch 32, mult [1, 2, 2], 2 blocks, attention at 8.
     pub fn compact() -> Self {
         Self::rgb(32, 32, vec![1, 2, 2], 2, vec![8])
     }
 
-    /// Spec §8 variant B: as A with ch 64 and attention at 16.
+    /// math.md §8 variant B: as A with ch 64 and attention at 16.
     pub fn small() -> Self {
         Self::rgb(32, 64, vec![1, 2, 2], 2, vec![16])
     }
@@ -204,14 +204,14 @@ impl UNetConfig {
         4 * self.channels
     }
 
-    /// GroupNorm groups for c channels: min(norm_groups, c / 4), at least 1 (spec §8 with the
+    /// GroupNorm groups for c channels: min(norm_groups, c / 4), at least 1 (math.md §8 with the
     /// default 32). `layout` refuses a config where this does not divide c.
     pub fn groups(&self, c: usize) -> usize {
         (c / 4).min(self.norm_groups).max(1)
     }
 }
 
-/// `UNetConfig::norm_groups` of the presets and of configs that omit it: spec §8's 32.
+/// `UNetConfig::norm_groups` of the presets and of configs that omit it: math.md §8's 32.
 pub const DEFAULT_NORM_GROUPS: usize = 32;
 
 // --- the plan: layers and activation shapes, before any allocation -----------------------------

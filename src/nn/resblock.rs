@@ -1,4 +1,4 @@
-//! DDPM++-style residual block with noise-embedding conditioning (spec §8), at one resolution.
+//! DDPM++-style residual block with noise-embedding conditioning (math.md §8), at one resolution.
 //!
 //! The forward, the contract the PyTorch mirror copies (x (B, Cin, H, W), temb (B, E),
 //! out (B, Cout, H, W)):
@@ -104,7 +104,7 @@ pub struct ResBlockActs {
 
 impl ResBlock {
     /// Registers the block's parameters under `name`. `groups(c)` gives the GroupNorm group count
-    /// for c channels (for example `|c| (c / 4).min(32)`, spec §8); it must divide Cin and Cout.
+    /// for c channels (for example `|c| (c / 4).min(32)`, math.md §8); it must divide Cin and Cout.
     pub fn new(
         layout: &mut ParamLayout,
         name: &str,

@@ -1,4 +1,4 @@
-//! Launchers for `shaders/loss.wgsl`: the training step's loss head over rows (spec §9b).
+//! Launchers for `shaders/loss.wgsl`: the training step's loss head over rows (math.md §9b).
 
 use super::{need, prepare, run_read, CheckFuture, CheckResult, Entry, OpSpec};
 use crate::diffusion::rows::LossHead;

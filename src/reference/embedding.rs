@@ -1,7 +1,7 @@
 //! Noise-level conditioning: the sinusoidal embedding of a continuous noise input per row, and
 //! the scale/shift modulation that injects the embedding into a residual block.
 //!
-//! Embedding. For a row value t (c_noise: a scaled log-SNR, spec §8) and E features, half = E/2:
+//! Embedding. For a row value t (c_noise: a scaled log-SNR, math.md §8) and E features, half = E/2:
 //!   freq_j = exp(-ln(MAX_PERIOD) * j / half) = MAX_PERIOD^(-j/half),  j = 0..half,
 //!   out[b] = [cos(t freq_0 .. freq_{half-1}), sin(t freq_0 .. freq_{half-1})].
 //! This is guided-diffusion's `timestep_embedding` (ADM) and EDM's
@@ -19,8 +19,8 @@
 //! scale first). EDM's DDPM++ (SongUNet) config uses `adaptive_scale=False` instead: a per-channel
 //! bias added *before* the second GroupNorm, which is this op with scale = 0 placed before norm1.
 //!
-//! Preconditioning ("edm" in `--precond`): EDM's `EDMPrecond` (spec §4.3) written for an
-//! ε-predictor (spec §1.4(b)). With σ² = e^{−α} and x_σ = z·sqrt(1+σ²):
+//! Preconditioning ("edm" in `--precond`): EDM's `EDMPrecond` (math.md §4.3) written for an
+//! ε-predictor (math.md §1.4(b)). With σ² = e^{−α} and x_σ = z·sqrt(1+σ²):
 //!   D = c_skip·x_σ + c_out·F(c_in·x_σ, c_noise),  ε̂ = (x_σ − D)/σ,
 //!   c_skip = σ_d²/(σ²+σ_d²),  c_out = σσ_d/sqrt(σ²+σ_d²),  c_in = 1/sqrt(σ²+σ_d²).
 //! So the network sees a_in·z and ε̂ = a_skip·z + a_out·f, f = −F (the sign of F is immaterial
@@ -39,7 +39,7 @@
 //! construction, and for inputs far outside the trained range ε̂ grows with z instead of
 //! saturating at the bounded output of a normalised network. The row's log-SNR is read from
 //! its noise input, α = ALPHA_PER_T·t. σ_d: 1 for the MLP (standardised points), 0.5 for the
-//! UNet (images in [−1, 1], spec §4.3).
+//! UNet (images in [−1, 1], math.md §4.3).
 //!
 //! Not here: the MLP on top of the embedding (Linear + SiLU), Fourier features (NCSN++).
 //!
@@ -52,7 +52,7 @@ use super::Float;
 /// The longest period of the sinusoids, as DDPM, ADM and EDM.
 pub const MAX_PERIOD: f64 = 10000.0;
 
-/// Log-SNR per unit of noise input: networks are fed c_noise = α/8 (spec §8).
+/// Log-SNR per unit of noise input: networks are fed c_noise = α/8 (math.md §8).
 pub const ALPHA_PER_T: f64 = 8.0;
 
 fn cast<T: Float>(v: f64) -> T {

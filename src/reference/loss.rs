@@ -1,4 +1,4 @@
-//! The loss head of a training step over rows (spec §9b): per-row squared errors, the standard
+//! The loss head of a training step over rows (math.md §9b): per-row squared errors, the standard
 //! loss, the CDL logits f_k and softplus losses, the per-row gradient weights dL/dE_r, and the
 //! gradient at the network outputs.
 //!

@@ -1,4 +1,4 @@
-//! Row inputs of a training step (spec §9b): each row reads one example of the data batch and
+//! Row inputs of a training step (math.md §9b): each row reads one example of the data batch and
 //! draws its noise from its own counter-based streams, so the GPU builds every row in parallel
 //! and the CPU can draw the same numbers.
 //!

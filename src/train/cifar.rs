@@ -1,5 +1,5 @@
 //! CIFAR-10 from its official binary distribution (https://www.cs.toronto.edu/~kriz/cifar.html,
-//! "CIFAR-10 binary version"), supplied by the user as a file (spec §9 pitfall 16).
+//! "CIFAR-10 binary version"), supplied by the user as a file (math.md §9 pitfall 16).
 //!
 //! Format: `cifar-10-binary.tar.gz` holds `cifar-10-batches-bin/data_batch_1.bin` ..
 //! `data_batch_5.bin` (train, 50,000 images), `test_batch.bin` (10,000) and `batches.meta.txt`.

@@ -1,7 +1,7 @@
 //! Training data for the 2-D experiments: toy point sets, user CSV points, and mini-batch order.
 //!
 //! What it is: `Points` (n × dim f32, row-major) with per-coordinate moments and `standardize`;
-//! `Toy`, the built-in 2-D sets of cdl-math.md §5.1 (moons, two spirals, checkerboard, eight
+//! `Toy`, the built-in 2-D sets of math.md §5.1 (moons, two spirals, checkerboard, eight
 //! Gaussians, two circles, and a dinosaur of our own design), generated as pure functions of a seed
 //! and returned standardized; `parse_csv` (target-free) and, natively, `read_csv` for `x,y` files;
 //! `DataSource`, the `--data` rule (built-in name, else a CSV path); and `Batcher`, the example
@@ -316,7 +316,7 @@ pub fn gather(points: &Points, idx: &[u32], out: &mut Vec<f32>) {
 // ---------------------------------------------------------------------------------------------
 // Toy sets
 
-/// The built-in 2-D data sets (cdl-math.md §5.1).
+/// The built-in 2-D data sets (math.md §5.1).
 #[derive(Clone, Copy, Debug, PartialEq, Eq, Hash)]
 pub enum Toy {
     Moons,

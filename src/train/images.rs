@@ -25,10 +25,10 @@
 //! declared pixels need (w·h/2048 bytes) is refused as truncated before decoding.
 //!
 //! Values: a byte v becomes v/127.5 − 1 in f32 (0 → −1, 255 → 1), the inverse of the
-//! export rule clip(x·127.5 + 128, 0, 255) of cdl-math.md §7.1 up to rounding.
+//! export rule clip(x·127.5 + 128, 0, 255) of math.md §7.1 up to rounding.
 //!
 //! What it is not: no labels for folders (one class), no recursion into sub-directories, no
-//! augmentation other than horizontal flips, no network access (spec §9 pitfall 16: data files
+//! augmentation other than horizontal flips, no network access (math.md §9 pitfall 16: data files
 //! are supplied by the user).
 
 use std::fmt;

@@ -1,11 +1,11 @@
 //! Named losses as the CLI and the web page offer them (`--loss ddpm|itd|cdl|edm|edm-cdl|edm-ve|
-//! edm-ve-cdl|vp|ve`), turned into a `LossConfig` with the data-dependent constants of the spec:
+//! edm-ve-cdl|vp|ve`), turned into a `LossConfig` with the data-dependent constants of math.md:
 //! the ITD/CDL integration distribution (μ, s) from the data's variances (§1.5), ζ for the toys
 //! (§3.1), and the data reference Gaussian for the ITD loss value (§2.1).
 //!
 //! Noise levels: models here are trained from scratch, so every level a sampler queries must be
-//! trained (spec §4.4: the CDL paper's constants are for fine-tuning pretrained nets). The
-//! truncated logistic of ITD and CDL keeps the spec's (μ, s) and widens its clip c until
+//! trained (math.md §4.4: the CDL paper's constants are for fine-tuning pretrained nets). The
+//! truncated logistic of ITD and CDL keeps math.md's (μ, s) and widens its clip c until
 //! [μ − cs, μ + cs] covers `SAMPLER_RANGE`, the union of DDPM-1000's and EDM Heun's levels.
 //! EDM's loss keeps EDM's normal ln σ (that is what defines the baseline); its preconditioning
 //! makes the network's share of ε̂ vanish at the far noise end (a_out → σ_d/σ). Every choice can
@@ -109,7 +109,7 @@ impl FromStr for LossKind {
     }
 }
 
-/// The CDL knobs (spec §3; defaults: K = 2, M = 64, λ = 1, paired draws, Σ/B).
+/// The CDL knobs (math.md §3; defaults: K = 2, M = 64, λ = 1, paired draws, Σ/B).
 #[derive(Clone, Copy, Debug, PartialEq)]
 pub struct CdlKnobs {
     /// K anchors per step.
@@ -148,7 +148,7 @@ pub fn covering(q: TruncLogistic, range: (f64, f64)) -> TruncLogistic {
 /// The noise-level choices of a run; `None` takes the default of the loss and the data.
 #[derive(Clone, Copy, Debug, Default, PartialEq)]
 pub struct Levels {
-    /// ITD / CDL integration distribution of α (truncated logistic μ, s, c). Default: the spec's
+    /// ITD / CDL integration distribution of α (truncated logistic μ, s, c). Default: math.md's
     /// (μ, s) for the data (§1.5) with c widened to cover `sampler_range()`.
     pub q: Option<TruncLogistic>,
     /// EDM's ln σ ~ N(p_mean, p_std²). Default EDM's (−1.2, 1.2).
@@ -159,7 +159,7 @@ pub struct Levels {
 }
 
 /// The default integration distribution of ITD and CDL for `kind` on data with `variances`:
-/// the spec's (μ, s) (toys: μ = −mean ln v, s = 3; images: ITD's CIFAR constants, or the CDL
+/// math.md's (μ, s) (toys: μ = −mean ln v, s = 3; images: ITD's CIFAR constants, or the CDL
 /// fine-tuning ones with CDL) with c widened to cover `sampler_range()`.
 pub fn default_q(kind: LossKind, variances: &[f64]) -> Result<TruncLogistic, DiffusionError> {
     let q = if variances.len() <= 2 {

@@ -1,4 +1,4 @@
-//! The training step over rows (ARCHITECTURE.md "The training step"; spec §3.4, §9b) and the
+//! The training step over rows (ARCHITECTURE.md "The training step"; math.md §3.4, §9b) and the
 //! loop around it: data batch → row inputs (GPU noise) → one forward over all rows → loss head
 //! (row errors, logits, per-row weights) → weighted-MSE gradient → one backward → global
 //! gradient norm, clipping → Adam with warm-up → EMA.
@@ -34,7 +34,7 @@ use crate::ops::rows;
 use crate::train::checkpoint::{Checkpoint, CheckpointError, ADAM_M_PREFIX, ADAM_V_PREFIX, EMA_PREFIX, MODEL_PREFIX};
 use crate::train::weights::{insert_params, read_params};
 
-/// The network's noise input for log-SNR α: c_noise = α/8 (spec §8), continuous (spec §9
+/// The network's noise input for log-SNR α: c_noise = α/8 (math.md §8), continuous (math.md §9
 /// pitfall 3). Samplers use the same mapping.
 pub fn noise_input(alpha: f64) -> f32 {
     (alpha / 8.0) as f32
@@ -66,7 +66,7 @@ pub struct TrainConfig {
 }
 
 impl TrainConfig {
-    /// The paper's toy setting (spec §5.1): Adam lr 1e-3, batch 128, no clipping; our additions:
+    /// The paper's toy setting (math.md §5.1): Adam lr 1e-3, batch 128, no clipping; our additions:
     /// 100 warm-up steps, EMA 0.999 with warm-up.
     pub fn toy(loss: LossConfig) -> Self {
         Self {
@@ -160,7 +160,7 @@ pub trait Examples {
 }
 
 /// Per-element variances of the first min(N, `max`) examples (unaugmented), each at least 1e-4:
-/// the data reference Gaussian of image losses (spec §2.1), where per-pixel moments are enough.
+/// the data reference Gaussian of image losses (math.md §2.1), where per-pixel moments are enough.
 pub fn example_variances(examples: &dyn Examples, max: usize) -> Vec<f64> {
     let (n, d) = (examples.len().min(max), examples.row_len());
     if n == 0 {

@@ -541,7 +541,7 @@ impl Engine {
         }
     }
 
-    /// The heat map under the samples (spec §2.2, §3.2): −(−log p̂(x)) from the ITD estimator,
+    /// The heat map under the samples (math.md §2.2, §3.2): −(−log p̂(x)) from the ITD estimator,
     /// or the noise classifier's logit f̂(x) = log p̂(x) − log p̂_ζ(x) at shift ζ, on a grid.
     async fn refresh_heat(&mut self) {
         let what = dom::value("heat").unwrap_or_else(|| self.opts.heat.clone());

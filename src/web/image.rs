@@ -714,7 +714,7 @@ impl runtime::Task for Engine {
                 text += &format!(" (std {:.4}, cdl {:.4})", r[1], r[2]);
             }
             if matches!(m.settings.loss, LossKind::Itd | LossKind::Cdl) {
-                // The ITD loss estimates −log p(x) in nats (spec §2.2): continuous bits/dim.
+                // The ITD loss estimates −log p(x) in nats (math.md §2.2): continuous bits/dim.
                 let bpd = f64::from(r[1]) / ((3 * SIDE * SIDE) as f64 * std::f64::consts::LN_2);
                 text += &format!("  ·  ≈ {bpd:.2} bits/dim (continuous)");
             }
