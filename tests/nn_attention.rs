@@ -16,15 +16,10 @@ use cdl::reference::to_f64;
 use cdl::reference::tol::{compare, LOOSE};
 
 fn submit(gpu: &Gpu, p: &Params, fwd: &[Dispatch], bwd: &[Dispatch]) {
-    let mut enc = gpu.device.create_command_encoder(&Default::default());
-    p.zero_grad(&mut enc);
-    {
-        let mut pass = enc.begin_compute_pass(&Default::default());
-        for d in fwd.iter().chain(bwd) {
-            d.encode(&mut pass);
-        }
-    }
-    gpu.queue.submit([enc.finish()]);
+    let mut rec = gpu.recorder();
+    p.zero_grad(&mut rec);
+    rec.dispatches(fwd.iter().chain(bwd));
+    rec.submit();
 }
 
 /// Runs one forward + backward of B maps of C channels and T tokens and compares everything.

@@ -85,15 +85,10 @@ fn oracle_backward_matches_finite_differences_identity_skip() {
 }
 
 fn run(gpu: &Gpu, p: &Params, dispatches: &[Dispatch]) {
-    let mut enc = gpu.device.create_command_encoder(&Default::default());
-    p.zero_grad(&mut enc);
-    {
-        let mut pass = enc.begin_compute_pass(&Default::default());
-        for d in dispatches {
-            d.encode(&mut pass);
-        }
-    }
-    gpu.queue.submit([enc.finish()]);
+    let mut rec = gpu.recorder();
+    p.zero_grad(&mut rec);
+    rec.dispatches(dispatches);
+    rec.submit();
 }
 
 fn read(gpu: &Gpu, b: &Buffer) -> Vec<f32> {

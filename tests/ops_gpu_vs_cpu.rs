@@ -81,3 +81,41 @@ fn shape_mismatch_is_an_error() {
         .expect_err("16-element operands from 10-element buffers must be refused");
     assert!(err.to_string().contains("needs 16"), "{err}");
 }
+
+/// A recorded submission runs its steps in the order recorded (a clear before the dispatch that
+/// reads the cleared buffer, a copy after the dispatch that wrote its source), reports each
+/// dispatch's kernel variant, and adds exactly its submissions and dispatches to the counters.
+#[test]
+fn a_recorder_submits_clears_dispatches_and_copies_in_order() {
+    if common::gpu_or_skip().is_none() {
+        return;
+    }
+    // A device of its own: the shared one's counters move with the other tests in this binary.
+    let gpu = pollster::block_on(cdl::gpu::Gpu::new(&cdl::gpu::GpuOptions::from_env())).expect("device");
+    let n = 300;
+    let x = gpu.upload("x", &vec![1.0; n]).expect("x");
+    let y = gpu.upload("y", &vec![5.0; n]).expect("y");
+    let out = gpu.zeros("out", n).expect("out");
+    // y <- y + 2x, then out <- y: with x cleared first, out must hold the old y.
+    let axpy = pollster::block_on(ops::elementwise::axpy(&gpu, &x, &y, n, 2.0)).expect("axpy");
+    let before = gpu.counters();
+    let mut rec = gpu.recorder();
+    rec.clear(&x).dispatch(&axpy).copy(&y, 0, &out, 0, n);
+    assert_eq!(rec.kernels(), vec![axpy.key.as_str()]);
+    rec.submit();
+    let got = pollster::block_on(gpu.read(&out)).expect("read");
+    assert!(got.iter().all(|&v| v == 5.0), "clear did not precede the dispatch: {:?}", &got[..4]);
+    // With x = 1 again: y <- 5 + 2 = 7, out <- 7, x <- 0, y <- 7 + 0. A copy or a clear encoded
+    // out of order would leave 5 in out or 9 in y.
+    gpu.write(&x, &vec![1.0; n]);
+    let mut rec = gpu.recorder();
+    rec.dispatch(&axpy).copy(&y, 0, &out, 0, n).clear(&x).dispatch(&axpy);
+    rec.submit();
+    let (got, y_now) =
+        (pollster::block_on(gpu.read(&out)).expect("read"), pollster::block_on(gpu.read(&y)).expect("read"));
+    assert!(got.iter().all(|&v| v == 7.0), "the copy did not see the first dispatch: {:?}", &got[..4]);
+    assert!(y_now.iter().all(|&v| v == 7.0), "the clear did not precede the second dispatch: {:?}", &y_now[..4]);
+    let after = gpu.counters();
+    assert_eq!(after.submissions - before.submissions, 2, "{before:?} -> {after:?}");
+    assert_eq!(after.dispatches - before.dispatches, 3, "{before:?} -> {after:?}");
+}

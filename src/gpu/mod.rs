@@ -12,11 +12,14 @@ mod error;
 #[cfg(not(target_arch = "wasm32"))]
 mod instance;
 mod readback;
+mod recorder;
 
 pub use error::GpuError;
+pub use recorder::{Counters, Recorder};
 
 use std::collections::HashMap;
 use std::fmt;
+use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::{Arc, Mutex, MutexGuard};
 
 use glam::UVec3;
@@ -75,6 +78,9 @@ pub struct Gpu {
     /// the next readback to report instead of panicking inside wgpu.
     errors: Arc<Mutex<Vec<String>>>,
     debug: u32,
+    /// Command buffers and dispatches submitted through `Recorder` (see `counters`).
+    submissions: AtomicU64,
+    dispatches: AtomicU64,
 }
 
 impl fmt::Debug for Gpu {
@@ -127,6 +133,8 @@ impl Gpu {
             unused,
             errors,
             debug,
+            submissions: AtomicU64::new(0),
+            dispatches: AtomicU64::new(0),
         })
     }
 
@@ -315,16 +323,24 @@ impl Gpu {
         })
     }
 
+    /// A new, empty submission: the only way commands reach the queue.
+    pub fn recorder(&self) -> Recorder<'_> {
+        Recorder::new(self)
+    }
+
+    /// Submissions and dispatches recorded since the device was created.
+    pub fn counters(&self) -> Counters {
+        Counters {
+            submissions: self.submissions.load(Ordering::Relaxed),
+            dispatches: self.dispatches.load(Ordering::Relaxed),
+        }
+    }
+
     /// Encodes and submits `dispatches` in one compute pass.
     pub fn run(&self, dispatches: &[&Dispatch]) {
-        let mut enc = self.device.create_command_encoder(&Default::default());
-        {
-            let mut pass = enc.begin_compute_pass(&Default::default());
-            for d in dispatches {
-                d.encode(&mut pass);
-            }
-        }
-        self.queue.submit([enc.finish()]);
+        let mut rec = self.recorder();
+        rec.dispatches(dispatches.iter().copied());
+        rec.submit();
     }
 
     /// Runs each dispatch in its own pass between two timestamps and returns the GPU time of
@@ -371,9 +387,9 @@ impl Gpu {
 
     /// Copies min(src.len, dst.len) elements from `src` to `dst` on the device (one submission).
     pub fn copy(&self, src: &Buffer, dst: &Buffer) {
-        let mut enc = self.device.create_command_encoder(&Default::default());
-        src.encode_copy(&mut enc, 0, dst, 0, src.len.min(dst.len));
-        self.queue.submit([enc.finish()]);
+        let mut rec = self.recorder();
+        rec.copy(src, 0, dst, 0, src.len.min(dst.len));
+        rec.submit();
     }
 
     /// Reads a buffer back to the host.
@@ -425,18 +441,6 @@ pub struct Buffer {
 }
 
 impl Buffer {
-    /// Encodes a copy of `len` elements from element `src_at` of this buffer to element
-    /// `dst_at` of `dst` (both relative to the views).
-    pub fn encode_copy(&self, enc: &mut wgpu::CommandEncoder, src_at: usize, dst: &Buffer, dst_at: usize, len: usize) {
-        enc.copy_buffer_to_buffer(
-            &self.buffer,
-            ((self.offset + src_at) * 4) as u64,
-            &dst.buffer,
-            ((dst.offset + dst_at) * 4) as u64,
-            (len * 4) as u64,
-        );
-    }
-
     /// A view of `len` elements from `start` (relative to this view; `start` a multiple of
     /// `VIEW_ALIGN`).
     pub fn view(&self, start: usize, len: usize) -> Result<Buffer, GpuError> {
@@ -479,7 +483,7 @@ impl Dispatch {
         self.grid = UVec3::new(x, y, 1);
     }
 
-    pub fn encode(&self, pass: &mut wgpu::ComputePass<'_>) {
+    fn encode(&self, pass: &mut wgpu::ComputePass<'_>) {
         pass.set_pipeline(&self.pipeline);
         pass.set_bind_group(0, &self.groups[0], &[]);
         pass.set_bind_group(1, &self.groups[1], &[]);

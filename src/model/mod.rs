@@ -129,17 +129,12 @@ impl Net for UNet {
 /// and its backward pass, in one command buffer (dispatches in one compute pass: WebGPU orders
 /// their storage accesses).
 pub fn submit(gpu: &Gpu, params: &Params, forward: &[Dispatch], backward: Option<&[Dispatch]>) {
-    let mut enc = gpu.device.create_command_encoder(&Default::default());
+    let mut rec = gpu.recorder();
     if backward.is_some() {
-        params.zero_grad(&mut enc);
+        params.zero_grad(&mut rec);
     }
-    {
-        let mut pass = enc.begin_compute_pass(&Default::default());
-        for d in forward.iter().chain(backward.unwrap_or_default()) {
-            d.encode(&mut pass);
-        }
-    }
-    gpu.queue.submit([enc.finish()]);
+    rec.dispatches(forward.iter().chain(backward.unwrap_or_default()));
+    rec.submit();
 }
 
 /// Builds the model a checkpoint names (`arch`, and its config JSON) bound to `rows` rows, with

@@ -3,7 +3,7 @@
 //! One flat buffer makes zeroing gradients one command, and the global gradient norm, the
 //! optimizer step and the EMA one dispatch each over the whole model.
 
-use crate::gpu::{Buffer, Gpu, GpuError, VIEW_ALIGN};
+use crate::gpu::{Buffer, Gpu, GpuError, Recorder, VIEW_ALIGN};
 use crate::philox::{philox_uniform, Stream};
 
 /// Index of a parameter tensor in its layout.
@@ -153,8 +153,8 @@ impl Params {
         self.grad.view(e.offset, e.shape.iter().product())
     }
 
-    /// Zeroes every gradient (one command on the flat buffer).
-    pub fn zero_grad(&self, enc: &mut wgpu::CommandEncoder) {
-        enc.clear_buffer(&self.grad.buffer, (self.grad.offset * 4) as u64, Some((self.grad.len * 4) as u64));
+    /// Records the zeroing of every gradient (one clear of the flat buffer).
+    pub fn zero_grad<'a>(&'a self, rec: &mut Recorder<'a>) {
+        rec.clear(&self.grad);
     }
 }

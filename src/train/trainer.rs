@@ -573,36 +573,22 @@ impl Trainer {
         let flat = self.net.params().layout.flat_len();
         optim::set_ema_decay(gpu, &self.ema_d, flat, self.cfg.ema_at(s));
 
-        let mut enc = gpu.device.create_command_encoder(&Default::default());
-        self.net.params().zero_grad(&mut enc);
-        {
-            let mut pass = enc.begin_compute_pass(&Default::default());
-            let (fwd, bwd) = self.net.dispatches();
-            self.rows_d.encode(&mut pass);
-            for d in fwd {
-                d.encode(&mut pass);
-            }
-            for d in [&self.err_d, &self.head_d, &self.grad_d] {
-                d.encode(&mut pass);
-            }
-            for d in bwd {
-                d.encode(&mut pass);
-            }
-            self.norm.partial.encode(&mut pass);
-            self.norm.total.encode(&mut pass);
-            if let Some(c) = &self.clip_d {
-                c.encode(&mut pass);
-            }
-            self.adam.dispatch.encode(&mut pass);
-            self.ema_d.encode(&mut pass);
-        }
-        let rec = (LOG_HEAD + self.anchors) * slot;
-        self.stats.encode_copy(&mut enc, 0, &self.log, rec, 4);
-        self.sumsq.encode_copy(&mut enc, 0, &self.log, rec + 4, 1);
+        let mut rec = gpu.recorder();
+        self.net.params().zero_grad(&mut rec);
+        let (fwd, bwd) = self.net.dispatches();
+        rec.dispatch(&self.rows_d)
+            .dispatches(fwd)
+            .dispatches([&self.err_d, &self.head_d, &self.grad_d])
+            .dispatches(bwd)
+            .dispatches([&self.norm.partial, &self.norm.total])
+            .dispatches(&self.clip_d)
+            .dispatches([&self.adam.dispatch, &self.ema_d]);
+        let at = (LOG_HEAD + self.anchors) * slot;
+        rec.copy(&self.stats, 0, &self.log, at, 4).copy(&self.sumsq, 0, &self.log, at + 4, 1);
         if self.anchors > 0 {
-            self.logits.encode_copy(&mut enc, 0, &self.log, rec + LOG_HEAD, self.anchors);
+            rec.copy(&self.logits, 0, &self.log, at + LOG_HEAD, self.anchors);
         }
-        gpu.queue.submit([enc.finish()]);
+        rec.submit();
         Ok(Pending { lr, labels })
     }
 
@@ -611,19 +597,19 @@ impl Trainer {
     }
 
     fn save_snapshot(&self, gpu: &Gpu) {
-        let mut enc = gpu.device.create_command_encoder(&Default::default());
+        let mut rec = gpu.recorder();
         for (src, dst) in self.state().into_iter().zip(&self.snapshot) {
-            src.encode_copy(&mut enc, 0, dst, 0, src.len);
+            rec.copy(src, 0, dst, 0, src.len);
         }
-        gpu.queue.submit([enc.finish()]);
+        rec.submit();
     }
 
     fn restore_snapshot(&self, gpu: &Gpu) {
-        let mut enc = gpu.device.create_command_encoder(&Default::default());
+        let mut rec = gpu.recorder();
         for (dst, src) in self.state().into_iter().zip(&self.snapshot) {
-            src.encode_copy(&mut enc, 0, dst, 0, dst.len);
+            rec.copy(src, 0, dst, 0, dst.len);
         }
-        gpu.queue.submit([enc.finish()]);
+        rec.submit();
     }
 
     /// The whole state as a checkpoint: model, EMA, Adam moments (names in `checkpoint`), the
