@@ -102,7 +102,7 @@ fn naive_dispatch(
 // --- cdl bench model ---------------------------------------------------------------------------
 
 /// What the training-step benchmark needs of a model built for one batch size.
-pub struct Net<'a> {
+pub struct BenchNet<'a> {
     /// Architecture (`mlp`, `unet`), as the mirror's `--arch` takes it.
     pub name: &'static str,
     /// What the JSON calls this case (`unet compact`).
@@ -120,7 +120,7 @@ pub struct Net<'a> {
 /// PyTorch mirror on the CPU when `python` is given.
 pub async fn train_step(
     gpu: &Gpu,
-    net: &Net<'_>,
+    net: &BenchNet<'_>,
     runs: usize,
     python: Option<&std::path::Path>,
 ) -> Result<Value, String> {
@@ -186,7 +186,7 @@ pub async fn train_step(
 }
 
 /// The same training step of the PyTorch mirror (tools/mirror.py bench), on the CPU.
-fn mirror_step(python: &std::path::Path, net: &Net<'_>) -> Result<Value, String> {
+fn mirror_step(python: &std::path::Path, net: &BenchNet<'_>) -> Result<Value, String> {
     mirror_rows(python, net.name, &net.config, net.batch)
 }
 
@@ -203,7 +203,7 @@ pub async fn model(gpu: &Gpu, runs: usize, python: Option<&std::path::Path>) -> 
         gpu.write(&mlp.t, &normal_vec(batch, 3, 1));
         gpu.write(&mlp.dout, &normal_vec(batch * cfg.dim, 3, 2));
         let (forward, backward) = mlp.dispatches();
-        let net = Net {
+        let net = BenchNet {
             name: "mlp",
             label: "mlp".into(),
             config: cfg.to_json(),
@@ -223,7 +223,7 @@ pub async fn model(gpu: &Gpu, runs: usize, python: Option<&std::path::Path>) -> 
             gpu.write(&unet.t, &normal_vec(batch, 3, 1));
             gpu.write(&unet.dout, &normal_vec(batch * cfg.out_channels * s2, 3, 2));
             let (forward, backward) = unet.dispatches();
-            let net = Net {
+            let net = BenchNet {
                 name: "unet",
                 label: label.into(),
                 config: cfg.to_json(),

@@ -130,7 +130,7 @@ pub struct ImagesArgs {
 }
 
 /// The resolved settings of one experiment.
-struct Plan {
+struct ExperimentPlan {
     seeds: u64,
     steps: u64,
     batch: u64,
@@ -143,7 +143,7 @@ struct Plan {
     arms: Vec<LossKind>,
 }
 
-impl Plan {
+impl ExperimentPlan {
     /// `a` over the mode's defaults (seeds, steps, batch, M, n, NLL points, T, DDIM, Heun).
     fn new(a: &ArmArgs, d: (u64, u64, u64, u64, usize, usize, usize, usize, usize)) -> Result<Self, String> {
         let mut arms = Vec::new();
@@ -317,7 +317,7 @@ impl Table {
     /// The table of `plan` under `samplers`: the experiment's own per-sampler `quality` columns
     /// followed by the columns every experiment reports (passes, evaluations, sampling time), and
     /// per arm the NLL and the training time.
-    fn new(plan: &Plan, samplers: &[(String, &'static str, SamplerArgs)], quality: &[Column]) -> Self {
+    fn new(plan: &ExperimentPlan, samplers: &[(String, &'static str, SamplerArgs)], quality: &[Column]) -> Self {
         let k = plan.arms.len();
         let mut columns: Vec<Column> = quality.to_vec();
         columns.extend([
@@ -499,7 +499,7 @@ pub async fn toy(gpu: &Gpu, args: ToyArgs) -> Result<(), String> {
         (5, 20_000, 128, 128, 2000, 1000, 1000, 100, 18)
     };
     let a = &args.arms;
-    let plan = Plan::new(a, defaults)?;
+    let plan = ExperimentPlan::new(a, defaults)?;
     let dir = out_dir(a, "experiment", &args.data)?;
     let started = Instant::now();
     let base = TrainArgs { data: args.data.clone(), precond: a.precond.clone(), ..TrainArgs::defaults() };
@@ -636,7 +636,7 @@ async fn density_png(den: &mut GpuDenoiser<'_>, reference: &[f64], m: usize, fil
 pub async fn images(gpu: &Gpu, args: ImagesArgs) -> Result<(), String> {
     let defaults = if args.quick { (2, 20, 8, 4, 4, 4, 6, 4, 3) } else { (5, 20_000, 64, 16, 64, 100, 1000, 100, 18) };
     let a = &args.arms;
-    let mut plan = Plan::new(a, defaults)?;
+    let mut plan = ExperimentPlan::new(a, defaults)?;
     plan.batch = args.batch.unwrap_or(plan.batch);
     let held = if args.quick { 4 } else { 256 };
     let dir = out_dir(a, "experiment-images", &args.data)?;

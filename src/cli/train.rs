@@ -752,7 +752,7 @@ fn catch_interrupts() {
 }
 
 /// Training examples with what the loss and the checkpoint need to know about them.
-struct Data {
+struct TrainingData {
     examples: Box<dyn Examples>,
     /// Per-coordinate variances in model units (the loss's integration range and reference).
     variances: Vec<f64>,
@@ -776,7 +776,7 @@ fn unet_config(args: &TrainArgs) -> Result<Option<UNetConfig>, String> {
     Ok(Some(cfg))
 }
 
-fn load_data(args: &TrainArgs) -> Result<Data, String> {
+fn load_data(args: &TrainArgs) -> Result<TrainingData, String> {
     let Some(unet) = unet_config(args)? else {
         if args.classes || args.flip {
             return Err("--classes and --flip are for image data (a UNet --model)".into());
@@ -787,7 +787,7 @@ fn load_data(args: &TrainArgs) -> Result<Data, String> {
         if points.dim != 2 {
             return Err(format!("{}: the MLP trains on 2-D points, got d = {}", args.data, points.dim));
         }
-        return Ok(Data {
+        return Ok(TrainingData {
             variances: points.variances(),
             standard: (standard.mean, standard.std),
             examples: Box::new(points),
@@ -832,7 +832,7 @@ fn load_data(args: &TrainArgs) -> Result<Data, String> {
     };
     // Per-pixel variances over up to 2,000 examples (the reference Gaussian, math.md §2.1).
     let variances = cdl::train::trainer::example_variances(examples.as_ref(), 2000);
-    Ok(Data { examples, variances, standard: (Vec::new(), Vec::new()) })
+    Ok(TrainingData { examples, variances, standard: (Vec::new(), Vec::new()) })
 }
 
 fn progress(line: &Value, steps: u64) -> String {

@@ -19,7 +19,7 @@ pub struct Counters {
     pub dispatches: u64,
 }
 
-enum Step<'a> {
+enum Command<'a> {
     Clear(&'a Buffer),
     Dispatch(&'a Dispatch),
     Copy { src: &'a Buffer, src_at: usize, dst: &'a Buffer, dst_at: usize, len: usize },
@@ -28,7 +28,7 @@ enum Step<'a> {
 /// The steps of one submission, borrowed until `submit`.
 pub struct Recorder<'a> {
     gpu: &'a Gpu,
-    steps: Vec<Step<'a>>,
+    steps: Vec<Command<'a>>,
 }
 
 impl<'a> Recorder<'a> {
@@ -38,26 +38,26 @@ impl<'a> Recorder<'a> {
 
     /// Sets every element of the view `buf` to 0.
     pub fn clear(&mut self, buf: &'a Buffer) -> &mut Self {
-        self.steps.push(Step::Clear(buf));
+        self.steps.push(Command::Clear(buf));
         self
     }
 
     /// One prepared dispatch.
     pub fn dispatch(&mut self, d: &'a Dispatch) -> &mut Self {
-        self.steps.push(Step::Dispatch(d));
+        self.steps.push(Command::Dispatch(d));
         self
     }
 
     /// Prepared dispatches, in order.
     pub fn dispatches(&mut self, ds: impl IntoIterator<Item = &'a Dispatch>) -> &mut Self {
-        self.steps.extend(ds.into_iter().map(Step::Dispatch));
+        self.steps.extend(ds.into_iter().map(Command::Dispatch));
         self
     }
 
     /// Copies `len` elements from element `src_at` of `src` to element `dst_at` of `dst` (both
     /// relative to the views).
     pub fn copy(&mut self, src: &'a Buffer, src_at: usize, dst: &'a Buffer, dst_at: usize, len: usize) -> &mut Self {
-        self.steps.push(Step::Copy { src, src_at, dst, dst_at, len });
+        self.steps.push(Command::Copy { src, src_at, dst, dst_at, len });
         self
     }
 
@@ -66,7 +66,7 @@ impl<'a> Recorder<'a> {
         self.steps
             .iter()
             .filter_map(|s| match s {
-                Step::Dispatch(d) => Some(d.key.as_str()),
+                Command::Dispatch(d) => Some(d.key.as_str()),
                 _ => None,
             })
             .collect()
@@ -80,11 +80,11 @@ impl<'a> Recorder<'a> {
         let mut i = 0;
         while i < self.steps.len() {
             match &self.steps[i] {
-                Step::Clear(b) => {
+                Command::Clear(b) => {
                     enc.clear_buffer(&b.buffer, (b.offset * 4) as u64, Some((b.len * 4) as u64));
                     i += 1;
                 }
-                Step::Copy { src, src_at, dst, dst_at, len } => {
+                Command::Copy { src, src_at, dst, dst_at, len } => {
                     enc.copy_buffer_to_buffer(
                         &src.buffer,
                         ((src.offset + src_at) * 4) as u64,
@@ -94,9 +94,9 @@ impl<'a> Recorder<'a> {
                     );
                     i += 1;
                 }
-                Step::Dispatch(_) => {
+                Command::Dispatch(_) => {
                     let mut pass = enc.begin_compute_pass(&Default::default());
-                    while let Some(Step::Dispatch(d)) = self.steps.get(i) {
+                    while let Some(Command::Dispatch(d)) = self.steps.get(i) {
                         d.encode(&mut pass);
                         dispatches += 1;
                         i += 1;

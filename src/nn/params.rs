@@ -21,7 +21,7 @@ pub enum Init {
 }
 
 #[derive(Clone, Debug)]
-struct Entry {
+struct ParamEntry {
     name: String,
     shape: Vec<usize>,
     offset: usize,
@@ -31,7 +31,7 @@ struct Entry {
 /// The names, shapes and offsets of a model's parameters, built before any allocation.
 #[derive(Clone, Debug, Default)]
 pub struct ParamLayout {
-    entries: Vec<Entry>,
+    entries: Vec<ParamEntry>,
     total: usize,
 }
 
@@ -40,7 +40,7 @@ impl ParamLayout {
     pub fn add(&mut self, name: impl Into<String>, shape: &[usize], init: Init) -> ParamId {
         let len: usize = shape.iter().product();
         let id = ParamId(self.entries.len());
-        self.entries.push(Entry { name: name.into(), shape: shape.to_vec(), offset: self.total, init });
+        self.entries.push(ParamEntry { name: name.into(), shape: shape.to_vec(), offset: self.total, init });
         self.total += len.div_ceil(VIEW_ALIGN) * VIEW_ALIGN;
         id
     }
@@ -137,7 +137,7 @@ impl Params {
         Ok(Self { layout, value, grad })
     }
 
-    fn entry(&self, id: ParamId) -> &Entry {
+    fn entry(&self, id: ParamId) -> &ParamEntry {
         &self.layout.entries[id.0]
     }
 

@@ -57,7 +57,7 @@ const STORAGE_KEY: &str = "cdl.weights";
 const PRETRAINED: &[(&str, &str)] = &[("moons", "cdl"), ("moons", "ddpm")];
 
 /// What the controls ask of the training task.
-enum Cmd {
+enum ToyCommand {
     Start,
     Pause,
     Step,
@@ -81,18 +81,18 @@ enum Cmd {
     Animate,
 }
 
-type SharedRef = runtime::SharedRef<Cmd>;
+type ToyShared = runtime::SharedRef<ToyCommand>;
 
 /// The commands of `window.cdl`.
-const API: &[runtime::Named<Cmd>] = &[
-    ("start", || Cmd::Start),
-    ("pause", || Cmd::Pause),
-    ("step", || Cmd::Step),
-    ("reset", || Cmd::Reset),
-    ("saveStorage", || Cmd::SaveStorage),
-    ("loadStorage", || Cmd::LoadStorage),
-    ("loseDevice", || Cmd::LoseDevice),
-    ("animate", || Cmd::Animate),
+const API: &[runtime::Named<ToyCommand>] = &[
+    ("start", || ToyCommand::Start),
+    ("pause", || ToyCommand::Pause),
+    ("step", || ToyCommand::Step),
+    ("reset", || ToyCommand::Reset),
+    ("saveStorage", || ToyCommand::SaveStorage),
+    ("loadStorage", || ToyCommand::LoadStorage),
+    ("loseDevice", || ToyCommand::LoseDevice),
+    ("animate", || ToyCommand::Animate),
 ];
 
 /// Points drawn with the mouse, in view units, and whether the button is down.
@@ -106,7 +106,7 @@ type DrawingRef = Rc<RefCell<Drawing>>;
 
 /// Page options from the URL (`?dataset=moons&loss=cdl&autoplay&embed&width=16...`).
 #[derive(Clone, Debug)]
-pub struct Options {
+pub struct ToyPageOptions {
     pub embed: bool,
     pub dataset: String,
     pub losses: Vec<LossKind>,
@@ -128,7 +128,7 @@ pub struct Options {
     pub heat: String,
 }
 
-impl Options {
+impl ToyPageOptions {
     pub fn from_url(embed: bool) -> Self {
         let num = |k: &str, d: usize| dom::param(k).and_then(|v| v.parse::<usize>().ok()).unwrap_or(d);
         let loss = |k: &str, d: Option<LossKind>| match dom::param(k) {
@@ -170,14 +170,14 @@ impl Options {
 }
 
 /// The data being trained on.
-struct Data {
+struct ToyDataSet {
     name: String,
     /// Standardized. (n, 2)
     points: Points,
     st: Standardization,
 }
 
-impl Data {
+impl ToyDataSet {
     fn toy(t: Toy, seed: u64) -> Self {
         Self { name: t.name().into(), points: t.generate(TOY_POINTS, seed), st: Standardization::identity(2) }
     }
@@ -192,11 +192,11 @@ impl Data {
 }
 
 /// The training task's state.
-struct Engine {
-    ctl: Control<Cmd>,
-    opts: Options,
+struct ToyPage {
+    ctl: Control<ToyCommand>,
+    opts: ToyPageOptions,
     gpu: Gpu,
-    data: Data,
+    data: ToyDataSet,
     models: Vec<ToyModel>,
     /// The last weights read back (for a restart after device loss).
     kept: Vec<Option<Checkpoint>>,
@@ -224,21 +224,21 @@ struct Animation {
 /// Builds the demo on the page: wires the controls, acquires WebGPU, loads shipped weights and
 /// starts the training task.
 pub async fn run(embed: bool) -> Result<(), String> {
-    let opts = Options::from_url(embed);
-    let shared: SharedRef = Rc::default();
+    let opts = ToyPageOptions::from_url(embed);
+    let shared: ToyShared = Rc::default();
     runtime::install_api(&shared, API);
     init_controls(&opts);
     wire_controls(&shared, &opts);
     let Some(gpu) = runtime::acquire_gpu().await else { return Ok(()) };
     let data = match Toy::from_name(&opts.dataset) {
-        Some(t) => Data::toy(t, opts.base.seed),
+        Some(t) => ToyDataSet::toy(t, opts.base.seed),
         None => {
             show_message(&format!("unknown dataset {:?}; using moons", opts.dataset));
-            Data::toy(Toy::Moons, opts.base.seed)
+            ToyDataSet::toy(Toy::Moons, opts.base.seed)
         }
     };
     let meter = Meter::new(opts.chunk.max(4), super::toy::CHUNK_MAX, CHUNK_TARGET_MS);
-    let mut engine = Engine {
+    let mut engine = ToyPage {
         ctl: Control::new(shared.clone(), meter, opts.sample_every_ms, KEEP_EVERY_MS),
         opts: opts.clone(),
         gpu,
@@ -267,7 +267,7 @@ pub async fn run(embed: bool) -> Result<(), String> {
 }
 
 /// Sets the controls to the URL's options.
-fn init_controls(opts: &Options) {
+fn init_controls(opts: &ToyPageOptions) {
     if opts.embed {
         dom::add_body_class("embed");
     }
@@ -285,20 +285,20 @@ fn init_controls(opts: &Options) {
     dom::set_text("step", &format!("Step ×{}", opts.step_size));
 }
 
-fn wire_controls(shared: &SharedRef, opts: &Options) {
-    let click = |id: &str, make: fn() -> Cmd| runtime::on_click(shared, id, make);
-    click("reset", || Cmd::Reset);
-    click("step", || Cmd::Step);
-    click("start", || Cmd::Start);
-    click("pause", || Cmd::Pause);
-    click("save-storage", || Cmd::SaveStorage);
-    click("load-storage", || Cmd::LoadStorage);
-    click("restart", || Cmd::Restart);
-    click("resample", || Cmd::Resample);
-    click("animate", || Cmd::Animate);
+fn wire_controls(shared: &ToyShared, opts: &ToyPageOptions) {
+    let click = |id: &str, make: fn() -> ToyCommand| runtime::on_click(shared, id, make);
+    click("reset", || ToyCommand::Reset);
+    click("step", || ToyCommand::Step);
+    click("start", || ToyCommand::Start);
+    click("pause", || ToyCommand::Pause);
+    click("save-storage", || ToyCommand::SaveStorage);
+    click("load-storage", || ToyCommand::LoadStorage);
+    click("restart", || ToyCommand::Restart);
+    click("resample", || ToyCommand::Resample);
+    click("animate", || ToyCommand::Animate);
     for (i, suffix) in ["a", "b"].into_iter().enumerate() {
         let s = shared.clone();
-        dom::on(&format!("save-file-{suffix}"), "click", move |_| push(&s, Cmd::SaveFile(i)));
+        dom::on(&format!("save-file-{suffix}"), "click", move |_| push(&s, ToyCommand::SaveFile(i)));
         let s = shared.clone();
         let input = format!("load-file-{suffix}");
         let id = input.clone();
@@ -308,7 +308,7 @@ fn wire_controls(shared: &SharedRef, opts: &Options) {
             let s = s.clone();
             wasm_bindgen_futures::spawn_local(async move {
                 match store::read_file(&file, store::MAX_WEIGHTS_BYTES, "a weights file").await {
-                    Ok(bytes) => push(&s, Cmd::LoadFile(i, file.name(), bytes)),
+                    Ok(bytes) => push(&s, ToyCommand::LoadFile(i, file.name(), bytes)),
                     Err(e) => set_weights_message(&e, true),
                 }
             });
@@ -316,11 +316,11 @@ fn wire_controls(shared: &SharedRef, opts: &Options) {
     }
     for id in ["loss-a", "loss-b", "lambda", "anchors", "points"] {
         let s = shared.clone();
-        dom::on(id, "change", move |_| push(&s, Cmd::Reset));
+        dom::on(id, "change", move |_| push(&s, ToyCommand::Reset));
     }
     for id in ["sampler", "sampler-steps", "heat", "zeta"] {
         let s = shared.clone();
-        dom::on(id, "change", move |_| push(&s, Cmd::Resample));
+        dom::on(id, "change", move |_| push(&s, ToyCommand::Resample));
     }
     let drawing = DrawingRef::default();
     let (s, d) = (shared.clone(), drawing.clone());
@@ -330,7 +330,7 @@ fn wire_controls(shared: &SharedRef, opts: &Options) {
         dom::set_hidden("csv-panel", v != "csv");
         dom::set_text("data-error", "");
         if let Some(t) = Toy::from_name(&v) {
-            push(&s, Cmd::Toy(t));
+            push(&s, ToyCommand::Toy(t));
         } else if v == "draw" {
             redraw_drawing(&d.borrow().points);
         }
@@ -344,7 +344,7 @@ fn wire_controls(shared: &SharedRef, opts: &Options) {
             match read_csv(&file).await {
                 Ok(points) => {
                     dom::set_text("data-error", "");
-                    push(&s, Cmd::Points(file.name(), points));
+                    push(&s, ToyCommand::Points(file.name(), points));
                 }
                 Err(e) => set_data_error(&e),
             }
@@ -377,7 +377,7 @@ fn set_weights_message(text: &str, error: bool) {
 
 /// Drawing points with the mouse on `draw-canvas`: each move while the button is down sprays a
 /// few points around the cursor.
-fn wire_drawing(shared: &SharedRef, drawing: &DrawingRef) {
+fn wire_drawing(shared: &ToyShared, drawing: &DrawingRef) {
     let spray = |d: &DrawingRef, e: &web_sys::Event| {
         let Some(m) = e.dyn_ref::<web_sys::MouseEvent>() else { return };
         let Some(canvas) = dom::get::<web_sys::HtmlCanvasElement>("draw-canvas") else { return };
@@ -423,7 +423,7 @@ fn wire_drawing(shared: &SharedRef, drawing: &DrawingRef) {
         }
         set_data_error("");
         let data = drawn.iter().map(|&v| v as f32).collect();
-        push(&s, Cmd::Points("drawing".into(), Points { dim: 2, data }));
+        push(&s, ToyCommand::Points("drawing".into(), Points { dim: 2, data }));
     });
 }
 
@@ -436,7 +436,7 @@ fn redraw_drawing(drawn: &[f64]) {
 // ---------------------------------------------------------------------------------------------
 // The training task
 
-impl Engine {
+impl ToyPage {
     /// A fresh device and the models rebuilt from the kept weights.
     async fn restart(&mut self) -> Result<(), String> {
         self.gpu = Gpu::new(&crate::gpu::GpuOptions::default()).await.map_err(|e| format!("cannot restart: {e}"))?;
@@ -449,7 +449,7 @@ impl Engine {
                 self.models[i] = m;
             }
         }
-        self.keep().await;
+        self.back_up_weights().await;
         runtime::hide_lost();
         self.refresh_samples().await;
         Ok(())
@@ -717,19 +717,19 @@ impl Engine {
     }
 }
 
-impl runtime::Task for Engine {
-    type Cmd = Cmd;
+impl runtime::Task for ToyPage {
+    type Cmd = ToyCommand;
 
-    fn control(&mut self) -> &mut Control<Cmd> {
+    fn control(&mut self) -> &mut Control<ToyCommand> {
         &mut self.ctl
     }
 
-    fn lost_cmd(generation: u32, msg: String) -> Cmd {
-        Cmd::Lost(generation, msg)
+    fn lost_cmd(generation: u32, msg: String) -> ToyCommand {
+        ToyCommand::Lost(generation, msg)
     }
 
-    fn allowed_when_lost(cmd: &Cmd) -> bool {
-        matches!(cmd, Cmd::Restart | Cmd::Lost(..))
+    fn allowed_when_lost(cmd: &ToyCommand) -> bool {
+        matches!(cmd, ToyCommand::Restart | ToyCommand::Lost(..))
     }
 
     fn can_train(&self) -> bool {
@@ -746,49 +746,49 @@ impl runtime::Task for Engine {
         playing
     }
 
-    async fn handle(&mut self, cmd: Cmd) -> Result<(), String> {
+    async fn handle(&mut self, cmd: ToyCommand) -> Result<(), String> {
         match cmd {
-            Cmd::Start => self.ctl.shared.borrow_mut().running = true,
-            Cmd::Pause => self.ctl.stop(),
-            Cmd::Step => self.ctl.pending_steps += self.opts.step_size,
-            Cmd::Reset => {
+            ToyCommand::Start => self.ctl.shared.borrow_mut().running = true,
+            ToyCommand::Pause => self.ctl.stop(),
+            ToyCommand::Step => self.ctl.pending_steps += self.opts.step_size,
+            ToyCommand::Reset => {
                 self.reset().await?;
                 self.refresh_samples().await;
             }
-            Cmd::Toy(t) => {
-                self.data = Data::toy(t, self.opts.base.seed);
+            ToyCommand::Toy(t) => {
+                self.data = ToyDataSet::toy(t, self.opts.base.seed);
                 self.reset().await?;
                 self.refresh_samples().await;
             }
-            Cmd::Points(name, points) => {
-                self.data = Data::custom(name, points).inspect_err(|e| set_data_error(e))?;
+            ToyCommand::Points(name, points) => {
+                self.data = ToyDataSet::custom(name, points).inspect_err(|e| set_data_error(e))?;
                 dom::set_value("dataset", if self.data.name == "drawing" { "draw" } else { "csv" });
                 self.reset().await?;
                 self.refresh_samples().await;
             }
-            Cmd::SaveFile(i) => self.save_file(i).await?,
-            Cmd::LoadFile(i, name, bytes) => {
+            ToyCommand::SaveFile(i) => self.save_file(i).await?,
+            ToyCommand::LoadFile(i, name, bytes) => {
                 let r = self.load_bytes(i, &name, &bytes).await.map(|()| format!("loaded {name}"));
                 dom::show_result(WEIGHTS_MSG, &r);
                 self.refresh_samples().await;
             }
-            Cmd::SaveStorage => {
+            ToyCommand::SaveStorage => {
                 let r = self.save_storage().await;
                 dom::show_result(WEIGHTS_MSG, &r);
             }
-            Cmd::LoadStorage => {
+            ToyCommand::LoadStorage => {
                 let r = self.load_storage().await;
                 dom::show_result(WEIGHTS_MSG, &r);
                 self.refresh_samples().await;
             }
-            Cmd::Lost(generation, msg) => {
+            ToyCommand::Lost(generation, msg) => {
                 let kept = self.kept.iter().flatten().map(|c| c.step).max();
                 self.ctl.on_lost(generation, msg, kept);
             }
-            Cmd::Restart => self.restart().await?,
-            Cmd::LoseDevice => self.gpu.device.destroy(),
-            Cmd::Resample => self.refresh_samples().await,
-            Cmd::Animate => self.animate().await?,
+            ToyCommand::Restart => self.restart().await?,
+            ToyCommand::LoseDevice => self.gpu.device.destroy(),
+            ToyCommand::Resample => self.refresh_samples().await,
+            ToyCommand::Animate => self.animate().await?,
         }
         Ok(())
     }
@@ -855,7 +855,7 @@ impl runtime::Task for Engine {
     }
 
     /// Reads every model's weights into memory (for a restart after device loss).
-    async fn keep(&mut self) {
+    async fn back_up_weights(&mut self) {
         self.ctl.kept_at = dom::now_ms();
         for (i, m) in self.models.iter().enumerate() {
             if self.kept[i].as_ref().is_some_and(|c| c.step == m.step()) {

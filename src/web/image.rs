@@ -50,7 +50,7 @@ const STORAGE_KEY: &str = "cdl.images";
 const KEEP_EVERY_MS: f64 = 20_000.0;
 
 /// What the controls ask of the training task.
-enum Cmd {
+enum ImageCommand {
     Start,
     Pause,
     Step,
@@ -70,17 +70,17 @@ enum Cmd {
     LoseDevice,
 }
 
-type SharedRef = runtime::SharedRef<Cmd>;
+type ImageShared = runtime::SharedRef<ImageCommand>;
 
-const API: &[runtime::Named<Cmd>] = &[
-    ("start", || Cmd::Start),
-    ("pause", || Cmd::Pause),
-    ("step", || Cmd::Step),
-    ("reset", || Cmd::Reset),
-    ("resample", || Cmd::Resample),
-    ("saveStorage", || Cmd::SaveStorage),
-    ("loadStorage", || Cmd::LoadStorage),
-    ("loseDevice", || Cmd::LoseDevice),
+const API: &[runtime::Named<ImageCommand>] = &[
+    ("start", || ImageCommand::Start),
+    ("pause", || ImageCommand::Pause),
+    ("step", || ImageCommand::Step),
+    ("reset", || ImageCommand::Reset),
+    ("resample", || ImageCommand::Resample),
+    ("saveStorage", || ImageCommand::SaveStorage),
+    ("loadStorage", || ImageCommand::LoadStorage),
+    ("loseDevice", || ImageCommand::LoseDevice),
 ];
 
 /// What defines a run: the model, the loss and the optimizer (the page's controls and URL).
@@ -180,7 +180,7 @@ impl ImageSettings {
 
 /// Page options besides the run settings.
 #[derive(Clone, Debug)]
-struct Options {
+struct ImagePageOptions {
     settings: ImageSettings,
     autoplay: bool,
     samples: usize,
@@ -196,7 +196,7 @@ struct Options {
     shapes: usize,
 }
 
-impl Options {
+impl ImagePageOptions {
     fn from_url() -> Self {
         let num = |k: &str, d: usize| dom::param(k).and_then(|v| v.parse::<usize>().ok()).unwrap_or(d);
         Self {
@@ -215,7 +215,7 @@ impl Options {
 }
 
 /// The images being trained on.
-struct Data {
+struct ImageDataSet {
     name: String,
     examples: Box<dyn Examples>,
     variances: Vec<f64>,
@@ -223,7 +223,7 @@ struct Data {
     preview: Vec<f32>,
 }
 
-impl Data {
+impl ImageDataSet {
     fn new(name: String, examples: Box<dyn Examples>) -> Self {
         let n = examples.len().min(PREVIEW);
         let idx: Vec<u32> = (0..n as u32).collect();
@@ -251,7 +251,7 @@ struct Model {
 }
 
 impl Model {
-    async fn new(gpu: &Gpu, settings: ImageSettings, data: &Data) -> Result<Self, String> {
+    async fn new(gpu: &Gpu, settings: ImageSettings, data: &ImageDataSet) -> Result<Self, String> {
         let s = settings;
         let loss = loss_config(s.loss, &data.variances, s.knobs).map_err(|e| e.to_string())?;
         let cfg = TrainConfig {
@@ -276,7 +276,12 @@ impl Model {
         })
     }
 
-    async fn from_checkpoint(gpu: &Gpu, base: &ImageSettings, ck: &Checkpoint, data: &Data) -> Result<Self, String> {
+    async fn from_checkpoint(
+        gpu: &Gpu,
+        base: &ImageSettings,
+        ck: &Checkpoint,
+        data: &ImageDataSet,
+    ) -> Result<Self, String> {
         let mut m = Self::new(gpu, base.with_checkpoint(ck)?, data).await?;
         m.trainer.restore(gpu, ck).map_err(|e| e.to_string())?;
         Ok(m)
@@ -286,7 +291,7 @@ impl Model {
         self.trainer.step()
     }
 
-    async fn train(&mut self, gpu: &Gpu, data: &Data, n: usize) -> Result<(), String> {
+    async fn train(&mut self, gpu: &Gpu, data: &ImageDataSet, n: usize) -> Result<(), String> {
         let batcher = &mut self.batcher;
         let stats = self
             .trainer
@@ -307,11 +312,11 @@ impl Model {
 }
 
 /// The training task's state.
-struct Engine {
-    ctl: Control<Cmd>,
-    opts: Options,
+struct ImagePage {
+    ctl: Control<ImageCommand>,
+    opts: ImagePageOptions,
     gpu: Gpu,
-    data: Data,
+    data: ImageDataSet,
     model: Model,
     /// The last weights read back (for a restart after device loss).
     kept: Option<Checkpoint>,
@@ -321,18 +326,18 @@ struct Engine {
 /// Builds image mode on the page and starts its training task.
 pub async fn run() -> Result<(), String> {
     dom::add_body_class("image-mode");
-    let opts = Options::from_url();
-    let shared: SharedRef = Rc::default();
+    let opts = ImagePageOptions::from_url();
+    let shared: ImageShared = Rc::default();
     runtime::install_api(&shared, API);
     init_controls(&opts);
     wire_controls(&shared);
     let Some(gpu) = runtime::acquire_gpu().await else { return Ok(()) };
     dom::set_text("status", "drawing the built-in images…");
     dom::sleep(0).await;
-    let data = Data::shapes(opts.shapes, opts.settings.seed);
+    let data = ImageDataSet::shapes(opts.shapes, opts.settings.seed);
     let model = Model::new(&gpu, opts.settings.clone(), &data).await?;
     let meter = Meter::new(opts.chunk.max(1), CHUNK_MAX, CHUNK_TARGET_MS);
-    let mut engine = Engine {
+    let mut engine = ImagePage {
         ctl: Control::new(shared.clone(), meter, opts.sample_every_ms, KEEP_EVERY_MS),
         opts,
         gpu,
@@ -353,7 +358,7 @@ pub async fn run() -> Result<(), String> {
     Ok(())
 }
 
-fn init_controls(opts: &Options) {
+fn init_controls(opts: &ImagePageOptions) {
     let s = &opts.settings;
     dom::set_value("img-loss", s.loss.name());
     dom::set_value("img-lambda", &s.knobs.lambda.to_string());
@@ -375,24 +380,24 @@ fn init_controls(opts: &Options) {
     dom::set_text("img-arch", &arch);
 }
 
-fn wire_controls(shared: &SharedRef) {
-    let click = |id: &str, make: fn() -> Cmd| runtime::on_click(shared, id, make);
-    click("img-start", || Cmd::Start);
-    click("img-pause", || Cmd::Pause);
-    click("img-step", || Cmd::Step);
-    click("img-reset", || Cmd::Reset);
-    click("img-resample", || Cmd::Resample);
-    click("img-save-file", || Cmd::SaveFile);
-    click("img-save-storage", || Cmd::SaveStorage);
-    click("img-load-storage", || Cmd::LoadStorage);
-    click("restart", || Cmd::Restart);
+fn wire_controls(shared: &ImageShared) {
+    let click = |id: &str, make: fn() -> ImageCommand| runtime::on_click(shared, id, make);
+    click("img-start", || ImageCommand::Start);
+    click("img-pause", || ImageCommand::Pause);
+    click("img-step", || ImageCommand::Step);
+    click("img-reset", || ImageCommand::Reset);
+    click("img-resample", || ImageCommand::Resample);
+    click("img-save-file", || ImageCommand::SaveFile);
+    click("img-save-storage", || ImageCommand::SaveStorage);
+    click("img-load-storage", || ImageCommand::LoadStorage);
+    click("restart", || ImageCommand::Restart);
     for id in ["img-loss", "img-lambda", "img-anchors", "img-points", "img-batch"] {
         let s = shared.clone();
-        dom::on(id, "change", move |_| push(&s, Cmd::Reset));
+        dom::on(id, "change", move |_| push(&s, ImageCommand::Reset));
     }
     for id in ["img-sampler", "img-sampler-steps", "img-clip"] {
         let s = shared.clone();
-        dom::on(id, "change", move |_| push(&s, Cmd::Resample));
+        dom::on(id, "change", move |_| push(&s, ImageCommand::Resample));
     }
     let s = shared.clone();
     dom::on("img-data", "change", move |_| {
@@ -400,7 +405,7 @@ fn wire_controls(shared: &SharedRef) {
         dom::set_hidden("cifar-panel", v != "cifar");
         set_data_error("");
         if v == shapes::NAME {
-            push(&s, Cmd::Shapes);
+            push(&s, ImageCommand::Shapes);
         }
     });
     let s = shared.clone();
@@ -417,7 +422,7 @@ fn wire_controls(shared: &SharedRef) {
             match read_cifar(&files).await {
                 Ok((name, data)) => {
                     dom::set_text("img-data-info", "");
-                    push(&s, Cmd::Cifar(name, data));
+                    push(&s, ImageCommand::Cifar(name, data));
                 }
                 Err(e) => {
                     dom::set_text("img-data-info", "");
@@ -433,7 +438,7 @@ fn wire_controls(shared: &SharedRef) {
         let s = s.clone();
         wasm_bindgen_futures::spawn_local(async move {
             match store::read_file(&file, store::MAX_WEIGHTS_BYTES, "a weights file").await {
-                Ok(bytes) => push(&s, Cmd::LoadFile(file.name(), bytes)),
+                Ok(bytes) => push(&s, ImageCommand::LoadFile(file.name(), bytes)),
                 Err(e) => set_weights_message(&e, true),
             }
         });
@@ -490,7 +495,7 @@ fn set_weights_message(text: &str, error: bool) {
     dom::set_message(WEIGHTS_MSG, text, error);
 }
 
-impl Engine {
+impl ImagePage {
     /// The run settings from the controls.
     fn settings(&self) -> ImageSettings {
         let mut s = self.model.settings.clone();
@@ -580,49 +585,49 @@ impl Engine {
     }
 }
 
-impl runtime::Task for Engine {
-    type Cmd = Cmd;
+impl runtime::Task for ImagePage {
+    type Cmd = ImageCommand;
 
-    fn control(&mut self) -> &mut Control<Cmd> {
+    fn control(&mut self) -> &mut Control<ImageCommand> {
         &mut self.ctl
     }
 
-    fn lost_cmd(generation: u32, msg: String) -> Cmd {
-        Cmd::Lost(generation, msg)
+    fn lost_cmd(generation: u32, msg: String) -> ImageCommand {
+        ImageCommand::Lost(generation, msg)
     }
 
-    fn allowed_when_lost(cmd: &Cmd) -> bool {
-        matches!(cmd, Cmd::Restart | Cmd::Lost(..))
+    fn allowed_when_lost(cmd: &ImageCommand) -> bool {
+        matches!(cmd, ImageCommand::Restart | ImageCommand::Lost(..))
     }
 
     fn stale(&self) -> bool {
         self.model.samples_step != Some(self.model.step())
     }
 
-    async fn handle(&mut self, cmd: Cmd) -> Result<(), String> {
+    async fn handle(&mut self, cmd: ImageCommand) -> Result<(), String> {
         match cmd {
-            Cmd::Start => self.ctl.shared.borrow_mut().running = true,
-            Cmd::Pause => self.ctl.stop(),
-            Cmd::Step => self.ctl.pending_steps += self.opts.step_size,
-            Cmd::Reset => self.reset().await?,
-            Cmd::Shapes => {
-                self.data = Data::shapes(self.opts.shapes, self.opts.settings.seed);
+            ImageCommand::Start => self.ctl.shared.borrow_mut().running = true,
+            ImageCommand::Pause => self.ctl.stop(),
+            ImageCommand::Step => self.ctl.pending_steps += self.opts.step_size,
+            ImageCommand::Reset => self.reset().await?,
+            ImageCommand::Shapes => {
+                self.data = ImageDataSet::shapes(self.opts.shapes, self.opts.settings.seed);
                 self.reset().await?;
             }
-            Cmd::Cifar(name, images) => {
+            ImageCommand::Cifar(name, images) => {
                 if images.is_empty() {
                     return Err(format!("{name}: no images"));
                 }
-                self.data = Data::new(name, Box::new(cifar::CifarExamples::new(images, true, false)));
+                self.data = ImageDataSet::new(name, Box::new(cifar::CifarExamples::new(images, true, false)));
                 dom::set_value("img-data", "cifar");
                 self.reset().await?;
             }
-            Cmd::SaveFile => self.save_file().await?,
-            Cmd::SaveStorage => {
+            ImageCommand::SaveFile => self.save_file().await?,
+            ImageCommand::SaveStorage => {
                 let r = self.save_storage().await;
                 dom::show_result(WEIGHTS_MSG, &r);
             }
-            Cmd::LoadStorage => {
+            ImageCommand::LoadStorage => {
                 let r = match store::load(STORAGE_KEY).await {
                     Ok(Some(bytes)) => self.load_bytes("browser storage", &bytes).await,
                     Ok(None) => Err("nothing saved in browser storage yet".into()),
@@ -632,18 +637,20 @@ impl runtime::Task for Engine {
                 dom::show_result(WEIGHTS_MSG, &r);
                 self.refresh_samples().await;
             }
-            Cmd::LoadFile(name, bytes) => {
+            ImageCommand::LoadFile(name, bytes) => {
                 let r = self.load_bytes(&name, &bytes).await.map(|()| format!("loaded {name}"));
                 dom::show_result(WEIGHTS_MSG, &r);
                 self.refresh_samples().await;
             }
-            Cmd::Resample => {
+            ImageCommand::Resample => {
                 self.model.samples_step = None;
                 self.refresh_samples().await;
             }
-            Cmd::Lost(generation, msg) => self.ctl.on_lost(generation, msg, self.kept.as_ref().map(|c| c.step)),
-            Cmd::Restart => self.restart().await?,
-            Cmd::LoseDevice => self.gpu.device.destroy(),
+            ImageCommand::Lost(generation, msg) => {
+                self.ctl.on_lost(generation, msg, self.kept.as_ref().map(|c| c.step))
+            }
+            ImageCommand::Restart => self.restart().await?,
+            ImageCommand::LoseDevice => self.gpu.device.destroy(),
         }
         Ok(())
     }
@@ -687,7 +694,7 @@ impl runtime::Task for Engine {
         }
     }
 
-    async fn keep(&mut self) {
+    async fn back_up_weights(&mut self) {
         self.ctl.kept_at = dom::now_ms();
         if self.kept.as_ref().is_some_and(|c| c.step == self.model.step()) {
             return;

@@ -301,7 +301,7 @@ pub trait Task {
     fn stale(&self) -> bool;
     async fn refresh_samples(&mut self);
     /// Reads the weights back for a restart after device loss.
-    async fn keep(&mut self);
+    async fn back_up_weights(&mut self);
     fn redraw(&mut self);
     /// Display work between redraws (animations); true while it wants frames.
     fn tick(&mut self) -> bool {
@@ -344,7 +344,7 @@ pub async fn run_loop<T: Task>(mut task: T) {
                 task.refresh_samples().await;
             }
             if keep {
-                task.keep().await;
+                task.back_up_weights().await;
             }
             task.redraw();
             task.tick();
@@ -355,7 +355,7 @@ pub async fn run_loop<T: Task>(mut task: T) {
             let stale = task.control().lost.is_none() && task.stale();
             if stale {
                 task.refresh_samples().await;
-                task.keep().await;
+                task.back_up_weights().await;
             }
             if had_cmds || stale {
                 task.redraw();
