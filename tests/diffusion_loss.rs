@@ -120,6 +120,39 @@ fn plan_is_a_pure_function_of_seed_and_step() {
     assert!(a.rows.iter().all(|r| (-8.0..=16.0).contains(&r.input_alpha)));
 }
 
+/// `plan_step` composes the standard loss's rows with the CDL rows, each drawn from its own
+/// streams: for every standard loss, the plan with CDL is the standard-only plan's rows followed
+/// by the CDL-only plan's rows and anchors (paired and independent draws, with a reference).
+#[test]
+fn plan_is_the_standard_rows_then_the_cdl_rows() {
+    let reference = Some(RefGaussian::from_variances(&[0.5, 1.5, 2.0]).unwrap());
+    let stds = [
+        StdLoss::Ddpm,
+        StdLoss::Itd { q: TruncLogistic::new(0.5, 3.0, 3.0).unwrap() },
+        StdLoss::edm(),
+        StdLoss::VpSong(VpSde::default()),
+        StdLoss::VeSong(VeSchedule::default()),
+        StdLoss::EdmVe { ve: VeSchedule::default(), precond: EdmPrecond::default() },
+    ];
+    for std in stds {
+        for c in [cdl(2, 3, true, CdlNorm::SumOverBatch), cdl(3, 2, false, CdlNorm::MeanOverAnchors)] {
+            let both = LossConfig {
+                std: std.clone(),
+                lambda_std: 1.0,
+                cdl: Some(c),
+                lambda_cdl: 0.5,
+                reference: reference.clone(),
+            };
+            let plan = plan_step(&both, 5, 11, 2).unwrap();
+            let alone = plan_step(&LossConfig { cdl: None, ..both.clone() }, 5, 11, 2).unwrap();
+            let cdl_only = plan_step(&LossConfig { std: StdLoss::None, ..both.clone() }, 5, 11, 2).unwrap();
+            assert_eq!(plan.rows, [alone.rows.clone(), cdl_only.rows.clone()].concat(), "{std:?}, {c:?}");
+            assert_eq!((plan.n_std, plan.std_const), (alone.n_std, alone.std_const));
+            assert_eq!((&plan.anchors, plan.points, plan.cdl_norm), (&cdl_only.anchors, c.points, cdl_only.cdl_norm));
+        }
+    }
+}
+
 #[test]
 fn labels_are_a_fair_coin() {
     // 4000 anchors over 1000 steps: the fraction of clean labels has SE 0.5/sqrt(4000) = 0.0079.

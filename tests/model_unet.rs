@@ -2,8 +2,9 @@
 //! oracle, the reference attention and the CPU references: output, dx and every parameter
 //! gradient, with a random upstream gradient. The oracle's own backward is checked against central
 //! differences first, on a smaller net, so a wrong composition cannot hide behind agreement with
-//! the GPU. Also: the presets' sizes (math.md §8) and the refusal of configs the device or the
-//! attention layer cannot take. The oracle and GPU checks also run with EDM's preconditioning
+//! the GPU. Also: the presets' sizes (math.md §8); the description's parameter count and FLOPs
+//! against the layout, the built model and a hand count; and the refusal of configs the device
+//! or the attention layer cannot take. The oracle and GPU checks also run with EDM's preconditioning
 //! ("edm", σ_d = 0.5).
 
 #![cfg(not(target_arch = "wasm32"))]
@@ -17,7 +18,7 @@ mod resblock;
 mod unet_oracle;
 
 use cdl::gpu::GpuError;
-use cdl::model::unet::{self, UNet, UNetConfig};
+use cdl::model::unet::{self, Block, Description, UNet, UNetConfig};
 use cdl::model::Precond;
 use cdl::philox::normal_vec;
 use cdl::reference::gradcheck::{check, coords, dot};
@@ -262,6 +263,115 @@ fn preset_sizes() {
 
 fn mb(bytes: usize) -> f64 {
     bytes as f64 / (1 << 20) as f64
+}
+
+/// Configs beside the presets, each valid for the attention layer at batch 1: 10 classes; 2
+/// groups; 2 blocks per level with 2 heads; one input and two output channels with no blocks on
+/// the way down; mult [1, 3] (24 channels, 6 groups); EDM's preconditioning.
+fn odd_configs() -> Vec<UNetConfig> {
+    vec![
+        UNetConfig { num_classes: CLASSES, ..micro() },
+        UNetConfig { norm_groups: 2, ..micro() },
+        UNetConfig { blocks_per_level: 2, heads: 2, ..micro() },
+        UNetConfig { in_channels: 1, out_channels: 2, blocks_per_level: 0, ..micro() },
+        UNetConfig { mult: vec![1, 3], ..micro() },
+        UNetConfig { precond: Precond::Edm, ..micro() },
+    ]
+}
+
+/// The description's parameter count, computed from the block sizes alone, equals the layout
+/// the layers register, in total (the presets' counts pinned: checkpoints have these shapes)
+/// and block by block through the names (`{name}.*` of a ResBlock or an upsampling conv,
+/// `{name}.attn*` of an attention block).
+#[test]
+fn description_counts_the_layout() {
+    let presets = [(UNetConfig::tiny(), 188_627), (UNetConfig::compact(), 1_697_859), (UNetConfig::small(), 6_764_675)];
+    let four_levels = UNetConfig {
+        mult: vec![1, 3, 2, 1],
+        blocks_per_level: 3,
+        attn_resolutions: vec![16, 4],
+        ..UNetConfig::compact()
+    };
+    let others = odd_configs().into_iter().chain([four_levels]).map(|c| {
+        let n = unet::layout(&c).unwrap().count();
+        (c, n)
+    });
+    for (cfg, want) in presets.into_iter().chain(others) {
+        let d = Description::new(&cfg).unwrap();
+        let shapes = unet::layout(&cfg).unwrap().shapes();
+        assert_eq!(d.param_count(), want, "{cfg:?}");
+        assert_eq!(shapes.iter().map(|(_, s)| s.iter().product::<usize>()).sum::<usize>(), want, "{cfg:?}");
+        let numel = |prefix: &str| {
+            shapes
+                .iter()
+                .filter(|(n, _)| n.starts_with(prefix))
+                .map(|(_, s)| s.iter().product::<usize>())
+                .sum::<usize>()
+        };
+        for b in &d.blocks {
+            let prefix = match b {
+                Block::Res { name, .. } | Block::Up { name, .. } => format!("{name}."),
+                Block::Attn { name, .. } => format!("{name}.attn"),
+                _ => continue,
+            };
+            assert_eq!(numel(&prefix), b.params(), "{b:?} of {cfg:?}");
+        }
+    }
+}
+
+/// Built on the GPU, every odd config and the tiny preset hold the description's parameters.
+#[test]
+fn built_model_holds_the_description_count() {
+    let Some(gpu) = common::gpu_or_skip() else { return };
+    for cfg in odd_configs().into_iter().chain([UNetConfig::tiny()]) {
+        let d = Description::new(&cfg).unwrap();
+        let model = pollster::block_on(UNet::new(gpu, cfg.clone(), 1, 0)).unwrap();
+        assert_eq!(model.param_count(), d.param_count(), "{cfg:?}");
+        assert_eq!(model.params.value.len, model.params.layout.flat_len(), "{cfg:?}");
+        assert_eq!((model.description(), model.flops()), (&d, d.flops()), "{cfg:?}");
+    }
+}
+
+/// FLOPs per image equal a hand count of the micro net (below), and change exactly as the
+/// count says: the class embedding adds one K x E product; heads split the channels of the
+/// attention products without changing their work. The presets: printed, and ordered.
+#[test]
+fn flops_match_a_hand_count() {
+    // 2 x multiply-adds: a k x k convolution cin -> cout over r x r pixels; a Linear i -> o;
+    // attention over c channels at r x r (1x1 qkv and proj; q^T k and v attn^T over T = r² tokens).
+    let conv = |cin: u64, cout: u64, k: u64, r: u64| 2 * r * r * cin * cout * k * k;
+    let lin = |i: u64, o: u64| 2 * i * o;
+    let attn = |c: u64, r: u64| conv(c, 3 * c, 1, r) + conv(c, c, 1, r) + 2 * 2 * (r * r) * (r * r) * c;
+    // A ResBlock: two 3x3 convolutions, the 1x1 skip when cin != cout, emb_scale and emb_shift (E = 32).
+    let res = |cin: u64, cout: u64, r: u64| {
+        let skip = if cin == cout { 0 } else { conv(cin, cout, 1, r) };
+        conv(cin, cout, 3, r) + conv(cout, cout, 3, r) + skip + 2 * lin(32, cout)
+    };
+    // micro(): 8 px, 3 channels in and out, ch 8, E 32, mult [1, 2], 1 block, attention at 4.
+    let want = lin(8, 32) + lin(32, 32) // emb.fc1, emb.fc2
+        + conv(3, 8, 3, 8) // conv_in
+        + res(8, 8, 8) // down.0.0
+        + res(8, 16, 4) + attn(16, 4) // down.1.0, after the 2x2 pool
+        + res(16, 16, 4) + attn(16, 4) + res(16, 16, 4) // mid
+        + res(16 + 16, 16, 4) + attn(16, 4) // up.1.0: cat with down.1.0
+        + res(16 + 8, 16, 4) + attn(16, 4) // up.1.1: cat with the pooled map
+        + conv(16, 16, 3, 8) // up.1.conv, after the 2x upsample
+        + res(16 + 8, 8, 8) // up.0.0: cat with down.0.0
+        + res(8 + 8, 8, 8) // up.0.1: cat with conv_in's output
+        + conv(8, 3, 3, 8); // conv_out
+    let flops = |c: &UNetConfig| Description::new(c).unwrap().flops();
+    assert_eq!(flops(&micro()), want);
+    assert_eq!(flops(&UNetConfig { num_classes: CLASSES, ..micro() }), want + lin(CLASSES as u64, 32));
+    assert_eq!(flops(&UNetConfig { heads: 2, ..micro() }), want);
+    assert_eq!(flops(&UNetConfig { precond: Precond::Edm, ..micro() }), want);
+    let (tiny, compact, small) =
+        (flops(&UNetConfig::tiny()), flops(&UNetConfig::compact()), flops(&UNetConfig::small()));
+    println!("forward GFLOPs per image: tiny {:.3}, compact {:.3}, small {:.3}", gf(tiny), gf(compact), gf(small));
+    assert!(0 < tiny && tiny < compact && compact < small);
+}
+
+fn gf(flops: u64) -> f64 {
+    flops as f64 / 1e9
 }
 
 /// Names follow the header's contract.

@@ -49,6 +49,10 @@
 //! the one-hot labels into `UNet::labels_onehot` (B, K) (`UNet::write_labels` does it from class
 //! indices); K = 0 is unconditional, with neither the buffer nor the parameter.
 //!
+//! The structure is written once, as a `Description`: the list of `Block`s of the pseudo-code
+//! above, in its order. The parameter layout and its names, `UNet::new`, the parameter count and
+//! the FLOPs (`Block::flops`) all follow that list.
+//!
 //! Parameter names (checkpoint names), registered in forward order: `emb.fc1.{weight,bias}`,
 //! `emb.fc2.*`, `class_emb.weight` (E, K) (only when K > 0; no bias), `conv_in.*`, `down.{l}.{i}.res.*` (the ResBlock's names: `norm1`, `conv1`,
 //! `emb_scale`, `emb_shift`, `norm2`, `conv2`, `skip` when Cin != Cout), `down.{l}.{i}.attn_norm.*`,
@@ -62,8 +66,12 @@
 //! a scratch buffer and added. dtemb sums every ResBlock's contribution (first Write, then Add).
 
 use crate::gpu::{Buffer, Dispatch, Gpu, GpuError};
+use crate::nn::attention::AttentionBuffers;
 use crate::nn::params::Init;
-use crate::nn::{Attention, Conv2d, GradMode, GroupNorm, Linear, ParamId, ParamLayout, Params, ResBlock};
+use crate::nn::{
+    Attention, Conv2d, GradMode, GroupNorm, GroupNormStats, Linear, ParamId, ParamLayout, Params, ResBlock,
+    ResBlockActs,
+};
 use crate::ops::matmul::{self, Dims, Layout};
 use crate::ops::resample::{self, Nchw};
 use crate::ops::{elementwise as ew, embedding};
@@ -214,7 +222,209 @@ impl UNetConfig {
 /// `UNetConfig::norm_groups` of the presets and of configs that omit it: math.md §8's 32.
 pub const DEFAULT_NORM_GROUPS: usize = 32;
 
-// --- the plan: layers and activation shapes, before any allocation -----------------------------
+// --- the description: the UNet as one list of blocks ---------------------------------------------
+
+/// One piece of the UNet in forward order, acting on the running activation h (c channels of
+/// r x r pixels per image) and the skip stack. `Description::new` lists them once per config; the
+/// layout and its names (checkpoints, the PyTorch mirror), `UNet::new`, the parameter count and
+/// the FLOPs all follow that list.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub enum Block {
+    /// temb = emb.fc2(silu(emb.fc1(sinusoidal(t, ch)))), Linear ch -> e and e -> e, plus
+    /// labels_onehot class_emb.weight^T (e, classes) when classes > 0.
+    Embedding { ch: usize, e: usize, classes: usize },
+    /// h = conv_in(x): 3x3, cin -> cout, at r.
+    ConvIn { cin: usize, cout: usize, r: usize },
+    /// h = ResBlock `{name}.*`(h, temb): cin -> cout at r, embedding width e (nn/resblock.rs).
+    Res { name: String, cin: usize, cout: usize, e: usize, r: usize },
+    /// h = h + `{name}.attn`(`{name}.attn_norm`(h)): c channels at r.
+    Attn { name: String, c: usize, r: usize },
+    /// skips.push(h).
+    Skip,
+    /// h = avgpool2x2(h): c channels, r -> r / 2.
+    Down { c: usize, r: usize },
+    /// h = cat([h, skips.pop()], dim=1): c + skip channels at r.
+    Concat { c: usize, skip: usize, r: usize },
+    /// h = `{name}`(upsample_nearest2x(h)): 3x3 conv c -> c, r -> 2 r.
+    Up { name: String, c: usize, r: usize },
+    /// out = conv_out(silu(norm_out(h))): c -> cout at r.
+    Head { c: usize, cout: usize, r: usize },
+}
+
+/// Parameters of a Linear n_in -> n_out (weight and bias).
+fn linear_params(n_in: usize, n_out: usize) -> usize {
+    n_in * n_out + n_out
+}
+
+/// Parameters of a k x k convolution cin -> cout (weight and bias).
+fn conv_params(cin: usize, cout: usize, k: usize) -> usize {
+    cout * cin * k * k + cout
+}
+
+/// 2 x the multiply-adds of a matmul (or convolution) whose loop sizes are `dims`; in u64, which
+/// no count overflows (a 32-bit usize would, at 64 x 64 attention).
+fn matmul_flops(dims: &[usize]) -> u64 {
+    2 * dims.iter().map(|&n| n as u64).product::<u64>()
+}
+
+/// 2 x the multiply-adds of a k x k convolution cin -> cout over r x r output pixels.
+fn conv_flops(cin: usize, cout: usize, k: usize, r: usize) -> u64 {
+    matmul_flops(&[r, r, cout, cin, k, k])
+}
+
+impl Block {
+    /// Its parameters, counted from the sizes (GroupNorm: gain and bias per channel; attention:
+    /// the qkv and proj projections with biases). A test checks the sum against the layout.
+    pub fn params(&self) -> usize {
+        match *self {
+            Self::Embedding { ch, e, classes } => linear_params(ch, e) + linear_params(e, e) + e * classes,
+            Self::ConvIn { cin, cout, .. } => conv_params(cin, cout, 3),
+            Self::Res { cin, cout, e, .. } => {
+                let skip = if cin == cout { 0 } else { conv_params(cin, cout, 1) };
+                2 * cin
+                    + conv_params(cin, cout, 3)
+                    + 2 * linear_params(e, cout)
+                    + 2 * cout
+                    + conv_params(cout, cout, 3)
+                    + skip
+            }
+            Self::Attn { c, .. } => 2 * c + linear_params(c, 3 * c) + linear_params(c, c),
+            Self::Up { c, .. } => conv_params(c, c, 3),
+            Self::Head { c, cout, .. } => 2 * c + conv_params(c, cout, 3),
+            Self::Skip | Self::Down { .. } | Self::Concat { .. } => 0,
+        }
+    }
+
+    /// Forward FLOPs per image: 2 x the multiply-adds of its convolutions (3x3, the 1x1 skips)
+    /// and matmuls (the embedding's and the ResBlocks' Linear layers, the one-hot class product,
+    /// attention's qkv and proj projections and its two T x T products q^T k and v attn^T over
+    /// T = r² tokens, heads x D = C channels). Not counted: norms, activations, softmax, bias
+    /// and residual adds, pooling, upsampling, concatenation, the preconditioning.
+    pub fn flops(&self) -> u64 {
+        match *self {
+            Self::Embedding { ch, e, classes } => {
+                matmul_flops(&[ch, e]) + matmul_flops(&[e, e]) + matmul_flops(&[classes, e])
+            }
+            Self::ConvIn { cin, cout, r } => conv_flops(cin, cout, 3, r),
+            Self::Res { cin, cout, e, r, .. } => {
+                let skip = if cin == cout { 0 } else { conv_flops(cin, cout, 1, r) };
+                conv_flops(cin, cout, 3, r) + conv_flops(cout, cout, 3, r) + skip + 2 * matmul_flops(&[e, cout])
+            }
+            Self::Attn { c, r, .. } => {
+                conv_flops(c, 3 * c, 1, r) + conv_flops(c, c, 1, r) + 2 * matmul_flops(&[r * r, r * r, c])
+            }
+            Self::Up { c, r, .. } => conv_flops(c, c, 3, 2 * r),
+            Self::Head { c, cout, r } => conv_flops(c, cout, 3, r),
+            Self::Skip | Self::Down { .. } | Self::Concat { .. } => 0,
+        }
+    }
+}
+
+fn bad(msg: String) -> GpuError {
+    GpuError::Shape(format!("unet: {msg}"))
+}
+
+fn check_channels(cfg: &UNetConfig, c: usize) -> Result<(), GpuError> {
+    let g = cfg.groups(c);
+    if c == 0 || !c.is_multiple_of(4) || !c.is_multiple_of(g) {
+        let n = cfg.norm_groups;
+        return Err(bad(format!("{c} channels: need a multiple of 4 divisible by min(norm_groups {n}, c/4) = {g}")));
+    }
+    Ok(())
+}
+
+/// A config's UNet as one list of blocks, in forward order (the header's pseudo-code).
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct Description {
+    /// Embedding, ConvIn, the body, Head.
+    pub blocks: Vec<Block>,
+}
+
+impl Description {
+    /// The blocks of `cfg`, or why it cannot be built (before any layout or allocation; the
+    /// attention layers' alignment rule needs a batch and is checked by `memory_estimate`).
+    pub fn new(cfg: &UNetConfig) -> Result<Self, GpuError> {
+        let levels = cfg.mult.len();
+        if levels == 0
+            || cfg.mult.contains(&0)
+            || cfg.in_channels == 0
+            || cfg.out_channels == 0
+            || cfg.heads == 0
+            || cfg.norm_groups == 0
+        {
+            return Err(bad(format!("invalid config {cfg:?}")));
+        }
+        if cfg.precond == Precond::Edm && cfg.in_channels != cfg.out_channels {
+            let (i, o) = (cfg.in_channels, cfg.out_channels);
+            return Err(bad(format!("precond edm adds the input to the output: in_channels {i} != out_channels {o}")));
+        }
+        if cfg.image_size == 0 || !cfg.image_size.is_multiple_of(1 << (levels - 1)) {
+            return Err(bad(format!("image size {} not divisible by 2^{}", cfg.image_size, levels - 1)));
+        }
+        let (ch, e, mut r) = (cfg.channels, cfg.emb_dim(), cfg.image_size);
+        check_channels(cfg, ch)?;
+        let mut blocks = vec![
+            Block::Embedding { ch, e, classes: cfg.num_classes },
+            Block::ConvIn { cin: cfg.in_channels, cout: ch, r },
+            Block::Skip,
+        ];
+        // Channels of the skip stack, and of h.
+        let (mut skips, mut c) = (vec![ch], ch);
+        // A ResBlock cin -> cout at r, followed by attention when r is listed.
+        let res = |blocks: &mut Vec<Block>, name: String, cin: usize, cout: usize, r: usize| {
+            check_channels(cfg, cin)?;
+            check_channels(cfg, cout)?;
+            blocks.push(Block::Res { name: format!("{name}.res"), cin, cout, e, r });
+            if cfg.attn_resolutions.contains(&r) {
+                blocks.push(Block::Attn { name, c: cout, r });
+            }
+            Ok::<(), GpuError>(())
+        };
+        for (lv, m) in cfg.mult.iter().enumerate() {
+            for i in 0..cfg.blocks_per_level {
+                res(&mut blocks, format!("down.{lv}.{i}"), c, ch * m, r)?;
+                c = ch * m;
+                blocks.push(Block::Skip);
+                skips.push(c);
+            }
+            if lv + 1 < levels {
+                blocks.push(Block::Down { c, r });
+                r /= 2;
+                blocks.push(Block::Skip);
+                skips.push(c);
+            }
+        }
+        blocks.push(Block::Res { name: "mid.res0".into(), cin: c, cout: c, e, r });
+        blocks.push(Block::Attn { name: "mid".into(), c, r });
+        blocks.push(Block::Res { name: "mid.res1".into(), cin: c, cout: c, e, r });
+        for (lv, m) in cfg.mult.iter().enumerate().rev() {
+            for i in 0..=cfg.blocks_per_level {
+                let skip = skips.pop().ok_or_else(|| bad("skip stack underflow".into()))?;
+                blocks.push(Block::Concat { c, skip, r });
+                res(&mut blocks, format!("up.{lv}.{i}"), c + skip, ch * m, r)?;
+                c = ch * m;
+            }
+            if lv > 0 {
+                blocks.push(Block::Up { name: format!("up.{lv}.conv"), c, r });
+                r *= 2;
+            }
+        }
+        blocks.push(Block::Head { c, cout: cfg.out_channels, r });
+        Ok(Self { blocks })
+    }
+
+    /// Number of parameters, from the sizes alone (equal to the layout's count).
+    pub fn param_count(&self) -> usize {
+        self.blocks.iter().map(Block::params).sum()
+    }
+
+    /// Forward FLOPs per image (one row), as `Block::flops` counts them.
+    pub fn flops(&self) -> u64 {
+        self.blocks.iter().map(Block::flops).sum()
+    }
+}
+
+// --- the plan: the description's layers and activation shapes, before any allocation ------------
 
 /// One activation: c channels of r x r pixels (per image).
 #[derive(Clone, Copy, Debug)]
@@ -258,6 +468,7 @@ enum Step {
 }
 
 struct Plan {
+    description: Description,
     layout: ParamLayout,
     fc1: Linear,
     fc2: Linear,
@@ -271,123 +482,71 @@ struct Plan {
     steps: Vec<Step>,
 }
 
-fn bad(msg: String) -> GpuError {
-    GpuError::Shape(format!("unet: {msg}"))
-}
-
-fn check_channels(cfg: &UNetConfig, c: usize) -> Result<(), GpuError> {
-    let g = cfg.groups(c);
-    if c == 0 || !c.is_multiple_of(4) || !c.is_multiple_of(g) {
-        let n = cfg.norm_groups;
-        return Err(bad(format!("{c} channels: need a multiple of 4 divisible by min(norm_groups {n}, c/4) = {g}")));
-    }
-    Ok(())
-}
-
+/// Registers the layers of `cfg`'s description in block order (the parameter names and their
+/// order) and numbers the activations between them.
 fn plan(cfg: &UNetConfig) -> Result<Plan, GpuError> {
-    let levels = cfg.mult.len();
-    if levels == 0
-        || cfg.mult.contains(&0)
-        || cfg.in_channels == 0
-        || cfg.out_channels == 0
-        || cfg.heads == 0
-        || cfg.norm_groups == 0
-    {
-        return Err(bad(format!("invalid config {cfg:?}")));
-    }
-    if cfg.precond == Precond::Edm && cfg.in_channels != cfg.out_channels {
-        let (i, o) = (cfg.in_channels, cfg.out_channels);
-        return Err(bad(format!("precond edm adds the input to the output: in_channels {i} != out_channels {o}")));
-    }
-    if cfg.image_size == 0 || !cfg.image_size.is_multiple_of(1 << (levels - 1)) {
-        return Err(bad(format!("image size {} not divisible by 2^{}", cfg.image_size, levels - 1)));
-    }
-    let (ch, e) = (cfg.channels, cfg.emb_dim());
-    check_channels(cfg, ch)?;
+    let description = Description::new(cfg)?;
     let groups = |c: usize| cfg.groups(c);
+    let internal = || bad("internal: the description does not start with the stem and end with the head".into());
+    let [Block::Embedding { ch, e, classes }, Block::ConvIn { cin, cout: c0, r: size }, rest @ ..] =
+        description.blocks.as_slice()
+    else {
+        return Err(internal());
+    };
+    let [body @ .., Block::Head { c, cout, .. }] = rest else { return Err(internal()) };
     let mut l = ParamLayout::default();
-    let fc1 = Linear::new(&mut l, "emb.fc1", ch, e);
-    let fc2 = Linear::new(&mut l, "emb.fc2", e, e);
-    let k = cfg.num_classes;
-    let class_emb = (k > 0).then(|| l.add("class_emb.weight", &[e, k], Init::FanIn(k)));
-    let conv_in = Conv2d::new(&mut l, "conv_in", cfg.in_channels, ch, 3, 1);
-    let mut maps = vec![Map { c: ch, r: cfg.image_size }];
-    let mut steps = Vec::new();
-    let mut skips = vec![0];
-
-    // Appends a new activation and returns its index.
-    let new_map = |maps: &mut Vec<Map>, c: usize, r: usize| {
-        maps.push(Map { c, r });
-        maps.len() - 1
-    };
-    // A ResBlock from activation h to cout channels, with attention when the resolution asks.
-    let block = |l: &mut ParamLayout, maps: &mut Vec<Map>, steps: &mut Vec<Step>, name: &str, h: usize, cout: usize| {
-        let Map { c: cin, r } = maps[h];
-        check_channels(cfg, cin)?;
-        check_channels(cfg, cout)?;
-        let blk = ResBlock::new(l, &format!("{name}.res"), cin, cout, e, groups);
-        let out = new_map(maps, cout, r);
-        steps.push(Step::Res { blk, x: h, out });
-        let mut h = out;
-        if cfg.attn_resolutions.contains(&r) {
-            let norm = GroupNorm::new(l, &format!("{name}.attn_norm"), cout, groups(cout));
-            let attn = Attention::new(l, &format!("{name}.attn"), cout, cfg.heads);
-            let out = new_map(maps, cout, r);
-            steps.push(Step::Attn { norm, attn, x: h, out });
-            h = out;
-        }
-        Ok::<usize, GpuError>(h)
-    };
-
-    let mut h = 0;
-    for (lv, m) in cfg.mult.iter().enumerate() {
-        for i in 0..cfg.blocks_per_level {
-            h = block(&mut l, &mut maps, &mut steps, &format!("down.{lv}.{i}"), h, ch * m)?;
-            skips.push(h);
-        }
-        if lv + 1 < levels {
-            let Map { c, r } = maps[h];
-            let out = new_map(&mut maps, c, r / 2);
-            steps.push(Step::Down { x: h, out });
-            h = out;
-            skips.push(h);
-        }
-    }
-
-    let Map { c, r } = maps[h];
-    let res0 = ResBlock::new(&mut l, "mid.res0", c, c, e, groups);
-    let out = new_map(&mut maps, c, r);
-    steps.push(Step::Res { blk: res0, x: h, out });
-    let norm = GroupNorm::new(&mut l, "mid.attn_norm", c, groups(c));
-    let attn = Attention::new(&mut l, "mid.attn", c, cfg.heads);
-    let (x, out) = (out, new_map(&mut maps, c, r));
-    steps.push(Step::Attn { norm, attn, x, out });
-    let res1 = ResBlock::new(&mut l, "mid.res1", c, c, e, groups);
-    let (x, out) = (out, new_map(&mut maps, c, r));
-    steps.push(Step::Res { blk: res1, x, out });
-    h = out;
-
-    for (lv, m) in cfg.mult.iter().enumerate().rev() {
-        for i in 0..=cfg.blocks_per_level {
-            let skip = skips.pop().ok_or_else(|| bad("skip stack underflow".into()))?;
-            let Map { c, r } = maps[h];
-            let cs = maps[skip].c;
-            let cat = new_map(&mut maps, c + cs, r);
-            steps.push(Step::Concat { a: h, skip, out: cat });
-            h = block(&mut l, &mut maps, &mut steps, &format!("up.{lv}.{i}"), cat, ch * m)?;
-        }
-        if lv > 0 {
-            let Map { c, r } = maps[h];
-            let conv = Conv2d::new(&mut l, &format!("up.{lv}.conv"), c, c, 3, 1);
-            let out = new_map(&mut maps, c, 2 * r);
-            steps.push(Step::Up { conv, x: h, out });
-            h = out;
+    let fc1 = Linear::new(&mut l, "emb.fc1", *ch, *e);
+    let fc2 = Linear::new(&mut l, "emb.fc2", *e, *e);
+    let class_emb = (*classes > 0).then(|| l.add("class_emb.weight", &[*e, *classes], Init::FanIn(*classes)));
+    let conv_in = Conv2d::new(&mut l, "conv_in", *cin, *c0, 3, 1);
+    let mut maps = vec![Map { c: *c0, r: *size }];
+    let (mut steps, mut skips, mut h) = (Vec::new(), Vec::new(), 0);
+    for block in body {
+        // The step's output: a new activation of c channels at r.
+        let mut next = |c: usize, r: usize| {
+            maps.push(Map { c, r });
+            maps.len() - 1
+        };
+        match block {
+            Block::Res { name, cin, cout, e, r } => {
+                let blk = ResBlock::new(&mut l, name, *cin, *cout, *e, groups);
+                let out = next(*cout, *r);
+                steps.push(Step::Res { blk, x: h, out });
+                h = out;
+            }
+            Block::Attn { name, c, r } => {
+                let norm = GroupNorm::new(&mut l, &format!("{name}.attn_norm"), *c, groups(*c));
+                let attn = Attention::new(&mut l, &format!("{name}.attn"), *c, cfg.heads);
+                let out = next(*c, *r);
+                steps.push(Step::Attn { norm, attn, x: h, out });
+                h = out;
+            }
+            Block::Skip => skips.push(h),
+            Block::Down { c, r } => {
+                let out = next(*c, r / 2);
+                steps.push(Step::Down { x: h, out });
+                h = out;
+            }
+            Block::Concat { c, skip, r } => {
+                let popped = skips.pop().ok_or_else(|| bad("skip stack underflow".into()))?;
+                let out = next(c + skip, *r);
+                steps.push(Step::Concat { a: h, skip: popped, out });
+                h = out;
+            }
+            Block::Up { name, c, r } => {
+                let conv = Conv2d::new(&mut l, name, *c, *c, 3, 1);
+                let out = next(*c, 2 * r);
+                steps.push(Step::Up { conv, x: h, out });
+                h = out;
+            }
+            Block::Embedding { .. } | Block::ConvIn { .. } | Block::Head { .. } => {
+                return Err(bad(format!("internal: {block:?} inside the body")));
+            }
         }
     }
-    let c = maps[h].c;
-    let norm_out = GroupNorm::new(&mut l, "norm_out", c, groups(c));
-    let conv_out = Conv2d::new(&mut l, "conv_out", c, cfg.out_channels, 3, 1);
-    Ok(Plan { layout: l, fc1, fc2, class_emb, conv_in, norm_out, conv_out, maps, steps })
+    let norm_out = GroupNorm::new(&mut l, "norm_out", *c, groups(*c));
+    let conv_out = Conv2d::new(&mut l, "conv_out", *c, *cout, 3, 1);
+    Ok(Plan { description, layout: l, fc1, fc2, class_emb, conv_in, norm_out, conv_out, maps, steps })
 }
 
 /// The layout of the UNet's parameters (names, shapes, init), without allocating anything.
@@ -565,6 +724,7 @@ pub struct UNet {
     /// One-hot class labels, written by the caller (`write_labels`), when `num_classes` K > 0:
     /// row i is image i's label (1.0 at its class, 0.0 elsewhere). (B, K)
     pub labels_onehot: Option<Buffer>,
+    description: Description,
     memory: usize,
     forward: Vec<Dispatch>,
     backward: Vec<Dispatch>,
@@ -592,6 +752,153 @@ async fn finish(gpu: &Gpu, ts: &[Tensor], pending: Option<usize>, bwd: &mut Vec<
     Ok(())
 }
 
+/// The activations of `maps` with their gradients, and a scratch for each one `steps` read twice.
+fn activations(gpu: &Gpu, maps: &[Map], steps: &[Step], b: usize) -> Result<Vec<Tensor>, GpuError> {
+    let mut reads = vec![0usize; maps.len()];
+    for st in steps {
+        match *st {
+            Step::Res { x, .. } | Step::Attn { x, .. } | Step::Down { x, .. } | Step::Up { x, .. } => reads[x] += 1,
+            Step::Concat { a, skip, .. } => {
+                reads[a] += 1;
+                reads[skip] += 1;
+            }
+        }
+    }
+    let mut ts = Vec::with_capacity(maps.len());
+    for (m, r) in maps.iter().zip(&reads) {
+        let n = b * m.c * m.r * m.r;
+        ts.push(Tensor {
+            buf: gpu.zeros("act", n)?,
+            grad: gpu.zeros("dact", n)?,
+            scratch: if *r > 1 { Some(gpu.zeros("dact_scratch", n)?) } else { None },
+            written: false,
+        });
+    }
+    Ok(ts)
+}
+
+/// What a body step's forward keeps for its backward.
+// A few dozen, built once per model: the variants' sizes do not matter.
+#[allow(clippy::large_enum_variant)]
+enum Saved {
+    Res(ResBlockActs),
+    Attn { stats: GroupNormStats, bufs: AttentionBuffers, n: Buffer, y: Buffer },
+    Up(Buffer),
+    None,
+}
+
+/// What encoding a body step reads: the device, the parameters, the batch, the activation
+/// shapes and the noise embedding temb (B, E) with its gradient dtemb (B, E).
+struct Body<'a> {
+    gpu: &'a Gpu,
+    p: &'a Params,
+    b: usize,
+    maps: &'a [Map],
+    temb: &'a Buffer,
+    dtemb: &'a Buffer,
+}
+
+impl Body<'_> {
+    fn nchw(&self, i: usize) -> Nchw {
+        Nchw::new(self.b, self.maps[i].c, self.maps[i].r, self.maps[i].r)
+    }
+
+    /// Encodes the forward of `st` and allocates what its backward reads.
+    async fn forward(&self, st: Step, ts: &[Tensor], fwd: &mut Vec<Dispatch>) -> Result<Saved, GpuError> {
+        let (gpu, p, b, maps) = (self.gpu, self.p, self.b, self.maps);
+        Ok(match st {
+            Step::Res { blk, x, out } => {
+                let r = maps[x].r;
+                let a = blk.acts(gpu, b, r, r)?;
+                fwd.extend(blk.forward(gpu, p, &a, &ts[x].buf, self.temb, &ts[out].buf).await?);
+                Saved::Res(a)
+            }
+            Step::Attn { norm, attn, x, out } => {
+                let (n_el, hw) = (self.nchw(x).len(), maps[x].r * maps[x].r);
+                let stats = norm.stats(gpu, b)?;
+                let bufs = attn.buffers(gpu, b, hw)?;
+                let (n, y) = (gpu.zeros("attn_in", n_el)?, gpu.zeros("attn_y", n_el)?);
+                fwd.extend(norm.forward(gpu, p, &ts[x].buf, &n, &stats, b, hw).await?);
+                fwd.extend(attn.forward(gpu, p, &n, &y, &bufs).await?);
+                fwd.push(ew::add(gpu, &ts[x].buf, &y, &ts[out].buf, n_el).await?);
+                Saved::Attn { stats, bufs, n, y }
+            }
+            Step::Down { x, out } => {
+                fwd.push(resample::avgpool2x2_fwd(gpu, &ts[x].buf, &ts[out].buf, self.nchw(x)).await?);
+                Saved::None
+            }
+            Step::Up { conv, x, out } => {
+                let r = maps[out].r;
+                let up = gpu.zeros("upsampled", self.nchw(out).len())?;
+                fwd.push(resample::upsample2x_fwd(gpu, &ts[x].buf, &up, self.nchw(x)).await?);
+                fwd.extend(conv.forward(gpu, p, &up, &ts[out].buf, b, r, r).await?);
+                Saved::Up(up)
+            }
+            Step::Concat { a, skip, out } => {
+                let (c1, c2, hw) = (maps[a].c, maps[skip].c, maps[a].r * maps[a].r);
+                fwd.push(resample::concat_fwd(gpu, &ts[a].buf, &ts[skip].buf, &ts[out].buf, b, c1, c2, hw).await?);
+                Saved::None
+            }
+        })
+    }
+
+    /// Encodes the backward of `st` from its output's gradient. dtemb is written by the first
+    /// ResBlock of the backward (`mode` Write) and added to by the others.
+    async fn backward(
+        &self,
+        st: Step,
+        sv: &Saved,
+        ts: &mut [Tensor],
+        mode: &mut GradMode,
+        bwd: &mut Vec<Dispatch>,
+    ) -> Result<(), GpuError> {
+        let (gpu, p, b, maps) = (self.gpu, self.p, self.b, self.maps);
+        match (st, sv) {
+            (Step::Res { blk, x, out }, Saved::Res(a)) => {
+                let (dst, pend) = grad_dst(ts, x)?;
+                let (xb, dy) = (&ts[x].buf, &ts[out].grad);
+                bwd.extend(blk.backward(gpu, p, a, xb, self.temb, dy, &dst, self.dtemb, *mode).await?);
+                finish(gpu, ts, pend, bwd).await?;
+                *mode = GradMode::Add;
+            }
+            (Step::Attn { norm, attn, x, out }, Saved::Attn { stats, bufs, n, y }) => {
+                // y and then n's buffers are free in the backward: dn into y, dnorm-input into n.
+                let (n_el, hw) = (self.nchw(x).len(), maps[x].r * maps[x].r);
+                let dy = ts[out].grad.clone();
+                bwd.extend(attn.backward(gpu, p, n, &dy, Some(y), bufs).await?);
+                let dxn = gpu.zeros("attn_dxn", n_el)?;
+                bwd.extend(norm.backward(gpu, p, &ts[x].buf, y, stats, Some(&dxn), b, hw).await?);
+                let (dst, pend) = grad_dst(ts, x)?;
+                bwd.push(ew::add(gpu, &dy, &dxn, &dst, n_el).await?);
+                finish(gpu, ts, pend, bwd).await?;
+            }
+            (Step::Down { x, out }, _) => {
+                let (dst, pend) = grad_dst(ts, x)?;
+                bwd.push(resample::avgpool2x2_bwd_input(gpu, &ts[out].grad, &dst, self.nchw(x)).await?);
+                finish(gpu, ts, pend, bwd).await?;
+            }
+            (Step::Up { conv, x, out }, Saved::Up(up)) => {
+                let r = maps[out].r;
+                let dup = gpu.zeros("dupsampled", up.len)?;
+                bwd.extend(conv.backward(gpu, p, up, &ts[out].grad, Some(&dup), b, r, r).await?);
+                let (dst, pend) = grad_dst(ts, x)?;
+                bwd.push(resample::upsample2x_bwd_input(gpu, &dup, &dst, self.nchw(x)).await?);
+                finish(gpu, ts, pend, bwd).await?;
+            }
+            (Step::Concat { a, skip, out }, _) => {
+                let (c1, c2, hw) = (maps[a].c, maps[skip].c, maps[a].r * maps[a].r);
+                let (da, pa) = grad_dst(ts, a)?;
+                let (ds, ps) = grad_dst(ts, skip)?;
+                bwd.push(resample::concat_bwd(gpu, &ts[out].grad, &da, &ds, b, c1, c2, hw).await?);
+                finish(gpu, ts, pa, bwd).await?;
+                finish(gpu, ts, ps, bwd).await?;
+            }
+            _ => return Err(bad("internal: step and saved buffers disagree".into())),
+        }
+        Ok(())
+    }
+}
+
 impl UNet {
     /// Builds the model for `batch` images with parameters initialised from `seed`. Refuses,
     /// before allocating, a config the attention layer cannot address or whose largest buffer
@@ -607,7 +914,7 @@ impl UNet {
         if bytes > limit {
             return Err(GpuError::TooLarge { what: format!("unet {}", budget.largest_what), bytes, limit });
         }
-        let Plan { layout, fc1, fc2, class_emb, conv_in, norm_out, conv_out, maps, steps } = plan;
+        let Plan { description, layout, fc1, fc2, class_emb, conv_in, norm_out, conv_out, maps, steps } = plan;
         let p = Params::new(gpu, layout, seed)?;
         let b = batch;
         let (s, ch, e) = (cfg.image_size, cfg.channels, cfg.emb_dim());
@@ -649,27 +956,8 @@ impl UNet {
             }
             None => None,
         };
-        let mut reads = vec![0usize; maps.len()];
-        for st in &steps {
-            match *st {
-                Step::Res { x, .. } | Step::Attn { x, .. } | Step::Down { x, .. } | Step::Up { x, .. } => reads[x] += 1,
-                Step::Concat { a, skip, .. } => {
-                    reads[a] += 1;
-                    reads[skip] += 1;
-                }
-            }
-        }
-        let mut ts = Vec::with_capacity(maps.len());
-        for (m, r) in maps.iter().zip(&reads) {
-            let n = b * m.c * m.r * m.r;
-            ts.push(Tensor {
-                buf: z("act", n)?,
-                grad: z("dact", n)?,
-                scratch: if *r > 1 { Some(z("dact_scratch", n)?) } else { None },
-                written: false,
-            });
-        }
-        let nchw = |i: usize| Nchw::new(b, maps[i].c, maps[i].r, maps[i].r);
+        let mut ts = activations(gpu, &maps, &steps, b)?;
+        let body = Body { gpu, p: &p, b, maps: &maps, temb: &temb, dtemb: &dtemb };
 
         // --- forward ---
         let mut fwd = vec![embedding::embedding_fwd(gpu, &t, &emb, b, ch).await?];
@@ -687,59 +975,12 @@ impl UNet {
             fwd.push(embedding::precond_in(gpu, &t, &x, &m.x_in, b, n_x / b, SIGMA_DATA).await?);
         }
         fwd.extend(conv_in.forward(gpu, &p, &net_x, &ts[0].buf, b, s, s).await?);
-
-        // Per-step buffers, kept for the backward.
-        #[allow(clippy::large_enum_variant)]
-        enum Saved {
-            Res(crate::nn::ResBlockActs),
-            Attn {
-                stats: crate::nn::GroupNormStats,
-                bufs: crate::nn::attention::AttentionBuffers,
-                n: Buffer,
-                y: Buffer,
-            },
-            Up(Buffer),
-            None,
-        }
         let mut saved = Vec::with_capacity(steps.len());
         for st in &steps {
-            match *st {
-                Step::Res { blk, x, out } => {
-                    let r = maps[x].r;
-                    let a = blk.acts(gpu, b, r, r)?;
-                    fwd.extend(blk.forward(gpu, &p, &a, &ts[x].buf, &temb, &ts[out].buf).await?);
-                    saved.push(Saved::Res(a));
-                }
-                Step::Attn { norm, attn, x, out } => {
-                    let (n_el, hw) = (nchw(x).len(), maps[x].r * maps[x].r);
-                    let stats = norm.stats(gpu, b)?;
-                    let bufs = attn.buffers(gpu, b, hw)?;
-                    let (n, y) = (z("attn_in", n_el)?, z("attn_y", n_el)?);
-                    fwd.extend(norm.forward(gpu, &p, &ts[x].buf, &n, &stats, b, hw).await?);
-                    fwd.extend(attn.forward(gpu, &p, &n, &y, &bufs).await?);
-                    fwd.push(ew::add(gpu, &ts[x].buf, &y, &ts[out].buf, n_el).await?);
-                    saved.push(Saved::Attn { stats, bufs, n, y });
-                }
-                Step::Down { x, out } => {
-                    fwd.push(resample::avgpool2x2_fwd(gpu, &ts[x].buf, &ts[out].buf, nchw(x)).await?);
-                    saved.push(Saved::None);
-                }
-                Step::Up { conv, x, out } => {
-                    let r = maps[out].r;
-                    let up = z("upsampled", nchw(out).len())?;
-                    fwd.push(resample::upsample2x_fwd(gpu, &ts[x].buf, &up, nchw(x)).await?);
-                    fwd.extend(conv.forward(gpu, &p, &up, &ts[out].buf, b, r, r).await?);
-                    saved.push(Saved::Up(up));
-                }
-                Step::Concat { a, skip, out } => {
-                    let (c1, c2, hw) = (maps[a].c, maps[skip].c, maps[a].r * maps[a].r);
-                    fwd.push(resample::concat_fwd(gpu, &ts[a].buf, &ts[skip].buf, &ts[out].buf, b, c1, c2, hw).await?);
-                    saved.push(Saved::None);
-                }
-            }
+            saved.push(body.forward(*st, &ts, &mut fwd).await?);
         }
         let last = maps.len() - 1;
-        let n0 = nchw(last).len();
+        let n0 = body.nchw(last).len();
         let stats_out = norm_out.stats(gpu, b)?;
         let (on, oa, doa, don) = (z("out_norm", n0)?, z("out_act", n0)?, z("dout_act", n0)?, z("dout_norm", n0)?);
         fwd.extend(norm_out.forward(gpu, &p, &ts[last].buf, &on, &stats_out, b, s * s).await?);
@@ -761,48 +1002,7 @@ impl UNet {
         finish(gpu, &ts, pend, &mut bwd).await?;
         let mut mode = GradMode::Write;
         for (st, sv) in steps.iter().zip(&saved).rev() {
-            match (*st, sv) {
-                (Step::Res { blk, x, out }, Saved::Res(a)) => {
-                    let (dst, pend) = grad_dst(&mut ts, x)?;
-                    let (xb, dy) = (&ts[x].buf, &ts[out].grad);
-                    bwd.extend(blk.backward(gpu, &p, a, xb, &temb, dy, &dst, &dtemb, mode).await?);
-                    finish(gpu, &ts, pend, &mut bwd).await?;
-                    mode = GradMode::Add;
-                }
-                (Step::Attn { norm, attn, x, out }, Saved::Attn { stats, bufs, n, y }) => {
-                    // y and then n's buffers are free in the backward: dn into y, dnorm-input into n.
-                    let (n_el, hw) = (nchw(x).len(), maps[x].r * maps[x].r);
-                    let dy = ts[out].grad.clone();
-                    bwd.extend(attn.backward(gpu, &p, n, &dy, Some(y), bufs).await?);
-                    let dxn = z("attn_dxn", n_el)?;
-                    bwd.extend(norm.backward(gpu, &p, &ts[x].buf, y, stats, Some(&dxn), b, hw).await?);
-                    let (dst, pend) = grad_dst(&mut ts, x)?;
-                    bwd.push(ew::add(gpu, &dy, &dxn, &dst, n_el).await?);
-                    finish(gpu, &ts, pend, &mut bwd).await?;
-                }
-                (Step::Down { x, out }, _) => {
-                    let (dst, pend) = grad_dst(&mut ts, x)?;
-                    bwd.push(resample::avgpool2x2_bwd_input(gpu, &ts[out].grad, &dst, nchw(x)).await?);
-                    finish(gpu, &ts, pend, &mut bwd).await?;
-                }
-                (Step::Up { conv, x, out }, Saved::Up(up)) => {
-                    let r = maps[out].r;
-                    let dup = z("dupsampled", up.len)?;
-                    bwd.extend(conv.backward(gpu, &p, up, &ts[out].grad, Some(&dup), b, r, r).await?);
-                    let (dst, pend) = grad_dst(&mut ts, x)?;
-                    bwd.push(resample::upsample2x_bwd_input(gpu, &dup, &dst, nchw(x)).await?);
-                    finish(gpu, &ts, pend, &mut bwd).await?;
-                }
-                (Step::Concat { a, skip, out }, _) => {
-                    let (c1, c2, hw) = (maps[a].c, maps[skip].c, maps[a].r * maps[a].r);
-                    let (da, pa) = grad_dst(&mut ts, a)?;
-                    let (ds, ps) = grad_dst(&mut ts, skip)?;
-                    bwd.push(resample::concat_bwd(gpu, &ts[out].grad, &da, &ds, b, c1, c2, hw).await?);
-                    finish(gpu, &ts, pa, &mut bwd).await?;
-                    finish(gpu, &ts, ps, &mut bwd).await?;
-                }
-                _ => return Err(bad("internal: step and saved buffers disagree".into())),
-            }
+            body.backward(*st, sv, &mut ts, &mut mode, &mut bwd).await?;
         }
         bwd.extend(conv_in.backward(gpu, &p, &net_x, &ts[0].grad, Some(&net_dx), b, s, s).await?);
         if let Some(m) = &edm {
@@ -820,7 +1020,21 @@ impl UNet {
 
         let memory = 4 * budget.total;
         let labels_onehot = class.map(|(_, onehot, _, _)| onehot);
-        Ok(Self { cfg, batch, params: p, x, t, out, dout, dx, labels_onehot, memory, forward: fwd, backward: bwd })
+        Ok(Self {
+            cfg,
+            batch,
+            params: p,
+            x,
+            t,
+            out,
+            dout,
+            dx,
+            labels_onehot,
+            description,
+            memory,
+            forward: fwd,
+            backward: bwd,
+        })
     }
 
     /// Writes the one-hot rows of `labels` (one class index per image, B of them) into
@@ -845,6 +1059,17 @@ impl UNet {
     /// Number of parameters.
     pub fn param_count(&self) -> usize {
         self.params.layout.count()
+    }
+
+    /// Forward FLOPs per image (one row), as `Block::flops` counts them; a training step costs
+    /// about three times this per row (the backward computes two products per forward one).
+    pub fn flops(&self) -> u64 {
+        self.description.flops()
+    }
+
+    /// The blocks the model was built from.
+    pub fn description(&self) -> &Description {
+        &self.description
     }
 
     /// Bytes of every buffer the model allocated: parameters, gradients, activations and scratch.
