@@ -118,11 +118,11 @@ pub struct TrainArgs {
     pub cdl_norm: String,
     /// ITD and CDL: location μ of the truncated logistic the log-SNR levels α are drawn from
     /// (α = μ + s·logit(u), |α − μ| ≤ c·s). Default: −mean ln(variance) for 2-D points, the
-    /// math.md's CIFAR constants for images.
+    /// CIFAR constants of math.md §1.5 for images.
     #[arg(long, allow_hyphen_values = true)]
     #[serde(default)]
     pub levels_mu: Option<f64>,
-    /// ITD and CDL: scale s of that logistic. Default 3 for 2-D points, math.md's for images.
+    /// ITD and CDL: scale s of that logistic. Default 3 for 2-D points, the CIFAR constants of math.md §1.5 for images.
     #[arg(long)]
     #[serde(default)]
     pub levels_scale: Option<f64>,
