@@ -26,7 +26,7 @@
 //!
 //! Seed s trains with `--seed s` (init, batches, noise) and samples with sampler seed 1 + s; toy
 //! models are scored against held-out points drawn with seed 1000 + s (a CSV file is its own
-//! reference), image models against held-out images (`train::held_out_images`).
+//! reference), image models against held-out images (`train::run::held_out_images`).
 
 use std::collections::BTreeMap;
 use std::fmt::Write as _;
@@ -46,8 +46,9 @@ use cdl::eval::stats::{mean_se, outlier_fraction, saturated_fraction, verdict_th
 use cdl::gpu::Gpu;
 use cdl::train::checkpoint;
 use cdl::train::recipe::{default_q, LossKind};
+use cdl::train::run::{held_out_images, Trained};
 
-use super::sample::{draw, f32s, load, reference_points, SamplerArgs, SamplerKind, Trained, VarianceKind, EVAL_ROWS};
+use super::sample::{draw, f32s, load, reference_points, SamplerArgs, SamplerKind, VarianceKind, EVAL_ROWS};
 use super::train::{self as train_cmd, TrainArgs};
 
 /// The names `--samplers` takes.
@@ -511,7 +512,7 @@ pub async fn toy(gpu: &Gpu, args: ToyArgs) -> Result<(), String> {
             let (trained, train_s) =
                 plan.train(gpu, &base, arm, seed, &dir.join(format!("seed-{seed}")).join(arm.name())).await?;
             table.push_arm(ai, "train_seconds", train_s);
-            table.alpha_ranges[ai] = trained.alpha_range();
+            table.alpha_ranges[ai] = trained.meta.alpha_range;
             let both = reference_points(&args.data, &trained, 2 * plan.n, 1000 + seed)?;
             let d = both.len() / (2 * plan.n).max(1);
             if d == 0 || both.len() < 2 * plan.n * d {
@@ -522,8 +523,9 @@ pub async fn toy(gpu: &Gpu, args: ToyArgs) -> Result<(), String> {
                 table.floor.push(mmd(second, reference, d, MMD_BANDWIDTH).map_err(|e| e.to_string())?);
             }
             // The ITD test NLL on the held-out points (math.md §2.2), in bits/dim.
-            let mut den =
-                GpuDenoiser::from_checkpoint(gpu, &trained.ck, EVAL_ROWS, true).await.map_err(|e| e.to_string())?;
+            let mut den = GpuDenoiser::from_checkpoint(gpu, &trained.checkpoint, EVAL_ROWS, true)
+                .await
+                .map_err(|e| e.to_string())?;
             let var = vec![1.0; d];
             let q = TruncLogistic::cdl_toy(&var).map_err(|e| e.to_string())?;
             let r = RefGaussian::from_variances(&var).map_err(|e| e.to_string())?;
@@ -531,7 +533,7 @@ pub async fn toy(gpu: &Gpu, args: ToyArgs) -> Result<(), String> {
             table.push_arm(ai, "nll_bpd", t_nll.bpd);
             for (si, (label, name, sa)) in plan.samplers(a, 1 + seed).into_iter().enumerate() {
                 println!("seed {seed}: sampling {arm} with {label} …");
-                let (x, stats, secs) = draw(gpu, &trained.ck, &sa, plan.n).await?;
+                let (x, stats, secs) = draw(gpu, &trained.checkpoint, &sa, plan.n).await?;
                 let m = mmd(&x, reference, d, MMD_BANDWIDTH).map_err(|e| e.to_string())?;
                 let o = outlier_fraction(&x, d);
                 for (k, v) in [
@@ -651,7 +653,7 @@ pub async fn images(gpu: &Gpu, args: ImagesArgs) -> Result<(), String> {
         ..TrainArgs::defaults()
     };
     base.check()?;
-    let (test, variances, split) = train_cmd::held_out_images(&base, held)?;
+    let (test, variances, split) = held_out_images(&base.run_config(), held).map_err(|e| e.to_string())?;
     let (d, m) = (variances.len(), test.len() / variances.len());
     let floor_sat = saturated_fraction(&test);
     let columns = [col("saturated", "saturated pixels (%)", 2, true, Compare::All)];
@@ -662,19 +664,20 @@ pub async fn images(gpu: &Gpu, args: ImagesArgs) -> Result<(), String> {
             let (trained, train_s) =
                 plan.train(gpu, &base, arm, seed, &dir.join(format!("seed-{seed}")).join(arm.name())).await?;
             table.push_arm(ai, "train_seconds", train_s);
-            table.alpha_ranges[ai] = trained.alpha_range();
+            table.alpha_ranges[ai] = trained.meta.alpha_range;
             // The ITD test NLL on the held-out images (math.md §2.2), continuous bits/dim, over the
             // ITD loss's own integration range and the images' per-pixel reference Gaussian.
             let q = default_q(LossKind::Itd, &variances).map_err(|e| e.to_string())?;
             let r = RefGaussian::from_variances(&variances).map_err(|e| e.to_string())?;
-            let mut den =
-                GpuDenoiser::from_checkpoint(gpu, &trained.ck, m.max(1), true).await.map_err(|e| e.to_string())?;
+            let mut den = GpuDenoiser::from_checkpoint(gpu, &trained.checkpoint, m.max(1), true)
+                .await
+                .map_err(|e| e.to_string())?;
             let t_nll = test_nll(&mut den, &test, &q, &r, plan.nll_points, 2).await.map_err(|e| e.to_string())?;
             table.push_arm(ai, "nll_bpd", t_nll.bpd);
             drop(den);
             for (si, (label, name, sa)) in plan.samplers(a, 1 + seed).into_iter().enumerate() {
                 println!("seed {seed}: sampling {arm} with {label} …");
-                let (x, stats, secs) = draw(gpu, &trained.ck, &sa, plan.n).await?;
+                let (x, stats, secs) = draw(gpu, &trained.checkpoint, &sa, plan.n).await?;
                 let sat = saturated_fraction(&x);
                 for (k, v) in [
                     ("saturated", sat),

@@ -7,7 +7,7 @@
 //!   flag here says otherwise), sampled with DDPM-T (variance β, EMA weights).
 //! - Reference: `tools/reference_train.py`, a plain PyTorch trainer over the mirror
 //!   (`tools/mirror.py`, same network and parameter names), given the same training examples
-//!   (`train::training_examples`: the built-in set generated with the run's seed, as `cdl train`
+//!   (`TrainingData::all_examples`: the built-in set generated with the run's seed, as `cdl train`
 //!   generates it), the same model config, loss, noise levels (the logistic of α and of ζ that
 //!   `cdl train` resolved), batch, learning rate, warm-up, EMA, clipping, K, M and λ; its own f64
 //!   DDPM-T sampler (variance β). Batch order and random draws are torch's own, so the two agree
@@ -17,7 +17,7 @@
 //!   held-out set against a second one of the same size.
 //! - Images (`--model unet-tiny` …): a pixel-space Fréchet distance (`eval::fd`: each channel
 //!   averaged over 2×2 blocks, 192 features at 16 px) against held-out images
-//!   (`train::held_out_images`: `shapes` from another seed; an image folder has no split, so its
+//!   (`train::run::held_out_images`: `shapes` from another seed; an image folder has no split, so its
 //!   own images), and the fraction of saturated pixels; the floor is the held-out set against a
 //!   second one.
 //! - Per (data, loss): mean ± standard error over seeds, the ratio of the means, and the paired
@@ -36,12 +36,12 @@ use cdl::eval::fd::{frechet_distance, pool_features};
 use cdl::eval::mmd::{mmd, MMD_BANDWIDTH};
 use cdl::eval::stats::{mean_se, outlier_fraction, saturated_fraction, verdict_threshold, Verdict};
 use cdl::gpu::Gpu;
-use cdl::model::UNetConfig;
 use cdl::train::checkpoint::{self, Checkpoint};
 use cdl::train::data::{DataSource, Toy};
 use cdl::train::recipe::LossKind;
+use cdl::train::run::{held_out_images, NetConfig, Trained, TrainingData};
 
-use super::sample::{draw, load, reference_points, SamplerArgs, SamplerKind, Trained, VarianceKind};
+use super::sample::{draw, load, reference_points, SamplerArgs, SamplerKind, VarianceKind};
 use super::train::{self as train_cmd, TrainArgs};
 
 /// Pixel blocks averaged into one image feature (2×2: 8×8 features per channel at 16 px).
@@ -100,7 +100,7 @@ fn logistic_arg(q: &TruncLogistic) -> String {
 /// The `--levels` and `--zeta` flags (one word each: μ may be negative) of reference_train.py
 /// for the loss `cdl train` resolved.
 fn level_flags(args: &TrainArgs, variances: &[f64]) -> Result<Vec<String>, String> {
-    let loss = args.loss_config(variances)?;
+    let loss = args.run_config().loss_config(variances).map_err(|e| e.to_string())?;
     let mut flags = Vec::new();
     match loss.std {
         StdLoss::Ddpm => {}
@@ -126,7 +126,8 @@ fn reference(
     n: u64,
     sampler_steps: u64,
 ) -> Result<Vec<f64>, String> {
-    let (x, d, variances) = train_cmd::training_examples(args)?;
+    let data = TrainingData::load(&args.run_config()).map_err(|e| e.to_string())?;
+    let (x, d, variances) = (data.all_examples(args.seed), data.examples.row_len(), data.variances);
     let shape = match image_shape(trained)? {
         Some((c, size)) => vec![x.len() / d, c, size, size],
         None => vec![x.len() / d, d],
@@ -141,7 +142,7 @@ fn reference(
     let arch = if args.model == "mlp" { "mlp" } else { "unet" };
     let o = Command::new(python)
         .arg(script)
-        .args(["--arch", arch, "--config", &trained.ck.model_config, "--loss", args.loss.name()])
+        .args(["--arch", arch, "--config", &trained.checkpoint.model_config, "--loss", args.loss.name()])
         .args(["--steps", &args.steps.to_string(), "--batch", &args.batch.to_string(), "--lr", &num(args.lr)])
         .args(["--warmup", &args.warmup.to_string(), "--ema", &num(args.ema), "--clip", &num(args.clip)])
         .args(["--anchors", &args.anchors.to_string(), "--points", &args.points.to_string()])
@@ -176,11 +177,10 @@ fn summary(v: &[f64]) -> Value {
 
 /// (channels, size) of a UNet checkpoint's images; None for the MLP.
 fn image_shape(trained: &Trained) -> Result<Option<(usize, usize)>, String> {
-    if trained.ck.arch != "unet" {
-        return Ok(None);
-    }
-    let cfg = UNetConfig::from_json(&trained.ck.model_config)?;
-    Ok(Some((cfg.in_channels, cfg.image_size)))
+    Ok(match trained.net().map_err(|e| e.to_string())? {
+        NetConfig::Mlp(_) => None,
+        NetConfig::UNet(c) => Some((c.in_channels, c.image_size)),
+    })
 }
 
 /// The metric of one sample set against held-out data: MMD for points, the pixel Fréchet
@@ -307,7 +307,7 @@ pub async fn quality(gpu: &Gpu, a: &QualityArgs) -> Result<Value, String> {
                     no_ema: false,
                     clip_denoised: false,
                 };
-                let (x, _, _) = draw(gpu, &trained.ck, &sa, n as usize).await?;
+                let (x, _, _) = draw(gpu, &trained.checkpoint, &sa, n as usize).await?;
                 f.entry("seconds_cdl").or_default().push(t.elapsed().as_secs_f64());
                 eprintln!("{data} {loss} seed {seed}: tools/reference_train.py …");
                 let t = Instant::now();
@@ -319,7 +319,8 @@ pub async fn quality(gpu: &Gpu, a: &QualityArgs) -> Result<Value, String> {
                     let (held, second) = both.split_at(n as usize * 2);
                     Judge::new(None, held, second)?
                 } else {
-                    let (both, variances, _) = train_cmd::held_out_images(&targs, 2 * n as usize)?;
+                    let (both, variances, _) =
+                        held_out_images(&targs.run_config(), 2 * n as usize).map_err(|e| e.to_string())?;
                     let d = variances.len();
                     let m = both.len() / d / 2;
                     if m < 2 {

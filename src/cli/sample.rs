@@ -19,8 +19,7 @@ use cdl::eval::swd::{sliced_wasserstein, SWD_DIRECTIONS};
 use cdl::gpu::Gpu;
 use cdl::train::checkpoint::{self, Checkpoint};
 use cdl::train::data::{DataSource, Toy};
-
-use super::train as train_cmd;
+use cdl::train::run::{NetConfig, Trained};
 
 /// Rows per GPU evaluation chunk when sampling (the model is bound to this many rows).
 pub(super) const EVAL_ROWS: usize = 8192;
@@ -160,65 +159,9 @@ pub struct EvalArgs {
     pub sampler: SamplerArgs,
 }
 
-/// A checkpoint with what the CLI stored beside the weights.
-pub(super) struct Trained {
-    pub(super) ck: Checkpoint,
-    mean: Vec<f64>,
-    std: Vec<f64>,
-    data: Option<String>,
-}
-
+/// The checkpoint at `path` with its run metadata.
 pub(super) fn load(path: &Path) -> Result<Trained, String> {
-    let ck = checkpoint::load(path).map_err(|e| e.to_string())?;
-    let arr = |key: &str| -> Option<Vec<f64>> { serde_json::from_str(ck.extra.get(key)?).ok() };
-    let (mean, std) = match (arr("data.mean"), arr("data.std")) {
-        (Some(m), Some(s)) if m.len() == s.len() => (m, s),
-        _ => (Vec::new(), Vec::new()),
-    };
-    let data = ck.extra.get("data.source").cloned();
-    Ok(Trained { ck, mean, std, data })
-}
-
-impl Trained {
-    /// The log-SNR range the checkpoint records it was trained at (none before it was recorded).
-    pub(super) fn alpha_range(&self) -> Option<(f64, f64)> {
-        let v: Vec<f64> = serde_json::from_str(self.ck.extra.get(train_cmd::KEY_ALPHA_RANGE)?).ok()?;
-        (v.len() == 2).then(|| (v[0], v[1]))
-    }
-
-    /// One line saying how far `sampler` queries the network outside its trained levels, if it does.
-    fn range_warning(&self, sampler: &SamplerConfig) -> Option<String> {
-        let (lo, hi) = self.alpha_range()?;
-        let (slo, shi) = sampler.alpha_range().ok()?;
-        let mut out = Vec::new();
-        if slo < lo {
-            out.push(format!("{:.2} below", lo - slo));
-        }
-        if shi > hi {
-            out.push(format!("{:.2} above", shi - hi));
-        }
-        (!out.is_empty()).then(|| {
-            format!(
-                "warning: {} queries the network at log-SNR α ∈ [{slo:.2}, {shi:.2}], {} the range it was trained \
-                 at, [{lo:.2}, {hi:.2}]; samples may be poor there",
-                sampler.name(),
-                out.join(" and ")
-            )
-        })
-    }
-
-    /// Model units → the data's units.
-    fn to_data_units(&self, x: &mut [f64]) {
-        let d = self.mean.len();
-        if d == 0 {
-            return;
-        }
-        for row in x.chunks_exact_mut(d) {
-            for ((v, s), m) in row.iter_mut().zip(&self.std).zip(&self.mean) {
-                *v = *v * s + m;
-            }
-        }
-    }
+    Trained::load(path).map_err(|e| e.to_string())
 }
 
 /// Held-out reference points in model units: a built-in set from another seed (standardised
@@ -232,28 +175,14 @@ pub(super) fn reference_points(spec: &str, trained: &Trained, n: usize, seed: u6
             // none gets the file's own.
             let mut points = cdl::train::data::read_csv(&path).map_err(|e| e.to_string())?;
             let d = points.dim;
-            if trained.mean.len() == d {
-                let s = cdl::train::data::Standardization { mean: trained.mean.clone(), std: trained.std.clone() };
-                s.apply(&mut points.data);
-            } else {
-                points.standardize().map_err(|e| e.to_string())?;
+            match trained.meta.standardization.as_ref().filter(|s| s.mean.len() == d) {
+                Some(s) => s.apply(&mut points.data),
+                None => points.standardize().map(drop).map_err(|e| e.to_string())?,
             }
             let mut v: Vec<f64> = points.data.iter().map(|&x| f64::from(x)).collect();
             v.truncate(n * d);
             Ok(v)
         }
-    }
-}
-
-/// Elements of one example of the checkpoint's model.
-fn model_dim(ck: &Checkpoint) -> Result<usize, String> {
-    match ck.arch.as_str() {
-        "mlp" => Ok(cdl::model::MlpConfig::from_json(&ck.model_config)?.dim),
-        "unet" => {
-            let c = cdl::model::UNetConfig::from_json(&ck.model_config)?;
-            Ok(c.in_channels * c.image_size * c.image_size)
-        }
-        other => Err(format!("unknown architecture {other:?}")),
     }
 }
 
@@ -304,7 +233,7 @@ pub async fn sample_cmd(gpu: &Gpu, args: SampleArgs) -> Result<(), String> {
     if let Some(w) = trained.range_warning(&args.sampler.config()) {
         eprintln!("{w}");
     }
-    let (mut x, stats, secs) = draw(gpu, &trained.ck, &args.sampler, args.sampler.n as usize).await?;
+    let (mut x, stats, secs) = draw(gpu, &trained.checkpoint, &args.sampler, args.sampler.n as usize).await?;
     let d = (x.len() / args.sampler.n as usize).max(1);
     match ext.as_str() {
         "csv" => {
@@ -358,14 +287,13 @@ const DIR_BATCH_BYTES: usize = 2 << 30;
 /// with seed + b, so the first images do not depend on n.
 async fn sample_dir(gpu: &Gpu, args: &SampleArgs) -> Result<(), String> {
     let trained = load(&args.checkpoint)?;
-    let d = model_dim(&trained.ck)?;
     if let Some(w) = trained.range_warning(&args.sampler.config()) {
         eprintln!("{w}");
     }
-    if trained.ck.arch != "unet" {
+    let NetConfig::UNet(c) = trained.net().map_err(|e| e.to_string())? else {
         return Err(format!("{}: a directory of PNGs is for image models; use .csv or .png", args.out.display()));
-    }
-    let c = cdl::model::UNetConfig::from_json(&trained.ck.model_config)?;
+    };
+    let d = c.in_channels * c.image_size * c.image_size;
     let (side, ch) = (c.image_size as u32, c.in_channels);
     let n = args.sampler.n as usize;
     let limit = (gpu.limits.max_storage_buffer_binding_size as usize).min(DIR_BATCH_BYTES);
@@ -377,8 +305,9 @@ async fn sample_dir(gpu: &Gpu, args: &SampleArgs) -> Result<(), String> {
         }
         per /= 2;
     }
-    let mut den =
-        GpuDenoiser::from_checkpoint(gpu, &trained.ck, per, !args.sampler.no_ema).await.map_err(|e| e.to_string())?;
+    let mut den = GpuDenoiser::from_checkpoint(gpu, &trained.checkpoint, per, !args.sampler.no_ema)
+        .await
+        .map_err(|e| e.to_string())?;
     std::fs::create_dir_all(&args.out).map_err(|e| format!("cannot create {}: {e}", args.out.display()))?;
     let t = Instant::now();
     let mut stats = SampleStats::default();
@@ -421,12 +350,12 @@ async fn metrics(
     which: &[String],
     nll_points: usize,
 ) -> Result<Value, String> {
-    let d = model_dim(&trained.ck)?;
+    let d = trained.net().map_err(|e| e.to_string())?.row_len();
     let n = sampler.n as usize;
     let mut out = json!({"sampler": sampler.config().name(), "n": n});
     let need_samples = which.iter().any(|m| m == "mmd" || m == "swd");
     if need_samples {
-        let (x, stats, secs) = draw(gpu, &trained.ck, sampler, n).await?;
+        let (x, stats, secs) = draw(gpu, &trained.checkpoint, sampler, n).await?;
         out["passes"] = json!(stats.passes);
         out["evaluations"] = json!(stats.evaluations);
         out["seconds"] = json!(secs);
@@ -438,7 +367,7 @@ async fn metrics(
         }
     }
     if which.iter().any(|m| m == "nll") {
-        let mut den = GpuDenoiser::from_checkpoint(gpu, &trained.ck, EVAL_ROWS, !sampler.no_ema)
+        let mut den = GpuDenoiser::from_checkpoint(gpu, &trained.checkpoint, EVAL_ROWS, !sampler.no_ema)
             .await
             .map_err(|e| e.to_string())?;
         let var = vec![1.0; d];
@@ -459,7 +388,7 @@ async fn metrics(
 pub async fn eval_cmd(gpu: &Gpu, args: EvalArgs) -> Result<(), String> {
     let trained = load(&args.checkpoint)?;
     let spec =
-        args.data.clone().or_else(|| trained.data.clone()).ok_or_else(|| {
+        args.data.clone().or_else(|| trained.meta.data_source.clone()).ok_or_else(|| {
             format!("{}: the checkpoint does not name its data; pass --data", args.checkpoint.display())
         })?;
     let reference = reference_points(&spec, &trained, args.sampler.n as usize, 6)?;

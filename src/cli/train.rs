@@ -6,6 +6,8 @@
 //! (same batches, same noise) and drops metrics lines written after it; a run killed before its
 //! first checkpoint resumes from step 0. A run killed at any moment (SIGKILL) resumes this way:
 //! every file is replaced atomically except metrics.jsonl, whose torn last line `--resume` drops.
+//! The run itself (data, network, loss, trainer, checkpoint metadata) is `train::run::Run`; this
+//! front keeps the flags, the run directory, the metrics lines, Ctrl-C and the progress bar.
 //!
 //! Runs can be described by a TOML file (`--config`, presets in `configs/`) whose keys are the
 //! flag names with underscores; flags given on the command line override the file, unknown keys
@@ -14,6 +16,7 @@
 use std::fs;
 use std::io::{IsTerminal, Write};
 use std::path::{Path, PathBuf};
+use std::rc::Rc;
 use std::sync::atomic::{AtomicBool, Ordering};
 use std::time::Instant;
 
@@ -22,15 +25,13 @@ use clap::{ArgMatches, Args};
 use serde::{Deserialize, Serialize};
 use serde_json::{json, Value};
 
-use cdl::diffusion::logistic::TruncLogistic;
-use cdl::diffusion::loss::{CdlNorm, LossConfig};
 use cdl::gpu::Gpu;
-use cdl::model::{Mlp, MlpConfig, Net, Precond, UNet, UNetConfig};
+use cdl::model::Precond;
 use cdl::text::OneLine;
-use cdl::train::checkpoint::{self, Checkpoint};
-use cdl::train::data::{Batcher, DataSource, Points};
-use cdl::train::recipe::{default_q, loss_config_with, CdlKnobs, Levels, LossKind};
-use cdl::train::trainer::{Examples, StepStats, TrainConfig, Trainer};
+use cdl::train::checkpoint;
+use cdl::train::recipe::LossKind;
+use cdl::train::run::{Run, RunConfig, Trained, TrainingData, MODELS};
+use cdl::train::trainer::StepStats;
 
 /// Checkpoint file name inside the run directory.
 pub const CHECKPOINT: &str = "checkpoint.safetensors";
@@ -38,15 +39,6 @@ pub const CHECKPOINT: &str = "checkpoint.safetensors";
 pub const METRICS: &str = "metrics.jsonl";
 /// The resolved run config inside the run directory.
 const CONFIG: &str = "config.toml";
-/// Checkpoint metadata key of the run config (JSON).
-const KEY_RUN: &str = "run.config";
-/// Checkpoint metadata keys of the data standardisation (JSON arrays).
-const KEY_DATA_MEAN: &str = "data.mean";
-const KEY_DATA_STD: &str = "data.std";
-/// Checkpoint metadata key of the log-SNR range [lo, hi] the network was trained at (JSON array;
-/// `LossConfig::alpha_range`); `cdl sample` warns when a sampler leaves it.
-pub const KEY_ALPHA_RANGE: &str = "train.alpha_range";
-
 /// TOML files larger than this are refused before reading.
 pub const MAX_CONFIG_BYTES: u64 = 1 << 20;
 
@@ -62,10 +54,10 @@ pub struct TrainArgs {
     /// CIFAR-10 (cifar-10-binary.tar.gz, its cifar-10-batches-bin folder or one .bin batch) or a
     /// folder of PNG/JPEG images (center-cropped and resized to the model size) or "shapes", a
     /// built-in procedural set of coloured shapes on gradients (10,000 images, no download).
-    #[arg(long, default_value = "moons")]
+    #[arg(long, default_value_t = RunConfig::default().data)]
     pub data: String,
     /// Model: mlp (2-D points), unet-tiny (16 px), unet-compact or unet-small (32 px, math.md §8).
-    #[arg(long, default_value = "mlp", value_parser = ["mlp", "unet-tiny", "unet-compact", "unet-small"])]
+    #[arg(long, default_value_t = RunConfig::default().model, value_parser = MODELS)]
     pub model: String,
     /// Image data: class-conditional UNet on CIFAR-10's labels.
     #[arg(long)]
@@ -76,45 +68,44 @@ pub struct TrainArgs {
     /// Loss: ddpm, itd, cdl (ITD + the contrastive diffusion loss), edm (EDM's loss; with EDM's
     /// preconditioning the paper's VP baseline), edm-cdl, edm-ve (EDM's weighting over the VE σ
     /// range, the paper's VE baseline), edm-ve-cdl, vp or ve (Song's).
-    #[arg(long, default_value = "cdl")]
-    #[serde(with = "loss_name")]
+    #[arg(long, default_value_t = RunConfig::default().loss)]
     pub loss: LossKind,
     /// Optimizer steps.
     #[arg(long, default_value_t = 1000, value_parser = clap::value_parser!(u64).range(1..=4_000_000_000))]
     pub steps: u64,
     /// Examples per step, B.
-    #[arg(long, default_value_t = 128, value_parser = clap::value_parser!(u64).range(1..=1_000_000))]
+    #[arg(long, default_value_t = RunConfig::default().batch, value_parser = clap::value_parser!(u64).range(1..=1_000_000))]
     pub batch: u64,
     /// Peak learning rate (Adam).
-    #[arg(long, default_value_t = 1e-3)]
+    #[arg(long, default_value_t = RunConfig::default().lr)]
     pub lr: f64,
     /// Linear learning-rate warm-up, in steps.
-    #[arg(long, default_value_t = 100)]
+    #[arg(long, default_value_t = RunConfig::default().warmup)]
     pub warmup: u64,
     /// EMA decay of the weights (with a (1+s)/(10+s) warm-up).
-    #[arg(long, default_value_t = 0.999)]
+    #[arg(long, default_value_t = RunConfig::default().ema)]
     pub ema: f64,
     /// Clip the global gradient norm to this value; 0 (the paper's setting) turns clipping off.
-    #[arg(long, default_value_t = 0.0)]
+    #[arg(long, default_value_t = RunConfig::default().clip)]
     pub clip: f64,
     /// Seed of the model init, the data order and every noise draw.
-    #[arg(long, default_value_t = 0)]
+    #[arg(long, default_value_t = RunConfig::default().seed)]
     pub seed: u64,
     /// CDL: anchors per step, K.
-    #[arg(long, default_value_t = 2, value_parser = clap::value_parser!(u64).range(1..=65_536))]
+    #[arg(long, default_value_t = RunConfig::default().anchors, value_parser = clap::value_parser!(u64).range(1..=65_536))]
     pub anchors: u64,
     /// CDL: integration points per anchor, M.
-    #[arg(long, default_value_t = 32, value_parser = clap::value_parser!(u64).range(1..=65_536))]
+    #[arg(long, default_value_t = RunConfig::default().points, value_parser = clap::value_parser!(u64).range(1..=65_536))]
     pub points: u64,
     /// CDL: weight λ_cdl of the contrastive term.
-    #[arg(long, default_value_t = 1.0)]
+    #[arg(long, default_value_t = RunConfig::default().lambda_cdl)]
     pub lambda_cdl: f64,
     /// CDL: draw the two density terms independently, as the authors' code does (default:
     /// common random numbers, far lower variance).
     #[arg(long)]
     pub independent_draws: bool,
     /// CDL: normalise Σ_k ℓ_k by the batch size (authors) or by the number of anchors.
-    #[arg(long, default_value = "batch", value_parser = ["batch", "anchors"])]
+    #[arg(long, default_value_t = RunConfig::default().cdl_norm, value_parser = ["batch", "anchors"])]
     pub cdl_norm: String,
     /// ITD and CDL: location μ of the truncated logistic the log-SNR levels α are drawn from
     /// (α = μ + s·logit(u), |α − μ| ≤ c·s). Default: −mean ln(variance) for 2-D points, the
@@ -140,10 +131,10 @@ pub struct TrainArgs {
     #[serde(default)]
     pub edm_p_std: Option<f64>,
     /// MLP hidden width.
-    #[arg(long, default_value_t = 128, value_parser = clap::value_parser!(u64).range(1..=65_536))]
+    #[arg(long, default_value_t = RunConfig::default().width, value_parser = clap::value_parser!(u64).range(1..=65_536))]
     pub width: u64,
     /// MLP residual blocks.
-    #[arg(long, default_value_t = 2, value_parser = clap::value_parser!(u64).range(0..=64))]
+    #[arg(long, default_value_t = RunConfig::default().blocks, value_parser = clap::value_parser!(u64).range(0..=64))]
     pub blocks: u64,
     /// How the network's output becomes ε̂: edm (EDM's preconditioning, with σ_d = 1 for the MLP,
     /// ε̂ = sqrt(σ(−α))·x + sqrt(σ(α))·f, so ε̂ follows x at high noise and samples cannot run
@@ -152,10 +143,10 @@ pub struct TrainArgs {
     #[arg(long, value_parser = ["edm", "eps"])]
     pub precond: Option<String>,
     /// Points generated for a built-in data set.
-    #[arg(long, default_value_t = 100_000, value_parser = clap::value_parser!(u64).range(1..=10_000_000))]
+    #[arg(long, default_value_t = RunConfig::default().toy_points, value_parser = clap::value_parser!(u64).range(1..=10_000_000))]
     pub toy_points: u64,
     /// Write metrics every N steps.
-    #[arg(long, default_value_t = 100, value_parser = clap::value_parser!(u64).range(1..=1_000_000))]
+    #[arg(long, default_value_t = RunConfig::default().log_every, value_parser = clap::value_parser!(u64).range(1..=1_000_000))]
     pub log_every: u64,
     /// Write a checkpoint every N steps (a multiple of --log-every) and at the end.
     #[arg(long, default_value_t = 500, value_parser = clap::value_parser!(u64).range(1..=1_000_000_000))]
@@ -183,20 +174,6 @@ pub struct TrainArgs {
     #[arg(skip)]
     #[serde(skip)]
     pub summary_to_stderr: bool,
-}
-
-/// `LossKind` as its CLI name in configs.
-mod loss_name {
-    use cdl::train::recipe::LossKind;
-    use serde::{Deserialize, Deserializer, Serializer};
-
-    pub fn serialize<S: Serializer>(k: &LossKind, s: S) -> Result<S::Ok, S::Error> {
-        s.serialize_str(k.name())
-    }
-
-    pub fn deserialize<'de, D: Deserializer<'de>>(d: D) -> Result<LossKind, D::Error> {
-        String::deserialize(d)?.parse().map_err(serde::de::Error::custom)
-    }
 }
 
 /// Levenshtein distance, for "did you mean" hints.
@@ -273,49 +250,14 @@ struct DefaultsOnly {
 impl TrainArgs {
     /// The ranges clap enforces on flags, for values that come from a config file.
     pub fn check(&self) -> Result<(), String> {
-        let ranges: [(&str, u64, u64, u64); 10] = [
-            ("steps", self.steps, 1, 4_000_000_000),
-            ("batch", self.batch, 1, 1_000_000),
-            ("anchors", self.anchors, 1, 65_536),
-            ("points", self.points, 1, 65_536),
-            ("width", self.width, 1, 65_536),
-            ("blocks", self.blocks, 0, 64),
-            ("toy_points", self.toy_points, 1, 10_000_000),
-            ("log_every", self.log_every, 1, 1_000_000),
-            ("checkpoint_every", self.checkpoint_every, 1, 1_000_000_000),
-            ("warmup", self.warmup, 0, u64::MAX),
-        ];
+        let ranges: [(&str, u64, u64, u64); 2] =
+            [("steps", self.steps, 1, 4_000_000_000), ("checkpoint_every", self.checkpoint_every, 1, 1_000_000_000)];
         for (name, v, lo, hi) in ranges {
             if v < lo || v > hi {
                 return Err(format!("{name} = {v} is out of range {lo}..={hi}"));
             }
         }
-        if !["batch", "anchors"].contains(&self.cdl_norm.as_str()) {
-            return Err(format!("cdl_norm = {:?}: expected \"batch\" or \"anchors\"", self.cdl_norm));
-        }
-        if !["mlp", "unet-tiny", "unet-compact", "unet-small"].contains(&self.model.as_str()) {
-            return Err(format!("model = {:?}: expected mlp, unet-tiny, unet-compact or unet-small", self.model));
-        }
-        for (name, v) in
-            [("levels_scale", self.levels_scale), ("levels_clip", self.levels_clip), ("edm_p_std", self.edm_p_std)]
-        {
-            if let Some(v) = v {
-                if !(v.is_finite() && v > 0.0) {
-                    return Err(format!("{name} = {v} must be a positive number"));
-                }
-            }
-        }
-        for (name, v) in [("levels_mu", self.levels_mu), ("edm_p_mean", self.edm_p_mean)] {
-            if let Some(v) = v {
-                if !v.is_finite() {
-                    return Err(format!("{name} = {v} must be a finite number"));
-                }
-            }
-        }
-        if let Some(p) = &self.precond {
-            Precond::parse(p).map_err(|e| format!("precond = {p:?}: {e}"))?;
-        }
-        Ok(())
+        self.run_config().validate().map_err(|e| e.to_string())
     }
 
     /// Every flag at its default (what `cdl train` with no flags runs).
@@ -323,75 +265,41 @@ impl TrainArgs {
         <DefaultsOnly as clap::Parser>::parse_from(["cdl"]).args
     }
 
-    /// The flags that define the run (everything that changes a step's result), as stored in
-    /// the checkpoint; `--resume` refuses a checkpoint whose stored run differs.
-    fn run_config(&self) -> Value {
-        let mut v = json!({
-            "data": self.data, "loss": self.loss.name(), "batch": self.batch, "lr": self.lr,
-            "warmup": self.warmup, "ema": self.ema, "clip": self.clip, "seed": self.seed,
-            "anchors": self.anchors, "points": self.points, "lambda_cdl": self.lambda_cdl,
-            "independent_draws": self.independent_draws, "cdl_norm": self.cdl_norm,
-            "width": self.width, "blocks": self.blocks, "toy_points": self.toy_points,
-            "log_every": self.log_every, "model": self.model, "classes": self.classes, "flip": self.flip,
-            "precond": self.precond().name(),
-        });
-        // Written only when set, so runs from before these options resume as before.
-        for (key, value) in [
-            ("levels_mu", self.levels_mu),
-            ("levels_scale", self.levels_scale),
-            ("levels_clip", self.levels_clip),
-            ("edm_p_mean", self.edm_p_mean),
-            ("edm_p_std", self.edm_p_std),
-        ] {
-            if let Some(x) = value {
-                v[key] = json!(x);
-            }
-        }
-        v
-    }
-
-    /// The loss these flags train on data with per-coordinate `variances`.
-    pub fn loss_config(&self, variances: &[f64]) -> Result<LossConfig, String> {
-        let knobs = CdlKnobs {
-            anchors: self.anchors as usize,
-            points: self.points as usize,
-            lambda: self.lambda_cdl,
-            paired: !self.independent_draws,
-            norm: if self.cdl_norm == "anchors" { CdlNorm::MeanOverAnchors } else { CdlNorm::SumOverBatch },
+    /// The flags that define the run (everything that changes a step's result), as stored in the
+    /// checkpoint, the preconditioning resolved; `--resume` refuses a checkpoint of another run.
+    pub fn run_config(&self) -> RunConfig {
+        let mut run = RunConfig {
+            data: self.data.clone(),
+            model: self.model.clone(),
+            classes: self.classes,
+            flip: self.flip,
+            loss: self.loss,
+            batch: self.batch,
+            lr: self.lr,
+            warmup: self.warmup,
+            ema: self.ema,
+            clip: self.clip,
+            seed: self.seed,
+            anchors: self.anchors,
+            points: self.points,
+            lambda_cdl: self.lambda_cdl,
+            independent_draws: self.independent_draws,
+            cdl_norm: self.cdl_norm.clone(),
+            levels_mu: self.levels_mu,
+            levels_scale: self.levels_scale,
+            levels_clip: self.levels_clip,
+            edm_p_mean: self.edm_p_mean,
+            edm_p_std: self.edm_p_std,
+            width: self.width,
+            blocks: self.blocks,
+            precond: self.precond.clone(),
+            toy_points: self.toy_points,
+            log_every: self.log_every,
         };
-        let levels = self.levels(variances)?;
-        loss_config_with(self.loss, variances, knobs, &levels).map_err(|e| e.to_string())
-    }
-
-    /// The noise levels of `--levels-*` and `--edm-*`: a `--levels-*` flag replaces that
-    /// parameter of the default logistic for `loss` on data with `variances`.
-    pub fn levels(&self, variances: &[f64]) -> Result<Levels, String> {
-        let q = if self.levels_mu.is_some() || self.levels_scale.is_some() || self.levels_clip.is_some() {
-            let d = default_q(self.loss, variances).map_err(|e| e.to_string())?;
-            let q = TruncLogistic {
-                mu: self.levels_mu.unwrap_or(d.mu),
-                s: self.levels_scale.unwrap_or(d.s),
-                c: self.levels_clip.unwrap_or(d.c),
-            };
-            q.validate().map_err(|e| e.to_string())?;
-            Some(q)
-        } else {
-            None
-        };
-        let edm = (self.edm_p_mean.is_some() || self.edm_p_std.is_some())
-            .then(|| (self.edm_p_mean.unwrap_or(-1.2), self.edm_p_std.unwrap_or(1.2)));
-        Ok(Levels { q, edm, sigma_data: None })
-    }
-
-    /// `--precond`, or the default: edm for the MLP and for a UNet trained with one of EDM's
-    /// losses (EDM's preconditioning and loss together are the paper's VP/VE baselines, spec
-    /// §4.3), eps for a UNet otherwise.
-    pub fn precond(&self) -> Precond {
-        match self.precond.as_deref() {
-            Some(name) => Precond::parse(name).unwrap_or_default(),
-            None if self.model == "mlp" || self.loss.is_edm() => Precond::Edm,
-            None => Precond::Eps,
+        if run.precond.as_deref().is_none_or(|p| Precond::parse(p).is_ok()) {
+            run.precond = Some(run.precond().name().into());
         }
+        run
     }
 
     /// `--out`, or runs/<data>-<loss>: with `--resume` that folder, otherwise the first of
@@ -454,10 +362,6 @@ impl Window {
     }
 }
 
-fn f64s(v: &[f64]) -> String {
-    Value::from(v.to_vec()).to_string()
-}
-
 /// What a run that stops leaves: the checkpoint of step `saved`, if one was written.
 fn kept(dir: &Path, saved: Option<u64>) -> String {
     match saved {
@@ -468,7 +372,7 @@ fn kept(dir: &Path, saved: Option<u64>) -> String {
 
 /// Refuses `--resume` into a run directory without a checkpoint whose config.toml (written
 /// before the first step) describes another run.
-fn check_started_run(dir: &Path, run: &Value) -> Result<(), String> {
+fn check_started_run(dir: &Path, run: &RunConfig) -> Result<(), String> {
     let path = dir.join(CONFIG);
     let text = match fs::read_to_string(&path) {
         Ok(t) => t,
@@ -481,11 +385,18 @@ fn check_started_run(dir: &Path, run: &Value) -> Result<(), String> {
     let stored = started.run_config();
     if stored != *run {
         return Err(format!(
-            "cannot resume: {} started a run with {stored}, not {run}; use the same flags",
-            path.display()
+            "cannot resume: {} started a run with {}, not {}; use the same flags",
+            path.display(),
+            shown(&stored),
+            shown(run)
         ));
     }
     Ok(())
+}
+
+/// A run config as one line of JSON, for messages.
+fn shown(run: &RunConfig) -> String {
+    serde_json::to_string(run).unwrap_or_else(|e| format!("<{e}>"))
 }
 
 /// Keeps the metrics lines of steps <= `step` (a resumed run rewrites what came after); a line
@@ -517,65 +428,47 @@ pub async fn train(gpu: &Gpu, args: TrainArgs) -> Result<(), String> {
             args.checkpoint_every, args.log_every
         ));
     }
-    let data = load_data(&args)?;
-    let loss = args.loss_config(&data.variances)?;
-    let alpha_range = loss.alpha_range().ok_or("the loss has no rows")?;
-    let cfg = TrainConfig {
-        batch: args.batch as usize,
-        seed: args.seed,
-        adam: cdl::train::trainer::AdamConfig::adam(args.lr),
-        warmup_steps: args.warmup,
-        ema_decay: args.ema,
-        grad_clip: (args.clip > 0.0).then_some(args.clip),
-        ..TrainConfig::toy(loss)
-    };
-    cfg.validate().map_err(|e| e.to_string())?;
-    let net: Box<dyn Net> = match unet_config(&args)? {
-        None => {
-            let mlp = MlpConfig {
-                dim: 2,
-                width: args.width as usize,
-                blocks: args.blocks as usize,
-                emb_dim: 128,
-                precond: args.precond(),
-            };
-            Box::new(Mlp::new(gpu, mlp, cfg.rows(), args.seed).await.map_err(|e| e.to_string())?)
-        }
-        Some(u) => Box::new(UNet::new(gpu, u, cfg.rows(), args.seed).await.map_err(|e| e.to_string())?),
-    };
-    let (examples, standard) = (data.examples, data.standard);
-    let chunk = args.log_every.min(1000) as usize;
-    let mut trainer = Trainer::new(gpu, net, cfg.clone(), chunk).await.map_err(|e| e.to_string())?;
+    let config = args.run_config();
+    let data = Rc::new(TrainingData::load(&config).map_err(|e| e.to_string())?);
 
     let dir = args.out_dir();
-    fs::create_dir_all(&dir).map_err(|e| format!("cannot create the run directory {}: {e}", dir.display()))?;
     let (ck_path, metrics_path) = (dir.join(CHECKPOINT), dir.join(METRICS));
-    let run = args.run_config();
-    // The step of the checkpoint on disk, for the message of a run that stops.
-    let mut saved: Option<u64> = None;
     // A run killed before its first checkpoint resumes from step 0; `try_exists` errors fall
     // through to `load`, which names them.
     let fresh_resume = args.resume && matches!(ck_path.try_exists(), Ok(false));
-    if fresh_resume {
-        check_started_run(&dir, &run)?;
-        eprintln!("no checkpoint in {} yet: starting the run from step 0", dir.display());
-        fs::write(&metrics_path, "").map_err(|e| format!("cannot write {}: {e}", metrics_path.display()))?;
-    } else if args.resume {
-        let ck = checkpoint::load(&ck_path).map_err(|e| format!("cannot resume: {e}"))?;
-        let stored: Value = ck
-            .extra
-            .get(KEY_RUN)
-            .and_then(|t| serde_json::from_str(t).ok())
+    let resuming = args.resume && !fresh_resume;
+    // The run is assembled before anything is written, so a run that cannot start leaves no trace.
+    let mut run = if resuming {
+        let trained = Trained::load(&ck_path).map_err(|e| format!("cannot resume: {e}"))?;
+        let stored = trained
+            .meta
+            .run
+            .as_ref()
             .ok_or_else(|| format!("cannot resume: {} has no run config", ck_path.display()))?;
-        if stored != run {
+        if *stored != config {
             return Err(format!(
-                "cannot resume: {} was trained with {stored}, not {run}; use the same flags",
-                ck_path.display()
+                "cannot resume: {} was trained with {}, not {}; use the same flags",
+                ck_path.display(),
+                shown(stored),
+                shown(&config)
             ));
         }
-        trainer.restore(gpu, &ck).map_err(|e| format!("cannot resume from {}: {e}", ck_path.display()))?;
-        truncate_metrics(&metrics_path, ck.step)?;
-        saved = Some(ck.step);
+        Run::resume(gpu, config, &trained, data)
+            .await
+            .map_err(|e| format!("cannot resume from {}: {e}", ck_path.display()))?
+    } else {
+        Run::new(gpu, config, data).await.map_err(|e| e.to_string())?
+    };
+    fs::create_dir_all(&dir).map_err(|e| format!("cannot create the run directory {}: {e}", dir.display()))?;
+    // The step of the checkpoint on disk, for the message of a run that stops.
+    let mut saved: Option<u64> = None;
+    if resuming {
+        truncate_metrics(&metrics_path, run.step())?;
+        saved = Some(run.step());
+    } else if fresh_resume {
+        check_started_run(&dir, run.config())?;
+        eprintln!("no checkpoint in {} yet: starting the run from step 0", dir.display());
+        fs::write(&metrics_path, "").map_err(|e| format!("cannot write {}: {e}", metrics_path.display()))?;
     } else if ck_path.exists() {
         return Err(format!(
             "{} already holds a run; pass --resume to continue it or choose another --out",
@@ -590,14 +483,6 @@ pub async fn train(gpu: &Gpu, args: TrainArgs) -> Result<(), String> {
     }
     let resolved = toml::to_string(&args).map_err(|e| format!("cannot write the resolved config: {e}"))?;
     checkpoint::write_atomic(dir.join(CONFIG), |f| f.write_all(resolved.as_bytes())).map_err(|e| e.to_string())?;
-    let extra = vec![
-        (KEY_RUN.to_string(), run.to_string()),
-        (KEY_DATA_MEAN.to_string(), f64s(&standard.0)),
-        (KEY_DATA_STD.to_string(), f64s(&standard.1)),
-        ("data.source".to_string(), args.data.clone()),
-        (KEY_ALPHA_RANGE.to_string(), f64s(&[alpha_range.0, alpha_range.1])),
-    ];
-    let save = |ck: Checkpoint| checkpoint::save(&ck_path, &ck).map_err(|e| e.to_string());
     let mut metrics = fs::OpenOptions::new()
         .append(true)
         .open(&metrics_path)
@@ -606,18 +491,15 @@ pub async fn train(gpu: &Gpu, args: TrainArgs) -> Result<(), String> {
     if !args.quiet {
         println!(
             "training {} ({} parameters, {} rows per step) on {} ({} points) with the {} loss for {} steps",
-            trainer.net().arch(),
-            trainer.net().params().layout.count(),
-            cfg.rows(),
+            run.trainer().net().arch(),
+            run.trainer().net().params().layout.count(),
+            run.trainer().config().rows(),
             args.data,
-            examples.len(),
+            run.data().examples.len(),
             args.loss,
             args.steps
         );
     }
-    let mut batcher =
-        Batcher::new(cdl::train::data::data_seed(args.seed), examples.len(), cfg.batch).map_err(|e| e.to_string())?;
-    let mut next_batch = |s: u64, out: &mut Vec<u32>| batcher.indices(s, out);
     let started = Instant::now();
     let mut window_start = Instant::now();
     let mut window = Window::default();
@@ -628,19 +510,19 @@ pub async fn train(gpu: &Gpu, args: TrainArgs) -> Result<(), String> {
             indicatif::ProgressStyle::with_template("{bar:30} {pos}/{len} steps  {msg}  {per_sec}  ETA {eta}")
                 .unwrap_or_else(|_| indicatif::ProgressStyle::default_bar()),
         );
-        b.set_position(trainer.step());
+        b.set_position(run.step());
         b
     });
-    while trainer.step() < args.steps {
-        let s = trainer.step();
+    while run.step() < args.steps {
+        let s = run.step();
         let to_log = args.log_every - s % args.log_every;
-        let n = to_log.min(args.steps - s).min(chunk as u64) as usize;
-        let stats = match trainer.train(gpu, examples.as_ref(), &mut next_batch, n).await {
+        let n = to_log.min(args.steps - s).min(run.chunk_limit() as u64) as usize;
+        let stats = match run.train_chunk(gpu, n).await {
             Ok(stats) => stats,
             Err(e) => return Err(format!("{e}; {}", kept(&dir, saved))),
         };
         window.steps.extend(stats);
-        let s = trainer.step();
+        let s = run.step();
         if let Some(b) = &bar {
             b.set_position(s);
         }
@@ -668,19 +550,19 @@ pub async fn train(gpu: &Gpu, args: TrainArgs) -> Result<(), String> {
         }
         if args.sample_every > 0 && s.is_multiple_of(args.sample_every) {
             let file = dir.join("samples").join(format!("step-{s:07}.png"));
-            sample_picture(gpu, &trainer, examples.as_ref(), &file).await?;
+            sample_picture(gpu, &run, &file).await?;
         }
         // Ctrl-C stops at the next metrics line (chunks end there), so the checkpoint and the
         // metrics file agree and `--resume` continues the curve exactly.
         let interrupted = INTERRUPTED.load(Ordering::SeqCst) && s.is_multiple_of(args.log_every);
         if s.is_multiple_of(args.checkpoint_every) || s == args.steps || interrupted {
-            let ck = trainer.checkpoint(gpu, &extra).await.map_err(|e| e.to_string())?;
+            let ck = run.checkpoint(gpu).await.map_err(|e| e.to_string())?;
             // The loss and gradient checks cannot see an update that overflows the weights
             // themselves (a learning rate beyond f32); such a state is never written.
             if let Err(e) = ck.check_finite() {
                 return Err(format!("training stopped at step {s}: after the update, {e}; {}", kept(&dir, saved)));
             }
-            save(ck)?;
+            checkpoint::save(&ck_path, &ck).map_err(|e| e.to_string())?;
             saved = Some(s);
         }
         if interrupted {
@@ -693,7 +575,7 @@ pub async fn train(gpu: &Gpu, args: TrainArgs) -> Result<(), String> {
     }
     let summary = format!(
         "trained {} steps in {:.1} s; wrote {} and {}",
-        trainer.step(),
+        run.step(),
         started.elapsed().as_secs_f64(),
         ck_path.display(),
         metrics_path.display()
@@ -708,19 +590,21 @@ pub async fn train(gpu: &Gpu, args: TrainArgs) -> Result<(), String> {
 
 /// The run's progress picture: an image grid (DDIM-50, 64 samples) or 1,000 2-D samples
 /// (DDPM-100) over 2,000 data points, with the EMA weights and a fixed seed.
-async fn sample_picture(gpu: &Gpu, trainer: &Trainer, data: &dyn Examples, file: &Path) -> Result<(), String> {
+async fn sample_picture(gpu: &Gpu, run: &Run, file: &Path) -> Result<(), String> {
     use cdl::diffusion::sampler::{sample, DdpmVariance, SamplerConfig};
     use cdl::eval::plot;
-    let d = trainer.net().row_len();
+    let d = run.trainer().net().row_len();
     let (n, cfg) = if d == 2 {
         (1000, SamplerConfig::Ddpm { steps: 100, variance: DdpmVariance::Beta })
     } else {
         (64, SamplerConfig::Ddim { steps: 50 })
     };
-    let mut den = cdl::eval::denoiser::GpuDenoiser::from_trainer(gpu, trainer, n).await.map_err(|e| e.to_string())?;
+    let mut den =
+        cdl::eval::denoiser::GpuDenoiser::from_trainer(gpu, run.trainer(), n).await.map_err(|e| e.to_string())?;
     let (x, _) = sample(&mut den, &cfg, n, 0, None).await.map_err(|e| e.to_string())?;
     let xs: Vec<f32> = x.iter().map(|&v| v as f32).collect();
     let img = if d == 2 {
+        let data = &run.data().examples;
         let m = data.len().min(2000);
         let idx: Vec<u32> = (0..m as u32).collect();
         let (mut pts, mut labels) = (vec![0f32; 2 * m], vec![0u32; m]);
@@ -751,90 +635,6 @@ fn catch_interrupts() {
     });
 }
 
-/// Training examples with what the loss and the checkpoint need to know about them.
-struct TrainingData {
-    examples: Box<dyn Examples>,
-    /// Per-coordinate variances in model units (the loss's integration range and reference).
-    variances: Vec<f64>,
-    /// (mean, std) mapping model units back to the data's (empty for images in [-1, 1]).
-    standard: (Vec<f64>, Vec<f64>),
-}
-
-/// The UNet preset of `--model`, with CIFAR-10's 10 classes under `--classes`.
-fn unet_config(args: &TrainArgs) -> Result<Option<UNetConfig>, String> {
-    let mut cfg = match args.model.as_str() {
-        "mlp" => return Ok(None),
-        "unet-tiny" => UNetConfig::tiny(),
-        "unet-compact" => UNetConfig::compact(),
-        "unet-small" => UNetConfig::small(),
-        other => return Err(format!("unknown model {other:?}")),
-    };
-    if args.classes {
-        cfg.num_classes = 10;
-    }
-    cfg.precond = args.precond();
-    Ok(Some(cfg))
-}
-
-fn load_data(args: &TrainArgs) -> Result<TrainingData, String> {
-    let Some(unet) = unet_config(args)? else {
-        if args.classes || args.flip {
-            return Err("--classes and --flip are for image data (a UNet --model)".into());
-        }
-        let source = DataSource::parse(&args.data).map_err(|e| e.to_string())?;
-        let (points, standard): (Points, _) =
-            source.load(args.toy_points as usize, args.seed).map_err(|e| e.to_string())?;
-        if points.dim != 2 {
-            return Err(format!("{}: the MLP trains on 2-D points, got d = {}", args.data, points.dim));
-        }
-        return Ok(TrainingData {
-            variances: points.variances(),
-            standard: (standard.mean, standard.std),
-            examples: Box::new(points),
-        });
-    };
-    let path = Path::new(&args.data);
-    let lower = args.data.to_ascii_lowercase();
-    let cifar = lower.ends_with(".gz")
-        || lower.ends_with(".tgz")
-        || lower.ends_with(".bin")
-        || (path.is_dir() && (path.join("cifar-10-batches-bin").is_dir() || path.join("data_batch_1.bin").is_file()));
-    let examples: Box<dyn Examples> = if args.data == cdl::train::shapes::NAME {
-        if unet.in_channels != 3 || args.classes {
-            return Err(format!("{}: 3-channel images without labels; drop --classes", args.data));
-        }
-        let mut set = cdl::train::shapes::generate(
-            cdl::train::shapes::DEFAULT_COUNT,
-            unet.image_size as u32,
-            cdl::train::data::data_seed(args.seed),
-        );
-        set.flip = args.flip;
-        Box::new(set)
-    } else if cifar {
-        if unet.image_size != 32 || unet.in_channels != 3 {
-            return Err(format!("CIFAR-10 is 32x32 RGB; --model {} is {} px", args.model, unet.image_size));
-        }
-        let data = cdl::train::cifar::load(path, cdl::train::cifar::Split::Train).map_err(|e| e.to_string())?;
-        Box::new(cdl::train::cifar::CifarExamples::new(data, args.flip, args.classes))
-    } else if path.is_dir() {
-        if args.classes {
-            return Err(format!("{}: an image folder has no labels for --classes", args.data));
-        }
-        let mut set = cdl::train::images::load_folder(path, unet.image_size as u32, unet.in_channels as u32)
-            .map_err(|e| e.to_string())?;
-        set.flip = args.flip;
-        Box::new(set)
-    } else {
-        return Err(format!(
-            "{}: not CIFAR-10 (.tar.gz, .bin or its folder), an image folder or \"shapes\"; a UNet trains on images",
-            args.data
-        ));
-    };
-    // Per-pixel variances over up to 2,000 examples (the reference Gaussian, math.md §2.1).
-    let variances = cdl::train::trainer::example_variances(examples.as_ref(), 2000);
-    Ok(TrainingData { examples, variances, standard: (Vec::new(), Vec::new()) })
-}
-
 fn progress(line: &Value, steps: u64) -> String {
     let num = |k: &str| line[k].as_f64().unwrap_or(f64::NAN);
     let mut s = format!(
@@ -849,50 +649,4 @@ fn progress(line: &Value, steps: u64) -> String {
         s += &format!("  noise-classifier accuracy {a:.2}");
     }
     s + &format!("  {:.0} steps/s", num("steps_per_s"))
-}
-
-/// Every training example of the run of `args` in model units ((N, row length) row-major,
-/// unaugmented), the row length, and the per-coordinate variances its loss uses: what a second
-/// trainer needs to train on the same data (`cdl bench quality`).
-pub fn training_examples(args: &TrainArgs) -> Result<(Vec<f32>, usize, Vec<f64>), String> {
-    let data = load_data(args)?;
-    let (n, d) = (data.examples.len(), data.examples.row_len());
-    let idx: Vec<u32> = (0..n as u32).collect();
-    let (mut x, mut labels) = (vec![0f32; n * d], vec![0u32; n]);
-    data.examples.gather(&idx, args.seed, 0, &mut x, &mut labels);
-    Ok((x, d, data.variances))
-}
-
-/// Up to `n` images the run of `args` does not train on, in model units ((m, d) row-major), their
-/// per-pixel variances (`example_variances`, d of them), and whether they are a true held-out split: `shapes` drawn with another seed, CIFAR-10's test
-/// batch; an image folder has no split, so its first n images (false).
-pub fn held_out_images(args: &TrainArgs, n: usize) -> Result<(Vec<f64>, Vec<f64>, bool), String> {
-    let unet = unet_config(args)?.ok_or("held-out images are for a UNet --model")?;
-    let path = Path::new(&args.data);
-    let lower = args.data.to_ascii_lowercase();
-    let (examples, split): (Box<dyn Examples>, bool) = if args.data == cdl::train::shapes::NAME {
-        let seed = cdl::train::data::data_seed(u64::MAX - args.seed);
-        (Box::new(cdl::train::shapes::generate(n, unet.image_size as u32, seed)), true)
-    } else if lower.ends_with(".gz")
-        || lower.ends_with(".tgz")
-        || lower.ends_with(".bin")
-        || path.join("test_batch.bin").is_file()
-        || path.join("cifar-10-batches-bin").is_dir()
-    {
-        let data = cdl::train::cifar::load(path, cdl::train::cifar::Split::Test).map_err(|e| e.to_string())?;
-        (Box::new(cdl::train::cifar::CifarExamples::new(data, false, false)), true)
-    } else {
-        let set = cdl::train::images::load_folder(path, unet.image_size as u32, unet.in_channels as u32)
-            .map_err(|e| e.to_string())?;
-        (Box::new(set), false)
-    };
-    let (m, d) = (examples.len().min(n), examples.row_len());
-    let idx: Vec<u32> = (0..m as u32).collect();
-    let (mut x, mut labels) = (vec![0f32; m * d], vec![0u32; m]);
-    examples.gather(&idx, 0, 0, &mut x, &mut labels);
-    if m == 0 {
-        return Err(format!("{}: no images", args.data));
-    }
-    let variances = cdl::train::trainer::example_variances(examples.as_ref(), m);
-    Ok((x.into_iter().map(f64::from).collect(), variances, split))
 }

@@ -92,6 +92,19 @@ impl fmt::Display for LossKind {
     }
 }
 
+/// Configs and checkpoints store a loss by its CLI name (`name`), and read every `FromStr` alias.
+impl serde::Serialize for LossKind {
+    fn serialize<S: serde::Serializer>(&self, s: S) -> Result<S::Ok, S::Error> {
+        s.serialize_str(self.name())
+    }
+}
+
+impl<'de> serde::Deserialize<'de> for LossKind {
+    fn deserialize<D: serde::Deserializer<'de>>(d: D) -> Result<Self, D::Error> {
+        String::deserialize(d)?.parse().map_err(serde::de::Error::custom)
+    }
+}
+
 impl FromStr for LossKind {
     type Err = String;
     fn from_str(s: &str) -> Result<Self, String> {

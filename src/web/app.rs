@@ -13,7 +13,7 @@ use serde_json::{json, Value};
 use wasm_bindgen::JsCast;
 
 use super::runtime::{self, push, show_message, Control, Meter, Task};
-use super::toy::{loss_label, ToyModel, ToySettings};
+use super::toy::{default_config, loss_label, ToyModel, TOY_POINTS};
 use super::{dom, draw, store};
 use crate::diffusion::likelihood::RefGaussian;
 use crate::diffusion::logistic::TruncLogistic;
@@ -23,13 +23,11 @@ use crate::eval::mmd::{mmd, MMD_BANDWIDTH};
 use crate::eval::nll;
 use crate::eval::plot::Colormap;
 use crate::gpu::Gpu;
-use crate::model::Precond;
 use crate::train::checkpoint::{self, Checkpoint};
 use crate::train::data::{parse_csv_limited, Points, Standardization, Toy};
 use crate::train::recipe::LossKind;
+use crate::train::run::{RunConfig, Trained, TrainingData};
 
-/// Points generated for a built-in data set.
-const TOY_POINTS: usize = 10_000;
 /// Data points drawn in a scatter plot.
 const DRAW_DATA: usize = 1500;
 /// Fewest drawn points the page trains on.
@@ -110,7 +108,10 @@ pub struct ToyPageOptions {
     pub embed: bool,
     pub dataset: String,
     pub losses: Vec<LossKind>,
-    pub base: ToySettings,
+    /// The run settings of every model but the loss.
+    pub base: RunConfig,
+    /// Sinusoidal features of the MLP's noise input (`cdl train`'s 128 by default).
+    pub emb_dim: usize,
     pub autoplay: bool,
     pub pretrained: bool,
     pub samples: usize,
@@ -136,16 +137,15 @@ impl ToyPageOptions {
             Some(v) => v.parse().ok().or(d),
             None => d,
         };
-        let mut base = ToySettings::default();
-        base.width = num("width", base.width).clamp(4, 1024);
-        base.blocks = num("blocks", base.blocks).min(8);
-        base.emb_dim = (num("emb", base.emb_dim).clamp(2, 512) / 2) * 2;
-        base.precond = dom::param("precond").and_then(|v| Precond::parse(&v).ok()).unwrap_or(base.precond);
-        base.batch = num("batch", base.batch).clamp(4, 4096);
+        let mut base = default_config();
+        base.width = num("width", base.width as usize).clamp(4, 1024) as u64;
+        base.blocks = num("blocks", base.blocks as usize).min(8) as u64;
+        base.precond = dom::param("precond").filter(|v| v == "eps" || v == "edm").or(base.precond);
+        base.batch = num("batch", base.batch as usize).clamp(4, 4096) as u64;
         base.seed = num("seed", 0) as u64;
-        base.knobs.anchors = num("K", base.knobs.anchors).clamp(1, base.batch);
-        base.knobs.points = num("M", base.knobs.points).clamp(1, 1024);
-        base.knobs.lambda = dom::param("lambda").and_then(|v| v.parse().ok()).unwrap_or(base.knobs.lambda);
+        base.anchors = num("K", base.anchors as usize).clamp(1, base.batch as usize) as u64;
+        base.points = num("M", base.points as usize).clamp(1, 1024) as u64;
+        base.lambda_cdl = dom::param("lambda").and_then(|v| v.parse().ok()).unwrap_or(base.lambda_cdl);
         let a = loss("loss", Some(if embed { LossKind::Cdl } else { LossKind::Ddpm }));
         let b = loss("loss_b", if embed { None } else { Some(LossKind::Cdl) });
         Self {
@@ -153,6 +153,7 @@ impl ToyPageOptions {
             dataset: dom::param("dataset").unwrap_or_else(|| "moons".into()),
             losses: [a, b].into_iter().flatten().collect(),
             base,
+            emb_dim: (num("emb", 128).clamp(2, 512) / 2) * 2,
             autoplay: dom::flag("autoplay"),
             pretrained: dom::param("pretrained").is_none_or(|v| v != "0"),
             samples: num("samples", if embed { 300 } else { 1000 }).clamp(16, 20_000),
@@ -174,12 +175,18 @@ struct ToyDataSet {
     name: String,
     /// Standardized. (n, 2)
     points: Points,
-    st: Standardization,
+    /// The same points as every model's run trains on them.
+    training: Rc<TrainingData>,
 }
 
 impl ToyDataSet {
+    fn new(name: String, points: Points, st: Standardization) -> Self {
+        let training = Rc::new(TrainingData::points(name.clone(), points.clone(), st));
+        Self { name, points, training }
+    }
+
     fn toy(t: Toy, seed: u64) -> Self {
-        Self { name: t.name().into(), points: t.generate(TOY_POINTS, seed), st: Standardization::identity(2) }
+        Self::new(t.name().into(), t.generate(TOY_POINTS, seed), Standardization::identity(2))
     }
 
     fn custom(name: String, mut points: Points) -> Result<Self, String> {
@@ -187,7 +194,7 @@ impl ToyDataSet {
             return Err(format!("{name}: points must have 2 coordinates"));
         }
         let st = points.standardize().map_err(|e| format!("{name}: {e}"))?;
-        Ok(Self { name, points, st })
+        Ok(Self::new(name, points, st))
     }
 }
 
@@ -276,9 +283,9 @@ fn init_controls(opts: &ToyPageOptions) {
     let name = |k: Option<&LossKind>| k.map_or("none", |k| k.name());
     dom::set_value("loss-a", name(opts.losses.first()));
     dom::set_value("loss-b", name(opts.losses.get(1)));
-    dom::set_value("lambda", &opts.base.knobs.lambda.to_string());
-    dom::set_value("anchors", &opts.base.knobs.anchors.to_string());
-    dom::set_value("points", &opts.base.knobs.points.to_string());
+    dom::set_value("lambda", &opts.base.lambda_cdl.to_string());
+    dom::set_value("anchors", &opts.base.anchors.to_string());
+    dom::set_value("points", &opts.base.points.to_string());
     dom::set_value("sampler", &opts.sampler);
     dom::set_value("sampler-steps", &opts.sampler_steps.to_string());
     dom::set_value("heat", &opts.heat);
@@ -445,7 +452,9 @@ impl ToyPage {
         self.reset().await?;
         for (i, ck) in kept.into_iter().enumerate() {
             if let Some(ck) = ck {
-                let m = ToyModel::from_checkpoint(&self.gpu, &self.models[i].settings, &ck, &self.data.points).await?;
+                let trained = Trained::new(ck).map_err(|e| e.to_string())?;
+                let base = self.models[i].run.config();
+                let m = ToyModel::from_checkpoint(&self.gpu, base, &trained, self.data.training.clone()).await?;
                 self.models[i] = m;
             }
         }
@@ -455,18 +464,18 @@ impl ToyPage {
         Ok(())
     }
 
-    /// The settings of each model from the controls.
-    fn settings(&self) -> Vec<ToySettings> {
+    /// The run settings of each model from the controls.
+    fn settings(&self) -> Vec<RunConfig> {
         let mut base = self.opts.base.clone();
         let num = |id: &str| dom::value(id).and_then(|v| v.trim().parse::<f64>().ok());
         if let Some(l) = num("lambda").filter(|l| l.is_finite() && *l >= 0.0) {
-            base.knobs.lambda = l;
+            base.lambda_cdl = l;
         }
         if let Some(k) = num("anchors").filter(|k| *k >= 1.0) {
-            base.knobs.anchors = (k as usize).min(base.batch);
+            base.anchors = (k as u64).min(base.batch);
         }
         if let Some(m) = num("points").filter(|m| *m >= 1.0) {
-            base.knobs.points = (m as usize).min(1024);
+            base.points = (m as u64).min(1024);
         }
         let mut out = Vec::new();
         for id in ["loss-a", "loss-b"] {
@@ -476,11 +485,11 @@ impl ToyPage {
                 None => self.opts.losses.get(out.len()).copied(),
             };
             if let Some(loss) = kind {
-                out.push(ToySettings { loss, ..base.clone() });
+                out.push(RunConfig { loss, ..base.clone() });
             }
         }
         if out.is_empty() {
-            out.push(ToySettings { loss: LossKind::Cdl, ..base });
+            out.push(RunConfig { loss: LossKind::Cdl, ..base });
         }
         out
     }
@@ -490,7 +499,7 @@ impl ToyPage {
         self.ctl.stop();
         let mut models = Vec::new();
         for s in self.settings() {
-            models.push(ToyModel::new(&self.gpu, s, &self.data.points).await?);
+            models.push(ToyModel::new(&self.gpu, s, self.opts.emb_dim, self.data.training.clone()).await?);
         }
         self.models = models;
         self.kept = vec![None; self.models.len()];
@@ -502,7 +511,7 @@ impl ToyPage {
     /// Loads the shipped weights of (data set, loss) into every model that has them.
     async fn load_pretrained(&mut self) {
         for i in 0..self.models.len() {
-            let loss = self.models[i].settings.loss.name();
+            let loss = self.models[i].run.config().loss.name();
             if !PRETRAINED.contains(&(self.data.name.as_str(), loss)) {
                 continue;
             }
@@ -571,7 +580,7 @@ impl ToyPage {
                 continue;
             }
             let t0 = dom::now_ms();
-            let mut den = match GpuDenoiser::from_trainer(&self.gpu, &m.trainer, 4096).await {
+            let mut den = match GpuDenoiser::from_trainer(&self.gpu, m.run.trainer(), 4096).await {
                 Ok(d) => d,
                 Err(e) => {
                     crate::gpu::log(&format!("cdl: density map: {e}"));
@@ -601,9 +610,9 @@ impl ToyPage {
 
     async fn save_file(&mut self, i: usize) -> Result<(), String> {
         let m = self.models.get(i).ok_or("no such model")?;
-        let ck = m.checkpoint(&self.gpu, &self.data.name, &self.data.st).await?;
+        let ck = m.checkpoint(&self.gpu).await?;
         let bytes = checkpoint::encode(&ck).map_err(|e| e.to_string())?;
-        let name = format!("cdl-{}-{}-step{}.safetensors", self.data.name, m.settings.loss.name(), m.step());
+        let name = format!("cdl-{}-{}-step{}.safetensors", self.data.name, m.run.config().loss.name(), m.step());
         store::download(&name, &bytes)?;
         set_weights_message(&format!("downloaded {name} ({} KB)", bytes.len() / 1024), false);
         Ok(())
@@ -618,21 +627,21 @@ impl ToyPage {
         let i = i.min(self.models.len() - 1);
         let ck = checkpoint::decode(bytes).map_err(|e| format!("{source}: not a CDL weights file: {e}"))?;
         ck.check_finite().map_err(|e| format!("{source}: {e}"))?;
-        let base = self.models[i].settings.clone();
-        let m = ToyModel::from_checkpoint(&self.gpu, &base, &ck, &self.data.points)
+        let trained = Trained::new(ck).map_err(|e| format!("{source}: {e}"))?;
+        let base = self.models[i].run.config();
+        let m = ToyModel::from_checkpoint(&self.gpu, base, &trained, self.data.training.clone())
             .await
             .map_err(|e| format!("{source}: {e}"))?;
         self.models[i] = m;
-        self.kept[i] = Some(ck);
-        let name = |k: LossKind| k.name();
-        dom::set_value(if i == 0 { "loss-a" } else { "loss-b" }, name(self.models[i].settings.loss));
+        self.kept[i] = Some(trained.checkpoint);
+        dom::set_value(if i == 0 { "loss-a" } else { "loss-b" }, self.models[i].run.config().loss.name());
         Ok(())
     }
 
     async fn save_storage(&mut self) -> Result<String, String> {
         let mut total = 0;
         for i in 0..self.models.len() {
-            let ck = self.models[i].checkpoint(&self.gpu, &self.data.name, &self.data.st).await?;
+            let ck = self.models[i].checkpoint(&self.gpu).await?;
             let bytes = checkpoint::encode(&ck).map_err(|e| e.to_string())?;
             total += bytes.len();
             store::store(&format!("{STORAGE_KEY}.{i}"), &bytes).await?;
@@ -667,7 +676,7 @@ impl ToyPage {
         let mut frames: Vec<Vec<Vec<f64>>> = Vec::new();
         let mut step_of: Vec<usize> = Vec::new();
         for m in &self.models {
-            let mut den = GpuDenoiser::from_trainer(&self.gpu, &m.trainer, n).await.map_err(|e| e.to_string())?;
+            let mut den = GpuDenoiser::from_trainer(&self.gpu, m.run.trainer(), n).await.map_err(|e| e.to_string())?;
             let mut traj = Vec::new();
             sampler::sample(&mut den, &cfg, n, 1, Some(&mut traj)).await.map_err(|e| e.to_string())?;
             let all = sampler::trajectory_frames(&cfg, n, 2, 1, traj);
@@ -797,7 +806,7 @@ impl runtime::Task for ToyPage {
         let n = self.ctl.next_chunk(self.opts.chunk);
         let t0 = dom::now_ms();
         for m in &mut self.models {
-            m.train(&self.gpu, &self.data.points, n).await?;
+            m.train(&self.gpu, n).await?;
         }
         if self.opts.debug {
             let ms = dom::now_ms() - t0;
@@ -826,7 +835,7 @@ impl runtime::Task for ToyPage {
                 continue;
             }
             let t0 = dom::now_ms();
-            let mut den = match GpuDenoiser::from_trainer(&self.gpu, &m.trainer, rows).await {
+            let mut den = match GpuDenoiser::from_trainer(&self.gpu, m.run.trainer(), rows).await {
                 Ok(d) => d,
                 Err(e) => {
                     crate::gpu::log(&format!("cdl: sampling: {e}"));
@@ -861,7 +870,7 @@ impl runtime::Task for ToyPage {
             if self.kept[i].as_ref().is_some_and(|c| c.step == m.step()) {
                 continue;
             }
-            if let Ok(ck) = m.checkpoint(&self.gpu, &self.data.name, &self.data.st).await {
+            if let Ok(ck) = m.checkpoint(&self.gpu).await {
                 self.kept[i] = Some(ck);
             }
         }
@@ -873,7 +882,7 @@ impl runtime::Task for ToyPage {
         for (i, suffix) in ["a", "b"].into_iter().enumerate() {
             dom::set_hidden(&format!("panel-{suffix}"), i >= self.models.len());
             let Some(m) = self.models.get(i) else { continue };
-            dom::set_text(&format!("title-{suffix}"), loss_label(m.settings.loss));
+            dom::set_text(&format!("title-{suffix}"), loss_label(m.run.config().loss));
             let heat = m.heat.as_ref().map(|h| draw::Heat {
                 values: &h.0,
                 g: h.1,
@@ -885,7 +894,7 @@ impl runtime::Task for ToyPage {
             let mut text = format!("step {}", m.step());
             if let Some(r) = last {
                 text += &format!("  ·  loss {:.3}", r[0]);
-                if m.settings.loss.has_cdl() {
+                if m.run.config().loss.has_cdl() {
                     text += &format!(" (std {:.3}, cdl {:.3})", r[1], r[2]);
                 }
             }
@@ -920,8 +929,8 @@ impl runtime::Task for ToyPage {
             .map(|m| {
                 let (first, last) = m.log.first_last(20).unzip();
                 json!({
-                    "label": m.label(), "loss": m.settings.loss.name(), "step": m.step(),
-                    "width": m.settings.width, "lossFirst": first, "lossLast": last,
+                    "label": m.label(), "loss": m.run.config().loss.name(), "step": m.step(),
+                    "width": m.run.config().width, "lossFirst": first, "lossLast": last,
                     "history": m.log.steps.len(), "mmd": m.mmd, "samplesVersion": m.samples_version,
                     "samplesStep": m.samples_step, "samplesHash": runtime::hash_bits(m.samples.iter().map(|x| x.to_bits())),
                     "samples": m.samples.len() / 2, "passes": m.passes, "accuracy": m.log.accuracy,

@@ -13,22 +13,22 @@
 
 use std::rc::Rc;
 
-use serde_json::{json, Value};
+use serde_json::json;
 
 use super::runtime::{self, push, show_message, Control, LossLog, Meter, Task};
-use super::toy::{loss_label, KEY_DATA_SOURCE, KEY_RUN};
+use super::toy::loss_label;
 use super::{dom, draw, store};
 use crate::diffusion::sampler::{self, ClipDenoised, SamplerConfig};
 use crate::eval::denoiser::GpuDenoiser;
 use crate::gpu::{Gpu, GpuOptions};
-use crate::model::{UNet, UNetConfig};
+use crate::model::UNetConfig;
 use crate::train::checkpoint::{self, Checkpoint};
 use crate::train::cifar::{self, Cifar, Split};
-use crate::train::data::{data_seed, Batcher};
-use crate::train::recipe::{loss_config, CdlKnobs, LossKind};
+use crate::train::data::data_seed;
+use crate::train::recipe::LossKind;
+use crate::train::run::{NetConfig, Run, RunConfig, Trained, TrainingData};
 use crate::train::shapes;
-use crate::train::trainer::AdamConfig;
-use crate::train::trainer::{example_variances, Examples, TrainConfig, Trainer};
+use crate::train::trainer::Examples;
 
 /// Side of the images (CIFAR-10's, and the shapes drawn for it).
 const SIDE: usize = cifar::SIDE;
@@ -38,8 +38,6 @@ const CHUNK_MAX: usize = 16;
 const CHUNK_TARGET_MS: f64 = 250.0;
 /// Training images shown next to the samples.
 const PREVIEW: usize = 16;
-/// Images the data's per-pixel variances are measured on (as `cdl train`).
-const VARIANCE_IMAGES: usize = 2000;
 /// Largest CIFAR-10 file read: the official archive is 163 MB, a batch 30 MB.
 const MAX_CIFAR_BYTES: f64 = 200.0 * 1024.0 * 1024.0;
 /// Most batch files chosen at once (the official set has six).
@@ -83,15 +81,12 @@ const API: &[runtime::Named<ImageCommand>] = &[
     ("loseDevice", || ImageCommand::LoseDevice),
 ];
 
-/// What defines a run: the model, the loss and the optimizer (the page's controls and URL).
+/// What defines a run: the UNet (any size the URL asks for) and the run's settings (the page's
+/// controls and URL).
 #[derive(Clone, Debug, PartialEq)]
 pub struct ImageSettings {
     pub unet: UNetConfig,
-    pub loss: LossKind,
-    pub knobs: CdlKnobs,
-    pub batch: usize,
-    pub lr: f64,
-    pub seed: u64,
+    pub config: RunConfig,
 }
 
 impl ImageSettings {
@@ -115,67 +110,46 @@ impl ImageSettings {
             unet.attn_resolutions = a;
         }
         let batch = num("batch", 16).clamp(1, 256);
-        let knobs = CdlKnobs {
-            anchors: num("K", 1).clamp(1, batch),
-            points: num("M", 8).clamp(1, 256),
-            lambda: dom::param("lambda").and_then(|v| v.parse().ok()).unwrap_or(1.0),
-            ..CdlKnobs::default()
-        };
-        Self {
-            unet,
+        let config = RunConfig {
             loss: dom::param("loss").and_then(|v| v.parse().ok()).unwrap_or(LossKind::Cdl),
-            knobs,
-            batch,
+            batch: batch as u64,
             lr: dom::param("lr").and_then(|v| v.parse().ok()).filter(|l: &f64| *l > 0.0).unwrap_or(5e-4),
+            // Gradient clipping keeps a young UNet's first steps in range at the page's small batches.
+            clip: 1.0,
             seed: num("seed", 0) as u64,
-        }
+            anchors: num("K", 1).clamp(1, batch) as u64,
+            points: num("M", 8).clamp(1, 256) as u64,
+            lambda_cdl: dom::param("lambda").and_then(|v| v.parse().ok()).unwrap_or(1.0),
+            ..RunConfig::default()
+        };
+        Self { unet, config }
     }
 
-    /// The run config stored in checkpoints (`run.config`), with `cdl train`'s keys.
-    fn run_config(&self, data: &str) -> Value {
-        json!({
-            "data": data, "loss": self.loss.name(), "batch": self.batch, "lr": self.lr,
-            "warmup": 100, "ema": 0.999, "clip": 1.0, "seed": self.seed,
-            "anchors": self.knobs.anchors, "points": self.knobs.points, "lambda_cdl": self.knobs.lambda,
-            "independent_draws": !self.knobs.paired, "model": self.model_name(), "classes": false,
-        })
+    /// The settings of `run`: its net and its config.
+    fn of(run: &Run) -> Self {
+        let unet = match run.net() {
+            NetConfig::UNet(c) => c.clone(),
+            NetConfig::Mlp(_) => UNetConfig::compact(),
+        };
+        Self { unet, config: run.config().clone() }
     }
+}
 
-    /// The CLI's `--model` name when the net is one of its presets.
-    fn model_name(&self) -> String {
-        let presets = [("unet-compact", UNetConfig::compact()), ("unet-small", UNetConfig::small())];
-        presets.iter().find(|(_, c)| *c == self.unet).map_or_else(|| "unet-custom".into(), |(n, _)| (*n).into())
+/// Refuses a checkpoint image mode cannot train: an MLP, another image size, a conditional net.
+fn check_image_net(trained: &Trained) -> Result<(), String> {
+    let NetConfig::UNet(unet) = trained.net().map_err(|e| e.to_string())? else {
+        return Err(format!("this is a {:?} checkpoint; image mode needs a \"unet\" one", trained.checkpoint.arch));
+    };
+    if unet.image_size != SIDE || unet.in_channels != 3 {
+        return Err(format!(
+            "the net takes {}-channel {} px images; image mode trains on 3-channel {SIDE} px ones",
+            unet.in_channels, unet.image_size
+        ));
     }
-
-    /// Settings read back from a checkpoint: its net, and the run settings it records.
-    fn with_checkpoint(&self, ck: &Checkpoint) -> Result<Self, String> {
-        if ck.arch != UNetConfig::ARCH {
-            return Err(format!("this is a {:?} checkpoint; image mode needs a \"unet\" one", ck.arch));
-        }
-        let unet = UNetConfig::from_json(&ck.model_config)?;
-        if unet.image_size != SIDE || unet.in_channels != 3 {
-            return Err(format!(
-                "the net takes {}-channel {} px images; image mode trains on 3-channel {SIDE} px ones",
-                unet.in_channels, unet.image_size
-            ));
-        }
-        if unet.num_classes > 0 {
-            return Err("the net is class-conditional; image mode trains unconditional nets".into());
-        }
-        let run: Value = ck.extra.get(KEY_RUN).and_then(|t| serde_json::from_str(t).ok()).unwrap_or(Value::Null);
-        let mut s = Self { unet, ..self.clone() };
-        if let Some(l) = run["loss"].as_str() {
-            s.loss = l.parse()?;
-        }
-        let uint = |k: &str| run[k].as_u64().map(|v| v as usize);
-        s.batch = uint("batch").unwrap_or(s.batch).clamp(1, 256);
-        s.knobs.anchors = uint("anchors").unwrap_or(s.knobs.anchors).clamp(1, s.batch);
-        s.knobs.points = uint("points").unwrap_or(s.knobs.points).clamp(1, 256);
-        s.knobs.lambda = run["lambda_cdl"].as_f64().unwrap_or(s.knobs.lambda);
-        s.lr = run["lr"].as_f64().filter(|l| *l > 0.0).unwrap_or(s.lr);
-        s.seed = run["seed"].as_u64().unwrap_or(s.seed);
-        Ok(s)
+    if unet.num_classes > 0 {
+        return Err("the net is class-conditional; image mode trains unconditional nets".into());
     }
+    Ok(())
 }
 
 /// Page options besides the run settings.
@@ -216,9 +190,7 @@ impl ImagePageOptions {
 
 /// The images being trained on.
 struct ImageDataSet {
-    name: String,
-    examples: Box<dyn Examples>,
-    variances: Vec<f64>,
+    training: Rc<TrainingData>,
     /// The first `PREVIEW` images as model values.
     preview: Vec<f32>,
 }
@@ -229,20 +201,21 @@ impl ImageDataSet {
         let idx: Vec<u32> = (0..n as u32).collect();
         let (mut preview, mut labels) = (vec![0f32; n * examples.row_len()], vec![0u32; n]);
         examples.gather(&idx, 0, 0, &mut preview, &mut labels);
-        let variances = example_variances(examples.as_ref(), VARIANCE_IMAGES);
-        Self { name, examples, variances, preview }
+        Self { training: Rc::new(TrainingData::images(name, examples)), preview }
     }
 
     fn shapes(n: usize, seed: u64) -> Self {
         Self::new(shapes::NAME.into(), Box::new(shapes::generate(n, SIDE as u32, data_seed(seed))))
     }
+
+    fn name(&self) -> &str {
+        &self.training.source
+    }
 }
 
-/// The model being trained and what the page shows of it.
+/// The run being trained and what the page shows of it.
 struct Model {
-    settings: ImageSettings,
-    trainer: Trainer,
-    batcher: Batcher,
+    run: Run,
     log: LossLog,
     /// The samples on display, model values (n, 3, 32, 32).
     samples: Vec<f32>,
@@ -251,63 +224,49 @@ struct Model {
 }
 
 impl Model {
-    async fn new(gpu: &Gpu, settings: ImageSettings, data: &ImageDataSet) -> Result<Self, String> {
-        let s = settings;
-        let loss = loss_config(s.loss, &data.variances, s.knobs).map_err(|e| e.to_string())?;
-        let cfg = TrainConfig {
-            batch: s.batch,
-            seed: s.seed,
-            adam: AdamConfig::adam(s.lr),
-            grad_clip: Some(1.0),
-            ..TrainConfig::toy(loss)
-        };
-        cfg.validate().map_err(|e| e.to_string())?;
-        let net = UNet::new(gpu, s.unet.clone(), cfg.rows(), s.seed).await.map_err(|e| e.to_string())?;
-        let trainer = Trainer::new(gpu, Box::new(net), cfg, CHUNK_MAX).await.map_err(|e| e.to_string())?;
-        let batcher = Batcher::new(data_seed(s.seed), data.examples.len(), s.batch).map_err(|e| e.to_string())?;
-        Ok(Self {
-            settings: s,
-            trainer,
-            batcher,
-            log: LossLog::default(),
-            samples: Vec::new(),
-            samples_step: None,
-            samples_version: 0,
-        })
+    fn showing(run: Run) -> Self {
+        Self { run, log: LossLog::default(), samples: Vec::new(), samples_step: None, samples_version: 0 }
     }
 
+    async fn new(gpu: &Gpu, settings: ImageSettings, data: &ImageDataSet) -> Result<Self, String> {
+        let net = NetConfig::UNet(settings.unet);
+        let run = Run::with_net(gpu, settings.config, net, data.training.clone()).await.map_err(|e| e.to_string())?;
+        Ok(Self::showing(run))
+    }
+
+    /// The run of `trained` (its net, settings and state; `base`'s settings for a checkpoint that
+    /// stores none) on `data`, its batch and CDL sizes held to the page's limits.
     async fn from_checkpoint(
         gpu: &Gpu,
-        base: &ImageSettings,
-        ck: &Checkpoint,
+        base: &RunConfig,
+        trained: &Trained,
         data: &ImageDataSet,
     ) -> Result<Self, String> {
-        let mut m = Self::new(gpu, base.with_checkpoint(ck)?, data).await?;
-        m.trainer.restore(gpu, ck).map_err(|e| e.to_string())?;
-        Ok(m)
+        check_image_net(trained)?;
+        let mut config = trained.meta.run.clone().unwrap_or_else(|| base.clone());
+        config.batch = config.batch.min(256);
+        config.anchors = config.anchors.min(config.batch);
+        config.points = config.points.min(256);
+        let run = Run::resume(gpu, config, trained, data.training.clone()).await.map_err(|e| e.to_string())?;
+        Ok(Self::showing(run))
     }
 
     fn step(&self) -> u64 {
-        self.trainer.step()
+        self.run.step()
     }
 
-    async fn train(&mut self, gpu: &Gpu, data: &ImageDataSet, n: usize) -> Result<(), String> {
-        let batcher = &mut self.batcher;
-        let stats = self
-            .trainer
-            .train(gpu, data.examples.as_ref(), &mut |s, out| batcher.indices(s, out), n.min(CHUNK_MAX))
-            .await
-            .map_err(|e| e.to_string())?;
+    fn loss(&self) -> LossKind {
+        self.run.config().loss
+    }
+
+    async fn train(&mut self, gpu: &Gpu, n: usize) -> Result<(), String> {
+        let stats = self.run.train_chunk(gpu, n.min(CHUNK_MAX)).await.map_err(|e| e.to_string())?;
         self.log.record(&stats);
         Ok(())
     }
 
-    async fn checkpoint(&self, gpu: &Gpu, data: &str) -> Result<Checkpoint, String> {
-        let extra = vec![
-            (KEY_RUN.to_string(), self.settings.run_config(data).to_string()),
-            (KEY_DATA_SOURCE.to_string(), data.to_string()),
-        ];
-        self.trainer.checkpoint(gpu, &extra).await.map_err(|e| e.to_string())
+    async fn checkpoint(&self, gpu: &Gpu) -> Result<Checkpoint, String> {
+        self.run.checkpoint(gpu).await.map_err(|e| e.to_string())
     }
 }
 
@@ -334,7 +293,7 @@ pub async fn run() -> Result<(), String> {
     let Some(gpu) = runtime::acquire_gpu().await else { return Ok(()) };
     dom::set_text("status", "drawing the built-in images…");
     dom::sleep(0).await;
-    let data = ImageDataSet::shapes(opts.shapes, opts.settings.seed);
+    let data = ImageDataSet::shapes(opts.shapes, opts.settings.config.seed);
     let model = Model::new(&gpu, opts.settings.clone(), &data).await?;
     let meter = Meter::new(opts.chunk.max(1), CHUNK_MAX, CHUNK_TARGET_MS);
     let mut engine = ImagePage {
@@ -360,11 +319,11 @@ pub async fn run() -> Result<(), String> {
 
 fn init_controls(opts: &ImagePageOptions) {
     let s = &opts.settings;
-    dom::set_value("img-loss", s.loss.name());
-    dom::set_value("img-lambda", &s.knobs.lambda.to_string());
-    dom::set_value("img-anchors", &s.knobs.anchors.to_string());
-    dom::set_value("img-points", &s.knobs.points.to_string());
-    dom::set_value("img-batch", &s.batch.to_string());
+    dom::set_value("img-loss", s.config.loss.name());
+    dom::set_value("img-lambda", &s.config.lambda_cdl.to_string());
+    dom::set_value("img-anchors", &s.config.anchors.to_string());
+    dom::set_value("img-points", &s.config.points.to_string());
+    dom::set_value("img-batch", &s.config.batch.to_string());
     dom::set_value("img-sampler", &opts.sampler);
     dom::set_value("img-sampler-steps", &opts.sampler_steps.to_string());
     dom::set_checked("img-clip", opts.clip);
@@ -498,22 +457,23 @@ fn set_weights_message(text: &str, error: bool) {
 impl ImagePage {
     /// The run settings from the controls.
     fn settings(&self) -> ImageSettings {
-        let mut s = self.model.settings.clone();
+        let mut s = ImageSettings::of(&self.model.run);
+        let c = &mut s.config;
         let num = |id: &str| dom::value(id).and_then(|v| v.trim().parse::<f64>().ok());
         if let Some(l) = dom::value("img-loss").and_then(|v| v.parse::<LossKind>().ok()) {
-            s.loss = l;
+            c.loss = l;
         }
         if let Some(b) = num("img-batch").filter(|b| *b >= 1.0) {
-            s.batch = (b as usize).min(256);
+            c.batch = (b as u64).min(256);
         }
         if let Some(l) = num("img-lambda").filter(|l| l.is_finite() && *l >= 0.0) {
-            s.knobs.lambda = l;
+            c.lambda_cdl = l;
         }
         if let Some(k) = num("img-anchors").filter(|k| *k >= 1.0) {
-            s.knobs.anchors = (k as usize).min(s.batch);
+            c.anchors = (k as u64).min(c.batch);
         }
         if let Some(m) = num("img-points").filter(|m| *m >= 1.0) {
-            s.knobs.points = (m as usize).min(256);
+            c.points = (m as u64).min(256);
         }
         s
     }
@@ -547,8 +507,9 @@ impl ImagePage {
         let kept = self.kept.take();
         self.reset().await?;
         if let Some(ck) = kept {
-            self.model = Model::from_checkpoint(&self.gpu, &self.model.settings, &ck, &self.data).await?;
-            self.kept = Some(ck);
+            let trained = Trained::new(ck).map_err(|e| e.to_string())?;
+            self.model = Model::from_checkpoint(&self.gpu, self.model.run.config(), &trained, &self.data).await?;
+            self.kept = Some(trained.checkpoint);
         }
         runtime::hide_lost();
         self.refresh_samples().await;
@@ -556,16 +517,16 @@ impl ImagePage {
     }
 
     async fn save_file(&mut self) -> Result<(), String> {
-        let ck = self.model.checkpoint(&self.gpu, &self.data.name).await?;
+        let ck = self.model.checkpoint(&self.gpu).await?;
         let bytes = checkpoint::encode(&ck).map_err(|e| e.to_string())?;
-        let name = format!("cdl-images-{}-step{}.safetensors", self.model.settings.loss.name(), self.model.step());
+        let name = format!("cdl-images-{}-step{}.safetensors", self.model.loss().name(), self.model.step());
         store::download(&name, &bytes)?;
         set_weights_message(&format!("downloaded {name} ({:.1} MB)", bytes.len() as f64 / 1e6), false);
         Ok(())
     }
 
     async fn save_storage(&mut self) -> Result<String, String> {
-        let ck = self.model.checkpoint(&self.gpu, &self.data.name).await?;
+        let ck = self.model.checkpoint(&self.gpu).await?;
         let bytes = checkpoint::encode(&ck).map_err(|e| e.to_string())?;
         store::store(STORAGE_KEY, &bytes).await?;
         Ok(format!("saved step {} in this browser ({:.1} MB)", ck.step, bytes.len() as f64 / 1e6))
@@ -574,13 +535,14 @@ impl ImagePage {
     async fn load_bytes(&mut self, source: &str, bytes: &[u8]) -> Result<(), String> {
         let ck = checkpoint::decode(bytes).map_err(|e| format!("{source}: not a CDL weights file: {e}"))?;
         ck.check_finite().map_err(|e| format!("{source}: {e}"))?;
-        let m = Model::from_checkpoint(&self.gpu, &self.model.settings, &ck, &self.data)
+        let trained = Trained::new(ck).map_err(|e| format!("{source}: {e}"))?;
+        let m = Model::from_checkpoint(&self.gpu, self.model.run.config(), &trained, &self.data)
             .await
             .map_err(|e| format!("{source}: {e}"))?;
         self.model = m;
-        self.kept = Some(ck);
-        dom::set_value("img-loss", self.model.settings.loss.name());
-        dom::set_value("img-batch", &self.model.settings.batch.to_string());
+        self.kept = Some(trained.checkpoint);
+        dom::set_value("img-loss", self.model.loss().name());
+        dom::set_value("img-batch", &self.model.run.config().batch.to_string());
         Ok(())
     }
 }
@@ -611,7 +573,7 @@ impl runtime::Task for ImagePage {
             ImageCommand::Step => self.ctl.pending_steps += self.opts.step_size,
             ImageCommand::Reset => self.reset().await?,
             ImageCommand::Shapes => {
-                self.data = ImageDataSet::shapes(self.opts.shapes, self.opts.settings.seed);
+                self.data = ImageDataSet::shapes(self.opts.shapes, self.opts.settings.config.seed);
                 self.reset().await?;
             }
             ImageCommand::Cifar(name, images) => {
@@ -658,7 +620,7 @@ impl runtime::Task for ImagePage {
     async fn train_chunk(&mut self) -> Result<(), String> {
         let n = self.ctl.next_chunk(self.opts.chunk);
         let t0 = dom::now_ms();
-        self.model.train(&self.gpu, &self.data, n).await?;
+        self.model.train(&self.gpu, n).await?;
         self.ctl.chunk_done(n, t0, self.model.step(), self.opts.chunk == 0);
         Ok(())
     }
@@ -671,7 +633,7 @@ impl runtime::Task for ImagePage {
         }
         let cfg = self.sampler();
         let n = self.opts.samples;
-        let drawn = match GpuDenoiser::from_trainer(&self.gpu, &self.model.trainer, n).await {
+        let drawn = match GpuDenoiser::from_trainer(&self.gpu, self.model.run.trainer(), n).await {
             Ok(mut den) => {
                 // Clipping x̂₀ to the data's [-1, 1] keeps a young model's samples from saturating.
                 let clip = dom::checked("img-clip").unwrap_or(self.opts.clip);
@@ -699,7 +661,7 @@ impl runtime::Task for ImagePage {
         if self.kept.as_ref().is_some_and(|c| c.step == self.model.step()) {
             return;
         }
-        if let Ok(ck) = self.model.checkpoint(&self.gpu, &self.data.name).await {
+        if let Ok(ck) = self.model.checkpoint(&self.gpu).await {
             self.kept = Some(ck);
         }
     }
@@ -713,14 +675,14 @@ impl runtime::Task for ImagePage {
         let n = m.samples.len() / (3 * SIDE * SIDE);
         self.grid_drawn = n > 0 && draw::image_grid("img-samples", &m.samples, n, SIDE, 4);
         draw::losses("img-curve", &m.log.steps);
-        dom::set_text("img-title", &format!("{} on {}", loss_label(m.settings.loss), d.name));
+        dom::set_text("img-title", &format!("{} on {}", loss_label(m.loss()), d.name()));
         let mut text = format!("step {}", m.step());
         if let Some(r) = m.log.steps.last() {
             text += &format!("  ·  loss {:.4}", r[0]);
-            if m.settings.loss.has_cdl() {
+            if m.loss().has_cdl() {
                 text += &format!(" (std {:.4}, cdl {:.4})", r[1], r[2]);
             }
-            if matches!(m.settings.loss, LossKind::Itd | LossKind::Cdl) {
+            if matches!(m.loss(), LossKind::Itd | LossKind::Cdl) {
                 // The ITD loss estimates −log p(x) in nats (math.md §2.2): continuous bits/dim.
                 let bpd = f64::from(r[1]) / ((3 * SIDE * SIDE) as f64 * std::f64::consts::LN_2);
                 text += &format!("  ·  ≈ {bpd:.2} bits/dim (continuous)");
@@ -737,12 +699,12 @@ impl runtime::Task for ImagePage {
             "img-rate",
             &format!(
                 "{:.2} img/s ({:.2} steps/s of {} images) · chunk {} · {} ({} images)",
-                self.ctl.meter.steps_per_s * m.settings.batch as f64,
+                self.ctl.meter.steps_per_s * m.run.config().batch as f64,
                 self.ctl.meter.steps_per_s,
-                m.settings.batch,
+                m.run.config().batch,
                 self.ctl.meter.chunk,
-                d.name,
-                d.examples.len()
+                d.name(),
+                d.training.examples.len()
             ),
         );
     }
@@ -758,12 +720,12 @@ impl runtime::Task for ImagePage {
             "lost": self.ctl.lost,
             "message": self.ctl.message,
             "stepsPerSec": self.ctl.meter.steps_per_s,
-            "imagesPerSec": self.ctl.meter.steps_per_s * m.settings.batch as f64,
+            "imagesPerSec": self.ctl.meter.steps_per_s * m.run.config().batch as f64,
             "chunk": self.ctl.meter.chunk,
-            "data": { "name": self.data.name, "n": self.data.examples.len() },
+            "data": { "name": self.data.name(), "n": self.data.training.examples.len() },
             "model": {
-                "loss": m.settings.loss.name(), "step": m.step(), "batch": m.settings.batch,
-                "channels": m.settings.unet.channels, "params": m.trainer.net().params().layout.count(),
+                "loss": m.loss().name(), "step": m.step(), "batch": m.run.config().batch,
+                "channels": ImageSettings::of(&m.run).unet.channels, "params": m.run.trainer().net().params().layout.count(),
                 "history": m.log.steps.len(), "lossFirst": first, "lossLast": last, "accuracy": m.log.accuracy,
                 "samples": m.samples.len() / (3 * SIDE * SIDE), "samplesStep": m.samples_step,
                 "samplesVersion": m.samples_version, "gridDrawn": self.grid_drawn,
