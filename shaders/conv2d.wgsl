@@ -51,22 +51,7 @@
 //   conv2d_bwd_input(_v4):        dout (read), weight (read), dx (write)
 //   conv2d_bwd_weight(_k1, _v4):  dout (read), x_saved (read), dweight (read_write)
 //   conv2d_bwd_bias:              dout (read), dbias (read_write)
-// Group 1: Params.
-
-struct Params {
-    b: u32,
-    cin: u32,
-    cout: u32,
-    h: u32,
-    w: u32,
-    ho: u32,
-    wo: u32,
-    k: u32,
-    stride: u32,
-    pad: u32,
-    has_bias: u32,
-    _pad: u32,
-}
+// Group 1: Params (declared in ops/conv2d.rs).
 
 @group(1) @binding(0) var<uniform> p: Params;
 
@@ -92,32 +77,19 @@ struct Params {
 @group(0) @binding(0) var<storage, read> dout4: array<vec4<f32>>;
 @group(0) @binding(1) var<storage, read> x_saved4: array<vec4<f32>>;
 
-// fwd / bwd_input: channels per workgroup, invocations per workgroup, pixels per workgroup.
-const R: u32 = 16u;
-const LANES: u32 = 64u;
-const COLS: u32 = 256u;
-
-// bwd_weight: invocations per workgroup (2 output channels each: co0 + lid, co0 + lid + WL),
-// and input channels per workgroup for K = 3 and K = 1.
-const WL: u32 = 32u;
-const WCO: u32 = 64u;
-const WCI3: u32 = 4u;
-const WCI1: u32 = 32u;
-
-// Stride-1 vec4 kernels: channels per workgroup and pixels per invocation (one row segment)
-// in fwd_v4 / bwd_input_v4; output channels per workgroup and invocations (input channels)
-// per workgroup in bwd_weight_v4.
-const RV: u32 = 8u;
-const PV: u32 = 8u;
-const RW: u32 = 8u;
-const WLV: u32 = 32u;
-
-// bwd_bias: invocations per workgroup.
-const BL: u32 = 64u;
+// Tile sizes, declared in ops/conv2d.rs with Params: `const` where the value sizes an array,
+// `override` (set at pipeline creation) for the workgroup sizes.
+//   fwd / bwd_input: R channels per workgroup, LANES invocations, 4 LANES pixels per workgroup.
+//   bwd_weight(_k1): WL invocations (2 output channels each: co0 + lid, co0 + lid + WL, so 2 WL
+//     per workgroup); WCI3 input channels per workgroup for K = 3, WCI1 for K = 1.
+//   Stride-1 vec4 kernels: RV channels per workgroup and PV pixels per invocation (one row
+//     segment) in fwd_v4 / bwd_input_v4 (LANES invocations); RW output channels per workgroup
+//     and WLV invocations (one input channel each) in bwd_weight_v4.
+//   bwd_bias: BL invocations.
 
 // --- fwd -------------------------------------------------------------------------------------
 
-@compute @workgroup_size(64)
+@compute @workgroup_size(LANES)
 fn conv2d_fwd(@builtin(workgroup_id) wid: vec3<u32>, @builtin(num_workgroups) nwg: vec3<u32>,
               @builtin(local_invocation_index) lid: u32) {
     let plane = p.ho * p.wo;
@@ -125,7 +97,7 @@ fn conv2d_fwd(@builtin(workgroup_id) wid: vec3<u32>, @builtin(num_workgroups) nw
     let tiles_m = (p.cout + R - 1u) / R;
     let t = workgroup_linear(wid, nwg);
     let co0 = (t % tiles_m) * R;
-    let col = (t / tiles_m) * COLS + lid * 4u;
+    let col = (t / tiles_m) * 4u * LANES + lid * 4u;
     if (col >= npix) { return; }
 
     // This invocation's 4 output pixels (clamped into the batch for loading).
@@ -139,7 +111,7 @@ fn conv2d_fwd(@builtin(workgroup_id) wid: vec3<u32>, @builtin(num_workgroups) nw
     let hw = p.h * p.w;
     let kk = p.k * p.k;
     let wrow = p.cin * kk;
-    var acc: array<vec4<f32>, 16>;
+    var acc: array<vec4<f32>, R>;
     for (var ky = 0u; ky < p.k; ky = ky + 1u) {
         let iy = iy0 + vec4<i32>(i32(ky));
         let vy = (iy >= vec4<i32>(0)) & (iy < vec4<i32>(i32(p.h)));
@@ -175,7 +147,7 @@ fn conv2d_fwd(@builtin(workgroup_id) wid: vec3<u32>, @builtin(num_workgroups) nw
 
 // --- bwd_input -------------------------------------------------------------------------------
 
-@compute @workgroup_size(64)
+@compute @workgroup_size(LANES)
 fn conv2d_bwd_input(@builtin(workgroup_id) wid: vec3<u32>, @builtin(num_workgroups) nwg: vec3<u32>,
                     @builtin(local_invocation_index) lid: u32) {
     let s = p.stride;
@@ -191,7 +163,7 @@ fn conv2d_bwd_input(@builtin(workgroup_id) wid: vec3<u32>, @builtin(num_workgrou
     let cls = rest % (s * s);
     let py = cls / s;
     let px = cls % s;
-    let col = (rest / (s * s)) * COLS + lid * 4u;
+    let col = (rest / (s * s)) * 4u * LANES + lid * 4u;
     if (col >= ncls) { return; }
 
     let c = min(vec4<u32>(col) + vec4<u32>(0u, 1u, 2u, 3u), vec4<u32>(ncls - 1u));
@@ -202,7 +174,7 @@ fn conv2d_bwd_input(@builtin(workgroup_id) wid: vec3<u32>, @builtin(num_workgrou
     let gb = bb * (p.cout * plane);
 
     let kk = p.k * p.k;
-    var acc: array<vec4<f32>, 16>;
+    var acc: array<vec4<f32>, R>;
     for (var ky = 0u; ky < p.k; ky = ky + 1u) {
         // Output row oy reads iy at tap ky when oy s + ky - pad = iy, i.e. oy = yq + dy / s.
         let dy = i32(py + p.pad) - i32(ky);
@@ -262,16 +234,16 @@ fn weight_cols(co0: u32, lid: u32) -> WeightCols {
     return wc;
 }
 
-// K = 3: a workgroup owns WCI3 = 4 input channels (one vec4 of x per tap) and WCO output
+// K = 3: a workgroup owns WCI3 = 4 input channels (one vec4 of x per tap) and 2 WL output
 // channels; per pixel 2 divergent loads of dout and 36 uniform loads of x feed 72 multiply-adds.
 // The tap loops have constant bounds so the accumulators stay in registers.
-@compute @workgroup_size(32)
+@compute @workgroup_size(WL)
 fn conv2d_bwd_weight(@builtin(workgroup_id) wid: vec3<u32>, @builtin(num_workgroups) nwg: vec3<u32>,
                      @builtin(local_invocation_index) lid: u32) {
     let tiles_ci = (p.cin + WCI3 - 1u) / WCI3;
     let t = workgroup_linear(wid, nwg);
     let ci0 = (t % tiles_ci) * WCI3;
-    let wc = weight_cols((t / tiles_ci) * WCO, lid);
+    let wc = weight_cols((t / tiles_ci) * 2u * WL, lid);
     if (!any(wc.live)) { return; }
 
     let hw = p.h * p.w;
@@ -324,19 +296,19 @@ fn conv2d_bwd_weight(@builtin(workgroup_id) wid: vec3<u32>, @builtin(num_workgro
 
 // K = 1: no taps, so a workgroup owns WCI1 = 32 input channels; per pixel 2 divergent loads of
 // dout and 32 uniform loads of x feed 64 multiply-adds.
-@compute @workgroup_size(32)
+@compute @workgroup_size(WL)
 fn conv2d_bwd_weight_k1(@builtin(workgroup_id) wid: vec3<u32>, @builtin(num_workgroups) nwg: vec3<u32>,
                         @builtin(local_invocation_index) lid: u32) {
     let tiles_ci = (p.cin + WCI1 - 1u) / WCI1;
     let t = workgroup_linear(wid, nwg);
     let ci0 = (t % tiles_ci) * WCI1;
-    let wc = weight_cols((t / tiles_ci) * WCO, lid);
+    let wc = weight_cols((t / tiles_ci) * 2u * WL, lid);
     if (!any(wc.live)) { return; }
 
     let hw = p.h * p.w;
     let plane = p.ho * p.wo;
     // acc[2 c + j]: output channel j, input channels ci0 + 4 c .. ci0 + 4 c + 3.
-    var acc: array<vec4<f32>, 16>;
+    var acc: array<vec4<f32>, WCI1 / 2u>;
     for (var b = 0u; b < p.b; b = b + 1u) {
         let xb = b * p.cin * hw;
         let g0 = b * p.cout * plane + wc.load.x * plane;
@@ -403,7 +375,7 @@ fn seg_of(wid: vec3<u32>, nwg: vec3<u32>, lid: u32, rows: u32) -> Seg {
 // Per (channel, ky) the segment's 10 input pixels (8 + one each side) are 4 vec4 loads and
 // serve all 3 taps; the RV x 3 weights are workgroup-uniform. `transposed` reads the weight as
 // the adjoint (bwd_input: rows = Cin, chans = Cout, kernel flipped).
-fn conv_rows_v4(sg: Seg, rows: u32, chans: u32, transposed: bool) -> array<vec4<f32>, 16> {
+fn conv_rows_v4(sg: Seg, rows: u32, chans: u32, transposed: bool) -> array<vec4<f32>, 2u * RV> {
     let w4 = p.w / 4u;
     let q0 = sg.ox0 / 4u;
     // Neighbour vec4s, clamped into the row, and masks that zero the padding.
@@ -414,7 +386,7 @@ fn conv_rows_v4(sg: Seg, rows: u32, chans: u32, transposed: bool) -> array<vec4<
     let m1 = select(0.0, 1.0, sg.ox0 + 4u < p.w);
     let mr = select(0.0, 1.0, sg.ox0 + 8u < p.w);
     let kk = p.k * p.k;
-    var acc: array<vec4<f32>, 16>;
+    var acc: array<vec4<f32>, 2u * RV>;
     for (var ky = 0u; ky < p.k; ky = ky + 1u) {
         let iy = i32(sg.oy + ky) - i32(p.pad);
         if (iy < 0 || iy >= i32(p.h)) { continue; }
@@ -460,7 +432,7 @@ fn conv_rows_v4(sg: Seg, rows: u32, chans: u32, transposed: bool) -> array<vec4<
     return acc;
 }
 
-@compute @workgroup_size(64)
+@compute @workgroup_size(LANES)
 fn conv2d_fwd_v4(@builtin(workgroup_id) wid: vec3<u32>, @builtin(num_workgroups) nwg: vec3<u32>,
                  @builtin(local_invocation_index) lid: u32) {
     let sg = seg_of(wid, nwg, lid, p.cout);
@@ -480,7 +452,7 @@ fn conv2d_fwd_v4(@builtin(workgroup_id) wid: vec3<u32>, @builtin(num_workgroups)
     }
 }
 
-@compute @workgroup_size(64)
+@compute @workgroup_size(LANES)
 fn conv2d_bwd_input_v4(@builtin(workgroup_id) wid: vec3<u32>, @builtin(num_workgroups) nwg: vec3<u32>,
                        @builtin(local_invocation_index) lid: u32) {
     let sg = seg_of(wid, nwg, lid, p.cin);
@@ -502,7 +474,7 @@ fn conv2d_bwd_input_v4(@builtin(workgroup_id) wid: vec3<u32>, @builtin(num_workg
 // dout vec4s are workgroup-uniform) and each of its WLV invocations one input channel; the loop
 // walks every 4-pixel chunk of every row, loading per chunk RW uniform vec4s of dout and, per
 // ky, 3 vec4s of x that serve all 3 taps, for RW x 9 x 4 multiply-adds.
-@compute @workgroup_size(32)
+@compute @workgroup_size(WLV)
 fn conv2d_bwd_weight_v4(@builtin(workgroup_id) wid: vec3<u32>, @builtin(num_workgroups) nwg: vec3<u32>,
                         @builtin(local_invocation_index) lid: u32) {
     let tiles_ci = (p.cin + WLV - 1u) / WLV;
@@ -512,11 +484,11 @@ fn conv2d_bwd_weight_v4(@builtin(workgroup_id) wid: vec3<u32>, @builtin(num_work
     if (ci >= p.cin || co0 >= p.cout) { return; }
     let w4 = p.w / 4u;
     // acc[9 r + tap]
-    var acc: array<f32, 72>;
+    var acc: array<f32, 9u * RW>;
     for (var b = 0u; b < p.b; b = b + 1u) {
         for (var oy = 0u; oy < p.h; oy = oy + 1u) {
             for (var q = 0u; q < w4; q = q + 1u) {
-                var g: array<vec4<f32>, 8>;
+                var g: array<vec4<f32>, RW>;
                 for (var r = 0u; r < RW; r = r + 1u) {
                     g[r] = dout4[((b * p.cout + min(co0 + r, p.cout - 1u)) * p.h + oy) * w4 + q];
                 }
@@ -554,9 +526,9 @@ fn conv2d_bwd_weight_v4(@builtin(workgroup_id) wid: vec3<u32>, @builtin(num_work
 
 // --- bwd_bias --------------------------------------------------------------------------------
 
-var<workgroup> partial: array<f32, 64>;
+var<workgroup> partial: array<f32, BL>;
 
-@compute @workgroup_size(64)
+@compute @workgroup_size(BL)
 fn conv2d_bwd_bias(@builtin(workgroup_id) wid: vec3<u32>, @builtin(num_workgroups) nwg: vec3<u32>,
                    @builtin(local_invocation_index) lid: u32) {
     // Uniform across the workgroup, so the barriers below are reached by all or none.

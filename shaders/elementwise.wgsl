@@ -8,14 +8,7 @@
 //   binary entries  add, mul, silu_bwd:  a (read), b (read), out (write)
 //   unary entries   scale, silu_fwd:     x (read), y (write)
 //   axpy:                                x (read), y (read_write)
-// Group 1: Params.
-
-struct Params {
-    n: u32,
-    alpha: f32,
-    _pad0: u32,
-    _pad1: u32,
-}
+// Group 1: Params. Params and the workgroup size WG are declared in ops/elementwise.rs.
 
 @group(1) @binding(0) var<uniform> p: Params;
 
@@ -25,8 +18,6 @@ struct Params {
 
 @group(0) @binding(0) var<storage, read> x: array<f32>;
 @group(0) @binding(1) var<storage, read_write> y: array<f32>;
-
-const WG: u32 = 256u;
 
 fn index(wid: vec3<u32>, nwg: vec3<u32>, lid: u32) -> u32 {
     return workgroup_linear(wid, nwg) * WG + lid;
@@ -38,35 +29,35 @@ fn sigmoid(v: f32) -> f32 {
     return select(e / (1.0 + e), 1.0 / (1.0 + e), v >= 0.0);
 }
 
-@compute @workgroup_size(256)
+@compute @workgroup_size(WG)
 fn add(@builtin(workgroup_id) wid: vec3<u32>, @builtin(num_workgroups) nwg: vec3<u32>,
        @builtin(local_invocation_index) lid: u32) {
     let i = index(wid, nwg, lid);
     if (i < p.n) { out[i] = a[i] + b[i]; }
 }
 
-@compute @workgroup_size(256)
+@compute @workgroup_size(WG)
 fn mul(@builtin(workgroup_id) wid: vec3<u32>, @builtin(num_workgroups) nwg: vec3<u32>,
        @builtin(local_invocation_index) lid: u32) {
     let i = index(wid, nwg, lid);
     if (i < p.n) { out[i] = a[i] * b[i]; }
 }
 
-@compute @workgroup_size(256)
+@compute @workgroup_size(WG)
 fn scale(@builtin(workgroup_id) wid: vec3<u32>, @builtin(num_workgroups) nwg: vec3<u32>,
          @builtin(local_invocation_index) lid: u32) {
     let i = index(wid, nwg, lid);
     if (i < p.n) { y[i] = p.alpha * x[i]; }
 }
 
-@compute @workgroup_size(256)
+@compute @workgroup_size(WG)
 fn axpy(@builtin(workgroup_id) wid: vec3<u32>, @builtin(num_workgroups) nwg: vec3<u32>,
         @builtin(local_invocation_index) lid: u32) {
     let i = index(wid, nwg, lid);
     if (i < p.n) { y[i] = p.alpha * x[i] + y[i]; }
 }
 
-@compute @workgroup_size(256)
+@compute @workgroup_size(WG)
 fn silu_fwd(@builtin(workgroup_id) wid: vec3<u32>, @builtin(num_workgroups) nwg: vec3<u32>,
             @builtin(local_invocation_index) lid: u32) {
     let i = index(wid, nwg, lid);
@@ -77,7 +68,7 @@ fn silu_fwd(@builtin(workgroup_id) wid: vec3<u32>, @builtin(num_workgroups) nwg:
 }
 
 // out = dout * s * (1 + x (1 - s)) with a = dout, b = x.
-@compute @workgroup_size(256)
+@compute @workgroup_size(WG)
 fn silu_bwd(@builtin(workgroup_id) wid: vec3<u32>, @builtin(num_workgroups) nwg: vec3<u32>,
             @builtin(local_invocation_index) lid: u32) {
     let i = index(wid, nwg, lid);

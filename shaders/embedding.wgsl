@@ -35,19 +35,7 @@
 //   precond_bwd:            t, pdeps (read), pdf, pdz (write)
 // Shapes: t (B,), emb (B, E); x, y, dout, dx, xs (B, C, H, W); scale, shift, dscale, dshift (B, C);
 // pz, pzin, pf, peps, pdeps, pdf, pdz (B, E) with E the row length (the model's output size per row).
-// Group 1: Params.
-
-struct Params {
-    // Threads for the elementwise entries (B * E or B * C * H * W); rows (B * C) for the
-    // reductions.
-    n: u32,
-    // Embedding width E.
-    e: u32,
-    // H * W.
-    hw: u32,
-    // sigma_d of the preconditioning entries (unused by the others).
-    sigma_d: f32,
-}
+// Group 1: Params. Params and the workgroup size WG are declared in ops/embedding.rs.
 
 @group(1) @binding(0) var<uniform> p: Params;
 
@@ -77,7 +65,6 @@ struct Params {
 @group(0) @binding(2) var<storage, read_write> pdf: array<f32>;
 @group(0) @binding(3) var<storage, read_write> pdz: array<f32>;
 
-const WG: u32 = 256u;
 // ln(MAX_PERIOD), MAX_PERIOD = 10000 as DDPM, ADM and EDM.
 const LN_MAX_PERIOD: f32 = 9.210340371976184;
 // The log-SNR per unit of noise input: the networks are fed c_noise = alpha / 8 (math.md §8).
@@ -126,7 +113,7 @@ fn sincos(a: f32) -> vec2<f32> {
 // --- sinusoidal embedding ------------------------------------------------------------------------
 
 // One thread per output feature: cos for k < half, sin for k >= half.
-@compute @workgroup_size(256)
+@compute @workgroup_size(WG)
 fn embedding_fwd(@builtin(workgroup_id) wid: vec3<u32>, @builtin(num_workgroups) nwg: vec3<u32>,
                  @builtin(local_invocation_index) lid: u32) {
     let i = index(wid, nwg, lid);
@@ -141,7 +128,7 @@ fn embedding_fwd(@builtin(workgroup_id) wid: vec3<u32>, @builtin(num_workgroups)
 
 // --- scale/shift modulation ----------------------------------------------------------------------
 
-@compute @workgroup_size(256)
+@compute @workgroup_size(WG)
 fn scale_shift_fwd(@builtin(workgroup_id) wid: vec3<u32>, @builtin(num_workgroups) nwg: vec3<u32>,
                    @builtin(local_invocation_index) lid: u32) {
     let i = index(wid, nwg, lid);
@@ -151,7 +138,7 @@ fn scale_shift_fwd(@builtin(workgroup_id) wid: vec3<u32>, @builtin(num_workgroup
 }
 
 // dx = dout * (1 + scale[b, c]).
-@compute @workgroup_size(256)
+@compute @workgroup_size(WG)
 fn scale_shift_bwd_input(@builtin(workgroup_id) wid: vec3<u32>, @builtin(num_workgroups) nwg: vec3<u32>,
                          @builtin(local_invocation_index) lid: u32) {
     let i = index(wid, nwg, lid);
@@ -160,7 +147,7 @@ fn scale_shift_bwd_input(@builtin(workgroup_id) wid: vec3<u32>, @builtin(num_wor
 }
 
 // dscale[b, c] = sum_hw dout * x; one workgroup per (b, c).
-@compute @workgroup_size(256)
+@compute @workgroup_size(WG)
 fn scale_shift_bwd_scale(@builtin(workgroup_id) wid: vec3<u32>, @builtin(num_workgroups) nwg: vec3<u32>,
                          @builtin(local_invocation_index) lid: u32) {
     let bc = workgroup_linear(wid, nwg);
@@ -174,7 +161,7 @@ fn scale_shift_bwd_scale(@builtin(workgroup_id) wid: vec3<u32>, @builtin(num_wor
 }
 
 // dshift[b, c] = sum_hw dout; one workgroup per (b, c).
-@compute @workgroup_size(256)
+@compute @workgroup_size(WG)
 fn scale_shift_bwd_shift(@builtin(workgroup_id) wid: vec3<u32>, @builtin(num_workgroups) nwg: vec3<u32>,
                          @builtin(local_invocation_index) lid: u32) {
     let bc = workgroup_linear(wid, nwg);
@@ -188,7 +175,7 @@ fn scale_shift_bwd_shift(@builtin(workgroup_id) wid: vec3<u32>, @builtin(num_wor
 }
 
 // zin = a_in z per row, alpha = ALPHA_PER_T t[row]; also the backward dz = a_in dzin.
-@compute @workgroup_size(256)
+@compute @workgroup_size(WG)
 fn precond_in(@builtin(workgroup_id) wid: vec3<u32>, @builtin(num_workgroups) nwg: vec3<u32>,
               @builtin(local_invocation_index) lid: u32) {
     let i = index(wid, nwg, lid);
@@ -197,7 +184,7 @@ fn precond_in(@builtin(workgroup_id) wid: vec3<u32>, @builtin(num_workgroups) nw
 }
 
 // eps = a_skip z + a_out f per row.
-@compute @workgroup_size(256)
+@compute @workgroup_size(WG)
 fn precond_fwd(@builtin(workgroup_id) wid: vec3<u32>, @builtin(num_workgroups) nwg: vec3<u32>,
                @builtin(local_invocation_index) lid: u32) {
     let i = index(wid, nwg, lid);
@@ -207,7 +194,7 @@ fn precond_fwd(@builtin(workgroup_id) wid: vec3<u32>, @builtin(num_workgroups) n
 }
 
 // df = a_out deps, dz = a_skip deps (both overwritten).
-@compute @workgroup_size(256)
+@compute @workgroup_size(WG)
 fn precond_bwd(@builtin(workgroup_id) wid: vec3<u32>, @builtin(num_workgroups) nwg: vec3<u32>,
                @builtin(local_invocation_index) lid: u32) {
     let i = index(wid, nwg, lid);

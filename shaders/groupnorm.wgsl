@@ -3,7 +3,7 @@
 // x is (B, C, H, W) with C split into G contiguous groups, so group (b, g) is the contiguous
 // slice [(b * G + g) * N, +N) with N = (C / G) * H * W. Forward and input backward run one
 // workgroup per (b, g): each thread accumulates a strided slice in f32, then a tree in workgroup
-// memory halves 256 partials to one. The forward is two-pass (mean, then the centred sum of
+// memory halves WG partials to one. The forward is two-pass (mean, then the centred sum of
 // squares) to avoid the cancellation of E[x^2] - mean^2. The parameter backward runs one
 // workgroup per channel and reduces over B * H * W in a fixed order: deterministic, no atomics.
 //
@@ -16,18 +16,7 @@
 //   groupnorm_bwd_input:   x, gamma, dout, mean, rstd (read); dx (write)
 //   groupnorm_bwd_params:  x, pdout, pmean, prstd (read); dgamma, dbeta (read_write, +=)
 // Shapes: x, out, dout, dx (B, C, H, W); gamma, beta, dgamma, dbeta (C,); mean, rstd (B, G).
-// Group 1: Params.
-
-struct Params {
-    b: u32,
-    c: u32,
-    hw: u32,
-    g: u32,
-    eps: f32,
-    _pad0: u32,
-    _pad1: u32,
-    _pad2: u32,
-}
+// Group 1: Params. Params and the workgroup sizes WG, WG_ROWS are declared in ops/groupnorm.rs.
 
 @group(1) @binding(0) var<uniform> p: Params;
 
@@ -50,9 +39,7 @@ struct Params {
 @group(0) @binding(4) var<storage, read_write> dgamma: array<f32>;
 @group(0) @binding(5) var<storage, read_write> dbeta: array<f32>;
 
-const WG: u32 = 256u;
-
-var<workgroup> partial: array<vec2<f32>, 256>;
+var<workgroup> partial: array<vec2<f32>, WG>;
 
 // Tree-reduces two sums at once and returns the totals (valid in every thread). The trailing
 // barrier lets the caller reduce again without racing thread 0's next write against reads of
@@ -81,7 +68,7 @@ fn channel(g: u32, i: u32) -> u32 {
 
 // --- forward -------------------------------------------------------------------------------------
 
-@compute @workgroup_size(256)
+@compute @workgroup_size(WG)
 fn groupnorm_fwd(@builtin(workgroup_id) wid: vec3<u32>, @builtin(num_workgroups) nwg: vec3<u32>,
                  @builtin(local_invocation_index) lid: u32) {
     let bg = workgroup_linear(wid, nwg);
@@ -121,7 +108,7 @@ fn groupnorm_fwd(@builtin(workgroup_id) wid: vec3<u32>, @builtin(num_workgroups)
 // --- backward ------------------------------------------------------------------------------------
 
 // dx = rstd * (dxhat - mean(dxhat) - xhat * mean(dxhat * xhat)), dxhat = dout * gamma.
-@compute @workgroup_size(256)
+@compute @workgroup_size(WG)
 fn groupnorm_bwd_input(@builtin(workgroup_id) wid: vec3<u32>, @builtin(num_workgroups) nwg: vec3<u32>,
                        @builtin(local_invocation_index) lid: u32) {
     let bg = workgroup_linear(wid, nwg);
@@ -150,7 +137,7 @@ fn groupnorm_bwd_input(@builtin(workgroup_id) wid: vec3<u32>, @builtin(num_workg
 }
 
 // dgamma[c] += sum_{b, hw} dout * xhat, dbeta[c] += sum_{b, hw} dout; one workgroup per channel.
-@compute @workgroup_size(256)
+@compute @workgroup_size(WG)
 fn groupnorm_bwd_params(@builtin(workgroup_id) wid: vec3<u32>, @builtin(num_workgroups) nwg: vec3<u32>,
                         @builtin(local_invocation_index) lid: u32) {
     let c = workgroup_linear(wid, nwg);
@@ -175,14 +162,12 @@ fn groupnorm_bwd_params(@builtin(workgroup_id) wid: vec3<u32>, @builtin(num_work
 }
 
 // --- short groups --------------------------------------------------------------------------------
-// When a group has at most ROWS_MAX elements (LayerNorm over an MLP row: N = width), a 256-thread
+// When a group has at most ROWS_MAX elements (LayerNorm over an MLP row: N = width), a WG-thread
 // workgroup per group spends its time in barriers. These entries give each group (or, for the
-// parameter gradients, each channel) one invocation that sums sequentially, 64 per workgroup.
+// parameter gradients, each channel) one invocation that sums sequentially, WG_ROWS per workgroup.
 // Same bindings, same formulas, same outputs as the entries above.
 
-const WG_ROWS: u32 = 64u;
-
-@compute @workgroup_size(64)
+@compute @workgroup_size(WG_ROWS)
 fn groupnorm_fwd_rows(@builtin(workgroup_id) wid: vec3<u32>, @builtin(num_workgroups) nwg: vec3<u32>,
                       @builtin(local_invocation_index) lid: u32) {
     let bg = workgroup_linear(wid, nwg) * WG_ROWS + lid;
@@ -208,7 +193,7 @@ fn groupnorm_fwd_rows(@builtin(workgroup_id) wid: vec3<u32>, @builtin(num_workgr
     rstd_out[bg] = r;
 }
 
-@compute @workgroup_size(64)
+@compute @workgroup_size(WG_ROWS)
 fn groupnorm_bwd_input_rows(@builtin(workgroup_id) wid: vec3<u32>, @builtin(num_workgroups) nwg: vec3<u32>,
                             @builtin(local_invocation_index) lid: u32) {
     let bg = workgroup_linear(wid, nwg) * WG_ROWS + lid;
@@ -230,7 +215,7 @@ fn groupnorm_bwd_input_rows(@builtin(workgroup_id) wid: vec3<u32>, @builtin(num_
     }
 }
 
-@compute @workgroup_size(64)
+@compute @workgroup_size(WG_ROWS)
 fn groupnorm_bwd_params_cols(@builtin(workgroup_id) wid: vec3<u32>, @builtin(num_workgroups) nwg: vec3<u32>,
                              @builtin(local_invocation_index) lid: u32) {
     let c = workgroup_linear(wid, nwg) * WG_ROWS + lid;

@@ -14,22 +14,7 @@
 //   row_err:   pred, want, scale, errors
 //   loss_head: errors_in, weight, offset, labels, row_weights, logits, anchor_losses, stats
 //   loss_grad: pred, want, scale, row_weights_in, dpred
-// Group 1: Params.
-
-struct Params {
-    rows: u32,
-    n: u32,
-    n_std: u32,
-    anchors: u32,
-    points: u32,
-    lambda_std: f32,
-    lambda_cdl: f32,
-    cdl_norm: f32,
-    std_const: f32,
-    _pad0: u32,
-    _pad1: u32,
-    _pad2: u32,
-}
+// Group 1: Params. Params and the workgroup size WG are declared in ops/loss.rs.
 
 @group(1) @binding(0) var<uniform> p: Params;
 
@@ -50,9 +35,7 @@ struct Params {
 @group(0) @binding(3) var<storage, read> row_weights_in: array<f32>;
 @group(0) @binding(4) var<storage, read_write> dpred: array<f32>;
 
-const WG: u32 = 256u;
-
-@compute @workgroup_size(256)
+@compute @workgroup_size(WG)
 fn row_err(@builtin(workgroup_id) wid: vec3<u32>, @builtin(num_workgroups) nwg: vec3<u32>,
            @builtin(local_invocation_index) lid: u32) {
     let r = workgroup_linear(wid, nwg);
@@ -84,7 +67,7 @@ fn sigmoid(x: f32) -> f32 {
     return select(e / (1.0 + e), 1.0 / (1.0 + e), x >= 0.0);
 }
 
-@compute @workgroup_size(256)
+@compute @workgroup_size(WG)
 fn loss_head(@builtin(local_invocation_index) lid: u32) {
     var bad = 0.0;
     for (var r = lid; r < p.rows; r = r + WG) {
@@ -130,7 +113,7 @@ fn loss_head(@builtin(local_invocation_index) lid: u32) {
     }
 }
 
-@compute @workgroup_size(256)
+@compute @workgroup_size(WG)
 fn loss_grad(@builtin(workgroup_id) wid: vec3<u32>, @builtin(num_workgroups) nwg: vec3<u32>,
              @builtin(local_invocation_index) lid: u32) {
     let i = workgroup_linear(wid, nwg) * WG + lid;

@@ -1,39 +1,35 @@
 // Batched matrix multiply with optional transposes and bias: out = op(a) · op(b) + bias.
 //
-// Entry points (one per storage layout; the three layouts are closed under differentiation):
-//   matmul_nn  out = a b      a (M, K), b (K, N)   backward: da = nt(dout, b), db = tn(a, dout)
-//   matmul_nt  out = a b^T    a (M, K), b (N, K)   backward: da = nn(dout, b), db = tn(dout, a)
-//   matmul_tn  out = a^T b    a (K, M), b (K, N)   backward: da = nt(b, dout), db = nn(a, dout)
-//   matmul_nn4, matmul_nt4, matmul_tn4: the same over vec4 views, used when every row read is a
-//              whole number of vec4s (nn, nt: K and N multiples of 4; tn: M and N multiples of 4)
-//   matmul_bwd_bias  dbias (N,) += column sums of dout (M, N), over the batch too
+// Two entry points, `matmul` over f32 views and `matmul4` over vec4 views, each specialised per
+// layout by pipeline-overridable constants (the three layouts are closed under differentiation;
+// ops/matmul.rs names the variants matmul_nn .. matmul_tn4):
+//   nn (no transposes)  out = a b    a (M, K), b (K, N)  backward: da = nt(dout, b), db = tn(a, dout)
+//   nt (TRANS_B)        out = a b^T  a (M, K), b (N, K)  backward: da = nn(dout, b), db = tn(dout, a)
+//   tn (TRANS_A)        out = a^T b  a (K, M), b (K, N)  backward: da = nt(b, dout), db = nn(a, dout)
+// matmul4 is used when every row read is a whole number of vec4s (nn, nt: K and N multiples of 4;
+// tn: M and N multiples of 4). The two widths stay two entry points because an entry point may
+// not bind one buffer as both f32 and vec4 arrays (WGSL's resource interface).
+// matmul_bwd_bias  dbias (N,) += column sums of dout (M, N), over the batch too
 // out and the input gradients are overwritten; dbias is accumulated (a parameter gradient).
 //
 // Work split, chosen for CPU-backed adapters (lavapipe, SwiftShader), where what costs is the
 // number of load instructions per multiply-add (a load runs per invocation, with its index
 // arithmetic), not memory bandwidth: a workgroup owns R = 16 consecutive rows (their indices
-// come from the workgroup id only) and each of its 64 invocations owns 4 consecutive columns,
-// so per step along K an invocation loads a 4-wide slice of `b` once and reuses it for 16 rows:
-// 64 multiply-adds into registers per load of `b`, plus the row loads of `a`, which are the same
-// for every invocation of the workgroup. Workgroup memory is not used: on these adapters it is
-// ordinary memory and tiling through it did not pay (measured; see README, Performance).
+// come from the workgroup id only) and each of its LANES = 64 invocations owns 4 consecutive
+// columns, so per step along K an invocation loads a 4-wide slice of `b` once and reuses it for
+// R rows: 64 multiply-adds into registers per load of `b`, plus the row loads of `a`, which are
+// the same for every invocation of the workgroup. Workgroup memory is not used: on these adapters
+// it is ordinary memory and tiling through it did not pay (measured; see README, Performance).
 // Rows and columns past the edge are clamped for loading and skipped at the store.
 //
 // The linear workgroup id enumerates (batch, row tile, column tile), so grids above 65,535
 // workgroups fold like every other op. Bindings (group 0): a (read), b (read), bias (read;
 // a placeholder when has_bias = 0), out (write); matmul_bwd_bias: dout (read), dbias
-// (read_write). Group 1: Params.
+// (read_write). Group 1: Params. Params, R and LANES are declared in ops/matmul.rs.
 
-struct Params {
-    m: u32,
-    n: u32,
-    k: u32,
-    batch: u32,
-    stride_a: u32,
-    stride_b: u32,
-    stride_out: u32,
-    has_bias: u32,
-}
+// The layout (see above), set per variant by ops/matmul.rs; TRANS_A with TRANS_B is none.
+override TRANS_A: bool;
+override TRANS_B: bool;
 
 @group(1) @binding(0) var<uniform> p: Params;
 
@@ -50,11 +46,6 @@ struct Params {
 @group(0) @binding(0) var<storage, read> dout: array<f32>;
 @group(0) @binding(1) var<storage, read_write> dbias: array<f32>;
 
-// Rows per workgroup, invocations per workgroup, columns per workgroup.
-const R: u32 = 16u;
-const LANES: u32 = 64u;
-const COLS: u32 = 256u;
-
 struct Tile {
     batch: u32,
     row0: u32, // first of R rows (workgroup-uniform)
@@ -63,14 +54,15 @@ struct Tile {
 }
 
 fn tile_of(wid: vec3<u32>, nwg: vec3<u32>, lid: u32) -> Tile {
-    let tiles_n = (p.n + COLS - 1u) / COLS;
+    let cols = 4u * LANES;
+    let tiles_n = (p.n + cols - 1u) / cols;
     let tiles_m = (p.m + R - 1u) / R;
     let t = workgroup_linear(wid, nwg);
     var tl: Tile;
     tl.batch = t / (tiles_m * tiles_n);
     let r = t % (tiles_m * tiles_n);
     tl.row0 = (r / tiles_n) * R;
-    tl.col = (r % tiles_n) * COLS + lid * 4u;
+    tl.col = (r % tiles_n) * cols + lid * 4u;
     tl.live = tl.batch < p.batch && tl.col < p.n;
     return tl;
 }
@@ -84,7 +76,7 @@ fn cols4(tl: Tile) -> vec4<u32> {
     return min(vec4<u32>(tl.col) + vec4<u32>(0u, 1u, 2u, 3u), vec4<u32>(p.n - 1u));
 }
 
-fn store(tl: Tile, acc: ptr<function, array<vec4<f32>, 16>>) {
+fn store(tl: Tile, acc: ptr<function, array<vec4<f32>, R>>) {
     var bv = vec4<f32>(0.0);
     if (p.has_bias != 0u) {
         let c = cols4(tl);
@@ -102,7 +94,7 @@ fn store(tl: Tile, acc: ptr<function, array<vec4<f32>, 16>>) {
     }
 }
 
-fn store4(tl: Tile, acc: ptr<function, array<vec4<f32>, 16>>) {
+fn store4(tl: Tile, acc: ptr<function, array<vec4<f32>, R>>) {
     var bv = vec4<f32>(0.0);
     if (p.has_bias != 0u) { bv = bias4[tl.col / 4u]; }
     let base = (tl.batch * p.stride_out + tl.col) / 4u;
@@ -113,137 +105,102 @@ fn store4(tl: Tile, acc: ptr<function, array<vec4<f32>, 16>>) {
     }
 }
 
-@compute @workgroup_size(64)
-fn matmul_nn(@builtin(workgroup_id) wid: vec3<u32>, @builtin(num_workgroups) nwg: vec3<u32>,
-             @builtin(local_invocation_index) lid: u32) {
-    let tl = tile_of(wid, nwg, lid);
-    if (!tl.live) { return; }
+// Scalar loads, every layout: op(a)[row][kk] is a[row sa.x + kk sa.y] and op(b)[kk][col] is
+// b[col sb.x + kk sb.y] within the batch item.
+fn product(tl: Tile, acc: ptr<function, array<vec4<f32>, R>>) {
+    let sa = select(vec2<u32>(p.k, 1u), vec2<u32>(1u, p.m), TRANS_A);
+    let sb = select(vec2<u32>(1u, p.n), vec2<u32>(p.k, 1u), TRANS_B);
     let ab = tl.batch * p.stride_a;
-    let c = cols4(tl) + vec4<u32>(tl.batch * p.stride_b);
-    var acc: array<vec4<f32>, 16>;
+    let cb = cols4(tl) * sb.x + vec4<u32>(tl.batch * p.stride_b);
     for (var kk = 0u; kk < p.k; kk = kk + 1u) {
-        let o = kk * p.n;
-        let bv = vec4<f32>(b[o + c.x], b[o + c.y], b[o + c.z], b[o + c.w]);
+        let o = cb + vec4<u32>(kk * sb.y);
+        let bv = vec4<f32>(b[o.x], b[o.y], b[o.z], b[o.w]);
+        let oa = ab + kk * sa.y;
         for (var i = 0u; i < R; i = i + 1u) {
-            acc[i] = acc[i] + a[ab + row_at(tl, i) * p.k + kk] * bv;
+            (*acc)[i] = (*acc)[i] + a[oa + row_at(tl, i) * sa.x] * bv;
         }
     }
-    store(tl, &acc);
 }
 
-@compute @workgroup_size(64)
-fn matmul_nt(@builtin(workgroup_id) wid: vec3<u32>, @builtin(num_workgroups) nwg: vec3<u32>,
-             @builtin(local_invocation_index) lid: u32) {
-    let tl = tile_of(wid, nwg, lid);
-    if (!tl.live) { return; }
-    let ab = tl.batch * p.stride_a;
-    let c = cols4(tl) * p.k + vec4<u32>(tl.batch * p.stride_b);
-    var acc: array<vec4<f32>, 16>;
-    for (var kk = 0u; kk < p.k; kk = kk + 1u) {
-        let bv = vec4<f32>(b[c.x + kk], b[c.y + kk], b[c.z + kk], b[c.w + kk]);
-        for (var i = 0u; i < R; i = i + 1u) {
-            acc[i] = acc[i] + a[ab + row_at(tl, i) * p.k + kk] * bv;
-        }
-    }
-    store(tl, &acc);
-}
-
-@compute @workgroup_size(64)
-fn matmul_tn(@builtin(workgroup_id) wid: vec3<u32>, @builtin(num_workgroups) nwg: vec3<u32>,
-             @builtin(local_invocation_index) lid: u32) {
-    let tl = tile_of(wid, nwg, lid);
-    if (!tl.live) { return; }
-    let ab = tl.batch * p.stride_a;
-    let c = cols4(tl) + vec4<u32>(tl.batch * p.stride_b);
-    var acc: array<vec4<f32>, 16>;
-    for (var kk = 0u; kk < p.k; kk = kk + 1u) {
-        let o = kk * p.n;
-        let bv = vec4<f32>(b[o + c.x], b[o + c.y], b[o + c.z], b[o + c.w]);
-        let oa = ab + kk * p.m;
-        for (var i = 0u; i < R; i = i + 1u) {
-            acc[i] = acc[i] + a[oa + row_at(tl, i)] * bv;
-        }
-    }
-    store(tl, &acc);
-}
-
-@compute @workgroup_size(64)
-fn matmul_nn4(@builtin(workgroup_id) wid: vec3<u32>, @builtin(num_workgroups) nwg: vec3<u32>,
-              @builtin(local_invocation_index) lid: u32) {
-    let tl = tile_of(wid, nwg, lid);
-    if (!tl.live) { return; }
+// vec4 loads along K (nn, nt): per 4 steps of K one vec4 of a per row and 4 vec4s of b: in nn
+// the rows kk .. kk + 3 of b at this invocation's columns (acc += sum_j a_j b_j), in nt the 4
+// columns' runs along K (acc += (a . b_0, .., a . b_3)).
+fn product4(tl: Tile, acc: ptr<function, array<vec4<f32>, R>>) {
     let k4 = p.k / 4u;
     let n4 = p.n / 4u;
     let ab = tl.batch * p.stride_a / 4u;
-    let c = (tl.batch * p.stride_b + tl.col) / 4u;
-    var acc: array<vec4<f32>, 16>;
+    // The vec4 index of each b_j at kk = 0, and its step per kk.
+    let cn = vec4<u32>((tl.batch * p.stride_b + tl.col) / 4u) + vec4<u32>(0u, 1u, 2u, 3u) * n4;
+    let ct = (cols4(tl) * p.k + vec4<u32>(tl.batch * p.stride_b)) / 4u;
+    let cb = select(cn, ct, TRANS_B);
+    let step = select(4u * n4, 1u, TRANS_B);
     for (var kk = 0u; kk < k4; kk = kk + 1u) {
-        let o = c + 4u * kk * n4;
-        let b0 = b4[o];
-        let b1 = b4[o + n4];
-        let b2 = b4[o + 2u * n4];
-        let b3 = b4[o + 3u * n4];
+        let o = cb + vec4<u32>(kk * step);
+        let b0 = b4[o.x];
+        let b1 = b4[o.y];
+        let b2 = b4[o.z];
+        let b3 = b4[o.w];
         for (var i = 0u; i < R; i = i + 1u) {
             let av = a4[ab + row_at(tl, i) * k4 + kk];
-            acc[i] = acc[i] + av.x * b0 + av.y * b1 + av.z * b2 + av.w * b3;
+            if (TRANS_B) {
+                (*acc)[i] = (*acc)[i] + vec4<f32>(dot(av, b0), dot(av, b1), dot(av, b2), dot(av, b3));
+            } else {
+                (*acc)[i] = (*acc)[i] + av.x * b0 + av.y * b1 + av.z * b2 + av.w * b3;
+            }
         }
     }
-    store4(tl, &acc);
 }
 
-@compute @workgroup_size(64)
-fn matmul_nt4(@builtin(workgroup_id) wid: vec3<u32>, @builtin(num_workgroups) nwg: vec3<u32>,
-              @builtin(local_invocation_index) lid: u32) {
-    let tl = tile_of(wid, nwg, lid);
-    if (!tl.live) { return; }
-    let k4 = p.k / 4u;
-    let ab = tl.batch * p.stride_a / 4u;
-    let c = (cols4(tl) * p.k + vec4<u32>(tl.batch * p.stride_b)) / 4u;
-    var acc: array<vec4<f32>, 16>;
-    for (var kk = 0u; kk < k4; kk = kk + 1u) {
-        let b0 = b4[c.x + kk];
-        let b1 = b4[c.y + kk];
-        let b2 = b4[c.z + kk];
-        let b3 = b4[c.w + kk];
-        for (var i = 0u; i < R; i = i + 1u) {
-            let av = a4[ab + row_at(tl, i) * k4 + kk];
-            acc[i] = acc[i] + vec4<f32>(dot(av, b0), dot(av, b1), dot(av, b2), dot(av, b3));
-        }
-    }
-    store4(tl, &acc);
-}
-
-@compute @workgroup_size(64)
-fn matmul_tn4(@builtin(workgroup_id) wid: vec3<u32>, @builtin(num_workgroups) nwg: vec3<u32>,
-              @builtin(local_invocation_index) lid: u32) {
-    let tl = tile_of(wid, nwg, lid);
-    if (!tl.live) { return; }
+// vec4 loads along M (tn): a is stored (K, M), so one vec4 holds 4 consecutive rows of op(a) at
+// one kk; R is a multiple of 4 and so is M, so a tile's rows are whole vec4s (clamped as vec4s).
+fn product4_tn(tl: Tile, acc: ptr<function, array<vec4<f32>, R>>) {
     let m4 = p.m / 4u;
     let n4 = p.n / 4u;
-    // R is a multiple of 4 and M is, so a tile's rows are whole vec4s (clamped as vec4s).
     let ra = tl.batch * p.stride_a / 4u;
     let cb = (tl.batch * p.stride_b + tl.col) / 4u;
-    var acc: array<vec4<f32>, 16>;
     for (var kk = 0u; kk < p.k; kk = kk + 1u) {
         let bv = b4[cb + kk * n4];
         let oa = ra + kk * m4;
         for (var q = 0u; q < R / 4u; q = q + 1u) {
             let av = a4[oa + min(tl.row0 / 4u + q, m4 - 1u)];
-            acc[4u * q] = acc[4u * q] + av.x * bv;
-            acc[4u * q + 1u] = acc[4u * q + 1u] + av.y * bv;
-            acc[4u * q + 2u] = acc[4u * q + 2u] + av.z * bv;
-            acc[4u * q + 3u] = acc[4u * q + 3u] + av.w * bv;
+            (*acc)[4u * q] = (*acc)[4u * q] + av.x * bv;
+            (*acc)[4u * q + 1u] = (*acc)[4u * q + 1u] + av.y * bv;
+            (*acc)[4u * q + 2u] = (*acc)[4u * q + 2u] + av.z * bv;
+            (*acc)[4u * q + 3u] = (*acc)[4u * q + 3u] + av.w * bv;
         }
+    }
+}
+
+@compute @workgroup_size(LANES)
+fn matmul(@builtin(workgroup_id) wid: vec3<u32>, @builtin(num_workgroups) nwg: vec3<u32>,
+          @builtin(local_invocation_index) lid: u32) {
+    let tl = tile_of(wid, nwg, lid);
+    if (!tl.live) { return; }
+    var acc: array<vec4<f32>, R>;
+    product(tl, &acc);
+    store(tl, &acc);
+}
+
+@compute @workgroup_size(LANES)
+fn matmul4(@builtin(workgroup_id) wid: vec3<u32>, @builtin(num_workgroups) nwg: vec3<u32>,
+           @builtin(local_invocation_index) lid: u32) {
+    let tl = tile_of(wid, nwg, lid);
+    if (!tl.live) { return; }
+    var acc: array<vec4<f32>, R>;
+    if (TRANS_A) {
+        product4_tn(tl, &acc);
+    } else {
+        product4(tl, &acc);
     }
     store4(tl, &acc);
 }
 
 // One invocation per column; rows are walked in order so neighbouring invocations read
 // neighbouring addresses.
-@compute @workgroup_size(64)
+@compute @workgroup_size(LANES)
 fn matmul_bwd_bias(@builtin(workgroup_id) wid: vec3<u32>, @builtin(num_workgroups) nwg: vec3<u32>,
                    @builtin(local_invocation_index) lid: u32) {
-    let j = workgroup_linear(wid, nwg) * 64u + lid;
+    let j = workgroup_linear(wid, nwg) * LANES + lid;
     if (j >= p.n) { return; }
     var acc = 0.0;
     for (var bt = 0u; bt < p.batch; bt = bt + 1u) {

@@ -23,37 +23,8 @@
 //   adam_step:   grad (read), grad_scale (read, 1 element), param, m, v (read_write)
 //   ema_update:  param (read), ema (read_write)
 //   clip_scale:  sum_sq (read), scale (read_write)
-// Group 1: AdamParams / EmaParams / ClipParams (one per entry point, same slot).
-
-struct AdamParams {
-    n: u32,
-    // 1: multiply grad by grad_scale[0]; 0: grad_scale is bound but not read.
-    scaled: u32,
-    beta1c: f32,       // 1 - beta1
-    beta2: f32,
-    beta2c: f32,       // 1 - beta2
-    step_size: f32,    // lr / (1 - beta1^t)
-    bc2_sqrt: f32,     // sqrt(1 - beta2^t)
-    eps: f32,
-    param_scale: f32,  // 1 - lr wd (AdamW) or 1
-    grad_decay: f32,   // wd (Adam) or 0
-    _pad0: u32,
-    _pad1: u32,
-}
-
-struct EmaParams {
-    n: u32,
-    decay: f32,
-    one_minus_decay: f32,  // 1 - decay, rounded once from f64 as the reference does
-    _pad: u32,
-}
-
-struct ClipParams {
-    n: u32,
-    max_norm: f32,
-    _pad0: u32,
-    _pad1: u32,
-}
+// Group 1: AdamParams / EmaParams / ClipParams (one per entry point, same slot). The three
+// structs and the workgroup size WG are declared in ops/optim.rs.
 
 @group(1) @binding(0) var<uniform> pa: AdamParams;
 @group(1) @binding(0) var<uniform> pe: EmaParams;
@@ -71,7 +42,6 @@ struct ClipParams {
 @group(0) @binding(0) var<storage, read> sum_sq: array<f32>;
 @group(0) @binding(1) var<storage, read_write> scale: array<f32>;
 
-const WG: u32 = 256u;
 // clip_coef's guard against a zero norm (torch clip_grad_norm_ adds 1e-6 to the norm).
 const CLIP_EPS: f32 = 1e-6;
 
@@ -79,7 +49,7 @@ fn index(wid: vec3<u32>, nwg: vec3<u32>, lid: u32) -> u32 {
     return workgroup_linear(wid, nwg) * WG + lid;
 }
 
-@compute @workgroup_size(256)
+@compute @workgroup_size(WG)
 fn adam_step(@builtin(workgroup_id) wid: vec3<u32>, @builtin(num_workgroups) nwg: vec3<u32>,
              @builtin(local_invocation_index) lid: u32) {
     let i = index(wid, nwg, lid);
@@ -98,7 +68,7 @@ fn adam_step(@builtin(workgroup_id) wid: vec3<u32>, @builtin(num_workgroups) nwg
 }
 
 // ema = decay ema + (1 - decay) param, with src = param.
-@compute @workgroup_size(256)
+@compute @workgroup_size(WG)
 fn ema_update(@builtin(workgroup_id) wid: vec3<u32>, @builtin(num_workgroups) nwg: vec3<u32>,
               @builtin(local_invocation_index) lid: u32) {
     let i = index(wid, nwg, lid);
@@ -108,7 +78,7 @@ fn ema_update(@builtin(workgroup_id) wid: vec3<u32>, @builtin(num_workgroups) nw
 // scale[i] = min(1, max_norm / (sqrt(sum_sq[i]) + 1e-6)); n = 1 in training. Written as the
 // reference's `if coef > 1 { 1 } else { coef }` so a NaN norm yields NaN where the backend
 // preserves NaN (WGSL does not promise it; min() would be free to return 1).
-@compute @workgroup_size(256)
+@compute @workgroup_size(WG)
 fn clip_scale(@builtin(workgroup_id) wid: vec3<u32>, @builtin(num_workgroups) nwg: vec3<u32>,
               @builtin(local_invocation_index) lid: u32) {
     let i = index(wid, nwg, lid);

@@ -6,23 +6,11 @@
 // (see the reference for the derivation of each step and the tables).
 //
 // Each invocation produces one block of 4 values: block i = philox([i, w0, w1, w2], seed).
-// Bindings (group 0): out (write). Group 1: Params.
-
-struct Params {
-    n: u32,
-    seed_lo: u32,
-    seed_hi: u32,
-    w0: u32,
-    w1: u32,
-    w2: u32,
-    _pad0: u32,
-    _pad1: u32,
-}
+// Bindings (group 0): out (write). Group 1: Params. Params and the workgroup size WG are declared
+// in ops/philox.rs.
 
 @group(1) @binding(0) var<uniform> p: Params;
 @group(0) @binding(0) var<storage, read_write> out: array<f32>;
-
-const WG: u32 = 64u;
 
 // The generator itself is in common/philox_core.wgsl, prepended by the registry.
 
@@ -37,7 +25,7 @@ fn store4(i: u32, v: vec4<f32>) {
     }
 }
 
-@compute @workgroup_size(64)
+@compute @workgroup_size(WG)
 fn philox_normal(@builtin(workgroup_id) wid: vec3<u32>, @builtin(num_workgroups) nwg: vec3<u32>,
                  @builtin(local_invocation_index) lid: u32) {
     let i = workgroup_linear(wid, nwg) * WG + lid;
@@ -48,7 +36,7 @@ fn philox_normal(@builtin(workgroup_id) wid: vec3<u32>, @builtin(num_workgroups)
     store4(i, vec4<f32>(z01, z23));
 }
 
-@compute @workgroup_size(64)
+@compute @workgroup_size(WG)
 fn philox_uniform(@builtin(workgroup_id) wid: vec3<u32>, @builtin(num_workgroups) nwg: vec3<u32>,
                   @builtin(local_invocation_index) lid: u32) {
     let i = workgroup_linear(wid, nwg) * WG + lid;

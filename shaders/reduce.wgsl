@@ -1,8 +1,8 @@
 // Row reductions over a (B, N) matrix, their backward broadcasts, and a global sum of squares.
 //
 // One workgroup per row: each thread accumulates a strided slice in f32, then a tree in
-// workgroup memory halves 256 partial sums to one. The global sum of squares runs in two passes:
-// sum_sq_partial writes one partial per workgroup of CHUNK elements, then row_sum (one row)
+// workgroup memory halves WG partial sums to one. The global sum of squares runs in two passes:
+// sum_sq_partial writes one partial per workgroup of SUM_SQ_CHUNK elements, then row_sum (one row)
 // adds the partials. All outputs are overwritten.
 //
 // Bindings (group 0, inputs first, outputs last):
@@ -10,14 +10,7 @@
 //   row_sq_err:                         x (read), y (read), out2 (write)
 //   row_broadcast_bwd:                  dout (read), dx (write)       dx[b, i] = scale * dout[b]
 //   row_sq_err_bwd:                     x (read), y (read), dout_e (read), dx_e (write)
-// Group 1: Params.
-
-struct Params {
-    rows: u32,
-    n: u32,
-    scale: f32,
-    _pad: u32,
-}
+// Group 1: Params. Params, the workgroup size WG and SUM_SQ_CHUNK are declared in ops/reduce.rs.
 
 @group(1) @binding(0) var<uniform> p: Params;
 
@@ -33,9 +26,6 @@ struct Params {
 @group(0) @binding(2) var<storage, read> dout_e: array<f32>;
 @group(0) @binding(3) var<storage, read_write> dx_e: array<f32>;
 
-const WG: u32 = 256u;
-// Elements per workgroup in sum_sq_partial (WG threads x 16 each).
-const CHUNK: u32 = 4096u;
 
 fn row_total(row: u32, lid: u32) -> f32 {
     var acc = 0.0;
@@ -46,7 +36,7 @@ fn row_total(row: u32, lid: u32) -> f32 {
     return tree_sum(lid, acc);
 }
 
-@compute @workgroup_size(256)
+@compute @workgroup_size(WG)
 fn row_sum(@builtin(workgroup_id) wid: vec3<u32>, @builtin(num_workgroups) nwg: vec3<u32>,
            @builtin(local_invocation_index) lid: u32) {
     let row = workgroup_linear(wid, nwg);
@@ -54,7 +44,7 @@ fn row_sum(@builtin(workgroup_id) wid: vec3<u32>, @builtin(num_workgroups) nwg: 
     if (lid == 0u && row < p.rows) { out[row] = total; }
 }
 
-@compute @workgroup_size(256)
+@compute @workgroup_size(WG)
 fn row_mean(@builtin(workgroup_id) wid: vec3<u32>, @builtin(num_workgroups) nwg: vec3<u32>,
             @builtin(local_invocation_index) lid: u32) {
     let row = workgroup_linear(wid, nwg);
@@ -62,7 +52,7 @@ fn row_mean(@builtin(workgroup_id) wid: vec3<u32>, @builtin(num_workgroups) nwg:
     if (lid == 0u && row < p.rows) { out[row] = total / f32(p.n); }
 }
 
-@compute @workgroup_size(256)
+@compute @workgroup_size(WG)
 fn row_sq_err(@builtin(workgroup_id) wid: vec3<u32>, @builtin(num_workgroups) nwg: vec3<u32>,
               @builtin(local_invocation_index) lid: u32) {
     let row = workgroup_linear(wid, nwg);
@@ -79,14 +69,14 @@ fn row_sq_err(@builtin(workgroup_id) wid: vec3<u32>, @builtin(num_workgroups) nw
 }
 
 // rows = number of partials; n = total element count.
-@compute @workgroup_size(256)
+@compute @workgroup_size(WG)
 fn sum_sq_partial(@builtin(workgroup_id) wid: vec3<u32>, @builtin(num_workgroups) nwg: vec3<u32>,
                   @builtin(local_invocation_index) lid: u32) {
     let g = workgroup_linear(wid, nwg);
     var acc = 0.0;
     if (g < p.rows) {
-        let end = min((g + 1u) * CHUNK, p.n);
-        for (var i = g * CHUNK + lid; i < end; i = i + WG) {
+        let end = min((g + 1u) * SUM_SQ_CHUNK, p.n);
+        for (var i = g * SUM_SQ_CHUNK + lid; i < end; i = i + WG) {
             let v = x[i];
             acc = acc + v * v;
         }
@@ -96,14 +86,14 @@ fn sum_sq_partial(@builtin(workgroup_id) wid: vec3<u32>, @builtin(num_workgroups
 }
 
 // One thread per element of dx (rows * n).
-@compute @workgroup_size(256)
+@compute @workgroup_size(WG)
 fn row_broadcast_bwd(@builtin(workgroup_id) wid: vec3<u32>, @builtin(num_workgroups) nwg: vec3<u32>,
                      @builtin(local_invocation_index) lid: u32) {
     let i = workgroup_linear(wid, nwg) * WG + lid;
     if (i < p.rows * p.n) { dx[i] = p.scale * dout[i / p.n]; }
 }
 
-@compute @workgroup_size(256)
+@compute @workgroup_size(WG)
 fn row_sq_err_bwd(@builtin(workgroup_id) wid: vec3<u32>, @builtin(num_workgroups) nwg: vec3<u32>,
                   @builtin(local_invocation_index) lid: u32) {
     let i = workgroup_linear(wid, nwg) * WG + lid;

@@ -14,20 +14,7 @@
 // Shapes: h, w are the size of the resample *input* x. upsample: x (B, C, H, W) -> (B, C, 2H, 2W);
 // avgpool (H, W even): x (B, C, H, W) -> (B, C, H/2, W/2); concat: a (B, C1, H, W),
 // skip (B, C2, H, W), cat (B, C1 + C2, H, W).
-// Group 1: Params.
-
-struct Params {
-    // Threads to run: elements of the tensor written.
-    n: u32,
-    h: u32,
-    w: u32,
-    // concat: H * W and the two channel counts.
-    hw: u32,
-    c1: u32,
-    c2: u32,
-    _pad0: u32,
-    _pad1: u32,
-}
+// Group 1: Params. Params and the workgroup size WG are declared in ops/resample.rs.
 
 @group(1) @binding(0) var<uniform> p: Params;
 
@@ -44,8 +31,6 @@ struct Params {
 @group(0) @binding(1) var<storage, read_write> da: array<f32>;
 @group(0) @binding(2) var<storage, read_write> dskip: array<f32>;
 
-const WG: u32 = 256u;
-
 fn index(wid: vec3<u32>, nwg: vec3<u32>, lid: u32) -> u32 {
     return workgroup_linear(wid, nwg) * WG + lid;
 }
@@ -53,7 +38,7 @@ fn index(wid: vec3<u32>, nwg: vec3<u32>, lid: u32) -> u32 {
 // --- nearest 2x upsampling -----------------------------------------------------------------------
 
 // out[bc, oy, ox] = x[bc, oy / 2, ox / 2]; one thread per output.
-@compute @workgroup_size(256)
+@compute @workgroup_size(WG)
 fn upsample2x_fwd(@builtin(workgroup_id) wid: vec3<u32>, @builtin(num_workgroups) nwg: vec3<u32>,
                   @builtin(local_invocation_index) lid: u32) {
     let i = index(wid, nwg, lid);
@@ -67,7 +52,7 @@ fn upsample2x_fwd(@builtin(workgroup_id) wid: vec3<u32>, @builtin(num_workgroups
 }
 
 // dx[bc, y, x] = sum of the 2x2 block of dout it was copied to; one thread per input.
-@compute @workgroup_size(256)
+@compute @workgroup_size(WG)
 fn upsample2x_bwd_input(@builtin(workgroup_id) wid: vec3<u32>, @builtin(num_workgroups) nwg: vec3<u32>,
                         @builtin(local_invocation_index) lid: u32) {
     let i = index(wid, nwg, lid);
@@ -84,7 +69,7 @@ fn upsample2x_bwd_input(@builtin(workgroup_id) wid: vec3<u32>, @builtin(num_work
 // --- 2x2 average pooling -------------------------------------------------------------------------
 
 // out[bc, oy, ox] = mean of x over the block (2oy.., 2ox..); one thread per output.
-@compute @workgroup_size(256)
+@compute @workgroup_size(WG)
 fn avgpool2x2_fwd(@builtin(workgroup_id) wid: vec3<u32>, @builtin(num_workgroups) nwg: vec3<u32>,
                   @builtin(local_invocation_index) lid: u32) {
     let i = index(wid, nwg, lid);
@@ -100,7 +85,7 @@ fn avgpool2x2_fwd(@builtin(workgroup_id) wid: vec3<u32>, @builtin(num_workgroups
 }
 
 // dx[bc, y, x] = dout[bc, y / 2, x / 2] / 4; one thread per input.
-@compute @workgroup_size(256)
+@compute @workgroup_size(WG)
 fn avgpool2x2_bwd_input(@builtin(workgroup_id) wid: vec3<u32>, @builtin(num_workgroups) nwg: vec3<u32>,
                         @builtin(local_invocation_index) lid: u32) {
     let i = index(wid, nwg, lid);
@@ -115,7 +100,7 @@ fn avgpool2x2_bwd_input(@builtin(workgroup_id) wid: vec3<u32>, @builtin(num_work
 // --- channel concatenation -----------------------------------------------------------------------
 
 // cat[b] = [a[b]; skip[b]]; one thread per element of cat.
-@compute @workgroup_size(256)
+@compute @workgroup_size(WG)
 fn concat_fwd(@builtin(workgroup_id) wid: vec3<u32>, @builtin(num_workgroups) nwg: vec3<u32>,
               @builtin(local_invocation_index) lid: u32) {
     let i = index(wid, nwg, lid);
@@ -132,7 +117,7 @@ fn concat_fwd(@builtin(workgroup_id) wid: vec3<u32>, @builtin(num_workgroups) nw
 }
 
 // [da[b]; dskip[b]] = dout[b]; one thread per element of dout.
-@compute @workgroup_size(256)
+@compute @workgroup_size(WG)
 fn concat_bwd(@builtin(workgroup_id) wid: vec3<u32>, @builtin(num_workgroups) nwg: vec3<u32>,
               @builtin(local_invocation_index) lid: u32) {
     let i = index(wid, nwg, lid);

@@ -5,13 +5,7 @@
 // [example, a, b, y_x, y_n0, noise w0..w2, noise0 w0..w2, pad].
 // One invocation per block of 4 elements of a row. Outputs are overwritten.
 // Bindings (group 0): x (read), table (read), inputs (write), targets (write). Group 1: Params.
-
-struct Params {
-    rows: u32,
-    n: u32,
-    seed_lo: u32,
-    seed_hi: u32,
-}
+// Params, the workgroup size WG and ROW_WORDS are declared in ops/rows.rs.
 
 @group(1) @binding(0) var<uniform> p: Params;
 @group(0) @binding(0) var<storage, read> x: array<f32>;
@@ -19,15 +13,13 @@ struct Params {
 @group(0) @binding(2) var<storage, read_write> inputs: array<f32>;
 @group(0) @binding(3) var<storage, read_write> targets: array<f32>;
 
-const WG: u32 = 64u;
-const ROW_WORDS: u32 = 12u;
 
 fn normals(blk: u32, w: u32) -> vec4<f32> {
     let c = philox4x32_10(vec4<u32>(blk, table[w], table[w + 1u], table[w + 2u]), vec2<u32>(p.seed_lo, p.seed_hi));
     return vec4<f32>(box_muller(c.x, c.y), box_muller(c.z, c.w));
 }
 
-@compute @workgroup_size(64)
+@compute @workgroup_size(WG)
 fn row_inputs(@builtin(workgroup_id) wid: vec3<u32>, @builtin(num_workgroups) nwg: vec3<u32>,
               @builtin(local_invocation_index) lid: u32) {
     let g = workgroup_linear(wid, nwg) * WG + lid;

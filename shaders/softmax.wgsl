@@ -11,14 +11,8 @@
 // Bindings (group 0, inputs first, outputs last):
 //   softmax_rows_fwd:  x (read), y (write)
 //   softmax_rows_bwd:  dy, ys (read), dx (write)
-// Shapes: x, y, dy, ys, dx (R, N). Group 1: Params.
-
-struct Params {
-    rows: u32,
-    n: u32,
-    _pad0: u32,
-    _pad1: u32,
-}
+// Shapes: x, y, dy, ys, dx (R, N). Group 1: Params. Params and the workgroup size WG are declared
+// in ops/softmax.rs.
 
 @group(1) @binding(0) var<uniform> p: Params;
 
@@ -29,12 +23,11 @@ struct Params {
 @group(0) @binding(1) var<storage, read> ys: array<f32>;
 @group(0) @binding(2) var<storage, read_write> dx: array<f32>;
 
-const WG: u32 = 256u;
 // The most negative finite f32: the identity of max for threads without elements.
 const LOWEST: f32 = -3.4028234663852886e38;
 
 // y = exp(x - max) / sum(exp(x - max)) per row.
-@compute @workgroup_size(256)
+@compute @workgroup_size(WG)
 fn softmax_rows_fwd(@builtin(workgroup_id) wid: vec3<u32>, @builtin(num_workgroups) nwg: vec3<u32>,
                     @builtin(local_invocation_index) lid: u32) {
     let row = workgroup_linear(wid, nwg);
@@ -63,7 +56,7 @@ fn softmax_rows_fwd(@builtin(workgroup_id) wid: vec3<u32>, @builtin(num_workgrou
 }
 
 // dx = y * (dy - sum(dy * y)) per row.
-@compute @workgroup_size(256)
+@compute @workgroup_size(WG)
 fn softmax_rows_bwd(@builtin(workgroup_id) wid: vec3<u32>, @builtin(num_workgroups) nwg: vec3<u32>,
                     @builtin(local_invocation_index) lid: u32) {
     let row = workgroup_linear(wid, nwg);

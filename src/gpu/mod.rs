@@ -228,8 +228,8 @@ impl Gpu {
 
     // --- pipelines ---------------------------------------------------------------------------
 
-    /// The compute pipeline for `entry` of the shader `source`, created on first use and cached
-    /// under `key` (for example `matmul_nn_4x4`). Validation errors come back as `Err`.
+    /// `kernel_with_constants` for a shader without pipeline-overridable constants, cached
+    /// under `key`.
     pub async fn kernel(
         &self,
         key: &str,
@@ -237,21 +237,37 @@ impl Gpu {
         source: &'static str,
         entry: &'static str,
     ) -> Result<Kernel, GpuError> {
-        if let Some(k) = lock(&self.kernels).get(key) {
+        self.kernel_with_constants(key, shader, source, entry, &[]).await
+    }
+
+    /// The compute pipeline for `entry` of the shader `source` with the values `constants` of
+    /// its pipeline-overridable constants, created on first use and cached under `name` and
+    /// every value (`pipeline_key`), so no two specialisations share a pipeline. Validation
+    /// errors come back as `Err`.
+    pub async fn kernel_with_constants(
+        &self,
+        name: &str,
+        shader: &'static str,
+        source: &'static str,
+        entry: &'static str,
+        constants: &[(&str, f64)],
+    ) -> Result<Kernel, GpuError> {
+        let key = pipeline_key(name, constants);
+        if let Some(k) = lock(&self.kernels).get(&key) {
             return Ok(k.clone());
         }
         let scope = self.device.push_error_scope(wgpu::ErrorFilter::Validation);
         let module = self.module(shader, source);
         let pipeline = self.device.create_compute_pipeline(&wgpu::ComputePipelineDescriptor {
-            label: Some(key),
+            label: Some(&key),
             layout: None,
             module: &module,
             entry_point: Some(entry),
-            compilation_options: Default::default(),
+            compilation_options: wgpu::PipelineCompilationOptions { constants, ..Default::default() },
             cache: None,
         });
         if let Some(e) = scope.pop().await {
-            return Err(GpuError::Pipeline { key: key.to_string(), message: first_line(&e.to_string()) });
+            return Err(GpuError::Pipeline { key, message: first_line(&e.to_string()) });
         }
         if self.debug >= 1 {
             log(&format!("cdl: pipeline {key} = {shader}.wgsl::{entry}"));
@@ -259,8 +275,8 @@ impl Gpu {
         if self.debug >= 2 {
             log(source);
         }
-        let k = Kernel { key: key.to_string(), pipeline };
-        lock(&self.kernels).insert(key.to_string(), k.clone());
+        let k = Kernel { key: key.clone(), pipeline };
+        lock(&self.kernels).insert(key, k.clone());
         Ok(k)
     }
 
@@ -467,7 +483,8 @@ impl Buffer {
 /// A prepared dispatch: pipeline, bind groups and grid, created once and encoded every step.
 #[derive(Debug)]
 pub struct Dispatch {
-    /// The pipeline's cache key (for example `matmul_nn4_r16_c256`), used in profiles.
+    /// The pipeline's cache key (for example `matmul_nn4[LANES=64,TRANS_A=0,TRANS_B=0]`),
+    /// used in profiles.
     pub key: String,
     pipeline: wgpu::ComputePipeline,
     groups: [wgpu::BindGroup; 2],
@@ -558,6 +575,16 @@ async fn pick_adapter(_opts: &GpuOptions) -> Result<wgpu::Adapter, GpuError> {
         })
         .await
         .map_err(|_| GpuError::NoAdapter)
+}
+
+/// A pipeline's cache key: `name`, then the value of every pipeline-overridable constant
+/// (`matmul_nt4[LANES=64,TRANS_A=0,TRANS_B=1]`).
+fn pipeline_key(name: &str, constants: &[(&str, f64)]) -> String {
+    if constants.is_empty() {
+        return name.to_string();
+    }
+    let values: Vec<String> = constants.iter().map(|(k, v)| format!("{k}={v}")).collect();
+    format!("{name}[{}]", values.join(","))
 }
 
 /// Locks a cache; a poisoned lock still holds a consistent map (inserts are single calls).

@@ -89,7 +89,8 @@ const WHY: &str = "f32 accumulation over Cin*K*K, Cout*K*K or B*Ho*Wo terms vs a
 
 pub const SPEC: OpSpec = OpSpec {
     name: "conv2d",
-    source: super::shader_source!("conv2d.wgsl"),
+    shader: super::shader!("conv2d.wgsl"; Params),
+    variants: &[],
     entries: &[
         Entry { name: "conv2d_fwd", reference: "conv2d::conv2d_fwd", tol: LOOSE, why: WHY },
         Entry { name: "conv2d_fwd_v4", reference: "conv2d::conv2d_fwd (stride 1)", tol: LOOSE, why: WHY },
@@ -103,22 +104,33 @@ pub const SPEC: OpSpec = OpSpec {
     check,
 };
 
-/// Channels (R) and pixels (COLS) per workgroup in conv2d_fwd and conv2d_bwd_input.
-const TILE_CH: usize = 16;
-const TILE_PIX: usize = 256;
-/// Output channels (WCO) per workgroup in conv2d_bwd_weight(_k1), and input channels for K = 3
-/// (WCI3) and K = 1 (WCI1).
-const W_CO: usize = 64;
-const W_CI3: usize = 4;
-const W_CI1: usize = 32;
-/// The stride-1 vec4 kernels: channels per workgroup (RV) and pixels per invocation (PV) in
-/// conv2d_fwd_v4 / conv2d_bwd_input_v4 (64 invocations); output channels per workgroup (RW) and
-/// input channels per workgroup (WLV) in conv2d_bwd_weight_v4.
-const V_CH: usize = 8;
-const V_PIX: usize = 8;
-const V_LANES: usize = 64;
-const VW_CO: usize = 8;
-const VW_CI: usize = 32;
+super::constants! {
+    /// Channels per workgroup of conv2d_fwd (output) and conv2d_bwd_input (input): the rows
+    /// of every invocation's register tile.
+    const R = 16;
+    /// Input channels per workgroup of conv2d_bwd_weight (K = 3): one vec4 of x per tap.
+    const WCI3 = 4;
+    /// Input channels per workgroup of conv2d_bwd_weight_k1 (WCI1 / 2 vec4 accumulators).
+    const WCI1 = 32;
+    /// Channels per workgroup of conv2d_fwd_v4 / conv2d_bwd_input_v4.
+    const RV = 8;
+    /// Pixels per invocation (one row segment, two vec4s) of the same kernels.
+    const PV = 8;
+    /// Output channels per workgroup of conv2d_bwd_weight_v4.
+    const RW = 8;
+    /// Invocations per workgroup of conv2d_fwd and conv2d_bwd_input (4 pixels each) and of
+    /// their vec4 kernels (PV pixels each).
+    override LANES = 64;
+    /// Invocations per workgroup of conv2d_bwd_weight(_k1), 2 output channels each.
+    override WL = 32;
+    /// Invocations per workgroup of conv2d_bwd_weight_v4, one input channel each.
+    override WLV = 32;
+    /// Invocations per workgroup of conv2d_bwd_bias.
+    override BL = 64;
+}
+
+/// Pixels per workgroup of conv2d_fwd and conv2d_bwd_input.
+const TILE_PIX: usize = 4 * LANES;
 
 /// Whether the stride-1 vec4 kernels apply: every image row is whole vec4s (Ho = H, Wo = W).
 fn vec4_rows(s: Conv2dShape) -> bool {
@@ -130,7 +142,7 @@ fn fwd_plan(s: Conv2dShape) -> (&'static str, usize) {
     if vec4_rows(s) {
         ("conv2d_fwd_v4", v4_tiles(s, s.cout))
     } else {
-        ("conv2d_fwd", s.cout.div_ceil(TILE_CH) * (s.b * s.ho() * s.wo()).div_ceil(TILE_PIX))
+        ("conv2d_fwd", s.cout.div_ceil(R) * (s.b * s.ho() * s.wo()).div_ceil(TILE_PIX))
     }
 }
 
@@ -142,39 +154,39 @@ fn bwd_input_plan(s: Conv2dShape) -> (&'static str, usize) {
         // One tile set per parity class (iy mod stride, ix mod stride), each over the largest
         // class's pixel grid.
         let class_pixels = s.b * s.h.div_ceil(s.stride) * s.w.div_ceil(s.stride);
-        ("conv2d_bwd_input", s.cin.div_ceil(TILE_CH) * s.stride * s.stride * class_pixels.div_ceil(TILE_PIX))
+        ("conv2d_bwd_input", s.cin.div_ceil(R) * s.stride * s.stride * class_pixels.div_ceil(TILE_PIX))
     }
 }
 
 /// The weight-gradient entry point for `s` and the output and input channels per workgroup.
 fn bwd_weight_plan(s: Conv2dShape) -> (&'static str, usize, usize) {
     match (s.k, vec4_rows(s)) {
-        (3, true) => ("conv2d_bwd_weight_v4", VW_CO, VW_CI),
-        (3, false) => ("conv2d_bwd_weight", W_CO, W_CI3),
-        _ => ("conv2d_bwd_weight_k1", W_CO, W_CI1),
+        (3, true) => ("conv2d_bwd_weight_v4", RW, WLV),
+        (3, false) => ("conv2d_bwd_weight", 2 * WL, WCI3),
+        _ => ("conv2d_bwd_weight_k1", 2 * WL, WCI1),
     }
 }
 
 /// Workgroups of the vec4 fwd / bwd_input kernels producing `rows` channels.
 fn v4_tiles(s: Conv2dShape, rows: usize) -> usize {
-    rows.div_ceil(V_CH) * (s.b * s.h * s.w.div_ceil(V_PIX)).div_ceil(V_LANES)
+    rows.div_ceil(RV) * (s.b * s.h * s.w.div_ceil(PV)).div_ceil(LANES)
 }
 
-#[repr(C)]
-#[derive(Clone, Copy, bytemuck::Pod, bytemuck::Zeroable)]
-struct Params {
-    b: u32,
-    cin: u32,
-    cout: u32,
-    h: u32,
-    w: u32,
-    ho: u32,
-    wo: u32,
-    k: u32,
-    stride: u32,
-    pad: u32,
-    has_bias: u32,
-    _pad: u32,
+super::uniform! {
+    struct Params {
+        b: u32,
+        cin: u32,
+        cout: u32,
+        h: u32,
+        w: u32,
+        ho: u32,
+        wo: u32,
+        k: u32,
+        stride: u32,
+        pad: u32,
+        has_bias: u32,
+        _pad: u32,
+    }
 }
 
 impl Params {
@@ -213,15 +225,6 @@ fn check_shape(s: Conv2dShape) -> Result<(), GpuError> {
     Ok(())
 }
 
-/// The pipeline key of a fwd / bwd_input entry: its channel and pixel tile.
-fn key(entry: &str) -> String {
-    if entry.ends_with("_v4") {
-        format!("{entry}_c{V_CH}_p{V_PIX}")
-    } else {
-        format!("{entry}_c{TILE_CH}_p{TILE_PIX}")
-    }
-}
-
 /// out (B, Cout, Ho, Wo) = conv(x (B, Cin, H, W), weight (Cout, Cin, K, K)) + bias (Cout,).
 /// Overwritten.
 pub async fn conv2d_fwd(
@@ -245,7 +248,7 @@ pub async fn conv2d_fwd(
     };
     let (e, tiles) = fwd_plan(s);
     let params = Params::new(s, bias.is_some());
-    prepare(gpu, &SPEC, e, &key(e), &[x, weight, bias_buf, out], &params, tiles as u32).await
+    prepare(gpu, &SPEC, e, &[x, weight, bias_buf, out], &params, tiles as u32).await
 }
 
 /// dx (B, Cin, H, W) = conv^T(dout (B, Cout, Ho, Wo), weight (Cout, Cin, K, K)). Overwritten.
@@ -261,7 +264,7 @@ pub async fn conv2d_bwd_input(
     need("conv2d_bwd_input weight", weight, s.weight_len())?;
     need("conv2d_bwd_input dx", dx, s.x_len())?;
     let (e, tiles) = bwd_input_plan(s);
-    prepare(gpu, &SPEC, e, &key(e), &[dout, weight, dx], &Params::new(s, false), tiles as u32).await
+    prepare(gpu, &SPEC, e, &[dout, weight, dx], &Params::new(s, false), tiles as u32).await
 }
 
 /// dweight (Cout, Cin, K, K) += sum over B, Ho, Wo of dout (B, Cout, Ho, Wo) times the shifted
@@ -279,8 +282,7 @@ pub async fn conv2d_bwd_weight(
     need("conv2d_bwd_weight dweight", dweight, s.weight_len())?;
     let (e, co_per, ci_per) = bwd_weight_plan(s);
     let tiles = s.cout.div_ceil(co_per) * s.cin.div_ceil(ci_per);
-    let key = format!("{e}_co{co_per}_ci{ci_per}");
-    prepare(gpu, &SPEC, e, &key, &[dout, x, dweight], &Params::new(s, false), tiles as u32).await
+    prepare(gpu, &SPEC, e, &[dout, x, dweight], &Params::new(s, false), tiles as u32).await
 }
 
 /// dbias (Cout,) += sum over B, Ho, Wo of dout (B, Cout, Ho, Wo). Accumulated.
@@ -289,7 +291,7 @@ pub async fn conv2d_bwd_bias(gpu: &Gpu, dout: &Buffer, dbias: &Buffer, s: Conv2d
     need("conv2d_bwd_bias dout", dout, s.out_len())?;
     need("conv2d_bwd_bias dbias", dbias, s.cout)?;
     let e = "conv2d_bwd_bias";
-    prepare(gpu, &SPEC, e, e, &[dout, dbias], &Params::new(s, false), s.cout as u32).await
+    prepare(gpu, &SPEC, e, &[dout, dbias], &Params::new(s, false), s.cout as u32).await
 }
 
 /// Multiply-adds times two of one forward (also of bwd_input and of bwd_weight).

@@ -1,5 +1,7 @@
 //! Launchers for `shaders/elementwise.wgsl`: add, mul, scale, axpy, SiLU forward and backward.
 
+use bytemuck::Zeroable;
+
 use super::{f64s, need, prepare, run_read, CheckFuture, CheckResult, Entry, OpSpec};
 use crate::gpu::{groups_for, Buffer, Dispatch, Gpu, GpuError};
 use crate::philox::normal_vec;
@@ -8,7 +10,8 @@ use crate::reference::tol::{compare, STRICT};
 
 pub const SPEC: OpSpec = OpSpec {
     name: "elementwise",
-    source: super::shader_source!("elementwise.wgsl"),
+    shader: super::shader!("elementwise.wgsl"; Params),
+    variants: &[],
     entries: &[
         Entry { name: "add", reference: "elementwise::add", tol: STRICT, why: "one rounding" },
         Entry { name: "mul", reference: "elementwise::mul", tol: STRICT, why: "one rounding" },
@@ -30,14 +33,18 @@ pub const SPEC: OpSpec = OpSpec {
     check,
 };
 
-const WG: usize = 256;
+super::constants! {
+    /// Invocations per workgroup, one element each.
+    override WG = 256;
+}
 
-#[repr(C)]
-#[derive(Clone, Copy, bytemuck::Pod, bytemuck::Zeroable)]
-struct Params {
-    n: u32,
-    alpha: f32,
-    _pad: [u32; 2],
+super::uniform! {
+    struct Params {
+        n: u32,
+        alpha: f32,
+        _pad0: u32,
+        _pad1: u32,
+    }
 }
 
 async fn launch(
@@ -50,8 +57,8 @@ async fn launch(
     for (i, b) in buffers.iter().enumerate() {
         need(&format!("{entry} operand {i}"), b, n)?;
     }
-    let params = Params { n: n as u32, alpha, _pad: [0; 2] };
-    prepare(gpu, &SPEC, entry, entry, buffers, &params, groups_for(n, WG)).await
+    let params = Params { n: n as u32, alpha, ..Zeroable::zeroed() };
+    prepare(gpu, &SPEC, entry, buffers, &params, groups_for(n, WG)).await
 }
 
 /// out = a + b over the first `n` elements.

@@ -26,7 +26,8 @@ const PRECOND: &str = "f32 exp, sqrt and divisions of the per-row coefficients (
 
 pub const SPEC: OpSpec = OpSpec {
     name: "embedding",
-    source: super::shader_source!("embedding.wgsl", "tree.wgsl"),
+    shader: super::shader!("embedding.wgsl", "tree.wgsl"; Params),
+    variants: &[],
     entries: &[
         Entry { name: "embedding_fwd", reference: "embedding::embedding_fwd", tol: DEFAULT, why: EMB },
         Entry {
@@ -60,17 +61,23 @@ pub const SPEC: OpSpec = OpSpec {
     check,
 };
 
-const WG: usize = 256;
+super::constants! {
+    /// Invocations per workgroup: one element each, or one (b, c) row per workgroup in the
+    /// reductions (a power of two for the tree).
+    override WG = 256;
+}
 
-#[repr(C)]
-#[derive(Clone, Copy, bytemuck::Pod, bytemuck::Zeroable)]
-struct Params {
-    /// Threads (elementwise entries) or rows B * C (reductions).
-    n: u32,
-    e: u32,
-    hw: u32,
-    /// σ_d of the preconditioning entries (0 for the others, which do not read it).
-    sigma_d: f32,
+super::uniform! {
+    struct Params {
+        /// Threads (elementwise entries) or rows B * C (reductions).
+        n: u32,
+        /// Embedding width E, or the row length of the preconditioning entries.
+        e: u32,
+        /// H * W of the scale/shift entries.
+        hw: u32,
+        /// σ_d of the preconditioning entries (0 for the others, which do not read it).
+        sigma_d: f32,
+    }
 }
 
 fn params(n: usize, e: usize, hw: usize) -> Params {
@@ -95,7 +102,7 @@ pub async fn embedding_fwd(gpu: &Gpu, t: &Buffer, out: &Buffer, b: usize, e: usi
     need("embedding_fwd t", t, b)?;
     need("embedding_fwd out", out, b * e)?;
     let p = params(b * e, e, 0);
-    prepare(gpu, &SPEC, "embedding_fwd", "embedding_fwd", &[t, out], &p, groups_for(b * e, WG)).await
+    prepare(gpu, &SPEC, "embedding_fwd", &[t, out], &p, groups_for(b * e, WG)).await
 }
 
 // --- scale/shift modulation ---------------------------------------------------------------------
@@ -116,7 +123,7 @@ pub async fn scale_shift_fwd(
     need("scale_shift_fwd shift", shift, bc)?;
     need("scale_shift_fwd y", y, bc * hw)?;
     let p = params(bc * hw, 0, hw.max(1));
-    prepare(gpu, &SPEC, "scale_shift_fwd", "scale_shift_fwd", &[x, scale, shift, y], &p, groups_for(bc * hw, WG)).await
+    prepare(gpu, &SPEC, "scale_shift_fwd", &[x, scale, shift, y], &p, groups_for(bc * hw, WG)).await
 }
 
 /// dx = dout * (1 + scale[b, c]). Overwritten. dout, dx: (B, C, H, W), scale: (B, C); bc = B * C
@@ -133,7 +140,7 @@ pub async fn scale_shift_bwd_input(
     need("scale_shift_bwd_input dx", dx, bc * hw)?;
     let p = params(bc * hw, 0, hw.max(1));
     let g = groups_for(bc * hw, WG);
-    prepare(gpu, &SPEC, "scale_shift_bwd_input", "scale_shift_bwd_input", &[dout, scale, dx], &p, g).await
+    prepare(gpu, &SPEC, "scale_shift_bwd_input", &[dout, scale, dx], &p, g).await
 }
 
 /// dscale[b, c] = sum_hw dout * x. Overwritten; one workgroup per (b, c).
@@ -150,7 +157,7 @@ pub async fn scale_shift_bwd_scale(
     need("scale_shift_bwd_scale x", x, bc * hw)?;
     need("scale_shift_bwd_scale dscale", dscale, bc)?;
     let p = params(bc, 0, hw);
-    prepare(gpu, &SPEC, "scale_shift_bwd_scale", "scale_shift_bwd_scale", &[dout, x, dscale], &p, bc as u32).await
+    prepare(gpu, &SPEC, "scale_shift_bwd_scale", &[dout, x, dscale], &p, bc as u32).await
 }
 
 /// dshift[b, c] = sum_hw dout. Overwritten; one workgroup per (b, c).
@@ -165,7 +172,7 @@ pub async fn scale_shift_bwd_shift(
     need("scale_shift_bwd_shift dout", dout, bc * hw)?;
     need("scale_shift_bwd_shift dshift", dshift, bc)?;
     let p = params(bc, 0, hw);
-    prepare(gpu, &SPEC, "scale_shift_bwd_shift", "scale_shift_bwd_shift", &[dout, dshift], &p, bc as u32).await
+    prepare(gpu, &SPEC, "scale_shift_bwd_shift", &[dout, dshift], &p, bc as u32).await
 }
 
 // --- preconditioning ----------------------------------------------------------------------------
@@ -185,7 +192,7 @@ pub async fn precond_in(
     need("precond_in z", z, b * e)?;
     need("precond_in zin", zin, b * e)?;
     let p = precond_params(b, e, sigma_d)?;
-    prepare(gpu, &SPEC, "precond_in", "precond_in", &[t, z, zin], &p, groups_for(b * e, WG)).await
+    prepare(gpu, &SPEC, "precond_in", &[t, z, zin], &p, groups_for(b * e, WG)).await
 }
 
 /// eps = a_skip·z + a_out·f per row, α = 8·t[b] (reference/embedding.rs).
@@ -206,7 +213,7 @@ pub async fn precond_fwd(
         need(&format!("precond_fwd {what}"), buf, b * e)?;
     }
     let p = precond_params(b, e, sigma_d)?;
-    prepare(gpu, &SPEC, "precond_fwd", "precond_fwd", &[t, z, f, eps], &p, groups_for(b * e, WG)).await
+    prepare(gpu, &SPEC, "precond_fwd", &[t, z, f, eps], &p, groups_for(b * e, WG)).await
 }
 
 /// df = a_out·deps, dz = a_skip·deps. Both overwritten. t: (B,), deps, df, dz: (B, E)
@@ -226,7 +233,7 @@ pub async fn precond_bwd(
         need(&format!("precond_bwd {what}"), buf, b * e)?;
     }
     let p = precond_params(b, e, sigma_d)?;
-    prepare(gpu, &SPEC, "precond_bwd", "precond_bwd", &[t, deps, df, dz], &p, groups_for(b * e, WG)).await
+    prepare(gpu, &SPEC, "precond_bwd", &[t, deps, df, dz], &p, groups_for(b * e, WG)).await
 }
 
 // ---------------------------------------------------------------------------------------------

@@ -4,6 +4,8 @@
 //! `GroupNormShape` (B, C, H * W, G) and `EPS` are defined here and taken by `reference::groupnorm`,
 //! so a layer describes its norm once for both.
 
+use bytemuck::Zeroable;
+
 use super::{f64s, need, prepare, run_read, CheckFuture, CheckResult, Entry, OpSpec};
 use crate::gpu::{groups_for, Buffer, Dispatch, Gpu, GpuError};
 use crate::philox::normal_vec;
@@ -73,7 +75,8 @@ pub const COLS_MAX: usize = 1024;
 
 pub const SPEC: OpSpec = OpSpec {
     name: "groupnorm",
-    source: super::shader_source!("groupnorm.wgsl"),
+    shader: super::shader!("groupnorm.wgsl"; Params),
+    variants: &[],
     entries: &[
         Entry { name: "groupnorm_fwd", reference: "groupnorm::groupnorm_fwd", tol: DEFAULT, why: FWD },
         Entry {
@@ -105,22 +108,33 @@ pub const SPEC: OpSpec = OpSpec {
     check,
 };
 
-#[repr(C)]
-#[derive(Clone, Copy, bytemuck::Pod, bytemuck::Zeroable)]
-struct Params {
-    b: u32,
-    c: u32,
-    hw: u32,
-    g: u32,
-    eps: f32,
-    _pad: [u32; 3],
+super::constants! {
+    /// Invocations per workgroup of the entries with one workgroup per group or channel (a
+    /// power of two for the tree).
+    override WG = 256;
+    /// Groups (or channels) per workgroup of the `_rows` / `_cols` entries, one invocation
+    /// each.
+    override WG_ROWS = 64;
+}
+
+super::uniform! {
+    struct Params {
+        b: u32,
+        c: u32,
+        hw: u32,
+        g: u32,
+        eps: f32,
+        _pad0: u32,
+        _pad1: u32,
+        _pad2: u32,
+    }
 }
 
 /// The forward / input-gradient entry for this shape and its workgroup count: one workgroup per
 /// group, or one invocation per group for groups of at most `ROWS_MAX` elements.
 fn row_entry(s: GroupNormShape, wide: &'static str, rows: &'static str) -> (&'static str, u32) {
     if s.c / s.g.max(1) * s.hw <= ROWS_MAX {
-        (rows, groups_for(s.b * s.g, 64))
+        (rows, groups_for(s.b * s.g, WG_ROWS))
     } else {
         (wide, (s.b * s.g) as u32)
     }
@@ -130,7 +144,7 @@ fn row_entry(s: GroupNormShape, wide: &'static str, rows: &'static str) -> (&'st
 /// B·H·W is at most `COLS_MAX`.
 fn param_entry(s: GroupNormShape) -> (&'static str, u32) {
     if s.b * s.hw <= COLS_MAX {
-        ("groupnorm_bwd_params_cols", groups_for(s.c, 64))
+        ("groupnorm_bwd_params_cols", groups_for(s.c, WG_ROWS))
     } else {
         ("groupnorm_bwd_params", s.c as u32)
     }
@@ -141,7 +155,8 @@ fn params(s: GroupNormShape) -> Result<Params, GpuError> {
     if s.g == 0 || !s.c.is_multiple_of(s.g) || s.hw == 0 {
         return Err(GpuError::Shape(format!("groupnorm: {} groups, {} channels, hw {}", s.g, s.c, s.hw)));
     }
-    Ok(Params { b: s.b as u32, c: s.c as u32, hw: s.hw as u32, g: s.g as u32, eps: s.eps as f32, _pad: [0; 3] })
+    let (b, c, hw, g) = (s.b as u32, s.c as u32, s.hw as u32, s.g as u32);
+    Ok(Params { b, c, hw, g, eps: s.eps as f32, ..Zeroable::zeroed() })
 }
 
 /// out = gamma * (x - mean) * rstd + beta per group; writes the saved `mean` and `rstd`.
@@ -166,7 +181,7 @@ pub async fn groupnorm_fwd(
     need("groupnorm_fwd rstd", rstd, s.b * s.g)?;
     let bufs = [x, gamma, beta, out, mean, rstd];
     let (entry, groups) = row_entry(s, "groupnorm_fwd", "groupnorm_fwd_rows");
-    prepare(gpu, &SPEC, entry, entry, &bufs, &p, groups).await
+    prepare(gpu, &SPEC, entry, &bufs, &p, groups).await
 }
 
 /// dx = rstd * (dxhat - mean(dxhat) - xhat * mean(dxhat * xhat)), dxhat = dout * gamma, from the
@@ -191,7 +206,7 @@ pub async fn groupnorm_bwd_input(
     need("groupnorm_bwd_input dx", dx, s.len())?;
     let bufs = [x, gamma, dout, mean, rstd, dx];
     let (entry, groups) = row_entry(s, "groupnorm_bwd_input", "groupnorm_bwd_input_rows");
-    prepare(gpu, &SPEC, entry, entry, &bufs, &p, groups).await
+    prepare(gpu, &SPEC, entry, &bufs, &p, groups).await
 }
 
 /// dgamma[c] += sum_{b, hw} dout * xhat, dbeta[c] += sum_{b, hw} dout. Accumulated, one
@@ -217,7 +232,7 @@ pub async fn groupnorm_bwd_params(
     need("groupnorm_bwd_params dbeta", dbeta, s.c)?;
     let bufs = [x, dout, mean, rstd, dgamma, dbeta];
     let (entry, groups) = param_entry(s);
-    prepare(gpu, &SPEC, entry, entry, &bufs, &p, groups).await
+    prepare(gpu, &SPEC, entry, &bufs, &p, groups).await
 }
 
 // ---------------------------------------------------------------------------------------------

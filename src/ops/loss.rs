@@ -1,5 +1,7 @@
 //! Launchers for `shaders/loss.wgsl`: the training step's loss head over rows (math.md §9b).
 
+use bytemuck::Zeroable;
+
 use super::{need, prepare, run_read, CheckFuture, CheckResult, Entry, OpSpec};
 use crate::diffusion::rows::LossHead;
 use crate::gpu::{groups_for, Buffer, Dispatch, Gpu, GpuError};
@@ -10,7 +12,8 @@ use crate::reference::tol::{DEFAULT, LOOSE, STRICT};
 
 pub const SPEC: OpSpec = OpSpec {
     name: "loss",
-    source: super::shader_source!("loss.wgsl", "tree.wgsl"),
+    shader: super::shader!("loss.wgsl", "tree.wgsl"; Params),
+    variants: &[],
     entries: &[
         Entry { name: "row_err", reference: "loss::row_err", tol: DEFAULT, why: "f32 tree sum over a row" },
         Entry {
@@ -24,19 +27,26 @@ pub const SPEC: OpSpec = OpSpec {
     check,
 };
 
-#[repr(C)]
-#[derive(Clone, Copy, bytemuck::Pod, bytemuck::Zeroable)]
-struct Params {
-    rows: u32,
-    n: u32,
-    n_std: u32,
-    anchors: u32,
-    points: u32,
-    lambda_std: f32,
-    lambda_cdl: f32,
-    cdl_norm: f32,
-    std_const: f32,
-    _pad: [u32; 3],
+super::constants! {
+    /// Invocations per workgroup (a power of two for the tree).
+    override WG = 256;
+}
+
+super::uniform! {
+    struct Params {
+        rows: u32,
+        n: u32,
+        n_std: u32,
+        anchors: u32,
+        points: u32,
+        lambda_std: f32,
+        lambda_cdl: f32,
+        cdl_norm: f32,
+        std_const: f32,
+        _pad0: u32,
+        _pad1: u32,
+        _pad2: u32,
+    }
 }
 
 fn params(h: &LossHead<f32>, n: usize) -> Params {
@@ -50,7 +60,7 @@ fn params(h: &LossHead<f32>, n: usize) -> Params {
         lambda_cdl: h.lambda_cdl,
         cdl_norm: h.cdl_norm,
         std_const: h.std_const,
-        _pad: [0; 3],
+        ..Zeroable::zeroed()
     }
 }
 
@@ -69,7 +79,7 @@ pub async fn row_err(
     need("row_err target", target, rows * n)?;
     need("row_err scale", scale, rows)?;
     need("row_err errors", errors, rows)?;
-    prepare(gpu, &SPEC, "row_err", "row_err", &[pred, target, scale, errors], &params(h, n), rows as u32).await
+    prepare(gpu, &SPEC, "row_err", &[pred, target, scale, errors], &params(h, n), rows as u32).await
 }
 
 /// Output buffers of the loss head: row_weights (R,), logits (K,), anchor_losses (K,) and
@@ -106,7 +116,7 @@ pub async fn loss_head(
         need(&format!("loss_head {what}"), b, len)?;
     }
     let bufs = [errors, weight, offset, labels, out.row_weights, out.logits, out.anchor_losses, out.stats];
-    prepare(gpu, &SPEC, "loss_head", "loss_head", &bufs, &params(h, 0), 1).await
+    prepare(gpu, &SPEC, "loss_head", &bufs, &params(h, 0), 1).await
 }
 
 /// dpred = row_weights[r] (-2 scale[r]) (target - scale[r] pred): the gradient the network's
@@ -129,7 +139,7 @@ pub async fn loss_grad(
     need("loss_grad row_weights", row_weights, rows)?;
     need("loss_grad dpred", dpred, rows * n)?;
     let bufs = [pred, target, scale, row_weights, dpred];
-    prepare(gpu, &SPEC, "loss_grad", "loss_grad", &bufs, &params(h, n), groups_for(rows * n, 256)).await
+    prepare(gpu, &SPEC, "loss_grad", &bufs, &params(h, n), groups_for(rows * n, WG)).await
 }
 
 fn check(gpu: &Gpu) -> CheckFuture<'_> {

@@ -1,6 +1,6 @@
 //! Launchers for `shaders/matmul.wgsl`: batched out = op(a) · op(b) + bias and its backward.
 
-use super::{f64s, need, prepare, run_read, CheckFuture, CheckResult, Entry, OpSpec};
+use super::{f64s, need, prepare, run_read, CheckFuture, CheckResult, Entry, OpSpec, Variant};
 use crate::gpu::{groups_for, Buffer, Dispatch, Gpu, GpuError};
 use crate::philox::normal_vec;
 use crate::reference::matmul as r;
@@ -47,7 +47,15 @@ const WHY: &str = "f32 accumulation over K terms vs an f64 reference";
 
 pub const SPEC: OpSpec = OpSpec {
     name: "matmul",
-    source: super::shader_source!("matmul.wgsl"),
+    shader: super::shader!("matmul.wgsl"; Params),
+    variants: &[
+        Layout::NN.variant(false),
+        Layout::NT.variant(false),
+        Layout::TN.variant(false),
+        Layout::NN.variant(true),
+        Layout::NT.variant(true),
+        Layout::TN.variant(true),
+    ],
     entries: &[
         Entry { name: "matmul_nn", reference: "matmul::matmul", tol: LOOSE, why: WHY },
         Entry { name: "matmul_nt", reference: "matmul::matmul (trans_b)", tol: LOOSE, why: WHY },
@@ -86,14 +94,26 @@ impl Layout {
             Layout::TN => d.m.is_multiple_of(4) && d.n.is_multiple_of(4),
         };
         let aligned = rows && s.a.is_multiple_of(4) && s.b.is_multiple_of(4) && s.out.is_multiple_of(4);
-        match (self, aligned) {
+        self.variant(aligned).name
+    }
+
+    /// The registry entry of this layout over f32 or vec4 views: the shader's `matmul` or
+    /// `matmul4` with its TRANS_A and TRANS_B.
+    const fn variant(self, vec4: bool) -> Variant {
+        let constants: &[(&str, f64)] = match self {
+            Layout::NN => &[("TRANS_A", 0.0), ("TRANS_B", 0.0)],
+            Layout::NT => &[("TRANS_A", 0.0), ("TRANS_B", 1.0)],
+            Layout::TN => &[("TRANS_A", 1.0), ("TRANS_B", 0.0)],
+        };
+        let name = match (self, vec4) {
             (Layout::NN, false) => "matmul_nn",
             (Layout::NT, false) => "matmul_nt",
             (Layout::TN, false) => "matmul_tn",
             (Layout::NN, true) => "matmul_nn4",
             (Layout::NT, true) => "matmul_nt4",
             (Layout::TN, true) => "matmul_tn4",
-        }
+        };
+        Variant { name, entry_point: if vec4 { "matmul4" } else { "matmul" }, constants }
     }
 
     fn shape(self, d: Dims) -> MatmulShape {
@@ -138,21 +158,28 @@ impl Strides {
     }
 }
 
-/// Rows and columns of output per workgroup (R and COLS in the shader).
-const TILE_ROWS: usize = 16;
-const TILE_COLS: usize = 256;
+super::constants! {
+    /// Output rows per workgroup: each invocation keeps R rows of its 4 columns in registers
+    /// (an array size in the shader, so a WGSL `const`).
+    const R = 16;
+    /// Invocations per workgroup, 4 output columns each.
+    override LANES = 64;
+}
 
-#[repr(C)]
-#[derive(Clone, Copy, bytemuck::Pod, bytemuck::Zeroable)]
-struct Params {
-    m: u32,
-    n: u32,
-    k: u32,
-    batch: u32,
-    stride_a: u32,
-    stride_b: u32,
-    stride_out: u32,
-    has_bias: u32,
+/// Output columns per workgroup.
+const COLS: usize = 4 * LANES;
+
+super::uniform! {
+    struct Params {
+        m: u32,
+        n: u32,
+        k: u32,
+        batch: u32,
+        stride_a: u32,
+        stride_b: u32,
+        stride_out: u32,
+        has_bias: u32,
+    }
 }
 
 impl Params {
@@ -172,10 +199,6 @@ impl Params {
             has_bias: u32::from(has_bias),
         }
     }
-}
-
-fn key(entry: &str) -> String {
-    format!("{entry}_r{TILE_ROWS}_c{TILE_COLS}")
 }
 
 /// out = op(a) · op(b) (+ bias), per batch. `bias` is (N,), shared across the batch.
@@ -225,10 +248,10 @@ pub async fn matmul_strided(
         }
         None => gpu.unused(), // bound but never read (has_bias = 0)
     };
-    let tiles = d.batch * d.m.div_ceil(TILE_ROWS) * d.n.div_ceil(TILE_COLS);
+    let tiles = d.batch * d.m.div_ceil(R) * d.n.div_ceil(COLS);
     let entry = layout.entry_strided(d, s);
     let params = Params::strided(d, s, bias.is_some());
-    prepare(gpu, &SPEC, entry, &key(entry), &[a, b, bias_buf, out], &params, tiles as u32).await
+    prepare(gpu, &SPEC, entry, &[a, b, bias_buf, out], &params, tiles as u32).await
 }
 
 /// How a gradient is computed: a forward product of `layout` over `dims`, with `dout` as its
@@ -307,7 +330,7 @@ pub async fn matmul_bwd_bias(gpu: &Gpu, dout: &Buffer, dbias: &Buffer, d: Dims) 
     need("matmul_bwd_bias dout", dout, d.batch * d.m * d.n)?;
     need("matmul_bwd_bias dbias", dbias, d.n)?;
     let params = Params::new(d, false);
-    prepare(gpu, &SPEC, "matmul_bwd_bias", "matmul_bwd_bias", &[dout, dbias], &params, groups_for(d.n, 64)).await
+    prepare(gpu, &SPEC, "matmul_bwd_bias", &[dout, dbias], &params, groups_for(d.n, LANES)).await
 }
 
 fn check(gpu: &Gpu) -> CheckFuture<'_> {

@@ -19,6 +19,9 @@ pub mod reduce;
 pub mod resample;
 pub mod rows;
 pub mod softmax;
+mod wgsl;
+
+pub use wgsl::{Shader, Uniform};
 
 use std::future::Future;
 use std::pin::Pin;
@@ -26,21 +29,34 @@ use std::pin::Pin;
 use crate::gpu::{Buffer, Dispatch, Gpu, GpuError};
 use crate::reference::tol::{Report, Tol};
 
-/// Prepends the shared helpers to an op shader (WGSL has no #include): `common/index.wgsl`
-/// always, then the other `common/` files named after the shader.
-macro_rules! shader_source {
-    ($file:literal $(, $common:literal)*) => {
-        concat!(
-            include_str!("../../shaders/common/index.wgsl"),
-            "\n",
-            $(include_str!(concat!("../../shaders/common/", $common)), "\n",)*
-            include_str!(concat!("../../shaders/", $file))
-        )
+/// A family's `Shader`: the WGSL its pipelines receive (WGSL has no #include) is what its
+/// launcher declares (the uniform structs named, and `WGSL_CONSTANTS` of its `constants!`),
+/// `common/index.wgsl`, the other `common/` files named, then the shader file itself.
+macro_rules! shader {
+    ($file:literal $(, $common:literal)*; $($uniform:ident),+) => {
+        $crate::ops::Shader {
+            source: $crate::ops::wgsl::concat_str!(
+                "// Declared by the launcher in src/ops: uniform structs and tuning constants.\n",
+                $($uniform::LAYOUT.wgsl,)+
+                WGSL_CONSTANTS,
+                concat!(
+                    "\n",
+                    include_str!("../../shaders/common/index.wgsl"),
+                    "\n",
+                    $(include_str!(concat!("../../shaders/common/", $common)), "\n",)*
+                    include_str!(concat!("../../shaders/", $file))
+                )
+            ),
+            uniforms: &[$($uniform::LAYOUT),+],
+            overrides: OVERRIDES,
+        }
     };
 }
-pub(crate) use shader_source;
+pub(crate) use shader;
+pub(crate) use wgsl::{constants, uniform};
 
-/// One entry point of a shader: its CPU reference and the tolerance its check uses.
+/// One registry entry, a WGSL entry point or a `Variant` of one: its CPU reference and the
+/// tolerance its check uses.
 #[derive(Clone, Copy, Debug)]
 pub struct Entry {
     pub name: &'static str,
@@ -83,12 +99,23 @@ impl std::fmt::Display for CheckResult {
 
 pub type CheckFuture<'a> = Pin<Box<dyn Future<Output = Result<Vec<CheckResult>, GpuError>> + 'a>>;
 
+/// A registry entry that specialises another WGSL entry point: `entry_point` with these values
+/// of its pipeline-overridable constants (matmul's layouts).
+#[derive(Clone, Copy, Debug)]
+pub struct Variant {
+    pub name: &'static str,
+    pub entry_point: &'static str,
+    pub constants: &'static [(&'static str, f64)],
+}
+
 /// A shader family: file stem, full source, entry points and its GPU-vs-reference check.
 pub struct OpSpec {
     /// Shader file stem, Rust module name and registry key.
     pub name: &'static str,
-    /// The WGSL exactly as pipelines receive it (shared helpers prepended).
-    pub source: &'static str,
+    /// The WGSL exactly as pipelines receive it, and the declarations prepended to it.
+    pub shader: Shader,
+    /// The entries that are not WGSL entry points of their own.
+    pub variants: &'static [Variant],
     pub entries: &'static [Entry],
     /// Runs every entry point on shapes that need several workgroups and compares with the
     /// reference.
@@ -98,6 +125,19 @@ pub struct OpSpec {
 impl OpSpec {
     pub fn entry(&self, name: &str) -> Option<&Entry> {
         self.entries.iter().find(|e| e.name == name)
+    }
+
+    /// The WGSL entry point of registry entry `name` and the pipeline-overridable constants it
+    /// is created with: the family's, then its variant's.
+    pub fn pipeline(&self, name: &'static str) -> (&'static str, Vec<(&'static str, f64)>) {
+        let mut constants = self.shader.overrides.to_vec();
+        match self.variants.iter().find(|v| v.name == name) {
+            Some(v) => {
+                constants.extend_from_slice(v.constants);
+                (v.entry_point, constants)
+            }
+            None => (name, constants),
+        }
     }
 }
 
@@ -132,17 +172,18 @@ pub async fn check_all(gpu: &Gpu) -> Result<Vec<CheckResult>, GpuError> {
     Ok(out)
 }
 
-/// The pipeline for `entry` of `spec`, and a dispatch of it over `buffers` with `params`.
+/// The pipeline of registry entry `entry` of `spec` (cached under its name and constants), and
+/// a dispatch of it over `buffers` with `params`.
 pub(crate) async fn prepare<T: bytemuck::Pod>(
     gpu: &Gpu,
     spec: &OpSpec,
     entry: &'static str,
-    key: &str,
     buffers: &[&Buffer],
     params: &T,
     workgroups: u32,
 ) -> Result<Dispatch, GpuError> {
-    let kernel = gpu.kernel(key, spec.name, spec.source, entry).await?;
+    let (entry_point, constants) = spec.pipeline(entry);
+    let kernel = gpu.kernel_with_constants(entry, spec.name, spec.shader.source, entry_point, &constants).await?;
     gpu.dispatch(&kernel, buffers, params, workgroups)
 }
 

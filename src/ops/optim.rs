@@ -7,6 +7,8 @@
 //! step needs no readback: `reduce::sum_sq` -> `clip_scale` -> `adam_step` reading the scale.
 //! Not here: learning-rate schedules (pass the scheduled lr in `set_step`'s config), amsgrad.
 
+use bytemuck::Zeroable;
+
 use super::{f64s, need, prepare, run_read, CheckFuture, CheckResult, Entry, OpSpec};
 use crate::gpu::{groups_for, Buffer, Dispatch, Gpu, GpuError};
 use crate::philox::normal_vec;
@@ -65,7 +67,8 @@ pub fn adam_step_scalars(t: u32, cfg: &AdamConfig) -> AdamStepScalars {
 
 pub const SPEC: OpSpec = OpSpec {
     name: "optim",
-    source: super::shader_source!("optim.wgsl"),
+    shader: super::shader!("optim.wgsl"; AdamParams, EmaParams, ClipParams),
+    variants: &[],
     entries: &[
         Entry {
             name: "adam_step",
@@ -85,22 +88,33 @@ pub const SPEC: OpSpec = OpSpec {
     check,
 };
 
-const WG: usize = 256;
+super::constants! {
+    /// Invocations per workgroup, one element each.
+    override WG = 256;
+}
 
-#[repr(C)]
-#[derive(Clone, Copy, bytemuck::Pod, bytemuck::Zeroable)]
-struct AdamParams {
-    n: u32,
-    scaled: u32,
-    beta1c: f32,
-    beta2: f32,
-    beta2c: f32,
-    step_size: f32,
-    bc2_sqrt: f32,
-    eps: f32,
-    param_scale: f32,
-    grad_decay: f32,
-    _pad: [u32; 2],
+super::uniform! {
+    struct AdamParams {
+        n: u32,
+        /// 1: multiply grad by grad_scale[0]; 0: grad_scale is bound but not read.
+        scaled: u32,
+        /// 1 - beta1
+        beta1c: f32,
+        beta2: f32,
+        /// 1 - beta2
+        beta2c: f32,
+        /// lr / (1 - beta1^t)
+        step_size: f32,
+        /// sqrt(1 - beta2^t)
+        bc2_sqrt: f32,
+        eps: f32,
+        /// 1 - lr wd (AdamW) or 1
+        param_scale: f32,
+        /// wd (Adam) or 0
+        grad_decay: f32,
+        _pad0: u32,
+        _pad1: u32,
+    }
 }
 
 /// The uniform of step `t`: every scalar rounded once from f64, as `adam_step::<f32>` does.
@@ -120,25 +134,33 @@ fn adam_params(n: usize, scaled: bool, cfg: &AdamConfig, t: u32) -> Result<AdamP
         eps: cfg.eps as f32,
         param_scale: k.param_scale as f32,
         grad_decay: k.grad_decay as f32,
-        _pad: [0; 2],
+        ..Zeroable::zeroed()
     })
 }
 
-#[repr(C)]
-#[derive(Clone, Copy, bytemuck::Pod, bytemuck::Zeroable)]
-struct EmaParams {
-    n: u32,
-    decay: f32,
-    one_minus_decay: f32,
-    _pad: u32,
+super::uniform! {
+    struct EmaParams {
+        n: u32,
+        decay: f32,
+        /// 1 - decay, rounded once from f64 as the reference does.
+        one_minus_decay: f32,
+        _pad: u32,
+    }
 }
 
-#[repr(C)]
-#[derive(Clone, Copy, bytemuck::Pod, bytemuck::Zeroable)]
-struct ClipParams {
-    n: u32,
-    max_norm: f32,
-    _pad: [u32; 2],
+impl EmaParams {
+    fn new(n: usize, decay: f64) -> Self {
+        Self { n: n as u32, decay: decay as f32, one_minus_decay: (1.0 - decay) as f32, _pad: 0 }
+    }
+}
+
+super::uniform! {
+    struct ClipParams {
+        n: u32,
+        max_norm: f32,
+        _pad0: u32,
+        _pad1: u32,
+    }
 }
 
 /// A prepared Adam / AdamW update. Its step scalars live in `dispatch.params`; `set_step`
@@ -187,7 +209,7 @@ pub async fn adam_step(
     };
     let p = adam_params(n, grad_scale.is_some(), cfg, t)?;
     let bufs = [grad, scale, param, m, v];
-    let dispatch = prepare(gpu, &SPEC, "adam_step", "adam_step", &bufs, &p, groups_for(n, WG)).await?;
+    let dispatch = prepare(gpu, &SPEC, "adam_step", &bufs, &p, groups_for(n, WG)).await?;
     Ok(AdamStep { dispatch, n, scaled: grad_scale.is_some() })
 }
 
@@ -195,15 +217,14 @@ pub async fn adam_step(
 pub async fn ema_update(gpu: &Gpu, param: &Buffer, ema: &Buffer, n: usize, decay: f64) -> Result<Dispatch, GpuError> {
     need("ema_update param", param, n)?;
     need("ema_update ema", ema, n)?;
-    let p = EmaParams { n: n as u32, decay: decay as f32, one_minus_decay: (1.0 - decay) as f32, _pad: 0 };
-    prepare(gpu, &SPEC, "ema_update", "ema_update", &[param, ema], &p, groups_for(n, WG)).await
+    let p = EmaParams::new(n, decay);
+    prepare(gpu, &SPEC, "ema_update", &[param, ema], &p, groups_for(n, WG)).await
 }
 
 /// Rewrites the decay of a prepared `ema_update` over `n` elements (an EMA warm-up changes it
 /// every step; the write lands before the next submit).
 pub fn set_ema_decay(gpu: &Gpu, ema: &Dispatch, n: usize, decay: f64) {
-    let p = EmaParams { n: n as u32, decay: decay as f32, one_minus_decay: (1.0 - decay) as f32, _pad: 0 };
-    gpu.queue.write_buffer(&ema.params, 0, bytemuck::bytes_of(&p));
+    gpu.queue.write_buffer(&ema.params, 0, bytemuck::bytes_of(&EmaParams::new(n, decay)));
 }
 
 /// scale[0] = min(1, max_norm / (sqrt(sum_sq[0]) + 1e-6)): `clip_grad_norm_`'s factor from the
@@ -222,8 +243,8 @@ async fn clip_scale_n(
 ) -> Result<Dispatch, GpuError> {
     need("clip_scale sum_sq", sum_sq, n)?;
     need("clip_scale scale", scale, n)?;
-    let p = ClipParams { n: n as u32, max_norm, _pad: [0; 2] };
-    prepare(gpu, &SPEC, "clip_scale", "clip_scale", &[sum_sq, scale], &p, groups_for(n, WG)).await
+    let p = ClipParams { n: n as u32, max_norm, ..Zeroable::zeroed() };
+    prepare(gpu, &SPEC, "clip_scale", &[sum_sq, scale], &p, groups_for(n, WG)).await
 }
 
 // --- check --------------------------------------------------------------------------------------

@@ -1,6 +1,8 @@
 //! Launchers for `shaders/philox.wgsl`: counter-based normals and uniforms, bit-identical to
 //! `philox` on every target.
 
+use bytemuck::Zeroable;
+
 use super::{need, prepare, run_read, CheckFuture, CheckResult, Entry, OpSpec};
 use crate::gpu::{groups_for, Buffer, Dispatch, Gpu, GpuError};
 use crate::philox::{self as r, Stream};
@@ -8,7 +10,8 @@ use crate::reference::tol::{compare, EXACT};
 
 pub const SPEC: OpSpec = OpSpec {
     name: "philox",
-    source: super::shader_source!("philox.wgsl", "philox_core.wgsl"),
+    shader: super::shader!("philox.wgsl", "philox_core.wgsl"; Params),
+    variants: &[],
     entries: &[
         Entry {
             name: "philox_normal",
@@ -26,23 +29,31 @@ pub const SPEC: OpSpec = OpSpec {
     check,
 };
 
-const WG: usize = 64;
+super::constants! {
+    /// Invocations per workgroup, one block of 4 values each.
+    override WG = 64;
+}
 
-#[repr(C)]
-#[derive(Clone, Copy, bytemuck::Pod, bytemuck::Zeroable)]
-struct Params {
-    n: u32,
-    seed_lo: u32,
-    seed_hi: u32,
-    words: [u32; 3],
-    _pad: [u32; 2],
+super::uniform! {
+    struct Params {
+        n: u32,
+        seed_lo: u32,
+        seed_hi: u32,
+        /// The stream's counter words 1..3 (word 0 is the block index).
+        w0: u32,
+        w1: u32,
+        w2: u32,
+        _pad0: u32,
+        _pad1: u32,
+    }
 }
 
 async fn launch(gpu: &Gpu, entry: &'static str, out: &Buffer, n: usize, s: Stream) -> Result<Dispatch, GpuError> {
     need(entry, out, n)?;
-    let p =
-        Params { n: n as u32, seed_lo: s.seed as u32, seed_hi: (s.seed >> 32) as u32, words: s.words, _pad: [0; 2] };
-    prepare(gpu, &SPEC, entry, entry, &[out], &p, groups_for(n.div_ceil(4), WG)).await
+    let [w0, w1, w2] = s.words;
+    let (seed_lo, seed_hi) = (s.seed as u32, (s.seed >> 32) as u32);
+    let p = Params { n: n as u32, seed_lo, seed_hi, w0, w1, w2, ..Zeroable::zeroed() };
+    prepare(gpu, &SPEC, entry, &[out], &p, groups_for(n.div_ceil(4), WG)).await
 }
 
 /// out[i] = normal i of `stream`.

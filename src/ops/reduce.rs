@@ -11,7 +11,8 @@ const TREE: &str = "f32 tree summation in a different order from the reference";
 
 pub const SPEC: OpSpec = OpSpec {
     name: "reduce",
-    source: super::shader_source!("reduce.wgsl", "tree.wgsl"),
+    shader: super::shader!("reduce.wgsl", "tree.wgsl"; Params),
+    variants: &[],
     entries: &[
         Entry { name: "row_sum", reference: "reduce::row_sum", tol: DEFAULT, why: TREE },
         Entry { name: "row_mean", reference: "reduce::row_mean", tol: DEFAULT, why: TREE },
@@ -28,17 +29,20 @@ pub const SPEC: OpSpec = OpSpec {
     check,
 };
 
-const WG: usize = 256;
-/// Elements per partial in `sum_sq_partial` (CHUNK in the shader).
-pub const SUM_SQ_CHUNK: usize = 4096;
+super::constants! {
+    /// Invocations per workgroup (a power of two for the tree).
+    override WG = 256;
+    /// Elements per partial in `sum_sq_partial` (WG invocations, 16 each).
+    pub override SUM_SQ_CHUNK = 4096;
+}
 
-#[repr(C)]
-#[derive(Clone, Copy, bytemuck::Pod, bytemuck::Zeroable)]
-struct Params {
-    rows: u32,
-    n: u32,
-    scale: f32,
-    _pad: u32,
+super::uniform! {
+    struct Params {
+        rows: u32,
+        n: u32,
+        scale: f32,
+        _pad: u32,
+    }
 }
 
 fn params(rows: usize, n: usize, scale: f32) -> Params {
@@ -49,14 +53,14 @@ fn params(rows: usize, n: usize, scale: f32) -> Params {
 pub async fn row_sum(gpu: &Gpu, x: &Buffer, out: &Buffer, rows: usize, n: usize) -> Result<Dispatch, GpuError> {
     need("row_sum x", x, rows * n)?;
     need("row_sum out", out, rows)?;
-    prepare(gpu, &SPEC, "row_sum", "row_sum", &[x, out], &params(rows, n, 1.0), rows as u32).await
+    prepare(gpu, &SPEC, "row_sum", &[x, out], &params(rows, n, 1.0), rows as u32).await
 }
 
 /// out[b] = mean_i x[b, i]. x: (B, N), out: (B,)
 pub async fn row_mean(gpu: &Gpu, x: &Buffer, out: &Buffer, rows: usize, n: usize) -> Result<Dispatch, GpuError> {
     need("row_mean x", x, rows * n)?;
     need("row_mean out", out, rows)?;
-    prepare(gpu, &SPEC, "row_mean", "row_mean", &[x, out], &params(rows, n, 1.0), rows as u32).await
+    prepare(gpu, &SPEC, "row_mean", &[x, out], &params(rows, n, 1.0), rows as u32).await
 }
 
 /// out[b] = sum_i (x - y)^2. x, y: (B, N), out: (B,)
@@ -71,7 +75,7 @@ pub async fn row_sq_err(
     need("row_sq_err x", x, rows * n)?;
     need("row_sq_err y", y, rows * n)?;
     need("row_sq_err out", out, rows)?;
-    prepare(gpu, &SPEC, "row_sq_err", "row_sq_err", &[x, y, out], &params(rows, n, 1.0), rows as u32).await
+    prepare(gpu, &SPEC, "row_sq_err", &[x, y, out], &params(rows, n, 1.0), rows as u32).await
 }
 
 /// dx[b, i] = scale * dout[b]: the backward of row_sum (scale 1) and row_mean (scale 1/N).
@@ -86,7 +90,7 @@ pub async fn row_broadcast_bwd(
     need("row_broadcast_bwd dout", dout, rows)?;
     need("row_broadcast_bwd dx", dx, rows * n)?;
     let p = params(rows, n, scale);
-    prepare(gpu, &SPEC, "row_broadcast_bwd", "row_broadcast_bwd", &[dout, dx], &p, groups_for(rows * n, WG)).await
+    prepare(gpu, &SPEC, "row_broadcast_bwd", &[dout, dx], &p, groups_for(rows * n, WG)).await
 }
 
 /// dx = 2 dout[b] (x - y). x, y, dx: (B, N), dout: (B,)
@@ -104,7 +108,7 @@ pub async fn row_sq_err_bwd(
     need("row_sq_err_bwd dout", dout, rows)?;
     need("row_sq_err_bwd dx", dx, rows * n)?;
     let p = params(rows, n, 1.0);
-    prepare(gpu, &SPEC, "row_sq_err_bwd", "row_sq_err_bwd", &[x, y, dout, dx], &p, groups_for(rows * n, WG)).await
+    prepare(gpu, &SPEC, "row_sq_err_bwd", &[x, y, dout, dx], &p, groups_for(rows * n, WG)).await
 }
 
 /// The global sum of squares of `x[..n]` in two dispatches: partial sums into `partials`
@@ -125,7 +129,7 @@ pub async fn sum_sq(gpu: &Gpu, x: &Buffer, partials: &Buffer, out: &Buffer, n: u
     need("sum_sq partials", partials, parts)?;
     need("sum_sq out", out, 1)?;
     let p = params(parts, n, 1.0);
-    let partial = prepare(gpu, &SPEC, "sum_sq_partial", "sum_sq_partial", &[x, partials], &p, parts as u32).await?;
+    let partial = prepare(gpu, &SPEC, "sum_sq_partial", &[x, partials], &p, parts as u32).await?;
     let total = row_sum(gpu, partials, out, 1, parts).await?;
     Ok(SumSq { partial, total })
 }

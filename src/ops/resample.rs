@@ -3,6 +3,8 @@
 //!
 //! `Nchw` is the size of the op's *input* x; `reference::resample` takes the same type.
 
+use bytemuck::Zeroable;
+
 use super::{f64s, need, prepare, run_read, CheckFuture, CheckResult, Entry, OpSpec};
 use crate::gpu::{groups_for, Buffer, Dispatch, Gpu, GpuError};
 use crate::philox::normal_vec;
@@ -36,7 +38,8 @@ impl Nchw {
 
 pub const SPEC: OpSpec = OpSpec {
     name: "resample",
-    source: super::shader_source!("resample.wgsl"),
+    shader: super::shader!("resample.wgsl"; Params),
+    variants: &[],
     entries: &[
         Entry { name: "upsample2x_fwd", reference: "resample::upsample2x_fwd", tol: EXACT, why: "a copy" },
         Entry {
@@ -63,34 +66,41 @@ pub const SPEC: OpSpec = OpSpec {
     check,
 };
 
-const WG: usize = 256;
+super::constants! {
+    /// Invocations per workgroup, one element of the tensor written each.
+    override WG = 256;
+}
 
-#[repr(C)]
-#[derive(Clone, Copy, bytemuck::Pod, bytemuck::Zeroable)]
-struct Params {
-    /// Threads: elements of the tensor written.
-    n: u32,
-    h: u32,
-    w: u32,
-    hw: u32,
-    c1: u32,
-    c2: u32,
-    _pad: [u32; 2],
+super::uniform! {
+    struct Params {
+        /// Threads: elements of the tensor written.
+        n: u32,
+        /// Size of the resample input (up/downsampling).
+        h: u32,
+        w: u32,
+        /// concat: H * W and the two channel counts.
+        hw: u32,
+        c1: u32,
+        c2: u32,
+        _pad0: u32,
+        _pad1: u32,
+    }
 }
 
 impl Params {
     fn resample(n: usize, s: Nchw) -> Self {
-        Self { n: n as u32, h: s.h as u32, w: s.w as u32, hw: (s.h * s.w) as u32, c1: s.c as u32, c2: 0, _pad: [0; 2] }
+        let hw = s.h * s.w;
+        Self { n: n as u32, h: s.h as u32, w: s.w as u32, hw: hw as u32, c1: s.c as u32, ..Zeroable::zeroed() }
     }
 
     fn concat(b: usize, c1: usize, c2: usize, hw: usize) -> Self {
         let n = b * (c1 + c2) * hw;
-        Self { n: n as u32, h: 0, w: 0, hw: hw as u32, c1: c1 as u32, c2: c2 as u32, _pad: [0; 2] }
+        Self { n: n as u32, hw: hw as u32, c1: c1 as u32, c2: c2 as u32, ..Zeroable::zeroed() }
     }
 }
 
 async fn launch(gpu: &Gpu, entry: &'static str, bufs: &[&Buffer], p: Params) -> Result<Dispatch, GpuError> {
-    prepare(gpu, &SPEC, entry, entry, bufs, &p, groups_for(p.n as usize, WG)).await
+    prepare(gpu, &SPEC, entry, bufs, &p, groups_for(p.n as usize, WG)).await
 }
 
 fn even(s: Nchw) -> Result<(), GpuError> {

@@ -2,7 +2,7 @@
 //! noise drawn on the GPU from per-row counter-based streams.
 
 use super::{need, prepare, CheckFuture, CheckResult, Entry, OpSpec};
-use crate::diffusion::rows::{RowSpec, ROW_WORDS};
+use crate::diffusion::rows::RowSpec;
 use crate::gpu::{groups_for, Buffer, Dispatch, Gpu, GpuError};
 use crate::philox::{normal_vec, philox_uniform, Stream};
 use crate::reference::rows as r;
@@ -11,7 +11,8 @@ use crate::reference::tol::{compare, EXACT, STRICT};
 
 pub const SPEC: OpSpec = OpSpec {
     name: "rows",
-    source: super::shader_source!("rows.wgsl", "philox_core.wgsl"),
+    shader: super::shader!("rows.wgsl", "philox_core.wgsl"; Params),
+    variants: &[],
     entries: &[Entry {
         name: "row_inputs",
         reference: "rows::row_inputs",
@@ -21,13 +22,20 @@ pub const SPEC: OpSpec = OpSpec {
     check,
 };
 
-#[repr(C)]
-#[derive(Clone, Copy, bytemuck::Pod, bytemuck::Zeroable)]
-struct Params {
-    rows: u32,
-    n: u32,
-    seed_lo: u32,
-    seed_hi: u32,
+super::constants! {
+    /// Invocations per workgroup, one block of 4 elements each.
+    override WG = 64;
+    /// Words per row of the packed table (defined by `diffusion::rows`, which packs it).
+    override ROW_WORDS = crate::diffusion::rows::ROW_WORDS;
+}
+
+super::uniform! {
+    struct Params {
+        rows: u32,
+        n: u32,
+        seed_lo: u32,
+        seed_hi: u32,
+    }
 }
 
 /// inputs, targets (R, N) from the data batch x (B, N) and the packed row table (R * 12 words,
@@ -51,7 +59,7 @@ pub async fn row_inputs(
     need("row_inputs targets", targets, rows * n)?;
     let p = Params { rows: rows as u32, n: n as u32, seed_lo: seed as u32, seed_hi: (seed >> 32) as u32 };
     let bufs = [x, table, inputs, targets];
-    prepare(gpu, &SPEC, "row_inputs", "row_inputs", &bufs, &p, groups_for(rows * n.div_ceil(4), 64)).await
+    prepare(gpu, &SPEC, "row_inputs", &bufs, &p, groups_for(rows * n.div_ceil(4), WG)).await
 }
 
 /// The packed table as an f32 buffer's contents (bit for bit), for `Gpu::upload` / `write`.

@@ -1,6 +1,8 @@
 //! Launchers for `shaders/softmax.wgsl`: row softmax with max subtraction and its backward from
 //! the saved output (both overwritten).
 
+use bytemuck::Zeroable;
+
 use super::{f64s, need, prepare, run_read, CheckFuture, CheckResult, Entry, OpSpec};
 use crate::gpu::{Buffer, Dispatch, Gpu, GpuError};
 use crate::philox::normal_vec;
@@ -9,7 +11,8 @@ use crate::reference::tol::DEFAULT;
 
 pub const SPEC: OpSpec = OpSpec {
     name: "softmax",
-    source: super::shader_source!("softmax.wgsl", "tree.wgsl"),
+    shader: super::shader!("softmax.wgsl", "tree.wgsl"; Params),
+    variants: &[],
     entries: &[
         Entry {
             name: "softmax_rows_fwd",
@@ -27,16 +30,22 @@ pub const SPEC: OpSpec = OpSpec {
     check,
 };
 
-#[repr(C)]
-#[derive(Clone, Copy, bytemuck::Pod, bytemuck::Zeroable)]
-struct Params {
-    rows: u32,
-    n: u32,
-    _pad: [u32; 2],
+super::constants! {
+    /// Invocations per workgroup (one workgroup per row; a power of two for the tree).
+    override WG = 256;
+}
+
+super::uniform! {
+    struct Params {
+        rows: u32,
+        n: u32,
+        _pad0: u32,
+        _pad1: u32,
+    }
 }
 
 fn params(rows: usize, n: usize) -> Params {
-    Params { rows: rows as u32, n: n as u32, _pad: [0; 2] }
+    Params { rows: rows as u32, n: n as u32, ..Zeroable::zeroed() }
 }
 
 /// y = softmax(x) over each row of N, with the row maximum subtracted first; one workgroup per
@@ -44,7 +53,7 @@ fn params(rows: usize, n: usize) -> Params {
 pub async fn softmax_rows_fwd(gpu: &Gpu, x: &Buffer, y: &Buffer, rows: usize, n: usize) -> Result<Dispatch, GpuError> {
     need("softmax_rows_fwd x", x, rows * n)?;
     need("softmax_rows_fwd y", y, rows * n)?;
-    prepare(gpu, &SPEC, "softmax_rows_fwd", "softmax_rows_fwd", &[x, y], &params(rows, n), rows as u32).await
+    prepare(gpu, &SPEC, "softmax_rows_fwd", &[x, y], &params(rows, n), rows as u32).await
 }
 
 /// dx = y * (dy - sum(dy * y)) per row, from the saved forward output y. Overwritten.
@@ -60,7 +69,7 @@ pub async fn softmax_rows_bwd(
     need("softmax_rows_bwd dy", dy, rows * n)?;
     need("softmax_rows_bwd y", y, rows * n)?;
     need("softmax_rows_bwd dx", dx, rows * n)?;
-    prepare(gpu, &SPEC, "softmax_rows_bwd", "softmax_rows_bwd", &[dy, y, dx], &params(rows, n), rows as u32).await
+    prepare(gpu, &SPEC, "softmax_rows_bwd", &[dy, y, dx], &params(rows, n), rows as u32).await
 }
 
 // ---------------------------------------------------------------------------------------------
