@@ -1,25 +1,38 @@
-//! The Fréchet distance between two sets of feature vectors, and the pixel-space features
-//! `cdl bench quality` uses for images until an Inception network exists.
+//! The Fréchet distance between two Gaussians fitted to feature sets (the formula of FID), and
+//! the pixel-space features `cdl bench quality` uses for images until an Inception network exists.
 //!
 //! What it is: FD = ‖μ₁ − μ₂‖² + tr Σ₁ + tr Σ₂ − 2·tr (Σ₁^{1/2} Σ₂ Σ₁^{1/2})^{1/2}, the squared
-//! 2-Wasserstein distance between the Gaussians with the sets' means and covariances (the formula
-//! of FID, with tr (Σ₁Σ₂)^{1/2} written through the symmetric product so that only symmetric
-//! eigenproblems appear). Moments in f64 with the unbiased covariance (divisor n − 1, as numpy's
-//! `np.cov` in pytorch-fid); eigenvalues of the positive semi-definite matrices are clamped at 0,
-//! which absorbs the rounding that makes a rank-deficient covariance (n ≤ d) slightly indefinite.
-//! `pool_features` averages each channel over k×k blocks of the image (8×8 for 16-pixel
-//! images at k = 2): a pixel-space Fréchet distance that compares colour and layout statistics,
-//! not perceptual quality.
+//! 2-Wasserstein distance between the two Gaussians (Dowson & Landau 1982; FID, Heusel et al. 2017,
+//! eq. 6). pytorch-fid takes tr sqrtm(Σ₁Σ₂) of the non-symmetric product; Σ₁^{1/2}Σ₂Σ₁^{1/2} has
+//! the same eigenvalues and is symmetric positive semi-definite, so two symmetric eigenproblems
+//! give the trace (`linalg::eigh`, `linalg::eigvalsh`). Moments in f64 with the unbiased covariance
+//! (`feature_stats`, numpy's `np.cov` in pytorch-fid). `pool_features` averages each channel over
+//! k×k blocks of the image: a pixel-space distance of colour and layout, not perceptual quality.
 //!
-//! What it is not: not FID (no Inception features); the eigen-solver is cyclic Jacobi, O(d³) per
-//! sweep, meant for d up to a few hundred (pixel features), not FID's 2,048.
+//! Near-singular products, as pytorch-fid handles them: negative eigenvalues of the PSD matrices
+//! are set to 0, and so are Σ₁'s within rounding of 0 (|λ| ≤ 16·d·ε·λ_max), where sqrtm returns
+//! roots of rounding (~1e-8 each) and tiny imaginary parts that pytorch-fid drops; rank-deficient
+//! covariances (n ≤ d) give the same trace both ways up to those roots. A negative eigenvalue
+//! beyond rounding and below −(1e-3)² is an error, as pytorch-fid raises when an imaginary part on
+//! the diagonal of the root exceeds 1e-3. When the root is not finite (here: an eigen-solve that
+//! fails) the trace is recomputed with ε·I, ε = 1e-6, added to both covariances, the traces
+//! tr Σ₁ + tr Σ₂ keeping the covariances as given (`frechet_offset`).
+//!
+//! What it is not: not FID by itself (no Inception features; `feature_stats` and `npz` take them).
 
+use super::feature_stats::{FeatureStats, Moments};
+use super::linalg::{eigh, eigvalsh, matmul_abt, matmul_abt_symmetric};
 use super::{check_points, EvalError};
 
-/// Jacobi sweeps before giving up; convergence is quadratic and takes well under 20 in practice.
-const MAX_SWEEPS: usize = 60;
-/// Off-diagonal mass, relative to the whole matrix, at which Jacobi stops.
-const JACOBI_TOL: f64 = 1e-24;
+/// pytorch-fid's `eps`: the offset added to both covariances' diagonals when the root of the
+/// product is not finite.
+pub const PYTORCH_FID_EPS: f64 = 1e-6;
+/// The largest imaginary part pytorch-fid accepts on the diagonal of the root (`atol=1e-3`); an
+/// eigenvalue λ < 0 of the product puts i·sqrt(−λ) there, so eigenvalues down to −(1e-3)² pass.
+const IMAGINARY_ATOL: f64 = 1e-3;
+/// Rounding of a backward-stable eigen-solver: |δλ| ≤ ROUNDING·d·ε·‖A‖ counts as rounding
+/// whatever the scale of the features.
+const ROUNDING: f64 = 16.0;
 
 /// Per-channel k×k average pooling of images (n, c, s, s), row-major: (n, c·(s/k)²).
 pub fn pool_features(x: &[f64], channels: usize, size: usize, k: usize) -> Result<Vec<f64>, EvalError> {
@@ -50,140 +63,56 @@ pub fn pool_features(x: &[f64], channels: usize, size: usize, k: usize) -> Resul
 
 /// Mean (d,) and unbiased covariance (d, d) of `x`: (n, d), n ≥ 2.
 pub fn moments(x: &[f64], dim: usize) -> Result<(Vec<f64>, Vec<f64>), EvalError> {
-    let n = check_points("features", x, dim, 2)?;
-    let mut mean = vec![0.0; dim];
-    for row in x.chunks_exact(dim) {
-        for (m, v) in mean.iter_mut().zip(row) {
-            *m += v;
-        }
-    }
-    mean.iter_mut().for_each(|m| *m /= n as f64);
-    let mut cov = vec![0.0; dim * dim];
-    let mut c = vec![0.0; dim];
-    for row in x.chunks_exact(dim) {
-        for ((ci, v), m) in c.iter_mut().zip(row).zip(&mean) {
-            *ci = v - m;
-        }
-        for i in 0..dim {
-            let ci = c[i];
-            for j in i..dim {
-                cov[i * dim + j] += ci * c[j];
-            }
-        }
-    }
-    for i in 0..dim {
-        for j in i..dim {
-            let v = cov[i * dim + j] / (n - 1) as f64;
-            cov[i * dim + j] = v;
-            cov[j * dim + i] = v;
-        }
-    }
-    Ok((mean, cov))
+    check_points("features", x, dim, 2)?;
+    let mut stats = FeatureStats::new(dim)?;
+    stats.push_f64(x)?;
+    let m = stats.moments()?;
+    Ok((m.mu, m.sigma))
 }
 
-/// Eigenvalues and eigenvectors (columns of the returned (d, d) matrix) of the symmetric `a`.
+/// Eigenvalues (ascending) and eigenvectors (columns of the returned (d, d) matrix) of the
+/// symmetric `a`: `linalg::eigh` with its vectors transposed.
 pub fn symmetric_eigen(a: &[f64], d: usize) -> Result<(Vec<f64>, Vec<f64>), EvalError> {
-    if a.len() != d * d {
-        return Err(EvalError::Shape(format!("{} values for a {d}×{d} matrix", a.len())));
-    }
-    let mut a = a.to_vec();
-    let mut v = vec![0.0; d * d];
-    for i in 0..d {
-        v[i * d + i] = 1.0;
-    }
-    let total: f64 = a.iter().map(|x| x * x).sum();
-    for _ in 0..MAX_SWEEPS {
-        let off: f64 = (0..d)
-            .flat_map(|i| (0..d).filter(move |&j| j != i).map(move |j| (i, j)))
-            .map(|(i, j)| a[i * d + j].powi(2))
-            .sum();
-        if off <= JACOBI_TOL * total {
-            let vals = (0..d).map(|i| a[i * d + i]).collect();
-            return Ok((vals, v));
-        }
-        for p in 0..d {
-            for q in p + 1..d {
-                let apq = a[p * d + q];
-                if apq == 0.0 {
-                    continue;
-                }
-                // The rotation that zeroes a[p][q] (Golub & Van Loan, the symmetric Schur pair).
-                let theta = (a[q * d + q] - a[p * d + p]) / (2.0 * apq);
-                let t = theta.signum() / (theta.abs() + (theta * theta + 1.0).sqrt());
-                let t = if theta == 0.0 { 1.0 } else { t };
-                let c = 1.0 / (t * t + 1.0).sqrt();
-                let s = t * c;
-                for k in 0..d {
-                    let (akp, akq) = (a[k * d + p], a[k * d + q]);
-                    a[k * d + p] = c * akp - s * akq;
-                    a[k * d + q] = s * akp + c * akq;
-                }
-                for k in 0..d {
-                    let (apk, aqk) = (a[p * d + k], a[q * d + k]);
-                    a[p * d + k] = c * apk - s * aqk;
-                    a[q * d + k] = s * apk + c * aqk;
-                }
-                for k in 0..d {
-                    let (vkp, vkq) = (v[k * d + p], v[k * d + q]);
-                    v[k * d + p] = c * vkp - s * vkq;
-                    v[k * d + q] = s * vkp + c * vkq;
-                }
-            }
-        }
-    }
-    Err(EvalError::Invalid(format!("the Jacobi eigen-solver did not converge in {MAX_SWEEPS} sweeps")))
-}
-
-/// The symmetric square root of the positive semi-definite `a` (negative eigenvalues clamped to 0).
-fn sqrt_psd(a: &[f64], d: usize) -> Result<Vec<f64>, EvalError> {
-    let (vals, v) = symmetric_eigen(a, d)?;
-    let mut out = vec![0.0; d * d];
-    for (k, &l) in vals.iter().enumerate() {
-        let r = l.max(0.0).sqrt();
+    let e = eigh(a, d)?;
+    let mut columns = vec![0.0; d * d];
+    for k in 0..d {
         for i in 0..d {
-            let vik = v[i * d + k] * r;
-            for j in 0..d {
-                out[i * d + j] += vik * v[j * d + k];
-            }
+            columns[i * d + k] = e.vectors[k * d + i];
         }
     }
-    Ok(out)
-}
-
-fn matmul(a: &[f64], b: &[f64], d: usize) -> Vec<f64> {
-    let mut out = vec![0.0; d * d];
-    for i in 0..d {
-        for k in 0..d {
-            let aik = a[i * d + k];
-            for j in 0..d {
-                out[i * d + j] += aik * b[k * d + j];
-            }
-        }
-    }
-    out
+    Ok((e.values, columns))
 }
 
 /// FD between two Gaussians given by their means (d,) and covariances (d, d).
 pub fn frechet(mu1: &[f64], s1: &[f64], mu2: &[f64], s2: &[f64]) -> Result<f64, EvalError> {
-    let d = mu1.len();
-    if mu2.len() != d || s1.len() != d * d || s2.len() != d * d {
-        return Err(EvalError::Shape("means and covariances of different dimensions".into()));
+    let d = check_gaussians(mu1, s1, mu2, s2)?;
+    let tr_root = match trace_root(s1, s2, d, 0.0) {
+        Ok(t) => t,
+        Err(RootFailure::NotFinite) => return frechet_offset(mu1, s1, mu2, s2, PYTORCH_FID_EPS),
+        Err(RootFailure::Eval(e)) => return Err(e),
+    };
+    Ok(assemble(mu1, s1, mu2, s2, tr_root))
+}
+
+/// FD with `eps`·I added to both covariances inside the root only: pytorch-fid's second branch
+/// (`offset = np.eye(d) * eps`), which `frechet` takes when the root is not finite.
+pub fn frechet_offset(mu1: &[f64], s1: &[f64], mu2: &[f64], s2: &[f64], eps: f64) -> Result<f64, EvalError> {
+    let d = check_gaussians(mu1, s1, mu2, s2)?;
+    if !(eps >= 0.0 && eps.is_finite()) {
+        return Err(EvalError::Invalid(format!("offset eps = {eps}, must be finite and ≥ 0")));
     }
-    let r = sqrt_psd(s1, d)?;
-    let mut m = matmul(&matmul(&r, s2, d), &r, d);
-    // Symmetrise the rounding of the product before the eigen-solver.
-    for i in 0..d {
-        for j in i + 1..d {
-            let v = 0.5 * (m[i * d + j] + m[j * d + i]);
-            m[i * d + j] = v;
-            m[j * d + i] = v;
+    match trace_root(s1, s2, d, eps) {
+        Ok(t) => Ok(assemble(mu1, s1, mu2, s2, t)),
+        Err(RootFailure::Eval(e)) => Err(e),
+        Err(RootFailure::NotFinite) => {
+            Err(EvalError::Invalid(format!("the square root of Σ₁Σ₂ is not finite even with {eps}·I added")))
         }
     }
-    let (vals, _) = symmetric_eigen(&m, d)?;
-    let tr_sqrt: f64 = vals.iter().map(|l| l.max(0.0).sqrt()).sum();
-    let dist: f64 = mu1.iter().zip(mu2).map(|(a, b)| (a - b) * (a - b)).sum();
-    let tr = |s: &[f64]| (0..d).map(|i| s[i * d + i]).sum::<f64>();
-    Ok(dist + tr(s1) + tr(s2) - 2.0 * tr_sqrt)
+}
+
+/// FD between two feature summaries (for example a `.npz` of reference statistics).
+pub fn frechet_moments(a: &Moments, b: &Moments) -> Result<f64, EvalError> {
+    frechet(&a.mu, &a.sigma, &b.mu, &b.sigma)
 }
 
 /// FD between the feature sets `x` (n, d) and `y` (m, d).
@@ -191,4 +120,106 @@ pub fn frechet_distance(x: &[f64], y: &[f64], dim: usize) -> Result<f64, EvalErr
     let (m1, s1) = moments(x, dim)?;
     let (m2, s2) = moments(y, dim)?;
     frechet(&m1, &s1, &m2, &s2)
+}
+
+// ---------------------------------------------------------------------------------------------
+
+fn check_gaussians(mu1: &[f64], s1: &[f64], mu2: &[f64], s2: &[f64]) -> Result<usize, EvalError> {
+    let d = mu1.len();
+    if d == 0 || mu2.len() != d || s1.len() != d * d || s2.len() != d * d {
+        return Err(EvalError::Shape(format!(
+            "means of {} and {} values, covariances of {} and {}: not one dimension d ≥ 1",
+            mu1.len(),
+            mu2.len(),
+            s1.len(),
+            s2.len()
+        )));
+    }
+    for (what, x) in [("mu1", mu1), ("sigma1", s1), ("mu2", mu2), ("sigma2", s2)] {
+        if let Some(index) = x.iter().position(|v| !v.is_finite()) {
+            return Err(EvalError::NonFinite { what, index, value: x[index] });
+        }
+    }
+    Ok(d)
+}
+
+fn assemble(mu1: &[f64], s1: &[f64], mu2: &[f64], s2: &[f64], tr_root: f64) -> f64 {
+    let d = mu1.len();
+    let dist: f64 = mu1.iter().zip(mu2).map(|(a, b)| (a - b) * (a - b)).sum();
+    let tr = |s: &[f64]| (0..d).map(|i| s[i * d + i]).sum::<f64>();
+    dist + tr(s1) + tr(s2) - 2.0 * tr_root
+}
+
+enum RootFailure {
+    /// The analogue of sqrtm returning inf/NaN: an eigen-solve that failed or overflowed.
+    NotFinite,
+    /// A covariance that is not positive semi-definite (pytorch-fid's "Imaginary component").
+    Eval(EvalError),
+}
+
+/// tr (Σ₁^{1/2} Σ₂ Σ₁^{1/2})^{1/2} with eps·I added to both: Σ₁ = Eᵀ Λ E (rows of E its
+/// eigenvectors), F = Λ^{1/2} E restricted to λ > 0 (r rows), M = F Σ₂ Fᵀ (r, r) has the nonzero
+/// eigenvalues of Σ₁^{1/2}Σ₂Σ₁^{1/2}, and the trace is Σ sqrt(μ) over them.
+fn trace_root(s1: &[f64], s2: &[f64], d: usize, eps: f64) -> Result<f64, RootFailure> {
+    let offset = |s: &[f64]| {
+        let mut s = s.to_vec();
+        (0..d).for_each(|i| s[i * d + i] += eps);
+        s
+    };
+    let e = eigh(&offset(s1), d).map_err(|_| RootFailure::NotFinite)?;
+    let lambda = clamped(&e.values, d, "Σ₁", true)?;
+    let kept: Vec<usize> = (0..d).filter(|&k| lambda[k] > 0.0).collect();
+    let r = kept.len();
+    if r == 0 {
+        return Ok(0.0);
+    }
+    let mut f = vec![0.0; r * d];
+    for (row, &k) in f.chunks_exact_mut(d).zip(&kept) {
+        let scale = lambda[k].sqrt();
+        row.iter_mut().zip(&e.vectors[k * d..(k + 1) * d]).for_each(|(o, v)| *o = scale * v);
+    }
+    // Σ₂ symmetrised, so that its rows are its columns: W = F Σ₂ = F Σ₂ᵀ.
+    let s2 = offset(s2);
+    let mut s2s = s2.clone();
+    for i in 0..d {
+        for j in 0..d {
+            s2s[i * d + j] = 0.5 * (s2[i * d + j] + s2[j * d + i]);
+        }
+    }
+    let w = matmul_abt(&f, &s2s, r, d, d);
+    let m = matmul_abt_symmetric(&w, &f, r, d);
+    let mu = eigvalsh(&m, r).map_err(|_| RootFailure::NotFinite)?;
+    let mu = clamped(&mu, r, "Σ₁^{1/2}Σ₂Σ₁^{1/2}", false)?;
+    let t: f64 = mu.iter().map(|v| v.sqrt()).sum();
+    if t.is_finite() {
+        Ok(t)
+    } else {
+        Err(RootFailure::NotFinite)
+    }
+}
+
+/// Eigenvalues of a PSD matrix with the negative ones set to 0 and, with `zero_rounding`, also
+/// the positive ones within rounding of 0; an eigenvalue below both the rounding level and
+/// −IMAGINARY_ATOL² is an error.
+///
+/// Σ₁'s rounding eigenvalues are zeroed: a covariance of n ≤ d rows has d − n + 1 exact zeros
+/// that come back as ±1e-16·λ_max, and keeping the positive ones adds ~1e-8 each to the trace
+/// (measured against a 40-digit evaluation: 7e-7 off at d = 48, n = 30; 2e-8 with them zeroed).
+/// The product's small eigenvalues are kept: with pytorch-fid's offset they are ~ε² = 1e-12 and
+/// real, and zeroing them would move the trace by 1e-5.
+fn clamped(values: &[f64], d: usize, what: &str, zero_rounding: bool) -> Result<Vec<f64>, RootFailure> {
+    let top = values.iter().fold(0.0f64, |m, v| m.max(v.abs()));
+    if !top.is_finite() {
+        return Err(RootFailure::NotFinite);
+    }
+    let rounding = ROUNDING * d as f64 * f64::EPSILON * top;
+    let low = values.iter().fold(f64::INFINITY, |m, &v| m.min(v));
+    if low < -rounding.max(IMAGINARY_ATOL * IMAGINARY_ATOL) {
+        return Err(RootFailure::Eval(EvalError::Invalid(format!(
+            "{what} is not positive semi-definite: eigenvalue {low:e} (the root would have an imaginary part \
+             above {IMAGINARY_ATOL})"
+        ))));
+    }
+    let floor = if zero_rounding { rounding } else { 0.0 };
+    Ok(values.iter().map(|&v| if v > floor { v } else { 0.0 }).collect())
 }

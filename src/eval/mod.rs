@@ -14,12 +14,16 @@
 //!   −log p̂(x) maps; the noise classifier's logit), with `DiffusionError`;
 //! - `denoiser`: the trained network on the GPU as a `diffusion::sampler::BatchDenoiser`;
 //! - `stats`: mean ± standard error over seeds, the verdict on a paired difference, outliers;
-//! - `fd`: the Fréchet distance between feature sets (mean, covariance, a symmetric
-//!   eigen-solver) and pixel-space pooled features of images.
+//! - `fd`: the Fréchet distance between feature sets or their (μ, Σ), with pytorch-fid's handling
+//!   of near-singular products, and pixel-space pooled features of images;
+//! - `feature_stats`: mean and unbiased covariance of feature rows in f64, streamed in batches;
+//! - `kid`: the Kernel Inception Distance estimator (unbiased polynomial-kernel MMD² over subsets);
+//! - `npz`: (μ, Σ) as pytorch-fid's `.npz` reference statistics, read (bounded) and written;
+//! - `linalg`: the symmetric eigen-solver (Householder + implicit QL) and A·Bᵀ products they share.
 //!
 //! What it is not: no FID features (they need Inception weights, math.md §9 pitfall 16), no fonts or axis
-//! labels, no file reading. `mmd`, `swd` and `plot` are pure host code that compiles for wasm32;
-//! only `plot::save_png` touches the file system, and only natively.
+//! labels. `mmd`, `swd`, `plot`, `fd`, `kid` and `npz` are pure host code that compiles for wasm32;
+//! only `plot::save_png` and `npz::{save_stats, load_stats}` touch the file system, and only natively.
 //!
 //! Point sets are flat row-major slices: (n, d) with d = `dim`, element (i, j) at `i·dim + j`.
 
@@ -30,8 +34,12 @@ use crate::text::OneLine;
 
 pub mod denoiser;
 pub mod fd;
+pub mod feature_stats;
+pub mod kid;
+pub mod linalg;
 pub mod mmd;
 pub mod nll;
+pub mod npz;
 pub mod plot;
 pub mod stats;
 pub mod swd;
@@ -53,6 +61,8 @@ pub enum EvalError {
     NonFinite { what: &'static str, index: usize, value: f64 },
     /// PNG encoding failed.
     Encode(String),
+    /// An `.npz`/`.npy` that cannot be read or written; the message says which array and why.
+    Format(String),
     /// A file-system operation failed; `action` reads like "cannot write".
     Io { action: &'static str, path: PathBuf, source: std::io::Error },
 }
@@ -67,6 +77,7 @@ impl fmt::Display for EvalError {
                 write!(f, "{what} holds a non-finite value {value} at index {index}")
             }
             Self::Encode(m) => write!(f, "cannot encode PNG: {}", OneLine(m)),
+            Self::Format(m) => write!(f, "{}", OneLine(m)),
             Self::Io { action, path, source } => {
                 write!(f, "{action} {}: {}", OneLine(&path.display().to_string()), OneLine(&source.to_string()))
             }
