@@ -18,3 +18,24 @@ impl fmt::Display for OneLine<'_> {
         Ok(())
     }
 }
+
+/// `impl From<Source> for Error` for an error enum whose variants wrap other errors:
+/// `error_from!(Error: Source => Variant, …)` wraps directly, and
+/// `error_from!(Error, via Variant: Source, …)` converts into the variant's type first.
+macro_rules! error_from {
+    ($target:ty: $($source:ty => $variant:ident),+ $(,)?) => {
+        $(impl From<$source> for $target {
+            fn from(e: $source) -> Self {
+                Self::$variant(e)
+            }
+        })+
+    };
+    ($target:ty, via $variant:ident: $($source:ty),+ $(,)?) => {
+        $(impl From<$source> for $target {
+            fn from(e: $source) -> Self {
+                Self::$variant(e.into())
+            }
+        })+
+    };
+}
+pub(crate) use error_from;

@@ -38,6 +38,7 @@ use serde_json::{json, Value};
 
 use cdl::diffusion::likelihood::RefGaussian;
 use cdl::diffusion::logistic::TruncLogistic;
+use cdl::diffusion::sampler::SampleStats;
 use cdl::eval::denoiser::GpuDenoiser;
 use cdl::eval::mmd::{mmd, MMD_BANDWIDTH};
 use cdl::eval::nll::{pointwise, test_nll};
@@ -347,6 +348,22 @@ impl Table {
         self.cells[arm][sampler].entry(key).or_default().push(v);
     }
 
+    /// One draw of (arm, sampler): the metrics given, then the sampler's passes, evaluations and
+    /// seconds.
+    fn push_draw(
+        &mut self,
+        arm: usize,
+        sampler: usize,
+        metrics: &[(&'static str, f64)],
+        stats: &SampleStats,
+        secs: f64,
+    ) {
+        let cost = [("passes", stats.passes as f64), ("evaluations", stats.evaluations as f64), ("seconds", secs)];
+        for &(key, v) in metrics.iter().chain(&cost) {
+            self.push(arm, sampler, key, v);
+        }
+    }
+
     fn push_arm(&mut self, arm: usize, key: &'static str, v: f64) {
         self.arm_cells[arm].entry(key).or_default().push(v);
     }
@@ -536,15 +553,7 @@ pub async fn toy(gpu: &Gpu, args: ToyArgs) -> Result<(), String> {
                 let (x, stats, secs) = draw(gpu, &trained.checkpoint, &sa, plan.n).await?;
                 let m = mmd(&x, reference, d, MMD_BANDWIDTH).map_err(|e| e.to_string())?;
                 let o = outlier_fraction(&x, d);
-                for (k, v) in [
-                    ("mmd", m),
-                    ("outliers", o),
-                    ("passes", stats.passes as f64),
-                    ("evaluations", stats.evaluations as f64),
-                    ("seconds", secs),
-                ] {
-                    table.push(ai, si, k, v);
-                }
+                table.push_draw(ai, si, &[("mmd", m), ("outliers", o)], &stats, secs);
                 rows.push(json!({"seed": seed, "arm": arm.name(), "sampler": label, "config": sa.config().name(),
                     "mmd": m, "outlier_fraction": o, "passes": stats.passes, "evaluations": stats.evaluations,
                     "sample_seconds": secs, "nll_bpd": t_nll.bpd, "train_seconds": train_s,
@@ -679,14 +688,7 @@ pub async fn images(gpu: &Gpu, args: ImagesArgs) -> Result<(), String> {
                 println!("seed {seed}: sampling {arm} with {label} …");
                 let (x, stats, secs) = draw(gpu, &trained.checkpoint, &sa, plan.n).await?;
                 let sat = saturated_fraction(&x);
-                for (k, v) in [
-                    ("saturated", sat),
-                    ("passes", stats.passes as f64),
-                    ("evaluations", stats.evaluations as f64),
-                    ("seconds", secs),
-                ] {
-                    table.push(ai, si, k, v);
-                }
+                table.push_draw(ai, si, &[("saturated", sat)], &stats, secs);
                 rows.push(json!({"seed": seed, "arm": arm.name(), "sampler": label, "config": sa.config().name(),
                     "saturated_fraction": sat, "passes": stats.passes, "evaluations": stats.evaluations,
                     "sample_seconds": secs, "nll_bpd": t_nll.bpd, "train_seconds": train_s}));

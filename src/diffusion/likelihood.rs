@@ -156,19 +156,38 @@ pub fn nll_mc<D: Denoiser + ?Sized>(
     m: usize,
     rng: &mut HostRng,
 ) -> Result<f64> {
-    check_dims("nll_mc", den.dim(), x.len(), Some(reference))?;
+    let mean = mc_half_mean("nll_mc", den.dim(), x, q, Some(reference), m, rng, |w, alpha| {
+        w.err(den, alpha, 1.0) - reference.mmse_g(alpha)
+    })?;
+    Ok(reference.h_g() + mean)
+}
+
+/// (1/(2M))·Σ_m w(α_m)·term(x_{α_m}, α_m) for α_m ~ q and x_{α_m} drawn from x (into the `Work`
+/// passed to `term`): the Monte-Carlo loop of both estimators, after checking d and M.
+#[allow(clippy::too_many_arguments)]
+fn mc_half_mean(
+    what: &str,
+    d: usize,
+    x: &[f64],
+    q: &TruncLogistic,
+    reference: Option<&RefGaussian>,
+    m: usize,
+    rng: &mut HostRng,
+    mut term: impl FnMut(&mut Work, f64) -> f64,
+) -> Result<f64> {
+    check_dims(what, d, x.len(), reference)?;
     q.validate()?;
     if m == 0 {
-        return Err(DiffusionError::Config("nll_mc needs M >= 1 points".into()));
+        return Err(DiffusionError::Config(format!("{what} needs M >= 1 points")));
     }
-    let mut w = Work::new(den.dim());
+    let mut w = Work::new(d);
     let mut acc = 0.0;
     for _ in 0..m {
         let (alpha, wt) = q.sample(rng.next_uniform());
         w.draw(x, alpha, rng);
-        acc += wt * (w.err(den, alpha, 1.0) - reference.mmse_g(alpha));
+        acc += wt * term(&mut w, alpha);
     }
-    Ok(reference.h_g() + acc / (2.0 * m as f64))
+    Ok(acc / (2.0 * m as f64))
 }
 
 /// How the two density terms of the CDL logit draw their (α, ε) (math.md §3.2).
@@ -200,24 +219,11 @@ pub fn cdl_logit_mc<D: Denoiser + ?Sized>(
             let nll = nll_mc(den, y, q, reference, m, rng)?;
             Ok(nll_zeta - nll)
         }
-        Draws::Paired => {
-            check_dims("cdl_logit_mc", den.dim(), y.len(), None)?;
-            q.validate()?;
-            if m == 0 {
-                return Err(DiffusionError::Config("cdl_logit_mc needs M >= 1 points".into()));
-            }
-            let mut w = Work::new(den.dim());
-            let mut acc = 0.0;
-            for _ in 0..m {
-                let (alpha, wt) = q.sample(rng.next_uniform());
-                let sl = shifted_level(alpha, zeta);
-                w.draw(y, alpha, rng);
-                let e_p = w.err(den, alpha, 1.0);
-                let e_q = w.err(den, sl.alpha_prime, sl.c);
-                acc += wt * (e_q - e_p);
-            }
-            Ok(acc / (2.0 * m as f64))
-        }
+        Draws::Paired => mc_half_mean("cdl_logit_mc", den.dim(), y, q, None, m, rng, |w, alpha| {
+            let sl = shifted_level(alpha, zeta);
+            let e_p = w.err(den, alpha, 1.0);
+            w.err(den, sl.alpha_prime, sl.c) - e_p
+        }),
     }
 }
 

@@ -94,6 +94,22 @@ impl std::error::Error for EvalError {
     }
 }
 
+/// Writes `bytes` to `path` atomically (`train::checkpoint::write_atomic`: temporary file,
+/// fsync, rename): on error `path` keeps its previous contents and the error names it.
+#[cfg(not(target_arch = "wasm32"))]
+pub(crate) fn write_file_atomic(path: &std::path::Path, bytes: &[u8]) -> Result<(), EvalError> {
+    use crate::train::checkpoint::{write_atomic, CheckpointError};
+    use std::io::Write;
+    write_atomic(path, |f| f.write_all(bytes)).map_err(|e| match e {
+        CheckpointError::Io { action, path, source } => EvalError::Io { action, path, source },
+        other => EvalError::Io {
+            action: "cannot write",
+            path: path.to_path_buf(),
+            source: std::io::Error::other(other.to_string()),
+        },
+    })
+}
+
 // ---------------------------------------------------------------------------------------------
 // Shared guards
 

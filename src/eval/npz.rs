@@ -71,17 +71,8 @@ pub fn read_stats<R: Read + Seek>(reader: R) -> Result<Moments, EvalError> {
 /// Writes `m` to `path` as pytorch-fid's `.npz` (atomically: a temporary file, then a rename).
 #[cfg(not(target_arch = "wasm32"))]
 pub fn save_stats(path: impl AsRef<std::path::Path>, m: &Moments) -> Result<(), EvalError> {
-    use crate::train::checkpoint::{write_atomic, CheckpointError};
-    let path = path.as_ref();
     let bytes = stats_npz_bytes(m)?;
-    write_atomic(path, |f| f.write_all(&bytes)).map_err(|e| match e {
-        CheckpointError::Io { action, path, source } => EvalError::Io { action, path, source },
-        other => EvalError::Io {
-            action: "cannot write",
-            path: path.to_path_buf(),
-            source: std::io::Error::other(other.to_string()),
-        },
-    })
+    super::write_file_atomic(path.as_ref(), &bytes)
 }
 
 /// Reads `mu` and `sigma` from the `.npz` at `path`; format errors name the file.

@@ -501,16 +501,6 @@ pub fn png_bytes(img: &RgbImage) -> Result<Vec<u8>, EvalError> {
 /// file, fsync, rename): on error `path` keeps its previous contents and the error names it.
 #[cfg(not(target_arch = "wasm32"))]
 pub fn save_png(path: impl AsRef<std::path::Path>, img: &RgbImage) -> Result<(), EvalError> {
-    use crate::train::checkpoint::{write_atomic, CheckpointError};
-    use std::io::Write;
-    let path = path.as_ref();
     let bytes = png_bytes(img)?;
-    write_atomic(path, |f| f.write_all(&bytes)).map_err(|e| match e {
-        CheckpointError::Io { action, path, source } => EvalError::Io { action, path, source },
-        other => EvalError::Io {
-            action: "cannot write",
-            path: path.to_path_buf(),
-            source: std::io::Error::other(other.to_string()),
-        },
-    })
+    super::write_file_atomic(path.as_ref(), &bytes)
 }

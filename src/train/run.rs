@@ -4,7 +4,7 @@
 //! toy page and the image page drive a `Run` in chunks (`train_chunk`, async, so the CLI's loop and
 //! a page's event loop make the same calls); `cdl sample`/`eval`/`experiment` read a `Trained`.
 //!
-//! What it is not: sampling and metrics (`eval` sits below `train`: a `GpuDenoiser` is built from
+//! What it is not: sampling and metrics (`eval` sits above `train`: a `GpuDenoiser` is built from
 //! `Run::trainer` or `Trained::checkpoint`), files of a run directory, progress output, the DOM.
 
 use std::collections::BTreeMap;
@@ -20,7 +20,7 @@ use crate::diffusion::sampler::SamplerConfig;
 use crate::diffusion::DiffusionError;
 use crate::gpu::{Gpu, GpuError};
 use crate::model::{Mlp, MlpConfig, Net, Precond, UNet, UNetConfig};
-use crate::text::OneLine;
+use crate::text::{error_from, OneLine};
 use crate::train::checkpoint::{Checkpoint, CheckpointError};
 use crate::train::data::{data_seed, Batcher, DataError, Points, Standardization};
 use crate::train::images::ImageDataError;
@@ -61,36 +61,8 @@ impl fmt::Display for RunError {
 
 impl std::error::Error for RunError {}
 
-impl From<DataError> for RunError {
-    fn from(e: DataError) -> Self {
-        Self::Data(e)
-    }
-}
-impl From<ImageDataError> for RunError {
-    fn from(e: ImageDataError) -> Self {
-        Self::Images(e)
-    }
-}
-impl From<CheckpointError> for RunError {
-    fn from(e: CheckpointError) -> Self {
-        Self::Checkpoint(e)
-    }
-}
-impl From<TrainError> for RunError {
-    fn from(e: TrainError) -> Self {
-        Self::Train(e)
-    }
-}
-impl From<GpuError> for RunError {
-    fn from(e: GpuError) -> Self {
-        Self::Train(TrainError::Gpu(e))
-    }
-}
-impl From<DiffusionError> for RunError {
-    fn from(e: DiffusionError) -> Self {
-        Self::Train(TrainError::Diffusion(e))
-    }
-}
+error_from!(RunError: DataError => Data, ImageDataError => Images, CheckpointError => Checkpoint, TrainError => Train);
+error_from!(RunError, via Train: GpuError, DiffusionError);
 
 fn config_err(msg: impl Into<String>) -> RunError {
     RunError::Config(msg.into())
@@ -233,7 +205,7 @@ impl RunConfig {
         }
         if !MODELS.contains(&self.model.as_str()) && self.model != CUSTOM_UNET {
             return Err(config_err(format!(
-                "model = {:?}: expected mlp, unet-tiny, unet-compact or unet-small",
+                "unknown model = {:?}: expected mlp, unet-tiny, unet-compact or unet-small",
                 self.model
             )));
         }

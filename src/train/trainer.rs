@@ -31,6 +31,7 @@ pub use crate::ops::optim::AdamConfig;
 use crate::ops::optim::{self, AdamStep};
 use crate::ops::reduce::{self, SumSq};
 use crate::ops::rows;
+use crate::text::error_from;
 use crate::train::checkpoint::{Checkpoint, CheckpointError, ADAM_M_PREFIX, ADAM_V_PREFIX, EMA_PREFIX, MODEL_PREFIX};
 use crate::train::weights::{insert_params, read_params};
 
@@ -225,21 +226,7 @@ impl fmt::Display for TrainError {
 
 impl std::error::Error for TrainError {}
 
-impl From<GpuError> for TrainError {
-    fn from(e: GpuError) -> Self {
-        Self::Gpu(e)
-    }
-}
-impl From<DiffusionError> for TrainError {
-    fn from(e: DiffusionError) -> Self {
-        Self::Diffusion(e)
-    }
-}
-impl From<CheckpointError> for TrainError {
-    fn from(e: CheckpointError) -> Self {
-        Self::Checkpoint(e)
-    }
-}
+error_from!(TrainError: GpuError => Gpu, DiffusionError => Diffusion, CheckpointError => Checkpoint);
 
 /// What the host learns of one step.
 #[derive(Clone, Debug, PartialEq)]
