@@ -288,50 +288,51 @@ pub struct TrainBench<'a> {
 pub async fn train(gpu: &Gpu, o: &TrainBench<'_>) -> Result<Value, String> {
     use cdl::diffusion::sampler::{sample, DdpmVariance, SamplerConfig};
     use cdl::eval::denoiser::GpuDenoiser;
-    use cdl::model::{Mlp, MlpConfig, UNet, UNetConfig};
-    use cdl::train::recipe::{loss_config, CdlKnobs, LossKind};
-    use cdl::train::trainer::{TrainConfig, Trainer};
+    use cdl::train::recipe::LossKind;
+    use cdl::train::run::{NetConfig, Run, RunConfig, TrainingData};
+    use std::rc::Rc;
     let e = |e: &dyn std::fmt::Display| e.to_string();
-    let unet = match o.model {
-        "mlp" => None,
-        "unet-tiny" => Some(UNetConfig::tiny()),
-        "unet-compact" => Some(UNetConfig::compact()),
-        "unet-small" => Some(UNetConfig::small()),
-        other => return Err(format!("unknown model {other:?}; expected mlp, unet-tiny, unet-compact, unet-small")),
-    };
-    let d = unet.as_ref().map_or(2, |c| c.in_channels * c.image_size * c.image_size);
     let mut cases = Vec::new();
     for &batch in o.batches {
-        let n = (4 * batch).max(64);
-        let data = Synthetic { n, d, data: normal_vec(n * d, 5, 0).iter().map(|v| v.clamp(-1.0, 1.0)).collect() };
-        let variances = vec![0.3; d];
         for (label, kind) in [("std", LossKind::Itd), ("std+cdl", LossKind::Cdl)] {
-            let knobs = CdlKnobs { anchors: o.anchors, points: o.points, ..CdlKnobs::default() };
-            let loss = loss_config(kind, &variances, knobs).map_err(|x| e(&x))?;
-            let cfg = TrainConfig { batch, ..TrainConfig::toy(loss) };
-            let rows = cfg.rows();
-            let (net, config): (Box<dyn cdl::model::Net>, String) = match &unet {
-                None => {
-                    let c = MlpConfig::default();
-                    (Box::new(Mlp::new(gpu, c, rows, 0).await.map_err(|x| e(&x))?), c.to_json())
-                }
-                Some(c) => (Box::new(UNet::new(gpu, c.clone(), rows, 0).await.map_err(|x| e(&x))?), c.to_json()),
+            let cfg = RunConfig {
+                model: o.model.to_string(),
+                loss: kind,
+                batch: batch as u64,
+                anchors: o.anchors as u64,
+                points: o.points as u64,
+                log_every: o.runs as u64,
+                ..RunConfig::default()
             };
-            let model_bytes = net.memory_bytes();
-            let opt_bytes = net.params().layout.optimizer_bytes();
-            let mut t = Trainer::new(gpu, net, cfg, o.runs.max(1)).await.map_err(|x| e(&x))?;
-            let mut order = |s: u64, out: &mut Vec<u32>| {
-                out.clear();
-                out.extend((0..batch).map(|j| ((s as usize * batch + j) % n) as u32));
+            cfg.validate().map_err(|x| e(&x))?;
+            let net = cfg.net().map_err(|x| e(&x))?;
+            let (n, d) = ((4 * batch).max(64), net.row_len());
+            let synthetic = normal_vec(n * d, 5, 0).iter().map(|v| v.clamp(-1.0, 1.0)).collect();
+            let data = TrainingData {
+                source: "synthetic".into(),
+                examples: Box::new(Synthetic { n, d, data: synthetic }),
+                variances: vec![0.3; d],
+                standardization: None,
             };
-            t.train(gpu, &data, &mut order, 1).await.map_err(|x| e(&x))?;
+            let mut run = Run::new(gpu, cfg, Rc::new(data)).await.map_err(|x| e(&x))?;
+            let (rows, model) = (run.trainer().config().rows(), run.trainer().net());
+            let device_bytes = model.memory_bytes() + model.params().layout.optimizer_bytes();
+            run.train_chunk(gpu, 1).await.map_err(|x| e(&x))?;
             let start = Instant::now();
-            t.train(gpu, &data, &mut order, o.runs).await.map_err(|x| e(&x))?;
+            let mut left = o.runs;
+            while left > 0 {
+                let k = left.min(run.chunk_limit());
+                run.train_chunk(gpu, k).await.map_err(|x| e(&x))?;
+                left -= k;
+            }
             let secs = start.elapsed().as_secs_f64();
             let pytorch = match o.python {
                 None => Value::Null,
                 Some(py) => {
-                    let name = if unet.is_some() { "unet" } else { "mlp" };
+                    let (name, config) = match run.net() {
+                        NetConfig::Mlp(c) => ("mlp", c.to_json()),
+                        NetConfig::UNet(c) => ("unet", c.to_json()),
+                    };
                     let p = mirror_rows(py, name, &config, rows)?;
                     let ms = p.get("ms_per_step").and_then(Value::as_f64);
                     json!({"rows": rows, "ms_per_step": ms, "examples_per_s": ms.map(|m| batch as f64 / m * 1e3)})
@@ -341,7 +342,7 @@ pub async fn train(gpu: &Gpu, o: &TrainBench<'_>) -> Result<Value, String> {
                 "what": "train", "model": o.model, "batch": batch, "loss": label, "rows": rows,
                 "ms_per_step": secs * 1e3 / o.runs as f64,
                 "examples_per_s": (batch * o.runs) as f64 / secs,
-                "device_bytes": model_bytes + opt_bytes,
+                "device_bytes": device_bytes,
                 "pytorch_cpu": pytorch,
             }));
             if label == "std" {
@@ -358,7 +359,8 @@ pub async fn train(gpu: &Gpu, o: &TrainBench<'_>) -> Result<Value, String> {
                         variance: DdpmVariance::Posterior,
                     },
                 ] {
-                    let mut den = GpuDenoiser::from_trainer(gpu, &t, batch.min(1024)).await.map_err(|x| e(&x))?;
+                    let mut den =
+                        GpuDenoiser::from_trainer(gpu, run.trainer(), batch.min(1024)).await.map_err(|x| e(&x))?;
                     let start = Instant::now();
                     let (_, s) = sample(&mut den, &cfg, batch, 0, None).await.map_err(|x| e(&x))?;
                     let secs = start.elapsed().as_secs_f64();
