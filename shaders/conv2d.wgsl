@@ -90,14 +90,13 @@
 // --- fwd -------------------------------------------------------------------------------------
 
 @compute @workgroup_size(LANES)
-fn conv2d_fwd(@builtin(workgroup_id) wid: vec3<u32>, @builtin(num_workgroups) nwg: vec3<u32>,
-              @builtin(local_invocation_index) lid: u32) {
+fn conv2d_fwd(id: Ids) {
     let plane = p.ho * p.wo;
     let npix = p.b * plane;
     let tiles_m = (p.cout + R - 1u) / R;
-    let t = workgroup_linear(wid, nwg);
+    let t = workgroup_linear(id);
     let co0 = (t % tiles_m) * R;
-    let col = (t / tiles_m) * 4u * LANES + lid * 4u;
+    let col = (t / tiles_m) * 4u * LANES + id.lid * 4u;
     if (col >= npix) { return; }
 
     // This invocation's 4 output pixels (clamped into the batch for loading).
@@ -148,8 +147,7 @@ fn conv2d_fwd(@builtin(workgroup_id) wid: vec3<u32>, @builtin(num_workgroups) nw
 // --- bwd_input -------------------------------------------------------------------------------
 
 @compute @workgroup_size(LANES)
-fn conv2d_bwd_input(@builtin(workgroup_id) wid: vec3<u32>, @builtin(num_workgroups) nwg: vec3<u32>,
-                    @builtin(local_invocation_index) lid: u32) {
+fn conv2d_bwd_input(id: Ids) {
     let s = p.stride;
     // Pixels of parity class (py, px) are iy = s * yq + py, ix = s * xq + px; every class is
     // enumerated over the largest class's (hc, wc) grid and pixels past the image are skipped.
@@ -157,13 +155,13 @@ fn conv2d_bwd_input(@builtin(workgroup_id) wid: vec3<u32>, @builtin(num_workgrou
     let wc = (p.w + s - 1u) / s;
     let ncls = p.b * hc * wc;
     let tiles_m = (p.cin + R - 1u) / R;
-    let t = workgroup_linear(wid, nwg);
+    let t = workgroup_linear(id);
     let ci0 = (t % tiles_m) * R;
     let rest = t / tiles_m;
     let cls = rest % (s * s);
     let py = cls / s;
     let px = cls % s;
-    let col = (rest / (s * s)) * 4u * LANES + lid * 4u;
+    let col = (rest / (s * s)) * 4u * LANES + id.lid * 4u;
     if (col >= ncls) { return; }
 
     let c = min(vec4<u32>(col) + vec4<u32>(0u, 1u, 2u, 3u), vec4<u32>(ncls - 1u));
@@ -218,17 +216,23 @@ fn conv2d_bwd_input(@builtin(workgroup_id) wid: vec3<u32>, @builtin(num_workgrou
 
 // --- bwd_weight ------------------------------------------------------------------------------
 
-// The workgroup's output channels (co0 + lid, co0 + lid + WL), clamped for loading, and
-// whether each is stored.
+// The channels of a bwd_weight workgroup of `wci` input channels: input channels ci0 ..
+// ci0 + wci - 1 and output channels (co0 + lid, co0 + lid + WL), the tiles enumerated input
+// tile fastest; the output channels clamped for loading, and whether each is stored.
 struct WeightCols {
+    ci0: u32,
     co: vec2<u32>,
     load: vec2<u32>,
     live: vec2<bool>,
 }
 
-fn weight_cols(co0: u32, lid: u32) -> WeightCols {
+fn weight_cols(id: Ids, wci: u32) -> WeightCols {
+    let tiles_ci = (p.cin + wci - 1u) / wci;
+    let t = workgroup_linear(id);
+    let co0 = (t / tiles_ci) * 2u * WL;
     var wc: WeightCols;
-    wc.co = vec2<u32>(co0 + lid, co0 + lid + WL);
+    wc.ci0 = (t % tiles_ci) * wci;
+    wc.co = vec2<u32>(co0 + id.lid, co0 + id.lid + WL);
     wc.load = min(wc.co, vec2<u32>(p.cout - 1u));
     wc.live = wc.co < vec2<u32>(p.cout);
     return wc;
@@ -238,13 +242,10 @@ fn weight_cols(co0: u32, lid: u32) -> WeightCols {
 // channels; per pixel 2 divergent loads of dout and 36 uniform loads of x feed 72 multiply-adds.
 // The tap loops have constant bounds so the accumulators stay in registers.
 @compute @workgroup_size(WL)
-fn conv2d_bwd_weight(@builtin(workgroup_id) wid: vec3<u32>, @builtin(num_workgroups) nwg: vec3<u32>,
-                     @builtin(local_invocation_index) lid: u32) {
-    let tiles_ci = (p.cin + WCI3 - 1u) / WCI3;
-    let t = workgroup_linear(wid, nwg);
-    let ci0 = (t % tiles_ci) * WCI3;
-    let wc = weight_cols((t / tiles_ci) * 2u * WL, lid);
+fn conv2d_bwd_weight(id: Ids) {
+    let wc = weight_cols(id, WCI3);
     if (!any(wc.live)) { return; }
+    let ci0 = wc.ci0;
 
     let hw = p.h * p.w;
     let plane = p.ho * p.wo;
@@ -297,13 +298,10 @@ fn conv2d_bwd_weight(@builtin(workgroup_id) wid: vec3<u32>, @builtin(num_workgro
 // K = 1: no taps, so a workgroup owns WCI1 = 32 input channels; per pixel 2 divergent loads of
 // dout and 32 uniform loads of x feed 64 multiply-adds.
 @compute @workgroup_size(WL)
-fn conv2d_bwd_weight_k1(@builtin(workgroup_id) wid: vec3<u32>, @builtin(num_workgroups) nwg: vec3<u32>,
-                        @builtin(local_invocation_index) lid: u32) {
-    let tiles_ci = (p.cin + WCI1 - 1u) / WCI1;
-    let t = workgroup_linear(wid, nwg);
-    let ci0 = (t % tiles_ci) * WCI1;
-    let wc = weight_cols((t / tiles_ci) * 2u * WL, lid);
+fn conv2d_bwd_weight_k1(id: Ids) {
+    let wc = weight_cols(id, WCI1);
     if (!any(wc.live)) { return; }
+    let ci0 = wc.ci0;
 
     let hw = p.h * p.w;
     let plane = p.ho * p.wo;
@@ -354,14 +352,14 @@ struct Seg {
     live: bool,
 }
 
-fn seg_of(wid: vec3<u32>, nwg: vec3<u32>, lid: u32, rows: u32) -> Seg {
+fn seg_of(id: Ids, rows: u32) -> Seg {
     let spr = (p.w + PV - 1u) / PV;
     let nseg = p.b * p.h * spr;
     let tiles_m = (rows + RV - 1u) / RV;
-    let t = workgroup_linear(wid, nwg);
+    let t = workgroup_linear(id);
     var sg: Seg;
     sg.row0 = (t % tiles_m) * RV;
-    let g = (t / tiles_m) * LANES + lid;
+    let g = (t / tiles_m) * LANES + id.lid;
     sg.live = g < nseg;
     let gc = min(g, nseg - 1u);
     sg.b = gc / (p.h * spr);
@@ -433,9 +431,8 @@ fn conv_rows_v4(sg: Seg, rows: u32, chans: u32, transposed: bool) -> array<vec4<
 }
 
 @compute @workgroup_size(LANES)
-fn conv2d_fwd_v4(@builtin(workgroup_id) wid: vec3<u32>, @builtin(num_workgroups) nwg: vec3<u32>,
-                 @builtin(local_invocation_index) lid: u32) {
-    let sg = seg_of(wid, nwg, lid, p.cout);
+fn conv2d_fwd_v4(id: Ids) {
+    let sg = seg_of(id, p.cout);
     if (!sg.live) { return; }
     let acc = conv_rows_v4(sg, p.cout, p.cin, false);
     let w4 = p.w / 4u;
@@ -453,9 +450,8 @@ fn conv2d_fwd_v4(@builtin(workgroup_id) wid: vec3<u32>, @builtin(num_workgroups)
 }
 
 @compute @workgroup_size(LANES)
-fn conv2d_bwd_input_v4(@builtin(workgroup_id) wid: vec3<u32>, @builtin(num_workgroups) nwg: vec3<u32>,
-                       @builtin(local_invocation_index) lid: u32) {
-    let sg = seg_of(wid, nwg, lid, p.cin);
+fn conv2d_bwd_input_v4(id: Ids) {
+    let sg = seg_of(id, p.cin);
     if (!sg.live) { return; }
     let acc = conv_rows_v4(sg, p.cin, p.cout, true);
     let w4 = p.w / 4u;
@@ -475,11 +471,10 @@ fn conv2d_bwd_input_v4(@builtin(workgroup_id) wid: vec3<u32>, @builtin(num_workg
 // walks every 4-pixel chunk of every row, loading per chunk RW uniform vec4s of dout and, per
 // ky, 3 vec4s of x that serve all 3 taps, for RW x 9 x 4 multiply-adds.
 @compute @workgroup_size(WLV)
-fn conv2d_bwd_weight_v4(@builtin(workgroup_id) wid: vec3<u32>, @builtin(num_workgroups) nwg: vec3<u32>,
-                        @builtin(local_invocation_index) lid: u32) {
+fn conv2d_bwd_weight_v4(id: Ids) {
     let tiles_ci = (p.cin + WLV - 1u) / WLV;
-    let t = workgroup_linear(wid, nwg);
-    let ci = (t % tiles_ci) * WLV + lid;
+    let t = workgroup_linear(id);
+    let ci = (t % tiles_ci) * WLV + id.lid;
     let co0 = (t / tiles_ci) * RW;
     if (ci >= p.cin || co0 >= p.cout) { return; }
     let w4 = p.w / 4u;
@@ -529,22 +524,21 @@ fn conv2d_bwd_weight_v4(@builtin(workgroup_id) wid: vec3<u32>, @builtin(num_work
 var<workgroup> partial: array<f32, BL>;
 
 @compute @workgroup_size(BL)
-fn conv2d_bwd_bias(@builtin(workgroup_id) wid: vec3<u32>, @builtin(num_workgroups) nwg: vec3<u32>,
-                   @builtin(local_invocation_index) lid: u32) {
+fn conv2d_bwd_bias(id: Ids) {
     // Uniform across the workgroup, so the barriers below are reached by all or none.
-    let co = workgroup_linear(wid, nwg);
+    let co = workgroup_linear(id);
     if (co >= p.cout) { return; }
     let plane = p.ho * p.wo;
     var acc = 0.0;
     for (var b = 0u; b < p.b; b = b + 1u) {
         let base = (b * p.cout + co) * plane;
-        for (var i = lid; i < plane; i = i + BL) { acc = acc + dout[base + i]; }
+        for (var i = id.lid; i < plane; i = i + BL) { acc = acc + dout[base + i]; }
     }
-    partial[lid] = acc;
+    partial[id.lid] = acc;
     workgroupBarrier();
     for (var s = BL / 2u; s > 0u; s = s / 2u) {
-        if (lid < s) { partial[lid] = partial[lid] + partial[lid + s]; }
+        if (id.lid < s) { partial[id.lid] = partial[id.lid] + partial[id.lid + s]; }
         workgroupBarrier();
     }
-    if (lid == 0u) { dbias[co] = dbias[co] + partial[0]; }
+    if (id.lid == 0u) { dbias[co] = dbias[co] + partial[0]; }
 }

@@ -19,10 +19,6 @@
 @group(0) @binding(0) var<storage, read> x: array<f32>;
 @group(0) @binding(1) var<storage, read_write> y: array<f32>;
 
-fn index(wid: vec3<u32>, nwg: vec3<u32>, lid: u32) -> u32 {
-    return workgroup_linear(wid, nwg) * WG + lid;
-}
-
 // Sigmoid without overflow: exp of a non-positive argument only.
 fn sigmoid(v: f32) -> f32 {
     let e = exp(-abs(v));
@@ -30,37 +26,32 @@ fn sigmoid(v: f32) -> f32 {
 }
 
 @compute @workgroup_size(WG)
-fn add(@builtin(workgroup_id) wid: vec3<u32>, @builtin(num_workgroups) nwg: vec3<u32>,
-       @builtin(local_invocation_index) lid: u32) {
-    let i = index(wid, nwg, lid);
+fn add(id: Ids) {
+    let i = invocation_linear(id, WG);
     if (i < p.n) { out[i] = a[i] + b[i]; }
 }
 
 @compute @workgroup_size(WG)
-fn mul(@builtin(workgroup_id) wid: vec3<u32>, @builtin(num_workgroups) nwg: vec3<u32>,
-       @builtin(local_invocation_index) lid: u32) {
-    let i = index(wid, nwg, lid);
+fn mul(id: Ids) {
+    let i = invocation_linear(id, WG);
     if (i < p.n) { out[i] = a[i] * b[i]; }
 }
 
 @compute @workgroup_size(WG)
-fn scale(@builtin(workgroup_id) wid: vec3<u32>, @builtin(num_workgroups) nwg: vec3<u32>,
-         @builtin(local_invocation_index) lid: u32) {
-    let i = index(wid, nwg, lid);
+fn scale(id: Ids) {
+    let i = invocation_linear(id, WG);
     if (i < p.n) { y[i] = p.alpha * x[i]; }
 }
 
 @compute @workgroup_size(WG)
-fn axpy(@builtin(workgroup_id) wid: vec3<u32>, @builtin(num_workgroups) nwg: vec3<u32>,
-        @builtin(local_invocation_index) lid: u32) {
-    let i = index(wid, nwg, lid);
+fn axpy(id: Ids) {
+    let i = invocation_linear(id, WG);
     if (i < p.n) { y[i] = p.alpha * x[i] + y[i]; }
 }
 
 @compute @workgroup_size(WG)
-fn silu_fwd(@builtin(workgroup_id) wid: vec3<u32>, @builtin(num_workgroups) nwg: vec3<u32>,
-            @builtin(local_invocation_index) lid: u32) {
-    let i = index(wid, nwg, lid);
+fn silu_fwd(id: Ids) {
+    let i = invocation_linear(id, WG);
     if (i < p.n) {
         let v = x[i];
         y[i] = v * sigmoid(v);
@@ -69,9 +60,8 @@ fn silu_fwd(@builtin(workgroup_id) wid: vec3<u32>, @builtin(num_workgroups) nwg:
 
 // out = dout * s * (1 + x (1 - s)) with a = dout, b = x.
 @compute @workgroup_size(WG)
-fn silu_bwd(@builtin(workgroup_id) wid: vec3<u32>, @builtin(num_workgroups) nwg: vec3<u32>,
-            @builtin(local_invocation_index) lid: u32) {
-    let i = index(wid, nwg, lid);
+fn silu_bwd(id: Ids) {
+    let i = invocation_linear(id, WG);
     if (i < p.n) {
         let v = b[i];
         let s = sigmoid(v);

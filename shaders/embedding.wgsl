@@ -81,10 +81,6 @@ fn precond_coeffs(alpha: f32, sigma_d: f32) -> vec3<f32> {
     return vec3<f32>(a_in, sqrt(sb) / m, sigma_d * sqrt(s) * a_in);
 }
 
-fn index(wid: vec3<u32>, nwg: vec3<u32>, lid: u32) -> u32 {
-    return workgroup_linear(wid, nwg) * WG + lid;
-}
-
 // pi/2 in three parts (Cephes sinf's DP1..DP3, doubled): P1 and P2 have few significant bits, so
 // q * P1 and q * P2 are exact for the quadrants q of |a| <= 8192 (Cody-Waite reduction).
 const PIO2_1: f32 = 1.5703125;
@@ -114,9 +110,8 @@ fn sincos(a: f32) -> vec2<f32> {
 
 // One thread per output feature: cos for k < half, sin for k >= half.
 @compute @workgroup_size(WG)
-fn embedding_fwd(@builtin(workgroup_id) wid: vec3<u32>, @builtin(num_workgroups) nwg: vec3<u32>,
-                 @builtin(local_invocation_index) lid: u32) {
-    let i = index(wid, nwg, lid);
+fn embedding_fwd(id: Ids) {
+    let i = invocation_linear(id, WG);
     if (i >= p.n) { return; }
     let half = p.e / 2u;
     let k = i % p.e;
@@ -129,9 +124,8 @@ fn embedding_fwd(@builtin(workgroup_id) wid: vec3<u32>, @builtin(num_workgroups)
 // --- scale/shift modulation ----------------------------------------------------------------------
 
 @compute @workgroup_size(WG)
-fn scale_shift_fwd(@builtin(workgroup_id) wid: vec3<u32>, @builtin(num_workgroups) nwg: vec3<u32>,
-                   @builtin(local_invocation_index) lid: u32) {
-    let i = index(wid, nwg, lid);
+fn scale_shift_fwd(id: Ids) {
+    let i = invocation_linear(id, WG);
     if (i >= p.n) { return; }
     let bc = i / p.hw;
     y[i] = x[i] * (1.0 + scale[bc]) + shift[bc];
@@ -139,55 +133,50 @@ fn scale_shift_fwd(@builtin(workgroup_id) wid: vec3<u32>, @builtin(num_workgroup
 
 // dx = dout * (1 + scale[b, c]).
 @compute @workgroup_size(WG)
-fn scale_shift_bwd_input(@builtin(workgroup_id) wid: vec3<u32>, @builtin(num_workgroups) nwg: vec3<u32>,
-                         @builtin(local_invocation_index) lid: u32) {
-    let i = index(wid, nwg, lid);
+fn scale_shift_bwd_input(id: Ids) {
+    let i = invocation_linear(id, WG);
     if (i >= p.n) { return; }
     dx[i] = dout[i] * (1.0 + scale[i / p.hw]);
 }
 
 // dscale[b, c] = sum_hw dout * x; one workgroup per (b, c).
 @compute @workgroup_size(WG)
-fn scale_shift_bwd_scale(@builtin(workgroup_id) wid: vec3<u32>, @builtin(num_workgroups) nwg: vec3<u32>,
-                         @builtin(local_invocation_index) lid: u32) {
-    let bc = workgroup_linear(wid, nwg);
+fn scale_shift_bwd_scale(id: Ids) {
+    let bc = workgroup_linear(id);
     var acc = 0.0;
     if (bc < p.n) {
         let base = bc * p.hw;
-        for (var i = lid; i < p.hw; i = i + WG) { acc = acc + dout[base + i] * xs[base + i]; }
+        for (var i = id.lid; i < p.hw; i = i + WG) { acc = acc + dout[base + i] * xs[base + i]; }
     }
-    let total = tree_sum(lid, acc);
-    if (lid == 0u && bc < p.n) { dscale[bc] = total; }
+    let total = tree_sum(id.lid, acc);
+    if (id.lid == 0u && bc < p.n) { dscale[bc] = total; }
 }
 
 // dshift[b, c] = sum_hw dout; one workgroup per (b, c).
 @compute @workgroup_size(WG)
-fn scale_shift_bwd_shift(@builtin(workgroup_id) wid: vec3<u32>, @builtin(num_workgroups) nwg: vec3<u32>,
-                         @builtin(local_invocation_index) lid: u32) {
-    let bc = workgroup_linear(wid, nwg);
+fn scale_shift_bwd_shift(id: Ids) {
+    let bc = workgroup_linear(id);
     var acc = 0.0;
     if (bc < p.n) {
         let base = bc * p.hw;
-        for (var i = lid; i < p.hw; i = i + WG) { acc = acc + dout[base + i]; }
+        for (var i = id.lid; i < p.hw; i = i + WG) { acc = acc + dout[base + i]; }
     }
-    let total = tree_sum(lid, acc);
-    if (lid == 0u && bc < p.n) { dshift[bc] = total; }
+    let total = tree_sum(id.lid, acc);
+    if (id.lid == 0u && bc < p.n) { dshift[bc] = total; }
 }
 
 // zin = a_in z per row, alpha = ALPHA_PER_T t[row]; also the backward dz = a_in dzin.
 @compute @workgroup_size(WG)
-fn precond_in(@builtin(workgroup_id) wid: vec3<u32>, @builtin(num_workgroups) nwg: vec3<u32>,
-              @builtin(local_invocation_index) lid: u32) {
-    let i = index(wid, nwg, lid);
+fn precond_in(id: Ids) {
+    let i = invocation_linear(id, WG);
     if (i >= p.n) { return; }
     pzin[i] = precond_coeffs(ALPHA_PER_T * t[i / p.e], p.sigma_d).x * pz[i];
 }
 
 // eps = a_skip z + a_out f per row.
 @compute @workgroup_size(WG)
-fn precond_fwd(@builtin(workgroup_id) wid: vec3<u32>, @builtin(num_workgroups) nwg: vec3<u32>,
-               @builtin(local_invocation_index) lid: u32) {
-    let i = index(wid, nwg, lid);
+fn precond_fwd(id: Ids) {
+    let i = invocation_linear(id, WG);
     if (i >= p.n) { return; }
     let a = precond_coeffs(ALPHA_PER_T * t[i / p.e], p.sigma_d);
     peps[i] = a.y * pz[i] + a.z * pf[i];
@@ -195,9 +184,8 @@ fn precond_fwd(@builtin(workgroup_id) wid: vec3<u32>, @builtin(num_workgroups) n
 
 // df = a_out deps, dz = a_skip deps (both overwritten).
 @compute @workgroup_size(WG)
-fn precond_bwd(@builtin(workgroup_id) wid: vec3<u32>, @builtin(num_workgroups) nwg: vec3<u32>,
-               @builtin(local_invocation_index) lid: u32) {
-    let i = index(wid, nwg, lid);
+fn precond_bwd(id: Ids) {
+    let i = invocation_linear(id, WG);
     if (i >= p.n) { return; }
     let a = precond_coeffs(ALPHA_PER_T * t[i / p.e], p.sigma_d);
     pdf[i] = a.z * pdeps[i];

@@ -39,23 +39,6 @@
 @group(0) @binding(4) var<storage, read_write> dgamma: array<f32>;
 @group(0) @binding(5) var<storage, read_write> dbeta: array<f32>;
 
-var<workgroup> partial: array<vec2<f32>, WG>;
-
-// Tree-reduces two sums at once and returns the totals (valid in every thread). The trailing
-// barrier lets the caller reduce again without racing thread 0's next write against reads of
-// partial[0].
-fn tree_sum2(lid: u32, v: vec2<f32>) -> vec2<f32> {
-    partial[lid] = v;
-    workgroupBarrier();
-    for (var s = WG / 2u; s > 0u; s = s / 2u) {
-        if (lid < s) { partial[lid] = partial[lid] + partial[lid + s]; }
-        workgroupBarrier();
-    }
-    let total = partial[0];
-    workgroupBarrier();
-    return total;
-}
-
 // Elements per group: (C / G) * H * W.
 fn group_len() -> u32 {
     return p.c / p.g * p.hw;
@@ -66,41 +49,50 @@ fn channel(g: u32, i: u32) -> u32 {
     return g * (p.c / p.g) + i / p.hw;
 }
 
+// Group (b, g) = bg: whether it exists, and its slice [base, base + n) of x.
+struct Group {
+    bg: u32,
+    g: u32,
+    live: bool,
+    n: u32,
+    base: u32,
+}
+
+fn group_at(bg: u32) -> Group {
+    let n = group_len();
+    return Group(bg, bg % p.g, bg < p.b * p.g, n, bg * n);
+}
+
 // --- forward -------------------------------------------------------------------------------------
 
 @compute @workgroup_size(WG)
-fn groupnorm_fwd(@builtin(workgroup_id) wid: vec3<u32>, @builtin(num_workgroups) nwg: vec3<u32>,
-                 @builtin(local_invocation_index) lid: u32) {
-    let bg = workgroup_linear(wid, nwg);
-    let live = bg < p.b * p.g;
-    let n = group_len();
-    let base = bg * n;
-    let inv_n = 1.0 / f32(n);
+fn groupnorm_fwd(id: Ids) {
+    let gr = group_at(workgroup_linear(id));
+    let inv_n = 1.0 / f32(gr.n);
 
     var acc = 0.0;
-    if (live) {
-        for (var i = lid; i < n; i = i + WG) { acc = acc + x[base + i]; }
+    if (gr.live) {
+        for (var i = id.lid; i < gr.n; i = i + WG) { acc = acc + x[gr.base + i]; }
     }
-    let mu = tree_sum2(lid, vec2<f32>(acc, 0.0)).x * inv_n;
+    let mu = tree_sum(id.lid, acc) * inv_n;
 
     acc = 0.0;
-    if (live) {
-        for (var i = lid; i < n; i = i + WG) {
-            let d = x[base + i] - mu;
+    if (gr.live) {
+        for (var i = id.lid; i < gr.n; i = i + WG) {
+            let d = x[gr.base + i] - mu;
             acc = acc + d * d;
         }
     }
-    let r = inverseSqrt(tree_sum2(lid, vec2<f32>(acc, 0.0)).x * inv_n + p.eps);
+    let r = inverseSqrt(tree_sum(id.lid, acc) * inv_n + p.eps);
 
-    if (live) {
-        let g = bg % p.g;
-        for (var i = lid; i < n; i = i + WG) {
-            let c = channel(g, i);
-            out[base + i] = gamma[c] * (x[base + i] - mu) * r + beta[c];
+    if (gr.live) {
+        for (var i = id.lid; i < gr.n; i = i + WG) {
+            let c = channel(gr.g, i);
+            out[gr.base + i] = gamma[c] * (x[gr.base + i] - mu) * r + beta[c];
         }
-        if (lid == 0u) {
-            mean_out[bg] = mu;
-            rstd_out[bg] = r;
+        if (id.lid == 0u) {
+            mean_out[gr.bg] = mu;
+            rstd_out[gr.bg] = r;
         }
     }
 }
@@ -109,44 +101,38 @@ fn groupnorm_fwd(@builtin(workgroup_id) wid: vec3<u32>, @builtin(num_workgroups)
 
 // dx = rstd * (dxhat - mean(dxhat) - xhat * mean(dxhat * xhat)), dxhat = dout * gamma.
 @compute @workgroup_size(WG)
-fn groupnorm_bwd_input(@builtin(workgroup_id) wid: vec3<u32>, @builtin(num_workgroups) nwg: vec3<u32>,
-                       @builtin(local_invocation_index) lid: u32) {
-    let bg = workgroup_linear(wid, nwg);
-    let live = bg < p.b * p.g;
-    let n = group_len();
-    let base = bg * n;
-    let g = bg % p.g;
+fn groupnorm_bwd_input(id: Ids) {
+    let gr = group_at(workgroup_linear(id));
     var mu = 0.0;
     var r = 0.0;
     var acc = vec2<f32>(0.0, 0.0);
-    if (live) {
-        mu = mean[bg];
-        r = rstd[bg];
-        for (var i = lid; i < n; i = i + WG) {
-            let dxhat = dout[base + i] * gamma[channel(g, i)];
-            acc = acc + vec2<f32>(dxhat, dxhat * (x[base + i] - mu) * r);
+    if (gr.live) {
+        mu = mean[gr.bg];
+        r = rstd[gr.bg];
+        for (var i = id.lid; i < gr.n; i = i + WG) {
+            let dxhat = dout[gr.base + i] * gamma[channel(gr.g, i)];
+            acc = acc + vec2<f32>(dxhat, dxhat * (x[gr.base + i] - mu) * r);
         }
     }
-    let m = tree_sum2(lid, acc) / f32(n);
-    if (live) {
-        for (var i = lid; i < n; i = i + WG) {
-            let dxhat = dout[base + i] * gamma[channel(g, i)];
-            dx[base + i] = r * (dxhat - m.x - (x[base + i] - mu) * r * m.y);
+    let m = tree_sum2(id.lid, acc) / f32(gr.n);
+    if (gr.live) {
+        for (var i = id.lid; i < gr.n; i = i + WG) {
+            let dxhat = dout[gr.base + i] * gamma[channel(gr.g, i)];
+            dx[gr.base + i] = r * (dxhat - m.x - (x[gr.base + i] - mu) * r * m.y);
         }
     }
 }
 
 // dgamma[c] += sum_{b, hw} dout * xhat, dbeta[c] += sum_{b, hw} dout; one workgroup per channel.
 @compute @workgroup_size(WG)
-fn groupnorm_bwd_params(@builtin(workgroup_id) wid: vec3<u32>, @builtin(num_workgroups) nwg: vec3<u32>,
-                        @builtin(local_invocation_index) lid: u32) {
-    let c = workgroup_linear(wid, nwg);
+fn groupnorm_bwd_params(id: Ids) {
+    let c = workgroup_linear(id);
     let live = c < p.c;
     let gi = c / (p.c / p.g);
     var acc = vec2<f32>(0.0, 0.0);
     if (live) {
         let total = p.b * p.hw;
-        for (var i = lid; i < total; i = i + WG) {
+        for (var i = id.lid; i < total; i = i + WG) {
             let b = i / p.hw;
             let k = (b * p.c + c) * p.hw + i % p.hw;
             let bg = b * p.g + gi;
@@ -154,8 +140,8 @@ fn groupnorm_bwd_params(@builtin(workgroup_id) wid: vec3<u32>, @builtin(num_work
             acc = acc + vec2<f32>(d * (x[k] - pmean[bg]) * prstd[bg], d);
         }
     }
-    let s = tree_sum2(lid, acc);
-    if (live && lid == 0u) {
+    let s = tree_sum2(id.lid, acc);
+    if (live && id.lid == 0u) {
         dgamma[c] = dgamma[c] + s.x;
         dbeta[c] = dbeta[c] + s.y;
     }
@@ -168,57 +154,48 @@ fn groupnorm_bwd_params(@builtin(workgroup_id) wid: vec3<u32>, @builtin(num_work
 // Same bindings, same formulas, same outputs as the entries above.
 
 @compute @workgroup_size(WG_ROWS)
-fn groupnorm_fwd_rows(@builtin(workgroup_id) wid: vec3<u32>, @builtin(num_workgroups) nwg: vec3<u32>,
-                      @builtin(local_invocation_index) lid: u32) {
-    let bg = workgroup_linear(wid, nwg) * WG_ROWS + lid;
-    if (bg >= p.b * p.g) { return; }
-    let n = group_len();
-    let base = bg * n;
-    let inv_n = 1.0 / f32(n);
+fn groupnorm_fwd_rows(id: Ids) {
+    let gr = group_at(invocation_linear(id, WG_ROWS));
+    if (!gr.live) { return; }
+    let inv_n = 1.0 / f32(gr.n);
     var acc = 0.0;
-    for (var i = 0u; i < n; i = i + 1u) { acc = acc + x[base + i]; }
+    for (var i = 0u; i < gr.n; i = i + 1u) { acc = acc + x[gr.base + i]; }
     let mu = acc * inv_n;
     acc = 0.0;
-    for (var i = 0u; i < n; i = i + 1u) {
-        let d = x[base + i] - mu;
+    for (var i = 0u; i < gr.n; i = i + 1u) {
+        let d = x[gr.base + i] - mu;
         acc = acc + d * d;
     }
     let r = inverseSqrt(acc * inv_n + p.eps);
-    let g = bg % p.g;
-    for (var i = 0u; i < n; i = i + 1u) {
-        let c = channel(g, i);
-        out[base + i] = gamma[c] * (x[base + i] - mu) * r + beta[c];
+    for (var i = 0u; i < gr.n; i = i + 1u) {
+        let c = channel(gr.g, i);
+        out[gr.base + i] = gamma[c] * (x[gr.base + i] - mu) * r + beta[c];
     }
-    mean_out[bg] = mu;
-    rstd_out[bg] = r;
+    mean_out[gr.bg] = mu;
+    rstd_out[gr.bg] = r;
 }
 
 @compute @workgroup_size(WG_ROWS)
-fn groupnorm_bwd_input_rows(@builtin(workgroup_id) wid: vec3<u32>, @builtin(num_workgroups) nwg: vec3<u32>,
-                            @builtin(local_invocation_index) lid: u32) {
-    let bg = workgroup_linear(wid, nwg) * WG_ROWS + lid;
-    if (bg >= p.b * p.g) { return; }
-    let n = group_len();
-    let base = bg * n;
-    let g = bg % p.g;
-    let mu = mean[bg];
-    let r = rstd[bg];
+fn groupnorm_bwd_input_rows(id: Ids) {
+    let gr = group_at(invocation_linear(id, WG_ROWS));
+    if (!gr.live) { return; }
+    let mu = mean[gr.bg];
+    let r = rstd[gr.bg];
     var acc = vec2<f32>(0.0, 0.0);
-    for (var i = 0u; i < n; i = i + 1u) {
-        let dxhat = dout[base + i] * gamma[channel(g, i)];
-        acc = acc + vec2<f32>(dxhat, dxhat * (x[base + i] - mu) * r);
+    for (var i = 0u; i < gr.n; i = i + 1u) {
+        let dxhat = dout[gr.base + i] * gamma[channel(gr.g, i)];
+        acc = acc + vec2<f32>(dxhat, dxhat * (x[gr.base + i] - mu) * r);
     }
-    let m = acc / f32(n);
-    for (var i = 0u; i < n; i = i + 1u) {
-        let dxhat = dout[base + i] * gamma[channel(g, i)];
-        dx[base + i] = r * (dxhat - m.x - (x[base + i] - mu) * r * m.y);
+    let m = acc / f32(gr.n);
+    for (var i = 0u; i < gr.n; i = i + 1u) {
+        let dxhat = dout[gr.base + i] * gamma[channel(gr.g, i)];
+        dx[gr.base + i] = r * (dxhat - m.x - (x[gr.base + i] - mu) * r * m.y);
     }
 }
 
 @compute @workgroup_size(WG_ROWS)
-fn groupnorm_bwd_params_cols(@builtin(workgroup_id) wid: vec3<u32>, @builtin(num_workgroups) nwg: vec3<u32>,
-                             @builtin(local_invocation_index) lid: u32) {
-    let c = workgroup_linear(wid, nwg) * WG_ROWS + lid;
+fn groupnorm_bwd_params_cols(id: Ids) {
+    let c = invocation_linear(id, WG_ROWS);
     if (c >= p.c) { return; }
     let gi = c / (p.c / p.g);
     var acc = vec2<f32>(0.0, 0.0);

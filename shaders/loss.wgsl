@@ -36,19 +36,18 @@
 @group(0) @binding(4) var<storage, read_write> dpred: array<f32>;
 
 @compute @workgroup_size(WG)
-fn row_err(@builtin(workgroup_id) wid: vec3<u32>, @builtin(num_workgroups) nwg: vec3<u32>,
-           @builtin(local_invocation_index) lid: u32) {
-    let r = workgroup_linear(wid, nwg);
+fn row_err(id: Ids) {
+    let r = workgroup_linear(id);
     var acc = 0.0;
     if (r < p.rows) {
         let s = scale[r];
-        for (var i = r * p.n + lid; i < (r + 1u) * p.n; i = i + WG) {
+        for (var i = r * p.n + id.lid; i < (r + 1u) * p.n; i = i + WG) {
             let d = want[i] - s * pred[i];
             acc = acc + d * d;
         }
     }
-    let total = tree_sum(lid, acc);
-    if (lid == 0u && r < p.rows) { errors[r] = total; }
+    let total = tree_sum(id.lid, acc);
+    if (id.lid == 0u && r < p.rows) { errors[r] = total; }
 }
 
 // Infinite or NaN, from the bits (WGSL has no isnan; x != x may be folded away).
@@ -68,22 +67,22 @@ fn sigmoid(x: f32) -> f32 {
 }
 
 @compute @workgroup_size(WG)
-fn loss_head(@builtin(local_invocation_index) lid: u32) {
+fn loss_head(id: Ids) {
     var bad = 0.0;
-    for (var r = lid; r < p.rows; r = r + WG) {
+    for (var r = id.lid; r < p.rows; r = r + WG) {
         if (non_finite(errors_in[r])) { bad = bad + 1.0; }
     }
     // Standard rows: constant weights.
     var acc = 0.0;
-    for (var r = lid; r < p.n_std; r = r + WG) {
+    for (var r = id.lid; r < p.n_std; r = r + WG) {
         acc = acc + weight[r] * (errors_in[r] - offset[r]);
         row_weights[r] = p.lambda_std * weight[r];
     }
-    let l_std = p.std_const + tree_sum(lid, acc);
+    let l_std = p.std_const + tree_sum(id.lid, acc);
     // CDL: one invocation per anchor sums its M points in order, so f_k is deterministic.
     let km = p.anchors * p.points;
     var ell_acc = 0.0;
-    for (var k = lid; k < p.anchors; k = k + WG) {
+    for (var k = id.lid; k < p.anchors; k = k + WG) {
         var f = 0.0;
         for (var m = 0u; m < p.points; m = m + 1u) {
             let pr = p.n_std + k * p.points + m;
@@ -103,9 +102,9 @@ fn loss_head(@builtin(local_invocation_index) lid: u32) {
         if (non_finite(f)) { bad = bad + 1.0; }
         ell_acc = ell_acc + ell;
     }
-    let l_cdl = tree_sum(lid, ell_acc) * p.cdl_norm;
-    let n_bad = tree_sum(lid, bad);
-    if (lid == 0u) {
+    let l_cdl = tree_sum(id.lid, ell_acc) * p.cdl_norm;
+    let n_bad = tree_sum(id.lid, bad);
+    if (id.lid == 0u) {
         stats[0] = p.lambda_std * l_std + p.lambda_cdl * l_cdl;
         stats[1] = l_std;
         stats[2] = l_cdl;
@@ -114,9 +113,8 @@ fn loss_head(@builtin(local_invocation_index) lid: u32) {
 }
 
 @compute @workgroup_size(WG)
-fn loss_grad(@builtin(workgroup_id) wid: vec3<u32>, @builtin(num_workgroups) nwg: vec3<u32>,
-             @builtin(local_invocation_index) lid: u32) {
-    let i = workgroup_linear(wid, nwg) * WG + lid;
+fn loss_grad(id: Ids) {
+    let i = invocation_linear(id, WG);
     if (i < p.rows * p.n) {
         let r = i / p.n;
         let s = scale[r];

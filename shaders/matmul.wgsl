@@ -53,16 +53,16 @@ struct Tile {
     live: bool,
 }
 
-fn tile_of(wid: vec3<u32>, nwg: vec3<u32>, lid: u32) -> Tile {
+fn tile_of(id: Ids) -> Tile {
     let cols = 4u * LANES;
     let tiles_n = (p.n + cols - 1u) / cols;
     let tiles_m = (p.m + R - 1u) / R;
-    let t = workgroup_linear(wid, nwg);
+    let t = workgroup_linear(id);
     var tl: Tile;
     tl.batch = t / (tiles_m * tiles_n);
     let r = t % (tiles_m * tiles_n);
     tl.row0 = (r / tiles_n) * R;
-    tl.col = (r % tiles_n) * cols + lid * 4u;
+    tl.col = (r % tiles_n) * cols + id.lid * 4u;
     tl.live = tl.batch < p.batch && tl.col < p.n;
     return tl;
 }
@@ -172,9 +172,8 @@ fn product4_tn(tl: Tile, acc: ptr<function, array<vec4<f32>, R>>) {
 }
 
 @compute @workgroup_size(LANES)
-fn matmul(@builtin(workgroup_id) wid: vec3<u32>, @builtin(num_workgroups) nwg: vec3<u32>,
-          @builtin(local_invocation_index) lid: u32) {
-    let tl = tile_of(wid, nwg, lid);
+fn matmul(id: Ids) {
+    let tl = tile_of(id);
     if (!tl.live) { return; }
     var acc: array<vec4<f32>, R>;
     product(tl, &acc);
@@ -182,9 +181,8 @@ fn matmul(@builtin(workgroup_id) wid: vec3<u32>, @builtin(num_workgroups) nwg: v
 }
 
 @compute @workgroup_size(LANES)
-fn matmul4(@builtin(workgroup_id) wid: vec3<u32>, @builtin(num_workgroups) nwg: vec3<u32>,
-           @builtin(local_invocation_index) lid: u32) {
-    let tl = tile_of(wid, nwg, lid);
+fn matmul4(id: Ids) {
+    let tl = tile_of(id);
     if (!tl.live) { return; }
     var acc: array<vec4<f32>, R>;
     if (TRANS_A) {
@@ -198,9 +196,8 @@ fn matmul4(@builtin(workgroup_id) wid: vec3<u32>, @builtin(num_workgroups) nwg: 
 // One invocation per column; rows are walked in order so neighbouring invocations read
 // neighbouring addresses.
 @compute @workgroup_size(LANES)
-fn matmul_bwd_bias(@builtin(workgroup_id) wid: vec3<u32>, @builtin(num_workgroups) nwg: vec3<u32>,
-                   @builtin(local_invocation_index) lid: u32) {
-    let j = workgroup_linear(wid, nwg) * LANES + lid;
+fn matmul_bwd_bias(id: Ids) {
+    let j = workgroup_linear(id) * LANES + id.lid;
     if (j >= p.n) { return; }
     var acc = 0.0;
     for (var bt = 0u; bt < p.batch; bt = bt + 1u) {

@@ -45,14 +45,9 @@
 // clip_coef's guard against a zero norm (torch clip_grad_norm_ adds 1e-6 to the norm).
 const CLIP_EPS: f32 = 1e-6;
 
-fn index(wid: vec3<u32>, nwg: vec3<u32>, lid: u32) -> u32 {
-    return workgroup_linear(wid, nwg) * WG + lid;
-}
-
 @compute @workgroup_size(WG)
-fn adam_step(@builtin(workgroup_id) wid: vec3<u32>, @builtin(num_workgroups) nwg: vec3<u32>,
-             @builtin(local_invocation_index) lid: u32) {
-    let i = index(wid, nwg, lid);
+fn adam_step(id: Ids) {
+    let i = invocation_linear(id, WG);
     if (i >= pa.n) { return; }
     var gs = 1.0;
     if (pa.scaled != 0u) { gs = grad_scale[0]; }
@@ -69,9 +64,8 @@ fn adam_step(@builtin(workgroup_id) wid: vec3<u32>, @builtin(num_workgroups) nwg
 
 // ema = decay ema + (1 - decay) param, with src = param.
 @compute @workgroup_size(WG)
-fn ema_update(@builtin(workgroup_id) wid: vec3<u32>, @builtin(num_workgroups) nwg: vec3<u32>,
-              @builtin(local_invocation_index) lid: u32) {
-    let i = index(wid, nwg, lid);
+fn ema_update(id: Ids) {
+    let i = invocation_linear(id, WG);
     if (i < pe.n) { ema[i] = pe.decay * ema[i] + pe.one_minus_decay * src[i]; }
 }
 
@@ -79,9 +73,8 @@ fn ema_update(@builtin(workgroup_id) wid: vec3<u32>, @builtin(num_workgroups) nw
 // reference's `if coef > 1 { 1 } else { coef }` so a NaN norm yields NaN where the backend
 // preserves NaN (WGSL does not promise it; min() would be free to return 1).
 @compute @workgroup_size(WG)
-fn clip_scale(@builtin(workgroup_id) wid: vec3<u32>, @builtin(num_workgroups) nwg: vec3<u32>,
-              @builtin(local_invocation_index) lid: u32) {
-    let i = index(wid, nwg, lid);
+fn clip_scale(id: Ids) {
+    let i = invocation_linear(id, WG);
     if (i < pc.n) {
         let coef = pc.max_norm / (sqrt(sum_sq[i]) + CLIP_EPS);
         scale[i] = select(coef, 1.0, coef > 1.0);

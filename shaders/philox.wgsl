@@ -26,9 +26,8 @@ fn store4(i: u32, v: vec4<f32>) {
 }
 
 @compute @workgroup_size(WG)
-fn philox_normal(@builtin(workgroup_id) wid: vec3<u32>, @builtin(num_workgroups) nwg: vec3<u32>,
-                 @builtin(local_invocation_index) lid: u32) {
-    let i = workgroup_linear(wid, nwg) * WG + lid;
+fn philox_normal(id: Ids) {
+    let i = invocation_linear(id, WG);
     if (4u * i >= p.n) { return; }
     let x = block(i);
     let z01 = box_muller(x.x, x.y);
@@ -37,9 +36,8 @@ fn philox_normal(@builtin(workgroup_id) wid: vec3<u32>, @builtin(num_workgroups)
 }
 
 @compute @workgroup_size(WG)
-fn philox_uniform(@builtin(workgroup_id) wid: vec3<u32>, @builtin(num_workgroups) nwg: vec3<u32>,
-                  @builtin(local_invocation_index) lid: u32) {
-    let i = workgroup_linear(wid, nwg) * WG + lid;
+fn philox_uniform(id: Ids) {
+    let i = invocation_linear(id, WG);
     if (4u * i >= p.n) { return; }
     let x = block(i);
     store4(i, vec4<f32>(uniform01(x.x), uniform01(x.y), uniform01(x.z), uniform01(x.w)));

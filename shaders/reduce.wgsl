@@ -37,65 +37,59 @@ fn row_total(row: u32, lid: u32) -> f32 {
 }
 
 @compute @workgroup_size(WG)
-fn row_sum(@builtin(workgroup_id) wid: vec3<u32>, @builtin(num_workgroups) nwg: vec3<u32>,
-           @builtin(local_invocation_index) lid: u32) {
-    let row = workgroup_linear(wid, nwg);
-    let total = row_total(row, lid);
-    if (lid == 0u && row < p.rows) { out[row] = total; }
+fn row_sum(id: Ids) {
+    let row = workgroup_linear(id);
+    let total = row_total(row, id.lid);
+    if (id.lid == 0u && row < p.rows) { out[row] = total; }
 }
 
 @compute @workgroup_size(WG)
-fn row_mean(@builtin(workgroup_id) wid: vec3<u32>, @builtin(num_workgroups) nwg: vec3<u32>,
-            @builtin(local_invocation_index) lid: u32) {
-    let row = workgroup_linear(wid, nwg);
-    let total = row_total(row, lid);
-    if (lid == 0u && row < p.rows) { out[row] = total / f32(p.n); }
+fn row_mean(id: Ids) {
+    let row = workgroup_linear(id);
+    let total = row_total(row, id.lid);
+    if (id.lid == 0u && row < p.rows) { out[row] = total / f32(p.n); }
 }
 
 @compute @workgroup_size(WG)
-fn row_sq_err(@builtin(workgroup_id) wid: vec3<u32>, @builtin(num_workgroups) nwg: vec3<u32>,
-              @builtin(local_invocation_index) lid: u32) {
-    let row = workgroup_linear(wid, nwg);
+fn row_sq_err(id: Ids) {
+    let row = workgroup_linear(id);
     var acc = 0.0;
     if (row < p.rows) {
         let base = row * p.n;
-        for (var i = lid; i < p.n; i = i + WG) {
+        for (var i = id.lid; i < p.n; i = i + WG) {
             let d = x[base + i] - y[base + i];
             acc = acc + d * d;
         }
     }
-    let total = tree_sum(lid, acc);
-    if (lid == 0u && row < p.rows) { out2[row] = total; }
+    let total = tree_sum(id.lid, acc);
+    if (id.lid == 0u && row < p.rows) { out2[row] = total; }
 }
 
 // rows = number of partials; n = total element count.
 @compute @workgroup_size(WG)
-fn sum_sq_partial(@builtin(workgroup_id) wid: vec3<u32>, @builtin(num_workgroups) nwg: vec3<u32>,
-                  @builtin(local_invocation_index) lid: u32) {
-    let g = workgroup_linear(wid, nwg);
+fn sum_sq_partial(id: Ids) {
+    let g = workgroup_linear(id);
     var acc = 0.0;
     if (g < p.rows) {
         let end = min((g + 1u) * SUM_SQ_CHUNK, p.n);
-        for (var i = g * SUM_SQ_CHUNK + lid; i < end; i = i + WG) {
+        for (var i = g * SUM_SQ_CHUNK + id.lid; i < end; i = i + WG) {
             let v = x[i];
             acc = acc + v * v;
         }
     }
-    let total = tree_sum(lid, acc);
-    if (lid == 0u && g < p.rows) { out[g] = total; }
+    let total = tree_sum(id.lid, acc);
+    if (id.lid == 0u && g < p.rows) { out[g] = total; }
 }
 
 // One thread per element of dx (rows * n).
 @compute @workgroup_size(WG)
-fn row_broadcast_bwd(@builtin(workgroup_id) wid: vec3<u32>, @builtin(num_workgroups) nwg: vec3<u32>,
-                     @builtin(local_invocation_index) lid: u32) {
-    let i = workgroup_linear(wid, nwg) * WG + lid;
+fn row_broadcast_bwd(id: Ids) {
+    let i = invocation_linear(id, WG);
     if (i < p.rows * p.n) { dx[i] = p.scale * dout[i / p.n]; }
 }
 
 @compute @workgroup_size(WG)
-fn row_sq_err_bwd(@builtin(workgroup_id) wid: vec3<u32>, @builtin(num_workgroups) nwg: vec3<u32>,
-                  @builtin(local_invocation_index) lid: u32) {
-    let i = workgroup_linear(wid, nwg) * WG + lid;
+fn row_sq_err_bwd(id: Ids) {
+    let i = invocation_linear(id, WG);
     if (i < p.rows * p.n) { dx_e[i] = 2.0 * dout_e[i / p.n] * (x[i] - y[i]); }
 }

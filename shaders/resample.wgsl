@@ -31,38 +31,31 @@
 @group(0) @binding(1) var<storage, read_write> da: array<f32>;
 @group(0) @binding(2) var<storage, read_write> dskip: array<f32>;
 
-fn index(wid: vec3<u32>, nwg: vec3<u32>, lid: u32) -> u32 {
-    return workgroup_linear(wid, nwg) * WG + lid;
+// Element i of a (BC, h, w) tensor as (x, y, bc).
+fn pixel_of(i: u32, w: u32, h: u32) -> vec3<u32> {
+    let rest = i / w;
+    return vec3<u32>(i % w, rest % h, rest / h);
 }
 
 // --- nearest 2x upsampling -----------------------------------------------------------------------
 
 // out[bc, oy, ox] = x[bc, oy / 2, ox / 2]; one thread per output.
 @compute @workgroup_size(WG)
-fn upsample2x_fwd(@builtin(workgroup_id) wid: vec3<u32>, @builtin(num_workgroups) nwg: vec3<u32>,
-                  @builtin(local_invocation_index) lid: u32) {
-    let i = index(wid, nwg, lid);
+fn upsample2x_fwd(id: Ids) {
+    let i = invocation_linear(id, WG);
     if (i >= p.n) { return; }
-    let w2 = 2u * p.w;
-    let ox = i % w2;
-    let rest = i / w2;
-    let oy = rest % (2u * p.h);
-    let bc = rest / (2u * p.h);
-    out[i] = x[(bc * p.h + oy / 2u) * p.w + ox / 2u];
+    let o = pixel_of(i, 2u * p.w, 2u * p.h);
+    out[i] = x[(o.z * p.h + o.y / 2u) * p.w + o.x / 2u];
 }
 
 // dx[bc, y, x] = sum of the 2x2 block of dout it was copied to; one thread per input.
 @compute @workgroup_size(WG)
-fn upsample2x_bwd_input(@builtin(workgroup_id) wid: vec3<u32>, @builtin(num_workgroups) nwg: vec3<u32>,
-                        @builtin(local_invocation_index) lid: u32) {
-    let i = index(wid, nwg, lid);
+fn upsample2x_bwd_input(id: Ids) {
+    let i = invocation_linear(id, WG);
     if (i >= p.n) { return; }
-    let xx = i % p.w;
-    let rest = i / p.w;
-    let y = rest % p.h;
-    let bc = rest / p.h;
+    let q = pixel_of(i, p.w, p.h);
     let w2 = 2u * p.w;
-    let top = (bc * 2u * p.h + 2u * y) * w2 + 2u * xx;
+    let top = (q.z * 2u * p.h + 2u * q.y) * w2 + 2u * q.x;
     dx[i] = dout[top] + dout[top + 1u] + dout[top + w2] + dout[top + w2 + 1u];
 }
 
@@ -70,65 +63,64 @@ fn upsample2x_bwd_input(@builtin(workgroup_id) wid: vec3<u32>, @builtin(num_work
 
 // out[bc, oy, ox] = mean of x over the block (2oy.., 2ox..); one thread per output.
 @compute @workgroup_size(WG)
-fn avgpool2x2_fwd(@builtin(workgroup_id) wid: vec3<u32>, @builtin(num_workgroups) nwg: vec3<u32>,
-                  @builtin(local_invocation_index) lid: u32) {
-    let i = index(wid, nwg, lid);
+fn avgpool2x2_fwd(id: Ids) {
+    let i = invocation_linear(id, WG);
     if (i >= p.n) { return; }
-    let wo = p.w / 2u;
-    let ho = p.h / 2u;
-    let ox = i % wo;
-    let rest = i / wo;
-    let oy = rest % ho;
-    let bc = rest / ho;
-    let top = (bc * p.h + 2u * oy) * p.w + 2u * ox;
+    let o = pixel_of(i, p.w / 2u, p.h / 2u);
+    let top = (o.z * p.h + 2u * o.y) * p.w + 2u * o.x;
     out[i] = (x[top] + x[top + 1u] + x[top + p.w] + x[top + p.w + 1u]) * 0.25;
 }
 
 // dx[bc, y, x] = dout[bc, y / 2, x / 2] / 4; one thread per input.
 @compute @workgroup_size(WG)
-fn avgpool2x2_bwd_input(@builtin(workgroup_id) wid: vec3<u32>, @builtin(num_workgroups) nwg: vec3<u32>,
-                        @builtin(local_invocation_index) lid: u32) {
-    let i = index(wid, nwg, lid);
+fn avgpool2x2_bwd_input(id: Ids) {
+    let i = invocation_linear(id, WG);
     if (i >= p.n) { return; }
-    let xx = i % p.w;
-    let rest = i / p.w;
-    let y = rest % p.h;
-    let bc = rest / p.h;
-    dx[i] = dout[(bc * (p.h / 2u) + y / 2u) * (p.w / 2u) + xx / 2u] * 0.25;
+    let q = pixel_of(i, p.w, p.h);
+    dx[i] = dout[(q.z * (p.h / 2u) + q.y / 2u) * (p.w / 2u) + q.x / 2u] * 0.25;
 }
 
 // --- channel concatenation -----------------------------------------------------------------------
 
-// cat[b] = [a[b]; skip[b]]; one thread per element of cat.
-@compute @workgroup_size(WG)
-fn concat_fwd(@builtin(workgroup_id) wid: vec3<u32>, @builtin(num_workgroups) nwg: vec3<u32>,
-              @builtin(local_invocation_index) lid: u32) {
-    let i = index(wid, nwg, lid);
-    if (i >= p.n) { return; }
+// Where element i of cat[b] = [a[b]; skip[b]] comes from: a (`in_a`) or skip, at `index`.
+struct ConcatPart {
+    in_a: bool,
+    index: u32,
+}
+
+fn concat_part(i: u32) -> ConcatPart {
     let na = p.c1 * p.hw;
     let ns = p.c2 * p.hw;
     let b = i / (na + ns);
     let k = i % (na + ns);
     if (k < na) {
-        cat[i] = a[b * na + k];
+        return ConcatPart(true, b * na + k);
+    }
+    return ConcatPart(false, b * ns + k - na);
+}
+
+// cat[b] = [a[b]; skip[b]]; one thread per element of cat.
+@compute @workgroup_size(WG)
+fn concat_fwd(id: Ids) {
+    let i = invocation_linear(id, WG);
+    if (i >= p.n) { return; }
+    let part = concat_part(i);
+    if (part.in_a) {
+        cat[i] = a[part.index];
     } else {
-        cat[i] = skip[b * ns + k - na];
+        cat[i] = skip[part.index];
     }
 }
 
 // [da[b]; dskip[b]] = dout[b]; one thread per element of dout.
 @compute @workgroup_size(WG)
-fn concat_bwd(@builtin(workgroup_id) wid: vec3<u32>, @builtin(num_workgroups) nwg: vec3<u32>,
-              @builtin(local_invocation_index) lid: u32) {
-    let i = index(wid, nwg, lid);
+fn concat_bwd(id: Ids) {
+    let i = invocation_linear(id, WG);
     if (i >= p.n) { return; }
-    let na = p.c1 * p.hw;
-    let ns = p.c2 * p.hw;
-    let b = i / (na + ns);
-    let k = i % (na + ns);
-    if (k < na) {
-        da[b * na + k] = dout[i];
+    let part = concat_part(i);
+    if (part.in_a) {
+        da[part.index] = dout[i];
     } else {
-        dskip[b * ns + k - na] = dout[i];
+        dskip[part.index] = dout[i];
     }
 }

@@ -20,9 +20,8 @@ fn normals(blk: u32, w: u32) -> vec4<f32> {
 }
 
 @compute @workgroup_size(WG)
-fn row_inputs(@builtin(workgroup_id) wid: vec3<u32>, @builtin(num_workgroups) nwg: vec3<u32>,
-              @builtin(local_invocation_index) lid: u32) {
-    let g = workgroup_linear(wid, nwg) * WG + lid;
+fn row_inputs(id: Ids) {
+    let g = invocation_linear(id, WG);
     let blocks = (p.n + 3u) / 4u;
     let r = g / blocks;
     if (r >= p.rows) { return; }

@@ -28,48 +28,46 @@ const LOWEST: f32 = -3.4028234663852886e38;
 
 // y = exp(x - max) / sum(exp(x - max)) per row.
 @compute @workgroup_size(WG)
-fn softmax_rows_fwd(@builtin(workgroup_id) wid: vec3<u32>, @builtin(num_workgroups) nwg: vec3<u32>,
-                    @builtin(local_invocation_index) lid: u32) {
-    let row = workgroup_linear(wid, nwg);
+fn softmax_rows_fwd(id: Ids) {
+    let row = workgroup_linear(id);
     let live = row < p.rows;
     let base = row * p.n;
 
     var m = LOWEST;
     if (live) {
-        for (var i = lid; i < p.n; i = i + WG) { m = max(m, x[base + i]); }
+        for (var i = id.lid; i < p.n; i = i + WG) { m = max(m, x[base + i]); }
     }
-    m = tree_max(lid, m);
+    m = tree_max(id.lid, m);
 
     var acc = 0.0;
     if (live) {
-        for (var i = lid; i < p.n; i = i + WG) {
+        for (var i = id.lid; i < p.n; i = i + WG) {
             let e = exp(x[base + i] - m);
             y[base + i] = e;
             acc = acc + e;
         }
     }
-    let inv = 1.0 / tree_sum(lid, acc);
+    let inv = 1.0 / tree_sum(id.lid, acc);
 
     if (live) {
-        for (var i = lid; i < p.n; i = i + WG) { y[base + i] = y[base + i] * inv; }
+        for (var i = id.lid; i < p.n; i = i + WG) { y[base + i] = y[base + i] * inv; }
     }
 }
 
 // dx = y * (dy - sum(dy * y)) per row.
 @compute @workgroup_size(WG)
-fn softmax_rows_bwd(@builtin(workgroup_id) wid: vec3<u32>, @builtin(num_workgroups) nwg: vec3<u32>,
-                    @builtin(local_invocation_index) lid: u32) {
-    let row = workgroup_linear(wid, nwg);
+fn softmax_rows_bwd(id: Ids) {
+    let row = workgroup_linear(id);
     let live = row < p.rows;
     let base = row * p.n;
 
     var acc = 0.0;
     if (live) {
-        for (var i = lid; i < p.n; i = i + WG) { acc = acc + dy[base + i] * ys[base + i]; }
+        for (var i = id.lid; i < p.n; i = i + WG) { acc = acc + dy[base + i] * ys[base + i]; }
     }
-    let dot = tree_sum(lid, acc);
+    let dot = tree_sum(id.lid, acc);
 
     if (live) {
-        for (var i = lid; i < p.n; i = i + WG) { dx[base + i] = ys[base + i] * (dy[base + i] - dot); }
+        for (var i = id.lid; i < p.n; i = i + WG) { dx[base + i] = ys[base + i] * (dy[base + i] - dot); }
     }
 }

@@ -4,7 +4,7 @@
 //!
 //! Overwritten: `out`, `dx`. Accumulated (`+=`): `dweight`, `dbias`.
 
-use super::{f64s, need, prepare, run_read, CheckFuture, CheckResult, Entry, OpSpec};
+use super::{f64s, needs, optional, prepare, run_read, CheckResult, Entry, OpSpec};
 use crate::gpu::{Buffer, Dispatch, Gpu, GpuError};
 use crate::philox::normal_vec;
 use crate::reference::conv2d as r;
@@ -236,16 +236,8 @@ pub async fn conv2d_fwd(
     s: Conv2dShape,
 ) -> Result<Dispatch, GpuError> {
     check_shape(s)?;
-    need("conv2d_fwd x", x, s.x_len())?;
-    need("conv2d_fwd weight", weight, s.weight_len())?;
-    need("conv2d_fwd out", out, s.out_len())?;
-    let bias_buf = match bias {
-        Some(bb) => {
-            need("conv2d_fwd bias", bb, s.cout)?;
-            bb
-        }
-        None => gpu.unused(), // bound but never read (has_bias = 0)
-    };
+    needs("conv2d_fwd", &[("x", x, s.x_len()), ("weight", weight, s.weight_len()), ("out", out, s.out_len())])?;
+    let bias_buf = optional(gpu, "conv2d_fwd bias", bias, s.cout)?; // has_bias says which
     let (e, tiles) = fwd_plan(s);
     let params = Params::new(s, bias.is_some());
     prepare(gpu, &SPEC, e, &[x, weight, bias_buf, out], &params, tiles as u32).await
@@ -260,9 +252,10 @@ pub async fn conv2d_bwd_input(
     s: Conv2dShape,
 ) -> Result<Dispatch, GpuError> {
     check_shape(s)?;
-    need("conv2d_bwd_input dout", dout, s.out_len())?;
-    need("conv2d_bwd_input weight", weight, s.weight_len())?;
-    need("conv2d_bwd_input dx", dx, s.x_len())?;
+    needs(
+        "conv2d_bwd_input",
+        &[("dout", dout, s.out_len()), ("weight", weight, s.weight_len()), ("dx", dx, s.x_len())],
+    )?;
     let (e, tiles) = bwd_input_plan(s);
     prepare(gpu, &SPEC, e, &[dout, weight, dx], &Params::new(s, false), tiles as u32).await
 }
@@ -277,9 +270,10 @@ pub async fn conv2d_bwd_weight(
     s: Conv2dShape,
 ) -> Result<Dispatch, GpuError> {
     check_shape(s)?;
-    need("conv2d_bwd_weight dout", dout, s.out_len())?;
-    need("conv2d_bwd_weight x", x, s.x_len())?;
-    need("conv2d_bwd_weight dweight", dweight, s.weight_len())?;
+    needs(
+        "conv2d_bwd_weight",
+        &[("dout", dout, s.out_len()), ("x", x, s.x_len()), ("dweight", dweight, s.weight_len())],
+    )?;
     let (e, co_per, ci_per) = bwd_weight_plan(s);
     let tiles = s.cout.div_ceil(co_per) * s.cin.div_ceil(ci_per);
     prepare(gpu, &SPEC, e, &[dout, x, dweight], &Params::new(s, false), tiles as u32).await
@@ -288,8 +282,7 @@ pub async fn conv2d_bwd_weight(
 /// dbias (Cout,) += sum over B, Ho, Wo of dout (B, Cout, Ho, Wo). Accumulated.
 pub async fn conv2d_bwd_bias(gpu: &Gpu, dout: &Buffer, dbias: &Buffer, s: Conv2dShape) -> Result<Dispatch, GpuError> {
     check_shape(s)?;
-    need("conv2d_bwd_bias dout", dout, s.out_len())?;
-    need("conv2d_bwd_bias dbias", dbias, s.cout)?;
+    needs("conv2d_bwd_bias", &[("dout", dout, s.out_len()), ("dbias", dbias, s.cout)])?;
     let e = "conv2d_bwd_bias";
     prepare(gpu, &SPEC, e, &[dout, dbias], &Params::new(s, false), s.cout as u32).await
 }
@@ -301,13 +294,7 @@ pub fn flops(s: Conv2dShape) -> f64 {
 
 // --- check -----------------------------------------------------------------------------------
 
-fn check(gpu: &Gpu) -> CheckFuture<'_> {
-    Box::pin(check_async(gpu))
-}
-
-fn result(entry: &'static str, shape: String, got: &[f32], want: &[f64]) -> CheckResult {
-    CheckResult::compare(&SPEC, entry, shape, got, want)
-}
+super::check_fn!(check_async);
 
 async fn check_async(gpu: &Gpu) -> Result<Vec<CheckResult>, GpuError> {
     let mut results = Vec::new();
@@ -361,21 +348,21 @@ async fn check_one(gpu: &Gpu, s: Conv2dShape, with_bias: bool) -> Result<Vec<Che
     r::conv2d_fwd(&mut want, &x64, &w64, with_bias.then_some(&bias64[..]), s);
     let d = conv2d_fwd(gpu, &x, &w, with_bias.then_some(&bias), &out, s).await?;
     let what = if with_bias { format!("{shape} +bias") } else { shape.clone() };
-    results.push(result(fwd_plan(s).0, what, &run_read(gpu, &d, &out).await?, &want));
+    results.push(SPEC.result(fwd_plan(s).0, what, &run_read(gpu, &d, &out).await?, &want));
 
     let mut want = vec![0.0; s.x_len()];
     r::conv2d_bwd_input(&mut want, &dout64, &w64, s);
     let d = conv2d_bwd_input(gpu, &dout, &w, &dx, s).await?;
-    results.push(result(bwd_input_plan(s).0, shape.clone(), &run_read(gpu, &d, &dx).await?, &want));
+    results.push(SPEC.result(bwd_input_plan(s).0, shape.clone(), &run_read(gpu, &d, &dx).await?, &want));
 
     let mut want = f64s(&xdw0);
     r::conv2d_bwd_weight(&mut want, &dout64, &x64, s);
     let d = conv2d_bwd_weight(gpu, &dout, &x, &dw, s).await?;
-    results.push(result(bwd_weight_plan(s).0, format!("{shape} +="), &run_read(gpu, &d, &dw).await?, &want));
+    results.push(SPEC.result(bwd_weight_plan(s).0, format!("{shape} +="), &run_read(gpu, &d, &dw).await?, &want));
 
     let mut want = bias64.clone();
     r::conv2d_bwd_bias(&mut want, &dout64, s);
     let d = conv2d_bwd_bias(gpu, &dout, &db, s).await?;
-    results.push(result("conv2d_bwd_bias", format!("{shape} +="), &run_read(gpu, &d, &db).await?, &want));
+    results.push(SPEC.result("conv2d_bwd_bias", format!("{shape} +="), &run_read(gpu, &d, &db).await?, &want));
     Ok(results)
 }

@@ -2,7 +2,7 @@
 
 use bytemuck::Zeroable;
 
-use super::{f64s, need, prepare, run_read, CheckFuture, CheckResult, Entry, OpSpec};
+use super::{f64s, need, prepare, run_read, CheckResult, Entry, OpSpec};
 use crate::gpu::{groups_for, Buffer, Dispatch, Gpu, GpuError};
 use crate::philox::normal_vec;
 use crate::reference::elementwise as r;
@@ -91,9 +91,7 @@ pub async fn silu_bwd(gpu: &Gpu, dout: &Buffer, x: &Buffer, dx: &Buffer, n: usiz
     launch(gpu, "silu_bwd", &[dout, x, dx], n, 0.0).await
 }
 
-fn check(gpu: &Gpu) -> CheckFuture<'_> {
-    Box::pin(check_async(gpu))
-}
+super::check_fn!(check_async);
 
 async fn check_async(gpu: &Gpu) -> Result<Vec<CheckResult>, GpuError> {
     // Several workgroups, not a multiple of the workgroup size; extreme SiLU inputs included.

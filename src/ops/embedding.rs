@@ -3,7 +3,7 @@
 //! (the input scaling, which is its own backward, and the ε output with its backward; all
 //! overwritten).
 
-use super::{f64s, need, prepare, run_read, CheckFuture, CheckResult, Entry, OpSpec};
+use super::{f64s, needs, prepare, run_read, CheckResult, Entry, OpSpec};
 use crate::gpu::{groups_for, Buffer, Dispatch, Gpu, GpuError};
 use crate::philox::normal_vec;
 use crate::reference::embedding as r;
@@ -99,8 +99,7 @@ pub async fn embedding_fwd(gpu: &Gpu, t: &Buffer, out: &Buffer, b: usize, e: usi
     if e == 0 || !e.is_multiple_of(2) {
         return Err(GpuError::Shape(format!("embedding: width {e} must be even and positive")));
     }
-    need("embedding_fwd t", t, b)?;
-    need("embedding_fwd out", out, b * e)?;
+    needs("embedding_fwd", &[("t", t, b), ("out", out, b * e)])?;
     let p = params(b * e, e, 0);
     prepare(gpu, &SPEC, "embedding_fwd", &[t, out], &p, groups_for(b * e, WG)).await
 }
@@ -118,10 +117,7 @@ pub async fn scale_shift_fwd(
     bc: usize,
     hw: usize,
 ) -> Result<Dispatch, GpuError> {
-    need("scale_shift_fwd x", x, bc * hw)?;
-    need("scale_shift_fwd scale", scale, bc)?;
-    need("scale_shift_fwd shift", shift, bc)?;
-    need("scale_shift_fwd y", y, bc * hw)?;
+    needs("scale_shift_fwd", &[("x", x, bc * hw), ("scale", scale, bc), ("shift", shift, bc), ("y", y, bc * hw)])?;
     let p = params(bc * hw, 0, hw.max(1));
     prepare(gpu, &SPEC, "scale_shift_fwd", &[x, scale, shift, y], &p, groups_for(bc * hw, WG)).await
 }
@@ -135,9 +131,7 @@ pub async fn scale_shift_bwd_input(
     bc: usize,
     hw: usize,
 ) -> Result<Dispatch, GpuError> {
-    need("scale_shift_bwd_input dout", dout, bc * hw)?;
-    need("scale_shift_bwd_input scale", scale, bc)?;
-    need("scale_shift_bwd_input dx", dx, bc * hw)?;
+    needs("scale_shift_bwd_input", &[("dout", dout, bc * hw), ("scale", scale, bc), ("dx", dx, bc * hw)])?;
     let p = params(bc * hw, 0, hw.max(1));
     let g = groups_for(bc * hw, WG);
     prepare(gpu, &SPEC, "scale_shift_bwd_input", &[dout, scale, dx], &p, g).await
@@ -153,9 +147,7 @@ pub async fn scale_shift_bwd_scale(
     bc: usize,
     hw: usize,
 ) -> Result<Dispatch, GpuError> {
-    need("scale_shift_bwd_scale dout", dout, bc * hw)?;
-    need("scale_shift_bwd_scale x", x, bc * hw)?;
-    need("scale_shift_bwd_scale dscale", dscale, bc)?;
+    needs("scale_shift_bwd_scale", &[("dout", dout, bc * hw), ("x", x, bc * hw), ("dscale", dscale, bc)])?;
     let p = params(bc, 0, hw);
     prepare(gpu, &SPEC, "scale_shift_bwd_scale", &[dout, x, dscale], &p, bc as u32).await
 }
@@ -169,8 +161,7 @@ pub async fn scale_shift_bwd_shift(
     bc: usize,
     hw: usize,
 ) -> Result<Dispatch, GpuError> {
-    need("scale_shift_bwd_shift dout", dout, bc * hw)?;
-    need("scale_shift_bwd_shift dshift", dshift, bc)?;
+    needs("scale_shift_bwd_shift", &[("dout", dout, bc * hw), ("dshift", dshift, bc)])?;
     let p = params(bc, 0, hw);
     prepare(gpu, &SPEC, "scale_shift_bwd_shift", &[dout, dshift], &p, bc as u32).await
 }
@@ -188,9 +179,7 @@ pub async fn precond_in(
     e: usize,
     sigma_d: f32,
 ) -> Result<Dispatch, GpuError> {
-    need("precond_in t", t, b)?;
-    need("precond_in z", z, b * e)?;
-    need("precond_in zin", zin, b * e)?;
+    needs("precond_in", &[("t", t, b), ("z", z, b * e), ("zin", zin, b * e)])?;
     let p = precond_params(b, e, sigma_d)?;
     prepare(gpu, &SPEC, "precond_in", &[t, z, zin], &p, groups_for(b * e, WG)).await
 }
@@ -208,10 +197,7 @@ pub async fn precond_fwd(
     e: usize,
     sigma_d: f32,
 ) -> Result<Dispatch, GpuError> {
-    need("precond_fwd t", t, b)?;
-    for (what, buf) in [("z", z), ("f", f), ("eps", eps)] {
-        need(&format!("precond_fwd {what}"), buf, b * e)?;
-    }
+    needs("precond_fwd", &[("t", t, b), ("z", z, b * e), ("f", f, b * e), ("eps", eps, b * e)])?;
     let p = precond_params(b, e, sigma_d)?;
     prepare(gpu, &SPEC, "precond_fwd", &[t, z, f, eps], &p, groups_for(b * e, WG)).await
 }
@@ -228,23 +214,14 @@ pub async fn precond_bwd(
     e: usize,
     sigma_d: f32,
 ) -> Result<Dispatch, GpuError> {
-    need("precond_bwd t", t, b)?;
-    for (what, buf) in [("deps", deps), ("df", df), ("dz", dz)] {
-        need(&format!("precond_bwd {what}"), buf, b * e)?;
-    }
+    needs("precond_bwd", &[("t", t, b), ("deps", deps, b * e), ("df", df, b * e), ("dz", dz, b * e)])?;
     let p = precond_params(b, e, sigma_d)?;
     prepare(gpu, &SPEC, "precond_bwd", &[t, deps, df, dz], &p, groups_for(b * e, WG)).await
 }
 
 // ---------------------------------------------------------------------------------------------
 
-fn check(gpu: &Gpu) -> CheckFuture<'_> {
-    Box::pin(check_async(gpu))
-}
-
-fn result(entry: &'static str, shape: String, got: &[f32], want: &[f64]) -> CheckResult {
-    CheckResult::compare(&SPEC, entry, shape, got, want)
-}
+super::check_fn!(check_async);
 
 async fn check_async(gpu: &Gpu) -> Result<Vec<CheckResult>, GpuError> {
     let mut results = Vec::new();
@@ -261,7 +238,7 @@ async fn check_async(gpu: &Gpu) -> Result<Vec<CheckResult>, GpuError> {
     let mut want = vec![0.0; b * e];
     r::embedding_fwd(&mut want, &f64s(&xt), e);
     let d = embedding_fwd(gpu, &t, &emb, b, e).await?;
-    results.push(result("embedding_fwd", format!("b={b} e={e}"), &run_read(gpu, &d, &emb).await?, &want));
+    results.push(SPEC.result("embedding_fwd", format!("b={b} e={e}"), &run_read(gpu, &d, &emb).await?, &want));
 
     // Scale/shift: B=3, C=12, 13x9 and a 40x30 plane (H*W = 1200: several strides per thread).
     for (bc, hw) in [(3 * 12, 13 * 9), (2 * 5, 40 * 30)] {
@@ -280,19 +257,19 @@ async fn check_async(gpu: &Gpu) -> Result<Vec<CheckResult>, GpuError> {
         let mut want = vec![0.0; n];
         r::scale_shift_fwd(&mut want, &x64, &s64, &h64, hw);
         let d = scale_shift_fwd(gpu, &x, &scale, &shift, &y, bc, hw).await?;
-        results.push(result("scale_shift_fwd", shape.clone(), &run_read(gpu, &d, &y).await?, &want));
+        results.push(SPEC.result("scale_shift_fwd", shape.clone(), &run_read(gpu, &d, &y).await?, &want));
         r::scale_shift_bwd_input(&mut want, &d64, &s64, hw);
         let d = scale_shift_bwd_input(gpu, &dout, &scale, &y, bc, hw).await?;
-        results.push(result("scale_shift_bwd_input", shape.clone(), &run_read(gpu, &d, &y).await?, &want));
+        results.push(SPEC.result("scale_shift_bwd_input", shape.clone(), &run_read(gpu, &d, &y).await?, &want));
 
         let mut want = vec![0.0; bc];
         r::scale_shift_bwd_scale(&mut want, &d64, &x64, hw);
         let d = scale_shift_bwd_scale(gpu, &dout, &x, &dsmall, bc, hw).await?;
-        results.push(result("scale_shift_bwd_scale", shape.clone(), &run_read(gpu, &d, &dsmall).await?, &want));
+        results.push(SPEC.result("scale_shift_bwd_scale", shape.clone(), &run_read(gpu, &d, &dsmall).await?, &want));
         gpu.write(&dsmall, &normal_vec(bc, 41, 5));
         r::scale_shift_bwd_shift(&mut want, &d64, hw);
         let d = scale_shift_bwd_shift(gpu, &dout, &dsmall, bc, hw).await?;
-        results.push(result("scale_shift_bwd_shift", shape, &run_read(gpu, &d, &dsmall).await?, &want));
+        results.push(SPEC.result("scale_shift_bwd_shift", shape, &run_read(gpu, &d, &dsmall).await?, &want));
     }
 
     // Preconditioning: 301 rows of 3 (4 workgroups, a row length that does not divide 256); the
@@ -316,17 +293,17 @@ async fn check_async(gpu: &Gpu) -> Result<Vec<CheckResult>, GpuError> {
         let mut want = vec![0.0; b * e];
         r::precond_in(&mut want, &t64, &z64, e, sd);
         let d = precond_in(gpu, &t, &z, &eps, b, e, sigma_d).await?;
-        results.push(result("precond_in", shape.clone(), &run_read(gpu, &d, &eps).await?, &want));
+        results.push(SPEC.result("precond_in", shape.clone(), &run_read(gpu, &d, &eps).await?, &want));
         gpu.write(&eps, &vec![f32::NAN; b * e]);
         r::precond_fwd(&mut want, &t64, &z64, &f64_, e, sd);
         let d = precond_fwd(gpu, &t, &z, &f, &eps, b, e, sigma_d).await?;
-        results.push(result("precond_fwd", shape.clone(), &run_read(gpu, &d, &eps).await?, &want));
+        results.push(SPEC.result("precond_fwd", shape.clone(), &run_read(gpu, &d, &eps).await?, &want));
         let (mut want_df, mut want_dz) = (vec![0.0; b * e], vec![0.0; b * e]);
         r::precond_bwd(&mut want_df, &mut want_dz, &d64, &t64, e, sd);
         let d = precond_bwd(gpu, &t, &deps, &df, &dz, b, e, sigma_d).await?;
         let got_df = run_read(gpu, &d, &df).await?;
-        results.push(result("precond_bwd", format!("{shape} df"), &got_df, &want_df));
-        results.push(result("precond_bwd", format!("{shape} dz"), &gpu.read(&dz).await?, &want_dz));
+        results.push(SPEC.result("precond_bwd", format!("{shape} df"), &got_df, &want_df));
+        results.push(SPEC.result("precond_bwd", format!("{shape} dz"), &gpu.read(&dz).await?, &want_dz));
     }
     Ok(results)
 }

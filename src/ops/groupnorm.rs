@@ -6,7 +6,7 @@
 
 use bytemuck::Zeroable;
 
-use super::{f64s, need, prepare, run_read, CheckFuture, CheckResult, Entry, OpSpec};
+use super::{f64s, needs, prepare, run_read, CheckResult, Entry, OpSpec};
 use crate::gpu::{groups_for, Buffer, Dispatch, Gpu, GpuError};
 use crate::philox::normal_vec;
 use crate::reference::groupnorm as r;
@@ -75,7 +75,7 @@ pub const COLS_MAX: usize = 1024;
 
 pub const SPEC: OpSpec = OpSpec {
     name: "groupnorm",
-    shader: super::shader!("groupnorm.wgsl"; Params),
+    shader: super::shader!("groupnorm.wgsl", "tree.wgsl"; Params),
     variants: &[],
     entries: &[
         Entry { name: "groupnorm_fwd", reference: "groupnorm::groupnorm_fwd", tol: DEFAULT, why: FWD },
@@ -173,12 +173,17 @@ pub async fn groupnorm_fwd(
     s: GroupNormShape,
 ) -> Result<Dispatch, GpuError> {
     let p = params(s)?;
-    need("groupnorm_fwd x", x, s.len())?;
-    need("groupnorm_fwd gamma", gamma, s.c)?;
-    need("groupnorm_fwd beta", beta, s.c)?;
-    need("groupnorm_fwd out", out, s.len())?;
-    need("groupnorm_fwd mean", mean, s.b * s.g)?;
-    need("groupnorm_fwd rstd", rstd, s.b * s.g)?;
+    needs(
+        "groupnorm_fwd",
+        &[
+            ("x", x, s.len()),
+            ("gamma", gamma, s.c),
+            ("beta", beta, s.c),
+            ("out", out, s.len()),
+            ("mean", mean, s.b * s.g),
+            ("rstd", rstd, s.b * s.g),
+        ],
+    )?;
     let bufs = [x, gamma, beta, out, mean, rstd];
     let (entry, groups) = row_entry(s, "groupnorm_fwd", "groupnorm_fwd_rows");
     prepare(gpu, &SPEC, entry, &bufs, &p, groups).await
@@ -198,12 +203,17 @@ pub async fn groupnorm_bwd_input(
     s: GroupNormShape,
 ) -> Result<Dispatch, GpuError> {
     let p = params(s)?;
-    need("groupnorm_bwd_input dout", dout, s.len())?;
-    need("groupnorm_bwd_input x", x, s.len())?;
-    need("groupnorm_bwd_input mean", mean, s.b * s.g)?;
-    need("groupnorm_bwd_input rstd", rstd, s.b * s.g)?;
-    need("groupnorm_bwd_input gamma", gamma, s.c)?;
-    need("groupnorm_bwd_input dx", dx, s.len())?;
+    needs(
+        "groupnorm_bwd_input",
+        &[
+            ("dout", dout, s.len()),
+            ("x", x, s.len()),
+            ("mean", mean, s.b * s.g),
+            ("rstd", rstd, s.b * s.g),
+            ("gamma", gamma, s.c),
+            ("dx", dx, s.len()),
+        ],
+    )?;
     let bufs = [x, gamma, dout, mean, rstd, dx];
     let (entry, groups) = row_entry(s, "groupnorm_bwd_input", "groupnorm_bwd_input_rows");
     prepare(gpu, &SPEC, entry, &bufs, &p, groups).await
@@ -224,12 +234,17 @@ pub async fn groupnorm_bwd_params(
     s: GroupNormShape,
 ) -> Result<Dispatch, GpuError> {
     let p = params(s)?;
-    need("groupnorm_bwd_params dout", dout, s.len())?;
-    need("groupnorm_bwd_params x", x, s.len())?;
-    need("groupnorm_bwd_params mean", mean, s.b * s.g)?;
-    need("groupnorm_bwd_params rstd", rstd, s.b * s.g)?;
-    need("groupnorm_bwd_params dgamma", dgamma, s.c)?;
-    need("groupnorm_bwd_params dbeta", dbeta, s.c)?;
+    needs(
+        "groupnorm_bwd_params",
+        &[
+            ("dout", dout, s.len()),
+            ("x", x, s.len()),
+            ("mean", mean, s.b * s.g),
+            ("rstd", rstd, s.b * s.g),
+            ("dgamma", dgamma, s.c),
+            ("dbeta", dbeta, s.c),
+        ],
+    )?;
     let bufs = [x, dout, mean, rstd, dgamma, dbeta];
     let (entry, groups) = param_entry(s);
     prepare(gpu, &SPEC, entry, &bufs, &p, groups).await
@@ -237,13 +252,7 @@ pub async fn groupnorm_bwd_params(
 
 // ---------------------------------------------------------------------------------------------
 
-fn check(gpu: &Gpu) -> CheckFuture<'_> {
-    Box::pin(check_async(gpu))
-}
-
-fn result(entry: &'static str, shape: String, got: &[f32], want: &[f64]) -> CheckResult {
-    CheckResult::compare(&SPEC, entry, shape, got, want)
-}
+super::check_fn!(check_async);
 
 async fn check_async(gpu: &Gpu) -> Result<Vec<CheckResult>, GpuError> {
     let mut results = Vec::new();
@@ -291,9 +300,9 @@ async fn check_one(gpu: &Gpu, s: GroupNormShape, seed: u64) -> Result<Vec<CheckR
     r::groupnorm_fwd(&mut want, &mut want_mean, &mut want_rstd, &x64, &g64, &b64, s);
     let f = groupnorm_fwd(gpu, &x, &gamma, &beta, &out, &mean, &rstd, s).await?;
     let (fe, _) = row_entry(s, "groupnorm_fwd", "groupnorm_fwd_rows");
-    results.push(result(fe, format!("{shape} out"), &run_read(gpu, &f, &out).await?, &want));
-    results.push(result(fe, format!("{shape} mean"), &gpu.read(&mean).await?, &want_mean));
-    results.push(result(fe, format!("{shape} rstd"), &gpu.read(&rstd).await?, &want_rstd));
+    results.push(SPEC.result(fe, format!("{shape} out"), &run_read(gpu, &f, &out).await?, &want));
+    results.push(SPEC.result(fe, format!("{shape} mean"), &gpu.read(&mean).await?, &want_mean));
+    results.push(SPEC.result(fe, format!("{shape} rstd"), &gpu.read(&rstd).await?, &want_rstd));
 
     // The saved statistics as the GPU would hold them.
     let mean32: Vec<f32> = want_mean.iter().map(|&v| v as f32).collect();
@@ -305,14 +314,14 @@ async fn check_one(gpu: &Gpu, s: GroupNormShape, seed: u64) -> Result<Vec<CheckR
     r::groupnorm_bwd_input(&mut want, &d64, &x64, &m64, &r64, &g64, s);
     let gi = groupnorm_bwd_input(gpu, &dout, &x, &mean, &rstd, &gamma, &dx, s).await?;
     let (ie, _) = row_entry(s, "groupnorm_bwd_input", "groupnorm_bwd_input_rows");
-    results.push(result(ie, shape.clone(), &run_read(gpu, &gi, &dx).await?, &want));
+    results.push(SPEC.result(ie, shape.clone(), &run_read(gpu, &gi, &dx).await?, &want));
 
     let (mut want_dg, mut want_db) = (f64s(&xdg), f64s(&xdb));
     r::groupnorm_bwd_params(&mut want_dg, &mut want_db, &d64, &x64, &m64, &r64, s);
     let gp = groupnorm_bwd_params(gpu, &dout, &x, &mean, &rstd, &dgamma, &dbeta, s).await?;
     let got_dg = run_read(gpu, &gp, &dgamma).await?;
     let (pe, _) = param_entry(s);
-    results.push(result(pe, format!("{shape} dgamma (+=)"), &got_dg, &want_dg));
-    results.push(result(pe, format!("{shape} dbeta (+=)"), &gpu.read(&dbeta).await?, &want_db));
+    results.push(SPEC.result(pe, format!("{shape} dgamma (+=)"), &got_dg, &want_dg));
+    results.push(SPEC.result(pe, format!("{shape} dbeta (+=)"), &gpu.read(&dbeta).await?, &want_db));
     Ok(results)
 }

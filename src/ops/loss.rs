@@ -2,7 +2,7 @@
 
 use bytemuck::Zeroable;
 
-use super::{need, prepare, run_read, CheckFuture, CheckResult, Entry, OpSpec};
+use super::{needs, prepare, run_read, CheckResult, Entry, OpSpec};
 use crate::diffusion::rows::LossHead;
 use crate::gpu::{groups_for, Buffer, Dispatch, Gpu, GpuError};
 use crate::philox::{normal_vec, philox_uniform, Stream};
@@ -75,10 +75,10 @@ pub async fn row_err(
     n: usize,
 ) -> Result<Dispatch, GpuError> {
     let rows = h.rows();
-    need("row_err pred", pred, rows * n)?;
-    need("row_err target", target, rows * n)?;
-    need("row_err scale", scale, rows)?;
-    need("row_err errors", errors, rows)?;
+    needs(
+        "row_err",
+        &[("pred", pred, rows * n), ("target", target, rows * n), ("scale", scale, rows), ("errors", errors, rows)],
+    )?;
     prepare(gpu, &SPEC, "row_err", &[pred, target, scale, errors], &params(h, n), rows as u32).await
 }
 
@@ -103,18 +103,19 @@ pub async fn loss_head(
     h: &LossHead<f32>,
 ) -> Result<Dispatch, GpuError> {
     let (rows, k) = (h.rows(), h.anchors);
-    for (what, b, len) in [
-        ("errors", errors, rows),
-        ("weight", weight, rows),
-        ("offset", offset, rows),
-        ("row_weights", out.row_weights, rows),
-        ("labels", labels, k),
-        ("logits", out.logits, k),
-        ("anchor_losses", out.anchor_losses, k),
-        ("stats", out.stats, 4),
-    ] {
-        need(&format!("loss_head {what}"), b, len)?;
-    }
+    needs(
+        "loss_head",
+        &[
+            ("errors", errors, rows),
+            ("weight", weight, rows),
+            ("offset", offset, rows),
+            ("row_weights", out.row_weights, rows),
+            ("labels", labels, k),
+            ("logits", out.logits, k),
+            ("anchor_losses", out.anchor_losses, k),
+            ("stats", out.stats, 4),
+        ],
+    )?;
     let bufs = [errors, weight, offset, labels, out.row_weights, out.logits, out.anchor_losses, out.stats];
     prepare(gpu, &SPEC, "loss_head", &bufs, &params(h, 0), 1).await
 }
@@ -133,17 +134,18 @@ pub async fn loss_grad(
     n: usize,
 ) -> Result<Dispatch, GpuError> {
     let rows = h.rows();
-    need("loss_grad pred", pred, rows * n)?;
-    need("loss_grad target", target, rows * n)?;
-    need("loss_grad scale", scale, rows)?;
-    need("loss_grad row_weights", row_weights, rows)?;
-    need("loss_grad dpred", dpred, rows * n)?;
+    needs(
+        "loss_grad",
+        &[
+            ("pred", pred, rows * n),
+            ("target", target, rows * n),
+            ("scale", scale, rows),
+            ("row_weights", row_weights, rows),
+            ("dpred", dpred, rows * n),
+        ],
+    )?;
     let bufs = [pred, target, scale, row_weights, dpred];
     prepare(gpu, &SPEC, "loss_grad", &bufs, &params(h, n), groups_for(rows * n, WG)).await
-}
-
-fn check(gpu: &Gpu) -> CheckFuture<'_> {
-    Box::pin(check_async(gpu))
 }
 
 fn uniforms(n: usize, seed: u64, lo: f32, hi: f32) -> Vec<f32> {
@@ -151,6 +153,8 @@ fn uniforms(n: usize, seed: u64, lo: f32, hi: f32) -> Vec<f32> {
     philox_uniform(&mut u, Stream::new(seed, [0, 0, 0]));
     u.iter().map(|v| lo + (hi - lo) * v).collect()
 }
+
+super::check_fn!(check_async);
 
 async fn check_async(gpu: &Gpu) -> Result<Vec<CheckResult>, GpuError> {
     let mut results = Vec::new();
@@ -196,7 +200,7 @@ async fn check_async(gpu: &Gpu) -> Result<Vec<CheckResult>, GpuError> {
     let mut want_err = vec![0.0; rows];
     r::row_err(&mut want_err, &p64, &t64, &s64, n);
     let got = run_read(gpu, &row_err(gpu, &bp, &bt, &bs, &errors, &h, n).await?, &errors).await?;
-    results.push(CheckResult::compare(&SPEC, "row_err", shape.clone(), &got, &want_err));
+    results.push(SPEC.result("row_err", shape.clone(), &got, &want_err));
 
     // The head from the GPU's errors, against the reference on the same errors.
     let err64 = to_f64(&got);
@@ -212,14 +216,14 @@ async fn check_async(gpu: &Gpu) -> Result<Vec<CheckResult>, GpuError> {
         ("stats", &stats, &[totals[0], totals[1], totals[2], 0.0][..]),
     ] {
         let got = gpu.read(buf).await?;
-        results.push(CheckResult::compare(&SPEC, "loss_head", format!("{shape} {what}"), &got, want));
+        results.push(SPEC.result("loss_head", format!("{shape} {what}"), &got, want));
     }
 
     let rw_f32 = gpu.read(&rw).await?;
     let mut want_d = vec![0.0; rows * n];
     r::loss_grad(&mut want_d, &p64, &t64, &s64, &to_f64(&rw_f32), n);
     let g = loss_grad(gpu, &bp, &bt, &bs, &rw, &dpred, &h, n).await?;
-    results.push(CheckResult::compare(&SPEC, "loss_grad", shape.clone(), &run_read(gpu, &g, &dpred).await?, &want_d));
+    results.push(SPEC.result("loss_grad", shape.clone(), &run_read(gpu, &g, &dpred).await?, &want_d));
 
     // A NaN row error is counted, not hidden.
     let mut bad = got.clone();
@@ -228,6 +232,6 @@ async fn check_async(gpu: &Gpu) -> Result<Vec<CheckResult>, GpuError> {
     gpu.run(&[&head]);
     let s = gpu.read(&stats).await?;
     let flagged = if s[3] >= 1.0 { 1.0 } else { 0.0 };
-    results.push(CheckResult::compare(&SPEC, "loss_head", format!("{shape} NaN error flagged"), &[flagged], &[1.0]));
+    results.push(SPEC.result("loss_head", format!("{shape} NaN error flagged"), &[flagged], &[1.0]));
     Ok(results)
 }

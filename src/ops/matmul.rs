@@ -1,6 +1,6 @@
 //! Launchers for `shaders/matmul.wgsl`: batched out = op(a) · op(b) + bias and its backward.
 
-use super::{f64s, need, prepare, run_read, CheckFuture, CheckResult, Entry, OpSpec, Variant};
+use super::{f64s, needs, optional, prepare, run_read, CheckResult, Entry, OpSpec, Variant};
 use crate::gpu::{groups_for, Buffer, Dispatch, Gpu, GpuError};
 use crate::philox::normal_vec;
 use crate::reference::matmul as r;
@@ -238,16 +238,15 @@ pub async fn matmul_strided(
     if d.batch > 1 && s.out < d.m * d.n {
         return Err(GpuError::Shape(format!("matmul output items overlap: {d:?} {s:?}")));
     }
-    need("matmul a", a, span(d.batch, s.a, d.m * d.k))?;
-    need("matmul b", b, span(d.batch, s.b, d.k * d.n))?;
-    need("matmul out", out, span(d.batch, s.out, d.m * d.n))?;
-    let bias_buf = match bias {
-        Some(bb) => {
-            need("matmul bias", bb, d.n)?;
-            bb
-        }
-        None => gpu.unused(), // bound but never read (has_bias = 0)
-    };
+    needs(
+        "matmul",
+        &[
+            ("a", a, span(d.batch, s.a, d.m * d.k)),
+            ("b", b, span(d.batch, s.b, d.k * d.n)),
+            ("out", out, span(d.batch, s.out, d.m * d.n)),
+        ],
+    )?;
+    let bias_buf = optional(gpu, "matmul bias", bias, d.n)?; // has_bias says which
     let tiles = d.batch * d.m.div_ceil(R) * d.n.div_ceil(COLS);
     let entry = layout.entry_strided(d, s);
     let params = Params::strided(d, s, bias.is_some());
@@ -327,19 +326,12 @@ pub async fn matmul_bwd_b(
 
 /// dbias (N,) += column sums of dout over all rows and batches.
 pub async fn matmul_bwd_bias(gpu: &Gpu, dout: &Buffer, dbias: &Buffer, d: Dims) -> Result<Dispatch, GpuError> {
-    need("matmul_bwd_bias dout", dout, d.batch * d.m * d.n)?;
-    need("matmul_bwd_bias dbias", dbias, d.n)?;
+    needs("matmul_bwd_bias", &[("dout", dout, d.batch * d.m * d.n), ("dbias", dbias, d.n)])?;
     let params = Params::new(d, false);
     prepare(gpu, &SPEC, "matmul_bwd_bias", &[dout, dbias], &params, groups_for(d.n, LANES)).await
 }
 
-fn check(gpu: &Gpu) -> CheckFuture<'_> {
-    Box::pin(check_async(gpu))
-}
-
-fn result(entry: &'static str, shape: String, got: &[f32], want: &[f64]) -> CheckResult {
-    CheckResult::compare(&SPEC, entry, shape, got, want)
-}
+super::check_fn!(check_async);
 
 async fn check_async(gpu: &Gpu) -> Result<Vec<CheckResult>, GpuError> {
     let mut results = Vec::new();
@@ -392,7 +384,7 @@ async fn check_strided(gpu: &Gpu, layout: Layout, d: Dims, s: Strides) -> Result
     let shape = format!("{layout:?} m={} n={} k={} batch={} strides {:?} +bias", d.m, d.n, d.k, d.batch, s);
     let entry = layout.entry_strided(d, s);
     let f = matmul_strided(gpu, layout, &a, &b, Some(&bias), &out, d, s).await?;
-    Ok(result(entry, shape, &run_read(gpu, &f, &out).await?, &want))
+    Ok(SPEC.result(entry, shape, &run_read(gpu, &f, &out).await?, &want))
 }
 
 /// Forward, both input gradients and (with bias) the bias gradient of one layout, each against
@@ -433,13 +425,13 @@ async fn check_one(gpu: &Gpu, layout: Layout, d: Dims, with_bias: bool) -> Resul
     let entry = layout.entry(d);
     let mut results = Vec::new();
     let f = matmul(gpu, layout, &a, &b, with_bias.then_some(&bias), &out, d).await?;
-    results.push(result(entry, shape.clone(), &run_read(gpu, &f, &out).await?, &want_out));
+    results.push(SPEC.result(entry, shape.clone(), &run_read(gpu, &f, &out).await?, &want_out));
     let ga = matmul_bwd_a(gpu, layout, &dout, &b, &da, d).await?;
     let e = bwd_a_plan(layout, d).entry();
-    results.push(result(e, format!("{shape} bwd_a"), &run_read(gpu, &ga, &da).await?, &want_da));
+    results.push(SPEC.result(e, format!("{shape} bwd_a"), &run_read(gpu, &ga, &da).await?, &want_da));
     let gb = matmul_bwd_b(gpu, layout, &dout, &a, &db, d).await?;
     let e = bwd_b_plan(layout, d).entry();
-    results.push(result(e, format!("{shape} bwd_b"), &run_read(gpu, &gb, &db).await?, &want_db));
+    results.push(SPEC.result(e, format!("{shape} bwd_b"), &run_read(gpu, &gb, &db).await?, &want_db));
     if with_bias {
         // Accumulates into a non-zero gradient, as parameter gradients do.
         let dbias = gpu.upload("dbias", &xbias)?;
@@ -448,7 +440,7 @@ async fn check_one(gpu: &Gpu, layout: Layout, d: Dims, with_bias: bool) -> Resul
             r::matmul_bwd_bias(&mut want, &dout64[t * nc..(t + 1) * nc], d.m, d.n);
         }
         let g = matmul_bwd_bias(gpu, &dout, &dbias, d).await?;
-        results.push(result("matmul_bwd_bias", shape, &run_read(gpu, &g, &dbias).await?, &want));
+        results.push(SPEC.result("matmul_bwd_bias", shape, &run_read(gpu, &g, &dbias).await?, &want));
     }
     Ok(results)
 }

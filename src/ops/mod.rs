@@ -53,6 +53,17 @@ macro_rules! shader {
     };
 }
 pub(crate) use shader;
+
+/// A family's `fn check`, the `OpSpec::check` of its registry entry: its `async fn` of checks,
+/// boxed (a fn pointer cannot return an `async fn`'s own future type).
+macro_rules! check_fn {
+    ($checks:ident) => {
+        fn check(gpu: &$crate::gpu::Gpu) -> $crate::ops::CheckFuture<'_> {
+            Box::pin($checks(gpu))
+        }
+    };
+}
+pub(crate) use check_fn;
 pub(crate) use wgsl::{constants, uniform};
 
 /// One registry entry, a WGSL entry point or a `Variant` of one: its CPU reference and the
@@ -118,13 +129,18 @@ pub struct OpSpec {
     pub variants: &'static [Variant],
     pub entries: &'static [Entry],
     /// Runs every entry point on shapes that need several workgroups and compares with the
-    /// reference.
+    /// reference (`check_fn!`).
     pub check: for<'a> fn(&'a Gpu) -> CheckFuture<'a>,
 }
 
 impl OpSpec {
     pub fn entry(&self, name: &str) -> Option<&Entry> {
         self.entries.iter().find(|e| e.name == name)
+    }
+
+    /// `got` against `want` under the tolerance of `entry` (`CheckResult::compare`).
+    pub fn result(&self, entry: &'static str, shape: String, got: &[f32], want: &[f64]) -> CheckResult {
+        CheckResult::compare(self, entry, shape, got, want)
     }
 
     /// The WGSL entry point of registry entry `name` and the pipeline-overridable constants it
@@ -193,6 +209,28 @@ pub(crate) fn need(what: &str, buf: &Buffer, need: usize) -> Result<(), GpuError
         return Err(GpuError::Shape(format!("{what} has {} elements, needs {need}", buf.len)));
     }
     Ok(())
+}
+
+/// Fails unless every `(binding, buffer, elements)` of `entry` holds at least that many elements.
+pub(crate) fn needs(entry: &str, bindings: &[(&str, &Buffer, usize)]) -> Result<(), GpuError> {
+    for &(binding, buf, n) in bindings {
+        need(&format!("{entry} {binding}"), buf, n)?;
+    }
+    Ok(())
+}
+
+/// An optional binding: `buf`, which must hold `n` elements, or else the device's placeholder,
+/// bound but never read (the kernel's params say which).
+pub(crate) fn optional<'a>(
+    gpu: &'a Gpu,
+    what: &str,
+    buf: Option<&'a Buffer>,
+    n: usize,
+) -> Result<&'a Buffer, GpuError> {
+    match buf {
+        Some(b) => need(what, b, n).map(|()| b),
+        None => Ok(gpu.unused()),
+    }
 }
 
 /// Runs one prepared dispatch and reads `out` back (for checks and one-off use).

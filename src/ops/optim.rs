@@ -9,7 +9,7 @@
 
 use bytemuck::Zeroable;
 
-use super::{f64s, need, prepare, run_read, CheckFuture, CheckResult, Entry, OpSpec};
+use super::{f64s, needs, optional, prepare, run_read, CheckResult, Entry, OpSpec};
 use crate::gpu::{groups_for, Buffer, Dispatch, Gpu, GpuError};
 use crate::philox::normal_vec;
 use crate::reference::optim as r;
@@ -196,17 +196,8 @@ pub async fn adam_step(
     cfg: &AdamConfig,
     t: u32,
 ) -> Result<AdamStep, GpuError> {
-    need("adam_step grad", grad, n)?;
-    need("adam_step param", param, n)?;
-    need("adam_step m", m, n)?;
-    need("adam_step v", v, n)?;
-    let scale = match grad_scale {
-        Some(s) => {
-            need("adam_step grad_scale", s, 1)?;
-            s
-        }
-        None => gpu.unused(), // bound but never read (scaled = 0)
-    };
+    needs("adam_step", &[("grad", grad, n), ("param", param, n), ("m", m, n), ("v", v, n)])?;
+    let scale = optional(gpu, "adam_step grad_scale", grad_scale, 1)?; // scaled says which
     let p = adam_params(n, grad_scale.is_some(), cfg, t)?;
     let bufs = [grad, scale, param, m, v];
     let dispatch = prepare(gpu, &SPEC, "adam_step", &bufs, &p, groups_for(n, WG)).await?;
@@ -215,8 +206,7 @@ pub async fn adam_step(
 
 /// ema = decay * ema + (1 - decay) * param, in place. param, ema: (N,)
 pub async fn ema_update(gpu: &Gpu, param: &Buffer, ema: &Buffer, n: usize, decay: f64) -> Result<Dispatch, GpuError> {
-    need("ema_update param", param, n)?;
-    need("ema_update ema", ema, n)?;
+    needs("ema_update", &[("param", param, n), ("ema", ema, n)])?;
     let p = EmaParams::new(n, decay);
     prepare(gpu, &SPEC, "ema_update", &[param, ema], &p, groups_for(n, WG)).await
 }
@@ -241,17 +231,12 @@ async fn clip_scale_n(
     n: usize,
     max_norm: f32,
 ) -> Result<Dispatch, GpuError> {
-    need("clip_scale sum_sq", sum_sq, n)?;
-    need("clip_scale scale", scale, n)?;
+    needs("clip_scale", &[("sum_sq", sum_sq, n), ("scale", scale, n)])?;
     let p = ClipParams { n: n as u32, max_norm, ..Zeroable::zeroed() };
     prepare(gpu, &SPEC, "clip_scale", &[sum_sq, scale], &p, groups_for(n, WG)).await
 }
 
 // --- check --------------------------------------------------------------------------------------
-
-fn check(gpu: &Gpu) -> CheckFuture<'_> {
-    Box::pin(check_async(gpu))
-}
 
 /// How an Adam case treats the gradient norm.
 #[derive(Clone, Copy)]
@@ -261,6 +246,8 @@ enum Clip {
     /// sum_sq -> clip_scale -> adam_step with this max_norm.
     Norm(f32),
 }
+
+super::check_fn!(check_async);
 
 async fn check_async(gpu: &Gpu) -> Result<Vec<CheckResult>, GpuError> {
     let mut results = Vec::new();

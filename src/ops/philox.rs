@@ -3,7 +3,7 @@
 
 use bytemuck::Zeroable;
 
-use super::{need, prepare, run_read, CheckFuture, CheckResult, Entry, OpSpec};
+use super::{need, prepare, run_read, CheckResult, Entry, OpSpec};
 use crate::gpu::{groups_for, Buffer, Dispatch, Gpu, GpuError};
 use crate::philox::{self as r, Stream};
 use crate::reference::tol::{compare, EXACT};
@@ -66,13 +66,11 @@ pub async fn philox_uniform(gpu: &Gpu, out: &Buffer, n: usize, stream: Stream) -
     launch(gpu, "philox_uniform", out, n, stream).await
 }
 
-fn check(gpu: &Gpu) -> CheckFuture<'_> {
-    Box::pin(check_async(gpu))
-}
-
 fn bits(x: &[f32]) -> Vec<f64> {
     x.iter().map(|v| f64::from(v.to_bits())).collect()
 }
+
+super::check_fn!(check_async);
 
 async fn check_async(gpu: &Gpu) -> Result<Vec<CheckResult>, GpuError> {
     // Not a multiple of 4 nor of the workgroup; a seed using both key words.

@@ -1,7 +1,7 @@
 //! Launchers for `shaders/reduce.wgsl`: row sum / mean / squared error, their backward
 //! broadcasts, and the global sum of squares used for gradient-norm clipping.
 
-use super::{f64s, need, prepare, run_read, CheckFuture, CheckResult, Entry, OpSpec};
+use super::{f64s, needs, prepare, run_read, CheckResult, Entry, OpSpec};
 use crate::gpu::{groups_for, Buffer, Dispatch, Gpu, GpuError};
 use crate::philox::normal_vec;
 use crate::reference::reduce as r;
@@ -51,15 +51,13 @@ fn params(rows: usize, n: usize, scale: f32) -> Params {
 
 /// out[b] = sum_i x[b, i]. x: (B, N), out: (B,)
 pub async fn row_sum(gpu: &Gpu, x: &Buffer, out: &Buffer, rows: usize, n: usize) -> Result<Dispatch, GpuError> {
-    need("row_sum x", x, rows * n)?;
-    need("row_sum out", out, rows)?;
+    needs("row_sum", &[("x", x, rows * n), ("out", out, rows)])?;
     prepare(gpu, &SPEC, "row_sum", &[x, out], &params(rows, n, 1.0), rows as u32).await
 }
 
 /// out[b] = mean_i x[b, i]. x: (B, N), out: (B,)
 pub async fn row_mean(gpu: &Gpu, x: &Buffer, out: &Buffer, rows: usize, n: usize) -> Result<Dispatch, GpuError> {
-    need("row_mean x", x, rows * n)?;
-    need("row_mean out", out, rows)?;
+    needs("row_mean", &[("x", x, rows * n), ("out", out, rows)])?;
     prepare(gpu, &SPEC, "row_mean", &[x, out], &params(rows, n, 1.0), rows as u32).await
 }
 
@@ -72,9 +70,7 @@ pub async fn row_sq_err(
     rows: usize,
     n: usize,
 ) -> Result<Dispatch, GpuError> {
-    need("row_sq_err x", x, rows * n)?;
-    need("row_sq_err y", y, rows * n)?;
-    need("row_sq_err out", out, rows)?;
+    needs("row_sq_err", &[("x", x, rows * n), ("y", y, rows * n), ("out", out, rows)])?;
     prepare(gpu, &SPEC, "row_sq_err", &[x, y, out], &params(rows, n, 1.0), rows as u32).await
 }
 
@@ -87,8 +83,7 @@ pub async fn row_broadcast_bwd(
     n: usize,
     scale: f32,
 ) -> Result<Dispatch, GpuError> {
-    need("row_broadcast_bwd dout", dout, rows)?;
-    need("row_broadcast_bwd dx", dx, rows * n)?;
+    needs("row_broadcast_bwd", &[("dout", dout, rows), ("dx", dx, rows * n)])?;
     let p = params(rows, n, scale);
     prepare(gpu, &SPEC, "row_broadcast_bwd", &[dout, dx], &p, groups_for(rows * n, WG)).await
 }
@@ -103,10 +98,7 @@ pub async fn row_sq_err_bwd(
     rows: usize,
     n: usize,
 ) -> Result<Dispatch, GpuError> {
-    need("row_sq_err_bwd x", x, rows * n)?;
-    need("row_sq_err_bwd y", y, rows * n)?;
-    need("row_sq_err_bwd dout", dout, rows)?;
-    need("row_sq_err_bwd dx", dx, rows * n)?;
+    needs("row_sq_err_bwd", &[("x", x, rows * n), ("y", y, rows * n), ("dout", dout, rows), ("dx", dx, rows * n)])?;
     let p = params(rows, n, 1.0);
     prepare(gpu, &SPEC, "row_sq_err_bwd", &[x, y, dout, dx], &p, groups_for(rows * n, WG)).await
 }
@@ -125,18 +117,14 @@ pub fn sum_sq_partials(n: usize) -> usize {
 
 pub async fn sum_sq(gpu: &Gpu, x: &Buffer, partials: &Buffer, out: &Buffer, n: usize) -> Result<SumSq, GpuError> {
     let parts = sum_sq_partials(n);
-    need("sum_sq x", x, n)?;
-    need("sum_sq partials", partials, parts)?;
-    need("sum_sq out", out, 1)?;
+    needs("sum_sq", &[("x", x, n), ("partials", partials, parts), ("out", out, 1)])?;
     let p = params(parts, n, 1.0);
     let partial = prepare(gpu, &SPEC, "sum_sq_partial", &[x, partials], &p, parts as u32).await?;
     let total = row_sum(gpu, partials, out, 1, parts).await?;
     Ok(SumSq { partial, total })
 }
 
-fn check(gpu: &Gpu) -> CheckFuture<'_> {
-    Box::pin(check_async(gpu))
-}
+super::check_fn!(check_async);
 
 async fn check_async(gpu: &Gpu) -> Result<Vec<CheckResult>, GpuError> {
     // 37 rows of 1000 (several strides per invocation); sum of squares over 3 partials.

@@ -5,7 +5,7 @@
 
 use bytemuck::Zeroable;
 
-use super::{f64s, need, prepare, run_read, CheckFuture, CheckResult, Entry, OpSpec};
+use super::{f64s, needs, prepare, run_read, CheckResult, Entry, OpSpec};
 use crate::gpu::{groups_for, Buffer, Dispatch, Gpu, GpuError};
 use crate::philox::normal_vec;
 use crate::reference::resample as r;
@@ -114,16 +114,14 @@ fn even(s: Nchw) -> Result<(), GpuError> {
 
 /// out[b, c, y, x] = x[b, c, y / 2, x / 2]. x: (B, C, H, W), out: (B, C, 2H, 2W); s = size of x
 pub async fn upsample2x_fwd(gpu: &Gpu, x: &Buffer, out: &Buffer, s: Nchw) -> Result<Dispatch, GpuError> {
-    need("upsample2x_fwd x", x, s.len())?;
-    need("upsample2x_fwd out", out, 4 * s.len())?;
+    needs("upsample2x_fwd", &[("x", x, s.len()), ("out", out, 4 * s.len())])?;
     launch(gpu, "upsample2x_fwd", &[x, out], Params::resample(4 * s.len(), s)).await
 }
 
 /// dx = the sum of dout over each 2x2 block. Overwritten.
 /// dout: (B, C, 2H, 2W), dx: (B, C, H, W); s = size of x
 pub async fn upsample2x_bwd_input(gpu: &Gpu, dout: &Buffer, dx: &Buffer, s: Nchw) -> Result<Dispatch, GpuError> {
-    need("upsample2x_bwd_input dout", dout, 4 * s.len())?;
-    need("upsample2x_bwd_input dx", dx, s.len())?;
+    needs("upsample2x_bwd_input", &[("dout", dout, 4 * s.len()), ("dx", dx, s.len())])?;
     launch(gpu, "upsample2x_bwd_input", &[dout, dx], Params::resample(s.len(), s)).await
 }
 
@@ -132,8 +130,7 @@ pub async fn upsample2x_bwd_input(gpu: &Gpu, dout: &Buffer, dx: &Buffer, s: Nchw
 /// out = the mean of each 2x2 block of x; H and W even. x: (B, C, H, W), out: (B, C, H/2, W/2)
 pub async fn avgpool2x2_fwd(gpu: &Gpu, x: &Buffer, out: &Buffer, s: Nchw) -> Result<Dispatch, GpuError> {
     even(s)?;
-    need("avgpool2x2_fwd x", x, s.len())?;
-    need("avgpool2x2_fwd out", out, s.len() / 4)?;
+    needs("avgpool2x2_fwd", &[("x", x, s.len()), ("out", out, s.len() / 4)])?;
     launch(gpu, "avgpool2x2_fwd", &[x, out], Params::resample(s.len() / 4, s)).await
 }
 
@@ -141,8 +138,7 @@ pub async fn avgpool2x2_fwd(gpu: &Gpu, x: &Buffer, out: &Buffer, s: Nchw) -> Res
 /// dout: (B, C, H/2, W/2), dx: (B, C, H, W); s = size of x
 pub async fn avgpool2x2_bwd_input(gpu: &Gpu, dout: &Buffer, dx: &Buffer, s: Nchw) -> Result<Dispatch, GpuError> {
     even(s)?;
-    need("avgpool2x2_bwd_input dout", dout, s.len() / 4)?;
-    need("avgpool2x2_bwd_input dx", dx, s.len())?;
+    needs("avgpool2x2_bwd_input", &[("dout", dout, s.len() / 4), ("dx", dx, s.len())])?;
     launch(gpu, "avgpool2x2_bwd_input", &[dout, dx], Params::resample(s.len(), s)).await
 }
 
@@ -161,9 +157,7 @@ pub async fn concat_fwd(
     c2: usize,
     hw: usize,
 ) -> Result<Dispatch, GpuError> {
-    need("concat_fwd a", a, b * c1 * hw)?;
-    need("concat_fwd skip", skip, b * c2 * hw)?;
-    need("concat_fwd out", out, b * (c1 + c2) * hw)?;
+    needs("concat_fwd", &[("a", a, b * c1 * hw), ("skip", skip, b * c2 * hw), ("out", out, b * (c1 + c2) * hw)])?;
     launch(gpu, "concat_fwd", &[a, skip, out], Params::concat(b, c1, c2, hw)).await
 }
 
@@ -180,21 +174,13 @@ pub async fn concat_bwd(
     c2: usize,
     hw: usize,
 ) -> Result<Dispatch, GpuError> {
-    need("concat_bwd dout", dout, b * (c1 + c2) * hw)?;
-    need("concat_bwd da", da, b * c1 * hw)?;
-    need("concat_bwd dskip", dskip, b * c2 * hw)?;
+    needs("concat_bwd", &[("dout", dout, b * (c1 + c2) * hw), ("da", da, b * c1 * hw), ("dskip", dskip, b * c2 * hw)])?;
     launch(gpu, "concat_bwd", &[dout, da, dskip], Params::concat(b, c1, c2, hw)).await
 }
 
 // ---------------------------------------------------------------------------------------------
 
-fn check(gpu: &Gpu) -> CheckFuture<'_> {
-    Box::pin(check_async(gpu))
-}
-
-fn result(entry: &'static str, shape: String, got: &[f32], want: &[f64]) -> CheckResult {
-    CheckResult::compare(&SPEC, entry, shape, got, want)
-}
+super::check_fn!(check_async);
 
 async fn check_async(gpu: &Gpu) -> Result<Vec<CheckResult>, GpuError> {
     let mut results = Vec::new();
@@ -215,21 +201,21 @@ async fn check_async(gpu: &Gpu) -> Result<Vec<CheckResult>, GpuError> {
     let mut want = vec![0.0; 4 * n_up];
     r::upsample2x_fwd(&mut want, &x64[..n_up], up);
     let d = upsample2x_fwd(gpu, &x, &big, up).await?;
-    results.push(result("upsample2x_fwd", shape.clone(), &run_read(gpu, &d, &big).await?, &want));
+    results.push(SPEC.result("upsample2x_fwd", shape.clone(), &run_read(gpu, &d, &big).await?, &want));
     let mut want = vec![0.0; n_up];
     r::upsample2x_bwd_input(&mut want, &d64, up);
     let d = upsample2x_bwd_input(gpu, &dout, &small, up).await?;
-    results.push(result("upsample2x_bwd_input", shape, &run_read(gpu, &d, &small).await?, &want));
+    results.push(SPEC.result("upsample2x_bwd_input", shape, &run_read(gpu, &d, &small).await?, &want));
 
     let shape = format!("x b={} c={} h={} w={}", pool.b, pool.c, pool.h, pool.w);
     let mut want = vec![0.0; n_pool / 4];
     r::avgpool2x2_fwd(&mut want, &x64[..n_pool], pool);
     let d = avgpool2x2_fwd(gpu, &x, &small, pool).await?;
-    results.push(result("avgpool2x2_fwd", shape.clone(), &run_read(gpu, &d, &small).await?[..n_pool / 4], &want));
+    results.push(SPEC.result("avgpool2x2_fwd", shape.clone(), &run_read(gpu, &d, &small).await?[..n_pool / 4], &want));
     let mut want = vec![0.0; n_pool];
     r::avgpool2x2_bwd_input(&mut want, &d64[..n_pool / 4], pool);
     let d = avgpool2x2_bwd_input(gpu, &dout, &big, pool).await?;
-    results.push(result("avgpool2x2_bwd_input", shape, &run_read(gpu, &d, &big).await?[..n_pool], &want));
+    results.push(SPEC.result("avgpool2x2_bwd_input", shape, &run_read(gpu, &d, &big).await?[..n_pool], &want));
 
     let (b, c1, c2, hw) = (3, 12, 5, 13 * 9);
     let shape = format!("b={b} c1={c1} c2={c2} hw={hw}");
@@ -238,12 +224,12 @@ async fn check_async(gpu: &Gpu) -> Result<Vec<CheckResult>, GpuError> {
     let mut want = vec![0.0; no];
     r::concat_fwd(&mut want, &x64[..na], &d64[..ns], b, c1, c2, hw);
     let d = concat_fwd(gpu, &x, &skip, &big, b, c1, c2, hw).await?;
-    results.push(result("concat_fwd", shape.clone(), &run_read(gpu, &d, &big).await?[..no], &want));
+    results.push(SPEC.result("concat_fwd", shape.clone(), &run_read(gpu, &d, &big).await?[..no], &want));
     let (da, dskip) = (gpu.upload("da", &vec![f32::NAN; na])?, gpu.upload("dskip", &vec![f32::NAN; ns])?);
     let (mut want_a, mut want_s) = (vec![0.0; na], vec![0.0; ns]);
     r::concat_bwd(&mut want_a, &mut want_s, &d64[..no], b, c1, c2, hw);
     let d = concat_bwd(gpu, &dout, &da, &dskip, b, c1, c2, hw).await?;
-    results.push(result("concat_bwd", format!("{shape} da"), &run_read(gpu, &d, &da).await?, &want_a));
-    results.push(result("concat_bwd", format!("{shape} dskip"), &gpu.read(&dskip).await?, &want_s));
+    results.push(SPEC.result("concat_bwd", format!("{shape} da"), &run_read(gpu, &d, &da).await?, &want_a));
+    results.push(SPEC.result("concat_bwd", format!("{shape} dskip"), &gpu.read(&dskip).await?, &want_s));
     Ok(results)
 }

@@ -1,7 +1,7 @@
 //! Launcher for `shaders/rows.wgsl`: every row's input and target of a training step, with the
 //! noise drawn on the GPU from per-row counter-based streams.
 
-use super::{need, prepare, CheckFuture, CheckResult, Entry, OpSpec};
+use super::{needs, prepare, CheckResult, Entry, OpSpec};
 use crate::diffusion::rows::RowSpec;
 use crate::gpu::{groups_for, Buffer, Dispatch, Gpu, GpuError};
 use crate::philox::{normal_vec, philox_uniform, Stream};
@@ -53,10 +53,15 @@ pub async fn row_inputs(
     batch: usize,
     seed: u64,
 ) -> Result<Dispatch, GpuError> {
-    need("row_inputs x", x, batch * n)?;
-    need("row_inputs table", table, rows * ROW_WORDS)?;
-    need("row_inputs inputs", inputs, rows * n)?;
-    need("row_inputs targets", targets, rows * n)?;
+    needs(
+        "row_inputs",
+        &[
+            ("x", x, batch * n),
+            ("table", table, rows * ROW_WORDS),
+            ("inputs", inputs, rows * n),
+            ("targets", targets, rows * n),
+        ],
+    )?;
     let p = Params { rows: rows as u32, n: n as u32, seed_lo: seed as u32, seed_hi: (seed >> 32) as u32 };
     let bufs = [x, table, inputs, targets];
     prepare(gpu, &SPEC, "row_inputs", &bufs, &p, groups_for(rows * n.div_ceil(4), WG)).await
@@ -71,9 +76,7 @@ pub fn table_words(rows: &[RowSpec], batch: usize) -> Result<Vec<f32>, GpuError>
     Ok(r::pack(rows).into_iter().map(f32::from_bits).collect())
 }
 
-fn check(gpu: &Gpu) -> CheckFuture<'_> {
-    Box::pin(check_async(gpu))
-}
+super::check_fn!(check_async);
 
 async fn check_async(gpu: &Gpu) -> Result<Vec<CheckResult>, GpuError> {
     // 37 rows over a batch of 5 examples of 301 elements (not a multiple of 4), clean and noisy.
@@ -108,7 +111,7 @@ async fn check_async(gpu: &Gpu) -> Result<Vec<CheckResult>, GpuError> {
     let got_t = gpu.read(&targets).await?;
     let bits = |v: &[f32]| v.iter().map(|x| f64::from(x.to_bits())).collect::<Vec<f64>>();
     Ok(vec![
-        CheckResult::compare(&SPEC, "row_inputs", format!("{shape} inputs"), &got_in, &to_f64(&want_in)),
+        SPEC.result("row_inputs", format!("{shape} inputs"), &got_in, &to_f64(&want_in)),
         // Targets are the noise itself: bit for bit.
         CheckResult {
             op: SPEC.name,

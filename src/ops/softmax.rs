@@ -3,7 +3,7 @@
 
 use bytemuck::Zeroable;
 
-use super::{f64s, need, prepare, run_read, CheckFuture, CheckResult, Entry, OpSpec};
+use super::{f64s, needs, prepare, run_read, CheckResult, Entry, OpSpec};
 use crate::gpu::{Buffer, Dispatch, Gpu, GpuError};
 use crate::philox::normal_vec;
 use crate::reference::attention as r;
@@ -51,8 +51,7 @@ fn params(rows: usize, n: usize) -> Params {
 /// y = softmax(x) over each row of N, with the row maximum subtracted first; one workgroup per
 /// row. x, y: (R, N)
 pub async fn softmax_rows_fwd(gpu: &Gpu, x: &Buffer, y: &Buffer, rows: usize, n: usize) -> Result<Dispatch, GpuError> {
-    need("softmax_rows_fwd x", x, rows * n)?;
-    need("softmax_rows_fwd y", y, rows * n)?;
+    needs("softmax_rows_fwd", &[("x", x, rows * n), ("y", y, rows * n)])?;
     prepare(gpu, &SPEC, "softmax_rows_fwd", &[x, y], &params(rows, n), rows as u32).await
 }
 
@@ -66,21 +65,13 @@ pub async fn softmax_rows_bwd(
     rows: usize,
     n: usize,
 ) -> Result<Dispatch, GpuError> {
-    need("softmax_rows_bwd dy", dy, rows * n)?;
-    need("softmax_rows_bwd y", y, rows * n)?;
-    need("softmax_rows_bwd dx", dx, rows * n)?;
+    needs("softmax_rows_bwd", &[("dy", dy, rows * n), ("y", y, rows * n), ("dx", dx, rows * n)])?;
     prepare(gpu, &SPEC, "softmax_rows_bwd", &[dy, y, dx], &params(rows, n), rows as u32).await
 }
 
 // ---------------------------------------------------------------------------------------------
 
-fn check(gpu: &Gpu) -> CheckFuture<'_> {
-    Box::pin(check_async(gpu))
-}
-
-fn result(entry: &'static str, shape: String, got: &[f32], want: &[f64]) -> CheckResult {
-    CheckResult::compare(&SPEC, entry, shape, got, want)
-}
+super::check_fn!(check_async);
 
 async fn check_async(gpu: &Gpu) -> Result<Vec<CheckResult>, GpuError> {
     let mut results = Vec::new();
@@ -112,7 +103,7 @@ async fn check_one(gpu: &Gpu, rows: usize, n: usize) -> Result<Vec<CheckResult>,
     let mut want = vec![0.0; rows * n];
     r::softmax_rows_fwd(&mut want, &f64s(&xx), n);
     let d = softmax_rows_fwd(gpu, &x, &y, rows, n).await?;
-    let mut results = vec![result("softmax_rows_fwd", shape.clone(), &run_read(gpu, &d, &y).await?, &want)];
+    let mut results = vec![SPEC.result("softmax_rows_fwd", shape.clone(), &run_read(gpu, &d, &y).await?, &want)];
 
     // The backward gets the reference's y rounded to f32, so it is checked on its own.
     let y32: Vec<f32> = want.iter().map(|&v| v as f32).collect();
@@ -121,6 +112,6 @@ async fn check_one(gpu: &Gpu, rows: usize, n: usize) -> Result<Vec<CheckResult>,
     let dx = gpu.upload("dx", &vec![f32::NAN; rows * n])?;
     r::softmax_rows_bwd(&mut want, &f64s(&xdy), &f64s(&y32), n);
     let d = softmax_rows_bwd(gpu, &dy, &y, &dx, rows, n).await?;
-    results.push(result("softmax_rows_bwd", shape, &run_read(gpu, &d, &dx).await?, &want));
+    results.push(SPEC.result("softmax_rows_bwd", shape, &run_read(gpu, &d, &dx).await?, &want));
     Ok(results)
 }
