@@ -25,6 +25,7 @@
 //! weights are (out, in) as in PyTorch. LayerNorm is GroupNorm with one group over (W, 1, 1).
 //! The preconditioning has no parameters; it is part of the model config.
 
+use super::{config_text, ConfigJson};
 use crate::gpu::{Buffer, Dispatch, Gpu, GpuError};
 use crate::nn::params::Init;
 use crate::nn::{Linear, ParamId, ParamLayout, Params};
@@ -90,33 +91,21 @@ impl MlpConfig {
     /// An "eps" network is written without the `precond` key, exactly as before the option
     /// existed, so earlier checkpoints (the page's shipped weights) still match their config.
     pub fn to_json(&self) -> String {
-        let mut v =
+        let v =
             serde_json::json!({ "dim": self.dim, "width": self.width, "blocks": self.blocks, "emb_dim": self.emb_dim });
-        if self.precond != Precond::Eps {
-            v["precond"] = self.precond.name().into();
-        }
-        v.to_string()
+        config_text(v, self.precond)
     }
 
     /// Parses `to_json`'s text; the error names the missing or invalid field. A config without
     /// `precond` (written before the field existed) is an "eps" network.
     pub fn from_json(text: &str) -> Result<Self, String> {
-        let v: serde_json::Value = serde_json::from_str(text).map_err(|e| format!("MLP config is not JSON: {e}"))?;
-        let field = |name: &str| {
-            v.get(name)
-                .and_then(serde_json::Value::as_u64)
-                .map(|n| n as usize)
-                .ok_or_else(|| format!("MLP config has no non-negative integer {name:?}"))
-        };
-        let precond = match v.get("precond") {
-            None => Precond::Eps,
-            Some(p) => Precond::parse(p.as_str().ok_or("MLP config field \"precond\" is not a string")?)?,
-        };
+        let v = ConfigJson::parse("MLP", text)?;
+        let precond = v.precond()?;
         Ok(Self {
-            dim: field("dim")?,
-            width: field("width")?,
-            blocks: field("blocks")?,
-            emb_dim: field("emb_dim")?,
+            dim: v.usize("dim")?,
+            width: v.usize("width")?,
+            blocks: v.usize("blocks")?,
+            emb_dim: v.usize("emb_dim")?,
             precond,
         })
     }

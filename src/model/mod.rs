@@ -47,33 +47,41 @@ pub trait Net {
     fn memory_bytes(&self) -> u64;
 }
 
+/// The `Net` methods that read the fields both models have under the same names: `cfg`,
+/// `batch`, `params` and the buffers `x`, `t`, `out`, `dout`.
+macro_rules! net_fields {
+    () => {
+        fn config_json(&self) -> String {
+            self.cfg.to_json()
+        }
+        fn rows(&self) -> usize {
+            self.batch
+        }
+        fn params(&self) -> &Params {
+            &self.params
+        }
+        fn input(&self) -> &Buffer {
+            &self.x
+        }
+        fn noise_input(&self) -> &Buffer {
+            &self.t
+        }
+        fn output(&self) -> &Buffer {
+            &self.out
+        }
+        fn output_grad(&self) -> &Buffer {
+            &self.dout
+        }
+    };
+}
+
 impl Net for Mlp {
+    net_fields!();
     fn arch(&self) -> &'static str {
         MlpConfig::ARCH
     }
-    fn config_json(&self) -> String {
-        self.cfg.to_json()
-    }
-    fn rows(&self) -> usize {
-        self.batch
-    }
     fn row_len(&self) -> usize {
         self.cfg.dim
-    }
-    fn params(&self) -> &Params {
-        &self.params
-    }
-    fn input(&self) -> &Buffer {
-        &self.x
-    }
-    fn noise_input(&self) -> &Buffer {
-        &self.t
-    }
-    fn output(&self) -> &Buffer {
-        &self.out
-    }
-    fn output_grad(&self) -> &Buffer {
-        &self.dout
     }
     fn dispatches(&self) -> (&[Dispatch], &[Dispatch]) {
         Mlp::dispatches(self)
@@ -84,32 +92,12 @@ impl Net for Mlp {
 }
 
 impl Net for UNet {
+    net_fields!();
     fn arch(&self) -> &'static str {
         UNetConfig::ARCH
     }
-    fn config_json(&self) -> String {
-        self.cfg.to_json()
-    }
-    fn rows(&self) -> usize {
-        self.batch
-    }
     fn row_len(&self) -> usize {
         self.cfg.in_channels * self.cfg.image_size * self.cfg.image_size
-    }
-    fn params(&self) -> &Params {
-        &self.params
-    }
-    fn input(&self) -> &Buffer {
-        &self.x
-    }
-    fn noise_input(&self) -> &Buffer {
-        &self.t
-    }
-    fn output(&self) -> &Buffer {
-        &self.out
-    }
-    fn output_grad(&self) -> &Buffer {
-        &self.dout
     }
     fn num_classes(&self) -> usize {
         self.cfg.num_classes
@@ -122,6 +110,68 @@ impl Net for UNet {
     }
     fn memory_bytes(&self) -> u64 {
         UNet::memory_bytes(self) as u64
+    }
+}
+
+/// A model config as checkpoint text: `v` plus `precond`, which an "eps" network leaves out (as
+/// configs written before the option existed do, so those checkpoints still match).
+pub(crate) fn config_text(mut v: serde_json::Value, precond: Precond) -> String {
+    if precond != Precond::Eps {
+        v["precond"] = precond.name().into();
+    }
+    v.to_string()
+}
+
+/// A model config's JSON object (`config_text`), read field by field; errors name the model
+/// (`what`) and the missing or invalid field.
+pub(crate) struct ConfigJson {
+    what: &'static str,
+    v: serde_json::Value,
+}
+
+impl ConfigJson {
+    pub(crate) fn parse(what: &'static str, text: &str) -> Result<Self, String> {
+        let v = serde_json::from_str(text).map_err(|e| format!("{what} config is not JSON: {e}"))?;
+        Ok(Self { what, v })
+    }
+
+    /// A non-negative integer field.
+    pub(crate) fn usize(&self, name: &str) -> Result<usize, String> {
+        self.v
+            .get(name)
+            .and_then(serde_json::Value::as_u64)
+            .map(|n| n as usize)
+            .ok_or_else(|| format!("{} config has no non-negative integer {name:?}", self.what))
+    }
+
+    /// `usize(name)`, or `default` where the field is missing (written before it existed).
+    pub(crate) fn usize_or(&self, name: &str, default: usize) -> Result<usize, String> {
+        if self.v.get(name).is_none() {
+            Ok(default)
+        } else {
+            self.usize(name)
+        }
+    }
+
+    /// A list of non-negative integers.
+    pub(crate) fn list(&self, name: &str) -> Result<Vec<usize>, String> {
+        self.v
+            .get(name)
+            .and_then(serde_json::Value::as_array)
+            .and_then(|a| a.iter().map(|x| x.as_u64().map(|n| n as usize)).collect::<Option<Vec<_>>>())
+            .ok_or_else(|| format!("{} config has no list of non-negative integers {name:?}", self.what))
+    }
+
+    /// `precond`, "eps" where missing (written before the field existed).
+    pub(crate) fn precond(&self) -> Result<Precond, String> {
+        match self.v.get("precond") {
+            None => Ok(Precond::Eps),
+            Some(p) => {
+                let name =
+                    p.as_str().ok_or_else(|| format!("{} config field \"precond\" is not a string", self.what))?;
+                Precond::parse(name)
+            }
+        }
     }
 }
 

@@ -65,6 +65,7 @@
 //! next layer and by a concatenation) gets its first gradient written, the second computed into
 //! a scratch buffer and added. dtemb sums every ResBlock's contribution (first Write, then Add).
 
+use super::{config_text, ConfigJson};
 use crate::gpu::{Buffer, Dispatch, Gpu, GpuError};
 use crate::nn::attention::AttentionBuffers;
 use crate::nn::params::Init;
@@ -121,7 +122,7 @@ impl UNetConfig {
     /// without the `precond` key, exactly as before the option existed, so earlier checkpoints
     /// (the page's shipped weights) still match their config.
     pub fn to_json(&self) -> String {
-        let mut v = serde_json::json!({
+        let v = serde_json::json!({
             "image_size": self.image_size,
             "in_channels": self.in_channels,
             "out_channels": self.out_channels,
@@ -133,45 +134,26 @@ impl UNetConfig {
             "num_classes": self.num_classes,
             "norm_groups": self.norm_groups,
         });
-        if self.precond != Precond::Eps {
-            v["precond"] = self.precond.name().into();
-        }
-        v.to_string()
+        config_text(v, self.precond)
     }
 
     /// Parses `to_json`'s text; the error names the missing or invalid field. `num_classes`,
     /// `norm_groups` and `precond` may be missing (checkpoints written before they existed): 0,
     /// 32 and "eps", the unconditional ε-network with math.md §8's groups.
     pub fn from_json(text: &str) -> Result<Self, String> {
-        let v: serde_json::Value = serde_json::from_str(text).map_err(|e| format!("UNet config is not JSON: {e}"))?;
-        let field = |name: &str| {
-            v.get(name)
-                .and_then(serde_json::Value::as_u64)
-                .map(|n| n as usize)
-                .ok_or_else(|| format!("UNet config has no non-negative integer {name:?}"))
-        };
-        let list = |name: &str| {
-            v.get(name)
-                .and_then(serde_json::Value::as_array)
-                .and_then(|a| a.iter().map(|x| x.as_u64().map(|n| n as usize)).collect::<Option<Vec<_>>>())
-                .ok_or_else(|| format!("UNet config has no list of non-negative integers {name:?}"))
-        };
-        let optional = |name: &str, default: usize| if v.get(name).is_none() { Ok(default) } else { field(name) };
-        let precond = match v.get("precond") {
-            None => Precond::Eps,
-            Some(p) => Precond::parse(p.as_str().ok_or("UNet config field \"precond\" is not a string")?)?,
-        };
+        let v = ConfigJson::parse("UNet", text)?;
+        let precond = v.precond()?;
         Ok(Self {
-            image_size: field("image_size")?,
-            in_channels: field("in_channels")?,
-            out_channels: field("out_channels")?,
-            channels: field("channels")?,
-            mult: list("mult")?,
-            blocks_per_level: field("blocks_per_level")?,
-            attn_resolutions: list("attn_resolutions")?,
-            heads: field("heads")?,
-            num_classes: optional("num_classes", 0)?,
-            norm_groups: optional("norm_groups", DEFAULT_NORM_GROUPS)?,
+            image_size: v.usize("image_size")?,
+            in_channels: v.usize("in_channels")?,
+            out_channels: v.usize("out_channels")?,
+            channels: v.usize("channels")?,
+            mult: v.list("mult")?,
+            blocks_per_level: v.usize("blocks_per_level")?,
+            attn_resolutions: v.list("attn_resolutions")?,
+            heads: v.usize("heads")?,
+            num_classes: v.usize_or("num_classes", 0)?,
+            norm_groups: v.usize_or("norm_groups", DEFAULT_NORM_GROUPS)?,
             precond,
         })
     }
