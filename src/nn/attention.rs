@@ -200,13 +200,10 @@ impl Attention {
         y: &Buffer,
         bufs: &AttentionBuffers,
     ) -> Result<Vec<Dispatch>, GpuError> {
-        let s = self.checked(bufs)?;
-        let v = Views { s };
-        let (t, d) = (s.t, s.d());
+        let (s, v) = self.views(bufs)?;
         let (wq, bq) = (p.value(self.qkv_weight)?, p.value(self.qkv_bias)?);
         let (wo, bo) = (p.value(self.proj_weight)?, p.value(self.proj_bias)?);
-        let tt = Dims { m: t, n: t, k: d, batch: s.b }; // scores: (T, T) over D
-        let dt = Dims { m: d, n: t, k: t, batch: s.b }; // (D, T) over T
+        let (tt, dt) = (v.scores(), v.mix());
 
         let mut out = vec![conv2d_fwd(gpu, x, &wq, Some(&bq), &bufs.qkv, s.qkv_conv()).await?];
         for h in 0..s.heads {
@@ -216,7 +213,7 @@ impl Attention {
             out.push(matmul_strided(gpu, Layout::TN, &q, &k, None, &sc, tt, st).await?);
         }
         out.push(ew::scale(gpu, &bufs.scratch0, &bufs.scratch1, s.attn_len(), scale(s)).await?);
-        out.push(softmax_rows_fwd(gpu, &bufs.scratch1, &bufs.attn, s.b * s.heads * t, t).await?);
+        out.push(softmax_rows_fwd(gpu, &bufs.scratch1, &bufs.attn, s.b * s.heads * s.t, s.t).await?);
         for h in 0..s.heads {
             // out_h (D, T) = v_h (D, T) attn_h^T, attn_h (T query, T key)
             let (vh, a, o) = (v.qkv(&bufs.qkv, 2, h)?, v.tt(&bufs.attn, h)?, v.ct(&bufs.out, h)?);
@@ -238,12 +235,9 @@ impl Attention {
         dx: Option<&Buffer>,
         bufs: &AttentionBuffers,
     ) -> Result<Vec<Dispatch>, GpuError> {
-        let s = self.checked(bufs)?;
-        let v = Views { s };
-        let (t, d) = (s.t, s.d());
+        let (s, v) = self.views(bufs)?;
         let (wq, wo) = (p.value(self.qkv_weight)?, p.value(self.proj_weight)?);
-        let tt = Dims { m: t, n: t, k: d, batch: s.b };
-        let dt = Dims { m: d, n: t, k: t, batch: s.b };
+        let (tt, dt) = (v.scores(), v.mix());
         let (oc, qc) = (s.out_conv(), s.qkv_conv());
 
         let mut out = vec![
@@ -260,7 +254,7 @@ impl Attention {
             let st = Strides { a: v.ct_stride(), b: v.tt_stride(), out: v.qkv_stride() };
             out.push(matmul_strided(gpu, Layout::NN, &dout, &a, None, &v.qkv(&bufs.dqkv, 2, h)?, dt, st).await?);
         }
-        out.push(softmax_rows_bwd(gpu, &bufs.scratch0, &bufs.attn, &bufs.scratch1, s.b * s.heads * t, t).await?);
+        out.push(softmax_rows_bwd(gpu, &bufs.scratch0, &bufs.attn, &bufs.scratch1, s.b * s.heads * s.t, s.t).await?);
         // dscores of the unscaled q^T k, into scratch0.
         out.push(ew::scale(gpu, &bufs.scratch1, &bufs.scratch0, s.attn_len(), scale(s)).await?);
         for h in 0..s.heads {
@@ -279,8 +273,8 @@ impl Attention {
         Ok(out)
     }
 
-    /// The buffers' shape, which must be one this layer accepts.
-    fn checked(&self, bufs: &AttentionBuffers) -> Result<AttentionShape, GpuError> {
+    /// The buffers' shape, which must be one this layer accepts, and the per-head views of them.
+    fn views(&self, bufs: &AttentionBuffers) -> Result<(AttentionShape, Views), GpuError> {
         let s = bufs.shape;
         if s.c != self.channels || s.heads != self.heads {
             return Err(GpuError::Shape(format!(
@@ -288,7 +282,8 @@ impl Attention {
                 s.c, s.heads, self.channels, self.heads
             )));
         }
-        self.shape(s.b, s.t)
+        let s = self.shape(s.b, s.t)?;
+        Ok((s, Views { s }))
     }
 }
 
@@ -304,6 +299,16 @@ struct Views {
 }
 
 impl Views {
+    /// The per-head score products: (T, T) over D.
+    fn scores(&self) -> Dims {
+        Dims { m: self.s.t, n: self.s.t, k: self.s.d(), batch: self.s.b }
+    }
+
+    /// The per-head mixing products: (D, T) over T.
+    fn mix(&self) -> Dims {
+        Dims { m: self.s.d(), n: self.s.t, k: self.s.t, batch: self.s.b }
+    }
+
     fn qkv_stride(&self) -> usize {
         3 * self.s.c * self.s.t
     }

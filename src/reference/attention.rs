@@ -94,15 +94,18 @@ pub fn attention_scores_fwd<T: Float>(scores: &mut [T], qkv: &[T], s: AttentionS
         for h in 0..s.heads {
             for i in 0..s.t {
                 for j in 0..s.t {
-                    let mut acc = T::zero();
-                    for d in 0..s.d() {
-                        acc = acc + qkv[s.qkv_idx(b, 0, h, d, i)] * qkv[s.qkv_idx(b, 1, h, d, j)];
-                    }
-                    scores[s.attn_idx(b, h, i, j)] = acc * scale;
+                    let (q, k) = (&qkv[s.qkv_idx(b, 0, h, 0, i)..], &qkv[s.qkv_idx(b, 1, h, 0, j)..]);
+                    scores[s.attn_idx(b, h, i, j)] = dot(q, k, s.d(), s.t) * scale;
                 }
             }
         }
     }
+}
+
+/// sum_k a[k stride] b[k stride] over k < n, in order: over a head's D channels (stride T) or
+/// over T tokens (stride 1, the last index of q, k, v and of a (T, T) matrix).
+fn dot<T: Float>(a: &[T], b: &[T], n: usize, stride: usize) -> T {
+    (0..n).fold(T::zero(), |acc, k| acc + a[k * stride] * b[k * stride])
 }
 
 /// dq[d, i] = sum_j dscores[i, j] k[d, j] / sqrt(D), dk[d, j] = sum_i dscores[i, j] q[d, i] / sqrt(D).
@@ -114,10 +117,7 @@ pub fn attention_scores_bwd<T: Float>(dqkv: &mut [T], dscores: &[T], qkv: &[T], 
         for h in 0..s.heads {
             for d in 0..s.d() {
                 for i in 0..s.t {
-                    let mut acc = T::zero();
-                    for j in 0..s.t {
-                        acc = acc + dscores[s.attn_idx(b, h, i, j)] * qkv[s.qkv_idx(b, 1, h, d, j)];
-                    }
+                    let acc = dot(&dscores[s.attn_idx(b, h, i, 0)..], &qkv[s.qkv_idx(b, 1, h, d, 0)..], s.t, 1);
                     dqkv[s.qkv_idx(b, 0, h, d, i)] = acc * scale;
                 }
                 for j in 0..s.t {
@@ -141,11 +141,8 @@ pub fn attention_mix_fwd<T: Float>(out: &mut [T], attn: &[T], qkv: &[T], s: Atte
         for h in 0..s.heads {
             for d in 0..s.d() {
                 for i in 0..s.t {
-                    let mut acc = T::zero();
-                    for j in 0..s.t {
-                        acc = acc + attn[s.attn_idx(b, h, i, j)] * qkv[s.qkv_idx(b, 2, h, d, j)];
-                    }
-                    out[s.out_idx(b, h, d, i)] = acc;
+                    out[s.out_idx(b, h, d, i)] =
+                        dot(&attn[s.attn_idx(b, h, i, 0)..], &qkv[s.qkv_idx(b, 2, h, d, 0)..], s.t, 1);
                 }
             }
         }
@@ -168,11 +165,8 @@ pub fn attention_mix_bwd<T: Float>(
         for h in 0..s.heads {
             for i in 0..s.t {
                 for j in 0..s.t {
-                    let mut acc = T::zero();
-                    for d in 0..s.d() {
-                        acc = acc + dout[s.out_idx(b, h, d, i)] * qkv[s.qkv_idx(b, 2, h, d, j)];
-                    }
-                    dattn[s.attn_idx(b, h, i, j)] = acc;
+                    let (dout_i, v) = (&dout[s.out_idx(b, h, 0, i)..], &qkv[s.qkv_idx(b, 2, h, 0, j)..]);
+                    dattn[s.attn_idx(b, h, i, j)] = dot(dout_i, v, s.d(), s.t);
                 }
             }
             for d in 0..s.d() {

@@ -12,12 +12,26 @@
 //! `x` and recomputes xhat from them instead of keeping a normalised copy.
 //! Overwritten: `out`, `mean`, `rstd`, `dx`. Accumulated (`+=`): `dgamma`, `dbeta`.
 
+use std::ops::Range;
+
 use super::Float;
 /// The oracle takes the op's own shape type and epsilon.
 pub use crate::ops::groupnorm::{GroupNormShape, EPS};
 
 fn cast<T: Float>(v: f64) -> T {
     T::from(v).unwrap_or_else(T::nan)
+}
+
+/// 1 / N, N = (C/G) H W the elements of a group.
+fn inv_len<T: Float>(s: GroupNormShape) -> T {
+    T::one() / cast::<T>(s.group_len() as f64)
+}
+
+/// Each group (b, g) as (b G + g, g, its elements): the contiguous slice [(b G + g) N, +N),
+/// because groups are contiguous channel ranges and channels are contiguous planes in NCHW.
+fn groups(s: GroupNormShape) -> impl Iterator<Item = (usize, usize, Range<usize>)> {
+    let n = s.group_len();
+    (0..s.b * s.g).map(move |bg| (bg, bg % s.g, bg * n..(bg + 1) * n))
 }
 
 // ---------------------------------------------------------------------------------------------
@@ -33,20 +47,16 @@ pub fn groupnorm_fwd<T: Float>(
     beta: &[T],
     s: GroupNormShape,
 ) {
-    let n = s.group_len();
-    let inv_n = T::one() / cast::<T>(n as f64);
-    // Group (b, g) is the contiguous slice [(b * G + g) * n, +n) because groups are contiguous
-    // channel ranges and channels are contiguous planes in NCHW.
-    for bg in 0..s.b * s.g {
-        let g = bg % s.g;
-        let xs = &x[bg * n..(bg + 1) * n];
+    let inv_n = inv_len::<T>(s);
+    for (bg, g, range) in groups(s) {
+        let xs = &x[range.clone()];
         let mu = xs.iter().fold(T::zero(), |a, &v| a + v) * inv_n;
         // Two-pass variance: subtracting the mean first avoids the cancellation of E[x^2] - mu^2.
         let var = xs.iter().fold(T::zero(), |a, &v| a + (v - mu) * (v - mu)) * inv_n;
         let r = T::one() / (var + cast(s.eps)).sqrt();
         mean[bg] = mu;
         rstd[bg] = r;
-        for (i, (o, &v)) in out[bg * n..(bg + 1) * n].iter_mut().zip(xs).enumerate() {
+        for (i, (o, &v)) in out[range].iter_mut().zip(xs).enumerate() {
             let c = s.channel(g, i);
             *o = gamma[c] * (v - mu) * r + beta[c];
         }
@@ -65,12 +75,9 @@ pub fn groupnorm_bwd_input<T: Float>(
     gamma: &[T],
     s: GroupNormShape,
 ) {
-    let n = s.group_len();
-    let inv_n = T::one() / cast::<T>(n as f64);
-    for bg in 0..s.b * s.g {
-        let g = bg % s.g;
+    let inv_n = inv_len::<T>(s);
+    for (bg, g, range) in groups(s) {
         let (mu, r) = (mean[bg], rstd[bg]);
-        let range = bg * n..(bg + 1) * n;
         let mut sum_dxhat = T::zero();
         let mut sum_dxhat_xhat = T::zero();
         for (i, (&d, &v)) in dout[range.clone()].iter().zip(&x[range.clone()]).enumerate() {
