@@ -1,17 +1,6 @@
-//! Counter-based Gaussian generator: Philox4x32-10 followed by an integer-only Box-Muller.
-//!
-//! Every value is a pure function of `(seed, stream words, index)`, so any target (CPU, lavapipe,
-//! a browser's WebGPU) draws the same numbers and a run can be replayed from its seed.
-//!
-//! Bit-identity across targets: GPU `log`, `sqrt`, `cos`, and even `a * b + c` (which a shader
-//! compiler may fuse) are not correctly rounded in WGSL, so the transform from uniform bits to a
-//! normal is done in exact integer arithmetic:
-//! - `-2 ln u` by multiplicative normalisation (shift-and-add with a table of `ln(1 + 2^-i)`);
-//! - `sqrt` by the digit-by-digit integer square root;
-//! - `(cos, sin)` by CORDIC rotation (shift-and-add with a table of `atan(2^-i)`).
-//!
-//! The result is an integer of at most 23 bits times `2^-20`; its conversion to f32 and the scaling
-//! are exact. Resolution is `2^-20` (about 1e-6) and |z| <= 6.67 (u >= 2^-32). This file and
+//! Counter-based Gaussian generator: Philox4x32-10 followed by an integer-only Box-Muller. Every
+//! value is a pure function of `(seed, stream words, index)`, bit-identical on every target (CPU,
+//! lavapipe, a browser's WebGPU), so a run can be replayed from its seed. This file and
 //! `shaders/philox.wgsl` implement the same integer functions; tables are shared by value.
 
 /// Philox multipliers and Weyl key increments (Salmon et al., SC'11, "Parallel random numbers").
@@ -108,6 +97,15 @@ fn q27_to_f32(v: i32) -> f32 {
 }
 
 /// Two standard normals from two uniform words (Box-Muller).
+///
+/// Bit-identity across targets: GPU `log`, `sqrt`, `cos`, and even `a * b + c` (which a shader
+/// compiler may fuse) are not correctly rounded in WGSL, so the transform from uniform bits to a
+/// normal is done in exact integer arithmetic: `-2 ln u` by multiplicative normalisation
+/// (shift-and-add with a table of `ln(1 + 2^-i)`, `neg2ln_q26`); `sqrt` by the digit-by-digit
+/// integer square root (`sqrt_q21`); `(cos, sin)` by CORDIC rotation (shift-and-add with a table
+/// of `atan(2^-i)`, `cordic_q27`). The result is an integer of at most 23 bits times `2^-20`; its
+/// conversion to f32 and the scaling are exact. Resolution is `2^-20` (about 1e-6) and
+/// |z| <= 6.67 (u >= 2^-32).
 pub fn box_muller(a: u32, b: u32) -> [f32; 2] {
     let r = sqrt_q21(neg2ln_q26(a));
     let (c, s) = cordic_q27(r, b);

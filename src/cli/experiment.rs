@@ -1,32 +1,8 @@
 //! `cdl experiment toy` and `cdl experiment images`: does the Contrastive Diffusion Loss make
-//! sampling better, above all parallel sampling? An effect, not one draw: every arm (a loss) is
-//! trained with the same budget on the same data for several training seeds, each model is
-//! sampled with every sampler, and every figure is a mean ± standard error over the seeds next to
-//! the floor of its metric.
-//!
-//! - Arms: DDPM, ITD, ITD + CDL, EDM, EDM + CDL (`--arms`). The 2-D MLP has EDM's
-//!   preconditioning in every arm (`--precond`); a UNet has it in the EDM arms (the paper's VP
-//!   baseline) and is a plain ε-network in the others, as `cdl train` defaults.
-//! - Samplers: sequential DDPM-T and the parallel Picard sampler over the same DDPM-T transition
-//!   with the same variance (`--variance`, default the authors' β̃: math.md §6.2, §9 pitfall 11),
-//!   τ = 0.1, no window; DDIM and EDM Heun (deterministic).
-//! - Toy metrics: MMD (h = 0.03) against held-out data and its floor (the held-out set against a
-//!   second held-out set of the same size: what two samples of the data itself score); the
-//!   fraction of samples beyond `OUTLIER_STDS` data standard deviations; Picard passes; the ITD
-//!   test NLL in bits/dim (which favours ITD-trained arms by construction: it is the quantity the
-//!   ITD loss estimates).
-//! - Image metrics: sample grids, the fraction of saturated pixels (with the held-out images'
-//!   own fraction as its floor), Picard passes, the ITD test NLL in bits/dim. A sample-quality
-//!   metric such as FID is one more `Column`.
-//! - For each CDL arm against its base (ITD + CDL vs ITD, EDM + CDL vs EDM): the paired
-//!   difference over seeds (same seed, same data, same sampler noise) with its standard error and
-//!   a verdict: better or worse when it is further from 0 than the 95 % quantile of Student's t
-//!   with N − 1 degrees of freedom in standard errors (2 SE for many seeds, 2.78 SE for 5, 12.7
-//!   for 2), else not distinguishable.
-//!
-//! Seed s trains with `--seed s` (init, batches, noise) and samples with sampler seed 1 + s; toy
-//! models are scored against held-out points drawn with seed 1000 + s (a CSV file is its own
-//! reference), image models against held-out images (`train::run::held_out_images`).
+//! sampling better, above all parallel sampling? Every arm (a loss) is trained with the same
+//! budget on the same data for several seeds and sampled with every sampler; every figure is a
+//! mean ± standard error over the seeds next to the floor of its metric, and each CDL arm gets a
+//! paired verdict against its base (`Compare`). Arms, samplers and metrics: on `toy`, `images`.
 
 use std::collections::BTreeMap;
 use std::fmt::Write as _;
@@ -257,6 +233,12 @@ impl ExperimentPlan {
 // The table of an experiment
 
 /// Which paired differences (CDL arm − its base) a column reports.
+///
+/// For each CDL arm against its base (ITD + CDL vs ITD, EDM + CDL vs EDM): the paired difference
+/// over seeds (same seed, same data, same sampler noise) with its standard error and a verdict:
+/// better or worse when it is further from 0 than the 95 % quantile of Student's t with N − 1
+/// degrees of freedom in standard errors (2 SE for many seeds, 2.78 SE for 5, 12.7 for 2), else
+/// not distinguishable.
 #[derive(Clone, Copy, PartialEq, Eq)]
 enum Compare {
     No,
@@ -510,6 +492,23 @@ fn arm_names(arms: &[LossKind]) -> String {
 // ---------------------------------------------------------------------------------------------
 // The toy experiment
 
+/// The toy experiment on 2-D points.
+///
+/// - Arms: DDPM, ITD, ITD + CDL, EDM, EDM + CDL (`--arms`). The 2-D MLP has EDM's
+///   preconditioning in every arm (`--precond`); a UNet has it in the EDM arms (the paper's VP
+///   baseline) and is a plain ε-network in the others, as `cdl train` defaults.
+/// - Samplers: sequential DDPM-T and the parallel Picard sampler over the same DDPM-T transition
+///   with the same variance (`--variance`, default the authors' β̃: math.md §6.2, §9 pitfall 11),
+///   τ = 0.1, no window; DDIM and EDM Heun (deterministic).
+/// - Toy metrics: MMD (h = 0.03) against held-out data and its floor (the held-out set against a
+///   second held-out set of the same size: what two samples of the data itself score); the
+///   fraction of samples beyond `OUTLIER_STDS` data standard deviations; Picard passes; the ITD
+///   test NLL in bits/dim (which favours ITD-trained arms by construction: it is the quantity the
+///   ITD loss estimates).
+///
+/// Seed s trains with `--seed s` (init, batches, noise) and samples with sampler seed 1 + s; toy
+/// models are scored against held-out points drawn with seed 1000 + s (a CSV file is its own
+/// reference).
 pub async fn toy(gpu: &Gpu, args: ToyArgs) -> Result<(), String> {
     let defaults = if args.quick {
         (2, 1000, 128, 16, 500, 200, 100, 50, 18)
@@ -644,6 +643,10 @@ async fn density_png(den: &mut GpuDenoiser<'_>, reference: &[f64], m: usize, fil
 // ---------------------------------------------------------------------------------------------
 // The image experiment
 
+/// The image experiment: arms, samplers and seeds as `toy`; image models are scored against
+/// held-out images (`train::run::held_out_images`). Metrics: sample grids, the fraction of
+/// saturated pixels (with the held-out images' own fraction as its floor), Picard passes, the
+/// ITD test NLL in bits/dim. A sample-quality metric such as FID is one more `Column`.
 pub async fn images(gpu: &Gpu, args: ImagesArgs) -> Result<(), String> {
     let defaults = if args.quick { (2, 20, 8, 4, 4, 4, 6, 4, 3) } else { (5, 20_000, 64, 16, 64, 100, 1000, 100, 18) };
     let a = &args.arms;

@@ -1,27 +1,7 @@
 //! `cdl bench quality`: does `cdl train` train as well as a plain PyTorch trainer of the same
-//! network? Both train at equal budgets on the same data, both sample with the same DDPM
-//! ancestral sampler, and both samples are scored by the same metric against the same held-out
-//! data, over several seeds.
-//!
-//! - CDL: `cdl train`'s recipe in-process (`train::train`, the defaults of `cdl train` unless a
-//!   flag here says otherwise), sampled with DDPM-T (variance β, EMA weights).
-//! - Reference: `tools/reference_train.py`, a plain PyTorch trainer over the mirror
-//!   (`tools/mirror.py`, same network and parameter names), given the same training examples
-//!   (`TrainingData::all_examples`: the built-in set generated with the run's seed, as `cdl train`
-//!   generates it), the same model config, loss, noise levels (the logistic of α and of ζ that
-//!   `cdl train` resolved), batch, learning rate, warm-up, EMA, clipping, K, M and λ; its own f64
-//!   DDPM-T sampler (variance β). Batch order and random draws are torch's own, so the two agree
-//!   in distribution, not bit for bit.
-//! - 2-D points (`--model mlp`): MMD (h = 0.03) against the held-out points (seed 1000 + s), the
-//!   fraction of samples beyond 4 data standard deviations and the largest |x|; the floor is the
-//!   held-out set against a second one of the same size.
-//! - Images (`--model unet-tiny` …): a pixel-space Fréchet distance (`eval::fd`: each channel
-//!   averaged over 2×2 blocks, 192 features at 16 px) against held-out images
-//!   (`train::run::held_out_images`: `shapes` from another seed; an image folder has no split, so its
-//!   own images), and the fraction of saturated pixels; the floor is the held-out set against a
-//!   second one.
-//! - Per (data, loss): mean ± standard error over seeds, the ratio of the means, and the paired
-//!   difference CDL − reference (same seed, same data) with its verdict (Student's t at 95 %).
+//! network (`tools/reference_train.py`)? Both train at equal budgets on the same data, sample with
+//! the same DDPM ancestral sampler, and are scored by the same metric (`Judge`) against the same
+//! held-out data, over several seeds, with a paired verdict per (data, loss).
 
 use std::path::{Path, PathBuf};
 use std::process::Command;
@@ -118,6 +98,15 @@ fn level_flags(args: &TrainArgs, variances: &[f64]) -> Result<Vec<String>, Strin
 
 /// Trains tools/reference_train.py on the examples of `args` (the same as `cdl train`'s) in
 /// `dir` and returns its `n` samples, DDPM-`sampler_steps`.
+///
+/// The reference is a plain PyTorch trainer over the mirror (`tools/mirror.py`, same network and
+/// parameter names), given the same training examples (`TrainingData::all_examples`: the built-in
+/// set generated with the run's seed, as `cdl train` generates it), the same model config, loss,
+/// noise levels (the logistic of α and of ζ that `cdl train` resolved), batch, learning rate,
+/// warm-up, EMA, clipping, K, M and λ; its own f64 DDPM-T sampler (variance β). Batch order and
+/// random draws are torch's own, so the two agree in distribution, not bit for bit. The CDL side
+/// is `cdl train`'s recipe in-process (`train::train`, the defaults of `cdl train` unless a flag
+/// says otherwise), sampled with DDPM-T (variance β, EMA weights).
 fn reference(
     python: &Path,
     dir: &Path,
@@ -185,6 +174,15 @@ fn image_shape(trained: &Trained) -> Result<Option<(usize, usize)>, String> {
 
 /// The metric of one sample set against held-out data: MMD for points, the pixel Fréchet
 /// distance for images.
+///
+/// - 2-D points (`--model mlp`): MMD (h = 0.03) against the held-out points (seed 1000 + s), the
+///   fraction of samples beyond 4 data standard deviations and the largest |x|; the floor is the
+///   held-out set against a second one of the same size.
+/// - Images (`--model unet-tiny` …): a pixel-space Fréchet distance (`eval::fd`: each channel
+///   averaged over 2×2 blocks, 192 features at 16 px) against held-out images
+///   (`train::run::held_out_images`: `shapes` from another seed; an image folder has no split, so
+///   its own images), and the fraction of saturated pixels; the floor is the held-out set against
+///   a second one.
 struct Judge {
     images: Option<(usize, usize)>,
     /// Features of the held-out set (pooled once).
@@ -225,6 +223,9 @@ impl Judge {
     }
 }
 
+/// Runs the comparison. Per (data, loss): mean ± standard error over seeds, the ratio of the
+/// means, and the paired difference CDL − reference (same seed, same data) with its verdict
+/// (Student's t at 95 %).
 pub async fn quality(gpu: &Gpu, a: &QualityArgs) -> Result<Value, String> {
     let python = a
         .python

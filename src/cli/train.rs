@@ -1,17 +1,7 @@
-//! `cdl train`: trains the 2-D toy denoiser on a built-in data set or a CSV file, or a UNet on
-//! CIFAR-10 or an image folder, and writes a run directory: `config.toml` (the resolved run),
-//! `checkpoint.safetensors` (model, EMA, Adam moments, step, run config, data standardisation;
-//! written atomically every `--checkpoint-every` steps and at the end) and `metrics.jsonl` (one
-//! JSON object per `--log-every` steps). `--resume` continues a run from its checkpoint exactly
-//! (same batches, same noise) and drops metrics lines written after it; a run killed before its
-//! first checkpoint resumes from step 0. A run killed at any moment (SIGKILL) resumes this way:
-//! every file is replaced atomically except metrics.jsonl, whose torn last line `--resume` drops.
-//! The run itself (data, network, loss, trainer, checkpoint metadata) is `train::run::Run`; this
-//! front keeps the flags, the run directory, the metrics lines, Ctrl-C and the progress bar.
-//!
-//! Runs can be described by a TOML file (`--config`, presets in `configs/`) whose keys are the
-//! flag names with underscores; flags given on the command line override the file, unknown keys
-//! are refused with the closest valid key suggested, and every value is range-checked.
+//! `cdl train`: trains the 2-D toy denoiser or a UNet and writes a run directory (`config.toml`,
+//! `checkpoint.safetensors`, `metrics.jsonl`); `--resume` continues a run exactly, even one killed
+//! at any moment. The run itself is `train::run::Run`; this front keeps the flags and their TOML
+//! file (`--config`), the run directory, the metrics lines, Ctrl-C and the progress bar.
 
 use std::fs;
 use std::io::{IsTerminal, Write};
@@ -211,6 +201,9 @@ pub fn resolve(args: TrainArgs, matches: Option<&ArgMatches>) -> Result<TrainArg
 /// `args` with the TOML run config `text` applied under the flags given on the command line
 /// (`matches`), every value range-checked; `shown` names the file in the one-line errors.
 /// Pure (no file access), so the fuzz targets and property tests call it directly.
+///
+/// The file's keys are the flag names with underscores (presets in `configs/`); unknown keys are
+/// refused with the closest valid key suggested.
 pub fn apply_config(
     args: TrainArgs,
     text: &str,
@@ -415,6 +408,13 @@ fn truncate_metrics(path: &Path, step: u64) -> Result<(), String> {
     checkpoint::write_atomic(path, |f| f.write_all(kept.as_bytes())).map_err(|e| e.to_string())
 }
 
+/// Runs `cdl train` into its run directory: `config.toml` (the resolved run),
+/// `checkpoint.safetensors` (model, EMA, Adam moments, step, run config, data standardisation;
+/// written atomically every `--checkpoint-every` steps and at the end) and `metrics.jsonl` (one
+/// JSON object per `--log-every` steps). `--resume` continues a run from its checkpoint exactly
+/// (same batches, same noise) and drops metrics lines written after it; a run killed before its
+/// first checkpoint resumes from step 0. A run killed at any moment (SIGKILL) resumes this way:
+/// every file is replaced atomically except metrics.jsonl, whose torn last line `--resume` drops.
 pub async fn train(gpu: &Gpu, args: TrainArgs) -> Result<(), String> {
     if args.sample_every > 0 && !args.sample_every.is_multiple_of(args.log_every) {
         return Err(format!(

@@ -1,27 +1,7 @@
-//! Gaussian data N(m, diag(v)): the analytic optimal ε-predictor and exact densities, the
-//! closed-form oracle for the likelihood and CDL code (ARCHITECTURE.md correctness ladder, step 5).
-//!
-//! What it is: for x ~ N(m, diag(v)) and z = a·x + b·ε (a = sqrt(s(α)), b = sqrt(s(−α)), math.md §1.1),
-//! each coordinate (z_i, ε_i) is jointly Gaussian with Cov(ε_i, z_i) = b and
-//! Var z_i = a²v_i + b², so the MMSE predictor is linear:
-//!
-//! ```text
-//! ε̂*_i(z, α) = E[ε_i | z_i] = b·(z_i − a·m_i)/(a²v_i + b²).
-//! ```
-//!
-//! Its pointwise expected error at a fixed x (the mse*(x, α) of math.md §2.1) follows from
-//! ε − ε̂ = (1 − k_i b)ε_i − k_i a (x_i − m_i), k_i = b/(a²v_i + b²), γ = e^α:
-//!
-//! ```text
-//! E_ε||ε − ε̂*||² = Σ_i (γv_i/(1+γv_i))² + γ(x_i − m_i)²/(1+γv_i)².
-//! ```
-//!
-//! With the data reference (λ_i = v_i) the gap in (★) is Σ_i γ((x_i−m_i)² − v_i)/(1+γv_i)², whose
-//! α-integral is Σ_i ((x_i−m_i)²/v_i − 1): (★) gives back −log N(x; m, v) exactly.
-//! The once-corrupted distribution p_ζ is again Gaussian: N(a_ζ m, a_ζ² v + b_ζ²) (math.md §2.3).
-//!
-//! What it is not: a model of image data; correlated Gaussians reduce to this by rotation only when
-//! m = 0 (the VP noise is isotropic), which the tests do not need.
+//! Gaussian data N(m, diag(v)): the analytic optimal ε-predictor and exact densities (math.md
+//! §2.1, §2.3), the closed-form oracle for the likelihood and CDL code (ARCHITECTURE.md
+//! correctness ladder, step 5). Not a model of image data; correlated Gaussians reduce to this by
+//! rotation only when m = 0 (the VP noise is isotropic), which the tests do not need.
 
 use super::likelihood::Denoiser;
 use super::logsnr::{shifted_level, sigmoid};
@@ -90,6 +70,9 @@ impl GaussianData {
 
     /// Coefficients (k_i, o_i) of the optimal predictor ε̂*_i = k_i·z_i + o_i at level α:
     /// k_i = b/(a²v_i + b²), o_i = −k_i·a·m_i, with a² = s(α), b² = s(−α) taken directly.
+    /// Why linear: for z = a·x + b·ε each coordinate (z_i, ε_i) is jointly Gaussian with
+    /// Cov(ε_i, z_i) = b and Var z_i = a²v_i + b², so
+    /// ε̂*_i = E[ε_i | z_i] = b·(z_i − a·m_i)/(a²v_i + b²).
     fn coeffs(&self, alpha: f64, i: usize) -> (f64, f64) {
         let (a2, b2) = (sigmoid(alpha), sigmoid(-alpha));
         let k = b2.sqrt() / (a2 * self.var[i] + b2);
@@ -110,7 +93,11 @@ impl GaussianData {
     }
 
     /// mse*(x, α) = E_ε||ε − ε̂*(x_α, α)||², the pointwise expected error of the optimal denoiser
-    /// (math.md §2.1). x: (d,)
+    /// (math.md §2.1, which gives the closed form). x: (d,)
+    ///
+    /// It follows from ε − ε̂ = (1 − k_i b)ε_i − k_i a (x_i − m_i), γ = e^α. With the data
+    /// reference (λ_i = v_i) the gap in (★) is Σ_i γ((x_i−m_i)² − v_i)/(1+γv_i)², whose
+    /// α-integral is Σ_i ((x_i−m_i)²/v_i − 1): (★) gives back −log N(x; m, v) exactly.
     pub fn expected_err(&self, x: &[f64], alpha: f64) -> f64 {
         self.linear_expected_err(x, alpha, alpha, 1.0)
     }

@@ -1,20 +1,7 @@
-//! Pointwise log-likelihood from an ε-denoiser (ITD), the noisy density p_ζ, the CDL logit, and
-//! the test-set protocol with bits/dim (math.md §2, §3.2).
-//!
-//! What it is: over the CPU `Denoiser` trait, in f64,
-//! - the identity (★) −log p(x) = h_G + ½∫[mse*(x,α) − mmse_G(α)]dα (math.md §2.1) [Kong, Brekelmans,
-//!   Ver Steeg, "Information-Theoretic Diffusion", ICLR 2023], as a Monte-Carlo estimator with the
-//!   truncated logistic of math.md §1.5 (`nll_mc`, math.md §2.2) and as a deterministic quadrature over α
-//!   of a known expected error (`nll_quadrature`);
-//! - the optimal denoiser of p_ζ built from that of p at the shifted level (`ZetaDenoiser`, §2.3);
-//! - the CDL logit f = log p(y) − log p_ζ(y) with paired or independent draws (`cdl_logit_mc`, §3.2);
-//! - the ITD test-set protocol (average the MSE over data per α, then clamp the gap at 0) and
-//!   bits/dim, continuous and discrete-limit (§2.2, §9 pitfall 10).
-//!
-//! What it is not: the training loss (see `loss`, which uses the same estimator as rows), or GPU code.
-//!
-//! Denoiser contract: `eps_hat(z, alpha, out)` evaluates one example; z and out are (d,), α is a
-//! log-SNR (math.md §1.1). A network wrapper maps α to its own conditioning (schedule.rs).
+//! Pointwise log-likelihood from an ε-denoiser (ITD; Kong, Brekelmans, Ver Steeg, ICLR 2023), the
+//! noisy density p_ζ, the CDL logit, and the test-set protocol with bits/dim (math.md §2, §3.2),
+//! in f64 over the CPU `Denoiser` trait. Not here: the training loss (`loss` uses the same
+//! estimator as rows), GPU code.
 
 use super::logistic::TruncLogistic;
 use super::logsnr::{shifted_level, sigmoid, vp_coefs};
@@ -24,7 +11,8 @@ use super::{DiffusionError, Result};
 // ---------------------------------------------------------------------------------------------
 // Denoiser trait and the reference Gaussian
 
-/// A CPU ε-predictor ε̂(z, α) for one example at log-SNR α.
+/// A CPU ε-predictor ε̂(z, α) for one example at log-SNR α (math.md §1.1); a network wrapper
+/// maps α to its own conditioning (schedule.rs).
 pub trait Denoiser {
     /// Data dimension d.
     fn dim(&self) -> usize;

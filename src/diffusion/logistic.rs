@@ -1,15 +1,8 @@
-//! Truncated logistic distribution of log-SNR levels, with importance weights (math.md §1.5).
-//!
-//! What it is: q(α) = logistic(μ, s) truncated to [μ − c·s, μ + c·s], sampled by inverse CDF
-//! (u ~ U(s(−c), s(c)), α = μ + s·logit(u)), with weight w(α) = 1/q(α) = s·tanh(c/2)/(s(r)s(−r)),
-//! r = (α−μ)/s, so that E_q[w·f(α)] = ∫_{μ−cs}^{μ+cs} f(α) dα, an unweighted integral over α
-//! [ITD `logistic_integrate`; CDL utils.py]. Also (μ, s) estimated from data variances.
-//!
-//! What it is not: the ζ sampler of CDL as such (that is a second instance of this type, see
-//! `loss::ZetaDist`), nor the integrand.
-//!
-//! Variance: w reaches about s·e^c at the clip edges, e^c/4 times its centre value; keep c small
-//! (math.md §1.5, §2.2, §9 pitfall 5; the from-scratch defaults widen c to cover the samplers).
+//! Truncated logistic distribution of log-SNR levels, with importance weights (math.md §1.5):
+//! E_q[w·f(α)] is the unweighted integral of f over the support [ITD `logistic_integrate`; CDL
+//! utils.py]; also (μ, s) estimated from data variances. The weights grow like e^c at the clip
+//! edges (math.md §9 pitfall 5). Not here: the integrand; the ζ sampler of CDL is a second
+//! instance of this type (`loss::ZetaDist`).
 
 use super::logsnr::{log_sigmoid, logit, sigmoid};
 use super::{finite, DiffusionError, Result};

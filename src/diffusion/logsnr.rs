@@ -1,14 +1,8 @@
-//! The variance-preserving channel indexed by log-SNR α, and its stable f64 constants.
-//!
-//! What it is: math.md §1.1 (x_α = sqrt(s(α))·x + sqrt(s(−α))·ε, SNR = e^α), the shifted level
-//! α′ of a noisy distribution p_ζ and its output scale c (math.md §2.3), computed with logsumexp and
-//! log-sigmoids so they stay exact for |α| well beyond 20 (math.md §9 pitfall 1, §9b).
-//!
-//! What it is not: schedules (see `schedule`) or samplers of α (see `logistic`).
-//!
-//! Why f64 and log space: in f32, s(α) rounds to 1 for α ≳ 16.6 and the code's
-//! logit(s(α)·s(ζ)) becomes infinite; the CDL CIFAR range reaches α = 16 and ζ = 15. The host
-//! computes every per-row constant here in f64 and uploads f32 values that are all well scaled.
+//! The variance-preserving channel indexed by log-SNR α (math.md §1.1) and the shifted level α′
+//! and scale c of a noisy distribution p_ζ (math.md §2.3), in f64 log space (logsumexp,
+//! log-sigmoids) so they stay exact for |α| well beyond 20, where f32 s(α) rounds to 1 (math.md
+//! §9 pitfall 1, §9b); the host uploads well-scaled f32 values. Not here: schedules (`schedule`),
+//! samplers of α (`logistic`).
 
 // ---------------------------------------------------------------------------------------------
 // Scalar helpers

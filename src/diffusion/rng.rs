@@ -1,11 +1,7 @@
-//! Host-side random numbers in f64, as pure functions of (seed, stream words, index).
-//!
-//! What it is: `HostRng`, f64 uniforms and normals built on `philox::philox4x32_10`
-//! with the same key/counter convention as `philox::Stream`, used for host draws (α, ζ,
-//! labels, t) and CPU Monte-Carlo checks; and `row_normals`, the f32 integer-Box-Muller normals
-//! that the GPU draws for a row (same values on every target), widened to f64.
-//!
-//! What it is not: a general-purpose RNG; there is no hidden global state and no `rand`.
+//! Host-side random numbers in f64, as pure functions of (seed, stream words, index): `HostRng`
+//! (uniforms and normals on `philox::philox4x32_10`, for host draws and CPU Monte-Carlo checks)
+//! and `row_normals` (the GPU's row noise, widened). Not a general-purpose RNG: no hidden global
+//! state, no `rand`.
 
 use crate::philox::{philox4x32_10, philox_normal, Stream};
 
@@ -21,7 +17,8 @@ fn u01(hi: u32, lo: u32) -> f64 {
     (k as f64 + 0.5) * TWO_M52
 }
 
-/// A counter-based f64 generator over one Philox stream.
+/// A counter-based f64 generator over one Philox stream, with the same key/counter convention as
+/// `philox::Stream`; used for host draws (α, ζ, labels, t).
 ///
 /// Uniform `i` uses words (2(i%2), 2(i%2)+1) of block `i/2`, in the lower half of the block
 /// range (blocks < 2^31); normal pair `j` uses all four words of block 2^31 + j, so uniforms and

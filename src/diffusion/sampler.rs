@@ -1,20 +1,8 @@
-//! Samplers over a batched ε-denoiser (math.md §6): DDPM ancestral (§6.1, with the β_t or the
-//! posterior β̃_t variance), DDIM η = 0 (§6.3), EDM Heun, deterministic or with churn (§6.4), and
-//! the parallel Picard sampler of ParaDiGMS (§6.5) over the DDPM or DDIM transition.
-//!
-//! What it is: the update rules and their bookkeeping in f64 on the host, over `BatchDenoiser`,
-//! which evaluates ε̂(z, α) for many rows at once. With the analytic Gaussian denoiser this is the
-//! CPU reference; with `eval::denoiser::GpuDenoiser` the network runs batched on the GPU (all
-//! samples of a step, or every step of a Picard window, in one batch).
-//!
-//! What it is not: a training loop, metrics, or image I/O.
-//!
-//! Conventions: x lives in the VP channel of math.md §1.1 (x_t = sqrt(ᾱ_t)x₀ + sqrt(1−ᾱ_t)ε, so the
-//! network sees x_t at α_t = logit ᾱ_t); samples are returned as (n, d) row-major f64 in the
-//! units the model was trained on. Every random number is a pure function of (seed, step,
-//! sample): the initial x_T of sample i is normal stream (seed, [INIT, TAG_SAMPLER_INIT, i]) and
-//! the noise n_j of step j is stream (seed, [j, TAG_SAMPLER_NOISE, i]), so the parallel sampler
-//! sees exactly the noise the sequential one draws ("pre-sampled" noise, §6.5).
+//! Samplers over a batched ε-denoiser (math.md §6): DDPM ancestral (§6.1, β_t or β̃_t variance),
+//! DDIM η = 0 (§6.3), EDM Heun with optional churn (§6.4), and the parallel Picard sampler of
+//! ParaDiGMS (§6.5), as f64 host bookkeeping over `BatchDenoiser`. Every random number is a pure
+//! function of (seed, step, sample), so the parallel sampler sees exactly the sequential one's
+//! noise. Not here: a training loop, metrics, image I/O.
 
 use std::future::Future;
 use std::pin::Pin;
@@ -25,7 +13,9 @@ use super::rng::HostRng;
 use super::schedule::{alpha_of_sigma, DdpmSchedule};
 use super::{DiffusionError, Result};
 
-/// Stream tag of the initial x_T.
+/// Stream tag of the initial x_T: sample i's x_T is normal stream (seed, [INIT, TAG_SAMPLER_INIT,
+/// i]) and the noise n_j of step j is stream (seed, [j, TAG_SAMPLER_NOISE, i]) ("pre-sampled"
+/// noise, math.md §6.5).
 pub const TAG_SAMPLER_INIT: u32 = 0x30;
 /// Stream tag of the per-step noise.
 pub const TAG_SAMPLER_NOISE: u32 = 0x31;
@@ -36,7 +26,13 @@ pub const TAG_SAMPLER_NOISE: u32 = 0x31;
 /// The future of one batched evaluation (not `Send`: the browser's GPU futures are not).
 pub type EvalFuture<'a> = Pin<Box<dyn Future<Output = Result<()>> + 'a>>;
 
-/// ε̂(z, α) for N rows at once.
+/// ε̂(z, α) for N rows at once. With the analytic Gaussian denoiser the samplers are the CPU
+/// reference; with `eval::denoiser::GpuDenoiser` the network runs batched on the GPU (all samples
+/// of a step, or every step of a Picard window, in one batch).
+///
+/// x lives in the VP channel of math.md §1.1 (x_t = sqrt(ᾱ_t)x₀ + sqrt(1−ᾱ_t)ε, so the network
+/// sees x_t at α_t = logit ᾱ_t); samples are returned as (n, d) row-major f64 in the units the
+/// model was trained on.
 pub trait BatchDenoiser {
     /// Data dimension d.
     fn dim(&self) -> usize;

@@ -1,12 +1,8 @@
-//! Noise schedules and their log-SNR mappings: DDPM, iDDPM cosine, VP-SDE, VE, EDM σ.
-//!
-//! What it is: every mapping between a network's native noise coordinate (DDPM timestep t, SDE
-//! time, EDM σ) and the log-SNR α of math.md §1.1, in f64: DDPM linear-β 1000 steps and the per-sample
-//! α → fractional-t lookup (math.md §1.2), the iDDPM cosine closed form (math.md §1.2), Song's VP-SDE and
-//! VE (math.md §1.3), EDM σ = e^{−α/2} with ε̂ ↔ D conversions (math.md §1.4) and EDM preconditioning
-//! (math.md §4.3) [EDM: Karras et al. 2022, Table 1].
-//!
-//! What it is not: samplers, or the choice of which α to train on (see `loss`).
+//! Noise schedules and their log-SNR mappings, in f64: every mapping between a network's native
+//! noise coordinate (DDPM timestep t, SDE time, EDM σ) and the log-SNR α: DDPM linear-β and the
+//! α → t lookup, iDDPM cosine (math.md §1.2), Song's VP-SDE and VE (§1.3), EDM σ with ε̂ ↔ D
+//! (§1.4) and EDM preconditioning (§4.3) [Karras et al. 2022, Table 1]. Not here: samplers, or
+//! which α to train on (`loss`).
 
 use super::logsnr::{logit, sigmoid, softplus, sqrt_sigmoid};
 use super::{DiffusionError, Result};

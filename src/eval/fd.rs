@@ -1,24 +1,7 @@
-//! The Fréchet distance between two Gaussians fitted to feature sets (the formula of FID), and
-//! the pixel-space features `cdl bench quality` uses for images until an Inception network exists.
-//!
-//! What it is: FD = ‖μ₁ − μ₂‖² + tr Σ₁ + tr Σ₂ − 2·tr (Σ₁^{1/2} Σ₂ Σ₁^{1/2})^{1/2}, the squared
-//! 2-Wasserstein distance between the two Gaussians (Dowson & Landau 1982; FID, Heusel et al. 2017,
-//! eq. 6). pytorch-fid takes tr sqrtm(Σ₁Σ₂) of the non-symmetric product; Σ₁^{1/2}Σ₂Σ₁^{1/2} has
-//! the same eigenvalues and is symmetric positive semi-definite, so two symmetric eigenproblems
-//! give the trace (`linalg::eigh`, `linalg::eigvalsh`). Moments in f64 with the unbiased covariance
-//! (`feature_stats`, numpy's `np.cov` in pytorch-fid). `pool_features` averages each channel over
-//! k×k blocks of the image: a pixel-space distance of colour and layout, not perceptual quality.
-//!
-//! Near-singular products, as pytorch-fid handles them: negative eigenvalues of the PSD matrices
-//! are set to 0, and so are Σ₁'s within rounding of 0 (|λ| ≤ 16·d·ε·λ_max), where sqrtm returns
-//! roots of rounding (~1e-8 each) and tiny imaginary parts that pytorch-fid drops; rank-deficient
-//! covariances (n ≤ d) give the same trace both ways up to those roots. A negative eigenvalue
-//! beyond rounding and below −(1e-3)² is an error, as pytorch-fid raises when an imaginary part on
-//! the diagonal of the root exceeds 1e-3. When the root is not finite (here: an eigen-solve that
-//! fails) the trace is recomputed with ε·I, ε = 1e-6, added to both covariances, the traces
-//! tr Σ₁ + tr Σ₂ keeping the covariances as given (`frechet_offset`).
-//!
-//! What it is not: not FID by itself (no Inception features; `feature_stats` and `npz` take them).
+//! The Fréchet distance between two Gaussians fitted to feature sets (the formula of FID,
+//! math.md §7.1), with pytorch-fid's handling of near-singular products (on `frechet`), and the
+//! pixel-space features `cdl bench quality` uses for images until an Inception network exists.
+//! Not FID by itself: no Inception features (`feature_stats` and `npz` take them).
 
 use super::feature_stats::{FeatureStats, Moments};
 use super::linalg::{eigh, eigvalsh, matmul_abt, matmul_abt_symmetric};
@@ -34,7 +17,8 @@ const IMAGINARY_ATOL: f64 = 1e-3;
 /// whatever the scale of the features.
 const ROUNDING: f64 = 16.0;
 
-/// Per-channel k×k average pooling of images (n, c, s, s), row-major: (n, c·(s/k)²).
+/// Per-channel k×k average pooling of images (n, c, s, s), row-major: (n, c·(s/k)²). A
+/// pixel-space distance on these measures colour and layout, not perceptual quality.
 pub fn pool_features(x: &[f64], channels: usize, size: usize, k: usize) -> Result<Vec<f64>, EvalError> {
     if channels == 0 || size == 0 || k == 0 || !size.is_multiple_of(k) {
         return Err(EvalError::Shape(format!("{size}-pixel images do not pool by {k}")));
@@ -84,6 +68,22 @@ pub fn symmetric_eigen(a: &[f64], d: usize) -> Result<(Vec<f64>, Vec<f64>), Eval
 }
 
 /// FD between two Gaussians given by their means (d,) and covariances (d, d).
+///
+/// FD = ‖μ₁ − μ₂‖² + tr Σ₁ + tr Σ₂ − 2·tr (Σ₁^{1/2} Σ₂ Σ₁^{1/2})^{1/2}, the squared
+/// 2-Wasserstein distance between the two Gaussians (Dowson & Landau 1982; FID, Heusel et al.
+/// 2017, eq. 6). pytorch-fid takes tr sqrtm(Σ₁Σ₂) of the non-symmetric product;
+/// Σ₁^{1/2}Σ₂Σ₁^{1/2} has the same eigenvalues and is symmetric positive semi-definite, so two
+/// symmetric eigenproblems give the trace (`linalg::eigh`, `linalg::eigvalsh`). Moments come in
+/// f64 with the unbiased covariance (`feature_stats`, numpy's `np.cov` in pytorch-fid).
+///
+/// Near-singular products, as pytorch-fid handles them: negative eigenvalues of the PSD matrices
+/// are set to 0, and so are Σ₁'s within rounding of 0 (|λ| ≤ 16·d·ε·λ_max), where sqrtm returns
+/// roots of rounding (~1e-8 each) and tiny imaginary parts that pytorch-fid drops; rank-deficient
+/// covariances (n ≤ d) give the same trace both ways up to those roots. A negative eigenvalue
+/// beyond rounding and below −(1e-3)² is an error, as pytorch-fid raises when an imaginary part on
+/// the diagonal of the root exceeds 1e-3. When the root is not finite (here: an eigen-solve that
+/// fails) the trace is recomputed with ε·I, ε = 1e-6, added to both covariances, the traces
+/// tr Σ₁ + tr Σ₂ keeping the covariances as given (`frechet_offset`).
 pub fn frechet(mu1: &[f64], s1: &[f64], mu2: &[f64], s2: &[f64]) -> Result<f64, EvalError> {
     let d = check_gaussians(mu1, s1, mu2, s2)?;
     let tr_root = match trace_root(s1, s2, d, 0.0) {

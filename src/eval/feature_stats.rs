@@ -1,13 +1,6 @@
-//! Mean and covariance of feature vectors, streamed: rows arrive in batches of any size and count,
-//! the statistics are kept in f64, and the result is numpy's `np.mean(x, 0)` and
-//! `np.cov(x, rowvar=False)` (unbiased, divisor n − 1), what pytorch-fid stores as (mu, sigma).
-//!
-//! Each batch is centred at its own mean and merged with the running totals by Chan, Golub &
-//! LeVeque's pairwise update (1979; "Updating formulae and a pairwise algorithm for computing
-//! sample variances"): M2 = M2_a + M2_b + δδᵀ·n_a·n_b/n, δ = mean_b − mean_a. No sum of raw squares
-//! is formed, so features with a large common offset lose no precision.
-//!
-//! What it is not: no feature extractor; rows are whatever the caller measured.
+//! Mean and covariance of feature vectors, streamed: rows arrive in batches of any size, totals
+//! are kept in f64, and the result is numpy's `np.mean(x, 0)` and `np.cov(x, rowvar=False)`
+//! (unbiased), what pytorch-fid stores as (mu, sigma). Not here: a feature extractor.
 
 use super::linalg::matmul_abt_symmetric;
 use super::EvalError;
@@ -27,6 +20,11 @@ pub struct Moments {
 }
 
 /// Streaming accumulator of the mean and covariance of d-dimensional rows.
+///
+/// Each batch is centred at its own mean and merged with the running totals by Chan, Golub &
+/// LeVeque's pairwise update (1979; "Updating formulae and a pairwise algorithm for computing
+/// sample variances"): M2 = M2_a + M2_b + δδᵀ·n_a·n_b/n, δ = mean_b − mean_a. No sum of raw squares
+/// is formed, so features with a large common offset lose no precision.
 #[derive(Clone, Debug)]
 pub struct FeatureStats {
     dim: usize,

@@ -1,15 +1,7 @@
-//! Kernel Inception Distance: the unbiased MMD² with the cubic polynomial kernel
-//! k(x, y) = (x·y/d + 1)³, averaged over random subsets (Bińkowski et al. 2018, "Demystifying MMD
-//! GANs", §4 and App. D; the defaults and the estimator of torch-fidelity's `kid_features_to_metric`,
-//! `polynomial_kernel` and `mmd2(mmd_est="unbiased")`). With subsets of m points from each set,
-//!
-//!   MMD² = Σ_{i≠j} k(x_i, x_j)/(m(m−1)) + Σ_{i≠j} k(y_i, y_j)/(m(m−1)) − 2·Σ_{i,j} k(x_i, y_j)/m²,
-//!
-//! reported as the mean and the population standard deviation (`np.std`) over the subsets. It
-//! is unbiased at any m, which is why KID, not FID, suits small sample counts.
-//!
-//! What it is not: torch-fidelity draws subsets with numpy's `RandomState(2020)`; ours come from
-//! `HostRng` (`subset_indices`), so per-subset values differ while the estimator is the same.
+//! Kernel Inception Distance: the unbiased MMD² with the cubic polynomial kernel, averaged over
+//! random subsets (Bińkowski et al. 2018; torch-fidelity's estimator and defaults), so it suits
+//! small sample counts. Subsets come from `HostRng`, not numpy's `RandomState(2020)`: per-subset
+//! values differ from torch-fidelity's while the estimator is the same.
 
 use super::linalg::{matmul_abt, matmul_abt_symmetric};
 use super::{check_points, EvalError};
@@ -46,6 +38,17 @@ pub struct Kid {
 }
 
 /// KID between x: (n, dim) and y: (m, dim); n, m ≥ 2.
+///
+/// With k(x, y) = (x·y/d + 1)³ and subsets of m points from each set ("Demystifying MMD GANs",
+/// §4 and App. D; torch-fidelity's `kid_features_to_metric`, `polynomial_kernel` and
+/// `mmd2(mmd_est="unbiased")`):
+///
+/// ```text
+/// MMD² = Σ_{i≠j} k(x_i, x_j)/(m(m−1)) + Σ_{i≠j} k(y_i, y_j)/(m(m−1)) − 2·Σ_{i,j} k(x_i, y_j)/m²
+/// ```
+///
+/// reported as the mean and the population standard deviation (`np.std`) over the subsets. It is
+/// unbiased at any m.
 pub fn kid(x: &[f64], y: &[f64], dim: usize, cfg: KidConfig) -> Result<Kid, EvalError> {
     let n = check_points("x", x, dim, 2)?;
     let m = check_points("y", y, dim, 2)?;

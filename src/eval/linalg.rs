@@ -1,16 +1,7 @@
 //! Dense symmetric linear algebra in f64 for the feature statistics of `fd` and `kid`: the
-//! symmetric eigen-decomposition (Householder tridiagonalisation, then implicit QL), products
-//! A·Bᵀ, and the cyclic Jacobi solver kept as the slow reference the tests compare against.
-//!
-//! Math: Golub & Van Loan, *Matrix Computations* (4th ed.), Alg. 8.3.1 (tridiagonalisation, each
-//! step's rank-2 update fused with the next step's symmetric matrix-vector product) and §8.3.5
-//! (implicit shifted QL, in the form of EISPACK `tql2` as JAMA writes it); Q accumulated backward,
-//! as LAPACK's `dorgtr` does. Cost: about 7·d³ flops with eigenvectors, most of it in applying the
-//! QL rotations; (4/3)·d³ for eigenvalues only. Native builds spread the row updates of the
-//! tridiagonalisation, the accumulation of Q, the rotations and the products over the cores (std
-//! scoped threads); wasm32 runs them on one.
-//!
-//! What it is not: no LAPACK, no divide and conquer, no blocking beyond cache tiles.
+//! symmetric eigen-decomposition (`eigh`: Householder tridiagonalisation, then implicit QL),
+//! products A·Bᵀ, and the cyclic Jacobi solver kept as the slow reference the tests compare
+//! against. Not here: LAPACK, divide and conquer, blocking beyond cache tiles.
 
 use super::EvalError;
 
@@ -52,6 +43,14 @@ pub struct SymmetricEigen {
 
 /// Eigenvalues (ascending) and eigenvectors (rows) of the symmetric `a` (d, d). Reads (A + Aᵀ)/2,
 /// so a matrix that is symmetric only up to rounding is fine.
+///
+/// Math: Golub & Van Loan, *Matrix Computations* (4th ed.), Alg. 8.3.1 (tridiagonalisation, each
+/// step's rank-2 update fused with the next step's symmetric matrix-vector product) and §8.3.5
+/// (implicit shifted QL, in the form of EISPACK `tql2` as JAMA writes it); Q accumulated backward,
+/// as LAPACK's `dorgtr` does. Cost: about 7·d³ flops with eigenvectors, most of it in applying the
+/// QL rotations; (4/3)·d³ for eigenvalues only. Native builds spread the row updates of the
+/// tridiagonalisation, the accumulation of Q, the rotations and the products over the cores (std
+/// scoped threads); wasm32 runs them on one.
 pub fn eigh(a: &[f64], d: usize) -> Result<SymmetricEigen, EvalError> {
     let mut work = symmetrised(a, d)?;
     let (mut diag, off, tau) = tridiagonalise(&mut work, d);

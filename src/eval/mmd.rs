@@ -1,34 +1,25 @@
-//! Maximum mean discrepancy between two point sets, exactly as math.md §5.1 computes it.
-//!
-//! What it is: the Gaussian kernel k(x, y) = exp(−‖x − y‖²/(2h)) / sqrt(2πh) with the paper's
-//! bandwidth h = 0.03 [C: utils.py `kernel`], and the paper's estimator [C: `mmd_ci_kernel`]
-//!
-//!   MMD = mean_{i<j} k(x_i, x_j) + mean_{i<j} k(y_i, y_j) − 2·mean_{i,j} k(x_i, y_j),
-//!
-//! written in math.md as "mean over i<j of k(y_i,y_j) + mean_i[(Σ_j k(x_i,x_j) − k(x_i,x_i))/(n−1)]
-//! − 2·mean k(x_i,y_j)"; both within-set terms are means over distinct pairs (the second form is
-//! the same mean, since k is symmetric). It is the unbiased estimate of the squared population
-//! MMD, so it can be slightly negative when both sets come from one distribution. The spec and
-//! the paper call this number "MMD" and so do we; it is not square-rooted.
-//!
-//! Note that 1/sqrt(2πh) is the 1-D normalisation whatever the dimension (as in the paper's code):
-//! for d ≠ 1, k is not a density, only a constant multiple of one.
-//!
-//! What it is not: no bandwidth selection (median heuristic), no confidence interval, no
-//! subsampling: O((n + m)²·d) kernel evaluations, about 8·10⁶ for two sets of 2000 points.
+//! Maximum mean discrepancy between two point sets, exactly as math.md §5.1 computes it (the
+//! paper's kernel, bandwidth and unbiased estimator of the squared MMD, not square-rooted, so it
+//! can be slightly negative). Not here: bandwidth selection (median heuristic), confidence
+//! intervals, subsampling.
 
 use super::{check_points, widen, EvalError};
 
 /// The paper's kernel bandwidth h (a variance, in squared data units) for standardized 2-D data.
 pub const MMD_BANDWIDTH: f64 = 0.03;
 
-/// k(a, b) = exp(−‖a − b‖²/(2h)) / sqrt(2πh). a, b: (d,)
+/// k(a, b) = exp(−‖a − b‖²/(2h)) / sqrt(2πh) [C: utils.py `kernel`]. a, b: (d,)
+/// 1/sqrt(2πh) is the 1-D normalisation whatever the dimension (as in the paper's code): for
+/// d ≠ 1, k is not a density, only a constant multiple of one.
 pub fn kernel(a: &[f64], b: &[f64], h: f64) -> f64 {
     (-sq_dist(a, b) / (2.0 * h)).exp() / (std::f64::consts::TAU * h).sqrt()
 }
 
-/// The §5.1 estimator between x: (n, dim) and y: (m, dim), row-major, with bandwidth h.
-/// Needs n, m ≥ 2, finite values and h > 0. Symmetric in (x, y) up to rounding.
+/// The §5.1 estimator [C: `mmd_ci_kernel`] between x: (n, dim) and y: (m, dim), row-major, with
+/// bandwidth h. Needs n, m ≥ 2, finite values and h > 0. Symmetric in (x, y) up to rounding.
+/// Both within-set terms are means over distinct pairs (math.md's form of the authors' second
+/// term is the same mean, since k is symmetric). O((n + m)²·d) kernel evaluations, about 8·10⁶
+/// for two sets of 2000 points.
 pub fn mmd(x: &[f64], y: &[f64], dim: usize, h: f64) -> Result<f64, EvalError> {
     if !(h > 0.0 && h.is_finite()) {
         return Err(EvalError::Invalid(format!("MMD bandwidth h = {h}, must be positive and finite")));

@@ -1,31 +1,7 @@
-//! Evaluation: sample-quality metrics and pictures, as pure host computations.
-//!
-//! What it is:
-//! - `mmd`: the maximum mean discrepancy of math.md §5.1 (Gaussian kernel, h = 0.03, the
-//!   paper's unbiased estimator) between two point sets of any dimension;
-//! - `swd`: the sliced Wasserstein-2 distance (random unit directions from `diffusion::rng`, exact
-//!   1-D W2 between empirical distributions, n ≠ m allowed), the second offline metric of math.md §9
-//!   pitfall 16;
-//! - `plot`: RGB images drawn by hand on an `image::RgbImage` (2-D scatter plots, heat maps with a
-//!   colormap of our own, image grids with the EDM uint8 export of math.md §7.1, panels side by side),
-//!   PNG bytes, and natively an atomic `save_png`;
-//! - `EvalError`, the one-line error of the three above;
-//! - `nll`: likelihoods from a trained denoiser, batched (test-set NLL in bits/dim, math.md §2.2;
-//!   −log p̂(x) maps; the noise classifier's logit), with `DiffusionError`;
-//! - `denoiser`: the trained network on the GPU as a `diffusion::sampler::BatchDenoiser`;
-//! - `stats`: mean ± standard error over seeds, the verdict on a paired difference, outliers;
-//! - `fd`: the Fréchet distance between feature sets or their (μ, Σ), with pytorch-fid's handling
-//!   of near-singular products, and pixel-space pooled features of images;
-//! - `feature_stats`: mean and unbiased covariance of feature rows in f64, streamed in batches;
-//! - `kid`: the Kernel Inception Distance estimator (unbiased polynomial-kernel MMD² over subsets);
-//! - `npz`: (μ, Σ) as pytorch-fid's `.npz` reference statistics, read (bounded) and written;
-//! - `linalg`: the symmetric eigen-solver (Householder + implicit QL) and A·Bᵀ products they share.
-//!
-//! What it is not: no FID features (they need Inception weights, math.md §9 pitfall 16), no fonts or axis
-//! labels. `mmd`, `swd`, `plot`, `fd`, `kid` and `npz` are pure host code that compiles for wasm32;
-//! only `plot::save_png` and `npz::{save_stats, load_stats}` touch the file system, and only natively.
-//!
-//! Point sets are flat row-major slices: (n, d) with d = `dim`, element (i, j) at `i·dim + j`.
+//! Evaluation: sample-quality metrics (MMD, sliced Wasserstein, NLL, Fréchet distance, KID) and
+//! pictures, as pure host computations that compile for wasm32; only `plot::save_png` and
+//! `npz::{save_stats, load_stats}` touch the file system, natively. Not here: FID features (they
+//! need Inception weights, math.md §9 pitfall 16), fonts or axis labels.
 
 use std::fmt;
 use std::path::PathBuf;
@@ -47,7 +23,8 @@ pub mod swd;
 // ---------------------------------------------------------------------------------------------
 // Errors
 
-/// Why an evaluation could not run or a picture could not be encoded or saved.
+/// Why an evaluation could not run or a picture could not be encoded or saved: the one-line
+/// error of `mmd`, `swd` and `plot` (`nll` uses `DiffusionError`).
 #[derive(Debug)]
 pub enum EvalError {
     /// Inconsistent shapes: zero dimension, a length that is not a multiple of it, a grid or tile
@@ -114,7 +91,8 @@ pub(crate) fn write_file_atomic(path: &std::path::Path, bytes: &[u8]) -> Result<
 // Shared guards
 
 /// Checks a point set (n, dim) and returns n: dim > 0, length a multiple of dim, at least `need`
-/// points, every value finite.
+/// points, every value finite. Point sets are flat row-major slices: (n, d) with d = `dim`,
+/// element (i, j) at `i·dim + j`.
 pub(crate) fn check_points(what: &'static str, x: &[f64], dim: usize, need: usize) -> Result<usize, EvalError> {
     if dim == 0 {
         return Err(EvalError::Shape("dimension 0".into()));

@@ -1,13 +1,7 @@
 //! Likelihood from a trained denoiser, batched (math.md §2): the ITD test-set protocol in nats and
-//! bits/dim (§2.2, §9 pitfall 10), −log p̂(x) on a set of points (for density maps), and the
-//! noise classifier's logit f(y) = log p(y) − log p_ζ(y) (§3.2) on a set of points.
-//!
-//! What it is: the estimators of `diffusion::likelihood`, evaluated with one `BatchDenoiser` call
-//! per chunk of (point, α) rows instead of one call per row, so a network on the GPU sees large
-//! batches. The per-point maps use common random numbers: the same α_m and ε_m for every point,
-//! so the map is smooth and differences between points are not Monte-Carlo noise.
-//!
-//! What it is not: the training loss; image-specific dequantisation.
+//! bits/dim (§2.2, §9 pitfall 10), −log p̂(x) maps and the noise classifier's logit (§3.2): the
+//! estimators of `diffusion::likelihood` with one `BatchDenoiser` call per chunk of (point, α)
+//! rows, so a GPU network sees large batches. Not here: the training loss, image dequantisation.
 
 use crate::diffusion::likelihood::{bits_per_dim, clamped_nll, RefGaussian, TestNll};
 use crate::diffusion::logistic::TruncLogistic;
@@ -89,7 +83,8 @@ pub async fn test_nll(
 
 /// Per point of `xs`, the M-point ITD estimate −log p̂(x) (math.md §2.2) or, with `zeta`, the CDL
 /// logit f̂(x) = log p̂(x) − log p̂_ζ(x) with paired draws (math.md §3.2); common α_m, ε_m for all
-/// points. xs: (P, d); returns (P,).
+/// points, so the map is smooth and differences between points are not Monte-Carlo noise.
+/// xs: (P, d); returns (P,).
 pub async fn pointwise(
     den: &mut dyn BatchDenoiser,
     xs: &[f64],

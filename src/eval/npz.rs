@@ -1,16 +1,7 @@
 //! Feature statistics as pytorch-fid stores them: an `.npz` (numpy's `np.savez`, a zip of `.npy`
-//! arrays) holding `mu` (d,) and `sigma` (d, d) in float64, read with `np.load(path)['mu']`.
-//!
-//! The `.npy` layout is numpy's `numpy.lib.format` (NEP 1): the magic `\x93NUMPY`, a version, the
-//! header length, and a Python dict literal with 'descr', 'fortran_order' and 'shape', padded so
-//! that the data starts at a multiple of 64. Reading takes versions 1 to 3, float64 and float32
-//! (widened) of either byte order, C or Fortran order, stored or deflated entries
-//! (`np.savez_compressed`); writing is version 1.0, '<f8', C order, stored, as `np.savez` writes.
-//!
-//! Bounded: a header over `MAX_HEADER` bytes (numpy's own `max_header_size`), an array over
-//! `MAX_ARRAY_BYTES`, a shape whose byte count disagrees with the zip entry's size, or an entry
-//! size beyond what its compressed bytes can inflate to is refused before the array is
-//! allocated; every problem is a one-line `EvalError::Format`.
+//! arrays) holding `mu` (d,) and `sigma` (d, d) in float64, read and written. Reading is bounded
+//! (`MAX_HEADER`, `MAX_ARRAY_BYTES`, entry sizes checked before allocating); every problem is a
+//! one-line `EvalError::Format`.
 
 use std::io::{Cursor, Read, Seek, Write};
 
@@ -116,6 +107,15 @@ pub fn npz_bytes(arrays: &[(&str, &[usize], &[f64])]) -> Result<Vec<u8>, EvalErr
 }
 
 /// Reads the arrays `names` (without the `.npy` suffix) from an `.npz`, in that order.
+///
+/// The `.npy` layout is numpy's `numpy.lib.format` (NEP 1): the magic `\x93NUMPY`, a version, the
+/// header length, and a Python dict literal with 'descr', 'fortran_order' and 'shape', padded so
+/// that the data starts at a multiple of 64. Reading takes versions 1 to 3, float64 and float32
+/// (widened) of either byte order, C or Fortran order, stored or deflated entries
+/// (`np.savez_compressed`). Refused before the array is allocated: a header over `MAX_HEADER`
+/// bytes (numpy's own `max_header_size`), an array over `MAX_ARRAY_BYTES`, a shape whose byte
+/// count disagrees with the zip entry's size, or an entry size beyond what its compressed bytes
+/// can inflate to.
 pub fn read_npz<R: Read + Seek>(reader: R, names: &[&str]) -> Result<Vec<NpyArray>, EvalError> {
     let fmt = EvalError::Format;
     let mut zip = ZipArchive::new(reader).map_err(|e| fmt(format!("not a .npz (zip) archive: {e}")))?;
@@ -142,7 +142,8 @@ pub fn read_npz<R: Read + Seek>(reader: R, names: &[&str]) -> Result<Vec<NpyArra
 // ---------------------------------------------------------------------------------------------
 // .npy
 
-/// One `.npy` array: version 1.0, '<f8', C order, header padded to 64 bytes.
+/// One `.npy` array: version 1.0, '<f8', C order, header padded to 64 bytes, stored (not
+/// deflated), as `np.savez` writes.
 fn npy_bytes(shape: &[usize], data: &[f64]) -> Result<Vec<u8>, EvalError> {
     let mut header = format!("{{'descr': '<f8', 'fortran_order': False, 'shape': {}, }}", shape_text(shape));
     let unpadded = MAGIC.len() + 2 + 2 + header.len() + 1;

@@ -1,19 +1,7 @@
-//! Pictures for evaluation, drawn by hand on an `image::RgbImage`, and PNG encoding.
-//!
-//! What it is:
-//! - `scatter`: 2-D data points (light grey) under model samples (blue), white background, frame
-//!   with tick marks at integer coordinates;
-//! - `heatmap` / `heatmap_in_range` / `heatmap_with_points` / `overlay_points`: a grid of values
-//!   (the density map of −log p(x), the noise classifier's logit) through a `Colormap` of our own
-//!   (viridis-like, or diverging around 0), NaN in grey, optionally with points on top;
-//! - `image_grid`: images in [−1, 1] (CHW) tiled into one picture, with the EDM uint8 export
-//!   `to_u8` (math.md §7.1); `side_by_side` composes panels;
-//! - `png_bytes` (every target) and, natively, `save_png` (atomic, via
-//!   `train::checkpoint::write_atomic`).
-//!
-//! What it is not: no fonts, labels, legends or anti-aliasing; no file reading. Plot coordinates:
-//! `Bounds` maps the data rectangle onto the whole image, x to the right, y up; pixel (c, r) has
-//! r = 0 at the top. Point sets are flat (n, 2) f32 slices.
+//! Pictures for evaluation, drawn by hand on an `image::RgbImage`: scatter plots, heat maps with
+//! a colormap of our own, image grids with the EDM uint8 export `to_u8` (math.md §7.1), panels
+//! side by side; PNG bytes, and natively an atomic `save_png`. Not here: fonts, labels, legends,
+//! anti-aliasing, file reading. Point sets are flat (n, 2) f32 slices.
 
 use image::{Rgb, RgbImage};
 
@@ -51,7 +39,8 @@ fn point_radius(size: u32) -> f64 {
 // ---------------------------------------------------------------------------------------------
 // Bounds: the data rectangle shown
 
-/// The rectangle [x0, x1] × [y0, y1] of data space that a plot shows (x0 < x1, y0 < y1).
+/// The rectangle [x0, x1] × [y0, y1] of data space that a plot shows (x0 < x1, y0 < y1). It maps
+/// onto the whole image, x to the right, y up; pixel (c, r) has r = 0 at the top.
 #[derive(Clone, Copy, Debug, PartialEq)]
 pub struct Bounds {
     /// Left edge (data units).

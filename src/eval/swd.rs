@@ -1,16 +1,6 @@
-//! Sliced Wasserstein-2 distance between two point sets.
-//!
-//! What it is: SWD(x, y) = sqrt( mean_l W2²(θ_l·x, θ_l·y) ) over L random unit directions θ_l,
-//! where W2² between two 1-D empirical distributions (uniform weights 1/n and 1/m) is the exact
-//! ∫₀¹ (F_a⁻¹(u) − F_b⁻¹(u))² du of their quantile functions, integrated piece by piece on the
-//! merged grid {i/n} ∪ {j/m}; so n ≠ m needs no resampling. The directions are normalised
-//! standard normal vectors (uniform on the sphere) from `diffusion::rng::HostRng`, a pure function
-//! of (seed, dim, l), so a run's metric is reproducible on every target. For a pure shift v of one
-//! set, SWD² = mean_l (θ_l·v)², whose expectation is ‖v‖²/d.
-//!
-//! What it is not: not the full (unsliced) W2, and not a max-sliced or learned-direction
-//! variant. Cost: O(L·(n + m)·(d + log(n + m))) — cheap for 2-D points, a few seconds for
-//! thousands of CIFAR-sized images (d = 3072) at L = 256.
+//! Sliced Wasserstein-2 distance between two point sets (math.md §7.2): exact 1-D W2 on each of
+//! L random unit directions, reproducible on every target (directions from `HostRng`), n ≠ m
+//! without resampling. Not here: the full (unsliced) W2, max-sliced or learned directions.
 
 use super::{check_points, widen, EvalError};
 use crate::diffusion::rng::HostRng;
@@ -53,6 +43,13 @@ pub fn directions(dim: usize, count: usize, seed: u64) -> Result<Vec<f64>, EvalE
 /// SWD between x: (n, dim) and y: (m, dim), row-major, over `count` directions from `seed`
 /// (see `directions`). Needs n, m ≥ 1 and finite values. Returns sqrt of the mean over directions
 /// of the exact 1-D W2², in data units.
+///
+/// SWD(x, y) = sqrt( mean_l W2²(θ_l·x, θ_l·y) ), where W2² between two 1-D empirical
+/// distributions (uniform weights 1/n and 1/m) is the exact ∫₀¹ (F_a⁻¹(u) − F_b⁻¹(u))² du of their
+/// quantile functions, integrated piece by piece on the merged grid {i/n} ∪ {j/m}. For a pure
+/// shift v of one set, SWD² = mean_l (θ_l·v)², whose expectation is ‖v‖²/d. Cost:
+/// O(L·(n + m)·(d + log(n + m))) — cheap for 2-D points, a few seconds for thousands of
+/// CIFAR-sized images (d = 3072) at L = 256.
 pub fn sliced_wasserstein(x: &[f64], y: &[f64], dim: usize, count: usize, seed: u64) -> Result<f64, EvalError> {
     let n = check_points("x", x, dim, 1)?;
     let m = check_points("y", y, dim, 1)?;

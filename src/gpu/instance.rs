@@ -1,13 +1,6 @@
-//! Native adapters from instances that ask for compute only.
-//!
-//! cdl never presents to a window, yet wgpu's Vulkan instance enables every window-system
-//! surface extension the loader offers. On Linux, Mesa's implicit device-selection layer sees
-//! `VK_KHR_wayland_surface` or `VK_KHR_xcb_surface` among them and connects to the display server
-//! to rank the adapters; in a shell without one (a container, SSH, CI) libwayland then prints
-//! `error: XDG_RUNTIME_DIR is invalid or not set in the environment.` on stderr, twice per
-//! instance, before any output of ours. So on Linux the Vulkan backend gets an instance of our
-//! own with no surface extensions (nothing connects to a display, nothing is printed), and the
-//! other backends keep wgpu's usual instance. Environment variables are left as they are.
+//! Native adapters from instances that ask for compute only: on Linux the Vulkan backend gets an
+//! instance without window-system surface extensions, so nothing connects to a display or prints
+//! to stderr; other backends keep wgpu's usual instance. Environment variables are left alone.
 
 use wgpu::{Adapter, Backends, DeviceType, InstanceDescriptor};
 
@@ -70,6 +63,13 @@ mod compute_only {
     /// A wgpu instance over a Vulkan instance with wgpu's extensions minus the window-system
     /// ones, or `None` where Vulkan is missing (the adapters then come from the other backends,
     /// as when wgpu skips a backend that fails to start).
+    ///
+    /// Why: cdl never presents to a window, yet wgpu's Vulkan instance enables every
+    /// window-system surface extension the loader offers. On Linux, Mesa's implicit
+    /// device-selection layer sees `VK_KHR_wayland_surface` or `VK_KHR_xcb_surface` among them and
+    /// connects to the display server to rank the adapters; in a shell without one (a container,
+    /// SSH, CI) libwayland then prints `error: XDG_RUNTIME_DIR is invalid or not set in the
+    /// environment.` on stderr, twice per instance, before any output of ours.
     pub fn vulkan(desc: &InstanceDescriptor) -> Option<wgpu::Instance> {
         // SAFETY: loads the system's Vulkan loader; its entry points are only called below.
         let entry = unsafe { ash::Entry::load() }.ok()?;

@@ -1,12 +1,7 @@
 //! The GPU context: adapter and device acquisition (native and browser behind one async API),
-//! storage buffers, the pipeline cache, dispatch sizing and async readback.
-//!
-//! Nothing here knows about any op or model. `cfg(target_arch = "wasm32")` appears only in this
-//! module, the two entry points (`main.rs`, `web.rs` via `lib.rs`) and the native-only file
-//! functions of `train::checkpoint`.
-//!
-//! Binding convention for every kernel: group 0 holds the storage buffers, inputs first and
-//! outputs last; group 1 binding 0 holds the op's uniform parameters.
+//! storage buffers, the pipeline cache, dispatch sizing and async readback; nothing here knows
+//! about any op or model. Binding convention for every kernel: group 0 holds the storage
+//! buffers, inputs first and outputs last; group 1 binding 0 holds the op's uniform parameters.
 
 mod error;
 #[cfg(not(target_arch = "wasm32"))]

@@ -1,10 +1,6 @@
-//! `Recorder`: the one place that creates command encoders and compute passes.
-//!
-//! A submission is a list of steps recorded in order: buffer clears, dispatches and buffer
-//! copies. Consecutive dispatches share one compute pass (WebGPU orders their storage accesses);
-//! a clear or a copy closes the pass and the next dispatch opens a new one. Every submission
-//! adds its dispatch count to the device's counters (`Gpu::counters`), and the kernel variant of
-//! each recorded dispatch is its pipeline key (`Recorder::kernels`).
+//! `Recorder`: the one place that creates command encoders and compute passes. A submission is a
+//! list of steps recorded in order (clears, dispatches, copies); every submission adds its
+//! dispatch count to the device's counters (`Gpu::counters`).
 
 use std::sync::atomic::Ordering;
 
@@ -25,7 +21,10 @@ enum Command<'a> {
     Copy { src: &'a Buffer, src_at: usize, dst: &'a Buffer, dst_at: usize, len: usize },
 }
 
-/// The steps of one submission, borrowed until `submit`.
+/// The steps of one submission, borrowed until `submit`. Consecutive dispatches share one
+/// compute pass (WebGPU orders their storage accesses); a clear or a copy closes the pass and the
+/// next dispatch opens a new one. The kernel variant of each recorded dispatch is its pipeline
+/// key (`Recorder::kernels`).
 pub struct Recorder<'a> {
     gpu: &'a Gpu,
     steps: Vec<Command<'a>>,

@@ -1,42 +1,8 @@
-//! Checkpoints: named f32 tensors plus run metadata, stored as a safetensors file.
-//!
-//! What it is: a `Checkpoint` value (tensors + architecture name, model config text, training step,
-//! format version, free-form extra key/values); a pure, target-free core `encode` / `decode` between
-//! a `Checkpoint` and bytes (the browser stores those bytes wherever it likes); `check_compatible`,
-//! which refuses a checkpoint of another architecture or parameter set; and, natively only, `save`
-//! (atomic: temporary file, fsync, rename, directory fsync) and `load`.
-//!
-//! What it is not: no model or optimizer code. Callers flatten their parameters into tensors and
-//! back; the model config is opaque text (JSON, TOML, ...) that this module stores and never parses.
-//!
-//! Tensor naming convention (the PyTorch mirror in `tools/` uses the same names):
-//! - `model.<layer path>.<param>`  the trained parameters, e.g. `model.down.0.conv1.weight`,
-//!   `model.time_embed.linear1.bias`; the layer path is the field path, list indices in decimal;
-//! - `ema.<layer path>.<param>`    the EMA copy of the same parameter (same shape);
-//! - `optim.m.<layer path>.<param>`, `optim.v.<layer path>.<param>`  Adam first / second moments.
-//!
-//! Other names are allowed (the constants below are a convention, not a check), except the empty
-//! name and `__metadata__`, which safetensors reserves.
-//!
-//! Order: a checkpoint keeps its tensors sorted by name (byte-wise), which is also the order in which
-//! safetensors lays an all-F32 file out, so `tensors()` is identical before `encode` and after
-//! `decode`. Decimal indices mean `model.down.10` sorts before `model.down.2`: load by name
-//! (`get`), and give `check_compatible` the model's own order.
-//!
-//! File layout: a standard safetensors file (every tensor F32, little-endian, C order) whose
-//! `__metadata__` holds `cdl.format_version`, `cdl.arch`, `cdl.step` (decimal) and
-//! `cdl.model_config`; every other metadata key is an `extra` entry, stored verbatim. Keys
-//! starting with `cdl.` are reserved. safetensors keeps the metadata in a hash map, so the order of
-//! metadata keys inside the header may differ between two encodes of the same checkpoint; tensor
-//! bytes, offsets and all values are identical.
-//!
-//! Untrusted input: `decode` and `load` reject, before allocating for the payload, a file shorter
-//! than the 8-byte length prefix, a header length above `MAX_HEADER_BYTES` or above what the file
-//! holds; then every tensor entry is checked (dtype F32 only, shape × 4 bytes = its byte span,
-//! span inside the file) before safetensors validates the whole layout. Every failure is a
-//! one-line `CheckpointError`, never a panic. `decode` keeps every f32 bit pattern, NaN included;
-//! `load` and `save` refuse tensors holding NaN or an infinity (`check_finite`), so no command
-//! starts from such weights and a run never replaces its last good checkpoint with them.
+//! Checkpoints: named f32 tensors plus run metadata (`Checkpoint`), stored as a standard
+//! safetensors file. A pure, target-free `encode` / `decode` (the browser stores the bytes where
+//! it likes), `check_compatible`, and natively an atomic `save` and `load`. Untrusted input gives
+//! a one-line `CheckpointError`, never a panic. Not here: model or optimizer code; the model
+//! config is opaque text, stored and never parsed.
 
 use std::borrow::Cow;
 use std::collections::{BTreeMap, HashSet};
@@ -58,6 +24,15 @@ pub const FORMAT_VERSION: u32 = 1;
 pub const MAX_HEADER_BYTES: u64 = 100_000_000;
 
 /// Name prefix of the trained parameters.
+///
+/// Tensor naming convention (the PyTorch mirror in `tools/` uses the same names):
+/// - `model.<layer path>.<param>`  the trained parameters, e.g. `model.down.0.conv1.weight`,
+///   `model.time_embed.linear1.bias`; the layer path is the field path, list indices in decimal;
+/// - `ema.<layer path>.<param>`    the EMA copy of the same parameter (same shape);
+/// - `optim.m.<layer path>.<param>`, `optim.v.<layer path>.<param>`  Adam first / second moments.
+///
+/// Other names are allowed (these prefixes are a convention, not a check), except the empty
+/// name and `__metadata__`, which safetensors reserves.
 pub const MODEL_PREFIX: &str = "model.";
 /// Name prefix of the EMA parameters.
 pub const EMA_PREFIX: &str = "ema.";
@@ -143,7 +118,7 @@ fn invalid(msg: impl Into<String>) -> CheckpointError {
 /// One named f32 tensor: row-major (C order) `data` of `shape`.
 #[derive(Clone, Debug, PartialEq)]
 pub struct Tensor {
-    /// Unique within a checkpoint; see the naming convention in the module header.
+    /// Unique within a checkpoint; see the naming convention at `MODEL_PREFIX`.
     pub name: String,
     /// Dimensions, outermost first; `[]` is a scalar (1 value), a 0 anywhere means no values.
     pub shape: Vec<usize>,
@@ -153,6 +128,11 @@ pub struct Tensor {
 
 /// Named f32 tensors (sorted by name, unique, each `data.len()` = product of `shape`) plus
 /// the run metadata.
+///
+/// Order: the tensors are sorted by name (byte-wise), which is also the order in which
+/// safetensors lays an all-F32 file out, so `tensors()` is identical before `encode` and after
+/// `decode`. Decimal indices mean `model.down.10` sorts before `model.down.2`: load by name
+/// (`get`), and give `check_compatible` the model's own order.
 #[derive(Clone, Debug, PartialEq)]
 pub struct Checkpoint {
     /// Architecture name, e.g. "mlp" or "unet"; `check_compatible` compares it first.
@@ -357,6 +337,13 @@ impl View for F32View<'_> {
 
 /// Serializes a checkpoint to safetensors bytes (format `FORMAT_VERSION`). Fails if an `extra`
 /// key uses the reserved `cdl.` prefix or the header would exceed `MAX_HEADER_BYTES`.
+///
+/// File layout: a standard safetensors file (every tensor F32, little-endian, C order) whose
+/// `__metadata__` holds `cdl.format_version`, `cdl.arch`, `cdl.step` (decimal) and
+/// `cdl.model_config`; every other metadata key is an `extra` entry, stored verbatim. Keys
+/// starting with `cdl.` are reserved. safetensors keeps the metadata in a hash map, so the order of
+/// metadata keys inside the header may differ between two encodes of the same checkpoint; tensor
+/// bytes, offsets and all values are identical.
 pub fn encode(ckpt: &Checkpoint) -> Result<Vec<u8>, CheckpointError> {
     if let Some(key) = ckpt.extra.keys().find(|k| k.starts_with(RESERVED_KEY_PREFIX)) {
         return Err(invalid(format!("extra key {key:?} uses the reserved prefix {RESERVED_KEY_PREFIX:?}")));
@@ -373,7 +360,15 @@ pub fn encode(ckpt: &Checkpoint) -> Result<Vec<u8>, CheckpointError> {
 }
 
 /// Parses safetensors bytes into a checkpoint. Accepts only CDL checkpoints (format versions
-/// 1..=`FORMAT_VERSION`) whose tensors are all F32; see the module header for what is checked.
+/// 1..=`FORMAT_VERSION`) whose tensors are all F32.
+///
+/// Untrusted input: rejected, before allocating for the payload, are a file shorter than the
+/// 8-byte length prefix and a header length above `MAX_HEADER_BYTES` or above what the file
+/// holds; then every tensor entry is checked (dtype F32 only, shape × 4 bytes = its byte span,
+/// span inside the file) before safetensors validates the whole layout. Every failure is a
+/// one-line `CheckpointError`, never a panic. Every f32 bit pattern is kept, NaN included;
+/// `load` and `save` refuse tensors holding NaN or an infinity (`check_finite`), so no command
+/// starts from such weights and a run never replaces its last good checkpoint with them.
 pub fn decode(bytes: &[u8]) -> Result<Checkpoint, CheckpointError> {
     let header_len = read_header_len(bytes)?;
     check_header_len(header_len, (bytes.len() - LEN_PREFIX) as u64)?;

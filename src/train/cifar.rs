@@ -1,26 +1,8 @@
 //! CIFAR-10 from its official binary distribution (https://www.cs.toronto.edu/~kriz/cifar.html,
-//! "CIFAR-10 binary version"), supplied by the user as a file (math.md §9 pitfall 16).
-//!
-//! Format: `cifar-10-binary.tar.gz` holds `cifar-10-batches-bin/data_batch_1.bin` ..
-//! `data_batch_5.bin` (train, 50,000 images), `test_batch.bin` (10,000) and `batches.meta.txt`.
-//! Each batch is 10,000 records of 3073 bytes: one label byte (0..9, `Cifar::CLASSES`) and a
-//! 32×32 image as 1024 R, 1024 G, 1024 B bytes, each plane row-major, i.e. CHW.
-//!
-//! What it is: `Cifar` (images kept as u8 CHW: 150 MB for the train split, not 600 MB of f32);
-//! `parse_batch` (target-free, any positive number of records); `read_archive` (target-free:
-//! streams the .tar.gz through gzip and tar without extracting, reading only the batches of the
-//! split, each bounded by its tar header before anything is allocated); natively `load`, which
-//! takes the .tar.gz, a folder of .bin files or one .bin file; `CifarExamples`, the trainer's
-//! view (values v/127.5 − 1, optional horizontal flips, optional labels).
-//!
-//! Sizes: `read_archive` and `load` require every batch to hold exactly
-//! `CifarOptions::records_per_batch` records (10,000 for the official files; tests make small
-//! archives with fewer); a larger file or entry is refused by its size before it is read.
-//! Train batches are concatenated in the order data_batch_1 .. data_batch_5, whatever the order
-//! in the archive or folder.
-//!
-//! What it is not: no download, no other CIFAR variant (CIFAR-100's records have two label
-//! bytes), no `batches.meta.txt` parsing (the class names are the constant `Cifar::CLASSES`).
+//! "CIFAR-10 binary version"), supplied by the user as a file (math.md §9 pitfall 16): the
+//! .tar.gz streamed without extracting, a folder of .bin files or one .bin; sizes are checked
+//! before anything is allocated. Not here: download, other CIFAR variants (CIFAR-100's records
+//! have two label bytes), `batches.meta.txt` parsing (the class names are `Cifar::CLASSES`).
 
 use std::io::Read;
 
@@ -36,6 +18,11 @@ use crate::train::trainer::Examples;
 /// Image side.
 pub const SIDE: usize = 32;
 /// Bytes of one image: 3 × 32 × 32.
+///
+/// Format: `cifar-10-binary.tar.gz` holds `cifar-10-batches-bin/data_batch_1.bin` ..
+/// `data_batch_5.bin` (train, 50,000 images), `test_batch.bin` (10,000) and `batches.meta.txt`.
+/// Each batch is 10,000 records of 3073 bytes: one label byte (0..9, `Cifar::CLASSES`) and a
+/// 32×32 image as 1024 R, 1024 G, 1024 B bytes, each plane row-major, i.e. CHW.
 pub const IMAGE_BYTES: usize = 3 * SIDE * SIDE;
 /// Bytes of one record: label + image.
 pub const RECORD_BYTES: usize = 1 + IMAGE_BYTES;
@@ -54,7 +41,8 @@ pub const ARCHIVE_DIR: &str = "cifar-10-batches-bin";
 // ---------------------------------------------------------------------------------------------
 // Data
 
-/// CIFAR-10 images and labels.
+/// CIFAR-10 images and labels, kept as u8 CHW (150 MB for the train split, not 600 MB of f32);
+/// `CifarExamples` is the trainer's view (values v/127.5 − 1, optional flips, optional labels).
 #[derive(Clone, Debug, PartialEq, Eq)]
 pub struct Cifar {
     /// (N, 3, 32, 32) u8, planes R, G, B.
@@ -104,6 +92,11 @@ impl Split {
 }
 
 /// How strictly batch sizes are checked.
+///
+/// `read_archive` and `load` require every batch to hold exactly `records_per_batch` records
+/// (10,000 for the official files; tests make small archives with fewer); a larger file or entry
+/// is refused by its size before it is read. Train batches are concatenated in the order
+/// data_batch_1 .. data_batch_5, whatever the order in the archive or folder.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
 pub struct CifarOptions {
     /// Records every batch file must hold (`RECORDS_PER_BATCH` for the official files).

@@ -1,20 +1,8 @@
-//! Training data for the 2-D experiments: toy point sets, user CSV points, and mini-batch order.
-//!
-//! What it is: `Points` (n × dim f32, row-major) with per-coordinate moments and `standardize`;
-//! `Toy`, the built-in 2-D sets of math.md §5.1 (moons, two spirals, checkerboard, eight
-//! Gaussians, two circles, and a dinosaur of our own design), generated as pure functions of a seed
-//! and returned standardized; `parse_csv` (target-free) and, natively, `read_csv` for `x,y` files;
-//! `DataSource`, the `--data` rule (built-in name, else a CSV path); and `Batcher`, the example
-//! indices of a training step as a pure function of (seed, step, N, B), which is what makes a
-//! resumed run draw exactly the batches of an uninterrupted one.
-//!
-//! What it is not: no image data (CIFAR-10, image folders) and no GPU upload; the flow-synthetic
-//! variants of §5.1 (they need a trained spline flow) and the Datasaurus "real_dino" points are not
-//! reproduced: `Toy::Dino` is an original polygon, see `DINO_POLYGON`.
-//!
-//! Randomness: every draw comes from `diffusion::rng::HostRng` on stream words
-//! `[id, TAG_*, 0]`, with tags distinct from the loss's stream tags (`diffusion::loss::TAG_*`,
-//! 0..=3), so sharing one run seed between the loss and the data never reuses a stream.
+//! Training data for the 2-D experiments: the built-in toy sets of math.md §5.1 (`Toy`, pure
+//! functions of a seed), user CSV points, and mini-batch order (`Batcher`, a pure function of
+//! (seed, step, N, B), so a resumed run draws exactly the batches of an uninterrupted one). Not
+//! here: image data, GPU upload, the flow-synthetic variants, the Datasaurus "real_dino"
+//! (`Toy::Dino` is an original polygon, `DINO_POLYGON`).
 
 use std::fmt;
 use std::path::PathBuf;
@@ -29,6 +17,10 @@ use crate::text::OneLine;
 // Constants
 
 /// Stream tag (words[1]) of toy generation; words[0] is the toy's index in `Toy::ALL`.
+///
+/// Every draw of this module comes from `diffusion::rng::HostRng` on stream words
+/// `[id, TAG_*, 0]`, with tags distinct from the loss's stream tags (`diffusion::loss::TAG_*`,
+/// 0..=3), so sharing one run seed between the loss and the data never reuses a stream.
 pub const TAG_TOY: u32 = 0x10;
 /// Stream tag (words[1]) of the epoch permutations; words = [epoch lo, TAG_BATCH, epoch hi].
 pub const TAG_BATCH: u32 = 0x11;

@@ -1,35 +1,8 @@
-//! Image training data: folders of PNG/JPEG files, the u8 → [−1, 1] gather with random horizontal
-//! flips shared with CIFAR-10 (`train::cifar`), and the one error type of both.
-//!
-//! What it is: `decode_image` (target-free: bytes in, size×size u8 CHW out) and, natively,
-//! `load_folder` / `load_folder_with` (every PNG/JPEG of one directory, sorted by file name);
-//! `ImageSet`, the decoded images, implementing the trainer's `Examples`; `flip_at`, the flip
-//! decision as a pure function of (seed, step, position in the batch); `ImageDataError`, one-line
-//! errors that name the file (or archive entry) and the problem.
-//!
-//! Geometry (the resize rule): an image of w×h is center-cropped to the square of side
-//! s = min(w, h), with its top-left corner at ((w − s)/2, (h − s)/2) (integer division, so an odd
-//! excess leaves the extra column/row on the right/bottom), converted to 8-bit RGB or luma, then
-//! resized to size×size with a triangle (bilinear, area-averaging when shrinking) filter; an image
-//! whose crop is already size×size is not resampled. Colour: `channels` 3 gives RGB, 1 gives luma
-//! (Rec. 709 weights, the `image` crate's); alpha is dropped, not composited; 16-bit images are
-//! scaled to 8 bits. With `FolderOptions::exact` there is no crop, resize or colour conversion:
-//! an image must already be size×size and be colour (channels 3) or gray (channels 1), else the
-//! error names the file and both sizes (or both colour kinds).
-//!
-//! Bounds, checked before decoding: a file of at most `MAX_IMAGE_FILE_BYTES`; width and height
-//! at most `MAX_IMAGE_SIDE`; the decoder's output buffer at most `MAX_DECODED_BYTES` (the
-//! `image` crate's `Limits`, checked against the header before the pixel buffer is allocated).
-//! The decoded image is freed as it is converted to 8 bits, so one call holds at most about
-//! 4 × `MAX_DECODED_BYTES` (luma converted to RGB) plus the output. A JPEG shorter than its
-//! declared pixels need (w·h/2048 bytes) is refused as truncated before decoding.
-//!
-//! Values: a byte v becomes v/127.5 − 1 in f32 (0 → −1, 255 → 1), the inverse of the
-//! export rule clip(x·127.5 + 128, 0, 255) of math.md §7.1 up to rounding.
-//!
-//! What it is not: no labels for folders (one class), no recursion into sub-directories, no
-//! augmentation other than horizontal flips, no network access (math.md §9 pitfall 16: data files
-//! are supplied by the user).
+//! Image training data: folders of PNG/JPEG files (`load_folder`; `decode_image` is
+//! target-free), the u8 → [−1, 1] gather with random horizontal flips shared with CIFAR-10
+//! (`train::cifar`), and `ImageDataError`, the one-line error of both that names the file.
+//! Input is bounded before decoding (`MAX_*`). Not here: folder labels (one class), recursion,
+//! augmentation other than flips, network access (math.md §9 pitfall 16).
 
 use std::fmt;
 use std::io::Cursor;
@@ -140,7 +113,8 @@ pub fn flip_at(seed: u64, step: u64, position: usize) -> bool {
     HostRng::new(seed, [step as u32, TAG_FLIP, (step >> 32) as u32]).uniform_at(position as u64) < 0.5
 }
 
-/// A byte as a model value: v/127.5 − 1 in f32.
+/// A byte as a model value: v/127.5 − 1 in f32 (0 → −1, 255 → 1), the inverse of the export
+/// rule clip(x·127.5 + 128, 0, 255) of math.md §7.1 up to rounding.
 #[inline]
 pub fn to_unit(v: u8) -> f32 {
     f32::from(v) / 127.5 - 1.0
@@ -178,7 +152,17 @@ pub(crate) fn gather_u8_chw(
 // ---------------------------------------------------------------------------------------------
 // Decoding one image
 
-/// How images are brought to the common size (see the module doc for the rule).
+/// How images are brought to the common size.
+///
+/// The resize rule: an image of w×h is center-cropped to the square of side s = min(w, h), with
+/// its top-left corner at ((w − s)/2, (h − s)/2) (integer division, so an odd excess leaves the
+/// extra column/row on the right/bottom), converted to 8-bit RGB or luma, then resized to
+/// size×size with a triangle (bilinear, area-averaging when shrinking) filter; an image whose crop
+/// is already size×size is not resampled. Colour: `channels` 3 gives RGB, 1 gives luma (Rec. 709
+/// weights, the `image` crate's); alpha is dropped, not composited; 16-bit images are scaled to 8
+/// bits. With `exact` there is no crop, resize or colour conversion: an image must already be
+/// size×size and be colour (channels 3) or gray (channels 1), else the error names the file and
+/// both sizes (or both colour kinds).
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
 pub struct FolderOptions {
     /// Output side: every image becomes size×size.
@@ -217,7 +201,7 @@ impl FolderOptions {
 }
 
 /// Decodes one PNG or JPEG (format from the content, not the name) into size×size u8 CHW
-/// (channels, size, size), center-cropped and resized as the module doc states. `source` names
+/// (channels, size, size), center-cropped and resized as `FolderOptions` states. `source` names
 /// the image in errors.
 pub fn decode_image(bytes: &[u8], source: &str, size: u32, channels: u32) -> Result<Vec<u8>, ImageDataError> {
     decode_image_with(bytes, source, &FolderOptions::resize(size, channels))
@@ -285,6 +269,13 @@ fn crop_resize<P: Pixel<Subpixel = u8> + 'static>(
 }
 
 /// Reads the header, checks the bounds, then decodes. Only PNG and JPEG are accepted.
+///
+/// Bounds, checked before decoding: a file of at most `MAX_IMAGE_FILE_BYTES`; width and height
+/// at most `MAX_IMAGE_SIDE`; the decoder's output buffer at most `MAX_DECODED_BYTES` (the
+/// `image` crate's `Limits`, checked against the header before the pixel buffer is allocated).
+/// The decoded image is freed as it is converted to 8 bits, so one call holds at most about
+/// 4 × `MAX_DECODED_BYTES` (luma converted to RGB) plus the output. A JPEG shorter than its
+/// declared pixels need (w·h/2048 bytes) is refused as truncated before decoding.
 fn decode_bounded(bytes: &[u8], source: &str) -> Result<DynamicImage, ImageDataError> {
     let reader = ImageReader::new(Cursor::new(bytes))
         .with_guessed_format()

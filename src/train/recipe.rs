@@ -1,15 +1,8 @@
-//! Named losses as the CLI and the web page offer them (`--loss ddpm|itd|cdl|edm|edm-cdl|edm-ve|
-//! edm-ve-cdl|vp|ve`), turned into a `LossConfig` with the data-dependent constants of math.md:
-//! the ITD/CDL integration distribution (μ, s) from the data's variances (§1.5), ζ for the toys
-//! (§3.1), and the data reference Gaussian for the ITD loss value (§2.1).
-//!
-//! Noise levels: models here are trained from scratch, so every level a sampler queries must be
-//! trained (math.md §4.4: the CDL paper's constants are for fine-tuning pretrained nets). The
-//! truncated logistic of ITD and CDL keeps math.md's (μ, s) and widens its clip c until
-//! [μ − cs, μ + cs] covers `SAMPLER_RANGE`, the union of DDPM-1000's and EDM Heun's levels.
-//! EDM's loss keeps EDM's normal ln σ (that is what defines the baseline); its preconditioning
-//! makes the network's share of ε̂ vanish at the far noise end (a_out → σ_d/σ). Every choice can
-//! be overridden (`Levels`) and the trained range is recorded (`LossConfig::alpha_range`).
+//! Named losses as the CLI and the web page offer them (`LossKind`: `--loss ddpm|itd|cdl|edm|…`),
+//! turned into a `LossConfig` with the data-dependent constants of math.md: the ITD/CDL
+//! integration distribution from the data's variances (§1.5), ζ for the toys (§3.1), the data
+//! reference Gaussian (§2.1). Defaults cover every level a sampler queries (`sampler_range`,
+//! math.md §1.5, §4.4); every choice can be overridden (`Levels`).
 
 use std::fmt;
 use std::str::FromStr;
@@ -159,6 +152,13 @@ pub fn covering(q: TruncLogistic, range: (f64, f64)) -> TruncLogistic {
 }
 
 /// The noise-level choices of a run; `None` takes the default of the loss and the data.
+///
+/// Models here are trained from scratch, so every level a sampler queries must be trained
+/// (math.md §4.4: the CDL paper's constants are for fine-tuning pretrained nets). The truncated
+/// logistic of ITD and CDL keeps math.md's (μ, s) and widens its clip c until [μ − cs, μ + cs]
+/// covers `sampler_range()`. EDM's loss keeps EDM's normal ln σ (that is what defines the
+/// baseline); its preconditioning makes the network's share of ε̂ vanish at the far noise end
+/// (a_out → σ_d/σ). The trained range is recorded (`LossConfig::alpha_range`).
 #[derive(Clone, Copy, Debug, Default, PartialEq)]
 pub struct Levels {
     /// ITD / CDL integration distribution of α (truncated logistic μ, s, c). Default: math.md's

@@ -1,11 +1,8 @@
-//! A run, assembled once from one `RunConfig`: its data (`TrainingData`), network (`NetConfig`),
-//! loss (`recipe`, math.md §2–§4), trainer with Adam and EMA, batch order, and the typed checkpoint
-//! metadata `RunMeta` (versioned; the only code that writes or reads those keys). `cdl train`, the
-//! toy page and the image page drive a `Run` in chunks (`train_chunk`, async, so the CLI's loop and
-//! a page's event loop make the same calls); `cdl sample`/`eval`/`experiment` read a `Trained`.
-//!
-//! What it is not: sampling and metrics (`eval` sits above `train`: a `GpuDenoiser` is built from
-//! `Run::trainer` or `Trained::checkpoint`), files of a run directory, progress output, the DOM.
+//! A run, assembled once from one `RunConfig`: data, network, loss (`recipe`, math.md §2–§4),
+//! trainer, batch order, and the typed checkpoint metadata `RunMeta` (the only code that writes or
+//! reads those keys). `cdl train` and both pages drive a `Run` in chunks (`train_chunk`, async);
+//! `cdl sample`/`eval`/`experiment` read a `Trained`. Not here: sampling and metrics (`eval`),
+//! run-directory files, progress output, the DOM.
 
 use std::collections::BTreeMap;
 use std::fmt;

@@ -1,11 +1,6 @@
 //! `shapes`: a built-in RGB image set drawn procedurally, so an image model trains with nothing
-//! to download (the browser's image mode, `cdl train --model unet-compact --data shapes`).
-//!
-//! Every image is a pure function of (seed, index): a two-colour linear gradient in a random
-//! direction, with one filled disc, square or triangle of a third colour on it, its edges
-//! anti-aliased over one pixel. The set has the structure a small UNet learns in minutes (flat
-//! regions, sharp edges, a few colours) and enough variety (shape, size, place, colours) that
-//! samples show whether it did.
+//! to download (the browser's image mode, `cdl train --model unet-compact --data shapes`). Every
+//! image is a pure function of (seed, index) (`Scene`).
 
 use crate::diffusion::rng::HostRng;
 use crate::train::images::ImageSet;
@@ -26,6 +21,11 @@ pub enum Shape {
 }
 
 /// One image's drawing parameters, in units of the side (0..1, y down).
+///
+/// A two-colour linear gradient in a random direction, with one filled disc, square or triangle
+/// of a third colour on it, its edges anti-aliased over one pixel: the structure a small UNet
+/// learns in minutes (flat regions, sharp edges, a few colours) and enough variety (shape, size,
+/// place, colours) that samples show whether it did.
 #[derive(Clone, Copy, Debug, PartialEq)]
 pub struct Scene {
     pub shape: Shape,

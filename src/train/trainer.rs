@@ -1,22 +1,8 @@
 //! The training step over rows (ARCHITECTURE.md "The training step"; math.md §3.4, §9b) and the
-//! loop around it: data batch → row inputs (GPU noise) → one forward over all rows → loss head
-//! (row errors, logits, per-row weights) → weighted-MSE gradient → one backward → global
-//! gradient norm, clipping → Adam with warm-up → EMA.
-//!
-//! What it is: `TrainConfig` (loss, batch, optimizer, schedule), `Trainer` (owns every buffer and
-//! prepared dispatch for one model and one row count; `train` runs a chunk of steps), `StepStats`
-//! (what the host learns of each step), checkpoints of the whole state (model, EMA, Adam moments,
-//! step) and exact resume: every random number of step s is a pure function of (seed, s) (the
-//! row plan, the GPU noise streams, the mini-batch), so a run restored at step N continues
-//! bit for bit as if it had never stopped.
-//!
-//! Readback: a step issues none. Each step copies its statistics (losses, non-finite count,
-//! squared gradient norm, logits) into a slot of a log buffer on the device; `train` reads the
-//! log once per chunk. A non-finite loss or gradient in a chunk rolls the whole state back to the
-//! start of that chunk (a device-side snapshot) and returns `TrainError::NonFinite`, so the
-//! trainer always holds the last good state.
-//!
-//! What it is not: file I/O, metrics files or progress output (the CLI and the web page do that).
+//! loop around it: `Trainer` owns every buffer and dispatch for one model and row count. Promise:
+//! a step issues no readback, every random number of step s is a pure function of (seed, s), so a
+//! restored run continues bit for bit, and a non-finite chunk is rolled back. Not here: file I/O,
+//! metrics files or progress output (the CLI and the web page do that).
 
 use std::fmt;
 
@@ -285,6 +271,13 @@ struct Pending {
 }
 
 /// One model bound to one row count, with its optimizer state and every prepared dispatch.
+///
+/// A step: data batch → row inputs (GPU noise) → one forward over all rows → loss head (row
+/// errors, logits, per-row weights) → weighted-MSE gradient → one backward → global gradient
+/// norm, clipping → Adam with warm-up → EMA. Checkpoints hold the whole state (model, EMA, Adam
+/// moments, step), and resume is exact: the row plan, the GPU noise streams and the mini-batch
+/// of step s are pure functions of (seed, s), so a run restored at step N continues bit for bit
+/// as if it had never stopped.
 pub struct Trainer {
     net: Box<dyn Net>,
     cfg: TrainConfig,
@@ -455,6 +448,10 @@ impl Trainer {
     /// Runs `steps` steps (at most `chunk_limit`), then reads their statistics back (the only
     /// readback). On a non-finite loss or gradient the state returns to what it was before
     /// the call and `TrainError::NonFinite` names the first bad step.
+    ///
+    /// Each step copies its statistics (losses, non-finite count, squared gradient norm, logits)
+    /// into a slot of a log buffer on the device, read once per chunk; the rollback restores a
+    /// device-side snapshot of the chunk's start, so the trainer always holds the last good state.
     pub async fn train(
         &mut self,
         gpu: &Gpu,

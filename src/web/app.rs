@@ -1,10 +1,6 @@
 //! The toy demo: the page's controls feed a command queue; one task on the event loop owns the
 //! GPU, the data and the models, trains in small chunks (yielding to the browser between them),
-//! draws, samples, saves and loads. The full page shows two models side by side (DDPM and
-//! ITD+CDL by default) trained on the same data; the embed layout (`?embed`) shows one.
-//!
-//! State for tests and scripts: `window.cdl.state()` (a plain object; see `publish`) and
-//! `window.cdl.{start,pause,step,reset,saveStorage,loadStorage,loseDevice}()`.
+//! draws, samples, saves and loads. Two models side by side, or one in the embed layout.
 
 use std::cell::RefCell;
 use std::rc::Rc;
@@ -229,7 +225,10 @@ struct Animation {
 // Start-up and controls
 
 /// Builds the demo on the page: wires the controls, acquires WebGPU, loads shipped weights and
-/// starts the training task.
+/// starts the training task. The full page shows two models side by side (DDPM and ITD+CDL by
+/// default) trained on the same data; the embed layout (`?embed`) shows one. For tests and
+/// scripts: `window.cdl.state()` (a plain object; see `publish`) and
+/// `window.cdl.{start,pause,step,reset,saveStorage,loadStorage,loseDevice}()`.
 pub async fn run(embed: bool) -> Result<(), String> {
     let opts = ToyPageOptions::from_url(embed);
     let shared: ToyShared = Rc::default();

@@ -1,15 +1,7 @@
 //! Image mode (`index.html?mode=image`): a UNet learns 32×32 RGB images in the tab, on the
-//! built-in procedural `shapes` set (nothing to download) or on CIFAR-10 read from files the
-//! reader picks (the official `.bin` batches or `cifar-10-binary.tar.gz`). Training runs in
-//! chunks on the event loop, as in toy mode; a grid of samples refreshes while it trains, next
-//! to a grid of training images, with the loss curve and images per second.
-//!
-//! Weights download and upload as the CLI's safetensors checkpoints or stay in browser storage
-//! (IndexedDB): `cdl train --model unet-compact --data shapes` output opens here, and `cdl sample`
-//! reads the page's downloads.
-//!
-//! State for tests and scripts: `window.cdl.state()` (see `publish`) and
-//! `window.cdl.{start,pause,step,reset,resample,saveStorage,loadStorage,loseDevice}()`.
+//! built-in `shapes` set or on CIFAR-10 files the reader picks, training in chunks on the event
+//! loop with samples refreshing beside training images. Weights are the CLI's safetensors
+//! checkpoints (download, upload, or IndexedDB), so `cdl train`/`cdl sample` interoperate.
 
 use std::rc::Rc;
 
@@ -282,7 +274,12 @@ struct ImagePage {
     grid_drawn: bool,
 }
 
-/// Builds image mode on the page and starts its training task.
+/// Builds image mode on the page and starts its training task: a grid of samples refreshes
+/// while it trains, next to a grid of training images, with the loss curve and images per
+/// second. CIFAR-10 comes as the official `.bin` batches or `cifar-10-binary.tar.gz`. Weights:
+/// `cdl train --model unet-compact --data shapes` output opens here, and `cdl sample` reads the
+/// page's downloads. For tests and scripts: `window.cdl.state()` (see `publish`) and
+/// `window.cdl.{start,pause,step,reset,resample,saveStorage,loadStorage,loseDevice}()`.
 pub async fn run() -> Result<(), String> {
     dom::add_body_class("image-mode");
     let opts = ImagePageOptions::from_url();

@@ -1,13 +1,6 @@
-//! The browser entry point (Trunk builds `src/main.rs` for wasm32, which calls `start`).
-//!
-//! Pages, chosen by the URL of `index.html`:
-//! - default: the toy demo (`app`): two 2-D models side by side trained on the same data;
-//! - `?embed&dataset=moons&loss=cdl&autoplay`: one model in a compact layout for iframes (the
-//!   `<cdl-demo>` element of `web/cdl-demo.js` builds that URL);
-//! - `?mode=image`: image mode (`image`): a UNet on 32×32 images, built-in or CIFAR-10 files;
-//! - `?selftest`: every registry kernel against the CPU reference (`selftest`).
-//!
-//! The page logic lives here and in `web/`; the math stays in the shared core.
+//! The browser entry point (Trunk builds `src/main.rs` for wasm32, which calls `start`); the
+//! page logic lives here and in `web/`, the math stays in the shared core. Pages are chosen by
+//! the URL of `index.html` (on `start`).
 
 mod app;
 mod dom;
@@ -20,7 +13,12 @@ mod toy;
 
 pub use selftest::self_test;
 
-/// Starts the page's work on the event loop and returns at once.
+/// Starts the page's work on the event loop and returns at once. Pages, by URL:
+/// - default: the toy demo (`app`): two 2-D models side by side trained on the same data;
+/// - `?embed&dataset=moons&loss=cdl&autoplay`: one model in a compact layout for iframes (the
+///   `<cdl-demo>` element of `web/cdl-demo.js` builds that URL);
+/// - `?mode=image`: image mode (`image`): a UNet on 32×32 images, built-in or CIFAR-10 files;
+/// - `?selftest`: every registry kernel against the CPU reference (`selftest`).
 pub fn start() {
     wasm_bindgen_futures::spawn_local(async {
         let result = if dom::flag("selftest") || dom::param("selftest").is_some() {

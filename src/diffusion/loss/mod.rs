@@ -1,54 +1,8 @@
-//! Training losses as weighted rows: the host plans a step's rows, the GPU returns per-row squared
-//! errors, and a pure function turns them into the loss, the CDL logits and the per-row gradient
-//! weights (math.md §3, §4, §9b; ARCHITECTURE.md "The training step").
-//!
-//! What it is: `LossConfig` (a standard loss — DDPM, ITD, EDM, Song VP/VE — optionally plus the CDL
-//! term); `plan_step`, which draws every level, weight, label and noise stream id of one step on
-//! the host, in f64, from counter-based Philox streams, as the standard loss's rows followed by the
-//! CDL rows; and `evaluate` (row errors → loss and dL/dE_r). Each loss is its own module with its
-//! level draw, weight and rows, as EDM's training code gives each loss one class: `ddpm`, `itd`,
-//! `edm`, `song` (named by `standard::StdLoss`) and `cdl`.
-//!
-//! What it is not: the network, the weighted-MSE kernel, or the optimizer. No gradient flows
-//! through the row weights: they are constants of the backward pass (math.md §9b step 3).
-//!
-//! # Rows
-//! A row is one network evaluation. With x_b the batch example `example`, ε₀ the anchor's
-//! corruption noise and ε the row's noise (both d-vectors drawn from Philox streams, see below):
-//!
-//! ```text
-//! y      = y_x·x_b + y_n0·ε₀                        (std rows and clean anchors: y = x_b)
-//! input  = sqrt_sig_pos·y + sqrt_sig_neg·ε           (the VP channel at the input level, §1.1)
-//! target = ε
-//! E_r    = ||target − scale·ε̂_θ(input, alpha)||²     (alpha = the conditioning level)
-//! ```
-//!
-//! The loss is L = λ_std·L_std + λ_cdl·L_cdl with
-//! L_std = std_const + Σ_{std rows} weight_r·(E_r − offset_r), and for anchor k
-//! f_k = Σ_{q rows of k} weight_r·(E_r − offset_r) − Σ_{p rows of k} weight_r·(E_r − offset_r),
-//! ℓ_k = softplus(−label_k·f_k), L_cdl = norm·Σ_k ℓ_k (norm = 1/B or 1/K). `offset` (mmse_G) and
-//! `std_const` (h_G) are control-variate constants: they change the loss value, never a gradient.
-//!
-//! # Row ordering contract (R = S + 2KM rows, S = B when a standard loss is on, else 0)
-//! - rows [0, S): standard rows; row b reads example b;
-//! - rows [S, S+KM): CDL p-rows, ordered [K, M]: row S + k·M + m is anchor k, point m, at level α;
-//! - rows [S+KM, S+2KM): CDL q-rows, ordered [K, M]: row S + KM + k·M + m, at level α′, scale c.
-//!
-//! The CDL block is the [2, K, M] layout of the math.md §3.4 pseudo-code. Anchor k reads example k
-//! (x[:K]). With paired draws a q-row has the same input and target as its p-row; with independent
-//! draws (official) it has its own α, weight and noise.
-//!
-//! # Noise streams
-//! Every random number is a pure function of (seed, step, tag, id) through
-//! `philox::Stream::new(seed, [step, tag, id])`:
-//! - `TAG_HOST`: host draws (id = `HOST_*`: levels, ζ, labels), f64 via `rng::HostRng`;
-//! - `TAG_STD_NOISE`, id = b: the target ε of standard row b;
-//! - `TAG_CDL_NOISE`, id = k·M + m (p-row; also the q-row when paired) or KM + k·M + m (q-row,
-//!   independent draws): the target ε of a CDL row;
-//! - `TAG_CDL_CORRUPT`, id = k: ε₀ of anchor k.
-//!
-//! Element i of a row's noise is normal i of its stream (`philox::philox_normal`), so
-//! the GPU and `RowPlan::row_input` draw identical numbers.
+//! Training losses as weighted rows: `plan_step` draws a step's rows on the host (f64, Philox
+//! streams), the GPU returns per-row squared errors, and `evaluate` turns them into the loss, the
+//! CDL logits and the per-row gradient weights (math.md §3, §4, §9b; ARCHITECTURE.md "The training
+//! step"). One module per loss (`ddpm`, `itd`, `edm`, `song`, `cdl`). Not here: the network, the
+//! weighted-MSE kernel, the optimizer. Row weights are constants of the backward (math.md §9b).
 
 mod cdl;
 mod ddpm;
@@ -88,7 +42,16 @@ pub const HOST_CDL_LEVELS: u32 = 3;
 /// CDL integration levels of q-rows with independent draws.
 pub const HOST_CDL_LEVELS_Q: u32 = 4;
 
-/// The noise stream (seed, [step, tag, id]).
+/// The noise stream (seed, [step, tag, id]). Every random number of a step is a pure function of
+/// (seed, step, tag, id) through `philox::Stream::new(seed, [step, tag, id])`:
+/// - `TAG_HOST`: host draws (id = `HOST_*`: levels, ζ, labels), f64 via `rng::HostRng`;
+/// - `TAG_STD_NOISE`, id = b: the target ε of standard row b;
+/// - `TAG_CDL_NOISE`, id = k·M + m (p-row; also the q-row when paired) or KM + k·M + m (q-row,
+///   independent draws): the target ε of a CDL row;
+/// - `TAG_CDL_CORRUPT`, id = k: ε₀ of anchor k.
+///
+/// Element i of a row's noise is normal i of its stream (`philox::philox_normal`), so
+/// the GPU and `RowPlan::row_input` draw identical numbers.
 fn stream(seed: u64, step: u32, tag: u32, id: usize) -> Stream {
     Stream::new(seed, [step, tag, id as u32])
 }
@@ -161,7 +124,15 @@ pub enum RowKind {
     CdlQ,
 }
 
-/// One network evaluation of a step; see the module doc for the input/target/error formulas.
+/// One network evaluation of a step. With x_b the batch example `example`, ε₀ the anchor's
+/// corruption noise and ε the row's noise (both d-vectors drawn from Philox streams, see `stream`):
+///
+/// ```text
+/// y      = y_x·x_b + y_n0·ε₀                        (std rows and clean anchors: y = x_b)
+/// input  = sqrt_sig_pos·y + sqrt_sig_neg·ε           (the VP channel at the input level, §1.1)
+/// target = ε
+/// E_r    = ||target − scale·ε̂_θ(input, alpha)||²     (alpha = the conditioning level)
+/// ```
 #[derive(Clone, Copy, Debug, PartialEq)]
 pub struct Row {
     /// Std, CDL p or CDL q.
@@ -198,6 +169,21 @@ pub struct Row {
 }
 
 /// A planned step: rows in the documented order plus what `evaluate` needs.
+///
+/// Row order (R = S + 2KM rows, S = B when a standard loss is on, else 0):
+/// - rows [0, S): standard rows; row b reads example b;
+/// - rows [S, S+KM): CDL p-rows, ordered [K, M]: row S + k·M + m is anchor k, point m, at level α;
+/// - rows [S+KM, S+2KM): CDL q-rows, ordered [K, M]: row S + KM + k·M + m, at level α′, scale c.
+///
+/// The CDL block is the [2, K, M] layout of math.md §3.4. Anchor k reads example k (x[:K]). With
+/// paired draws a q-row has the same input and target as its p-row; with independent draws
+/// (official) it has its own α, weight and noise.
+///
+/// The loss is L = λ_std·L_std + λ_cdl·L_cdl with
+/// L_std = std_const + Σ_{std rows} weight_r·(E_r − offset_r), and for anchor k
+/// f_k = Σ_{q rows of k} weight_r·(E_r − offset_r) − Σ_{p rows of k} weight_r·(E_r − offset_r),
+/// ℓ_k = softplus(−label_k·f_k), L_cdl = norm·Σ_k ℓ_k (norm = 1/B or 1/K). `offset` (mmse_G) and
+/// `std_const` (h_G) are control-variate constants: they change the loss value, never a gradient.
 #[derive(Clone, Debug, PartialEq)]
 pub struct RowPlan {
     /// All rows. (R,)
@@ -320,7 +306,7 @@ impl RowPlan {
         Ok(())
     }
 
-    /// CPU reference of row r's input and target from its example x (module doc formulas, with
+    /// CPU reference of row r's input and target from its example x (`Row`'s formulas, with
     /// the GPU's Philox normals). x, input, target: (d,)
     pub fn row_input(&self, r: usize, x: &[f64], input: &mut [f64], target: &mut [f64]) -> Result<()> {
         let row =
