@@ -1,29 +1,7 @@
-//! The 2-D toy denoiser, close to the paper's 2-D net (math.md §5.1: width 128, 2 residual blocks,
-//! h <- LayerNorm(h + W2 act(W1 (h + emb)))), with SiLU for GELU and a learned embedding MLP
-//! on sinusoidal features of a continuous noise input instead of a table indexed by an integer
-//! timestep (math.md §9 pitfall 3):
-//!
-//! ```text
-//! temb = emb.fc2(silu(emb.fc1(sinusoidal(t, E))))          t (B,): the noise input (e.g. alpha/8)
-//! h    = inp(x)                                            x (B, D)
-//! for each block i:  h = norm_i(h + fc2_i(silu(fc1_i(h + temb))))      norm = LayerNorm over W
-//! f    = out(h)                                            (B, D)
-//! eps  = f                                   with precond "eps": the network's output is eps
-//! eps  = sqrt(σ(−α))·x + sqrt(σ(α))·f        with precond "edm", α = 8t (the default; EDM's
-//!                                            preconditioning with σ_d = 1, see below)
-//! ```
-//!
-//! Why "edm" is the default: every block ends in a LayerNorm, so f is bounded whatever x is.
-//! A bounded ε̂ cannot follow z out of the trained range: in DDPM ancestral sampling a sample
-//! whose path drifts past |z| ≈ 4 at high noise sees ε̂ stuck near its bound, so x is never
-//! pulled back and grows through the chain of 1/sqrt(1−β_t) factors (|x| = 35 from
-//! x_T = (2.1, 0.4) on moons). With "edm" the Gaussian term sqrt(σ(−α))·x carries the
-//! magnitude and the network learns the correction.
-//!
-//! Parameter names (checkpoint names): `emb.fc1.{weight,bias}`, `emb.fc2.*`, `inp.*`,
-//! `blocks.{i}.fc1.*`, `blocks.{i}.fc2.*`, `blocks.{i}.norm.{weight,bias}`, `out.*`; Linear
-//! weights are (out, in) as in PyTorch. LayerNorm is GroupNorm with one group over (W, 1, 1).
-//! The preconditioning has no parameters; it is part of the model config.
+//! The 2-D toy denoiser, close to the paper's 2-D net (math.md §5.1), with SiLU for GELU and a
+//! learned embedding of a continuous noise input (math.md §9 pitfall 3), optionally wrapped in
+//! EDM's preconditioning with σ_d = 1 (the default, math.md §1.4(b)). The forward and parameter
+//! names that the PyTorch mirror copies are on `Mlp`.
 
 use super::{config_text, ConfigJson};
 use crate::gpu::{Buffer, Dispatch, Gpu, GpuError};
@@ -161,6 +139,30 @@ struct BlockActs {
 }
 
 /// The MLP bound to one batch size: parameters, activations and prepared dispatches.
+///
+/// Width 128, 2 residual blocks h <- LayerNorm(h + W2 act(W1 (h + emb))) (math.md §5.1):
+///
+/// ```text
+/// temb = emb.fc2(silu(emb.fc1(sinusoidal(t, E))))          t (B,): the noise input (e.g. alpha/8)
+/// h    = inp(x)                                            x (B, D)
+/// for each block i:  h = norm_i(h + fc2_i(silu(fc1_i(h + temb))))      norm = LayerNorm over W
+/// f    = out(h)                                            (B, D)
+/// eps  = f                                   with precond "eps": the network's output is eps
+/// eps  = sqrt(σ(−α))·x + sqrt(σ(α))·f        with precond "edm", α = 8t (the default; EDM's
+///                                            preconditioning with σ_d = 1)
+/// ```
+///
+/// Why "edm" is the default: every block ends in a LayerNorm, so f is bounded whatever x is.
+/// A bounded ε̂ cannot follow z out of the trained range: in DDPM ancestral sampling a sample
+/// whose path drifts past |z| ≈ 4 at high noise sees ε̂ stuck near its bound, so x is never
+/// pulled back and grows through the chain of 1/sqrt(1−β_t) factors (|x| = 35 from
+/// x_T = (2.1, 0.4) on moons). With "edm" the Gaussian term sqrt(σ(−α))·x carries the
+/// magnitude and the network learns the correction.
+///
+/// Parameter names (checkpoint names): `emb.fc1.{weight,bias}`, `emb.fc2.*`, `inp.*`,
+/// `blocks.{i}.fc1.*`, `blocks.{i}.fc2.*`, `blocks.{i}.norm.{weight,bias}`, `out.*`; Linear
+/// weights are (out, in) as in PyTorch. LayerNorm is GroupNorm with one group over (W, 1, 1).
+/// The preconditioning has no parameters; it is part of the model config.
 #[derive(Debug)]
 pub struct Mlp {
     pub cfg: MlpConfig,

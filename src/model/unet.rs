@@ -1,69 +1,7 @@
-//! The compact UNet of math.md §8 (DDPM++ structure at a small scale: residual blocks with GroupNorm,
-//! SiLU and scale/shift noise conditioning, skip connections, self-attention at chosen
-//! resolutions, sinusoidal embedding of the noise input), optionally wrapped in EDM's
-//! preconditioning with σ_d = 0.5 (`precond` "edm"; below). Not here: dropout, EDM's 1/sqrt(2)
-//! skip scaling, EDM's c_noise = ¼ ln σ (the noise input is t = α/8 either way).
-//!
-//! The forward, the contract a PyTorch mirror copies (x (B, Cin, S, S), t (B,), out (B, Cout, S, S);
-//! ch = `channels`, E = 4 ch, c_l = ch * mult[l], K = `num_classes`, G(c) = min(`norm_groups`, c / 4)
-//! GroupNorm groups (the default norm_groups 32 gives math.md §8's min(32, c / 4); G(c) must divide c)):
-//!
-//! ```text
-//! temb = emb.fc2(silu(emb.fc1(sinusoidal(t, ch))))        emb.fc1 Linear ch -> E, emb.fc2 E -> E
-//! if K > 0:  temb = temb + labels_onehot @ class_emb.weight^T
-//!                                 class_emb: bias-free Linear K -> E (weight (E, K)); labels_onehot (B, K)
-//! h = conv_in(x)                                          3x3, Cin -> ch;            skips = [h]
-//! for level l = 0 .. L-1 (resolution r = S / 2^l):
-//!     for i in 0 .. blocks_per_level:
-//!         h = down.{l}.{i}.res(h, temb)                   ResBlock c_prev -> c_l (nn/resblock.rs)
-//!         if r in attn_resolutions:
-//!             h = h + down.{l}.{i}.attn(down.{l}.{i}.attn_norm(h))
-//!         skips.push(h)
-//!     if l < L-1:  h = avgpool2x2(h); skips.push(h)     (no parameters)
-//! h = mid.res0(h, temb); h = h + mid.attn(mid.attn_norm(h)); h = mid.res1(h, temb)
-//! for level l = L-1 .. 0:
-//!     for i in 0 .. blocks_per_level + 1:
-//!         h = up.{l}.{i}.res(cat([h, skips.pop()], dim=1), temb)      ResBlock c_h + c_skip -> c_l
-//!         if r in attn_resolutions:
-//!             h = h + up.{l}.{i}.attn(up.{l}.{i}.attn_norm(h))
-//!     if l > 0:  h = up.{l}.conv(upsample_nearest2x(h))   3x3, c_l -> c_l
-//! out = conv_out(silu(norm_out(h)))                       norm_out GroupNorm(G(c_0), c_0), 3x3 c_0 -> Cout
-//! ```
-//!
-//! With `precond` "edm" (EDM's `EDMPrecond` in ε form, σ_d = `SIGMA_DATA` = 0.5, α = 8 t; the
-//! coefficients and their derivation are in reference/embedding.rs), the net above is F and
-//! (Cin = Cout):
-//!
-//! ```text
-//! f   = F(a_in(α) x, t)                a_in   = sqrt((1+σ²)/(σ²+σ_d²)),  σ² = e^{−α}
-//! out = a_skip(α) x + a_out(α) f       a_skip = σ sqrt(1+σ²)/(σ²+σ_d²),  a_out = σ_d/sqrt(σ²+σ_d²)
-//! ```
-//!
-//! which is ε̂ = (x_σ − D)/σ for D = c_skip x_σ + c_out F'(c_in x_σ), x_σ = x sqrt(1+σ²), with
-//! F' = −F. With "eps" (the default, and every config without the key) out = F(x, t).
-//!
-//! `attn` is `nn::Attention` (1x1 qkv and proj convolutions, softmax(q^T k / sqrt(D)), `heads`
-//! heads, no internal norm); every `*_norm` and the ResBlock norms use G(c) groups and eps 1e-5.
-//!
-//! Class conditioning (DDPM++ / EDM's label embedding) when `num_classes` K > 0: the caller writes
-//! the one-hot labels into `UNet::labels_onehot` (B, K) (`UNet::write_labels` does it from class
-//! indices); K = 0 is unconditional, with neither the buffer nor the parameter.
-//!
-//! The structure is written once, as a `Description`: the list of `Block`s of the pseudo-code
-//! above, in its order. The parameter layout and its names, `UNet::new`, the parameter count and
-//! the FLOPs (`Block::flops`) all follow that list.
-//!
-//! Parameter names (checkpoint names), registered in forward order: `emb.fc1.{weight,bias}`,
-//! `emb.fc2.*`, `class_emb.weight` (E, K) (only when K > 0; no bias), `conv_in.*`, `down.{l}.{i}.res.*` (the ResBlock's names: `norm1`, `conv1`,
-//! `emb_scale`, `emb_shift`, `norm2`, `conv2`, `skip` when Cin != Cout), `down.{l}.{i}.attn_norm.*`,
-//! `down.{l}.{i}.attn.{qkv,proj}.*`, `mid.res0.*`, `mid.attn_norm.*`, `mid.attn.*`, `mid.res1.*`,
-//! `up.{l}.{i}.res.*`, `up.{l}.{i}.attn_norm.*`, `up.{l}.{i}.attn.*`, `up.{l}.conv.*`,
-//! `norm_out.*`, `conv_out.*`. Init is PyTorch's default everywhere (no zero-init of the last
-//! convolutions).
-//!
-//! Backward: every activation has a gradient buffer; a tensor read twice (a skip, read by the
-//! next layer and by a concatenation) gets its first gradient written, the second computed into
-//! a scratch buffer and added. dtemb sums every ResBlock's contribution (first Write, then Add).
+//! The compact UNet of math.md §8 (DDPM++ structure at a small scale), optionally wrapped in
+//! EDM's preconditioning (math.md §1.4(b)). Its structure is written once, as a `Description`;
+//! parameters, names, counts and FLOPs follow it. The forward pseudo-code that the PyTorch mirror
+//! (tools/mirror.py) copies is on `UNet`.
 
 use super::{config_text, ConfigJson};
 use crate::gpu::{Buffer, Dispatch, Gpu, GpuError};
@@ -315,7 +253,7 @@ fn check_channels(cfg: &UNetConfig, c: usize) -> Result<(), GpuError> {
     Ok(())
 }
 
-/// A config's UNet as one list of blocks, in forward order (the header's pseudo-code).
+/// A config's UNet as one list of blocks, in forward order (`UNet`'s pseudo-code).
 #[derive(Clone, Debug, PartialEq, Eq)]
 pub struct Description {
     /// Embedding, ConvIn, the body, Head.
@@ -688,6 +626,63 @@ struct Tensor {
 }
 
 /// The UNet bound to one batch size: parameters, activations and prepared dispatches.
+///
+/// The forward, the contract a PyTorch mirror copies (x (B, Cin, S, S), t (B,), out (B, Cout, S, S);
+/// ch = `channels`, E = 4 ch, c_l = ch * mult[l], K = `num_classes`, G(c) = min(`norm_groups`, c / 4)
+/// GroupNorm groups (the default norm_groups 32 gives math.md §8's min(32, c / 4); G(c) must divide c)):
+///
+/// ```text
+/// temb = emb.fc2(silu(emb.fc1(sinusoidal(t, ch))))        emb.fc1 Linear ch -> E, emb.fc2 E -> E
+/// if K > 0:  temb = temb + labels_onehot @ class_emb.weight^T
+///                                 class_emb: bias-free Linear K -> E (weight (E, K)); labels_onehot (B, K)
+/// h = conv_in(x)                                          3x3, Cin -> ch;            skips = [h]
+/// for level l = 0 .. L-1 (resolution r = S / 2^l):
+///     for i in 0 .. blocks_per_level:
+///         h = down.{l}.{i}.res(h, temb)                   ResBlock c_prev -> c_l (nn/resblock.rs)
+///         if r in attn_resolutions:
+///             h = h + down.{l}.{i}.attn(down.{l}.{i}.attn_norm(h))
+///         skips.push(h)
+///     if l < L-1:  h = avgpool2x2(h); skips.push(h)     (no parameters)
+/// h = mid.res0(h, temb); h = h + mid.attn(mid.attn_norm(h)); h = mid.res1(h, temb)
+/// for level l = L-1 .. 0:
+///     for i in 0 .. blocks_per_level + 1:
+///         h = up.{l}.{i}.res(cat([h, skips.pop()], dim=1), temb)      ResBlock c_h + c_skip -> c_l
+///         if r in attn_resolutions:
+///             h = h + up.{l}.{i}.attn(up.{l}.{i}.attn_norm(h))
+///     if l > 0:  h = up.{l}.conv(upsample_nearest2x(h))   3x3, c_l -> c_l
+/// out = conv_out(silu(norm_out(h)))                       norm_out GroupNorm(G(c_0), c_0), 3x3 c_0 -> Cout
+/// ```
+///
+/// Not here: dropout, EDM's 1/sqrt(2) skip scaling, EDM's c_noise = ¼ ln σ (the noise input is
+/// t = α/8 either way). `attn` is `nn::Attention` (1x1 qkv and proj convolutions,
+/// softmax(q^T k / sqrt(D)), `heads` heads, no internal norm); every `*_norm` and the ResBlock
+/// norms use G(c) groups and eps 1e-5.
+///
+/// With `precond` "edm" (EDM's `EDMPrecond` in ε form, σ_d = `SIGMA_DATA` = 0.5, α = 8 t;
+/// math.md §1.4(b), coefficients in reference/embedding.rs), the net above is F and (Cin = Cout):
+///
+/// ```text
+/// f   = F(a_in(α) x, t)                a_in   = sqrt((1+σ²)/(σ²+σ_d²)),  σ² = e^{−α}
+/// out = a_skip(α) x + a_out(α) f       a_skip = σ sqrt(1+σ²)/(σ²+σ_d²),  a_out = σ_d/sqrt(σ²+σ_d²)
+/// ```
+///
+/// With "eps" (the default, and every config without the key) out = F(x, t).
+///
+/// Class conditioning (DDPM++ / EDM's label embedding) when `num_classes` K > 0: the caller writes
+/// the one-hot labels into `labels_onehot` (B, K) (`write_labels` does it from class indices);
+/// K = 0 is unconditional, with neither the buffer nor the parameter.
+///
+/// Parameter names (checkpoint names), registered in forward order: `emb.fc1.{weight,bias}`,
+/// `emb.fc2.*`, `class_emb.weight` (E, K) (only when K > 0; no bias), `conv_in.*`,
+/// `down.{l}.{i}.res.*` (the ResBlock's names: `norm1`, `conv1`, `emb_scale`, `emb_shift`, `norm2`,
+/// `conv2`, `skip` when Cin != Cout), `down.{l}.{i}.attn_norm.*`, `down.{l}.{i}.attn.{qkv,proj}.*`,
+/// `mid.res0.*`, `mid.attn_norm.*`, `mid.attn.*`, `mid.res1.*`, `up.{l}.{i}.res.*`,
+/// `up.{l}.{i}.attn_norm.*`, `up.{l}.{i}.attn.*`, `up.{l}.conv.*`, `norm_out.*`, `conv_out.*`.
+/// Init is PyTorch's default everywhere (no zero-init of the last convolutions).
+///
+/// Backward: every activation has a gradient buffer; a tensor read twice (a skip, read by the
+/// next layer and by a concatenation) gets its first gradient written, the second computed into
+/// a scratch buffer and added. dtemb sums every ResBlock's contribution (first Write, then Add).
 #[derive(Debug)]
 pub struct UNet {
     pub cfg: UNetConfig,

@@ -1,28 +1,8 @@
-//! Self-attention over the T = H * W pixels of a feature map, the math of
-//! `reference::attention::attention_fwd` / `attention_bwd` (see there for the layouts):
-//!
-//! ```text
-//! qkv    = W_qkv x + b_qkv            conv2d 1x1                    (B, 3C, T)
-//! scores = q_h^T k_h / sqrt(D)        matmul tn per head, then scale (B, heads, T, T)
-//! attn   = softmax over keys          softmax_rows_fwd               (B, heads, T, T)
-//! out_h  = v_h attn_h^T               matmul nt per head             (B, C, T)
-//! y      = W_o out + b_o              conv2d 1x1                     (B, C, T)
-//! ```
-//!
-//! Not here: the GroupNorm before the block and the residual add after it (the caller's).
-//!
-//! The q, k, v blocks of head h are views of the one qkv buffer plus a batch stride of 3 C T
-//! (`matmul_strided`), so no copy splits them. A view must start at a multiple of `VIEW_ALIGN`
-//! elements, hence the shape rule checked by `Attention::buffers`: D T a multiple of 64 (D =
-//! C / heads), and with more than one head T T a multiple of 64 too (head h of the scores starts
-//! at h T T).
-//!
-//! Saved by forward (in `AttentionBuffers`): qkv, attn (the softmax output, all its backward
-//! needs) and out (the heads' output before W_o, for dW_o); the input x is the caller's. Backward
-//! overwrites dx and the scratch buffers; the four parameter gradients are accumulated (`+=`) by
-//! the conv2d weight and bias kernels onto the gradient buffer the model zeroes once per step,
-//! each parameter being used once per forward, so they end up written once as the layer
-//! contract in `nn/mod.rs` asks.
+//! Self-attention layer over the T = H * W pixels of a feature map: the math of
+//! `reference::attention::attention_fwd` / `attention_bwd` (layouts there), on the GPU from
+//! conv2d, matmul and softmax kernels, checked against it by tests/nn_attention.rs. Forward,
+//! views and what is saved are on `Attention`. Not here: the GroupNorm before the block and the
+//! residual add after it (the caller's).
 
 use super::params::{Init, ParamId, ParamLayout, Params};
 use crate::gpu::{Buffer, Dispatch, Gpu, GpuError, VIEW_ALIGN};
@@ -100,6 +80,27 @@ impl AttentionShape {
 }
 
 /// The attention block's parameters and sizes.
+///
+/// ```text
+/// qkv    = W_qkv x + b_qkv            conv2d 1x1                    (B, 3C, T)
+/// scores = q_h^T k_h / sqrt(D)        matmul tn per head, then scale (B, heads, T, T)
+/// attn   = softmax over keys          softmax_rows_fwd               (B, heads, T, T)
+/// out_h  = v_h attn_h^T               matmul nt per head             (B, C, T)
+/// y      = W_o out + b_o              conv2d 1x1                     (B, C, T)
+/// ```
+///
+/// The q, k, v blocks of head h are views of the one qkv buffer plus a batch stride of 3 C T
+/// (`matmul_strided`), so no copy splits them. A view must start at a multiple of `VIEW_ALIGN`
+/// elements, hence the shape rule checked by `Attention::buffers`: D T a multiple of 64 (D =
+/// C / heads), and with more than one head T T a multiple of 64 too (head h of the scores starts
+/// at h T T).
+///
+/// Saved by forward (in `AttentionBuffers`): qkv, attn (the softmax output, all its backward
+/// needs) and out (the heads' output before W_o, for dW_o); the input x is the caller's. Backward
+/// overwrites dx and the scratch buffers; the four parameter gradients are accumulated (`+=`) by
+/// the conv2d weight and bias kernels onto the gradient buffer the model zeroes once per step,
+/// each parameter being used once per forward, so they end up written once as the layer
+/// contract in `nn/mod.rs` asks.
 #[derive(Clone, Copy, Debug)]
 pub struct Attention {
     /// W_qkv, (3C, C): rows [q; k; v], head h owning rows h D..(h+1) D of each block.

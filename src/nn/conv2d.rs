@@ -1,18 +1,13 @@
-//! Conv2d layer: y = conv(x, W) + b, NCHW. x (B, Cin, H, W), W (Cout, Cin, K, K), b (Cout,),
-//! y (B, Cout, Ho, Wo); K 3 (padding 1) or 1 (padding 0), stride 1 or 2 (`ops::conv2d`).
-//!
-//! Forward saves nothing beyond its input x (the caller keeps it alive). Backward:
-//! dW += conv2d_bwd_weight(dy, x) and db += sum over (B, Ho, Wo) of dy, both *accumulated* by the
-//! kernels onto the flat gradient buffer. That equals "written" because the model zeroes the
-//! buffer once per step and each Conv2d is used once per forward; a layer applied twice in one
-//! forward (weight sharing) would sum both uses, which is also the right gradient. dx, when
-//! asked, is overwritten.
+//! Conv2d layer: y = conv(x, W) + b, NCHW, K 3 (padding 1) or 1 (padding 0), stride 1 or 2
+//! (`ops::conv2d`). Forward saves nothing beyond its input x (the caller keeps it alive);
+//! backward accumulates dW, db (see `backward`) and overwrites dx.
 
 use super::params::{Init, ParamId, ParamLayout, Params};
 use crate::gpu::{Buffer, Dispatch, Gpu, GpuError};
 use crate::ops::conv2d as op;
 use crate::ops::conv2d::Conv2dShape;
 
+/// x (B, Cin, H, W), W (Cout, Cin, K, K), b (Cout,), y (B, Cout, Ho, Wo).
 #[derive(Clone, Copy, Debug)]
 pub struct Conv2d {
     pub weight: ParamId,
@@ -56,8 +51,11 @@ impl Conv2d {
         Ok(vec![op::conv2d_fwd(gpu, x, &wt, Some(&bias), y, self.shape(b, h, w)).await?])
     }
 
-    /// dW += conv2d_bwd_weight(dy, x), db += sums of dy (accumulated, see the module comment),
-    /// and dx = conv^T(dy, W) (overwritten) when `dx` is given. x is the forward input.
+    /// dW += conv2d_bwd_weight(dy, x), db += sum over (B, Ho, Wo) of dy, and dx = conv^T(dy, W)
+    /// (overwritten) when `dx` is given. x is the forward input. dW and db are *accumulated* by
+    /// the kernels onto the flat gradient buffer. That equals "written" because the model zeroes
+    /// the buffer once per step and each Conv2d is used once per forward; a layer applied twice in
+    /// one forward (weight sharing) would sum both uses, which is also the right gradient.
     #[allow(clippy::too_many_arguments)]
     pub async fn backward(
         &self,

@@ -1,10 +1,7 @@
-//! GroupNorm layer (PyTorch `nn.GroupNorm(groups, C, eps)` with its affine): for each (b, g) the
-//! (C / G) H W values of x (B, C, H, W) are normalised with their mean and biased variance, then
-//! y = gamma[c] xhat + beta[c].
-//!
-//! Forward writes the saved statistics `mean` and `rstd` (B, G) into a `GroupNormStats` that the
-//! caller allocates once per batch size (`GroupNorm::stats`) and keeps alive with x for backward.
-//! Backward: dx overwritten; dgamma, dbeta accumulated onto the (zeroed) flat gradient buffer.
+//! GroupNorm layer (PyTorch `nn.GroupNorm(groups, C, eps)` with its affine; the math is
+//! `reference::groupnorm`). Forward writes `mean` and `rstd` (B, G) into a `GroupNormStats` the
+//! caller allocates once per batch size (`GroupNorm::stats`) and keeps alive with x for
+//! backward. Backward: dx overwritten; dgamma, dbeta accumulated onto the (zeroed) flat buffer.
 
 use super::params::{Init, ParamId, ParamLayout, Params};
 use crate::gpu::{Buffer, Dispatch, Gpu, GpuError};

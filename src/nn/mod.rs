@@ -1,11 +1,8 @@
 //! Layers with parameters, each with an explicit forward and backward (llm.c style, no autograd
-//! graph). A layer does not run anything itself: given the buffers of one (model, batch size)
-//! it returns the prepared dispatches of its forward and of its backward, which the model
-//! creates once and encodes every step.
-//!
-//! Gradient contract (shared with the shaders): activation gradients (`dx`) are overwritten;
-//! the model zeroes the flat gradient buffer once per step, then each weight gradient is written
-//! by the product that computes it (every parameter is used once per forward) and bias and norm
+//! graph), returned as prepared dispatches that the model creates once and encodes every step.
+//! Gradient contract (shared with the shaders): activation gradients (`dx`) are overwritten; the
+//! model zeroes the flat gradient buffer once per step, then each weight gradient is written by
+//! the product that computes it (every parameter is used once per forward) and bias and norm
 //! gradients are accumulated onto it.
 
 pub mod attention;

@@ -1,34 +1,6 @@
 //! DDPM++-style residual block with noise-embedding conditioning (math.md §8), at one resolution.
-//!
-//! The forward, the contract the PyTorch mirror copies (x (B, Cin, H, W), temb (B, E),
-//! out (B, Cout, H, W)):
-//!
-//! ```text
-//! h     = conv1(silu(norm1(x)))                    norm1 GroupNorm(G1, Cin), conv1 3x3 Cin -> Cout
-//! scale = emb_scale(silu(temb))                    Linear E -> Cout, (B, Cout)
-//! shift = emb_shift(silu(temb))                    Linear E -> Cout, (B, Cout)
-//! h     = norm2(h) * (1 + scale) + shift           norm2 GroupNorm(G2, Cout), broadcast over H, W
-//! h     = conv2(silu(h))                           conv2 3x3 Cout -> Cout
-//! out   = skip(x) + h                              skip 1x1 conv Cin -> Cout if Cin != Cout, else x
-//! ```
-//!
-//! No 1/sqrt(2) scaling of the sum, no dropout. The embedding projection is two Linear layers
-//! rather than one E -> 2 Cout split into halves: a (B, 2 Cout) output interleaves scale and
-//! shift per row, so its halves are not buffer views. This is the same function as one
-//! Linear(E, 2 Cout) whose weight is `cat([emb_scale.weight, emb_shift.weight])` (scale first),
-//! and a mirror that uses one Linear maps its halves onto the two names.
-//!
-//! Parameter names: `{name}.norm1.{weight,bias}`, `{name}.conv1.{weight,bias}`,
-//! `{name}.emb_scale.{weight,bias}`, `{name}.emb_shift.{weight,bias}`, `{name}.norm2.*`,
-//! `{name}.conv2.*`, and `{name}.skip.*` only when Cin != Cout; registered in that order.
-//!
-//! Saved by the forward (in `ResBlockActs`, allocated once per batch size): norm1(x), silu of it,
-//! conv1's output, silu(temb), scale, norm2's output, the modulated h and silu of it, and both
-//! norms' (mean, rstd). The caller keeps x and temb alive until backward.
-//!
-//! Backward: `dx` overwritten; `dtemb` overwritten or accumulated (`+=`), chosen per call, since
-//! a UNet sums the contributions of all its blocks; parameter gradients as in the layers: Linear
-//! weights written, everything else accumulated onto the flat buffer the model zeroes per step.
+//! Its forward (on `ResBlock`) is the contract the PyTorch mirror copies; the backward overwrites
+//! `dx` and writes or accumulates `dtemb` (`GradMode`).
 
 use super::conv2d::Conv2d;
 use super::groupnorm::{GroupNorm, GroupNormStats};
@@ -37,6 +9,31 @@ use super::params::{ParamLayout, Params};
 use crate::gpu::{Buffer, Dispatch, Gpu, GpuError};
 use crate::ops::{elementwise as ew, embedding};
 
+/// The forward, the contract the PyTorch mirror copies (x (B, Cin, H, W), temb (B, E),
+/// out (B, Cout, H, W)):
+///
+/// ```text
+/// h     = conv1(silu(norm1(x)))                    norm1 GroupNorm(G1, Cin), conv1 3x3 Cin -> Cout
+/// scale = emb_scale(silu(temb))                    Linear E -> Cout, (B, Cout)
+/// shift = emb_shift(silu(temb))                    Linear E -> Cout, (B, Cout)
+/// h     = norm2(h) * (1 + scale) + shift           norm2 GroupNorm(G2, Cout), broadcast over H, W
+/// h     = conv2(silu(h))                           conv2 3x3 Cout -> Cout
+/// out   = skip(x) + h                              skip 1x1 conv Cin -> Cout if Cin != Cout, else x
+/// ```
+///
+/// No 1/sqrt(2) scaling of the sum, no dropout. The embedding projection is two Linear layers
+/// rather than one E -> 2 Cout split into halves: a (B, 2 Cout) output interleaves scale and
+/// shift per row, so its halves are not buffer views. This is the same function as one
+/// Linear(E, 2 Cout) whose weight is `cat([emb_scale.weight, emb_shift.weight])` (scale first),
+/// and a mirror that uses one Linear maps its halves onto the two names.
+///
+/// Parameter names: `{name}.norm1.{weight,bias}`, `{name}.conv1.{weight,bias}`,
+/// `{name}.emb_scale.{weight,bias}`, `{name}.emb_shift.{weight,bias}`, `{name}.norm2.*`,
+/// `{name}.conv2.*`, and `{name}.skip.*` only when Cin != Cout; registered in that order.
+///
+/// Backward: `dx` overwritten; `dtemb` overwritten or accumulated (`+=`), chosen per call, since
+/// a UNet sums the contributions of all its blocks; parameter gradients as in the layers: Linear
+/// weights written, everything else accumulated onto the flat buffer the model zeroes per step.
 #[derive(Clone, Copy, Debug)]
 pub struct ResBlock {
     pub norm1: GroupNorm,
@@ -64,6 +61,10 @@ pub enum GradMode {
 
 /// The buffers of one block bound to one (B, H, W): what the forward saves and the backward's
 /// scratch. Built once with the model.
+///
+/// Saved by the forward: norm1(x), silu of it, conv1's output, silu(temb), scale, norm2's
+/// output, the modulated h and silu of it, and both norms' (mean, rstd). The caller keeps x and
+/// temb alive until backward.
 #[derive(Debug)]
 pub struct ResBlockActs {
     pub b: usize,
@@ -155,7 +156,7 @@ impl ResBlock {
         })
     }
 
-    /// The forward of the module comment. x (B, Cin, H, W), temb (B, E), out (B, Cout, H, W)
+    /// The forward written out on `ResBlock`. x (B, Cin, H, W), temb (B, E), out (B, Cout, H, W)
     /// overwritten; `a` receives what backward needs.
     pub async fn forward(
         &self,

@@ -1,11 +1,7 @@
-//! The op registry and one launcher module per shader family.
-//!
-//! `OPS` is the single table that shader validation, pipeline creation, the GPU-vs-reference
-//! checks (native tests, browser tests, `cdl info`) and the benchmarks iterate. Launchers check
-//! shapes against buffer lengths, then return a prepared `Dispatch` (pipeline + bind groups +
-//! grid) that a caller creates once and encodes every step. No math lives here.
-//!
-//! Dimension letters: B rows (batch), N row length, M/N/K matmul rows/cols/inner.
+//! The op registry (`OPS`) and one launcher module per shader family. Launchers check shapes
+//! against buffer lengths, then return a prepared `Dispatch` that a caller creates once and
+//! encodes every step; no math lives here. Dimension letters: B rows (batch), N row length,
+//! M/N/K matmul rows/cols/inner.
 
 pub mod conv2d;
 pub mod elementwise;
@@ -157,7 +153,8 @@ impl OpSpec {
     }
 }
 
-/// Every op family.
+/// Every op family: the single table that shader validation, pipeline creation, the
+/// GPU-vs-reference checks (native tests, browser tests, `cdl info`) and the benchmarks iterate.
 pub const OPS: &[OpSpec] = &[
     elementwise::SPEC,
     matmul::SPEC,

@@ -1,10 +1,6 @@
 //! Launchers for `shaders/optim.wgsl`: the Adam / AdamW update, the EMA of weights and the
-//! global-norm clipping factor.
-//!
-//! The per-step Adam scalars come from `adam_step_scalars` (f64 on the host,
-//! as PyTorch computes them with Python floats) and are written into the dispatch's uniform; a
-//! training loop builds the `AdamStep` once and calls `set_step` before each submit. A clipped
-//! step needs no readback: `reduce::sum_sq` -> `clip_scale` -> `adam_step` reading the scale.
+//! global-norm clipping factor, with PyTorch's per-step scalars (`adam_step_scalars`, f64 on the
+//! host). A clipped step needs no readback: `reduce::sum_sq` -> `clip_scale` -> `adam_step`.
 //! Not here: learning-rate schedules (pass the scheduled lr in `set_step`'s config), amsgrad.
 
 use bytemuck::Zeroable;
@@ -164,7 +160,8 @@ super::uniform! {
 }
 
 /// A prepared Adam / AdamW update. Its step scalars live in `dispatch.params`; `set_step`
-/// rewrites them (one step per submit: queue writes land before the next submit).
+/// rewrites them (one step per submit: queue writes land before the next submit). A training
+/// loop builds it once and calls `set_step` before each submit.
 #[derive(Debug)]
 pub struct AdamStep {
     pub dispatch: Dispatch,

@@ -1,28 +1,8 @@
-//! Self-attention over the T = H * W pixels of a feature map (the UNet's attention block, as in
-//! DDPM's `AttnBlock` and EDM's `UNetBlock` with `num_heads`), in separable pieces:
-//!
-//!   qkv    = W_qkv x + b_qkv                     1x1 projection, conv2d with K = 1
-//!   scores = q^T k / sqrt(D)                      per head, D = C / heads  (`attention_scores_*`)
-//!   attn   = softmax over keys (rows of scores)   with max subtraction    (`softmax_rows_*`)
-//!   out    = v attn^T                              out[:, i] = sum_j attn[i, j] v[:, j] (`attention_mix_*`)
-//!   y      = W_o out + b_o                         1x1 projection
-//!
-//! Layouts: x, out, y (B, C, T) (NCHW with the spatial dims flattened); qkv (B, 3C, T) holds the
-//! blocks [q; k; v] along channels, head h owning channels h*D..(h+1)*D of each block (PyTorch
-//! `nn.MultiheadAttention`'s `in_proj_weight` order). EDM instead reshapes its qkv conv output
-//! to (B*heads, D, 3, T), i.e. channel h*3D + 3d + {0, 1, 2}: loading EDM weights means
-//! permuting the rows of W_qkv and b_qkv. scores and attn are (B, heads, T, T), row = query i,
-//! column = key j.
-//!
-//! Not here: the GroupNorm before the block and the residual add after it (the caller's), the
-//! `skip_scale` of EDM, dropout, masking, cross-attention.
-//!
-//! Saved for backward by `attention_fwd`: `qkv` (q and k for dscores, v for dattn), `attn`
-//! (the softmax output: its backward needs only y, and the mix backward needs it too) and `out`
-//! (the heads' output before W_o, for dW_o). The input x is the caller's (for dW_qkv); scores
-//! are not kept. Overwritten: every forward output, `dx`, `dscores`, `dattn`, and the blocks of
-//! `dqkv` a piece owns (`attention_scores_bwd`: q and k; `attention_mix_bwd`: v). Accumulated
-//! (`+=`): `dw_qkv`, `db_qkv`, `dw_o`, `db_o`.
+//! CPU reference of self-attention over the T = H * W pixels of a feature map (the UNet's
+//! attention block, as DDPM's `AttnBlock` and EDM's `UNetBlock` with `num_heads`), in separable
+//! pieces; the oracle of `nn::attention`. The math, layouts and what is saved are on
+//! `attention_fwd`. Not here: the GroupNorm before the block and the residual add after it (the
+//! caller's), EDM's `skip_scale`, dropout, masking, cross-attention.
 
 use super::conv2d::{conv2d_bwd_bias, conv2d_bwd_input, conv2d_bwd_weight, conv2d_fwd};
 use super::Float;
@@ -186,6 +166,28 @@ pub fn attention_mix_bwd<T: Float>(
 
 /// y = W_o · attention(W_qkv x + b_qkv) + b_o; writes the saved `qkv`, `attn` and `out`.
 /// y: (B, C, T), qkv: (B, 3C, T), attn: (B, heads, T, T), out: (B, C, T), x: (B, C, T)
+///
+/// ```text
+/// qkv    = W_qkv x + b_qkv                     1x1 projection, conv2d with K = 1
+/// scores = q^T k / sqrt(D)                      per head, D = C / heads  (`attention_scores_*`)
+/// attn   = softmax over keys (rows of scores)   with max subtraction    (`softmax_rows_*`)
+/// out    = v attn^T                              out[:, i] = sum_j attn[i, j] v[:, j] (`attention_mix_*`)
+/// y      = W_o out + b_o                         1x1 projection
+/// ```
+///
+/// Layouts: x, out, y (B, C, T) (NCHW with the spatial dims flattened); qkv (B, 3C, T) holds the
+/// blocks [q; k; v] along channels, head h owning channels h*D..(h+1)*D of each block (PyTorch
+/// `nn.MultiheadAttention`'s `in_proj_weight` order). EDM instead reshapes its qkv conv output
+/// to (B*heads, D, 3, T), i.e. channel h*3D + 3d + {0, 1, 2}: loading EDM weights means
+/// permuting the rows of W_qkv and b_qkv. scores and attn are (B, heads, T, T), row = query i,
+/// column = key j.
+///
+/// Saved for backward: `qkv` (q and k for dscores, v for dattn), `attn` (the softmax output: its
+/// backward needs only y, and the mix backward needs it too) and `out` (the heads' output before
+/// W_o, for dW_o). The input x is the caller's (for dW_qkv); scores are not kept. Overwritten:
+/// every forward output, `dx`, `dscores`, `dattn`, and the blocks of `dqkv` a piece owns
+/// (`attention_scores_bwd`: q and k; `attention_mix_bwd`: v). Accumulated (`+=`): `dw_qkv`,
+/// `db_qkv`, `dw_o`, `db_o`.
 pub fn attention_fwd<T: Float>(
     y: &mut [T],
     qkv: &mut [T],

@@ -1,17 +1,8 @@
-//! 2-D convolution with bias, NCHW: kernel 3 (padding 1) or 1 (padding 0), stride 1 or 2.
-//!
-//! out[b, co, oy, ox] = bias[co] + sum_{ci, ky, kx} weight[co, ci, ky, kx] * x[b, ci, iy, ix]
-//! with iy = oy * stride + ky - pad, ix = ox * stride + kx - pad, and x = 0 outside the image
-//! (zero padding). Output size (H + 2 pad - K) / stride + 1, as PyTorch's `nn.Conv2d` (floor).
-//! Weight layout (Cout, Cin, K, K) as PyTorch, so a checkpoint maps one to one.
-//!
-//! Not here: dilation, groups, transposed convolution, fused up/downsampling (the UNet resamples
-//! with `resample.rs` and then convolves). The attention projections are 1x1 convolutions and
-//! reuse this file (`attention.rs`).
-//!
-//! Saved for backward: nothing beyond the forward input `x` (for `conv2d_bwd_weight`) and the
-//! weight (for `conv2d_bwd_input`).
-//! Overwritten: `out`, `dx`. Accumulated (`+=`): `dweight`, `dbias`.
+//! CPU reference of 2-D convolution with bias, NCHW: kernel 3 (padding 1) or 1 (padding 0),
+//! stride 1 or 2; the oracle of `shaders/conv2d.wgsl` (and of the attention projections, 1x1).
+//! Saved for backward: only the input `x` and the weight. Overwritten: `out`, `dx`; accumulated
+//! (`+=`): `dweight`, `dbias`. Not here: dilation, groups, transposed convolution, fused
+//! up/downsampling (the UNet resamples with `resample.rs` and then convolves).
 
 use super::Float;
 /// The oracle takes the op's own shape type.
@@ -21,6 +12,11 @@ pub use crate::ops::conv2d::Conv2dShape;
 
 /// out = conv(x, weight) + bias.
 /// out: (B, Cout, Ho, Wo), x: (B, Cin, H, W), weight: (Cout, Cin, K, K), bias: (Cout,)
+///
+/// out[b, co, oy, ox] = bias[co] + sum_{ci, ky, kx} weight[co, ci, ky, kx] * x[b, ci, iy, ix]
+/// with iy = oy * stride + ky - pad, ix = ox * stride + kx - pad, and x = 0 outside the image
+/// (zero padding). Output size (H + 2 pad - K) / stride + 1, as PyTorch's `nn.Conv2d` (floor).
+/// Weight layout (Cout, Cin, K, K) as PyTorch, so a checkpoint maps one to one.
 pub fn conv2d_fwd<T: Float>(out: &mut [T], x: &[T], weight: &[T], bias: Option<&[T]>, s: Conv2dShape) {
     s.check();
     for b in 0..s.b {

@@ -1,51 +1,8 @@
-//! Noise-level conditioning: the sinusoidal embedding of a continuous noise input per row, and
-//! the scale/shift modulation that injects the embedding into a residual block.
-//!
-//! Embedding. For a row value t (c_noise: a scaled log-SNR, math.md §8) and E features, half = E/2:
-//!   freq_j = exp(-ln(MAX_PERIOD) * j / half) = MAX_PERIOD^(-j/half),  j = 0..half,
-//!   out[b] = [cos(t freq_0 .. freq_{half-1}), sin(t freq_0 .. freq_{half-1})].
-//! This is guided-diffusion's `timestep_embedding` (ADM) and EDM's
-//! `PositionalEmbedding(endpoint=False)` (used by EDM's DhariwalUNet). It differs from
-//! - DDPM (Ho et al., `get_timestep_embedding`): freq_j = MAX_PERIOD^(-j/(half-1)), order [sin, cos];
-//! - EDM's SongUNet (DDPM++): `PositionalEmbedding(endpoint=True)`, i.e. the DDPM frequencies, then
-//!   a flip to [sin, cos], which reproduces DDPM's embedding.
-//!
-//! The choice only matters when loading pretrained weights (a permutation and a slight change of
-//! frequencies); all variants span frequencies 1 down to about 1/MAX_PERIOD.
-//!
-//! Scale/shift (ADM / EDM `UNetBlock` with `adaptive_scale=True`, "AdaGN"):
-//!   y[b, c, :, :] = x[b, c, :, :] * (1 + scale[b, c]) + shift[b, c],
-//! where [scale; shift] is the output of a Linear of the embedding (EDM: `params.chunk(2)`,
-//! scale first). EDM's DDPM++ (SongUNet) config uses `adaptive_scale=False` instead: a per-channel
-//! bias added *before* the second GroupNorm, which is this op with scale = 0 placed before norm1.
-//!
-//! Preconditioning ("edm" in `--precond`): EDM's `EDMPrecond` (math.md §4.3) written for an
-//! ε-predictor (math.md §1.4(b)). With σ² = e^{−α} and x_σ = z·sqrt(1+σ²):
-//!   D = c_skip·x_σ + c_out·F(c_in·x_σ, c_noise),  ε̂ = (x_σ − D)/σ,
-//!   c_skip = σ_d²/(σ²+σ_d²),  c_out = σσ_d/sqrt(σ²+σ_d²),  c_in = 1/sqrt(σ²+σ_d²).
-//! So the network sees a_in·z and ε̂ = a_skip·z + a_out·f, f = −F (the sign of F is immaterial
-//! to training), with
-//!   a_in   = c_in·sqrt(1+σ²)            = sqrt((1+σ²)/(σ²+σ_d²)),
-//!   a_skip = (1 − c_skip)·sqrt(1+σ²)/σ  = σ·sqrt(1+σ²)/(σ²+σ_d²),
-//!   a_out  = c_out/σ                    = σ_d/sqrt(σ²+σ_d²).
-//! σ² overflows f32 for α < −88, so they are computed from s = σ(α) and s̄ = σ(−α) (each from
-//! e^{−|α|}): σ² = s̄/s, 1+σ² = 1/s, and m = (σ²+σ_d²)/(1+σ²) = s̄ + σ_d²·s = 1 + (σ_d² − 1)·s,
-//!   a_in = 1/sqrt(m),  a_skip = sqrt(s̄)/m,  a_out = σ_d·sqrt(s)·a_in,
-//! where m lies in [min(1, σ_d²), max(1, σ_d²)], so nothing overflows or cancels for any α
-//! (the subtraction in m loses at most a factor max(1, σ_d²)/min(1, σ_d²) of relative accuracy:
-//! 4 at σ_d = 0.5). With σ_d = 1, m = 1 exactly and the coefficients are the MLP's
-//! (a_in, a_skip, a_out) = (1, sqrt(σ(−α)), sqrt(σ(α))) bit for bit: its network sees z itself.
-//! The first term is the optimal ε̂ for N(0, σ_d²) data, so at high noise ε̂ → z by
-//! construction, and for inputs far outside the trained range ε̂ grows with z instead of
-//! saturating at the bounded output of a normalised network. The row's log-SNR is read from
-//! its noise input, α = ALPHA_PER_T·t. σ_d: 1 for the MLP (standardised points), 0.5 for the
-//! UNet (images in [−1, 1], math.md §4.3).
-//!
-//! Not here: the MLP on top of the embedding (Linear + SiLU), Fourier features (NCSN++).
-//!
-//! Saved for backward: nothing but the inputs (scale for dx, x for dscale). All outputs are
-//! overwritten, including `dscale` and `dshift`: they are activation gradients (the outputs of
-//! the embedding Linear), not parameters.
+//! CPU reference of noise-level conditioning: the sinusoidal embedding of a continuous noise
+//! input (math.md §8), the scale/shift ("AdaGN") modulation of a residual block, and EDM's
+//! preconditioning in ε form (math.md §1.4(b)); the oracle for `shaders/embedding.wgsl`. Saved
+//! for backward: only the inputs; every output is overwritten (`dscale`/`dshift` are activation
+//! gradients). Not here: the MLP on top of the embedding, Fourier features (NCSN++).
 
 use super::Float;
 
@@ -68,6 +25,17 @@ fn freq<T: Float>(j: usize, half: usize) -> T {
 // --- sinusoidal embedding -----------------------------------------------------------------------
 
 /// out[b] = [cos(t[b] freq), sin(t[b] freq)]. E must be even. out: (B, E), t: (B,)
+///
+/// For a row value t (c_noise: a scaled log-SNR, math.md §8) and E features, half = E/2:
+/// freq_j = exp(-ln(MAX_PERIOD) * j / half) = MAX_PERIOD^(-j/half), j = 0..half. This is
+/// guided-diffusion's `timestep_embedding` (ADM) and EDM's `PositionalEmbedding(endpoint=False)`
+/// (used by EDM's DhariwalUNet). It differs from
+/// - DDPM (Ho et al., `get_timestep_embedding`): freq_j = MAX_PERIOD^(-j/(half-1)), order [sin, cos];
+/// - EDM's SongUNet (DDPM++): `PositionalEmbedding(endpoint=True)`, i.e. the DDPM frequencies, then
+///   a flip to [sin, cos], which reproduces DDPM's embedding.
+///
+/// The choice only matters when loading pretrained weights (a permutation and a slight change of
+/// frequencies); all variants span frequencies 1 down to about 1/MAX_PERIOD.
 pub fn embedding_fwd<T: Float>(out: &mut [T], t: &[T], e: usize) {
     assert!(e.is_multiple_of(2), "embedding: odd width {e}");
     let half = e / 2;
@@ -100,6 +68,11 @@ pub fn embedding_bwd_t<T: Float>(dt: &mut [T], dout: &[T], t: &[T], e: usize) {
 
 /// y = x * (1 + scale[b, c]) + shift[b, c], broadcast over H, W.
 /// y, x: (B, C, H, W), scale, shift: (B, C); hw = H * W
+///
+/// ADM / EDM `UNetBlock` with `adaptive_scale=True` ("AdaGN"): [scale; shift] is the output of a
+/// Linear of the embedding (EDM: `params.chunk(2)`, scale first). EDM's DDPM++ (SongUNet) config
+/// uses `adaptive_scale=False` instead: a per-channel bias added *before* the second GroupNorm,
+/// which is this op with scale = 0 placed before norm1.
 pub fn scale_shift_fwd<T: Float>(y: &mut [T], x: &[T], scale: &[T], shift: &[T], hw: usize) {
     for (bc, (yp, xp)) in y.chunks_mut(hw).zip(x.chunks(hw)).enumerate() {
         let (a, s) = (T::one() + scale[bc], shift[bc]);
@@ -135,7 +108,11 @@ pub fn scale_shift_bwd_shift<T: Float>(dshift: &mut [T], dout: &[T], hw: usize) 
 
 // --- preconditioning ----------------------------------------------------------------------------
 
-/// The preconditioning's per-row coefficients (see the module header).
+/// The preconditioning's per-row coefficients: EDM's `EDMPrecond` (math.md §4.3) written for an
+/// ε-predictor (math.md §1.4(b), which derives a_in, a_skip, a_out from c_in, c_skip, c_out).
+/// The network sees a_in·z and ε̂ = a_skip·z + a_out·f, f = −F. σ_d: 1 for the MLP
+/// (standardised points; then m = 1 exactly and the coefficients are (1, sqrt(σ(−α)),
+/// sqrt(σ(α))) bit for bit, so its network sees z itself), 0.5 for the UNet (images in [−1, 1]).
 #[derive(Clone, Copy, Debug, PartialEq)]
 pub struct PrecondCoeffs<T> {
     /// Scale of the network's input: a_in = c_in·sqrt(1+σ²).
@@ -148,6 +125,12 @@ pub struct PrecondCoeffs<T> {
 
 /// The coefficients for the row with noise input t (α = ALPHA_PER_T·t) and data standard
 /// deviation `sigma_d`, computed from exp of a non-positive argument only (as the shader does).
+///
+/// σ² = e^{−α} overflows f32 for α < −88, so they come from s = σ(α) and s̄ = σ(−α) (each from
+/// e^{−|α|}): with m = (σ²+σ_d²)/(1+σ²) = s̄ + σ_d²·s = 1 + (σ_d² − 1)·s, a_in = 1/sqrt(m),
+/// a_skip = sqrt(s̄)/m, a_out = σ_d·sqrt(s)·a_in. m lies in [min(1, σ_d²), max(1, σ_d²)], so
+/// nothing overflows or cancels for any α (the subtraction in m loses at most a factor
+/// max(1, σ_d²)/min(1, σ_d²) of relative accuracy: 4 at σ_d = 0.5).
 pub fn precond_coeffs<T: Float>(t: T, sigma_d: T) -> PrecondCoeffs<T> {
     let alpha = cast::<T>(ALPHA_PER_T) * t;
     let e = (-alpha.abs()).exp();

@@ -1,10 +1,7 @@
-//! Central-difference gradient check in f64.
-//!
-//! The analytic gradient of a scalar `L(x)` is compared with `(L(x + h e_i) - L(x - h e_i)) / 2h`
-//! at a set of coordinates. Backward references are checked through the fake loss
-//! `L(x) = sum(forward(x) * dout)` with a random `dout`, never `ones_like`, so that every output
-//! element carries a distinct weight. f64 is required: in f32 the truncation and rounding errors
-//! of a central difference are both around 1e-3 and no step size separates them.
+//! Central-difference gradient check in f64: the analytic gradient of a scalar `L(x)` against
+//! `(L(x + h e_i) - L(x - h e_i)) / 2h` at a set of coordinates. f64 is required: in f32 the
+//! truncation and rounding errors of a central difference are both around 1e-3 and no step size
+//! separates them.
 
 /// Step used for central differences. With f64 and O(1) inputs the truncation error h^2 ~ 1e-10
 /// and the rounding error eps/h ~ 1e-11 are both far below the check tolerance.
@@ -44,6 +41,8 @@ pub fn check(
 }
 
 /// `sum(a * b)` in f64: the fake loss that turns a backward pass into a scalar gradient.
+/// Backward references are checked through `L(x) = sum(forward(x) * dout)` with a random `dout`,
+/// never `ones_like`, so that every output element carries a distinct weight.
 pub fn dot(a: &[f64], b: &[f64]) -> f64 {
     a.iter().zip(b).map(|(x, y)| x * y).sum()
 }

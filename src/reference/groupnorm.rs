@@ -1,16 +1,8 @@
-//! Group normalisation with a per-channel affine (Wu & He 2018; PyTorch `nn.GroupNorm`).
-//!
-//! The C channels are split into G contiguous groups of C/G channels. For each (b, g) the
-//! N = (C/G) * H * W values are normalised with their mean and biased variance:
-//!   xhat = (x - mean) * rstd,  rstd = 1 / sqrt(var + eps),  out = gamma[c] * xhat + beta[c].
-//! eps defaults to 1e-5 as PyTorch (EDM's SongUNet passes 1e-6: it is a field of the shape).
-//!
-//! Not here: the SiLU that usually follows (elementwise.rs), running statistics (GroupNorm has
-//! none), and the min(32, C/4) choice of G (the layer's business).
-//!
-//! Saved for backward: `mean` and `rstd` per (B, G), written by the forward; backward also reads
-//! `x` and recomputes xhat from them instead of keeping a normalised copy.
-//! Overwritten: `out`, `mean`, `rstd`, `dx`. Accumulated (`+=`): `dgamma`, `dbeta`.
+//! CPU reference of group normalisation with a per-channel affine (Wu & He 2018; PyTorch
+//! `nn.GroupNorm`); the oracle of `shaders/groupnorm.wgsl`. Saved for backward: `mean` and `rstd`
+//! per (B, G) (xhat is recomputed from `x`). Overwritten: `out`, `mean`, `rstd`, `dx`;
+//! accumulated (`+=`): `dgamma`, `dbeta`. Not here: the SiLU that usually follows, running
+//! statistics (GroupNorm has none), the min(32, C/4) choice of G (the layer's business).
 
 use std::ops::Range;
 
@@ -38,6 +30,11 @@ fn groups(s: GroupNormShape) -> impl Iterator<Item = (usize, usize, Range<usize>
 
 /// out = gamma * (x - mean) * rstd + beta per group; writes the saved `mean` and `rstd`.
 /// out, x: (B, C, H, W), mean, rstd: (B, G), gamma, beta: (C,)
+///
+/// The C channels are split into G contiguous groups of C/G channels. For each (b, g) the
+/// N = (C/G) * H * W values are normalised with their mean and biased variance:
+/// xhat = (x - mean) * rstd, rstd = 1 / sqrt(var + eps), out = gamma[c] * xhat + beta[c].
+/// eps defaults to 1e-5 as PyTorch (EDM's SongUNet passes 1e-6: it is a field of the shape).
 pub fn groupnorm_fwd<T: Float>(
     out: &mut [T],
     mean: &mut [T],

@@ -1,11 +1,8 @@
-//! The loss head of a training step over rows (math.md §9b): per-row squared errors, the standard
-//! loss, the CDL logits f_k and softplus losses, the per-row gradient weights dL/dE_r, and the
-//! gradient at the network outputs.
-//!
-//! Row layout (the contract of `diffusion::loss::plan_step`): rows [0, S) are standard rows;
-//! CDL p-rows follow in [K, M] order, then the q-rows in the same order. This file mirrors
-//! `diffusion::loss::evaluate` (tests/diffusion_loss_head.rs checks that they agree) without
-//! depending on it, so the GPU kernels have a plain reference. Outputs are overwritten.
+//! CPU reference of the loss head of a training step over rows (math.md §9b): per-row squared
+//! errors, the standard loss, the CDL logits and softplus losses, the per-row gradient weights
+//! dL/dE_r, and the gradient at the network outputs. Rows in `diffusion::loss::RowPlan`'s order.
+//! Mirrors `diffusion::loss::evaluate` without depending on it (tests/diffusion_loss_head.rs
+//! checks that they agree). Outputs are overwritten.
 
 use super::Float;
 /// The oracle takes the host's own loss-head sizes.

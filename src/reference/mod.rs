@@ -1,21 +1,14 @@
-//! Plain-Rust CPU oracles for every op: loop-based, obviously correct, never fast.
-//!
-//! The reference is what GPU kernels are checked against and what CPU-only CI exercises. Each
-//! function mirrors a shader entry point: outputs first, then inputs, then dimensions, with a
-//! shape comment on every slice. Numeric references are generic over `Float` so the same code
-//! serves f32 (the oracle for GPU results) and f64 (finite-difference gradient checks).
-//!
-//! Contract shared with the shaders: activation gradients (`dx`) are overwritten, parameter
-//! gradients (`dweight`, `dbias`) are accumulated (`+=`).
-//!
-//! Dimension letters: B batch (rows), M/N/K matmul rows/cols/inner, C channels, H/W height/width,
-//! G groups, T tokens, E embedding width.
-//!
-//! Only the op checks and the tests import this module. It takes the contract types from where they
-//! live (the shapes from `ops`, the row table and loss-head sizes from `diffusion::rows`, the
-//! generator from `philox`) and re-exports them, so a test can name an oracle and its shape from
-//! one place.
+//! Plain-Rust CPU oracles for every op: loop-based, obviously correct, never fast; what GPU
+//! kernels are checked against and what CPU-only CI exercises. Each function mirrors a shader
+//! entry point (outputs, inputs, dimensions; a shape comment on every slice), generic over `Float`
+//! (f32 oracle, f64 gradient checks). Activation gradients (`dx`) are overwritten, parameter
+//! gradients (`dweight`, `dbias`) accumulated (`+=`). Dimension letters: B batch (rows), M/N/K
+//! matmul rows/cols/inner, C channels, H/W height/width, G groups, T tokens, E embedding width.
 
+// Only the op checks and the tests import this module. It takes the contract types from where they
+// live (the shapes from `ops`, the row table and loss-head sizes from `diffusion::rows`, the
+// generator from `philox`) and re-exports them, so a test can name an oracle and its shape from
+// one place.
 pub mod attention;
 pub mod conv2d;
 pub mod elementwise;

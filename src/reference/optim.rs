@@ -1,24 +1,8 @@
-//! Optimizer updates: Adam / AdamW with bias correction, EMA of weights, global gradient-norm
-//! clipping. PyTorch semantics, step for step (torch 2.x `_single_tensor_adam`,
-//! `torch.nn.utils.clip_grad_norm_`), so the PyTorch mirror in `tools/` can compare weights after
-//! a few steps.
-//!
-//! Adam (Kingma & Ba 2015, Algorithm 1) at step t = 1, 2, ... with gradient g:
-//!   Adam  (`torch.optim.Adam(weight_decay=wd)`): g <- g + wd * p   (L2 penalty in the gradient)
-//!   AdamW (`torch.optim.AdamW(weight_decay=wd)`): p <- p * (1 - lr * wd)   (decoupled,
-//!          Loshchilov & Hutter 2019, applied before the moment update as PyTorch does)
-//!   m <- lerp(m, g, 1 - beta1) = m + (1 - beta1)(g - m)      (torch `exp_avg.lerp_`)
-//!   v <- beta2 v + (1 - beta2) g^2
-//!   p <- p - (lr / (1 - beta1^t)) * m / (sqrt(v) / sqrt(1 - beta2^t) + eps)
-//! The per-step scalars (bias corrections, step size, decay factor) are computed on the host in
-//! f64, as PyTorch does with Python floats and as our shader receives them in a uniform; the
-//! elementwise update runs in T.
-//!
-//! Not here: amsgrad, maximize, learning-rate schedules (the caller passes lr per step),
-//! gradient accumulation. No backward: these are tested against closed forms.
-//!
-//! In-place state: `param`, `m`, `v`, `ema` and the clipped gradients are updated in place;
-//! `grad` is read only by `adam_step`.
+//! CPU reference of the optimizer updates: Adam / AdamW with bias correction, EMA of weights,
+//! global gradient-norm clipping, with PyTorch semantics step for step (torch 2.x
+//! `_single_tensor_adam`, `clip_grad_norm_`) so the mirror in `tools/` can compare weights. State
+//! is updated in place. No backward: tested against closed forms. Not here: amsgrad, maximize,
+//! learning-rate schedules (the caller passes lr per step), gradient accumulation.
 
 use super::Float;
 /// The oracle takes the op's own configuration and per-step scalars.
@@ -28,8 +12,21 @@ fn cast<T: Float>(v: f64) -> T {
     T::from(v).unwrap_or_else(T::nan)
 }
 
-/// One Adam / AdamW update at step `t` (1-based), in place.
+/// One Adam / AdamW update at step `t` (1-based), in place; `grad` is only read.
 /// param, m, v: (N,) updated; grad: (N,)
+///
+/// Adam (Kingma & Ba 2015, Algorithm 1) at step t = 1, 2, ... with gradient g:
+/// ```text
+/// Adam  (`torch.optim.Adam(weight_decay=wd)`): g <- g + wd * p   (L2 penalty in the gradient)
+/// AdamW (`torch.optim.AdamW(weight_decay=wd)`): p <- p * (1 - lr * wd)   (decoupled,
+///        Loshchilov & Hutter 2019, applied before the moment update as PyTorch does)
+/// m <- lerp(m, g, 1 - beta1) = m + (1 - beta1)(g - m)      (torch `exp_avg.lerp_`)
+/// v <- beta2 v + (1 - beta2) g^2
+/// p <- p - (lr / (1 - beta1^t)) * m / (sqrt(v) / sqrt(1 - beta2^t) + eps)
+/// ```
+/// The per-step scalars (bias corrections, step size, decay factor) are computed on the host in
+/// f64, as PyTorch does with Python floats and as our shader receives them in a uniform; the
+/// elementwise update runs in T.
 pub fn adam_step<T: Float>(param: &mut [T], m: &mut [T], v: &mut [T], grad: &[T], t: u32, cfg: &AdamConfig) {
     let k = adam_step_scalars(t, cfg);
     let (b1c, b2, b2c) = (cast::<T>(1.0 - cfg.beta1), cast::<T>(cfg.beta2), cast::<T>(1.0 - cfg.beta2));

@@ -1,15 +1,8 @@
-//! Resampling and skip plumbing of the UNet: nearest 2x upsampling, 2x2 average pooling, and the
-//! channel concatenation that joins a decoder input with its encoder skip.
-//!
-//! Upsample and average pool are EDM's `Conv2d(up=True / down=True)` with `resample_filter=[1,1]`
-//! (DDPM++), which is exactly nearest-neighbour 2x upsampling and 2x2 mean pooling. Concat is
-//! `torch.cat([x, skip], dim=1)`.
-//!
-//! Not here: the [1,3,3,1] FIR resampling of NCSN++, strided-conv downsampling (conv2d.rs),
-//! pooling of odd sizes (the UNet halves even sizes only; the pool asserts even H and W).
-//!
-//! Nothing is saved for backward: every op here is linear. All outputs are overwritten,
-//! including both gradients of `concat_bwd`.
+//! CPU reference of the UNet's resampling and skip plumbing: nearest 2x upsampling and 2x2
+//! average pooling (EDM's `Conv2d(up/down=True)` with `resample_filter=[1,1]`, DDPM++) and
+//! `torch.cat([x, skip], dim=1)`. All linear: nothing saved, every output overwritten. Not here:
+//! NCSN++'s [1,3,3,1] FIR, strided-conv downsampling, pooling of odd sizes (the pool asserts even
+//! H and W).
 
 use super::Float;
 /// The oracle takes the op's own shape type.
