@@ -1,50 +1,9 @@
 // 2-D convolution with bias, NCHW: kernel K = 3 (padding 1) or 1 (padding 0), stride 1 or 2,
-// and its backward. Reference: src/reference/conv2d.rs (same names, same contract).
-//
-// Entry points (the launcher in src/ops/conv2d.rs picks the variant from the shape):
-//   conv2d_fwd            out (B, Cout, Ho, Wo) = conv(x, weight) + bias              overwritten
-//   conv2d_bwd_input      dx (B, Cin, H, W) = conv^T(dout, weight)                      overwritten
-//   conv2d_bwd_weight     dweight (Cout, Cin, 3, 3) += sum_{b,oy,ox} dout * shifted x   accumulated
-//   conv2d_bwd_weight_k1  the same for K = 1
-//   conv2d_bwd_bias       dbias (Cout,) += sum_{b,oy,ox} dout                           accumulated
-//   conv2d_fwd_v4, conv2d_bwd_input_v4, conv2d_bwd_weight_v4 (K = 3 only): the same for
-//                         stride 1 with W a multiple of 4, reading whole image rows as vec4s
-// Saved for backward: nothing beyond the forward input x (bwd_weight) and the weight
-// (bwd_input). Weight layout (Cout, Cin, K, K) as PyTorch.
-//
-// Every kernel is an implicit GEMM (no im2col buffer), split the way matmul.wgsl explains for
-// CPU-backed adapters (lavapipe, SwiftShader): one operand's loads depend only on the workgroup
-// id and loop counters, and each load feeds many multiply-adds. Measured on lavapipe, the
-// number of load instructions per multiply-add is what sets the speed.
-//   fwd        GEMM (Cout) x (B Ho Wo) over Cin K K. A workgroup owns R = 16 output channels
-//              (weight loads uniform); each of its 64 invocations owns 4 consecutive output
-//              pixels (4 divergent loads of x per (ci, tap) for 64 multiply-adds). The padding
-//              masks and addresses of a tap are computed once and reused for every ci.
-//   bwd_input  the transposed convolution in gather form (no atomics): GEMM (Cin) x (B H W)
-//              over Cout K K, split like fwd with R = 16 input channels per workgroup. Input
-//              pixels are grouped by parity class (iy mod stride, ix mod stride), one class per
-//              workgroup, so the taps that reach a pixel are the same for the whole workgroup
-//              and at stride 2 only those (1, 2 or 4 of 9) are visited.
-//   bwd_weight GEMM (Cout) x (Cin K K) over B Ho Wo. The reduction runs over pixels in a
-//              workgroup-uniform loop: a workgroup owns WCI input channels (x loads uniform,
-//              and so are the padding tests) and each invocation owns 2 output channels (2
-//              divergent loads of dout per pixel).
-//   *_v4       an invocation owns a row segment of PV = 8 pixels: per (channel, ky) the 10
-//              input pixels it needs (8 plus one each side) are 4 vec4 loads serving all 3
-//              taps, against RV = 8 x 3 uniform weights: 192 multiply-adds per 28 loads
-//              (fwd: 64 per 20). bwd_input_v4 is the same convolution over dout with the
-//              adjoint (flipped, transposed) weight, which stride 1 with padding K / 2 allows.
-//              bwd_weight_v4: a workgroup owns RW = 8 output channels (uniform vec4s of dout)
-//              and each invocation one input channel; per 4-pixel chunk 8 + 9 vec4 loads feed
-//              288 multiply-adds.
-//   bwd_bias   one workgroup per output channel, a strided sum and a workgroup-memory tree.
-// Each weight-gradient element is summed by one invocation in a fixed order, and the bias
-// gradient by a fixed tree: results are deterministic (WGSL has no float atomics anyway).
-// Rows and pixels past the edge are clamped for loading and skipped at the store.
-//
-// The linear workgroup id (workgroup_linear) enumerates the tiles, so grids above 65,535
-// workgroups fold like every other op. Limits: at most 64 invocations per workgroup and 256
-// bytes of workgroup memory (WebGPU defaults allow 256 and 16 KiB).
+// and its backward; checked against src/reference/conv2d.rs (same names, same contract). Saved
+// for backward: only the input x and the weight. Overwritten: out, dx; accumulated: dweight,
+// dbias. Every kernel is an implicit GEMM (no im2col), deterministic; the launcher
+// (src/ops/conv2d.rs) picks the variant from the shape.
+
 // Bindings (group 0, inputs first, outputs last):
 //   conv2d_fwd(_v4):              x (read), weight (read), bias (read; a placeholder when
 //                                 has_bias = 0), out (write)
@@ -77,6 +36,16 @@
 @group(0) @binding(0) var<storage, read> dout4: array<vec4<f32>>;
 @group(0) @binding(1) var<storage, read> x_saved4: array<vec4<f32>>;
 
+// How the kernels are split: the way matmul.wgsl explains for CPU-backed adapters (lavapipe,
+// SwiftShader): one operand's loads depend only on the workgroup id and loop counters, and each
+// load feeds many multiply-adds. Measured on lavapipe, the number of load instructions per
+// multiply-add is what sets the speed. Each weight-gradient element is summed by one invocation
+// in a fixed order, and the bias gradient by a fixed tree: results are deterministic (WGSL has
+// no float atomics anyway). Rows and pixels past the edge are clamped for loading and skipped at
+// the store. The linear workgroup id (workgroup_linear) enumerates the tiles, so grids above
+// 65,535 workgroups fold like every other op. Limits: at most 64 invocations per workgroup and
+// 256 bytes of workgroup memory (WebGPU defaults allow 256 and 16 KiB).
+//
 // Tile sizes, declared in ops/conv2d.rs with Params: `const` where the value sizes an array,
 // `override` (set at pipeline creation) for the workgroup sizes.
 //   fwd / bwd_input: R channels per workgroup, LANES invocations, 4 LANES pixels per workgroup.
@@ -89,6 +58,11 @@
 
 // --- fwd -------------------------------------------------------------------------------------
 
+// out (B, Cout, Ho, Wo) = conv(x, weight) + bias, overwritten. Weight layout (Cout, Cin, K, K)
+// as PyTorch. GEMM (Cout) x (B Ho Wo) over Cin K K. A workgroup owns R = 16 output channels
+// (weight loads uniform); each of its 64 invocations owns 4 consecutive output pixels (4
+// divergent loads of x per (ci, tap) for 64 multiply-adds). The padding masks and addresses of
+// a tap are computed once and reused for every ci.
 @compute @workgroup_size(LANES)
 fn conv2d_fwd(id: Ids) {
     let plane = p.ho * p.wo;
@@ -146,6 +120,11 @@ fn conv2d_fwd(id: Ids) {
 
 // --- bwd_input -------------------------------------------------------------------------------
 
+// dx (B, Cin, H, W) = conv^T(dout, weight), overwritten: the transposed convolution in gather
+// form (no atomics): GEMM (Cin) x (B H W) over Cout K K, split like fwd with R = 16 input
+// channels per workgroup. Input pixels are grouped by parity class (iy mod stride, ix mod
+// stride), one class per workgroup, so the taps that reach a pixel are the same for the whole
+// workgroup and at stride 2 only those (1, 2 or 4 of 9) are visited.
 @compute @workgroup_size(LANES)
 fn conv2d_bwd_input(id: Ids) {
     let s = p.stride;
@@ -238,6 +217,11 @@ fn weight_cols(id: Ids, wci: u32) -> WeightCols {
     return wc;
 }
 
+// dweight (Cout, Cin, 3, 3) += sum_{b,oy,ox} dout * shifted x, accumulated (conv2d_bwd_weight_k1:
+// the same for K = 1). GEMM (Cout) x (Cin K K) over B Ho Wo. The reduction runs over pixels in
+// a workgroup-uniform loop: a workgroup owns WCI input channels (x loads uniform, and so are the
+// padding tests) and each invocation owns 2 output channels (2 divergent loads of dout per
+// pixel).
 // K = 3: a workgroup owns WCI3 = 4 input channels (one vec4 of x per tap) and 2 WL output
 // channels; per pixel 2 divergent loads of dout and 36 uniform loads of x feed 72 multiply-adds.
 // The tap loops have constant bounds so the accumulators stay in registers.
@@ -341,6 +325,15 @@ fn conv2d_bwd_weight_k1(id: Ids) {
 }
 
 // --- stride 1, W a multiple of 4 ---------------------------------------------------------------
+
+// conv2d_fwd_v4, conv2d_bwd_input_v4, conv2d_bwd_weight_v4 (K = 3 only): the same as the plain
+// kernels for stride 1 with W a multiple of 4, reading whole image rows as vec4s. An invocation
+// owns a row segment of PV = 8 pixels: per (channel, ky) the 10 input pixels it needs (8 plus
+// one each side) are 4 vec4 loads serving all 3 taps, against RV = 8 x 3 uniform weights: 192
+// multiply-adds per 28 loads (fwd: 64 per 20). bwd_input_v4 is the same convolution over dout
+// with the adjoint (flipped, transposed) weight, which stride 1 with padding K / 2 allows.
+// bwd_weight_v4: a workgroup owns RW = 8 output channels (uniform vec4s of dout) and each
+// invocation one input channel; per 4-pixel chunk 8 + 9 vec4 loads feed 288 multiply-adds.
 
 // A row segment of PV output pixels (ox0 .. ox0 + PV - 1 of row oy in image b), and the first
 // of the RV channels the workgroup computes.
@@ -523,6 +516,8 @@ fn conv2d_bwd_weight_v4(id: Ids) {
 
 var<workgroup> partial: array<f32, BL>;
 
+// dbias (Cout,) += sum_{b,oy,ox} dout, accumulated: one workgroup per output channel, a strided
+// sum and a workgroup-memory tree.
 @compute @workgroup_size(BL)
 fn conv2d_bwd_bias(id: Ids) {
     // Uniform across the workgroup, so the barriers below are reached by all or none.

@@ -1,9 +1,7 @@
-// Elementwise ops over flat f32 arrays: add, mul, scale, axpy, SiLU forward and backward.
-//
-// Backward of add/mul/scale/axpy is expressed with these same entry points (see
-// reference/elementwise.rs); SiLU has its own backward, which recomputes sigmoid(x) from the
-// saved input instead of saving it. Every output is overwritten except axpy's y (y += alpha x).
-//
+// Elementwise ops over flat f32 arrays: add, mul, scale, axpy, SiLU forward and backward;
+// checked against src/reference/elementwise.rs. Every output is overwritten except axpy's y
+// (y += alpha x). Backward of add/mul/scale/axpy is expressed with these same entry points.
+
 // Bindings (group 0, inputs first, outputs last):
 //   binary entries  add, mul, silu_bwd:  a (read), b (read), out (write)
 //   unary entries   scale, silu_fwd:     x (read), y (write)
@@ -58,7 +56,8 @@ fn silu_fwd(id: Ids) {
     }
 }
 
-// out = dout * s * (1 + x (1 - s)) with a = dout, b = x.
+// out = dout * s * (1 + x (1 - s)) with a = dout, b = x: SiLU's own backward, which recomputes
+// s = sigmoid(x) from the saved input instead of saving it.
 @compute @workgroup_size(WG)
 fn silu_bwd(id: Ids) {
     let i = invocation_linear(id, WG);

@@ -1,29 +1,8 @@
-// Noise-level conditioning: the sinusoidal embedding of a per-row noise input t, and the
-// scale/shift modulation (ADM/EDM "AdaGN") that injects it into a residual block.
-//
-// Embedding (ADM `timestep_embedding`, EDM `PositionalEmbedding(endpoint=False)`), half = E / 2:
-//   freq_j = exp(-ln(MAX_PERIOD) * j / half),  out[b] = [cos(t[b] freq), sin(t[b] freq)].
-// The frequencies are computed here with f32 exp instead of being uploaded as a table, so the
-// op needs no buffer besides t; see ops/embedding.rs for the tolerance this costs. sin and cos
-// are evaluated by `sincos` below, not by the built-ins: WGSL promises the built-ins only to
-// 2^-11 absolute on [-pi, pi] (SwiftShader, the browser test adapter, is off by 1.9e-4).
-// Scale/shift: y[b, c, :, :] = x[b, c, :, :] * (1 + scale[b, c]) + shift[b, c].
-// Preconditioning (EDM's `EDMPrecond`, math.md §1.4(b), §4.3, in eps form; derivation in
-// reference/embedding.rs): for a row whose noise input t stands for the log-SNR
-// alpha = ALPHA_PER_T * t, with s = sigmoid(alpha), sb = sigmoid(-alpha), d = sigma_d^2 and
-// m = 1 + (d - 1) s (= (sigma^2 + d) / (1 + sigma^2), in [min(1, d), max(1, d)]):
-//   a_in = 1 / sqrt(m),  a_skip = sqrt(sb) / m,  a_out = sigma_d sqrt(s) a_in;
-//   precond_in:  zin[b, :] = a_in * z[b, :]            (the network's input c_in x_sigma)
-//   precond_fwd: eps[b, :] = a_skip * z[b, :] + a_out * f[b, :]
-//   precond_bwd: df = a_out * deps, dz = a_skip * deps.
-// precond_in is linear and diagonal, so the same entry scales the gradient back: dz = a_in dzin.
-// With sigma_d = 1, m = 1 exactly: a_in = 1, a_skip = sqrt(sb), a_out = sqrt(s).
-//
-// Saved for backward: nothing but the inputs (scale for dx, x for dscale). Every output is
-// overwritten, including dscale and dshift: they are activation gradients (the outputs of the
-// embedding Linear), not parameters. dscale and dshift reduce over H * W with one workgroup per
-// (b, c) and a tree in workgroup memory (deterministic, no atomics).
-//
+// Noise-level conditioning: the sinusoidal embedding of a per-row noise input t, the
+// scale/shift modulation (ADM/EDM "AdaGN") of a residual block, and EDM's preconditioning in eps
+// form; checked against src/reference/embedding.rs. Saved for backward: only the inputs. Every
+// output is overwritten (dscale and dshift are activation gradients, not parameters).
+
 // Bindings (group 0, inputs first, outputs last):
 //   embedding_fwd:          t (read), emb (write)
 //   scale_shift_fwd:        x, scale, shift (read), y (write)
@@ -70,8 +49,12 @@ const LN_MAX_PERIOD: f32 = 9.210340371976184;
 // The log-SNR per unit of noise input: the networks are fed c_noise = alpha / 8 (math.md §8).
 const ALPHA_PER_T: f32 = 8.0;
 
-// (a_in, a_skip, a_out) for log-SNR alpha and sigma_d (see the header); exp of a non-positive
-// argument only, so finite for every alpha.
+// (a_in, a_skip, a_out) for log-SNR alpha and sigma_d; exp of a non-positive argument only, so
+// finite for every alpha. EDM's `EDMPrecond` in eps form (math.md §1.4(b), §4.3; derivation in
+// reference/embedding.rs): with s = sigmoid(alpha), sb = sigmoid(-alpha), d = sigma_d^2 and
+// m = 1 + (d - 1) s (= (sigma^2 + d) / (1 + sigma^2), in [min(1, d), max(1, d)]):
+//   a_in = 1 / sqrt(m),  a_skip = sqrt(sb) / m,  a_out = sigma_d sqrt(s) a_in.
+// With sigma_d = 1, m = 1 exactly: a_in = 1, a_skip = sqrt(sb), a_out = sqrt(s).
 fn precond_coeffs(alpha: f32, sigma_d: f32) -> vec3<f32> {
     let e = exp(-abs(alpha));
     let s = select(e / (1.0 + e), 1.0 / (1.0 + e), alpha >= 0.0);
@@ -108,6 +91,12 @@ fn sincos(a: f32) -> vec2<f32> {
 
 // --- sinusoidal embedding ------------------------------------------------------------------------
 
+// ADM `timestep_embedding`, EDM `PositionalEmbedding(endpoint=False)`, half = E / 2:
+//   freq_j = exp(-ln(MAX_PERIOD) * j / half),  out[b] = [cos(t[b] freq), sin(t[b] freq)].
+// The frequencies are computed here with f32 exp instead of being uploaded as a table, so the
+// op needs no buffer besides t; see ops/embedding.rs for the tolerance this costs. sin and cos
+// are evaluated by `sincos`, not by the built-ins: WGSL promises the built-ins only to 2^-11
+// absolute on [-pi, pi] (SwiftShader, the browser test adapter, is off by 1.9e-4).
 // One thread per output feature: cos for k < half, sin for k >= half.
 @compute @workgroup_size(WG)
 fn embedding_fwd(id: Ids) {
@@ -123,6 +112,7 @@ fn embedding_fwd(id: Ids) {
 
 // --- scale/shift modulation ----------------------------------------------------------------------
 
+// y[b, c, :, :] = x[b, c, :, :] * (1 + scale[b, c]) + shift[b, c].
 @compute @workgroup_size(WG)
 fn scale_shift_fwd(id: Ids) {
     let i = invocation_linear(id, WG);
@@ -139,7 +129,8 @@ fn scale_shift_bwd_input(id: Ids) {
     dx[i] = dout[i] * (1.0 + scale[i / p.hw]);
 }
 
-// dscale[b, c] = sum_hw dout * x; one workgroup per (b, c).
+// dscale[b, c] = sum_hw dout * x; one workgroup per (b, c) and a tree in workgroup memory
+// (deterministic, no atomics), as dshift below.
 @compute @workgroup_size(WG)
 fn scale_shift_bwd_scale(id: Ids) {
     let bc = workgroup_linear(id);
@@ -165,7 +156,8 @@ fn scale_shift_bwd_shift(id: Ids) {
     if (id.lid == 0u && bc < p.n) { dshift[bc] = total; }
 }
 
-// zin = a_in z per row, alpha = ALPHA_PER_T t[row]; also the backward dz = a_in dzin.
+// zin = a_in z per row (the network's input c_in x_sigma), alpha = ALPHA_PER_T t[row]. Linear and
+// diagonal, so the same entry scales the gradient back: dz = a_in dzin.
 @compute @workgroup_size(WG)
 fn precond_in(id: Ids) {
     let i = invocation_linear(id, WG);

@@ -1,16 +1,8 @@
-// Group normalisation with a per-channel affine (Wu & He 2018), forward and backward.
-//
-// x is (B, C, H, W) with C split into G contiguous groups, so group (b, g) is the contiguous
-// slice [(b * G + g) * N, +N) with N = (C / G) * H * W. Forward and input backward run one
-// workgroup per (b, g): each thread accumulates a strided slice in f32, then a tree in workgroup
-// memory halves WG partials to one. The forward is two-pass (mean, then the centred sum of
-// squares) to avoid the cancellation of E[x^2] - mean^2. The parameter backward runs one
-// workgroup per channel and reduces over B * H * W in a fixed order: deterministic, no atomics.
-//
-// Saved by groupnorm_fwd for backward: mean and rstd = 1 / sqrt(var + eps) per (B, G); the
-// backward recomputes xhat = (x - mean) * rstd from x instead of keeping a normalised copy.
-// Overwritten: out, mean, rstd (forward), dx. Accumulated (+=): dgamma, dbeta.
-//
+// Group normalisation with a per-channel affine (Wu & He 2018), forward and backward; checked
+// against src/reference/groupnorm.rs. Saved by groupnorm_fwd for backward: mean and rstd per
+// (B, G) (xhat is recomputed from x). Overwritten: out, mean, rstd, dx. Accumulated (+=):
+// dgamma, dbeta. Deterministic: fixed-order reductions, no atomics.
+
 // Bindings (group 0, inputs first, outputs last):
 //   groupnorm_fwd:         x, gamma, beta (read); out, mean_out, rstd_out (write)
 //   groupnorm_bwd_input:   x, gamma, dout, mean, rstd (read); dx (write)
@@ -65,6 +57,11 @@ fn group_at(bg: u32) -> Group {
 
 // --- forward -------------------------------------------------------------------------------------
 
+// Group (b, g) is the contiguous slice [(b * G + g) * N, +N) of x (B, C, H, W), with C split
+// into G contiguous groups and N = (C / G) * H * W. Forward and input backward run one workgroup
+// per (b, g): each thread accumulates a strided slice in f32, then a tree in workgroup memory
+// halves WG partials to one. The forward is two-pass (mean, then the centred sum of squares) to
+// avoid the cancellation of E[x^2] - mean^2; it writes rstd = 1 / sqrt(var + eps).
 @compute @workgroup_size(WG)
 fn groupnorm_fwd(id: Ids) {
     let gr = group_at(workgroup_linear(id));
@@ -123,7 +120,8 @@ fn groupnorm_bwd_input(id: Ids) {
     }
 }
 
-// dgamma[c] += sum_{b, hw} dout * xhat, dbeta[c] += sum_{b, hw} dout; one workgroup per channel.
+// dgamma[c] += sum_{b, hw} dout * xhat, dbeta[c] += sum_{b, hw} dout; one workgroup per channel,
+// reducing over B * H * W in a fixed order.
 @compute @workgroup_size(WG)
 fn groupnorm_bwd_params(id: Ids) {
     let c = workgroup_linear(id);

@@ -1,15 +1,8 @@
 // The loss head of a training step over rows (math.md §9b): per-row squared errors, the standard
-// loss, CDL logits f_k with their softplus losses, the per-row gradient weights dL/dE_r, and the
-// gradient at the network outputs. Row layout: S standard rows, then the CDL p-rows in [K, M]
-// order, then the q-rows in the same order (diffusion::loss::plan_step). Per-row constants
-// (scale, weight, offset) and the anchor labels are computed on the host in f64 and uploaded
-// as f32; no loss value needs a blocking readback (they land in `stats` for an async read).
-//
-// Entry points (all outputs overwritten):
-//   row_err    errors[r] = sum_i (want - scale[r] pred)^2        one workgroup per row
-//   loss_head  row_weights, logits, anchor_losses, stats = [total, std, cdl, non-finite count]
-//              one workgroup for the whole step (S + K threads of work, K anchors in parallel)
-//   loss_grad  dpred = row_weights[r] (-2 scale[r]) (want - scale[r] pred)   one per element
+// loss, CDL logits and softplus losses, the per-row gradient weights dL/dE_r, and the gradient at
+// the network outputs; checked against src/reference/loss.rs. Rows in diffusion::loss::RowPlan's
+// order. All outputs overwritten; no loss value needs a blocking readback (they land in `stats`).
+
 // Bindings (group 0, inputs first, outputs last):
 //   row_err:   pred, want, scale, errors
 //   loss_head: errors_in, weight, offset, labels, row_weights, logits, anchor_losses, stats
@@ -35,6 +28,8 @@
 @group(0) @binding(3) var<storage, read> row_weights_in: array<f32>;
 @group(0) @binding(4) var<storage, read_write> dpred: array<f32>;
 
+// errors[r] = sum_i (want - scale[r] pred)^2, one workgroup per row. Per-row constants (scale,
+// weight, offset) and the anchor labels are computed on the host in f64 and uploaded as f32.
 @compute @workgroup_size(WG)
 fn row_err(id: Ids) {
     let r = workgroup_linear(id);
@@ -66,6 +61,8 @@ fn sigmoid(x: f32) -> f32 {
     return select(e / (1.0 + e), 1.0 / (1.0 + e), x >= 0.0);
 }
 
+// row_weights, logits, anchor_losses, stats = [total, std, cdl, non-finite count]: one workgroup
+// for the whole step (S + K threads of work, K anchors in parallel).
 @compute @workgroup_size(WG)
 fn loss_head(id: Ids) {
     var bad = 0.0;
@@ -112,6 +109,7 @@ fn loss_head(id: Ids) {
     }
 }
 
+// dpred = row_weights[r] (-2 scale[r]) (want - scale[r] pred), one invocation per element.
 @compute @workgroup_size(WG)
 fn loss_grad(id: Ids) {
     let i = invocation_linear(id, WG);

@@ -1,36 +1,19 @@
-// Batched matrix multiply with optional transposes and bias: out = op(a) · op(b) + bias.
-//
-// Two entry points, `matmul` over f32 views and `matmul4` over vec4 views, each specialised per
-// layout by pipeline-overridable constants (the three layouts are closed under differentiation;
-// ops/matmul.rs names the variants matmul_nn .. matmul_tn4):
+// Batched matrix multiply with optional transposes and bias: out = op(a) · op(b) + bias, and
+// the bias gradient; checked against src/reference/matmul.rs. out and the input gradients are
+// overwritten; dbias is accumulated (a parameter gradient). The three layouts are closed under
+// differentiation, so backward is matmul again.
+
+// The layout, set per variant by ops/matmul.rs (which names them matmul_nn .. matmul_tn4);
+// TRANS_A with TRANS_B is none:
 //   nn (no transposes)  out = a b    a (M, K), b (K, N)  backward: da = nt(dout, b), db = tn(a, dout)
 //   nt (TRANS_B)        out = a b^T  a (M, K), b (N, K)  backward: da = nn(dout, b), db = tn(dout, a)
 //   tn (TRANS_A)        out = a^T b  a (K, M), b (K, N)  backward: da = nt(b, dout), db = nn(a, dout)
-// matmul4 is used when every row read is a whole number of vec4s (nn, nt: K and N multiples of 4;
-// tn: M and N multiples of 4). The two widths stay two entry points because an entry point may
-// not bind one buffer as both f32 and vec4 arrays (WGSL's resource interface).
-// matmul_bwd_bias  dbias (N,) += column sums of dout (M, N), over the batch too
-// out and the input gradients are overwritten; dbias is accumulated (a parameter gradient).
-//
-// Work split, chosen for CPU-backed adapters (lavapipe, SwiftShader), where what costs is the
-// number of load instructions per multiply-add (a load runs per invocation, with its index
-// arithmetic), not memory bandwidth: a workgroup owns R = 16 consecutive rows (their indices
-// come from the workgroup id only) and each of its LANES = 64 invocations owns 4 consecutive
-// columns, so per step along K an invocation loads a 4-wide slice of `b` once and reuses it for
-// R rows: 64 multiply-adds into registers per load of `b`, plus the row loads of `a`, which are
-// the same for every invocation of the workgroup. Workgroup memory is not used: on these adapters
-// it is ordinary memory and tiling through it did not pay (measured; see README, Performance).
-// Rows and columns past the edge are clamped for loading and skipped at the store.
-//
-// The linear workgroup id enumerates (batch, row tile, column tile), so grids above 65,535
-// workgroups fold like every other op. Bindings (group 0): a (read), b (read), bias (read;
-// a placeholder when has_bias = 0), out (write); matmul_bwd_bias: dout (read), dbias
-// (read_write). Group 1: Params. Params, R and LANES are declared in ops/matmul.rs.
-
-// The layout (see above), set per variant by ops/matmul.rs; TRANS_A with TRANS_B is none.
 override TRANS_A: bool;
 override TRANS_B: bool;
 
+// Bindings (group 0): a (read), b (read), bias (read; a placeholder when has_bias = 0), out
+// (write); matmul_bwd_bias: dout (read), dbias (read_write). Group 1: Params. Params, R and
+// LANES are declared in ops/matmul.rs.
 @group(1) @binding(0) var<uniform> p: Params;
 
 @group(0) @binding(0) var<storage, read> a: array<f32>;
@@ -46,6 +29,17 @@ override TRANS_B: bool;
 @group(0) @binding(0) var<storage, read> dout: array<f32>;
 @group(0) @binding(1) var<storage, read_write> dbias: array<f32>;
 
+// Work split, chosen for CPU-backed adapters (lavapipe, SwiftShader), where what costs is the
+// number of load instructions per multiply-add (a load runs per invocation, with its index
+// arithmetic), not memory bandwidth: a workgroup owns R = 16 consecutive rows (their indices
+// come from the workgroup id only) and each of its LANES = 64 invocations owns 4 consecutive
+// columns, so per step along K an invocation loads a 4-wide slice of `b` once and reuses it for
+// R rows: 64 multiply-adds into registers per load of `b`, plus the row loads of `a`, which are
+// the same for every invocation of the workgroup. Workgroup memory is not used: on these adapters
+// it is ordinary memory and tiling through it did not pay (measured; see README, Performance).
+// Rows and columns past the edge are clamped for loading and skipped at the store. The linear
+// workgroup id enumerates (batch, row tile, column tile), so grids above 65,535 workgroups fold
+// like every other op.
 struct Tile {
     batch: u32,
     row0: u32, // first of R rows (workgroup-uniform)
@@ -180,6 +174,9 @@ fn matmul(id: Ids) {
     store(tl, &acc);
 }
 
+// matmul over vec4 views, used when every row read is a whole number of vec4s (nn, nt: K and N
+// multiples of 4; tn: M and N multiples of 4). The two widths stay two entry points because an
+// entry point may not bind one buffer as both f32 and vec4 arrays (WGSL's resource interface).
 @compute @workgroup_size(LANES)
 fn matmul4(id: Ids) {
     let tl = tile_of(id);
@@ -193,6 +190,7 @@ fn matmul4(id: Ids) {
     store4(tl, &acc);
 }
 
+// dbias (N,) += column sums of dout (M, N), over the batch too.
 // One invocation per column; rows are walked in order so neighbouring invocations read
 // neighbouring addresses.
 @compute @workgroup_size(LANES)

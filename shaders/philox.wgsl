@@ -1,11 +1,8 @@
-// Counter-based random numbers: Philox4x32-10 and an integer-only Box-Muller.
-//
-// Bit-identical to reference/philox.rs on every target: the only float operations are an exact
-// int-to-float conversion of a value below 2^24 and a multiply by a power of two. Logarithm,
-// square root, cosine and sine are computed in fixed point with shifts, adds and table lookups
-// (see the reference for the derivation of each step and the tables).
-//
-// Each invocation produces one block of 4 values: block i = philox([i, w0, w1, w2], seed).
+// Counter-based random numbers: Philox4x32-10 and an integer-only Box-Muller, bit-identical to
+// src/philox.rs on every target: the only float operations are an exact int-to-float conversion
+// of a value below 2^24 and a multiply by a power of two (logarithm, square root, cosine and sine
+// are fixed point; src/philox.rs has the derivation and the tables).
+
 // Bindings (group 0): out (write). Group 1: Params. Params and the workgroup size WG are declared
 // in ops/philox.rs.
 
@@ -14,6 +11,7 @@
 
 // The generator itself is in common/philox_core.wgsl, prepended by the registry.
 
+// Each invocation produces one block of 4 values: block i = philox([i, w0, w1, w2], seed).
 fn block(i: u32) -> vec4<u32> {
     return philox4x32_10(vec4<u32>(i, p.w0, p.w1, p.w2), vec2<u32>(p.seed_lo, p.seed_hi));
 }

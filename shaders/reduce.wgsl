@@ -1,10 +1,7 @@
-// Row reductions over a (B, N) matrix, their backward broadcasts, and a global sum of squares.
-//
-// One workgroup per row: each thread accumulates a strided slice in f32, then a tree in
-// workgroup memory halves WG partial sums to one. The global sum of squares runs in two passes:
-// sum_sq_partial writes one partial per workgroup of SUM_SQ_CHUNK elements, then row_sum (one row)
-// adds the partials. All outputs are overwritten.
-//
+// Row reductions over a (B, N) matrix, their backward broadcasts, and a global sum of squares;
+// checked against src/reference/reduce.rs. All outputs are overwritten. One workgroup per row:
+// a strided f32 slice per thread, then a tree in workgroup memory (WG partials to one).
+
 // Bindings (group 0, inputs first, outputs last):
 //   row_sum, row_mean, sum_sq_partial:  x (read), out (write)
 //   row_sq_err:                         x (read), y (read), out2 (write)
@@ -65,6 +62,8 @@ fn row_sq_err(id: Ids) {
     if (id.lid == 0u && row < p.rows) { out2[row] = total; }
 }
 
+// The global sum of squares runs in two passes: sum_sq_partial writes one partial per workgroup
+// of SUM_SQ_CHUNK elements, then row_sum (one row) adds the partials.
 // rows = number of partials; n = total element count.
 @compute @workgroup_size(WG)
 fn sum_sq_partial(id: Ids) {

@@ -1,11 +1,8 @@
 // Resampling and skip plumbing of the UNet, NCHW: nearest 2x upsampling, 2x2 average pooling
-// (EDM's resample_filter=[1,1]) and the channel concatenation of a decoder input with its skip.
-//
-// Every op is linear, so nothing is saved for backward; every output is overwritten, including
-// both gradients of concat_bwd (the caller adds dskip to the encoder's gradient). One thread per
-// element of the tensor written (no scattered writes, no atomics): the upsample backward and
-// the pool forward gather their 2x2 block, in the reference's order.
-//
+// (EDM's resample_filter=[1,1]) and the channel concatenation of a decoder input with its skip;
+// checked against src/reference/resample.rs. All linear: nothing saved for backward; every output
+// overwritten. One thread per element written (gathers, no atomics), in the reference's order.
+
 // Bindings (group 0, inputs first, outputs last):
 //   upsample2x_fwd, avgpool2x2_fwd:              x (read), out (write)
 //   upsample2x_bwd_input, avgpool2x2_bwd_input:  dout (read), dx (write)
@@ -112,7 +109,8 @@ fn concat_fwd(id: Ids) {
     }
 }
 
-// [da[b]; dskip[b]] = dout[b]; one thread per element of dout.
+// [da[b]; dskip[b]] = dout[b]; one thread per element of dout. Both overwritten: the caller adds
+// dskip to the encoder's gradient.
 @compute @workgroup_size(WG)
 fn concat_bwd(id: Ids) {
     let i = invocation_linear(id, WG);

@@ -1,9 +1,7 @@
 // Row inputs of a training step (math.md §9b): input = a (y_x x[example] + y_n0 eps0) + b eps and
-// target = eps per row, with eps and eps0 drawn from the row's own Philox streams (the same
-// numbers as reference/rows.rs; the generator is common/philox_core.wgsl). Per-row constants are
-// computed in f64 on the host and uploaded as f32 bits in a u32 table of 12 words per row:
-// [example, a, b, y_x, y_n0, noise w0..w2, noise0 w0..w2, pad].
-// One invocation per block of 4 elements of a row. Outputs are overwritten.
+// target = eps per row, with eps and eps0 from the row's own Philox streams (the generator is
+// common/philox_core.wgsl), the same numbers as src/reference/rows.rs. Outputs are overwritten.
+
 // Bindings (group 0): x (read), table (read), inputs (write), targets (write). Group 1: Params.
 // Params, the workgroup size WG and ROW_WORDS are declared in ops/rows.rs.
 
@@ -14,11 +12,14 @@
 @group(0) @binding(3) var<storage, read_write> targets: array<f32>;
 
 
+// Per-row constants are computed in f64 on the host and uploaded as f32 bits in a u32 table of
+// 12 words per row: [example, a, b, y_x, y_n0, noise w0..w2, noise0 w0..w2, pad].
 fn normals(blk: u32, w: u32) -> vec4<f32> {
     let c = philox4x32_10(vec4<u32>(blk, table[w], table[w + 1u], table[w + 2u]), vec2<u32>(p.seed_lo, p.seed_hi));
     return vec4<f32>(box_muller(c.x, c.y), box_muller(c.z, c.w));
 }
 
+// One invocation per block of 4 elements of a row.
 @compute @workgroup_size(WG)
 fn row_inputs(id: Ids) {
     let g = invocation_linear(id, WG);

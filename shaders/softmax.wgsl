@@ -1,13 +1,7 @@
 // Row softmax over a (R, N) matrix (the attention rows: R = B * heads * T queries, N = T keys),
-// forward and backward.
-//
-// One workgroup per row. The forward subtracts the row maximum before exp, so exp sees only
-// arguments <= 0: no overflow for any finite input, and a row of equal values (even -1e30)
-// gives 1/N. It runs three passes: a max tree, a sum tree of e = exp(x - max) (each thread
-// stores its e in y), then y = e / sum; each thread rereads only the y it wrote itself.
-//
-// Saved for backward: y only (dx = y * (dy - sum(dy * y)) needs no x). Overwritten: y, dx.
-//
+// forward and backward; checked against src/reference/attention.rs (`softmax_rows_*`). Saved
+// for backward: y only. Overwritten: y, dx. No overflow for any finite input.
+
 // Bindings (group 0, inputs first, outputs last):
 //   softmax_rows_fwd:  x (read), y (write)
 //   softmax_rows_bwd:  dy, ys (read), dx (write)
@@ -26,7 +20,10 @@
 // The most negative finite f32: the identity of max for threads without elements.
 const LOWEST: f32 = -3.4028234663852886e38;
 
-// y = exp(x - max) / sum(exp(x - max)) per row.
+// y = exp(x - max) / sum(exp(x - max)) per row, one workgroup per row. Subtracting the row
+// maximum means exp sees only arguments <= 0: no overflow for any finite input, and a row of
+// equal values (even -1e30) gives 1/N. Three passes: a max tree, a sum tree of e = exp(x - max)
+// (each thread stores its e in y), then y = e / sum; each thread rereads only the y it wrote.
 @compute @workgroup_size(WG)
 fn softmax_rows_fwd(id: Ids) {
     let row = workgroup_linear(id);
@@ -54,7 +51,7 @@ fn softmax_rows_fwd(id: Ids) {
     }
 }
 
-// dx = y * (dy - sum(dy * y)) per row.
+// dx = y * (dy - sum(dy * y)) per row (needs no x).
 @compute @workgroup_size(WG)
 fn softmax_rows_bwd(id: Ids) {
     let row = workgroup_linear(id);
