@@ -374,7 +374,7 @@ fn gf(flops: u64) -> f64 {
     flops as f64 / 1e9
 }
 
-/// Names follow the header's contract.
+/// Names follow the contract in `UNet`'s doc.
 #[test]
 fn parameter_names() {
     let names: Vec<String> = unet::layout(&micro()).unwrap().shapes().into_iter().map(|(n, _)| n).collect();

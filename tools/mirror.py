@@ -24,7 +24,7 @@ mlp (src/model/mlp.rs):
     python tools/mirror.py unet --checkpoint C --inputs I --out O [--lr 1e-3 --steps 5]
                                 [--dtype float32|float64]
 
-unet (src/model/unet.rs; its header is the contract, copied in `UNet.forward`):
+unet (src/model/unet.rs; the doc of `UNet` there is the contract, copied in `UNet.forward`):
     ch = channels, E = 4 ch, c_l = ch mult[l], K = num_classes,
     G(c) = max(1, min(norm_groups, c / 4)) GroupNorm groups (must divide c), eps 1e-5;
     temb = emb.fc2(silu(emb.fc1(sinusoidal(t, ch)))), plus class_emb(labels_onehot) when K > 0
