@@ -1,17 +1,7 @@
 // Kernel variant 0 of matmul_nn, kept as the benchmark baseline: one invocation per output,
 // a plain K loop, no blocking. `cdl bench ops` reports the tuned shaders/matmul.wgsl against it.
-// Bindings and Params as shaders/matmul.wgsl (batch and bias ignored).
-
-struct Params {
-    m: u32,
-    n: u32,
-    k: u32,
-    batch: u32,
-    stride_a: u32,
-    stride_b: u32,
-    stride_out: u32,
-    has_bias: u32,
-}
+// Bindings as shaders/matmul.wgsl (batch and bias ignored); `Params` is declared before this file
+// by src/ops/matmul.rs (`NAIVE_SOURCE`).
 
 @group(1) @binding(0) var<uniform> p: Params;
 @group(0) @binding(0) var<storage, read> a: array<f32>;

@@ -12,8 +12,6 @@ use cdl::ops::matmul::{self, Dims, Layout};
 use cdl::ops::reduce;
 use cdl::philox::normal_vec;
 
-const NAIVE: &str = include_str!("../../dev/kernels/matmul_v0_naive.wgsl");
-
 async fn time(gpu: &Gpu, d: &[&Dispatch], runs: usize) -> Result<f64, GpuError> {
     gpu.run(d);
     gpu.finish().await?;
@@ -39,7 +37,7 @@ pub async fn ops(gpu: &Gpu, runs: usize) -> Result<Value, GpuError> {
         let fwd = matmul::matmul(gpu, Layout::NN, &a, &b, None, &out, d).await?;
         let bwd_a = matmul::matmul_bwd_a(gpu, Layout::NN, &out, &b, &a, d).await?;
         let bwd_b = matmul::matmul_bwd_b(gpu, Layout::NN, &out, &a, &b, d).await?;
-        let naive_kernel = gpu.kernel("matmul_naive", "matmul_v0_naive", NAIVE, "matmul_naive").await?;
+        let naive_kernel = gpu.kernel("matmul_naive", "matmul_v0_naive", matmul::NAIVE_SOURCE, "matmul_naive").await?;
         let naive = naive_dispatch(gpu, &naive_kernel, [&a, &b, gpu.unused(), &out], d)?;
         let naive_ms = time(gpu, &[&naive], if size == 1024 { 1 } else { runs }).await?;
         for (name, kernel, disp) in [

@@ -259,6 +259,21 @@ struct Column {
     compare: Compare,
 }
 
+/// A Markdown table's header row and rule: the `lead` cells, one per column, then the `tail` cells.
+fn md_header(lead: &[&str], columns: &[Column], tail: &[&str]) -> String {
+    let names: Vec<&str> =
+        lead.iter().copied().chain(columns.iter().map(|c| c.header)).chain(tail.iter().copied()).collect();
+    format!("| {} |\n|{}\n", names.join(" | "), "---|".repeat(names.len()))
+}
+
+/// One row's cells of `columns` (mean ± SE of each), each followed by its `|`.
+fn md_cells(cell: &Cell, columns: &[Column]) -> String {
+    columns
+        .iter()
+        .map(|c| format!(" {} |", pm(Table::values(cell, c.key), c.digits, if c.percent { 100.0 } else { 1.0 })))
+        .collect()
+}
+
 const fn col(key: &'static str, header: &'static str, digits: usize, percent: bool, compare: Compare) -> Column {
     Column { key, header, digits, percent, compare }
 }
@@ -366,36 +381,16 @@ impl Table {
 
     /// The per-sampler table, the per-arm table and the CDL comparisons, in Markdown.
     fn markdown(&self, seeds: u64) -> String {
-        let mut s = String::from("| arm | sampler |");
-        let mut rule = String::from("|---|---|");
-        for c in &self.columns {
-            let _ = write!(s, " {} |", c.header);
-            rule += "---|";
-        }
-        let _ = writeln!(s, "\n{rule}");
+        let mut s = md_header(&["arm", "sampler"], &self.columns, &[]);
         for (ai, arm) in self.arms.iter().enumerate() {
             for (si, label) in self.labels.iter().enumerate() {
-                let _ = write!(s, "| {arm} | {label} |");
-                for c in &self.columns {
-                    let v = Self::values(&self.cells[ai][si], c.key);
-                    let _ = write!(s, " {} |", pm(v, c.digits, if c.percent { 100.0 } else { 1.0 }));
-                }
-                s.push('\n');
+                let _ = writeln!(s, "| {arm} | {label} |{}", md_cells(&self.cells[ai][si], &self.columns));
             }
         }
-        s += "\n| arm |";
-        let mut rule = String::from("|---|");
-        for c in &self.arm_columns {
-            let _ = write!(s, " {} |", c.header);
-            rule += "---|";
-        }
-        let _ = writeln!(s, " trained α range |\n{rule}---|");
+        s += "\n";
+        s += &md_header(&["arm"], &self.arm_columns, &["trained α range"]);
         for (ai, arm) in self.arms.iter().enumerate() {
-            let _ = write!(s, "| {arm} |");
-            for c in &self.arm_columns {
-                let v = Self::values(&self.arm_cells[ai], c.key);
-                let _ = write!(s, " {} |", pm(v, c.digits, if c.percent { 100.0 } else { 1.0 }));
-            }
+            let _ = write!(s, "| {arm} |{}", md_cells(&self.arm_cells[ai], &self.arm_columns));
             let range = self.alpha_ranges[ai].map_or("?".into(), |(lo, hi)| format!("[{lo:.2}, {hi:.2}]"));
             let _ = writeln!(s, " {range} |");
         }

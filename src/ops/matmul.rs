@@ -182,6 +182,14 @@ super::uniform! {
     }
 }
 
+/// The baseline kernel of `cdl bench ops` (dev/kernels/matmul_v0_naive.wgsl: one invocation per
+/// output, a plain K loop), with this family's `Params` declared before it.
+pub const NAIVE_SOURCE: &str = super::wgsl::concat_str!(
+    "// Declared by src/ops/matmul.rs.\n",
+    Params::LAYOUT.wgsl,
+    include_str!("../../dev/kernels/matmul_v0_naive.wgsl")
+);
+
 impl Params {
     fn new(d: Dims, has_bias: bool) -> Self {
         Self::strided(d, Strides::contiguous(d), has_bias)
