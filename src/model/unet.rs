@@ -628,7 +628,7 @@ struct Tensor {
 /// The UNet bound to one batch size: parameters, activations and prepared dispatches.
 ///
 /// The forward, the contract a PyTorch mirror copies (x (B, Cin, S, S), t (B,), out (B, Cout, S, S);
-/// ch = `channels`, E = 4 ch, c_l = ch * mult[l], K = `num_classes`, G(c) = min(`norm_groups`, c / 4)
+/// ch = `channels`, E = 4 ch, `c_l = ch * mult[l]`, K = `num_classes`, G(c) = min(`norm_groups`, c / 4)
 /// GroupNorm groups (the default norm_groups 32 gives math.md §8's min(32, c / 4); G(c) must divide c)):
 ///
 /// ```text

@@ -13,7 +13,9 @@ pub use crate::ops::conv2d::Conv2dShape;
 /// out = conv(x, weight) + bias.
 /// out: (B, Cout, Ho, Wo), x: (B, Cin, H, W), weight: (Cout, Cin, K, K), bias: (Cout,)
 ///
+/// ```text
 /// out[b, co, oy, ox] = bias[co] + sum_{ci, ky, kx} weight[co, ci, ky, kx] * x[b, ci, iy, ix]
+/// ```
 /// with iy = oy * stride + ky - pad, ix = ox * stride + kx - pad, and x = 0 outside the image
 /// (zero padding). Output size (H + 2 pad - K) / stride + 1, as PyTorch's `nn.Conv2d` (floor).
 /// Weight layout (Cout, Cin, K, K) as PyTorch, so a checkpoint maps one to one.

@@ -33,7 +33,7 @@ fn groups(s: GroupNormShape) -> impl Iterator<Item = (usize, usize, Range<usize>
 ///
 /// The C channels are split into G contiguous groups of C/G channels. For each (b, g) the
 /// N = (C/G) * H * W values are normalised with their mean and biased variance:
-/// xhat = (x - mean) * rstd, rstd = 1 / sqrt(var + eps), out = gamma[c] * xhat + beta[c].
+/// xhat = (x - mean) * rstd, rstd = 1 / sqrt(var + eps), `out = gamma[c] * xhat + beta[c]`.
 /// eps defaults to 1e-5 as PyTorch (EDM's SongUNet passes 1e-6: it is a field of the shape).
 pub fn groupnorm_fwd<T: Float>(
     out: &mut [T],

@@ -1,7 +1,7 @@
 //! CPU reference of the UNet's resampling and skip plumbing: nearest 2x upsampling and 2x2
 //! average pooling (EDM's `Conv2d(up/down=True)` with `resample_filter=[1,1]`, DDPM++) and
 //! `torch.cat([x, skip], dim=1)`. All linear: nothing saved, every output overwritten. Not here:
-//! NCSN++'s [1,3,3,1] FIR, strided-conv downsampling, pooling of odd sizes (the pool asserts even
+//! NCSN++'s `[1,3,3,1]` FIR, strided-conv downsampling, pooling of odd sizes (the pool asserts even
 //! H and W).
 
 use super::Float;

@@ -175,7 +175,7 @@ pub struct Row {
 /// - rows [S, S+KM): CDL p-rows, ordered [K, M]: row S + k·M + m is anchor k, point m, at level α;
 /// - rows [S+KM, S+2KM): CDL q-rows, ordered [K, M]: row S + KM + k·M + m, at level α′, scale c.
 ///
-/// The CDL block is the [2, K, M] layout of math.md §3.4. Anchor k reads example k (x[:K]). With
+/// The CDL block is the [2, K, M] layout of math.md §3.4. Anchor k reads example k (`x[:K]`). With
 /// paired draws a q-row has the same input and target as its p-row; with independent draws
 /// (official) it has its own α, weight and noise.
 ///
