@@ -4,12 +4,10 @@
 
 #![cfg(target_arch = "wasm32")]
 
-#[path = "oracle/mlp.rs"]
+// The oracles the native tests share (tests/oracle/); this binary uses the MLP and the UNet ones.
+#[allow(dead_code)]
+#[path = "oracle/mod.rs"]
 mod oracle;
-#[path = "oracle/resblock.rs"]
-mod resblock;
-#[path = "oracle/unet.rs"]
-mod unet_oracle;
 
 use cdl::gpu::{Gpu, GpuOptions};
 use cdl::model::mlp::{Mlp, MlpConfig};
@@ -87,7 +85,7 @@ fn assert_matches_oracle(
     assert!(bad.is_empty(), "{}", bad.join("\n"));
 }
 
-/// The MLP forward and backward in the browser against the f64 oracle (as tests/model_mlp.rs
+/// The MLP forward and backward in the browser against the f64 oracle (as tests/native/model_mlp.rs
 /// does natively): the model's whole dispatch list runs on the browser's WebGPU.
 #[wasm_bindgen_test]
 async fn mlp_matches_oracle() {
@@ -107,7 +105,7 @@ async fn mlp_matches_oracle() {
     let values = read(&model.params.value).await.unwrap_or_else(|e| panic!("{e}"));
     let grads = read(&model.params.grad).await.unwrap_or_else(|e| panic!("{e}"));
     let layout = &model.params.layout;
-    let o = oracle::Oracle { cfg, b, p: oracle::tensors(layout.split(&values)) };
+    let o = oracle::mlp::Oracle { cfg, b, p: oracle::mlp::tensors(layout.split(&values)) };
     let (x64, t64, d64) = (to_f64(&x), to_f64(&t), to_f64(&dout));
     let (want_out, cache) = o.forward(&x64, &t64);
     let (want_grads, want_dx) = o.backward(&cache, &x64, &d64);
@@ -115,7 +113,7 @@ async fn mlp_matches_oracle() {
 }
 
 /// The tiny UNet's forward and backward in the browser against the f64 oracle (as
-/// tests/model_unet.rs does natively): output, input gradient and every parameter gradient.
+/// tests/native/model_unet.rs does natively): output, input gradient and every parameter gradient.
 #[wasm_bindgen_test]
 async fn unet_matches_oracle() {
     let g = gpu().await;
@@ -134,8 +132,8 @@ async fn unet_matches_oracle() {
     let values = g.read(&model.params.value).await.unwrap_or_else(|e| panic!("{e}"));
     let grads = g.read(&model.params.grad).await.unwrap_or_else(|e| panic!("{e}"));
     let layout = &model.params.layout;
-    let p = resblock::tensors(layout.split(&values));
-    let o = unet_oracle::Oracle { cfg: &cfg, b, p: &p };
+    let p = oracle::resblock::tensors(layout.split(&values));
+    let o = oracle::unet::Oracle { cfg: &cfg, b, p: &p };
     let (x64, t64, d64) = (to_f64(&x), to_f64(&t), to_f64(&dout));
     let (want_out, cache) = o.forward(&x64, &t64);
     let (want_grads, want_dx) = o.backward(&cache, &x64, &d64);

@@ -1,5 +1,5 @@
 """The Fréchet distance as pytorch-fid computes it and KID as torch-fidelity computes it, on given
-features, for tests/eval_fd.rs (which runs `$CDL_PYTHON tools/fid_reference.py IN.npz OUT.npz [STATS.npz]`).
+features, for tests/native/eval_fd.rs (which runs `$CDL_PYTHON tools/fid_reference.py IN.npz OUT.npz [STATS.npz]`).
 
 IN.npz (written by the Rust test): x (n, d) and y (m, d) float64 features; kid_x and kid_y
 (subsets, s), the row indices of each KID subset (as float64), drawn on the Rust side so that

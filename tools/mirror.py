@@ -1,5 +1,5 @@
 #!/usr/bin/env python3
-"""PyTorch mirrors of CDL's models: the autograd oracle of tests/mirror_*.rs.
+"""PyTorch mirrors of CDL's models: the autograd oracle of tests/native/mirror_*.rs.
 
 A plain `torch.nn` copy of each model with the same parameter names as the Rust layout (the
 contract is the header of the model's Rust file), driven from files only: it reads a CDL

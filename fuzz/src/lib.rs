@@ -1,6 +1,7 @@
 //! The contract of every reader of untrusted bytes, shared by the fuzz targets (`fuzz/`) and the
-//! property tests (`tests/prop_parsers.rs`, which includes this file): each input gets a value or
-//! one error whose text is one line; no panic; one call allocates at most the reader's bound.
+//! property tests (`tests/native/prop_parsers.rs`; tests/native/main.rs includes this file): each
+//! input gets a value or one error whose text is one line; no panic; one call allocates at most
+//! the reader's bound.
 //!
 //! One function per target (`checkpoint_decode`, `csv_points`, ...) runs the reader on the raw
 //! input and panics when the contract breaks; the fuzz targets and the property tests call the

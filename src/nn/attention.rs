@@ -1,6 +1,6 @@
 //! Self-attention layer over the T = H * W pixels of a feature map: the math of
 //! `reference::attention::attention_fwd` / `attention_bwd` (layouts there), on the GPU from
-//! conv2d, matmul and softmax kernels, checked against it by tests/nn_attention.rs. Forward,
+//! conv2d, matmul and softmax kernels, checked against it by tests/native/nn_attention.rs. Forward,
 //! views and what is saved are on `Attention`. Not here: the GroupNorm before the block and the
 //! residual add after it (the caller's).
 

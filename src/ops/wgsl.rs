@@ -3,7 +3,7 @@
 //! prepends to the shader at compile time (with `concat_str!`).
 //!
 //! Uniform fields are 4-byte scalars, so WGSL's uniform layout is Rust's `repr(C)`;
-//! tests/shaders_validate.rs checks every struct against naga's layout all the same.
+//! tests/native/shaders_validate.rs checks every struct against naga's layout all the same.
 
 /// A shader family's WGSL as its pipelines receive it, and what its launcher declares in it.
 #[derive(Clone, Copy, Debug)]

@@ -1,7 +1,7 @@
 //! CPU reference of the loss head of a training step over rows (math.md §9b): per-row squared
 //! errors, the standard loss, the CDL logits and softplus losses, the per-row gradient weights
 //! dL/dE_r, and the gradient at the network outputs. Rows in `diffusion::loss::RowPlan`'s order.
-//! Mirrors `diffusion::loss::evaluate` without depending on it (tests/diffusion_loss_head.rs
+//! Mirrors `diffusion::loss::evaluate` without depending on it (tests/native/diffusion_loss_head.rs
 //! checks that they agree). Outputs are overwritten.
 
 use super::Float;

@@ -770,7 +770,7 @@ mod native {
             .as_ref()
     }
 
-    /// Test hook for the tests that SIGKILL `cdl train` at exact moments (tests/cli_sigkill.rs).
+    /// Test hook for the tests that SIGKILL `cdl train` at exact moments (tests/native/cli_sigkill.rs).
     /// With `CDL_TEST_PAUSE=<point>:<n>` in the environment, the n-th call (from 1) with that
     /// `point` prints `cdl-test-pause <point> <n>` on stderr and sleeps two minutes before going
     /// on; without it, nothing happens. Points: `<file name>/mid-write` (half of a checkpoint

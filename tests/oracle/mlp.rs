@@ -1,5 +1,5 @@
 //! The 2-D MLP in f64, composed from the CPU references and mirroring src/model/mlp.rs line by
-//! line; shared by the native test (tests/model_mlp.rs) and the browser test (tests/web.rs).
+//! line; shared by the native test (tests/native/model_mlp.rs) and the browser test (tests/web.rs).
 
 use std::collections::HashMap;
 

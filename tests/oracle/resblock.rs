@@ -1,8 +1,7 @@
 //! The DDPM++ ResBlock (src/nn/resblock.rs) in f64, composed from the CPU references: forward,
-//! and backward giving every parameter gradient, dx and dtemb. Shared by tests/nn_resblock.rs and
-//! the UNet oracle (tests/oracle/unet.rs).
-
-#![allow(dead_code)]
+//! and backward giving every parameter gradient, dx and dtemb. Shared by
+//! tests/native/nn_resblock.rs and the UNet oracle (tests/oracle/unet.rs), with the conv and
+//! linear layers by parameter name.
 
 use std::collections::HashMap;
 
@@ -54,8 +53,13 @@ pub struct Cache {
 }
 
 impl Oracle<'_> {
+    /// `{self.name}.{name}`.
+    fn full(&self, name: &str) -> String {
+        format!("{}.{name}", self.name)
+    }
+
     fn t(&self, name: &str) -> &[f64] {
-        &self.p[&format!("{}.{name}", self.name)]
+        param(self.p, &self.full(name))
     }
 
     fn conv(&self, cin: usize, cout: usize, k: usize) -> Conv2dShape {
@@ -63,20 +67,11 @@ impl Oracle<'_> {
     }
 
     fn conv_fwd(&self, name: &str, x: &[f64], s: Conv2dShape) -> Vec<f64> {
-        let mut y = vec![0.0; s.out_len()];
-        conv2d_fwd(&mut y, x, self.t(&format!("{name}.weight")), Some(self.t(&format!("{name}.bias"))), s);
-        y
+        conv_fwd(self.p, &self.full(name), x, s)
     }
 
-    /// Weight and bias gradients into `g`; returns dx.
     fn conv_bwd(&self, g: &mut Tensors, name: &str, x: &[f64], dy: &[f64], s: Conv2dShape) -> Vec<f64> {
-        let (mut dw, mut db, mut dx) = (vec![0.0; s.weight_len()], vec![0.0; s.cout], vec![0.0; s.x_len()]);
-        conv2d_bwd_weight(&mut dw, dy, x, s);
-        conv2d_bwd_bias(&mut db, dy, s);
-        conv2d_bwd_input(&mut dx, dy, self.t(&format!("{name}.weight")), s);
-        g.insert(format!("{}.{name}.weight", self.name), dw);
-        g.insert(format!("{}.{name}.bias", self.name), db);
-        dx
+        conv_bwd(self.p, g, &self.full(name), x, dy, s)
     }
 
     fn lin_shape(&self) -> MatmulShape {
@@ -84,20 +79,11 @@ impl Oracle<'_> {
     }
 
     fn lin_fwd(&self, name: &str, x: &[f64]) -> Vec<f64> {
-        let mut y = vec![0.0; self.c.b * self.c.cout];
-        matmul(&mut y, x, self.t(&format!("{name}.weight")), Some(self.t(&format!("{name}.bias"))), self.lin_shape());
-        y
+        linear_fwd(self.p, &self.full(name), x, self.lin_shape())
     }
 
     fn lin_bwd(&self, g: &mut Tensors, name: &str, x: &[f64], dy: &[f64]) -> Vec<f64> {
-        let (s, c) = (self.lin_shape(), self.c);
-        let (mut dw, mut db, mut dx) = (vec![0.0; c.cout * c.e], vec![0.0; c.cout], vec![0.0; c.b * c.e]);
-        matmul_bwd_b(&mut dw, dy, x, s);
-        matmul_bwd_bias(&mut db, dy, c.b, c.cout);
-        matmul_bwd_a(&mut dx, dy, self.t(&format!("{name}.weight")), s);
-        g.insert(format!("{}.{name}.weight", self.name), dw);
-        g.insert(format!("{}.{name}.bias", self.name), db);
-        dx
+        linear_bwd(self.p, g, &self.full(name), x, dy, self.lin_shape())
     }
 
     fn gn(&self, ch: usize, g: usize) -> GroupNormShape {
@@ -180,6 +166,50 @@ impl Oracle<'_> {
         let dtemb = Self::silu_back(&dta, temb);
         (g, dx, dtemb)
     }
+}
+
+// ---
+// Layers by parameter name, shared with the UNet oracle.
+
+/// The parameter `name` of `p`.
+pub fn param<'p>(p: &'p Tensors, name: &str) -> &'p [f64] {
+    p.get(name).unwrap_or_else(|| panic!("oracle: no parameter {name}"))
+}
+
+/// Conv2d with the parameters `{name}.weight` and `{name}.bias`.
+pub fn conv_fwd(p: &Tensors, name: &str, x: &[f64], s: Conv2dShape) -> Vec<f64> {
+    let mut y = vec![0.0; s.out_len()];
+    conv2d_fwd(&mut y, x, param(p, &format!("{name}.weight")), Some(param(p, &format!("{name}.bias"))), s);
+    y
+}
+
+/// The weight and bias gradients of conv2d `name` into `g`; returns dx.
+pub fn conv_bwd(p: &Tensors, g: &mut Tensors, name: &str, x: &[f64], dy: &[f64], s: Conv2dShape) -> Vec<f64> {
+    let (mut dw, mut db, mut dx) = (vec![0.0; s.weight_len()], vec![0.0; s.cout], vec![0.0; s.x_len()]);
+    conv2d_bwd_weight(&mut dw, dy, x, s);
+    conv2d_bwd_bias(&mut db, dy, s);
+    conv2d_bwd_input(&mut dx, dy, param(p, &format!("{name}.weight")), s);
+    g.insert(format!("{name}.weight"), dw);
+    g.insert(format!("{name}.bias"), db);
+    dx
+}
+
+/// The linear layer `name`, y = x Wᵀ + b: x (s.m, s.k) to y (s.m, s.n).
+pub fn linear_fwd(p: &Tensors, name: &str, x: &[f64], s: MatmulShape) -> Vec<f64> {
+    let mut y = vec![0.0; s.m * s.n];
+    matmul(&mut y, x, param(p, &format!("{name}.weight")), Some(param(p, &format!("{name}.bias"))), s);
+    y
+}
+
+/// The weight and bias gradients of linear layer `name` into `g`; returns dx.
+pub fn linear_bwd(p: &Tensors, g: &mut Tensors, name: &str, x: &[f64], dy: &[f64], s: MatmulShape) -> Vec<f64> {
+    let (mut dw, mut db, mut dx) = (vec![0.0; s.n * s.k], vec![0.0; s.n], vec![0.0; s.m * s.k]);
+    matmul_bwd_b(&mut dw, dy, x, s);
+    matmul_bwd_bias(&mut db, dy, s.m, s.n);
+    matmul_bwd_a(&mut dx, dy, param(p, &format!("{name}.weight")), s);
+    g.insert(format!("{name}.weight"), dw);
+    g.insert(format!("{name}.bias"), db);
+    dx
 }
 
 /// Named f64 copies of the (name, shape, data) triples of `ParamLayout::split`.

@@ -4,18 +4,16 @@
 //! attention the reference `attention_fwd` / `attention_bwd`, the rest the CPU references. With
 //! precond "edm" the net reads precond_in(x) and the output is precond_fwd(x, f), σ_d = 0.5.
 
-#![allow(dead_code)]
-
 use cdl::model::unet::SIGMA_DATA;
 use cdl::model::{Precond, UNetConfig};
 use cdl::reference::attention::{
     attention_bwd, attention_fwd, AttentionGrads, AttentionParams, AttentionSaved, AttentionShape,
 };
-use cdl::reference::conv2d::{conv2d_bwd_bias, conv2d_bwd_input, conv2d_bwd_weight, conv2d_fwd, Conv2dShape};
+use cdl::reference::conv2d::Conv2dShape;
 use cdl::reference::elementwise::{silu_bwd, silu_fwd};
 use cdl::reference::embedding::{embedding_fwd, precond_bwd, precond_fwd, precond_in};
 use cdl::reference::groupnorm::{groupnorm_bwd_input, groupnorm_bwd_params, groupnorm_fwd, GroupNormShape};
-use cdl::reference::matmul::{matmul, matmul_bwd_a, matmul_bwd_b, matmul_bwd_bias, MatmulShape};
+use cdl::reference::matmul::{matmul, matmul_bwd_b, MatmulShape};
 use cdl::reference::resample::{
     avgpool2x2_bwd_input, avgpool2x2_fwd, concat_bwd, concat_fwd, upsample2x_bwd_input, upsample2x_fwd, Nchw,
 };
@@ -80,7 +78,7 @@ pub struct Oracle<'a> {
 
 impl Oracle<'_> {
     fn t(&self, name: &str) -> &[f64] {
-        self.p.get(name).unwrap_or_else(|| panic!("oracle: no parameter {name}"))
+        rb::param(self.p, name)
     }
 
     fn conv_shape(&self, cin: usize, cout: usize, r: usize, k: usize) -> Conv2dShape {
@@ -88,37 +86,23 @@ impl Oracle<'_> {
     }
 
     fn conv(&self, name: &str, x: &[f64], s: Conv2dShape) -> Vec<f64> {
-        let mut y = vec![0.0; s.out_len()];
-        conv2d_fwd(&mut y, x, self.t(&format!("{name}.weight")), Some(self.t(&format!("{name}.bias"))), s);
-        y
+        rb::conv_fwd(self.p, name, x, s)
     }
 
     fn conv_bwd(&self, g: &mut Tensors, name: &str, x: &[f64], dy: &[f64], s: Conv2dShape) -> Vec<f64> {
-        let (mut dw, mut db, mut dx) = (vec![0.0; s.weight_len()], vec![0.0; s.cout], vec![0.0; s.x_len()]);
-        conv2d_bwd_weight(&mut dw, dy, x, s);
-        conv2d_bwd_bias(&mut db, dy, s);
-        conv2d_bwd_input(&mut dx, dy, self.t(&format!("{name}.weight")), s);
-        g.insert(format!("{name}.weight"), dw);
-        g.insert(format!("{name}.bias"), db);
-        dx
+        rb::conv_bwd(self.p, g, name, x, dy, s)
+    }
+
+    fn lin_shape(&self, din: usize, dout: usize) -> MatmulShape {
+        MatmulShape { m: self.b, n: dout, k: din, trans_a: false, trans_b: true }
     }
 
     fn lin(&self, name: &str, x: &[f64], din: usize, dout: usize) -> Vec<f64> {
-        let mut y = vec![0.0; self.b * dout];
-        let s = MatmulShape { m: self.b, n: dout, k: din, trans_a: false, trans_b: true };
-        matmul(&mut y, x, self.t(&format!("{name}.weight")), Some(self.t(&format!("{name}.bias"))), s);
-        y
+        rb::linear_fwd(self.p, name, x, self.lin_shape(din, dout))
     }
 
     fn lin_bwd(&self, g: &mut Tensors, name: &str, x: &[f64], dy: &[f64], din: usize, dout: usize) -> Vec<f64> {
-        let s = MatmulShape { m: self.b, n: dout, k: din, trans_a: false, trans_b: true };
-        let (mut dw, mut db, mut dx) = (vec![0.0; dout * din], vec![0.0; dout], vec![0.0; self.b * din]);
-        matmul_bwd_b(&mut dw, dy, x, s);
-        matmul_bwd_bias(&mut db, dy, self.b, dout);
-        matmul_bwd_a(&mut dx, dy, self.t(&format!("{name}.weight")), s);
-        g.insert(format!("{name}.weight"), dw);
-        g.insert(format!("{name}.bias"), db);
-        dx
+        rb::linear_bwd(self.p, g, name, x, dy, self.lin_shape(din, dout))
     }
 
     /// GroupNorm groups for c channels: min(norm_groups, c / 4), at least 1 (the header's G(c)).
@@ -167,23 +151,10 @@ impl Oracle<'_> {
         k.acts.len() - 1
     }
 
-    /// ResBlock `{name}.res` to cout channels, then attention when the resolution asks.
+    /// ResBlock `{base}.res` to cout channels, then attention when the resolution asks.
     fn block(&self, k: &mut Cache, base: &str, h: usize, cout: usize) -> usize {
-        let (cin, r) = k.dims[h];
-        let cfg = rb::Cfg {
-            b: self.b,
-            cin,
-            cout,
-            h: r,
-            w: r,
-            g1: self.groups(cin),
-            g2: self.groups(cout),
-            e: k.temb.len() / self.b,
-        };
-        let name = format!("{base}.res");
-        let (y, cache) = rb::Oracle { c: cfg, name: &name, p: self.p }.forward(&k.acts[h], &k.temb);
-        let out = Self::push(k, y, cout, r);
-        k.tape.push(Node::Res { name, cfg, x: h, out, cache });
+        let out = self.block_res_only(k, &format!("{base}.res"), h, cout);
+        let r = k.dims[out].1;
         if self.cfg.attn_resolutions.contains(&r) {
             return self.attention(k, base, out);
         }
@@ -204,7 +175,8 @@ impl Oracle<'_> {
         out
     }
 
-    /// The unconditional forward (num_classes 0).
+    /// The unconditional forward (num_classes 0): the browser test's; the native ones pass labels.
+    #[cfg_attr(not(target_arch = "wasm32"), allow(dead_code))]
     pub fn forward(&self, x: &[f64], t: &[f64]) -> (Vec<f64>, Cache) {
         self.forward_labeled(x, t, &[])
     }
@@ -309,7 +281,7 @@ impl Oracle<'_> {
         (out, k)
     }
 
-    /// A ResBlock named exactly `name` (the middle's), no attention.
+    /// A ResBlock named exactly `name` (the middle's, and the first half of `block`), no attention.
     fn block_res_only(&self, k: &mut Cache, name: &str, h: usize, cout: usize) -> usize {
         let (cin, r) = k.dims[h];
         let cfg = rb::Cfg {

@@ -1,6 +1,6 @@
 //! The weighted-MSE head in f64 (math.md §3.3, §9b): row errors E_r → the loss, the CDL logits f_k
 //! and the per-row gradient weights dL/dE_r, plus the per-row error and its backward. The GPU head
-//! (`shaders/loss.wgsl`, `ops::loss`) computes the same; tests/diffusion_loss_head.rs checks it.
+//! (`shaders/loss.wgsl`, `ops::loss`) computes the same; tests/native/diffusion_loss_head.rs checks it.
 
 use super::RowPlan;
 use crate::diffusion::logsnr::{sigmoid, softplus};

@@ -1,0 +1,50 @@
+//! `cdl bench train` keeps its JSON schema: training cases (std and std+CDL) and every sampler
+//! per batch size, with positive rates and device memory.
+
+use crate::common;
+
+use std::process::Command;
+
+#[test]
+fn bench_train_reports_every_case() {
+    if common::gpu_or_skip().is_none() {
+        return;
+    }
+    let out = Command::new(env!("CARGO_BIN_EXE_cdl"))
+        .args([
+            "bench",
+            "train",
+            "--model",
+            "mlp",
+            "--batches",
+            "8,16",
+            "--points",
+            "4",
+            "--runs",
+            "2",
+            "--sampler-steps",
+            "3",
+        ])
+        .output()
+        .unwrap();
+    assert!(out.status.success(), "{}", String::from_utf8_lossy(&out.stderr));
+    let v: serde_json::Value = serde_json::from_slice(&out.stdout).unwrap();
+    assert_eq!((v["bench"].as_str(), v["schema"].as_u64()), (Some("train"), Some(1)));
+    let cases = v["cases"].as_array().unwrap();
+    for batch in [8u64, 16] {
+        let of = |what: &str| cases.iter().filter(|c| c["batch"] == batch && c["what"] == what).collect::<Vec<_>>();
+        let train = of("train");
+        assert_eq!(train.iter().map(|c| c["loss"].as_str().unwrap()).collect::<Vec<_>>(), ["std", "std+cdl"]);
+        // K = 2 anchors of M = 4 points: std + CDL evaluates B + 16 rows.
+        assert_eq!(train[1]["rows"].as_u64(), Some(batch + 16));
+        for c in &train {
+            assert!(c["examples_per_s"].as_f64().unwrap() > 0.0 && c["device_bytes"].as_u64().unwrap() > 0, "{c}");
+        }
+        let samplers: Vec<&str> = of("sample").iter().map(|c| c["sampler"].as_str().unwrap()).collect();
+        assert_eq!(samplers.len(), 4, "{samplers:?}");
+        assert!(of("sample").iter().all(|c| c["samples_per_s"].as_f64().unwrap() > 0.0));
+    }
+    let bad = Command::new(env!("CARGO_BIN_EXE_cdl")).args(["bench", "train", "--model", "vit"]).output().unwrap();
+    assert_eq!(bad.status.code(), Some(2));
+    assert!(String::from_utf8_lossy(&bad.stderr).contains("unknown model"));
+}
