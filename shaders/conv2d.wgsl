@@ -64,13 +64,13 @@
 // divergent loads of x per (ci, tap) for 64 multiply-adds). The padding masks and addresses of
 // a tap are computed once and reused for every ci.
 @compute @workgroup_size(LANES)
-fn conv2d_fwd(id: Ids) {
+fn conv2d_fwd(id: Grid, @builtin(local_invocation_index) lid: u32) {
     let plane = p.ho * p.wo;
     let npix = p.b * plane;
     let tiles_m = (p.cout + R - 1u) / R;
     let t = workgroup_linear(id);
     let co0 = (t % tiles_m) * R;
-    let col = (t / tiles_m) * 4u * LANES + id.lid * 4u;
+    let col = (t / tiles_m) * 4u * LANES + lid * 4u;
     if (col >= npix) { return; }
 
     // This invocation's 4 output pixels (clamped into the batch for loading).
@@ -126,7 +126,7 @@ fn conv2d_fwd(id: Ids) {
 // stride), one class per workgroup, so the taps that reach a pixel are the same for the whole
 // workgroup and at stride 2 only those (1, 2 or 4 of 9) are visited.
 @compute @workgroup_size(LANES)
-fn conv2d_bwd_input(id: Ids) {
+fn conv2d_bwd_input(id: Grid, @builtin(local_invocation_index) lid: u32) {
     let s = p.stride;
     // Pixels of parity class (py, px) are iy = s * yq + py, ix = s * xq + px; every class is
     // enumerated over the largest class's (hc, wc) grid and pixels past the image are skipped.
@@ -140,7 +140,7 @@ fn conv2d_bwd_input(id: Ids) {
     let cls = rest % (s * s);
     let py = cls / s;
     let px = cls % s;
-    let col = (rest / (s * s)) * 4u * LANES + id.lid * 4u;
+    let col = (rest / (s * s)) * 4u * LANES + lid * 4u;
     if (col >= ncls) { return; }
 
     let c = min(vec4<u32>(col) + vec4<u32>(0u, 1u, 2u, 3u), vec4<u32>(ncls - 1u));
@@ -205,13 +205,13 @@ struct WeightCols {
     live: vec2<bool>,
 }
 
-fn weight_cols(id: Ids, wci: u32) -> WeightCols {
+fn weight_cols(id: Grid, lid: u32, wci: u32) -> WeightCols {
     let tiles_ci = (p.cin + wci - 1u) / wci;
     let t = workgroup_linear(id);
     let co0 = (t / tiles_ci) * 2u * WL;
     var wc: WeightCols;
     wc.ci0 = (t % tiles_ci) * wci;
-    wc.co = vec2<u32>(co0 + id.lid, co0 + id.lid + WL);
+    wc.co = vec2<u32>(co0 + lid, co0 + lid + WL);
     wc.load = min(wc.co, vec2<u32>(p.cout - 1u));
     wc.live = wc.co < vec2<u32>(p.cout);
     return wc;
@@ -226,8 +226,8 @@ fn weight_cols(id: Ids, wci: u32) -> WeightCols {
 // channels; per pixel 2 divergent loads of dout and 36 uniform loads of x feed 72 multiply-adds.
 // The tap loops have constant bounds so the accumulators stay in registers.
 @compute @workgroup_size(WL)
-fn conv2d_bwd_weight(id: Ids) {
-    let wc = weight_cols(id, WCI3);
+fn conv2d_bwd_weight(id: Grid, @builtin(local_invocation_index) lid: u32) {
+    let wc = weight_cols(id, lid, WCI3);
     if (!any(wc.live)) { return; }
     let ci0 = wc.ci0;
 
@@ -282,8 +282,8 @@ fn conv2d_bwd_weight(id: Ids) {
 // K = 1: no taps, so a workgroup owns WCI1 = 32 input channels; per pixel 2 divergent loads of
 // dout and 32 uniform loads of x feed 64 multiply-adds.
 @compute @workgroup_size(WL)
-fn conv2d_bwd_weight_k1(id: Ids) {
-    let wc = weight_cols(id, WCI1);
+fn conv2d_bwd_weight_k1(id: Grid, @builtin(local_invocation_index) lid: u32) {
+    let wc = weight_cols(id, lid, WCI1);
     if (!any(wc.live)) { return; }
     let ci0 = wc.ci0;
 
@@ -345,14 +345,14 @@ struct Seg {
     live: bool,
 }
 
-fn seg_of(id: Ids, rows: u32) -> Seg {
+fn seg_of(id: Grid, lid: u32, rows: u32) -> Seg {
     let spr = (p.w + PV - 1u) / PV;
     let nseg = p.b * p.h * spr;
     let tiles_m = (rows + RV - 1u) / RV;
     let t = workgroup_linear(id);
     var sg: Seg;
     sg.row0 = (t % tiles_m) * RV;
-    let g = (t / tiles_m) * LANES + id.lid;
+    let g = (t / tiles_m) * LANES + lid;
     sg.live = g < nseg;
     let gc = min(g, nseg - 1u);
     sg.b = gc / (p.h * spr);
@@ -424,8 +424,8 @@ fn conv_rows_v4(sg: Seg, rows: u32, chans: u32, transposed: bool) -> array<vec4<
 }
 
 @compute @workgroup_size(LANES)
-fn conv2d_fwd_v4(id: Ids) {
-    let sg = seg_of(id, p.cout);
+fn conv2d_fwd_v4(id: Grid, @builtin(local_invocation_index) lid: u32) {
+    let sg = seg_of(id, lid, p.cout);
     if (!sg.live) { return; }
     let acc = conv_rows_v4(sg, p.cout, p.cin, false);
     let w4 = p.w / 4u;
@@ -443,8 +443,8 @@ fn conv2d_fwd_v4(id: Ids) {
 }
 
 @compute @workgroup_size(LANES)
-fn conv2d_bwd_input_v4(id: Ids) {
-    let sg = seg_of(id, p.cin);
+fn conv2d_bwd_input_v4(id: Grid, @builtin(local_invocation_index) lid: u32) {
+    let sg = seg_of(id, lid, p.cin);
     if (!sg.live) { return; }
     let acc = conv_rows_v4(sg, p.cin, p.cout, true);
     let w4 = p.w / 4u;
@@ -464,10 +464,10 @@ fn conv2d_bwd_input_v4(id: Ids) {
 // walks every 4-pixel chunk of every row, loading per chunk RW uniform vec4s of dout and, per
 // ky, 3 vec4s of x that serve all 3 taps, for RW x 9 x 4 multiply-adds.
 @compute @workgroup_size(WLV)
-fn conv2d_bwd_weight_v4(id: Ids) {
+fn conv2d_bwd_weight_v4(id: Grid, @builtin(local_invocation_index) lid: u32) {
     let tiles_ci = (p.cin + WLV - 1u) / WLV;
     let t = workgroup_linear(id);
-    let ci = (t % tiles_ci) * WLV + id.lid;
+    let ci = (t % tiles_ci) * WLV + lid;
     let co0 = (t / tiles_ci) * RW;
     if (ci >= p.cin || co0 >= p.cout) { return; }
     let w4 = p.w / 4u;
@@ -519,7 +519,7 @@ var<workgroup> partial: array<f32, BL>;
 // dbias (Cout,) += sum_{b,oy,ox} dout, accumulated: one workgroup per output channel, a strided
 // sum and a workgroup-memory tree.
 @compute @workgroup_size(BL)
-fn conv2d_bwd_bias(id: Ids) {
+fn conv2d_bwd_bias(id: Grid, @builtin(local_invocation_index) lid: u32) {
     // Uniform across the workgroup, so the barriers below are reached by all or none.
     let co = workgroup_linear(id);
     if (co >= p.cout) { return; }
@@ -527,13 +527,13 @@ fn conv2d_bwd_bias(id: Ids) {
     var acc = 0.0;
     for (var b = 0u; b < p.b; b = b + 1u) {
         let base = (b * p.cout + co) * plane;
-        for (var i = id.lid; i < plane; i = i + BL) { acc = acc + dout[base + i]; }
+        for (var i = lid; i < plane; i = i + BL) { acc = acc + dout[base + i]; }
     }
-    partial[id.lid] = acc;
+    partial[lid] = acc;
     workgroupBarrier();
     for (var s = BL / 2u; s > 0u; s = s / 2u) {
-        if (id.lid < s) { partial[id.lid] = partial[id.lid] + partial[id.lid + s]; }
+        if (lid < s) { partial[lid] = partial[lid] + partial[lid + s]; }
         workgroupBarrier();
     }
-    if (id.lid == 0u) { dbias[co] = dbias[co] + partial[0]; }
+    if (lid == 0u) { dbias[co] = dbias[co] + partial[0]; }
 }

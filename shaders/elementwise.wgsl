@@ -24,32 +24,32 @@ fn sigmoid(v: f32) -> f32 {
 }
 
 @compute @workgroup_size(WG)
-fn add(id: Ids) {
-    let i = invocation_linear(id, WG);
+fn add(id: Grid, @builtin(local_invocation_index) lid: u32) {
+    let i = invocation_linear(id, lid, WG);
     if (i < p.n) { out[i] = a[i] + b[i]; }
 }
 
 @compute @workgroup_size(WG)
-fn mul(id: Ids) {
-    let i = invocation_linear(id, WG);
+fn mul(id: Grid, @builtin(local_invocation_index) lid: u32) {
+    let i = invocation_linear(id, lid, WG);
     if (i < p.n) { out[i] = a[i] * b[i]; }
 }
 
 @compute @workgroup_size(WG)
-fn scale(id: Ids) {
-    let i = invocation_linear(id, WG);
+fn scale(id: Grid, @builtin(local_invocation_index) lid: u32) {
+    let i = invocation_linear(id, lid, WG);
     if (i < p.n) { y[i] = p.alpha * x[i]; }
 }
 
 @compute @workgroup_size(WG)
-fn axpy(id: Ids) {
-    let i = invocation_linear(id, WG);
+fn axpy(id: Grid, @builtin(local_invocation_index) lid: u32) {
+    let i = invocation_linear(id, lid, WG);
     if (i < p.n) { y[i] = p.alpha * x[i] + y[i]; }
 }
 
 @compute @workgroup_size(WG)
-fn silu_fwd(id: Ids) {
-    let i = invocation_linear(id, WG);
+fn silu_fwd(id: Grid, @builtin(local_invocation_index) lid: u32) {
+    let i = invocation_linear(id, lid, WG);
     if (i < p.n) {
         let v = x[i];
         y[i] = v * sigmoid(v);
@@ -59,8 +59,8 @@ fn silu_fwd(id: Ids) {
 // out = dout * s * (1 + x (1 - s)) with a = dout, b = x: SiLU's own backward, which recomputes
 // s = sigmoid(x) from the saved input instead of saving it.
 @compute @workgroup_size(WG)
-fn silu_bwd(id: Ids) {
-    let i = invocation_linear(id, WG);
+fn silu_bwd(id: Grid, @builtin(local_invocation_index) lid: u32) {
+    let i = invocation_linear(id, lid, WG);
     if (i < p.n) {
         let v = b[i];
         let s = sigmoid(v);

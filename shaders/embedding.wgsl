@@ -99,8 +99,8 @@ fn sincos(a: f32) -> vec2<f32> {
 // absolute on [-pi, pi] (SwiftShader, the browser test adapter, is off by 1.9e-4).
 // One thread per output feature: cos for k < half, sin for k >= half.
 @compute @workgroup_size(WG)
-fn embedding_fwd(id: Ids) {
-    let i = invocation_linear(id, WG);
+fn embedding_fwd(id: Grid, @builtin(local_invocation_index) lid: u32) {
+    let i = invocation_linear(id, lid, WG);
     if (i >= p.n) { return; }
     let half = p.e / 2u;
     let k = i % p.e;
@@ -114,8 +114,8 @@ fn embedding_fwd(id: Ids) {
 
 // y[b, c, :, :] = x[b, c, :, :] * (1 + scale[b, c]) + shift[b, c].
 @compute @workgroup_size(WG)
-fn scale_shift_fwd(id: Ids) {
-    let i = invocation_linear(id, WG);
+fn scale_shift_fwd(id: Grid, @builtin(local_invocation_index) lid: u32) {
+    let i = invocation_linear(id, lid, WG);
     if (i >= p.n) { return; }
     let bc = i / p.hw;
     y[i] = x[i] * (1.0 + scale[bc]) + shift[bc];
@@ -123,8 +123,8 @@ fn scale_shift_fwd(id: Ids) {
 
 // dx = dout * (1 + scale[b, c]).
 @compute @workgroup_size(WG)
-fn scale_shift_bwd_input(id: Ids) {
-    let i = invocation_linear(id, WG);
+fn scale_shift_bwd_input(id: Grid, @builtin(local_invocation_index) lid: u32) {
+    let i = invocation_linear(id, lid, WG);
     if (i >= p.n) { return; }
     dx[i] = dout[i] * (1.0 + scale[i / p.hw]);
 }
@@ -132,43 +132,43 @@ fn scale_shift_bwd_input(id: Ids) {
 // dscale[b, c] = sum_hw dout * x; one workgroup per (b, c) and a tree in workgroup memory
 // (deterministic, no atomics), as dshift below.
 @compute @workgroup_size(WG)
-fn scale_shift_bwd_scale(id: Ids) {
+fn scale_shift_bwd_scale(id: Grid, @builtin(local_invocation_index) lid: u32) {
     let bc = workgroup_linear(id);
     var acc = 0.0;
     if (bc < p.n) {
         let base = bc * p.hw;
-        for (var i = id.lid; i < p.hw; i = i + WG) { acc = acc + dout[base + i] * xs[base + i]; }
+        for (var i = lid; i < p.hw; i = i + WG) { acc = acc + dout[base + i] * xs[base + i]; }
     }
-    let total = tree_sum(id.lid, acc);
-    if (id.lid == 0u && bc < p.n) { dscale[bc] = total; }
+    let total = tree_sum(lid, acc);
+    if (lid == 0u && bc < p.n) { dscale[bc] = total; }
 }
 
 // dshift[b, c] = sum_hw dout; one workgroup per (b, c).
 @compute @workgroup_size(WG)
-fn scale_shift_bwd_shift(id: Ids) {
+fn scale_shift_bwd_shift(id: Grid, @builtin(local_invocation_index) lid: u32) {
     let bc = workgroup_linear(id);
     var acc = 0.0;
     if (bc < p.n) {
         let base = bc * p.hw;
-        for (var i = id.lid; i < p.hw; i = i + WG) { acc = acc + dout[base + i]; }
+        for (var i = lid; i < p.hw; i = i + WG) { acc = acc + dout[base + i]; }
     }
-    let total = tree_sum(id.lid, acc);
-    if (id.lid == 0u && bc < p.n) { dshift[bc] = total; }
+    let total = tree_sum(lid, acc);
+    if (lid == 0u && bc < p.n) { dshift[bc] = total; }
 }
 
 // zin = a_in z per row (the network's input c_in x_sigma), alpha = ALPHA_PER_T t[row]. Linear and
 // diagonal, so the same entry scales the gradient back: dz = a_in dzin.
 @compute @workgroup_size(WG)
-fn precond_in(id: Ids) {
-    let i = invocation_linear(id, WG);
+fn precond_in(id: Grid, @builtin(local_invocation_index) lid: u32) {
+    let i = invocation_linear(id, lid, WG);
     if (i >= p.n) { return; }
     pzin[i] = precond_coeffs(ALPHA_PER_T * t[i / p.e], p.sigma_d).x * pz[i];
 }
 
 // eps = a_skip z + a_out f per row.
 @compute @workgroup_size(WG)
-fn precond_fwd(id: Ids) {
-    let i = invocation_linear(id, WG);
+fn precond_fwd(id: Grid, @builtin(local_invocation_index) lid: u32) {
+    let i = invocation_linear(id, lid, WG);
     if (i >= p.n) { return; }
     let a = precond_coeffs(ALPHA_PER_T * t[i / p.e], p.sigma_d);
     peps[i] = a.y * pz[i] + a.z * pf[i];
@@ -176,8 +176,8 @@ fn precond_fwd(id: Ids) {
 
 // df = a_out deps, dz = a_skip deps (both overwritten).
 @compute @workgroup_size(WG)
-fn precond_bwd(id: Ids) {
-    let i = invocation_linear(id, WG);
+fn precond_bwd(id: Grid, @builtin(local_invocation_index) lid: u32) {
+    let i = invocation_linear(id, lid, WG);
     if (i >= p.n) { return; }
     let a = precond_coeffs(ALPHA_PER_T * t[i / p.e], p.sigma_d);
     pdf[i] = a.z * pdeps[i];

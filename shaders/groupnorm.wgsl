@@ -63,31 +63,31 @@ fn group_at(bg: u32) -> Group {
 // halves WG partials to one. The forward is two-pass (mean, then the centred sum of squares) to
 // avoid the cancellation of E[x^2] - mean^2; it writes rstd = 1 / sqrt(var + eps).
 @compute @workgroup_size(WG)
-fn groupnorm_fwd(id: Ids) {
+fn groupnorm_fwd(id: Grid, @builtin(local_invocation_index) lid: u32) {
     let gr = group_at(workgroup_linear(id));
     let inv_n = 1.0 / f32(gr.n);
 
     var acc = 0.0;
     if (gr.live) {
-        for (var i = id.lid; i < gr.n; i = i + WG) { acc = acc + x[gr.base + i]; }
+        for (var i = lid; i < gr.n; i = i + WG) { acc = acc + x[gr.base + i]; }
     }
-    let mu = tree_sum(id.lid, acc) * inv_n;
+    let mu = tree_sum(lid, acc) * inv_n;
 
     acc = 0.0;
     if (gr.live) {
-        for (var i = id.lid; i < gr.n; i = i + WG) {
+        for (var i = lid; i < gr.n; i = i + WG) {
             let d = x[gr.base + i] - mu;
             acc = acc + d * d;
         }
     }
-    let r = inverseSqrt(tree_sum(id.lid, acc) * inv_n + p.eps);
+    let r = inverseSqrt(tree_sum(lid, acc) * inv_n + p.eps);
 
     if (gr.live) {
-        for (var i = id.lid; i < gr.n; i = i + WG) {
+        for (var i = lid; i < gr.n; i = i + WG) {
             let c = channel(gr.g, i);
             out[gr.base + i] = gamma[c] * (x[gr.base + i] - mu) * r + beta[c];
         }
-        if (id.lid == 0u) {
+        if (lid == 0u) {
             mean_out[gr.bg] = mu;
             rstd_out[gr.bg] = r;
         }
@@ -98,7 +98,7 @@ fn groupnorm_fwd(id: Ids) {
 
 // dx = rstd * (dxhat - mean(dxhat) - xhat * mean(dxhat * xhat)), dxhat = dout * gamma.
 @compute @workgroup_size(WG)
-fn groupnorm_bwd_input(id: Ids) {
+fn groupnorm_bwd_input(id: Grid, @builtin(local_invocation_index) lid: u32) {
     let gr = group_at(workgroup_linear(id));
     var mu = 0.0;
     var r = 0.0;
@@ -106,14 +106,14 @@ fn groupnorm_bwd_input(id: Ids) {
     if (gr.live) {
         mu = mean[gr.bg];
         r = rstd[gr.bg];
-        for (var i = id.lid; i < gr.n; i = i + WG) {
+        for (var i = lid; i < gr.n; i = i + WG) {
             let dxhat = dout[gr.base + i] * gamma[channel(gr.g, i)];
             acc = acc + vec2<f32>(dxhat, dxhat * (x[gr.base + i] - mu) * r);
         }
     }
-    let m = tree_sum2(id.lid, acc) / f32(gr.n);
+    let m = tree_sum2(lid, acc) / f32(gr.n);
     if (gr.live) {
-        for (var i = id.lid; i < gr.n; i = i + WG) {
+        for (var i = lid; i < gr.n; i = i + WG) {
             let dxhat = dout[gr.base + i] * gamma[channel(gr.g, i)];
             dx[gr.base + i] = r * (dxhat - m.x - (x[gr.base + i] - mu) * r * m.y);
         }
@@ -123,14 +123,14 @@ fn groupnorm_bwd_input(id: Ids) {
 // dgamma[c] += sum_{b, hw} dout * xhat, dbeta[c] += sum_{b, hw} dout; one workgroup per channel,
 // reducing over B * H * W in a fixed order.
 @compute @workgroup_size(WG)
-fn groupnorm_bwd_params(id: Ids) {
+fn groupnorm_bwd_params(id: Grid, @builtin(local_invocation_index) lid: u32) {
     let c = workgroup_linear(id);
     let live = c < p.c;
     let gi = c / (p.c / p.g);
     var acc = vec2<f32>(0.0, 0.0);
     if (live) {
         let total = p.b * p.hw;
-        for (var i = id.lid; i < total; i = i + WG) {
+        for (var i = lid; i < total; i = i + WG) {
             let b = i / p.hw;
             let k = (b * p.c + c) * p.hw + i % p.hw;
             let bg = b * p.g + gi;
@@ -138,8 +138,8 @@ fn groupnorm_bwd_params(id: Ids) {
             acc = acc + vec2<f32>(d * (x[k] - pmean[bg]) * prstd[bg], d);
         }
     }
-    let s = tree_sum2(id.lid, acc);
-    if (live && id.lid == 0u) {
+    let s = tree_sum2(lid, acc);
+    if (live && lid == 0u) {
         dgamma[c] = dgamma[c] + s.x;
         dbeta[c] = dbeta[c] + s.y;
     }
@@ -152,8 +152,8 @@ fn groupnorm_bwd_params(id: Ids) {
 // Same bindings, same formulas, same outputs as the entries above.
 
 @compute @workgroup_size(WG_ROWS)
-fn groupnorm_fwd_rows(id: Ids) {
-    let gr = group_at(invocation_linear(id, WG_ROWS));
+fn groupnorm_fwd_rows(id: Grid, @builtin(local_invocation_index) lid: u32) {
+    let gr = group_at(invocation_linear(id, lid, WG_ROWS));
     if (!gr.live) { return; }
     let inv_n = 1.0 / f32(gr.n);
     var acc = 0.0;
@@ -174,8 +174,8 @@ fn groupnorm_fwd_rows(id: Ids) {
 }
 
 @compute @workgroup_size(WG_ROWS)
-fn groupnorm_bwd_input_rows(id: Ids) {
-    let gr = group_at(invocation_linear(id, WG_ROWS));
+fn groupnorm_bwd_input_rows(id: Grid, @builtin(local_invocation_index) lid: u32) {
+    let gr = group_at(invocation_linear(id, lid, WG_ROWS));
     if (!gr.live) { return; }
     let mu = mean[gr.bg];
     let r = rstd[gr.bg];
@@ -192,8 +192,8 @@ fn groupnorm_bwd_input_rows(id: Ids) {
 }
 
 @compute @workgroup_size(WG_ROWS)
-fn groupnorm_bwd_params_cols(id: Ids) {
-    let c = invocation_linear(id, WG_ROWS);
+fn groupnorm_bwd_params_cols(id: Grid, @builtin(local_invocation_index) lid: u32) {
+    let c = invocation_linear(id, lid, WG_ROWS);
     if (c >= p.c) { return; }
     let gi = c / (p.c / p.g);
     var acc = vec2<f32>(0.0, 0.0);

@@ -31,18 +31,18 @@
 // errors[r] = sum_i (want - scale[r] pred)^2, one workgroup per row. Per-row constants (scale,
 // weight, offset) and the anchor labels are computed on the host in f64 and uploaded as f32.
 @compute @workgroup_size(WG)
-fn row_err(id: Ids) {
+fn row_err(id: Grid, @builtin(local_invocation_index) lid: u32) {
     let r = workgroup_linear(id);
     var acc = 0.0;
     if (r < p.rows) {
         let s = scale[r];
-        for (var i = r * p.n + id.lid; i < (r + 1u) * p.n; i = i + WG) {
+        for (var i = r * p.n + lid; i < (r + 1u) * p.n; i = i + WG) {
             let d = want[i] - s * pred[i];
             acc = acc + d * d;
         }
     }
-    let total = tree_sum(id.lid, acc);
-    if (id.lid == 0u && r < p.rows) { errors[r] = total; }
+    let total = tree_sum(lid, acc);
+    if (lid == 0u && r < p.rows) { errors[r] = total; }
 }
 
 // Infinite or NaN, from the bits (WGSL has no isnan; x != x may be folded away).
@@ -64,22 +64,22 @@ fn sigmoid(x: f32) -> f32 {
 // row_weights, logits, anchor_losses, stats = [total, std, cdl, non-finite count]: one workgroup
 // for the whole step (S + K threads of work, K anchors in parallel).
 @compute @workgroup_size(WG)
-fn loss_head(id: Ids) {
+fn loss_head(id: Grid, @builtin(local_invocation_index) lid: u32) {
     var bad = 0.0;
-    for (var r = id.lid; r < p.rows; r = r + WG) {
+    for (var r = lid; r < p.rows; r = r + WG) {
         if (non_finite(errors_in[r])) { bad = bad + 1.0; }
     }
     // Standard rows: constant weights.
     var acc = 0.0;
-    for (var r = id.lid; r < p.n_std; r = r + WG) {
+    for (var r = lid; r < p.n_std; r = r + WG) {
         acc = acc + weight[r] * (errors_in[r] - offset[r]);
         row_weights[r] = p.lambda_std * weight[r];
     }
-    let l_std = p.std_const + tree_sum(id.lid, acc);
+    let l_std = p.std_const + tree_sum(lid, acc);
     // CDL: one invocation per anchor sums its M points in order, so f_k is deterministic.
     let km = p.anchors * p.points;
     var ell_acc = 0.0;
-    for (var k = id.lid; k < p.anchors; k = k + WG) {
+    for (var k = lid; k < p.anchors; k = k + WG) {
         var f = 0.0;
         for (var m = 0u; m < p.points; m = m + 1u) {
             let pr = p.n_std + k * p.points + m;
@@ -99,9 +99,9 @@ fn loss_head(id: Ids) {
         if (non_finite(f)) { bad = bad + 1.0; }
         ell_acc = ell_acc + ell;
     }
-    let l_cdl = tree_sum(id.lid, ell_acc) * p.cdl_norm;
-    let n_bad = tree_sum(id.lid, bad);
-    if (id.lid == 0u) {
+    let l_cdl = tree_sum(lid, ell_acc) * p.cdl_norm;
+    let n_bad = tree_sum(lid, bad);
+    if (lid == 0u) {
         stats[0] = p.lambda_std * l_std + p.lambda_cdl * l_cdl;
         stats[1] = l_std;
         stats[2] = l_cdl;
@@ -111,8 +111,8 @@ fn loss_head(id: Ids) {
 
 // dpred = row_weights[r] (-2 scale[r]) (want - scale[r] pred), one invocation per element.
 @compute @workgroup_size(WG)
-fn loss_grad(id: Ids) {
-    let i = invocation_linear(id, WG);
+fn loss_grad(id: Grid, @builtin(local_invocation_index) lid: u32) {
+    let i = invocation_linear(id, lid, WG);
     if (i < p.rows * p.n) {
         let r = i / p.n;
         let s = scale[r];

@@ -47,7 +47,7 @@ struct Tile {
     live: bool,
 }
 
-fn tile_of(id: Ids) -> Tile {
+fn tile_of(id: Grid, lid: u32) -> Tile {
     let cols = 4u * LANES;
     let tiles_n = (p.n + cols - 1u) / cols;
     let tiles_m = (p.m + R - 1u) / R;
@@ -56,7 +56,7 @@ fn tile_of(id: Ids) -> Tile {
     tl.batch = t / (tiles_m * tiles_n);
     let r = t % (tiles_m * tiles_n);
     tl.row0 = (r / tiles_n) * R;
-    tl.col = (r % tiles_n) * cols + id.lid * 4u;
+    tl.col = (r % tiles_n) * cols + lid * 4u;
     tl.live = tl.batch < p.batch && tl.col < p.n;
     return tl;
 }
@@ -166,8 +166,8 @@ fn product4_tn(tl: Tile, acc: ptr<function, array<vec4<f32>, R>>) {
 }
 
 @compute @workgroup_size(LANES)
-fn matmul(id: Ids) {
-    let tl = tile_of(id);
+fn matmul(id: Grid, @builtin(local_invocation_index) lid: u32) {
+    let tl = tile_of(id, lid);
     if (!tl.live) { return; }
     var acc: array<vec4<f32>, R>;
     product(tl, &acc);
@@ -178,8 +178,8 @@ fn matmul(id: Ids) {
 // multiples of 4; tn: M and N multiples of 4). The two widths stay two entry points because an
 // entry point may not bind one buffer as both f32 and vec4 arrays (WGSL's resource interface).
 @compute @workgroup_size(LANES)
-fn matmul4(id: Ids) {
-    let tl = tile_of(id);
+fn matmul4(id: Grid, @builtin(local_invocation_index) lid: u32) {
+    let tl = tile_of(id, lid);
     if (!tl.live) { return; }
     var acc: array<vec4<f32>, R>;
     if (TRANS_A) {
@@ -194,8 +194,8 @@ fn matmul4(id: Ids) {
 // One invocation per column; rows are walked in order so neighbouring invocations read
 // neighbouring addresses.
 @compute @workgroup_size(LANES)
-fn matmul_bwd_bias(id: Ids) {
-    let j = workgroup_linear(id) * LANES + id.lid;
+fn matmul_bwd_bias(id: Grid, @builtin(local_invocation_index) lid: u32) {
+    let j = workgroup_linear(id) * LANES + lid;
     if (j >= p.n) { return; }
     var acc = 0.0;
     for (var bt = 0u; bt < p.batch; bt = bt + 1u) {

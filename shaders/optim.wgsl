@@ -41,8 +41,8 @@ const CLIP_EPS: f32 = 1e-6;
 // when the dispatch is not scaled. Clipping never rewrites `grad`: scaling it inside the update
 // gives the same g as torch's in-place `grad.mul_(clip_coef)` followed by the step.
 @compute @workgroup_size(WG)
-fn adam_step(id: Ids) {
-    let i = invocation_linear(id, WG);
+fn adam_step(id: Grid, @builtin(local_invocation_index) lid: u32) {
+    let i = invocation_linear(id, lid, WG);
     if (i >= pa.n) { return; }
     var gs = 1.0;
     if (pa.scaled != 0u) { gs = grad_scale[0]; }
@@ -59,8 +59,8 @@ fn adam_step(id: Ids) {
 
 // ema = decay ema + (1 - decay) param, with src = param.
 @compute @workgroup_size(WG)
-fn ema_update(id: Ids) {
-    let i = invocation_linear(id, WG);
+fn ema_update(id: Grid, @builtin(local_invocation_index) lid: u32) {
+    let i = invocation_linear(id, lid, WG);
     if (i < pe.n) { ema[i] = pe.decay * ema[i] + pe.one_minus_decay * src[i]; }
 }
 
@@ -70,8 +70,8 @@ fn ema_update(id: Ids) {
 // reference's `if coef > 1 { 1 } else { coef }` so a NaN norm yields NaN where the backend
 // preserves NaN (WGSL does not promise it; min() would be free to return 1).
 @compute @workgroup_size(WG)
-fn clip_scale(id: Ids) {
-    let i = invocation_linear(id, WG);
+fn clip_scale(id: Grid, @builtin(local_invocation_index) lid: u32) {
+    let i = invocation_linear(id, lid, WG);
     if (i < pc.n) {
         let coef = pc.max_norm / (sqrt(sum_sq[i]) + CLIP_EPS);
         scale[i] = select(coef, 1.0, coef > 1.0);

@@ -24,8 +24,8 @@ fn store4(i: u32, v: vec4<f32>) {
 }
 
 @compute @workgroup_size(WG)
-fn philox_normal(id: Ids) {
-    let i = invocation_linear(id, WG);
+fn philox_normal(id: Grid, @builtin(local_invocation_index) lid: u32) {
+    let i = invocation_linear(id, lid, WG);
     if (4u * i >= p.n) { return; }
     let x = block(i);
     let z01 = box_muller(x.x, x.y);
@@ -34,8 +34,8 @@ fn philox_normal(id: Ids) {
 }
 
 @compute @workgroup_size(WG)
-fn philox_uniform(id: Ids) {
-    let i = invocation_linear(id, WG);
+fn philox_uniform(id: Grid, @builtin(local_invocation_index) lid: u32) {
+    let i = invocation_linear(id, lid, WG);
     if (4u * i >= p.n) { return; }
     let x = block(i);
     store4(i, vec4<f32>(uniform01(x.x), uniform01(x.y), uniform01(x.z), uniform01(x.w)));

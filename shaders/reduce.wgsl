@@ -34,61 +34,61 @@ fn row_total(row: u32, lid: u32) -> f32 {
 }
 
 @compute @workgroup_size(WG)
-fn row_sum(id: Ids) {
+fn row_sum(id: Grid, @builtin(local_invocation_index) lid: u32) {
     let row = workgroup_linear(id);
-    let total = row_total(row, id.lid);
-    if (id.lid == 0u && row < p.rows) { out[row] = total; }
+    let total = row_total(row, lid);
+    if (lid == 0u && row < p.rows) { out[row] = total; }
 }
 
 @compute @workgroup_size(WG)
-fn row_mean(id: Ids) {
+fn row_mean(id: Grid, @builtin(local_invocation_index) lid: u32) {
     let row = workgroup_linear(id);
-    let total = row_total(row, id.lid);
-    if (id.lid == 0u && row < p.rows) { out[row] = total / f32(p.n); }
+    let total = row_total(row, lid);
+    if (lid == 0u && row < p.rows) { out[row] = total / f32(p.n); }
 }
 
 @compute @workgroup_size(WG)
-fn row_sq_err(id: Ids) {
+fn row_sq_err(id: Grid, @builtin(local_invocation_index) lid: u32) {
     let row = workgroup_linear(id);
     var acc = 0.0;
     if (row < p.rows) {
         let base = row * p.n;
-        for (var i = id.lid; i < p.n; i = i + WG) {
+        for (var i = lid; i < p.n; i = i + WG) {
             let d = x[base + i] - y[base + i];
             acc = acc + d * d;
         }
     }
-    let total = tree_sum(id.lid, acc);
-    if (id.lid == 0u && row < p.rows) { out2[row] = total; }
+    let total = tree_sum(lid, acc);
+    if (lid == 0u && row < p.rows) { out2[row] = total; }
 }
 
 // The global sum of squares runs in two passes: sum_sq_partial writes one partial per workgroup
 // of SUM_SQ_CHUNK elements, then row_sum (one row) adds the partials.
 // rows = number of partials; n = total element count.
 @compute @workgroup_size(WG)
-fn sum_sq_partial(id: Ids) {
+fn sum_sq_partial(id: Grid, @builtin(local_invocation_index) lid: u32) {
     let g = workgroup_linear(id);
     var acc = 0.0;
     if (g < p.rows) {
         let end = min((g + 1u) * SUM_SQ_CHUNK, p.n);
-        for (var i = g * SUM_SQ_CHUNK + id.lid; i < end; i = i + WG) {
+        for (var i = g * SUM_SQ_CHUNK + lid; i < end; i = i + WG) {
             let v = x[i];
             acc = acc + v * v;
         }
     }
-    let total = tree_sum(id.lid, acc);
-    if (id.lid == 0u && g < p.rows) { out[g] = total; }
+    let total = tree_sum(lid, acc);
+    if (lid == 0u && g < p.rows) { out[g] = total; }
 }
 
 // One thread per element of dx (rows * n).
 @compute @workgroup_size(WG)
-fn row_broadcast_bwd(id: Ids) {
-    let i = invocation_linear(id, WG);
+fn row_broadcast_bwd(id: Grid, @builtin(local_invocation_index) lid: u32) {
+    let i = invocation_linear(id, lid, WG);
     if (i < p.rows * p.n) { dx[i] = p.scale * dout[i / p.n]; }
 }
 
 @compute @workgroup_size(WG)
-fn row_sq_err_bwd(id: Ids) {
-    let i = invocation_linear(id, WG);
+fn row_sq_err_bwd(id: Grid, @builtin(local_invocation_index) lid: u32) {
+    let i = invocation_linear(id, lid, WG);
     if (i < p.rows * p.n) { dx_e[i] = 2.0 * dout_e[i / p.n] * (x[i] - y[i]); }
 }

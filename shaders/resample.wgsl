@@ -38,8 +38,8 @@ fn pixel_of(i: u32, w: u32, h: u32) -> vec3<u32> {
 
 // out[bc, oy, ox] = x[bc, oy / 2, ox / 2]; one thread per output.
 @compute @workgroup_size(WG)
-fn upsample2x_fwd(id: Ids) {
-    let i = invocation_linear(id, WG);
+fn upsample2x_fwd(id: Grid, @builtin(local_invocation_index) lid: u32) {
+    let i = invocation_linear(id, lid, WG);
     if (i >= p.n) { return; }
     let o = pixel_of(i, 2u * p.w, 2u * p.h);
     out[i] = x[(o.z * p.h + o.y / 2u) * p.w + o.x / 2u];
@@ -47,8 +47,8 @@ fn upsample2x_fwd(id: Ids) {
 
 // dx[bc, y, x] = sum of the 2x2 block of dout it was copied to; one thread per input.
 @compute @workgroup_size(WG)
-fn upsample2x_bwd_input(id: Ids) {
-    let i = invocation_linear(id, WG);
+fn upsample2x_bwd_input(id: Grid, @builtin(local_invocation_index) lid: u32) {
+    let i = invocation_linear(id, lid, WG);
     if (i >= p.n) { return; }
     let q = pixel_of(i, p.w, p.h);
     let w2 = 2u * p.w;
@@ -60,8 +60,8 @@ fn upsample2x_bwd_input(id: Ids) {
 
 // out[bc, oy, ox] = mean of x over the block (2oy.., 2ox..); one thread per output.
 @compute @workgroup_size(WG)
-fn avgpool2x2_fwd(id: Ids) {
-    let i = invocation_linear(id, WG);
+fn avgpool2x2_fwd(id: Grid, @builtin(local_invocation_index) lid: u32) {
+    let i = invocation_linear(id, lid, WG);
     if (i >= p.n) { return; }
     let o = pixel_of(i, p.w / 2u, p.h / 2u);
     let top = (o.z * p.h + 2u * o.y) * p.w + 2u * o.x;
@@ -70,8 +70,8 @@ fn avgpool2x2_fwd(id: Ids) {
 
 // dx[bc, y, x] = dout[bc, y / 2, x / 2] / 4; one thread per input.
 @compute @workgroup_size(WG)
-fn avgpool2x2_bwd_input(id: Ids) {
-    let i = invocation_linear(id, WG);
+fn avgpool2x2_bwd_input(id: Grid, @builtin(local_invocation_index) lid: u32) {
+    let i = invocation_linear(id, lid, WG);
     if (i >= p.n) { return; }
     let q = pixel_of(i, p.w, p.h);
     dx[i] = dout[(q.z * (p.h / 2u) + q.y / 2u) * (p.w / 2u) + q.x / 2u] * 0.25;
@@ -98,8 +98,8 @@ fn concat_part(i: u32) -> ConcatPart {
 
 // cat[b] = [a[b]; skip[b]]; one thread per element of cat.
 @compute @workgroup_size(WG)
-fn concat_fwd(id: Ids) {
-    let i = invocation_linear(id, WG);
+fn concat_fwd(id: Grid, @builtin(local_invocation_index) lid: u32) {
+    let i = invocation_linear(id, lid, WG);
     if (i >= p.n) { return; }
     let part = concat_part(i);
     if (part.in_a) {
@@ -112,8 +112,8 @@ fn concat_fwd(id: Ids) {
 // [da[b]; dskip[b]] = dout[b]; one thread per element of dout. Both overwritten: the caller adds
 // dskip to the encoder's gradient.
 @compute @workgroup_size(WG)
-fn concat_bwd(id: Ids) {
-    let i = invocation_linear(id, WG);
+fn concat_bwd(id: Grid, @builtin(local_invocation_index) lid: u32) {
+    let i = invocation_linear(id, lid, WG);
     if (i >= p.n) { return; }
     let part = concat_part(i);
     if (part.in_a) {

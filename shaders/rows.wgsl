@@ -21,8 +21,8 @@ fn normals(blk: u32, w: u32) -> vec4<f32> {
 
 // One invocation per block of 4 elements of a row.
 @compute @workgroup_size(WG)
-fn row_inputs(id: Ids) {
-    let g = invocation_linear(id, WG);
+fn row_inputs(id: Grid, @builtin(local_invocation_index) lid: u32) {
+    let g = invocation_linear(id, lid, WG);
     let blocks = (p.n + 3u) / 4u;
     let r = g / blocks;
     if (r >= p.rows) { return; }

@@ -25,46 +25,46 @@ const LOWEST: f32 = -3.4028234663852886e38;
 // equal values (even -1e30) gives 1/N. Three passes: a max tree, a sum tree of e = exp(x - max)
 // (each thread stores its e in y), then y = e / sum; each thread rereads only the y it wrote.
 @compute @workgroup_size(WG)
-fn softmax_rows_fwd(id: Ids) {
+fn softmax_rows_fwd(id: Grid, @builtin(local_invocation_index) lid: u32) {
     let row = workgroup_linear(id);
     let live = row < p.rows;
     let base = row * p.n;
 
     var m = LOWEST;
     if (live) {
-        for (var i = id.lid; i < p.n; i = i + WG) { m = max(m, x[base + i]); }
+        for (var i = lid; i < p.n; i = i + WG) { m = max(m, x[base + i]); }
     }
-    m = tree_max(id.lid, m);
+    m = tree_max(lid, m);
 
     var acc = 0.0;
     if (live) {
-        for (var i = id.lid; i < p.n; i = i + WG) {
+        for (var i = lid; i < p.n; i = i + WG) {
             let e = exp(x[base + i] - m);
             y[base + i] = e;
             acc = acc + e;
         }
     }
-    let inv = 1.0 / tree_sum(id.lid, acc);
+    let inv = 1.0 / tree_sum(lid, acc);
 
     if (live) {
-        for (var i = id.lid; i < p.n; i = i + WG) { y[base + i] = y[base + i] * inv; }
+        for (var i = lid; i < p.n; i = i + WG) { y[base + i] = y[base + i] * inv; }
     }
 }
 
 // dx = y * (dy - sum(dy * y)) per row (needs no x).
 @compute @workgroup_size(WG)
-fn softmax_rows_bwd(id: Ids) {
+fn softmax_rows_bwd(id: Grid, @builtin(local_invocation_index) lid: u32) {
     let row = workgroup_linear(id);
     let live = row < p.rows;
     let base = row * p.n;
 
     var acc = 0.0;
     if (live) {
-        for (var i = id.lid; i < p.n; i = i + WG) { acc = acc + dy[base + i] * ys[base + i]; }
+        for (var i = lid; i < p.n; i = i + WG) { acc = acc + dy[base + i] * ys[base + i]; }
     }
-    let dot = tree_sum(id.lid, acc);
+    let dot = tree_sum(lid, acc);
 
     if (live) {
-        for (var i = id.lid; i < p.n; i = i + WG) { dx[base + i] = ys[base + i] * (dy[base + i] - dot); }
+        for (var i = lid; i < p.n; i = i + WG) { dx[base + i] = ys[base + i] * (dy[base + i] - dot); }
     }
 }
