@@ -39,63 +39,46 @@ mod train_recipe;
 // ---
 // Native only: the GPU, the `cdl` binary, the PyTorch mirror, files and proptest.
 
-#[cfg(not(target_arch = "wasm32"))]
-mod cli;
-#[cfg(not(target_arch = "wasm32"))]
-mod cli_bench;
-#[cfg(not(target_arch = "wasm32"))]
-mod cli_bench_quality;
-#[cfg(not(target_arch = "wasm32"))]
-mod cli_cifar;
-#[cfg(not(target_arch = "wasm32"))]
-mod cli_config;
-#[cfg(not(target_arch = "wasm32"))]
-mod cli_docs;
-#[cfg(not(target_arch = "wasm32"))]
-mod cli_outliers;
-#[cfg(not(target_arch = "wasm32"))]
-mod cli_sample;
+/// Declares modules compiled only natively.
+macro_rules! native {
+    ($($m:ident),* $(,)?) => {
+        $(#[cfg(not(target_arch = "wasm32"))]
+        mod $m;)*
+    };
+}
+
 #[cfg(unix)]
 mod cli_sigkill;
 #[cfg(unix)]
 mod cli_signals;
-#[cfg(not(target_arch = "wasm32"))]
-mod cli_train;
-#[cfg(not(target_arch = "wasm32"))]
-mod diffusion_closed_form_gpu;
-#[cfg(not(target_arch = "wasm32"))]
-mod diffusion_sampler;
-#[cfg(not(target_arch = "wasm32"))]
-mod eval_nll;
-#[cfg(not(target_arch = "wasm32"))]
-mod eval_plot;
-#[cfg(not(target_arch = "wasm32"))]
-mod fuzz_regressions;
-#[cfg(not(target_arch = "wasm32"))]
-mod mirror_mlp;
-#[cfg(not(target_arch = "wasm32"))]
-mod mirror_unet;
-#[cfg(not(target_arch = "wasm32"))]
-mod model_checkpoint;
-#[cfg(not(target_arch = "wasm32"))]
-mod model_mlp;
-#[cfg(not(target_arch = "wasm32"))]
-mod model_unet;
-#[cfg(not(target_arch = "wasm32"))]
-mod nn_attention;
-#[cfg(not(target_arch = "wasm32"))]
-mod nn_resblock;
-#[cfg(not(target_arch = "wasm32"))]
-mod ops_gpu_vs_cpu;
-#[cfg(not(target_arch = "wasm32"))]
-mod prop_parsers;
-#[cfg(not(target_arch = "wasm32"))]
-mod reference_train;
-#[cfg(not(target_arch = "wasm32"))]
-mod ship_weights;
-#[cfg(not(target_arch = "wasm32"))]
-mod train_images;
-#[cfg(not(target_arch = "wasm32"))]
-mod train_loop;
-#[cfg(not(target_arch = "wasm32"))]
-mod train_run;
+
+native!(
+    cli,
+    cli_bench,
+    cli_bench_quality,
+    cli_cifar,
+    cli_config,
+    cli_docs,
+    cli_outliers,
+    cli_sample,
+    cli_train,
+    diffusion_closed_form_gpu,
+    diffusion_sampler,
+    eval_nll,
+    eval_plot,
+    fuzz_regressions,
+    mirror_mlp,
+    mirror_unet,
+    model_checkpoint,
+    model_mlp,
+    model_unet,
+    nn_attention,
+    nn_resblock,
+    ops_gpu_vs_cpu,
+    prop_parsers,
+    reference_train,
+    ship_weights,
+    train_images,
+    train_loop,
+    train_run,
+);
