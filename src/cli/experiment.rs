@@ -489,9 +489,8 @@ fn arm_names(arms: &[LossKind]) -> String {
 
 /// The toy experiment on 2-D points.
 ///
-/// - Arms: DDPM, ITD, ITD + CDL, EDM, EDM + CDL (`--arms`). The 2-D MLP has EDM's
-///   preconditioning in every arm (`--precond`); a UNet has it in the EDM arms (the paper's VP
-///   baseline) and is a plain ε-network in the others, as `cdl train` defaults.
+/// - Arms: DDPM, ITD, ITD + CDL, EDM, EDM + CDL (`--arms`). The network has EDM's
+///   preconditioning in every arm, as `cdl train` defaults (`--precond eps`: the plain ε-network).
 /// - Samplers: sequential DDPM-T and the parallel Picard sampler over the same DDPM-T transition
 ///   with the same variance (`--variance`, default the authors' β̃: math.md §6.2, §9 pitfall 11),
 ///   τ = 0.1, no window; DDIM and EDM Heun (deterministic).
@@ -704,8 +703,8 @@ pub async fn images(gpu: &Gpu, args: ImagesArgs) -> Result<(), String> {
     let secs = started.elapsed().as_secs_f64();
     let mut md = format!(
         "# Image experiment on `{}`: {}\n\n\
-         **Settings.** {} training seeds (0..{}); every arm: `{}` (EDM's preconditioning in the EDM arms, a plain \
-         ε-network otherwise, unless `--precond`), Adam lr 2e-4 with {} warm-up steps, batch {}, {} steps, EMA 0.999 \
+         **Settings.** {} training seeds (0..{}); every arm: `{}` (EDM's preconditioning in every arm unless \
+         `--precond`), Adam lr 2e-4 with {} warm-up steps, batch {}, {} steps, EMA 0.999 \
          weights for sampling. CDL arms: K = 2, M = {}, paired draws, Σ/B, λ = 1. {} samples per model and sampler. \
          Saturated pixels: channel values that the uint8 export puts at 0 or 255. NLL: the ITD test protocol with \
          {} α points on {} {} images, continuous bits/dim (it favours ITD-trained arms by construction). DDPM \

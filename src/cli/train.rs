@@ -128,8 +128,7 @@ pub struct TrainArgs {
     pub blocks: u64,
     /// How the network's output becomes ε̂: edm (EDM's preconditioning, with σ_d = 1 for the MLP,
     /// ε̂ = sqrt(σ(−α))·x + sqrt(σ(α))·f, so ε̂ follows x at high noise and samples cannot run
-    /// away, and σ_d = 0.5 for a UNet; the default for the MLP and for the edm* losses) or eps
-    /// (the output is ε̂, the paper's toy net; the default for a UNet with the other losses).
+    /// away, and σ_d = 0.5 for a UNet; the default) or eps (the output is ε̂, the paper's net).
     #[arg(long, value_parser = ["edm", "eps"])]
     pub precond: Option<String>,
     /// Points generated for a built-in data set.

@@ -224,14 +224,14 @@ impl RunConfig {
         Ok(())
     }
 
-    /// `precond`, or the default: edm for the MLP and for a UNet trained with one of EDM's losses
-    /// (EDM's preconditioning and loss together are the paper's VP/VE baselines, math.md §4.3),
-    /// eps for a UNet otherwise.
+    /// `precond`, or the default: edm for every network and loss. With the plain ε-network a
+    /// shortfall of ε̂ against x at high noise is multiplied by up to 1/sqrt(ᾱ_T) ≈ 158 along a
+    /// DDPM chain; EDM's preconditioning gives ε̂ → x there by construction (and with EDM's loss
+    /// it is the paper's VP/VE baseline, math.md §4.3). eps stays available as the paper's net.
     pub fn precond(&self) -> Precond {
         match self.precond.as_deref().map(Precond::parse) {
             Some(Ok(p)) => p,
-            _ if self.model == "mlp" || self.loss.is_edm() => Precond::Edm,
-            _ => Precond::Eps,
+            _ => Precond::Edm,
         }
     }
 

@@ -83,7 +83,7 @@ pub struct ImageSettings {
 
 impl ImageSettings {
     /// The URL's settings: `model=compact|small`, optionally resized by `ch`, `mult=1,2`,
-    /// `blocks` and `attn=16,8|none`; `loss`, `lambda`, `K`, `M`, `batch`, `lr`, `seed`.
+    /// `blocks` and `attn=16,8|none`; `loss`, `precond`, `lambda`, `K`, `M`, `batch`, `lr`, `seed`.
     fn from_url() -> Self {
         let num = |k: &str, d: usize| dom::param(k).and_then(|v| v.parse::<usize>().ok()).unwrap_or(d);
         let list = |k: &str| {
@@ -102,7 +102,9 @@ impl ImageSettings {
             unet.attn_resolutions = a;
         }
         let batch = num("batch", 16).clamp(1, 256);
+        let precond = dom::param("precond").filter(|v| v == "eps" || v == "edm");
         let config = RunConfig {
+            precond,
             loss: dom::param("loss").and_then(|v| v.parse().ok()).unwrap_or(LossKind::Cdl),
             batch: batch as u64,
             lr: dom::param("lr").and_then(|v| v.parse().ok()).filter(|l: &f64| *l > 0.0).unwrap_or(5e-4),
@@ -114,6 +116,7 @@ impl ImageSettings {
             lambda_cdl: dom::param("lambda").and_then(|v| v.parse().ok()).unwrap_or(1.0),
             ..RunConfig::default()
         };
+        unet.precond = config.precond();
         Self { unet, config }
     }
 
