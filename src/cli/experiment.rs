@@ -450,8 +450,14 @@ impl Table {
     }
 }
 
+/// A directory name for `data` (a built-in set's name, or the stem of a path's last component):
+/// `data` itself would put an absolute path's run directories inside the user's data.
+pub(super) fn data_stem(data: &str) -> String {
+    Path::new(data).file_stem().map_or("data".into(), |s| s.to_string_lossy().into_owned())
+}
+
 fn out_dir(a: &ArmArgs, prefix: &str, data: &str) -> Result<PathBuf, String> {
-    let stem = Path::new(data).file_stem().map_or("data".into(), |s| s.to_string_lossy().into_owned());
+    let stem = data_stem(data);
     let dir = a.out.clone().unwrap_or_else(|| PathBuf::from("runs").join(format!("{prefix}-{stem}")));
     std::fs::create_dir_all(&dir).map_err(|e| format!("cannot create {}: {e}", dir.display()))?;
     Ok(dir)

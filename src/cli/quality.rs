@@ -21,6 +21,7 @@ use cdl::train::data::{DataSource, Toy};
 use cdl::train::recipe::LossKind;
 use cdl::train::run::{held_out_images, NetConfig, Trained, TrainingData};
 
+use super::experiment::data_stem;
 use super::sample::{draw, load, reference_points, SamplerArgs, SamplerKind, VarianceKind};
 use super::train::{self as train_cmd, TrainArgs};
 
@@ -271,7 +272,7 @@ pub async fn quality(gpu: &Gpu, a: &QualityArgs) -> Result<Value, String> {
         for &loss in &losses {
             let mut f: std::collections::BTreeMap<&str, Vec<f64>> = Default::default();
             for seed in 0..a.seeds {
-                let dir = root.join(&a.model).join(data).join(loss.name()).join(format!("seed-{seed}"));
+                let dir = root.join(&a.model).join(data_stem(data)).join(loss.name()).join(format!("seed-{seed}"));
                 std::fs::create_dir_all(&dir).map_err(|e| format!("cannot create {}: {e}", dir.display()))?;
                 let _ = std::fs::remove_file(dir.join(train_cmd::CHECKPOINT));
                 let log = 100.min(a.steps);

@@ -82,6 +82,27 @@ fn images_are_scored_with_the_pixel_frechet_distance() {
     assert_eq!(theirs.get("samples").unwrap().shape, vec![6, 3, 16, 16]);
 }
 
+/// An image folder given by its absolute path: the run directories go under --dir, named by the
+/// folder's name, never into the folder itself.
+#[test]
+fn an_image_folder_runs_under_the_bench_directory() {
+    let Some(imgs) = gpu_scratch("bench-quality-folder") else { return };
+    for i in 0..8u8 {
+        let img = image::RgbImage::from_fn(16, 16, |x, y| image::Rgb([x as u8 * 15, y as u8 * 15, i * 30]));
+        img.save(imgs.join(format!("{i}.png"))).unwrap();
+    }
+    let imgs = imgs.canonicalize().unwrap();
+    let flags = format!(
+        "--model unet-tiny --data {} --losses ddpm --seeds 1 --steps 2 --batch 2 --samples 3 --sampler-steps 2",
+        imgs.display()
+    );
+    let Some((dir, v)) = bench("bench-quality-folder-runs", &flags) else { return };
+    let name = imgs.file_name().unwrap();
+    assert!(dir.join("unet-tiny").join(name).join("ddpm/seed-0/checkpoint.safetensors").is_file(), "{v}");
+    let inside: Vec<_> = std::fs::read_dir(&imgs).unwrap().map(|e| e.unwrap().file_name()).collect();
+    assert_eq!(inside.len(), 8, "the image folder gained {inside:?}");
+}
+
 #[test]
 fn bad_requests_are_one_line_errors() {
     if common::gpu_or_skip().is_none() {
