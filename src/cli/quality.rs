@@ -40,9 +40,13 @@ pub struct QualityArgs {
     /// Losses, comma-separated: ddpm, itd, cdl.
     #[arg(long, default_value = "ddpm,itd,cdl", value_delimiter = ',')]
     pub losses: Vec<String>,
-    /// Training seeds 0..N.
+    /// Training seeds: N of them, from --first-seed on.
     #[arg(long, default_value_t = 3, value_parser = clap::value_parser!(u64).range(1..=1000))]
     pub seeds: u64,
+    /// The first training seed (seeds S..S+N), so that one set of seeds can be split over
+    /// several invocations or machines and the reports pooled.
+    #[arg(long, default_value_t = 0, value_parser = clap::value_parser!(u64).range(0..=1_000_000))]
+    pub first_seed: u64,
     /// Training steps of both trainers.
     #[arg(long, default_value_t = 2000, value_parser = clap::value_parser!(u64).range(1..=4_000_000_000))]
     pub steps: u64,
@@ -271,7 +275,7 @@ pub async fn quality(gpu: &Gpu, a: &QualityArgs) -> Result<Value, String> {
     for data in &sets {
         for &loss in &losses {
             let mut f: std::collections::BTreeMap<&str, Vec<f64>> = Default::default();
-            for seed in 0..a.seeds {
+            for seed in a.first_seed..a.first_seed + a.seeds {
                 let dir = root.join(&a.model).join(data_stem(data)).join(loss.name()).join(format!("seed-{seed}"));
                 std::fs::create_dir_all(&dir).map_err(|e| format!("cannot create {}: {e}", dir.display()))?;
                 let _ = std::fs::remove_file(dir.join(train_cmd::CHECKPOINT));
@@ -374,7 +378,7 @@ pub async fn quality(gpu: &Gpu, a: &QualityArgs) -> Result<Value, String> {
             "model": a.model, "precond": a.precond.clone().unwrap_or_else(|| "cdl train's default".into()),
             "steps": a.steps, "batch": batch, "lr": defaults.lr, "warmup": defaults.warmup,
             "ema": defaults.ema, "clip": defaults.clip, "anchors": defaults.anchors, "points": a.points,
-            "seeds": a.seeds, "samples": n,
+            "seeds": a.seeds, "first_seed": a.first_seed, "samples": n,
             "sampler": format!("DDPM-{sampler_steps} ancestral, variance β, EMA weights"),
             "score": if mlp { "MMD, h = 0.03, against held-out points (seed 1000 + s)".to_string() }
                      else { format!("Fréchet distance of {POOL}x{POOL}-pooled pixels against held-out images") },

@@ -83,7 +83,7 @@ fn images_are_scored_with_the_pixel_frechet_distance() {
 }
 
 /// An image folder given by its absolute path: the run directories go under --dir, named by the
-/// folder's name, never into the folder itself.
+/// folder's name, never into the folder itself; --first-seed names the seed trained.
 #[test]
 fn an_image_folder_runs_under_the_bench_directory() {
     let Some(imgs) = gpu_scratch("bench-quality-folder") else { return };
@@ -93,12 +93,16 @@ fn an_image_folder_runs_under_the_bench_directory() {
     }
     let imgs = imgs.canonicalize().unwrap();
     let flags = format!(
-        "--model unet-tiny --data {} --losses ddpm --seeds 1 --steps 2 --batch 2 --samples 3 --sampler-steps 2",
+        "--model unet-tiny --data {} --losses ddpm --seeds 1 --first-seed 3 --steps 2 --batch 2 --samples 3 --sampler-steps 2",
         imgs.display()
     );
     let Some((dir, v)) = bench("bench-quality-folder-runs", &flags) else { return };
     let name = imgs.file_name().unwrap();
-    assert!(dir.join("unet-tiny").join(name).join("ddpm/seed-0/checkpoint.safetensors").is_file(), "{v}");
+    let runs = dir.join("unet-tiny").join(name).join("ddpm");
+    let seeds: Vec<_> = std::fs::read_dir(&runs).unwrap().map(|e| e.unwrap().file_name()).collect();
+    assert_eq!(seeds, ["seed-3"], "{v}");
+    assert!(runs.join("seed-3/checkpoint.safetensors").is_file(), "{v}");
+    assert_eq!(v["settings"]["first_seed"], 3, "{v}");
     let inside: Vec<_> = std::fs::read_dir(&imgs).unwrap().map(|e| e.unwrap().file_name()).collect();
     assert_eq!(inside.len(), 8, "the image folder gained {inside:?}");
 }
