@@ -3,7 +3,7 @@
 // overwritten; dbias is accumulated (a parameter gradient). The three layouts are closed under
 // differentiation, so backward is matmul again.
 
-// The layout, set per variant by ops/matmul.rs (which names them matmul_nn .. matmul_tn4);
+// The layout, set per variant by ops/matmul.rs (which names them matmul_nn .. matmul_tn_tiled);
 // TRANS_A with TRANS_B is none:
 //   nn (no transposes)  out = a b    a (M, K), b (K, N)  backward: da = nt(dout, b), db = tn(a, dout)
 //   nt (TRANS_B)        out = a b^T  a (M, K), b (N, K)  backward: da = nn(dout, b), db = tn(dout, a)
@@ -188,6 +188,84 @@ fn matmul4(id: Grid, @builtin(local_invocation_index) lid: u32) {
         product4(tl, &acc);
     }
     store4(tl, &acc);
+}
+
+// The GPU-shaped variant (`matmul_*_tiled`), for adapters with real workgroup memory: a
+// workgroup of TILE_LANES = 256 invocations owns a TM x TM = 64 x 64 output tile, each invocation
+// a 4 x 4 block of it in registers (rows 4 ty .. 4 ty + 3, columns 4 tx .. 4 tx + 3). Per step
+// of TK = 16 along K the workgroup stages op(a)'s 64 x 16 and op(b)'s 16 x 64 slices in
+// workgroup memory (2 x 4 KiB, within WebGPU's default 16 KiB), each invocation loading 4
+// elements of each with neighbouring invocations on neighbouring addresses of whichever
+// dimension the layout stores contiguously; then every invocation reads one vec4 of each slice
+// per kk for 16 multiply-adds. Out-of-range rows, columns and K are staged as zeros and skipped
+// at the store; any M, N, K, layout and batch stride.
+var<workgroup> ta: array<vec4<f32>, TK * TM / 4>; // [kk][row / 4], component row % 4
+var<workgroup> tb: array<vec4<f32>, TK * TM / 4>; // [kk][col / 4], component col % 4
+
+@compute @workgroup_size(TILE_LANES)
+fn matmul_tiled(id: Grid, @builtin(local_invocation_index) lid: u32) {
+    let tiles_m = (p.m + TM - 1u) / TM;
+    let tiles_n = (p.n + TM - 1u) / TM;
+    let t = workgroup_linear(id);
+    let bt = t / (tiles_m * tiles_n);
+    if (bt >= p.batch) { return; } // whole workgroups only (a folded grid's spare ones)
+    let r = t % (tiles_m * tiles_n);
+    let row0 = (r / tiles_n) * TM;
+    let col0 = (r % tiles_n) * TM;
+    let q4 = TM / 4u; // vec4s per staged row
+    let tx = lid % q4;
+    let ty = lid / q4;
+    // op(a)[row][kk] is a[row sa.x + kk sa.y], op(b)[kk][col] is b[col sb.x + kk sb.y].
+    let sa = select(vec2<u32>(p.k, 1u), vec2<u32>(1u, p.m), TRANS_A);
+    let sb = select(vec2<u32>(1u, p.n), vec2<u32>(p.k, 1u), TRANS_B);
+    let ab = bt * p.stride_a;
+    let bb = bt * p.stride_b;
+    var acc: array<vec4<f32>, 4>;
+    for (var k0 = 0u; k0 < p.k; k0 = k0 + TK) {
+        for (var e = lid; e < TK * TM; e = e + TILE_LANES) {
+            // a: along K when a is (M, K), along M when it is stored (K, M).
+            let ia = select(vec2<u32>(e / TK, e % TK), vec2<u32>(e % TM, e / TM), TRANS_A); // (row, kk)
+            let ra = row0 + ia.x;
+            let ka = k0 + ia.y;
+            var va = 0.0;
+            if (ra < p.m && ka < p.k) { va = a[ab + ra * sa.x + ka * sa.y]; }
+            ta[ia.y * q4 + ia.x / 4u][ia.x % 4u] = va;
+            // b: along N when b is (K, N), along K when it is stored (N, K).
+            let ib = select(vec2<u32>(e % TM, e / TM), vec2<u32>(e / TK, e % TK), TRANS_B); // (col, kk)
+            let cb = col0 + ib.x;
+            let kb = k0 + ib.y;
+            var vb = 0.0;
+            if (cb < p.n && kb < p.k) { vb = b[bb + cb * sb.x + kb * sb.y]; }
+            tb[ib.y * q4 + ib.x / 4u][ib.x % 4u] = vb;
+        }
+        workgroupBarrier();
+        for (var kk = 0u; kk < TK; kk = kk + 1u) {
+            let av = ta[kk * q4 + ty];
+            let bv = tb[kk * q4 + tx];
+            acc[0] = acc[0] + av.x * bv;
+            acc[1] = acc[1] + av.y * bv;
+            acc[2] = acc[2] + av.z * bv;
+            acc[3] = acc[3] + av.w * bv;
+        }
+        workgroupBarrier();
+    }
+    let col = col0 + 4u * tx;
+    var bv = vec4<f32>(0.0);
+    if (p.has_bias != 0u) {
+        for (var j = 0u; j < 4u; j = j + 1u) {
+            if (col + j < p.n) { bv[j] = bias[col + j]; }
+        }
+    }
+    let base = bt * p.stride_out;
+    for (var i = 0u; i < 4u; i = i + 1u) {
+        let row = row0 + 4u * ty + i;
+        if (row < p.m) {
+            let v = acc[i] + bv;
+            for (var j = 0u; j < 4u; j = j + 1u) {
+                if (col + j < p.n) { out[base + row * p.n + col + j] = v[j]; }
+            }
+        }
+    }
 }
 
 // dbias (N,) += column sums of dout (M, N), over the batch too.

@@ -26,33 +26,42 @@ async fn time(gpu: &Gpu, d: &[&Dispatch], runs: usize) -> Result<f64, GpuError> 
     Ok(ms[ms.len() / 2])
 }
 
-pub async fn ops(gpu: &Gpu, runs: usize) -> Result<Value, GpuError> {
+/// Square matmuls of each size in `sizes`, in every scheme (`matmul::Scheme`, each timed with
+/// the same buffers and runs), against the naive baseline; then the row reductions. The scheme
+/// `gpu` uses outside the benchmark is restored and reported.
+pub async fn ops(gpu: &Gpu, runs: usize, sizes: &[usize]) -> Result<Value, GpuError> {
+    let in_use = matmul::Scheme::of(gpu)?;
+    let forced = gpu.variant("matmul");
     let mut cases = Vec::new();
-    for size in [256usize, 512, 1024] {
+    for &size in sizes {
         let d = Dims::new(size, size, size);
         let a = gpu.upload("a", &normal_vec(size * size, 1, 0))?;
         let b = gpu.upload("b", &normal_vec(size * size, 1, 1))?;
         let out = gpu.zeros("out", size * size)?;
         let shape = format!("{size}x{size}x{size}");
-        let fwd = matmul::matmul(gpu, Layout::NN, &a, &b, None, &out, d).await?;
-        let bwd_a = matmul::matmul_bwd_a(gpu, Layout::NN, &out, &b, &a, d).await?;
-        let bwd_b = matmul::matmul_bwd_b(gpu, Layout::NN, &out, &a, &b, d).await?;
         let naive_kernel = gpu.kernel("matmul_naive", "matmul_v0_naive", matmul::NAIVE_SOURCE, "matmul_naive").await?;
         let naive = naive_dispatch(gpu, &naive_kernel, [&a, &b, gpu.unused(), &out], d)?;
-        let naive_ms = time(gpu, &[&naive], if size == 1024 { 1 } else { runs }).await?;
-        for (name, kernel, disp) in [
-            ("matmul_fwd", Layout::NN.entry(d), &fwd),
-            ("matmul_bwd_a", matmul::bwd_a_plan(Layout::NN, d).entry(), &bwd_a),
-            ("matmul_bwd_b", matmul::bwd_b_plan(Layout::NN, d).entry(), &bwd_b),
-        ] {
-            let ms = time(gpu, &[disp], runs).await?;
-            cases.push(json!({
-                "op": name, "kernel": kernel, "shape": shape, "median_ms": ms,
-                "gflops": d.flops() / ms / 1e6,
-                "baseline": "matmul_v0_naive", "baseline_ms": naive_ms,
-                "speedup_vs_baseline": naive_ms / ms,
-            }));
+        let naive_ms = time(gpu, &[&naive], if size >= 1024 { 1 } else { runs }).await?;
+        for scheme in matmul::Scheme::ALL {
+            gpu.set_variant("matmul", Some(scheme.name()));
+            let fwd = matmul::matmul(gpu, Layout::NN, &a, &b, None, &out, d).await?;
+            let bwd_a = matmul::matmul_bwd_a(gpu, Layout::NN, &out, &b, &a, d).await?;
+            let bwd_b = matmul::matmul_bwd_b(gpu, Layout::NN, &out, &a, &b, d).await?;
+            for (name, kernel, disp) in [
+                ("matmul_fwd", Layout::NN.entry(scheme, d), &fwd),
+                ("matmul_bwd_a", matmul::bwd_a_plan(Layout::NN, d).entry(scheme), &bwd_a),
+                ("matmul_bwd_b", matmul::bwd_b_plan(Layout::NN, d).entry(scheme), &bwd_b),
+            ] {
+                let ms = time(gpu, &[disp], runs).await?;
+                cases.push(json!({
+                    "op": name, "scheme": scheme.name(), "in_use": scheme == in_use, "kernel": kernel,
+                    "shape": shape, "median_ms": ms, "gflops": d.flops() / ms / 1e6,
+                    "baseline": "matmul_v0_naive", "baseline_ms": naive_ms,
+                    "speedup_vs_baseline": naive_ms / ms,
+                }));
+            }
         }
+        gpu.set_variant("matmul", forced.as_deref());
     }
     let (rows, n) = (1024usize, 4096usize);
     let x = gpu.upload("x", &normal_vec(rows * n, 2, 0))?;
@@ -76,6 +85,7 @@ pub async fn ops(gpu: &Gpu, runs: usize) -> Result<Value, GpuError> {
         "backend": format!("{:?}", gpu.info.backend),
         "driver": format!("{} {}", gpu.info.driver, gpu.info.driver_info),
         "runs": runs,
+        "variants": {"matmul": in_use.name()},
         "statistic": "median wall ms from submit to queue idle, after one warm-up run",
         "cases": cases,
     }))

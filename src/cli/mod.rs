@@ -69,11 +69,16 @@ enum ExperimentWhat {
 
 #[derive(Subcommand)]
 enum BenchWhat {
-    /// Matmul forward and backward at 256, 512, 1024; row reductions. JSON on stdout.
+    /// Matmul forward and backward in every kernel scheme (square, 256, 512, 1024 by default);
+    /// row reductions. JSON on stdout.
     Ops {
         /// Timed runs per case (after one warm-up run); the median is reported.
         #[arg(long, default_value_t = 5, value_parser = clap::value_parser!(u32).range(1..=1000))]
         runs: u32,
+        /// Matmul sizes N (N x N x N), comma-separated.
+        #[arg(long, value_delimiter = ',', default_value = "256,512,1024",
+              value_parser = clap::value_parser!(u32).range(4..=16384))]
+        sizes: Vec<u32>,
         /// Also write the JSON to this file.
         #[arg(long)]
         out: Option<std::path::PathBuf>,
@@ -165,6 +170,7 @@ async fn run(cli: Cli, matches: &clap::ArgMatches) -> Result<ExitCode, String> {
         opts.adapter = cli.adapter;
     }
     let gpu = Gpu::new(&opts).await.map_err(|e| e.to_string())?;
+    cdl::ops::check_variants(&gpu).map_err(|e| e.to_string())?;
     match cli.command {
         Command::Info => info(&gpu).await,
         Command::Sample(args) => sample::sample_cmd(&gpu, args).await.map(|()| ExitCode::SUCCESS),
@@ -182,8 +188,9 @@ async fn run(cli: Cli, matches: &clap::ArgMatches) -> Result<ExitCode, String> {
                 ExitCode::SUCCESS
             }
         }),
-        Command::Bench { what: BenchWhat::Ops { runs, out } } => {
-            let json = bench::ops(&gpu, runs as usize).await.map_err(|e| e.to_string())?;
+        Command::Bench { what: BenchWhat::Ops { runs, sizes, out } } => {
+            let sizes: Vec<usize> = sizes.iter().map(|&n| n as usize).collect();
+            let json = bench::ops(&gpu, runs as usize, &sizes).await.map_err(|e| e.to_string())?;
             emit(&json, out.as_deref())
         }
         Command::Bench {
@@ -236,6 +243,12 @@ async fn info(gpu: &Gpu) -> Result<ExitCode, String> {
     println!("limits:");
     for (name, value) in gpu.limit_report() {
         println!("  {name:40} {value}");
+    }
+    println!("kernel variants (CDL_VARIANT=op:variant,... forces one):");
+    for (op, variant, forced) in cdl::ops::variants_in_use(gpu) {
+        let names = cdl::ops::VARIANT_CHOICES.iter().find(|c| c.0 == op).map_or(&[][..], |c| c.1);
+        let how = if forced { "forced" } else { "default" };
+        println!("  {op:16} {variant} ({how}; of {})", names.join(", "));
     }
     println!("models (parameters; device memory at batch 32: model (weights, gradients, activations) + optimizer state (Adam m, v, EMA)):");
     let mib = |b: u64| b as f64 / (1u64 << 20) as f64;

@@ -18,6 +18,8 @@ pub enum GpuError {
     Shape(String),
     /// A readback failed (device lost, or a mapping error).
     Readback(String),
+    /// `CDL_VARIANT` or `Gpu::set_variant` named an op family or a variant that does not exist.
+    Variant { op: String, variant: String, available: String },
 }
 
 impl fmt::Display for GpuError {
@@ -43,6 +45,9 @@ impl fmt::Display for GpuError {
             }
             GpuError::Shape(e) => write!(f, "bad shape: {e}"),
             GpuError::Readback(e) => write!(f, "reading GPU results failed: {e}"),
+            GpuError::Variant { op, variant, available } => {
+                write!(f, "CDL_VARIANT: no kernel variant {op:?}:{variant:?}; available: {available}")
+            }
         }
     }
 }

@@ -33,21 +33,38 @@ pub struct GpuOptions {
     /// `CDL_SHADER_CHECKS=1` natively; off by default because every kernel guards its own
     /// indices and the checks cost 2-4x on lavapipe.
     pub shader_checks: bool,
+    /// Kernel variants forced per op family, as (op, variant) pairs: `CDL_VARIANT=op:variant,…`
+    /// natively. Checked against the op registry by `ops::check_variants`.
+    pub variants: Vec<(String, String)>,
 }
 
 impl GpuOptions {
-    /// Defaults, overridden by `CDL_ADAPTER` and `CDL_SHADER_CHECKS` natively.
+    /// Defaults, overridden by `CDL_ADAPTER`, `CDL_SHADER_CHECKS` and `CDL_VARIANT` natively.
     pub fn from_env() -> Self {
         #[cfg(not(target_arch = "wasm32"))]
         {
             Self {
                 adapter: std::env::var("CDL_ADAPTER").ok().filter(|s| !s.is_empty()),
                 shader_checks: std::env::var("CDL_SHADER_CHECKS").is_ok_and(|v| v != "0"),
+                variants: parse_variants(&std::env::var("CDL_VARIANT").unwrap_or_default()),
             }
         }
         #[cfg(target_arch = "wasm32")]
         Self::default()
     }
+}
+
+/// `op:variant` pairs, comma-separated; an item without a colon keeps an empty variant, so that
+/// the registry's check names it instead of it being dropped.
+pub fn parse_variants(text: &str) -> Vec<(String, String)> {
+    text.split(',')
+        .map(str::trim)
+        .filter(|item| !item.is_empty())
+        .map(|item| {
+            let (op, variant) = item.split_once(':').unwrap_or((item, ""));
+            (op.trim().to_string(), variant.trim().to_string())
+        })
+        .collect()
 }
 
 /// A compute pipeline and the bind group layouts it was built with.
@@ -76,6 +93,8 @@ pub struct Gpu {
     /// Command buffers and dispatches submitted through `Recorder` (see `counters`).
     submissions: AtomicU64,
     dispatches: AtomicU64,
+    /// The kernel variant in use per op family, where one is forced or chosen (`variant`).
+    variants: Mutex<HashMap<String, String>>,
 }
 
 impl fmt::Debug for Gpu {
@@ -130,7 +149,31 @@ impl Gpu {
             debug,
             submissions: AtomicU64::new(0),
             dispatches: AtomicU64::new(0),
+            variants: Mutex::new(opts.variants.iter().cloned().collect()),
         })
+    }
+
+    /// The kernel variant forced (`GpuOptions::variants`) or set (`set_variant`) for op family
+    /// `op`; None leaves the family's launcher to its default.
+    pub fn variant(&self, op: &str) -> Option<String> {
+        lock(&self.variants).get(op).cloned()
+    }
+
+    /// Uses `variant` for op family `op` in the dispatches prepared from now on (None: the
+    /// family's default). The launcher rejects a name it does not know when it next prepares.
+    pub fn set_variant(&self, op: &str, variant: Option<&str>) {
+        let mut v = lock(&self.variants);
+        match variant {
+            Some(name) => v.insert(op.to_string(), name.to_string()),
+            None => v.remove(op),
+        };
+    }
+
+    /// Every forced or set variant, sorted by op family.
+    pub fn variants(&self) -> Vec<(String, String)> {
+        let mut v: Vec<_> = lock(&self.variants).iter().map(|(k, x)| (k.clone(), x.clone())).collect();
+        v.sort();
+        v
     }
 
     /// One line naming the adapter and backend.

@@ -1,6 +1,6 @@
 //! Launchers for `shaders/matmul.wgsl`: batched out = op(a) · op(b) + bias and its backward.
 
-use super::{f64s, needs, optional, prepare, run_read, CheckResult, Entry, OpSpec, Variant};
+use super::{f64s, needs, optional, prepare, run_read, variant_names, CheckResult, Entry, OpSpec, Variant};
 use crate::gpu::{groups_for, Buffer, Dispatch, Gpu, GpuError};
 use crate::philox::normal_vec;
 use crate::reference::matmul as r;
@@ -49,12 +49,15 @@ pub const SPEC: OpSpec = OpSpec {
     name: "matmul",
     shader: super::shader!("matmul.wgsl"; Params),
     variants: &[
-        Layout::NN.variant(false),
-        Layout::NT.variant(false),
-        Layout::TN.variant(false),
-        Layout::NN.variant(true),
-        Layout::NT.variant(true),
-        Layout::TN.variant(true),
+        Layout::NN.variant(Form::Scalar),
+        Layout::NT.variant(Form::Scalar),
+        Layout::TN.variant(Form::Scalar),
+        Layout::NN.variant(Form::Vec4),
+        Layout::NT.variant(Form::Vec4),
+        Layout::TN.variant(Form::Vec4),
+        Layout::NN.variant(Form::Tiled),
+        Layout::NT.variant(Form::Tiled),
+        Layout::TN.variant(Form::Tiled),
     ],
     entries: &[
         Entry { name: "matmul_nn", reference: "matmul::matmul", tol: LOOSE, why: WHY },
@@ -63,10 +66,64 @@ pub const SPEC: OpSpec = OpSpec {
         Entry { name: "matmul_nn4", reference: "matmul::matmul", tol: LOOSE, why: WHY },
         Entry { name: "matmul_nt4", reference: "matmul::matmul (trans_b)", tol: LOOSE, why: WHY },
         Entry { name: "matmul_tn4", reference: "matmul::matmul (trans_a)", tol: LOOSE, why: WHY },
+        Entry { name: "matmul_nn_tiled", reference: "matmul::matmul", tol: LOOSE, why: WHY },
+        Entry { name: "matmul_nt_tiled", reference: "matmul::matmul (trans_b)", tol: LOOSE, why: WHY },
+        Entry { name: "matmul_tn_tiled", reference: "matmul::matmul (trans_a)", tol: LOOSE, why: WHY },
         Entry { name: "matmul_bwd_bias", reference: "matmul::matmul_bwd_bias", tol: LOOSE, why: WHY },
     ],
     check,
 };
+
+/// The two kernel shapes of the family (`CDL_VARIANT=matmul:rows|tiled`), both for every layout.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum Scheme {
+    /// Shaped for CPU-backed adapters (lavapipe, SwiftShader): R rows by 4 columns per
+    /// invocation in registers, no workgroup memory, vec4 loads where aligned. The default.
+    Rows,
+    /// Shaped for GPUs: 64 x 64 output tiles staged through workgroup memory, 4 x 4 per
+    /// invocation (`matmul_tiled`).
+    Tiled,
+}
+
+impl Scheme {
+    pub const ALL: [Scheme; 2] = [Scheme::Rows, Scheme::Tiled];
+    /// Their names, the default first (`ops::VARIANT_CHOICES`).
+    pub const NAMES: [&'static str; 2] = [Scheme::Rows.name(), Scheme::Tiled.name()];
+
+    pub const fn name(self) -> &'static str {
+        match self {
+            Scheme::Rows => "rows",
+            Scheme::Tiled => "tiled",
+        }
+    }
+
+    /// The scheme matmuls prepared on `gpu` use: the variant forced or set for "matmul"
+    /// (`Gpu::variant`), else `Rows`.
+    pub fn of(gpu: &Gpu) -> Result<Self, GpuError> {
+        let Some(v) = gpu.variant(SPEC.name) else { return Ok(Scheme::Rows) };
+        variant_names(SPEC.name, &v)?;
+        Ok(Scheme::ALL.into_iter().find(|s| s.name() == v).unwrap_or(Scheme::Rows))
+    }
+
+    /// Workgroups of one matmul over `d`.
+    fn workgroups(self, d: Dims) -> usize {
+        match self {
+            Scheme::Rows => d.batch * d.m.div_ceil(R) * d.n.div_ceil(COLS),
+            Scheme::Tiled => d.batch * d.m.div_ceil(TM) * d.n.div_ceil(TM),
+        }
+    }
+}
+
+/// The entry point a variant specialises.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+enum Form {
+    /// `matmul`: scalar loads (rows scheme).
+    Scalar,
+    /// `matmul4`: vec4 loads (rows scheme, aligned shapes).
+    Vec4,
+    /// `matmul_tiled`.
+    Tiled,
+}
 
 /// Which operands are stored transposed.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
@@ -80,40 +137,48 @@ pub enum Layout {
 }
 
 impl Layout {
-    /// The entry point for these dimensions over contiguous batch items: the vec4 variant when
-    /// the dimensions read along rows are multiples of 4, else the scalar one.
-    pub fn entry(self, d: Dims) -> &'static str {
-        self.entry_strided(d, Strides::contiguous(d))
+    /// The entry point of `scheme` for these dimensions over contiguous batch items: in the rows
+    /// scheme the vec4 variant when the dimensions read along rows are multiples of 4, else the
+    /// scalar one.
+    pub fn entry(self, scheme: Scheme, d: Dims) -> &'static str {
+        self.entry_strided(scheme, d, Strides::contiguous(d))
     }
 
-    /// The entry point for these dimensions and batch strides: vec4 only when every row read
-    /// is whole vec4s and every batch item starts on a vec4 (strides multiples of 4).
-    pub fn entry_strided(self, d: Dims, s: Strides) -> &'static str {
+    /// The entry point of `scheme` for these dimensions and batch strides: in the rows scheme
+    /// vec4 only when every row read is whole vec4s and every batch item starts on a vec4
+    /// (strides multiples of 4); the tiled scheme takes any.
+    pub fn entry_strided(self, scheme: Scheme, d: Dims, s: Strides) -> &'static str {
+        if scheme == Scheme::Tiled {
+            return self.variant(Form::Tiled).name;
+        }
         let rows = match self {
             Layout::NN | Layout::NT => d.k.is_multiple_of(4) && d.n.is_multiple_of(4),
             Layout::TN => d.m.is_multiple_of(4) && d.n.is_multiple_of(4),
         };
         let aligned = rows && s.a.is_multiple_of(4) && s.b.is_multiple_of(4) && s.out.is_multiple_of(4);
-        self.variant(aligned).name
+        self.variant(if aligned { Form::Vec4 } else { Form::Scalar }).name
     }
 
-    /// The registry entry of this layout over f32 or vec4 views: the shader's `matmul` or
-    /// `matmul4` with its TRANS_A and TRANS_B.
-    const fn variant(self, vec4: bool) -> Variant {
+    /// The registry entry of this layout in one form: the shader's `matmul`, `matmul4` or
+    /// `matmul_tiled` with its TRANS_A and TRANS_B.
+    const fn variant(self, form: Form) -> Variant {
         let constants: &[(&str, f64)] = match self {
             Layout::NN => &[("TRANS_A", 0.0), ("TRANS_B", 0.0)],
             Layout::NT => &[("TRANS_A", 0.0), ("TRANS_B", 1.0)],
             Layout::TN => &[("TRANS_A", 1.0), ("TRANS_B", 0.0)],
         };
-        let name = match (self, vec4) {
-            (Layout::NN, false) => "matmul_nn",
-            (Layout::NT, false) => "matmul_nt",
-            (Layout::TN, false) => "matmul_tn",
-            (Layout::NN, true) => "matmul_nn4",
-            (Layout::NT, true) => "matmul_nt4",
-            (Layout::TN, true) => "matmul_tn4",
+        let (name, entry_point) = match (self, form) {
+            (Layout::NN, Form::Scalar) => ("matmul_nn", "matmul"),
+            (Layout::NT, Form::Scalar) => ("matmul_nt", "matmul"),
+            (Layout::TN, Form::Scalar) => ("matmul_tn", "matmul"),
+            (Layout::NN, Form::Vec4) => ("matmul_nn4", "matmul4"),
+            (Layout::NT, Form::Vec4) => ("matmul_nt4", "matmul4"),
+            (Layout::TN, Form::Vec4) => ("matmul_tn4", "matmul4"),
+            (Layout::NN, Form::Tiled) => ("matmul_nn_tiled", "matmul_tiled"),
+            (Layout::NT, Form::Tiled) => ("matmul_nt_tiled", "matmul_tiled"),
+            (Layout::TN, Form::Tiled) => ("matmul_tn_tiled", "matmul_tiled"),
         };
-        Variant { name, entry_point: if vec4 { "matmul4" } else { "matmul" }, constants }
+        Variant { name, entry_point, constants }
     }
 
     fn shape(self, d: Dims) -> MatmulShape {
@@ -164,7 +229,16 @@ super::constants! {
     const R = 16;
     /// Invocations per workgroup, 4 output columns each.
     override LANES = 64;
+    /// Tiled scheme: the side of a workgroup's output tile (a WGSL `const`: it sizes the
+    /// workgroup arrays)...
+    const TM = 64;
+    /// ... the K step staged in workgroup memory per barrier ...
+    const TK = 16;
+    /// ... and its invocations, (TM / 4)^2, one 4 x 4 block each.
+    const TILE_LANES = 256;
 }
+
+const _: () = assert!(TILE_LANES == (TM / 4) * (TM / 4) && TK * TM * 4 * 2 <= 16 * 1024);
 
 /// Output columns per workgroup.
 const COLS: usize = 4 * LANES;
@@ -222,6 +296,21 @@ pub async fn matmul(
     matmul_strided(gpu, layout, a, b, bias, out, d, Strides::contiguous(d)).await
 }
 
+/// `matmul` in an explicit scheme, whatever `gpu` uses (benchmarks, checks).
+#[allow(clippy::too_many_arguments)] // the operands of `matmul` plus the scheme
+pub async fn matmul_in(
+    gpu: &Gpu,
+    scheme: Scheme,
+    layout: Layout,
+    a: &Buffer,
+    b: &Buffer,
+    bias: Option<&Buffer>,
+    out: &Buffer,
+    d: Dims,
+) -> Result<Dispatch, GpuError> {
+    launch(gpu, scheme, layout, a, b, bias, out, d, Strides::contiguous(d)).await
+}
+
 /// Elements an operand of `len` elements per item spans over `batch` items `stride` apart.
 fn span(batch: usize, stride: usize, len: usize) -> usize {
     (batch - 1) * stride + len
@@ -232,6 +321,21 @@ fn span(batch: usize, stride: usize, len: usize) -> usize {
 #[allow(clippy::too_many_arguments)] // the operands of `matmul` plus the strides
 pub async fn matmul_strided(
     gpu: &Gpu,
+    layout: Layout,
+    a: &Buffer,
+    b: &Buffer,
+    bias: Option<&Buffer>,
+    out: &Buffer,
+    d: Dims,
+    s: Strides,
+) -> Result<Dispatch, GpuError> {
+    launch(gpu, Scheme::of(gpu)?, layout, a, b, bias, out, d, s).await
+}
+
+#[allow(clippy::too_many_arguments)] // the operands of `matmul_strided` plus the scheme
+async fn launch(
+    gpu: &Gpu,
+    scheme: Scheme,
     layout: Layout,
     a: &Buffer,
     b: &Buffer,
@@ -255,10 +359,9 @@ pub async fn matmul_strided(
         ],
     )?;
     let bias_buf = optional(gpu, "matmul bias", bias, d.n)?; // has_bias says which
-    let tiles = d.batch * d.m.div_ceil(R) * d.n.div_ceil(COLS);
-    let entry = layout.entry_strided(d, s);
+    let entry = layout.entry_strided(scheme, d, s);
     let params = Params::strided(d, s, bias.is_some());
-    prepare(gpu, &SPEC, entry, &[a, b, bias_buf, out], &params, tiles as u32).await
+    prepare(gpu, &SPEC, entry, &[a, b, bias_buf, out], &params, scheme.workgroups(d) as u32).await
 }
 
 /// How a gradient is computed: a forward product of `layout` over `dims`, with `dout` as its
@@ -271,9 +374,9 @@ pub struct Plan {
 }
 
 impl Plan {
-    /// The entry point that runs this plan.
-    pub fn entry(&self) -> &'static str {
-        self.layout.entry(self.dims)
+    /// The entry point that runs this plan in `scheme`.
+    pub fn entry(&self, scheme: Scheme) -> &'static str {
+        self.layout.entry(scheme, self.dims)
     }
 }
 
@@ -303,9 +406,16 @@ pub fn bwd_b_plan(layout: Layout, d: Dims) -> Plan {
     }
 }
 
-async fn run_plan(gpu: &Gpu, plan: Plan, dout: &Buffer, other: &Buffer, grad: &Buffer) -> Result<Dispatch, GpuError> {
+async fn run_plan(
+    gpu: &Gpu,
+    scheme: Scheme,
+    plan: Plan,
+    dout: &Buffer,
+    other: &Buffer,
+    grad: &Buffer,
+) -> Result<Dispatch, GpuError> {
     let (x, y) = if plan.dout_first { (dout, other) } else { (other, dout) };
-    matmul(gpu, plan.layout, x, y, None, grad, plan.dims).await
+    matmul_in(gpu, scheme, plan.layout, x, y, None, grad, plan.dims).await
 }
 
 /// The gradient of `a` for `out = op(a) · op(b)`: stored like `a`, overwritten.
@@ -317,7 +427,7 @@ pub async fn matmul_bwd_a(
     da: &Buffer,
     d: Dims,
 ) -> Result<Dispatch, GpuError> {
-    run_plan(gpu, bwd_a_plan(layout, d), dout, b, da).await
+    run_plan(gpu, Scheme::of(gpu)?, bwd_a_plan(layout, d), dout, b, da).await
 }
 
 /// The gradient of `b` for `out = op(a) · op(b)`: stored like `b`, overwritten.
@@ -329,7 +439,7 @@ pub async fn matmul_bwd_b(
     db: &Buffer,
     d: Dims,
 ) -> Result<Dispatch, GpuError> {
-    run_plan(gpu, bwd_b_plan(layout, d), dout, a, db).await
+    run_plan(gpu, Scheme::of(gpu)?, bwd_b_plan(layout, d), dout, a, db).await
 }
 
 /// dbias (N,) += column sums of dout over all rows and batches.
@@ -343,16 +453,21 @@ super::check_fn!(check_async);
 
 async fn check_async(gpu: &Gpu) -> Result<Vec<CheckResult>, GpuError> {
     let mut results = Vec::new();
-    // Several tiles in both directions, K not a multiple of 4, a batch, with and without bias.
-    // The aligned shapes take the vec4 entry points (M stays odd where the layout allows).
-    for (d, with_bias) in [
-        (Dims { m: 67, n: 45, k: 83, batch: 2 }, true),
-        (Dims { m: 131, n: 97, k: 150, batch: 1 }, false),
-        (Dims { m: 68, n: 44, k: 84, batch: 3 }, true),
-        (Dims { m: 100, n: 132, k: 36, batch: 1 }, false),
-    ] {
-        for layout in [Layout::NN, Layout::NT, Layout::TN] {
-            results.extend(check_one(gpu, layout, d, with_bias).await?);
+    // Every scheme, whatever `gpu` uses. Several tiles in both directions (of both schemes'
+    // tiles), K not a multiple of 4 nor of the tiled scheme's K step, a batch, with and without
+    // bias. The aligned shapes take the rows scheme's vec4 entry points (M stays odd where the
+    // layout allows).
+    for scheme in Scheme::ALL {
+        for (d, with_bias) in [
+            (Dims { m: 67, n: 45, k: 83, batch: 2 }, true),
+            (Dims { m: 131, n: 97, k: 150, batch: 1 }, false),
+            (Dims { m: 68, n: 44, k: 84, batch: 3 }, true),
+            (Dims { m: 100, n: 132, k: 36, batch: 1 }, false),
+            (Dims { m: 150, n: 141, k: 19, batch: 2 }, true),
+        ] {
+            for layout in [Layout::NN, Layout::NT, Layout::TN] {
+                results.extend(check_one(gpu, scheme, layout, d, with_bias).await?);
+            }
         }
     }
     // Strided batches: gaps between items (odd strides take the scalar entry points, strides
@@ -364,8 +479,10 @@ async fn check_async(gpu: &Gpu) -> Result<Vec<CheckResult>, GpuError> {
     ] {
         let c = Strides::contiguous(d);
         let s = Strides { a: c.a + gap[0], b: if shared_b { 0 } else { c.b + gap[1] }, out: c.out + gap[2] };
-        for layout in [Layout::NN, Layout::NT, Layout::TN] {
-            results.push(check_strided(gpu, layout, d, s).await?);
+        for scheme in Scheme::ALL {
+            for layout in [Layout::NN, Layout::NT, Layout::TN] {
+                results.push(check_strided(gpu, scheme, layout, d, s).await?);
+            }
         }
     }
     Ok(results)
@@ -373,7 +490,13 @@ async fn check_async(gpu: &Gpu) -> Result<Vec<CheckResult>, GpuError> {
 
 /// The forward of one layout over strided batch items, each against the f64 reference; the
 /// gaps between output items must keep their contents (zeros).
-async fn check_strided(gpu: &Gpu, layout: Layout, d: Dims, s: Strides) -> Result<CheckResult, GpuError> {
+async fn check_strided(
+    gpu: &Gpu,
+    scheme: Scheme,
+    layout: Layout,
+    d: Dims,
+    s: Strides,
+) -> Result<CheckResult, GpuError> {
     let (na, nb, nc) = (d.m * d.k, d.k * d.n, d.m * d.n);
     let (la, lb, lc) = (span(d.batch, s.a, na), span(d.batch, s.b, nb), span(d.batch, s.out, nc));
     let xa = normal_vec(la, 8, 0);
@@ -390,14 +513,20 @@ async fn check_strided(gpu: &Gpu, layout: Layout, d: Dims, s: Strides) -> Result
         r::matmul(&mut want[oc..oc + nc], &a64[oa..oa + na], &b64[ob..ob + nb], Some(&bias64[..]), layout.shape(d));
     }
     let shape = format!("{layout:?} m={} n={} k={} batch={} strides {:?} +bias", d.m, d.n, d.k, d.batch, s);
-    let entry = layout.entry_strided(d, s);
-    let f = matmul_strided(gpu, layout, &a, &b, Some(&bias), &out, d, s).await?;
+    let entry = layout.entry_strided(scheme, d, s);
+    let f = launch(gpu, scheme, layout, &a, &b, Some(&bias), &out, d, s).await?;
     Ok(SPEC.result(entry, shape, &run_read(gpu, &f, &out).await?, &want))
 }
 
 /// Forward, both input gradients and (with bias) the bias gradient of one layout, each against
 /// the f64 reference run per batch.
-async fn check_one(gpu: &Gpu, layout: Layout, d: Dims, with_bias: bool) -> Result<Vec<CheckResult>, GpuError> {
+async fn check_one(
+    gpu: &Gpu,
+    scheme: Scheme,
+    layout: Layout,
+    d: Dims,
+    with_bias: bool,
+) -> Result<Vec<CheckResult>, GpuError> {
     let s = layout.shape(d);
     let (na, nb, nc) = (d.m * d.k, d.k * d.n, d.m * d.n);
     let xa = normal_vec(na * d.batch, 7, 0);
@@ -430,15 +559,17 @@ async fn check_one(gpu: &Gpu, layout: Layout, d: Dims, with_bias: bool) -> Resul
         d.batch,
         if with_bias { " +bias" } else { "" }
     );
-    let entry = layout.entry(d);
+    let entry = layout.entry(scheme, d);
     let mut results = Vec::new();
-    let f = matmul(gpu, layout, &a, &b, with_bias.then_some(&bias), &out, d).await?;
+    let f = matmul_in(gpu, scheme, layout, &a, &b, with_bias.then_some(&bias), &out, d).await?;
     results.push(SPEC.result(entry, shape.clone(), &run_read(gpu, &f, &out).await?, &want_out));
-    let ga = matmul_bwd_a(gpu, layout, &dout, &b, &da, d).await?;
-    let e = bwd_a_plan(layout, d).entry();
+    let plan = bwd_a_plan(layout, d);
+    let ga = run_plan(gpu, scheme, plan, &dout, &b, &da).await?;
+    let e = plan.entry(scheme);
     results.push(SPEC.result(e, format!("{shape} bwd_a"), &run_read(gpu, &ga, &da).await?, &want_da));
-    let gb = matmul_bwd_b(gpu, layout, &dout, &a, &db, d).await?;
-    let e = bwd_b_plan(layout, d).entry();
+    let plan = bwd_b_plan(layout, d);
+    let gb = run_plan(gpu, scheme, plan, &dout, &a, &db).await?;
+    let e = plan.entry(scheme);
     results.push(SPEC.result(e, format!("{shape} bwd_b"), &run_read(gpu, &gb, &db).await?, &want_db));
     if with_bias {
         // Accumulates into a non-zero gradient, as parameter gradients do.

@@ -170,6 +170,44 @@ pub const OPS: &[OpSpec] = &[
     rows::SPEC,
 ];
 
+/// The op families with interchangeable kernel variants, and each one's variant names (the
+/// family's default first): what `CDL_VARIANT=op:variant` and `Gpu::set_variant` may name.
+pub const VARIANT_CHOICES: &[(&str, &[&str])] = &[(matmul::SPEC.name, &matmul::Scheme::NAMES)];
+
+/// The variant names of op family `op`, or the error naming what exists.
+pub fn variant_names(op: &str, variant: &str) -> Result<&'static [&'static str], GpuError> {
+    let all =
+        || VARIANT_CHOICES.iter().flat_map(|(o, vs)| vs.iter().map(move |v| format!("{o}:{v}"))).collect::<Vec<_>>();
+    let bad = || GpuError::Variant { op: op.into(), variant: variant.into(), available: all().join(", ") };
+    let names = VARIANT_CHOICES.iter().find(|(o, _)| *o == op).map(|(_, v)| *v).ok_or_else(bad)?;
+    if names.contains(&variant) {
+        Ok(names)
+    } else {
+        Err(bad())
+    }
+}
+
+/// Fails on the first variant forced on `gpu` that the registry does not have (a misspelt
+/// `CDL_VARIANT` must not be ignored silently).
+pub fn check_variants(gpu: &Gpu) -> Result<(), GpuError> {
+    for (op, variant) in gpu.variants() {
+        variant_names(&op, &variant)?;
+    }
+    Ok(())
+}
+
+/// Per op family with variants: its name, the variant in use and whether it was forced or set
+/// (else it is the family's default).
+pub fn variants_in_use(gpu: &Gpu) -> Vec<(&'static str, String, bool)> {
+    VARIANT_CHOICES
+        .iter()
+        .map(|&(op, names)| match gpu.variant(op) {
+            Some(v) => (op, v, true),
+            None => (op, names[0].to_string(), false),
+        })
+        .collect()
+}
+
 /// Looks an op family up by name.
 pub fn op(name: &str) -> Option<&'static OpSpec> {
     OPS.iter().find(|o| o.name == name)

@@ -75,6 +75,7 @@ native!(
     nn_attention,
     nn_resblock,
     ops_gpu_vs_cpu,
+    ops_variants,
     prop_parsers,
     reference_train,
     ship_weights,
