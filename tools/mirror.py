@@ -423,12 +423,17 @@ def build(arch, cfg):
 
 def bench(args):
     """Times the training step cdl bench model times (forward, MSE head, backward, Adam) on the
-    CPU and prints one JSON line: the median over --steps after --warmup steps."""
+    CPU (or --device cuda, synchronised around each step) and prints one JSON line: the median
+    over --steps after --warmup steps."""
     import time
 
     torch.set_num_threads(args.threads)
+    dev = torch.device(args.device)
+    if dev.type == "cuda" and not torch.cuda.is_available():
+        sys.exit("mirror.py: bench: --device cuda, but torch sees no CUDA device")
+    sync = torch.cuda.synchronize if dev.type == "cuda" else (lambda: None)
     cfg = json.loads(args.config)
-    model = build(args.arch, cfg)
+    model = build(args.arch, cfg).to(dev)
     opt = torch.optim.Adam(model.parameters(), lr=1e-4)
     extra = ()
     if args.arch == "mlp":
@@ -442,15 +447,18 @@ def bench(args):
             extra = (nn.functional.one_hot(torch.randint(k, (args.batch,)), k).float(),)
     else:
         sys.exit(f"mirror.py: bench: unknown architecture {args.arch!r}")
+    x, t, extra = x.to(dev), t.to(dev), tuple(e.to(dev) for e in extra)
     with torch.no_grad():
         target = torch.randn_like(model(x, t, *extra))
     times = []
     for k in range(args.warmup + args.steps):
+        sync()
         start = time.perf_counter()
         opt.zero_grad()
         loss = ((model(x, t, *extra) - target) ** 2).mean()
         loss.backward()
         opt.step()
+        sync()
         if k >= args.warmup:
             times.append(time.perf_counter() - start)
     times.sort()
@@ -458,6 +466,7 @@ def bench(args):
         "ms_per_step": 1e3 * times[len(times) // 2],
         "param_count": sum(p.numel() for p in model.parameters()),
         "threads": args.threads,
+        "device": torch.cuda.get_device_name(dev) if dev.type == "cuda" else "cpu",
         "torch": torch.__version__,
     }))
 
@@ -472,6 +481,7 @@ def main():
     bn.add_argument("--steps", type=int, default=5)
     bn.add_argument("--warmup", type=int, default=1)
     bn.add_argument("--threads", type=int, default=2)
+    bn.add_argument("--device", default="cpu", help="torch device: cpu or cuda")
     for name, help_, shapes in [
         ("mlp", "the 2-D MLP of src/model/mlp.rs", "x (B, D), t (B,), target (B, D)"),
         ("unet", "the UNet of src/model/unet.rs",

@@ -27,10 +27,10 @@ async fn time(gpu: &Gpu, d: &[&Dispatch], runs: usize) -> Result<f64, GpuError> 
 }
 
 /// Square matmuls of each size in `sizes`, in every scheme (`matmul::Scheme`, each timed with
-/// the same buffers and runs), against the naive baseline; then the row reductions. The scheme
-/// `gpu` uses outside the benchmark is restored and reported.
+/// the same buffers and runs), against the naive baseline, each marked whether it is the scheme
+/// `gpu` uses for that shape (forced, cached or measured: `Scheme::for_shape`); then the row
+/// reductions.
 pub async fn ops(gpu: &Gpu, runs: usize, sizes: &[usize]) -> Result<Value, GpuError> {
-    let in_use = matmul::Scheme::of(gpu)?;
     let forced = gpu.variant("matmul");
     let mut cases = Vec::new();
     for &size in sizes {
@@ -42,6 +42,7 @@ pub async fn ops(gpu: &Gpu, runs: usize, sizes: &[usize]) -> Result<Value, GpuEr
         let naive_kernel = gpu.kernel("matmul_naive", "matmul_v0_naive", matmul::NAIVE_SOURCE, "matmul_naive").await?;
         let naive = naive_dispatch(gpu, &naive_kernel, [&a, &b, gpu.unused(), &out], d)?;
         let naive_ms = time(gpu, &[&naive], if size >= 1024 { 1 } else { runs }).await?;
+        let in_use = matmul::Scheme::for_shape(gpu, Layout::NN, d, matmul::Strides::contiguous(d)).await?;
         for scheme in matmul::Scheme::ALL {
             gpu.set_variant("matmul", Some(scheme.name()));
             let fwd = matmul::matmul(gpu, Layout::NN, &a, &b, None, &out, d).await?;
@@ -85,10 +86,30 @@ pub async fn ops(gpu: &Gpu, runs: usize, sizes: &[usize]) -> Result<Value, GpuEr
         "backend": format!("{:?}", gpu.info.backend),
         "driver": format!("{} {}", gpu.info.driver, gpu.info.driver_info),
         "runs": runs,
-        "variants": {"matmul": in_use.name()},
+        "variants": variants_json(gpu),
         "statistic": "median wall ms from submit to queue idle, after one warm-up run",
         "cases": cases,
     }))
+}
+
+/// The variants in use per op family with variants: the forced one, or "per shape" with the
+/// count of shapes choosing each variant (`Gpu::choice`: cached or measured).
+pub fn variants_json(gpu: &Gpu) -> Value {
+    let mut v = json!({});
+    for (op, variant, forced) in cdl::ops::variants_in_use(gpu) {
+        v[op] = if forced {
+            json!({"forced": variant})
+        } else {
+            let mut counts = json!({});
+            for (key, choice) in gpu.choices() {
+                if key.starts_with(&format!("{op} ")) {
+                    counts[&choice] = json!(counts[&choice].as_u64().unwrap_or(0) + 1);
+                }
+            }
+            json!({"default": variant, "tuning": gpu.tuning(), "chosen_per_shape": counts})
+        };
+    }
+    v
 }
 
 fn naive_dispatch(
@@ -188,8 +209,8 @@ pub async fn train_step(
         "median_ms_per_step": median,
         "samples_per_s": net.batch as f64 / median * 1e3,
         "breakdown_ms": breakdown,
-        "pytorch_cpu": pytorch,
-        "speedup_vs_pytorch_cpu": speedup,
+        "pytorch": pytorch,
+        "speedup_vs_pytorch": speedup,
     }))
 }
 
@@ -249,7 +270,8 @@ pub async fn model(gpu: &Gpu, runs: usize, python: Option<&std::path::Path>) -> 
         "adapter": gpu.info.name,
         "backend": format!("{:?}", gpu.info.backend),
         "runs": runs,
-        "statistic": "median wall ms of one training step (forward, backward, Adam) from submit to queue idle, after one warm-up step; breakdown from timestamp queries, one pass per dispatch; pytorch_cpu: tools/mirror.py bench, same step, 2 threads",
+        "variants": variants_json(gpu),
+        "statistic": "median wall ms of one training step (forward, backward, Adam) from submit to queue idle, after one warm-up step; breakdown from timestamp queries, one pass per dispatch; pytorch: tools/mirror.py bench, same step, on the CPU with 2 threads (or CDL_MIRROR_DEVICE=cuda)",
         "cases": cases,
     }))
 }
@@ -289,6 +311,42 @@ pub struct TrainBench<'a> {
     pub python: Option<&'a std::path::Path>,
 }
 
+/// A training run of `model` with loss `kind` at batch `batch` (K `anchors`, M `points`, a
+/// metrics line every `log_every` steps) over synthetic examples in [−1, 1], every dispatch of
+/// its step prepared: what `cdl bench train` times and `cdl tune` tunes.
+pub async fn synthetic_run(
+    gpu: &Gpu,
+    model: &str,
+    kind: cdl::train::recipe::LossKind,
+    batch: usize,
+    anchors: usize,
+    points: usize,
+    log_every: usize,
+) -> Result<cdl::train::run::Run, String> {
+    use cdl::train::run::{Run, RunConfig, TrainingData};
+    let e = |e: &dyn std::fmt::Display| e.to_string();
+    let cfg = RunConfig {
+        model: model.to_string(),
+        loss: kind,
+        batch: batch as u64,
+        anchors: anchors as u64,
+        points: points as u64,
+        log_every: log_every as u64,
+        ..RunConfig::default()
+    };
+    cfg.validate().map_err(|x| e(&x))?;
+    let net = cfg.net().map_err(|x| e(&x))?;
+    let (n, d) = ((4 * batch).max(64), net.row_len());
+    let synthetic = normal_vec(n * d, 5, 0).iter().map(|v| v.clamp(-1.0, 1.0)).collect();
+    let data = TrainingData {
+        source: "synthetic".into(),
+        examples: Box::new(Synthetic { n, d, data: synthetic }),
+        variances: vec![0.3; d],
+        standardization: None,
+    };
+    Run::new(gpu, cfg, std::rc::Rc::new(data)).await.map_err(|x| e(&x))
+}
+
 /// `cdl bench train`: real training steps (rows, loss head, backward, Adam, EMA) of a model
 /// preset at each batch size, with the standard loss alone and with CDL (K anchors, M points),
 /// as examples/s; samples/s of each sampler at `sampler_steps`; the device memory the run
@@ -297,32 +355,12 @@ pub async fn train(gpu: &Gpu, o: &TrainBench<'_>) -> Result<Value, String> {
     use cdl::diffusion::sampler::{sample, DdpmVariance, SamplerConfig};
     use cdl::eval::denoiser::GpuDenoiser;
     use cdl::train::recipe::LossKind;
-    use cdl::train::run::{NetConfig, Run, RunConfig, TrainingData};
-    use std::rc::Rc;
+    use cdl::train::run::NetConfig;
     let e = |e: &dyn std::fmt::Display| e.to_string();
     let mut cases = Vec::new();
     for &batch in o.batches {
         for (label, kind) in [("std", LossKind::Itd), ("std+cdl", LossKind::Cdl)] {
-            let cfg = RunConfig {
-                model: o.model.to_string(),
-                loss: kind,
-                batch: batch as u64,
-                anchors: o.anchors as u64,
-                points: o.points as u64,
-                log_every: o.runs as u64,
-                ..RunConfig::default()
-            };
-            cfg.validate().map_err(|x| e(&x))?;
-            let net = cfg.net().map_err(|x| e(&x))?;
-            let (n, d) = ((4 * batch).max(64), net.row_len());
-            let synthetic = normal_vec(n * d, 5, 0).iter().map(|v| v.clamp(-1.0, 1.0)).collect();
-            let data = TrainingData {
-                source: "synthetic".into(),
-                examples: Box::new(Synthetic { n, d, data: synthetic }),
-                variances: vec![0.3; d],
-                standardization: None,
-            };
-            let mut run = Run::new(gpu, cfg, Rc::new(data)).await.map_err(|x| e(&x))?;
+            let mut run = synthetic_run(gpu, o.model, kind, batch, o.anchors, o.points, o.runs).await?;
             let (rows, model) = (run.trainer().config().rows(), run.trainer().net());
             let device_bytes = model.memory_bytes() + model.params().layout.optimizer_bytes();
             run.train_chunk(gpu, 1).await.map_err(|x| e(&x))?;
@@ -343,7 +381,8 @@ pub async fn train(gpu: &Gpu, o: &TrainBench<'_>) -> Result<Value, String> {
                     };
                     let p = mirror_rows(py, name, &config, rows)?;
                     let ms = p.get("ms_per_step").and_then(Value::as_f64);
-                    json!({"rows": rows, "ms_per_step": ms, "examples_per_s": ms.map(|m| batch as f64 / m * 1e3)})
+                    json!({"rows": rows, "device": p["device"], "ms_per_step": ms,
+                           "examples_per_s": ms.map(|m| batch as f64 / m * 1e3)})
                 }
             };
             cases.push(json!({
@@ -351,7 +390,7 @@ pub async fn train(gpu: &Gpu, o: &TrainBench<'_>) -> Result<Value, String> {
                 "ms_per_step": secs * 1e3 / o.runs as f64,
                 "examples_per_s": (batch * o.runs) as f64 / secs,
                 "device_bytes": device_bytes,
-                "pytorch_cpu": pytorch,
+                "pytorch": pytorch,
             }));
             if label == "std" {
                 let st = o.sampler_steps;
@@ -387,8 +426,9 @@ pub async fn train(gpu: &Gpu, o: &TrainBench<'_>) -> Result<Value, String> {
         "adapter": gpu.info.name,
         "backend": format!("{:?}", gpu.info.backend),
         "runs": o.runs,
+        "variants": variants_json(gpu),
         "cdl": {"anchors": o.anchors, "points": o.points},
-        "statistic": "train: wall time of `runs` full training steps (one warm-up step first) including the async statistics readback; examples/s = batch·runs/s; device_bytes = the model's buffers (parameters, gradients, activations) plus Adam moments and EMA, as allocated (wgpu reports no peak); sample: one run of each sampler on `batch` samples at --sampler-steps; pytorch_cpu: tools/mirror.py bench on the same number of rows (forward, backward, Adam), 2 threads",
+        "statistic": "train: wall time of `runs` full training steps (one warm-up step first) including the async statistics readback; examples/s = batch·runs/s; device_bytes = the model's buffers (parameters, gradients, activations) plus Adam moments and EMA, as allocated (wgpu reports no peak); sample: one run of each sampler on `batch` samples at --sampler-steps; pytorch: tools/mirror.py bench on the same number of rows (forward, backward, Adam), on the CPU with 2 threads (or CDL_MIRROR_DEVICE=cuda)",
         "cases": cases,
     }))
 }
@@ -396,9 +436,19 @@ pub async fn train(gpu: &Gpu, o: &TrainBench<'_>) -> Result<Value, String> {
 /// The PyTorch mirror's training step (forward, backward, Adam) of `arch` with `config` on
 /// `rows` rows.
 fn mirror_rows(python: &std::path::Path, arch: &str, config: &str, rows: usize) -> Result<Value, String> {
-    let script = concat!(env!("CARGO_MANIFEST_DIR"), "/tools/mirror.py");
+    // The checkout's mirror where the binary runs from one (a binary carried to another machine),
+    // else the one it was built from.
+    let here = std::path::Path::new("tools/mirror.py");
+    let script = if here.is_file() {
+        here
+    } else {
+        std::path::Path::new(concat!(env!("CARGO_MANIFEST_DIR"), "/tools/mirror.py"))
+    };
+    // CDL_MIRROR_DEVICE=cuda times the mirror on the GPU (scripts/gpu-bench).
+    let device = std::env::var("CDL_MIRROR_DEVICE").unwrap_or_else(|_| "cpu".into());
     let out = std::process::Command::new(python)
-        .args([script, "bench", "--arch", arch, "--config", config, "--batch", &rows.to_string()])
+        .arg(script)
+        .args(["bench", "--arch", arch, "--config", config, "--batch", &rows.to_string(), "--device", &device])
         .output()
         .map_err(|e| format!("cannot run {}: {e}", python.display()))?;
     if !out.status.success() {

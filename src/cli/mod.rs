@@ -6,6 +6,7 @@ mod experiment;
 mod quality;
 mod sample;
 mod train;
+mod tune;
 
 use std::process::ExitCode;
 
@@ -46,6 +47,10 @@ enum Command {
         #[command(subcommand)]
         what: ExperimentWhat,
     },
+    /// Measure the kernel variants of a model's training step on this adapter and keep the
+    /// fastest per shape in the cache (which every command reads), so runs start tuned. JSON on
+    /// stdout.
+    Tune(tune::TuneArgs),
     /// Measure kernels and write JSON results.
     Bench {
         #[command(subcommand)]
@@ -167,21 +172,32 @@ async fn run(cli: Cli, matches: &clap::ArgMatches) -> Result<ExitCode, String> {
     }
     let mut opts = GpuOptions::from_env();
     if cli.adapter.is_some() {
-        opts.adapter = cli.adapter;
+        opts.adapter = cli.adapter.clone();
     }
     let gpu = Gpu::new(&opts).await.map_err(|e| e.to_string())?;
     cdl::ops::check_variants(&gpu).map_err(|e| e.to_string())?;
+    // Kernel variants: the cached choices of this adapter, and measurement of new shapes
+    // unless CDL_TUNE=0 (then the cache and the defaults).
+    tune::load(&gpu);
+    gpu.set_tuning(std::env::var("CDL_TUNE").map_or(true, |v| v != "0"));
+    let result = command(&gpu, cli).await;
+    tune::save(&gpu);
+    result
+}
+
+async fn command(gpu: &Gpu, cli: Cli) -> Result<ExitCode, String> {
     match cli.command {
-        Command::Info => info(&gpu).await,
-        Command::Sample(args) => sample::sample_cmd(&gpu, args).await.map(|()| ExitCode::SUCCESS),
-        Command::Eval(args) => sample::eval_cmd(&gpu, args).await.map(|()| ExitCode::SUCCESS),
+        Command::Info => info(gpu).await,
+        Command::Tune(args) => emit(&tune::tune(gpu, &args).await?, None),
+        Command::Sample(args) => sample::sample_cmd(gpu, args).await.map(|()| ExitCode::SUCCESS),
+        Command::Eval(args) => sample::eval_cmd(gpu, args).await.map(|()| ExitCode::SUCCESS),
         Command::Experiment { what: ExperimentWhat::Toy(args) } => {
-            experiment::toy(&gpu, args).await.map(|()| ExitCode::SUCCESS)
+            experiment::toy(gpu, args).await.map(|()| ExitCode::SUCCESS)
         }
         Command::Experiment { what: ExperimentWhat::Images(args) } => {
-            experiment::images(&gpu, args).await.map(|()| ExitCode::SUCCESS)
+            experiment::images(gpu, args).await.map(|()| ExitCode::SUCCESS)
         }
-        Command::Train(args) => train::train(&gpu, args).await.map(|()| {
+        Command::Train(args) => train::train(gpu, args).await.map(|()| {
             if train::INTERRUPTED.load(std::sync::atomic::Ordering::SeqCst) {
                 ExitCode::from(130)
             } else {
@@ -190,7 +206,7 @@ async fn run(cli: Cli, matches: &clap::ArgMatches) -> Result<ExitCode, String> {
         }),
         Command::Bench { what: BenchWhat::Ops { runs, sizes, out } } => {
             let sizes: Vec<usize> = sizes.iter().map(|&n| n as usize).collect();
-            let json = bench::ops(&gpu, runs as usize, &sizes).await.map_err(|e| e.to_string())?;
+            let json = bench::ops(gpu, runs as usize, &sizes).await.map_err(|e| e.to_string())?;
             emit(&json, out.as_deref())
         }
         Command::Bench {
@@ -209,16 +225,16 @@ async fn run(cli: Cli, matches: &clap::ArgMatches) -> Result<ExitCode, String> {
                 sampler_steps,
                 python: python.as_deref(),
             };
-            let json = bench::train(&gpu, &o).await?;
+            let json = bench::train(gpu, &o).await?;
             emit(&json, out.as_deref())
         }
         Command::Bench { what: BenchWhat::Quality(args) } => {
-            let json = quality::quality(&gpu, &args).await?;
+            let json = quality::quality(gpu, &args).await?;
             emit(&json, args.out.as_deref())
         }
         Command::Bench { what: BenchWhat::Model { runs, python, out } } => {
             let python = python.or_else(|| std::env::var_os("CDL_PYTHON").map(Into::into));
-            let json = bench::model(&gpu, runs as usize, python.as_deref()).await?;
+            let json = bench::model(gpu, runs as usize, python.as_deref()).await?;
             emit(&json, out.as_deref())
         }
     }

@@ -14,7 +14,7 @@ pub use recorder::{Counters, Recorder};
 
 use std::collections::HashMap;
 use std::fmt;
-use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
 use std::sync::{Arc, Mutex, MutexGuard};
 
 use glam::UVec3;
@@ -95,6 +95,12 @@ pub struct Gpu {
     dispatches: AtomicU64,
     /// The kernel variant in use per op family, where one is forced or chosen (`variant`).
     variants: Mutex<HashMap<String, String>>,
+    /// Variants chosen by measurement per (op, shape) key (`choice`), and whether one was added
+    /// since `take_new_choices`.
+    choices: Mutex<std::collections::BTreeMap<String, String>>,
+    new_choices: AtomicBool,
+    /// Whether launchers may time their variants for a shape without a choice (`set_tuning`).
+    tuning: AtomicBool,
 }
 
 impl fmt::Debug for Gpu {
@@ -150,7 +156,43 @@ impl Gpu {
             submissions: AtomicU64::new(0),
             dispatches: AtomicU64::new(0),
             variants: Mutex::new(opts.variants.iter().cloned().collect()),
+            choices: Mutex::default(),
+            new_choices: AtomicBool::new(false),
+            tuning: AtomicBool::new(false),
         })
+    }
+
+    /// The variant chosen for `key` (an op family and a shape, as its launcher spells it).
+    pub fn choice(&self, key: &str) -> Option<String> {
+        lock(&self.choices).get(key).cloned()
+    }
+
+    /// Records a choice: `measured` marks it new (to be saved), a cached one is not.
+    pub fn set_choice(&self, key: &str, variant: &str, measured: bool) {
+        lock(&self.choices).insert(key.to_string(), variant.to_string());
+        if measured {
+            self.new_choices.store(true, Ordering::SeqCst);
+        }
+    }
+
+    /// Every choice, sorted by key.
+    pub fn choices(&self) -> Vec<(String, String)> {
+        lock(&self.choices).iter().map(|(k, v)| (k.clone(), v.clone())).collect()
+    }
+
+    /// Whether a choice was measured since the last call (the cache needs writing).
+    pub fn take_new_choices(&self) -> bool {
+        self.new_choices.swap(false, Ordering::SeqCst)
+    }
+
+    /// Lets launchers time their variants on a shape without a choice (off by default: the
+    /// family's default variant is used).
+    pub fn set_tuning(&self, on: bool) {
+        self.tuning.store(on, Ordering::SeqCst);
+    }
+
+    pub fn tuning(&self) -> bool {
+        self.tuning.load(Ordering::SeqCst)
     }
 
     /// The kernel variant forced (`GpuOptions::variants`) or set (`set_variant`) for op family

@@ -1,6 +1,6 @@
 //! Launchers for `shaders/matmul.wgsl`: batched out = op(a) · op(b) + bias and its backward.
 
-use super::{f64s, needs, optional, prepare, run_read, variant_names, CheckResult, Entry, OpSpec, Variant};
+use super::{f64s, needs, optional, prepare, run_read, tune, variant_names, CheckResult, Entry, OpSpec, Variant};
 use crate::gpu::{groups_for, Buffer, Dispatch, Gpu, GpuError};
 use crate::philox::normal_vec;
 use crate::reference::matmul as r;
@@ -97,12 +97,58 @@ impl Scheme {
         }
     }
 
-    /// The scheme matmuls prepared on `gpu` use: the variant forced or set for "matmul"
-    /// (`Gpu::variant`), else `Rows`.
-    pub fn of(gpu: &Gpu) -> Result<Self, GpuError> {
-        let Some(v) = gpu.variant(SPEC.name) else { return Ok(Scheme::Rows) };
+    fn named(name: &str) -> Option<Self> {
+        Scheme::ALL.into_iter().find(|s| s.name() == name)
+    }
+
+    /// The scheme forced for every matmul on `gpu` (`CDL_VARIANT=matmul:…`, `Gpu::set_variant`),
+    /// if any; a name the family does not have is an error.
+    pub fn forced(gpu: &Gpu) -> Result<Option<Self>, GpuError> {
+        let Some(v) = gpu.variant(SPEC.name) else { return Ok(None) };
         variant_names(SPEC.name, &v)?;
-        Ok(Scheme::ALL.into_iter().find(|s| s.name() == v).unwrap_or(Scheme::Rows))
+        Ok(Scheme::named(&v))
+    }
+
+    /// The scheme of one product: the forced one, else the choice recorded for its shape
+    /// (`Gpu::choice`, from the cache or measured earlier), else, when `gpu.tuning()`, the
+    /// fastest of the schemes that pass the registry check here, measured now (`tune`); else
+    /// `Rows`, the default.
+    pub async fn for_shape(gpu: &Gpu, layout: Layout, d: Dims, s: Strides) -> Result<Self, GpuError> {
+        if let Some(forced) = Scheme::forced(gpu)? {
+            return Ok(forced);
+        }
+        let key = tune_key(layout, d, s);
+        if let Some(v) = gpu.choice(&key) {
+            // A name from an older cache that this build lacks: the default.
+            return Ok(Scheme::named(&v).unwrap_or(Scheme::Rows));
+        }
+        if !gpu.tuning() {
+            return Ok(Scheme::Rows);
+        }
+        let passed = tune::passing(gpu, &SPEC, |entry| Scheme::of_entry(entry).name()).await?;
+        // Scratch operands of the problem's shape, over as many batch items as fit in
+        // TUNE_SCRATCH elements each (every scheme's work is linear in the items).
+        let per_item = [s.a.max(d.m * d.k), s.b.max(d.k * d.n), s.out.max(d.m * d.n)];
+        let items = (TUNE_SCRATCH / per_item.into_iter().max().unwrap_or(1)).clamp(1, d.batch);
+        let dt = Dims { batch: items, ..d };
+        let a = gpu.zeros("tune a", span(items, s.a, d.m * d.k))?;
+        let b = gpu.zeros("tune b", span(items, s.b, d.k * d.n))?;
+        let out = gpu.zeros("tune out", span(items, s.out, d.m * d.n))?;
+        let mut candidates = Vec::new();
+        for scheme in Scheme::ALL.into_iter().filter(|x| passed.iter().any(|p| p == x.name())) {
+            candidates.push((scheme.name(), launch(gpu, scheme, layout, &a, &b, None, &out, dt, s).await?));
+        }
+        let pick = tune::fastest(gpu, &key, Scheme::Rows.name(), &candidates).await?;
+        Ok(Scheme::named(pick).unwrap_or(Scheme::Rows))
+    }
+
+    /// The scheme a registry entry belongs to.
+    fn of_entry(entry: &str) -> Self {
+        if entry.ends_with("_tiled") {
+            Scheme::Tiled
+        } else {
+            Scheme::Rows
+        }
     }
 
     /// Workgroups of one matmul over `d`.
@@ -112,6 +158,15 @@ impl Scheme {
             Scheme::Tiled => d.batch * d.m.div_ceil(TM) * d.n.div_ceil(TM),
         }
     }
+}
+
+/// Elements per scratch operand when timing the schemes (64 MiB of f32).
+const TUNE_SCRATCH: usize = 1 << 24;
+
+/// The choice key of one product: layout, dimensions, batch and strides (which decide the
+/// rows scheme's vec4 entry points).
+pub fn tune_key(layout: Layout, d: Dims, s: Strides) -> String {
+    format!("matmul {layout:?} {}x{}x{} batch {} strides {},{},{}", d.m, d.n, d.k, d.batch, s.a, s.b, s.out)
 }
 
 /// The entry point a variant specialises.
@@ -329,7 +384,7 @@ pub async fn matmul_strided(
     d: Dims,
     s: Strides,
 ) -> Result<Dispatch, GpuError> {
-    launch(gpu, Scheme::of(gpu)?, layout, a, b, bias, out, d, s).await
+    launch(gpu, Scheme::for_shape(gpu, layout, d, s).await?, layout, a, b, bias, out, d, s).await
 }
 
 #[allow(clippy::too_many_arguments)] // the operands of `matmul_strided` plus the scheme
@@ -406,16 +461,20 @@ pub fn bwd_b_plan(layout: Layout, d: Dims) -> Plan {
     }
 }
 
+/// The plan's product in `scheme`, or in the scheme `gpu` uses for its shape (None).
 async fn run_plan(
     gpu: &Gpu,
-    scheme: Scheme,
+    scheme: Option<Scheme>,
     plan: Plan,
     dout: &Buffer,
     other: &Buffer,
     grad: &Buffer,
 ) -> Result<Dispatch, GpuError> {
     let (x, y) = if plan.dout_first { (dout, other) } else { (other, dout) };
-    matmul_in(gpu, scheme, plan.layout, x, y, None, grad, plan.dims).await
+    match scheme {
+        Some(scheme) => matmul_in(gpu, scheme, plan.layout, x, y, None, grad, plan.dims).await,
+        None => matmul(gpu, plan.layout, x, y, None, grad, plan.dims).await,
+    }
 }
 
 /// The gradient of `a` for `out = op(a) · op(b)`: stored like `a`, overwritten.
@@ -427,7 +486,7 @@ pub async fn matmul_bwd_a(
     da: &Buffer,
     d: Dims,
 ) -> Result<Dispatch, GpuError> {
-    run_plan(gpu, Scheme::of(gpu)?, bwd_a_plan(layout, d), dout, b, da).await
+    run_plan(gpu, None, bwd_a_plan(layout, d), dout, b, da).await
 }
 
 /// The gradient of `b` for `out = op(a) · op(b)`: stored like `b`, overwritten.
@@ -439,7 +498,7 @@ pub async fn matmul_bwd_b(
     db: &Buffer,
     d: Dims,
 ) -> Result<Dispatch, GpuError> {
-    run_plan(gpu, Scheme::of(gpu)?, bwd_b_plan(layout, d), dout, a, db).await
+    run_plan(gpu, None, bwd_b_plan(layout, d), dout, a, db).await
 }
 
 /// dbias (N,) += column sums of dout over all rows and batches.
@@ -564,11 +623,11 @@ async fn check_one(
     let f = matmul_in(gpu, scheme, layout, &a, &b, with_bias.then_some(&bias), &out, d).await?;
     results.push(SPEC.result(entry, shape.clone(), &run_read(gpu, &f, &out).await?, &want_out));
     let plan = bwd_a_plan(layout, d);
-    let ga = run_plan(gpu, scheme, plan, &dout, &b, &da).await?;
+    let ga = run_plan(gpu, Some(scheme), plan, &dout, &b, &da).await?;
     let e = plan.entry(scheme);
     results.push(SPEC.result(e, format!("{shape} bwd_a"), &run_read(gpu, &ga, &da).await?, &want_da));
     let plan = bwd_b_plan(layout, d);
-    let gb = run_plan(gpu, scheme, plan, &dout, &a, &db).await?;
+    let gb = run_plan(gpu, Some(scheme), plan, &dout, &a, &db).await?;
     let e = plan.entry(scheme);
     results.push(SPEC.result(e, format!("{shape} bwd_b"), &run_read(gpu, &gb, &db).await?, &want_db));
     if with_bias {

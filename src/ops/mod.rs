@@ -15,6 +15,7 @@ pub mod reduce;
 pub mod resample;
 pub mod rows;
 pub mod softmax;
+pub mod tune;
 mod wgsl;
 
 pub use wgsl::{Shader, Uniform};

@@ -48,3 +48,36 @@ fn bench_train_reports_every_case() {
     assert_eq!(bad.status.code(), Some(2));
     assert!(String::from_utf8_lossy(&bad.stderr).contains("unknown model"));
 }
+
+/// scripts/gpu-bench at toy sizes on this adapter: every step runs and the one JSON holds each
+/// step's output (the matmul schemes timed, the tuned cache); on a machine without the NVIDIA
+/// driver the full run stops at once, saying what is missing.
+#[test]
+fn the_gpu_bench_script_runs_every_step_and_writes_one_json() {
+    let Some(out) = crate::common::cli::gpu_scratch("gpu-bench") else { return };
+    let script = concat!(env!("CARGO_MANIFEST_DIR"), "/scripts/gpu-bench");
+    let o = Command::new(script)
+        .env("CDL", env!("CARGO_BIN_EXE_cdl"))
+        .env("OUT", &out)
+        .env("GPU_BENCH_QUICK", "1")
+        .output()
+        .unwrap();
+    assert!(o.status.success(), "{}", crate::common::cli::text(&o));
+    let v: serde_json::Value = serde_json::from_str(&std::fs::read_to_string(out.join("gpu-bench.json")).unwrap()).unwrap();
+    for step in ["info", "tune", "ops", "train"] {
+        assert_eq!(v["steps"][step]["exit"], 0, "{step}: {v}");
+    }
+    assert!(v["steps"]["info"]["output"].as_str().unwrap().contains("checks OK"), "{v}");
+    assert!(v["steps"]["tune"]["output"]["measured"].as_u64().unwrap() > 0, "{v}");
+    let kernels: Vec<&str> =
+        v["steps"]["ops"]["output"]["cases"].as_array().unwrap().iter().filter_map(|c| c["kernel"].as_str()).collect();
+    assert!(kernels.contains(&"matmul_nn_tiled") && kernels.contains(&"matmul_nn4"), "{kernels:?}");
+    assert_eq!(v["steps"]["train"]["output"]["bench"], "train", "{v}");
+
+    if Command::new("nvidia-smi").arg("-L").output().is_err() {
+        let o = Command::new(script).env("CDL", env!("CARGO_BIN_EXE_cdl")).env("OUT", &out).output().unwrap();
+        assert_eq!(o.status.code(), Some(1));
+        let err = String::from_utf8_lossy(&o.stderr);
+        assert!(err.contains("nvidia-smi not found"), "{err}");
+    }
+}

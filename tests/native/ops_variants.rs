@@ -30,7 +30,7 @@ fn a_forced_variant_is_the_one_dispatched() {
     let b = gpu.zeros("b", 12 * 20).unwrap();
     let out = gpu.zeros("out", 33 * 20).unwrap();
     let key = |g: &Gpu| pollster::block_on(matmul::matmul(g, Layout::NN, &a, &b, None, &out, d)).map(|x| x.key);
-    assert_eq!(Scheme::of(&gpu), Ok(Scheme::Tiled));
+    assert_eq!(Scheme::forced(&gpu), Ok(Some(Scheme::Tiled)));
     assert!(key(&gpu).unwrap().starts_with("matmul_nn_tiled["), "{:?}", key(&gpu));
     // Backward products follow the same scheme.
     let da = pollster::block_on(matmul::matmul_bwd_a(&gpu, Layout::NN, &out, &b, &a, d)).unwrap();
@@ -44,7 +44,7 @@ fn a_forced_variant_is_the_one_dispatched() {
     assert!(cdl::ops::check_variants(&gpu).is_err());
     // The shared device of the other tests runs the default, unless CDL_VARIANT says otherwise.
     if std::env::var_os("CDL_VARIANT").is_none() {
-        assert_eq!(Scheme::of(shared), Ok(Scheme::Rows));
+        assert_eq!(Scheme::forced(shared), Ok(None));
     }
 }
 
@@ -80,12 +80,10 @@ fn training_gives_the_same_losses_in_either_scheme() {
 
 #[test]
 fn info_and_bench_ops_name_the_variants_in_use() {
-    if common::gpu_or_skip().is_none() {
-        return;
-    }
+    let Some(dir) = gpu_scratch("variants-info") else { return };
     let run = |args: &[&str], variant: Option<&str>| {
         let mut c = Command::new(env!("CARGO_BIN_EXE_cdl"));
-        c.args(args).env_remove("CDL_VARIANT");
+        c.args(args).env_remove("CDL_VARIANT").env("CDL_CACHE_DIR", &dir);
         if let Some(v) = variant {
             c.env("CDL_VARIANT", v);
         }
@@ -93,22 +91,108 @@ fn info_and_bench_ops_name_the_variants_in_use() {
     };
     let o = run(&["info"], Some("matmul:tiled"));
     assert!(text(&o).contains("matmul           tiled (forced; of rows, tiled)"), "{}", text(&o));
-    for (forced, want) in [(None, "rows"), (Some("matmul:tiled"), "tiled")] {
+    for forced in [None, Some("matmul:tiled")] {
         let o = run(&["bench", "ops", "--runs", "1", "--sizes", "8,20"], forced);
         assert!(o.status.success(), "{}", text(&o));
         let v: serde_json::Value = serde_json::from_slice(&o.stdout).unwrap();
-        assert_eq!(v["variants"]["matmul"], want, "{v}");
-        let mm: Vec<_> = v["cases"].as_array().unwrap().iter().filter(|c| c["op"] == "matmul_fwd").collect();
-        // Every scheme at every size, the one in use marked.
-        assert_eq!(mm.len(), 4, "{v}");
-        for c in &mm {
-            assert_eq!(c["in_use"], c["scheme"] == want, "{c}");
-            assert!(c["gflops"].as_f64().unwrap() > 0.0, "{c}");
+        match forced {
+            Some(_) => assert_eq!(v["variants"]["matmul"]["forced"], "tiled", "{v}"),
+            None => assert_eq!(v["variants"]["matmul"]["default"], "rows", "{v}"),
         }
-        assert!(mm.iter().any(|c| c["kernel"] == "matmul_nn_tiled"), "{v}");
+        let cases = v["cases"].as_array().unwrap();
+        for op in ["matmul_fwd", "matmul_bwd_a", "matmul_bwd_b"] {
+            for size in ["8x8x8", "20x20x20"] {
+                // Every scheme at every size, exactly one of them in use (the forced one).
+                let of: Vec<_> = cases.iter().filter(|c| c["op"] == op && c["shape"] == size).collect();
+                assert_eq!(of.len(), 2, "{v}");
+                assert_eq!(of.iter().filter(|c| c["in_use"] == true).count(), 1, "{v}");
+                assert!(of.iter().all(|c| c["gflops"].as_f64().unwrap() > 0.0), "{v}");
+                if forced.is_some() {
+                    assert!(of.iter().all(|c| c["in_use"] == (c["scheme"] == "tiled")), "{v}");
+                }
+            }
+        }
+        assert!(cases.iter().any(|c| c["kernel"] == "matmul_nn_tiled"), "{v}");
     }
     for bad in ["matmul:nope", "conv9:rows", "matmul"] {
         let line = error_line(&run(&["info"], Some(bad)));
         assert!(line.contains("CDL_VARIANT") && line.contains("matmul:tiled"), "{bad}: {line}");
     }
+}
+
+/// A choice recorded for a shape (from the cache, or measured) is the scheme dispatched for that
+/// shape only; with tuning on, a new shape is measured among the schemes that pass the registry
+/// check here, and recorded as new.
+#[test]
+fn a_recorded_choice_is_used_and_tuning_records_new_shapes() {
+    if common::gpu_or_skip().is_none() {
+        return;
+    }
+    let gpu = pollster::block_on(Gpu::new(&GpuOptions { variants: Vec::new(), ..GpuOptions::from_env() })).unwrap();
+    let (d, other) = (Dims::new(24, 16, 8), Dims::new(24, 16, 12));
+    let bufs = [gpu.zeros("a", 24 * 12).unwrap(), gpu.zeros("b", 12 * 16).unwrap(), gpu.zeros("out", 24 * 16).unwrap()];
+    let key = |d: Dims| {
+        let x = pollster::block_on(matmul::matmul(&gpu, Layout::NN, &bufs[0], &bufs[1], None, &bufs[2], d)).unwrap();
+        x.key
+    };
+    gpu.set_choice(&matmul::tune_key(Layout::NN, d, matmul::Strides::contiguous(d)), "tiled", false);
+    assert!(key(d).starts_with("matmul_nn_tiled["), "{}", key(d));
+    assert!(key(other).starts_with("matmul_nn4["), "{}", key(other));
+    assert!(!gpu.take_new_choices(), "a cached choice is not new");
+    gpu.set_tuning(true);
+    let third = Dims::new(24, 16, 4);
+    key(third);
+    let k = matmul::tune_key(Layout::NN, third, matmul::Strides::contiguous(third));
+    assert!(matches!(gpu.choice(&k).as_deref(), Some("rows" | "tiled")), "{:?}", gpu.choices());
+    assert_eq!(gpu.choice("passed matmul").as_deref(), Some("rows,tiled"));
+    assert!(gpu.take_new_choices());
+}
+
+/// `cdl tune` measures and writes the cache; the next run starts from it (nothing measured);
+/// a cached choice is what `cdl bench ops` reports in use; a corrupt cache file is ignored with
+/// one warning line and rewritten.
+#[test]
+fn the_cache_file_keeps_choices_and_a_corrupt_one_is_ignored_with_one_warning() {
+    let Some(dir) = gpu_scratch("variants-cache") else { return };
+    let run = |args: &[&str]| {
+        let o = Command::new(env!("CARGO_BIN_EXE_cdl"))
+            .args(args)
+            .env("CDL_CACHE_DIR", &dir)
+            .env_remove("CDL_VARIANT")
+            .env_remove("CDL_TUNE")
+            .output()
+            .unwrap();
+        assert!(o.status.success(), "{}", text(&o));
+        let v: serde_json::Value = serde_json::from_slice(&o.stdout).unwrap();
+        (v, String::from_utf8_lossy(&o.stderr).into_owned())
+    };
+    let tune = ["tune", "--model", "mlp", "--batches", "8"];
+    let (v, err) = run(&tune);
+    assert!(err.is_empty(), "{err}");
+    assert!(v["measured"].as_u64().unwrap() > 3, "{v}");
+    let path = std::path::PathBuf::from(v["cache"].as_str().unwrap());
+    assert!(path.starts_with(&dir), "{v}");
+    let mut cache: serde_json::Value = serde_json::from_str(&std::fs::read_to_string(&path).unwrap()).unwrap();
+    assert_eq!(cache["choices"]["passed matmul"], "rows,tiled", "{cache}");
+    let (again, _) = run(&tune);
+    assert_eq!(again["measured"], 0, "{again}");
+    assert_eq!(again["choices"], v["choices"]);
+
+    let d = Dims::new(8, 8, 8);
+    cache["choices"][matmul::tune_key(Layout::NN, d, matmul::Strides::contiguous(d))] = "tiled".into();
+    std::fs::write(&path, cache.to_string()).unwrap();
+    let (ops, _) = run(&["bench", "ops", "--runs", "1", "--sizes", "8"]);
+    let in_use: Vec<_> =
+        ops["cases"].as_array().unwrap().iter().filter(|c| c["op"] == "matmul_fwd" && c["in_use"] == true).collect();
+    assert_eq!(in_use.len(), 1, "{ops}");
+    assert_eq!(in_use[0]["scheme"], "tiled", "{ops}");
+
+    std::fs::write(&path, "{\"schema\": 1, \"choi").unwrap();
+    let (v, err) = run(&tune);
+    let lines: Vec<&str> = err.lines().collect();
+    assert_eq!(lines.len(), 1, "{err}");
+    assert!(lines[0].starts_with("warning: ignoring the kernel-variant cache"), "{err}");
+    assert!(v["measured"].as_u64().unwrap() > 3, "{v}");
+    let rewritten: serde_json::Value = serde_json::from_str(&std::fs::read_to_string(&path).unwrap()).unwrap();
+    assert_eq!(rewritten["choices"]["passed matmul"], "rows,tiled");
 }
