@@ -117,6 +117,9 @@ impl Scheme {
         if let Some(forced) = Scheme::forced(gpu)? {
             return Ok(forced);
         }
+        if d.m == 0 || d.n == 0 || d.k == 0 || d.batch == 0 {
+            return Ok(Scheme::Rows); // refused by `launch`, with its message
+        }
         let key = tune_key(layout, d, s);
         if let Some(v) = gpu.choice(&key) {
             // A name from an older cache that this build lacks: the default.

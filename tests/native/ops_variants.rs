@@ -146,6 +146,9 @@ fn a_recorded_choice_is_used_and_tuning_records_new_shapes() {
     assert!(matches!(gpu.choice(&k).as_deref(), Some("rows" | "tiled")), "{:?}", gpu.choices());
     assert_eq!(gpu.choice("passed matmul").as_deref(), Some("rows,tiled"));
     assert!(gpu.take_new_choices());
+    // An empty dimension is the launcher's shape error, not a failure of the timing.
+    let e = pollster::block_on(matmul::matmul(&gpu, Layout::NN, &bufs[0], &bufs[1], None, &bufs[2], Dims { batch: 0, ..d }));
+    assert!(e.unwrap_err().to_string().contains("empty dimension"));
 }
 
 /// `cdl tune` measures and writes the cache; the next run starts from it (nothing measured);
