@@ -128,6 +128,42 @@ fn naive_dispatch(
     Ok(disp)
 }
 
+/// The side of the square matmul whose best rate `best_matmul` measures.
+const PEAK_SIZE: usize = 1024;
+
+/// The best matmul rate of this adapter, measured now: a square forward product of side
+/// `PEAK_SIZE` in every scheme that passed its check (the variant forced or chosen is put back
+/// afterwards), the fastest scheme's GFLOP/s. What a model's achieved rate is compared with.
+pub async fn best_matmul(gpu: &Gpu, runs: usize) -> Result<Value, GpuError> {
+    let size = PEAK_SIZE;
+    let d = Dims::new(size, size, size);
+    let a = gpu.upload("peak a", &normal_vec(size * size, 1, 0))?;
+    let b = gpu.upload("peak b", &normal_vec(size * size, 1, 1))?;
+    let out = gpu.zeros("peak out", size * size)?;
+    let forced = gpu.variant("matmul");
+    let mut best: Option<(&str, f64)> = None;
+    for scheme in matmul::Scheme::passing(gpu).await? {
+        gpu.set_variant("matmul", Some(scheme.name()));
+        let disp = matmul::matmul(gpu, Layout::NN, &a, &b, None, &out, d).await?;
+        let gflops = d.flops() / time(gpu, &[&disp], runs).await? / 1e6;
+        if best.is_none_or(|(_, g)| gflops > g) {
+            best = Some((scheme.name(), gflops));
+        }
+    }
+    gpu.set_variant("matmul", forced.as_deref());
+    let (scheme, gflops) = best.unwrap_or(("none", f64::NAN));
+    Ok(json!({"shape": format!("{size}x{size}x{size}"), "scheme": scheme, "gflops": gflops}))
+}
+
+/// Analytic FLOPs per step (`Dispatch::flops`), the achieved rate and its ratio to `peak`
+/// (`best_matmul`'s JSON), merged into a case.
+fn efficiency(case: &mut Value, flops_per_step: f64, ms_per_step: f64, peak: &Value) {
+    let gflops = flops_per_step / ms_per_step / 1e6;
+    case["flops_per_step"] = json!(flops_per_step);
+    case["gflops_per_s"] = json!(gflops);
+    case["efficiency_vs_best_matmul"] = json!(peak["gflops"].as_f64().map(|p| gflops / p));
+}
+
 // --- cdl bench model ---------------------------------------------------------------------------
 
 /// What the training-step benchmark needs of a model built for one batch size.
@@ -152,6 +188,7 @@ pub async fn train_step(
     net: &BenchNet<'_>,
     runs: usize,
     python: Option<&std::path::Path>,
+    peak: &Value,
 ) -> Result<Value, String> {
     use cdl::ops::optim;
     use cdl::train::trainer::AdamConfig;
@@ -199,7 +236,8 @@ pub async fn train_step(
         Some(py) => mirror_step(py, net)?,
     };
     let speedup = pytorch.get("ms_per_step").and_then(Value::as_f64).map(|t| t / median);
-    Ok(json!({
+    let flops: u64 = all.iter().map(|d| d.flops()).sum();
+    let mut case = json!({
         "model": net.label,
         "config": serde_json::from_str::<Value>(&net.config).unwrap_or(Value::Null),
         "batch": net.batch,
@@ -209,9 +247,12 @@ pub async fn train_step(
         "median_ms_per_step": median,
         "samples_per_s": net.batch as f64 / median * 1e3,
         "breakdown_ms": breakdown,
+        "dispatches_per_step": all.len(),
         "pytorch": pytorch,
         "speedup_vs_pytorch": speedup,
-    }))
+    });
+    efficiency(&mut case, flops as f64, median, peak);
+    Ok(case)
 }
 
 /// The same training step of the PyTorch mirror (tools/mirror.py bench), on the CPU.
@@ -224,6 +265,7 @@ fn mirror_step(python: &std::path::Path, net: &BenchNet<'_>) -> Result<Value, St
 pub async fn model(gpu: &Gpu, runs: usize, python: Option<&std::path::Path>) -> Result<Value, String> {
     use cdl::model::{Mlp, MlpConfig, UNet, UNetConfig};
     let e = |e: GpuError| e.to_string();
+    let peak = best_matmul(gpu, runs).await.map_err(e)?;
     let mut cases = Vec::new();
     for batch in [128usize, 1024] {
         let cfg = MlpConfig::default();
@@ -242,7 +284,7 @@ pub async fn model(gpu: &Gpu, runs: usize, python: Option<&std::path::Path>) -> 
             backward,
             memory_bytes: mlp.memory_bytes,
         };
-        cases.push(train_step(gpu, &net, runs, python).await?);
+        cases.push(train_step(gpu, &net, runs, python, &peak).await?);
     }
     for (label, cfg) in [("unet tiny", UNetConfig::tiny()), ("unet compact", UNetConfig::compact())] {
         for batch in [8usize, 32] {
@@ -262,7 +304,7 @@ pub async fn model(gpu: &Gpu, runs: usize, python: Option<&std::path::Path>) -> 
                 backward,
                 memory_bytes: unet.memory_bytes() as u64,
             };
-            cases.push(train_step(gpu, &net, runs, python).await?);
+            cases.push(train_step(gpu, &net, runs, python, &peak).await?);
         }
     }
     Ok(json!({
@@ -271,7 +313,8 @@ pub async fn model(gpu: &Gpu, runs: usize, python: Option<&std::path::Path>) -> 
         "backend": format!("{:?}", gpu.info.backend),
         "runs": runs,
         "variants": variants_json(gpu),
-        "statistic": "median wall ms of one training step (forward, backward, Adam) from submit to queue idle, after one warm-up step; breakdown from timestamp queries, one pass per dispatch; pytorch: tools/mirror.py bench, same step, on the CPU with 2 threads (or CDL_MIRROR_DEVICE=cuda)",
+        "best_matmul": peak,
+        "statistic": "median wall ms of one training step (forward, backward, Adam) from submit to queue idle, after one warm-up step; breakdown from timestamp queries, one pass per dispatch; flops_per_step: two per multiply-add of every matrix product and convolution of the step, counted from their shapes (other ops count 0); efficiency_vs_best_matmul: gflops_per_s over best_matmul's rate, measured in the same run; pytorch: tools/mirror.py bench, same step, on the CPU with 2 threads (or CDL_MIRROR_DEVICE=cuda)",
         "cases": cases,
     }))
 }
@@ -352,11 +395,10 @@ pub async fn synthetic_run(
 /// as examples/s; samples/s of each sampler at `sampler_steps`; the device memory the run
 /// allocates; and the PyTorch mirror's step on the same number of rows.
 pub async fn train(gpu: &Gpu, o: &TrainBench<'_>) -> Result<Value, String> {
-    use cdl::diffusion::sampler::{sample, DdpmVariance, SamplerConfig};
-    use cdl::eval::denoiser::GpuDenoiser;
     use cdl::train::recipe::LossKind;
     use cdl::train::run::NetConfig;
     let e = |e: &dyn std::fmt::Display| e.to_string();
+    let peak = best_matmul(gpu, o.runs.clamp(1, 5)).await.map_err(|x| e(&x))?;
     let mut cases = Vec::new();
     for &batch in o.batches {
         for (label, kind) in [("std", LossKind::Itd), ("std+cdl", LossKind::Cdl)] {
@@ -364,7 +406,7 @@ pub async fn train(gpu: &Gpu, o: &TrainBench<'_>) -> Result<Value, String> {
             let (rows, model) = (run.trainer().config().rows(), run.trainer().net());
             let device_bytes = model.memory_bytes() + model.params().layout.optimizer_bytes();
             run.train_chunk(gpu, 1).await.map_err(|x| e(&x))?;
-            let start = Instant::now();
+            let (before, start) = (gpu.counters(), Instant::now());
             let mut left = o.runs;
             while left > 0 {
                 let k = left.min(run.chunk_limit());
@@ -372,6 +414,8 @@ pub async fn train(gpu: &Gpu, o: &TrainBench<'_>) -> Result<Value, String> {
                 left -= k;
             }
             let secs = start.elapsed().as_secs_f64();
+            let after = gpu.counters();
+            let per_step = |x: u64| x as f64 / o.runs as f64;
             let pytorch = match o.python {
                 None => Value::Null,
                 Some(py) => {
@@ -385,38 +429,20 @@ pub async fn train(gpu: &Gpu, o: &TrainBench<'_>) -> Result<Value, String> {
                            "examples_per_s": ms.map(|m| batch as f64 / m * 1e3)})
                 }
             };
-            cases.push(json!({
+            let ms_per_step = secs * 1e3 / o.runs as f64;
+            let mut case = json!({
                 "what": "train", "model": o.model, "batch": batch, "loss": label, "rows": rows,
-                "ms_per_step": secs * 1e3 / o.runs as f64,
+                "ms_per_step": ms_per_step,
                 "examples_per_s": (batch * o.runs) as f64 / secs,
+                "dispatches_per_step": per_step(after.dispatches - before.dispatches),
+                "submissions_per_step": per_step(after.submissions - before.submissions),
                 "device_bytes": device_bytes,
                 "pytorch": pytorch,
-            }));
+            });
+            efficiency(&mut case, per_step(after.flops - before.flops), ms_per_step, &peak);
+            cases.push(case);
             if label == "std" {
-                let st = o.sampler_steps;
-                for cfg in [
-                    SamplerConfig::Ddpm { steps: st.max(2), variance: DdpmVariance::Beta },
-                    SamplerConfig::Ddim { steps: st },
-                    SamplerConfig::Heun { steps: st.max(2), churn: 0.0 },
-                    SamplerConfig::Parallel {
-                        steps: st.max(2),
-                        window: st.max(2),
-                        tol: 0.1,
-                        ddim: false,
-                        variance: DdpmVariance::Posterior,
-                    },
-                ] {
-                    let mut den =
-                        GpuDenoiser::from_trainer(gpu, run.trainer(), batch.min(1024)).await.map_err(|x| e(&x))?;
-                    let start = Instant::now();
-                    let (_, s) = sample(&mut den, &cfg, batch, 0, None).await.map_err(|x| e(&x))?;
-                    let secs = start.elapsed().as_secs_f64();
-                    cases.push(json!({
-                        "what": "sample", "model": o.model, "batch": batch, "sampler": cfg.name(),
-                        "passes": s.passes, "evaluations": s.evaluations, "seconds": secs,
-                        "samples_per_s": batch as f64 / secs,
-                    }));
-                }
+                cases.extend(samplers(gpu, &run, o.model, batch, o.sampler_steps).await?);
             }
         }
     }
@@ -428,7 +454,66 @@ pub async fn train(gpu: &Gpu, o: &TrainBench<'_>) -> Result<Value, String> {
         "runs": o.runs,
         "variants": variants_json(gpu),
         "cdl": {"anchors": o.anchors, "points": o.points},
-        "statistic": "train: wall time of `runs` full training steps (one warm-up step first) including the async statistics readback; examples/s = batch·runs/s; device_bytes = the model's buffers (parameters, gradients, activations) plus Adam moments and EMA, as allocated (wgpu reports no peak); sample: one run of each sampler on `batch` samples at --sampler-steps; pytorch: tools/mirror.py bench on the same number of rows (forward, backward, Adam), on the CPU with 2 threads (or CDL_MIRROR_DEVICE=cuda)",
+        "best_matmul": peak,
+        "statistic": "train: wall time of `runs` full training steps (one warm-up step first) including the async statistics readback; examples/s = batch·runs/s; dispatches, submissions and flops per step: the device's counters over the timed steps (flops: two per multiply-add of every matrix product and convolution, counted from their shapes; other ops count 0); efficiency_vs_best_matmul: gflops_per_s over best_matmul's rate, measured in the same run; device_bytes = the model's buffers (parameters, gradients, activations) plus Adam moments and EMA, as allocated (wgpu reports no peak); sample: one run of each sampler on `batch` samples at --sampler-steps; pytorch: tools/mirror.py bench on the same number of rows (forward, backward, Adam), on the CPU with 2 threads (or CDL_MIRROR_DEVICE=cuda)",
+        "cases": cases,
+    }))
+}
+
+/// One run of each sampler (DDPM, DDIM, EDM Heun, parallel DDPM) at `steps` on `n` samples of
+/// `run`'s EMA weights, timed from the first evaluation to the samples on the host.
+async fn samplers(
+    gpu: &Gpu,
+    run: &cdl::train::run::Run,
+    model: &str,
+    n: usize,
+    steps: usize,
+) -> Result<Vec<Value>, String> {
+    use cdl::diffusion::sampler::{sample, DdpmVariance, SamplerConfig};
+    use cdl::eval::denoiser::GpuDenoiser;
+    let e = |e: &dyn std::fmt::Display| e.to_string();
+    let mut cases = Vec::new();
+    for cfg in [
+        SamplerConfig::Ddpm { steps: steps.max(2), variance: DdpmVariance::Beta },
+        SamplerConfig::Ddim { steps },
+        SamplerConfig::Heun { steps: steps.max(2), churn: 0.0 },
+        SamplerConfig::Parallel {
+            steps: steps.max(2),
+            window: steps.max(2),
+            tol: 0.1,
+            ddim: false,
+            variance: DdpmVariance::Posterior,
+        },
+    ] {
+        let mut den = GpuDenoiser::from_trainer(gpu, run.trainer(), n.min(1024)).await.map_err(|x| e(&x))?;
+        let (before, start) = (gpu.counters(), Instant::now());
+        let (_, s) = sample(&mut den, &cfg, n, 0, None).await.map_err(|x| e(&x))?;
+        let secs = start.elapsed().as_secs_f64();
+        let after = gpu.counters();
+        cases.push(json!({
+            "what": "sample", "model": model, "batch": n, "sampler": cfg.name(),
+            "passes": s.passes, "evaluations": s.evaluations, "seconds": secs,
+            "samples_per_s": n as f64 / secs,
+            "submissions": after.submissions - before.submissions,
+            "flops": after.flops - before.flops,
+            "gflops_per_s": (after.flops - before.flops) as f64 / secs / 1e9,
+        }));
+    }
+    Ok(cases)
+}
+
+/// `cdl bench sample`: samples/s of every sampler on `n` samples of an untrained `model` (the
+/// arithmetic and the number of evaluations do not depend on the weights).
+pub async fn sample(gpu: &Gpu, model: &str, n: usize, steps: usize) -> Result<Value, String> {
+    use cdl::train::recipe::LossKind;
+    let run = synthetic_run(gpu, model, LossKind::Itd, 1, 1, 1, 1).await?;
+    let cases = samplers(gpu, &run, model, n, steps).await?;
+    Ok(json!({
+        "bench": "sample",
+        "adapter": gpu.info.name,
+        "backend": format!("{:?}", gpu.info.backend),
+        "variants": variants_json(gpu),
+        "statistic": "wall time of one run of each sampler on `batch` samples (the model evaluated on at most 1,024 at once), from the first evaluation to the samples on the host; submissions: command buffers submitted during the run; flops: the matrix products and convolutions of its evaluations, counted from their shapes",
         "cases": cases,
     }))
 }

@@ -120,6 +120,22 @@ enum BenchWhat {
     /// (tools/reference_train.py) at equal budgets, over seeds, for DDPM, ITD and ITD + CDL: MMD
     /// on built-in 2-D sets (MLP), a pixel Fréchet distance on images (UNet). JSON on stdout.
     Quality(quality::QualityArgs),
+    /// Samples/s of every sampler (DDPM, DDIM, EDM Heun, parallel DDPM) of a model preset,
+    /// with the submissions and FLOPs of each run. JSON on stdout.
+    Sample {
+        /// mlp, unet-tiny, unet-compact or unet-small.
+        #[arg(long, default_value = "unet-compact")]
+        model: String,
+        /// Samples per run.
+        #[arg(long, default_value_t = 256, value_parser = clap::value_parser!(u32).range(1..=1_000_000))]
+        samples: u32,
+        /// Steps of each sampler (Heun: levels).
+        #[arg(long, default_value_t = 10, value_parser = clap::value_parser!(u32).range(2..=10_000))]
+        steps: u32,
+        /// Also write the JSON to this file.
+        #[arg(long)]
+        out: Option<std::path::PathBuf>,
+    },
     /// One training step (forward, backward, Adam) of each model, with a per-kernel breakdown
     /// and the same step of the PyTorch mirror on the CPU. JSON on stdout.
     Model {
@@ -226,6 +242,10 @@ async fn command(gpu: &Gpu, cli: Cli) -> Result<ExitCode, String> {
                 python: python.as_deref(),
             };
             let json = bench::train(gpu, &o).await?;
+            emit(&json, out.as_deref())
+        }
+        Command::Bench { what: BenchWhat::Sample { model, samples, steps, out } } => {
+            let json = bench::sample(gpu, &model, samples as usize, steps as usize).await?;
             emit(&json, out.as_deref())
         }
         Command::Bench { what: BenchWhat::Quality(args) } => {

@@ -93,6 +93,7 @@ pub struct Gpu {
     /// Command buffers and dispatches submitted through `Recorder` (see `counters`).
     submissions: AtomicU64,
     dispatches: AtomicU64,
+    flops: AtomicU64,
     /// The kernel variant in use per op family, where one is forced or chosen (`variant`).
     variants: Mutex<HashMap<String, String>>,
     /// Variants chosen by measurement per (op, shape) key (`choice`), and whether one was added
@@ -155,6 +156,7 @@ impl Gpu {
             debug,
             submissions: AtomicU64::new(0),
             dispatches: AtomicU64::new(0),
+            flops: AtomicU64::new(0),
             variants: Mutex::new(opts.variants.iter().cloned().collect()),
             choices: Mutex::default(),
             new_choices: AtomicBool::new(false),
@@ -416,6 +418,7 @@ impl Gpu {
             groups: [storage, uniforms],
             params: ubuf,
             grid,
+            flops: 0,
         })
     }
 
@@ -424,11 +427,12 @@ impl Gpu {
         Recorder::new(self)
     }
 
-    /// Submissions and dispatches recorded since the device was created.
+    /// Submissions, dispatches and their FLOPs recorded since the device was created.
     pub fn counters(&self) -> Counters {
         Counters {
             submissions: self.submissions.load(Ordering::Relaxed),
             dispatches: self.dispatches.load(Ordering::Relaxed),
+            flops: self.flops.load(Ordering::Relaxed),
         }
     }
 
@@ -571,9 +575,24 @@ pub struct Dispatch {
     /// The uniform buffer behind group 1, for launchers that update parameters in place.
     pub params: wgpu::Buffer,
     grid: UVec3,
+    /// Floating-point operations of one run, as the launcher counts them from the shapes: two
+    /// per multiply-add of a matrix product or convolution, 0 for every other op (as PyTorch's
+    /// FLOP counter counts).
+    flops: u64,
 }
 
 impl Dispatch {
+    /// Floating-point operations of one run (see the field).
+    pub fn flops(&self) -> u64 {
+        self.flops
+    }
+
+    /// The same dispatch, counted as `flops` floating-point operations per run.
+    pub fn with_flops(mut self, flops: u64) -> Self {
+        self.flops = flops;
+        self
+    }
+
     /// Replaces the folded 1-D grid with an explicit 2-D one (for kernels indexed by
     /// `global_invocation_id`, such as the benchmark baselines).
     pub fn set_grid(&mut self, x: u32, y: u32) {

@@ -1,6 +1,6 @@
 //! `Recorder`: the one place that creates command encoders and compute passes. A submission is a
 //! list of steps recorded in order (clears, dispatches, copies); every submission adds its
-//! dispatch count to the device's counters (`Gpu::counters`).
+//! dispatch count and FLOPs to the device's counters (`Gpu::counters`).
 
 use std::sync::atomic::Ordering;
 
@@ -13,6 +13,9 @@ pub struct Counters {
     pub submissions: u64,
     /// Compute dispatches in them.
     pub dispatches: u64,
+    /// Floating-point operations of those dispatches, as their launchers count them
+    /// (`Dispatch::flops`: matrix products and convolutions only).
+    pub flops: u64,
 }
 
 enum Command<'a> {
@@ -75,7 +78,7 @@ impl<'a> Recorder<'a> {
     pub fn submit(self) {
         let gpu = self.gpu;
         let mut enc = gpu.device.create_command_encoder(&Default::default());
-        let mut dispatches = 0u64;
+        let (mut dispatches, mut flops) = (0u64, 0u64);
         let mut i = 0;
         while i < self.steps.len() {
             match &self.steps[i] {
@@ -98,6 +101,7 @@ impl<'a> Recorder<'a> {
                     while let Some(Command::Dispatch(d)) = self.steps.get(i) {
                         d.encode(&mut pass);
                         dispatches += 1;
+                        flops += d.flops;
                         i += 1;
                     }
                 }
@@ -106,5 +110,6 @@ impl<'a> Recorder<'a> {
         gpu.queue.submit([enc.finish()]);
         gpu.submissions.fetch_add(1, Ordering::Relaxed);
         gpu.dispatches.fetch_add(dispatches, Ordering::Relaxed);
+        gpu.flops.fetch_add(flops, Ordering::Relaxed);
     }
 }

@@ -240,7 +240,7 @@ pub async fn conv2d_fwd(
     let bias_buf = optional(gpu, "conv2d_fwd bias", bias, s.cout)?; // has_bias says which
     let (e, tiles) = fwd_plan(s);
     let params = Params::new(s, bias.is_some());
-    prepare(gpu, &SPEC, e, &[x, weight, bias_buf, out], &params, tiles as u32).await
+    Ok(prepare(gpu, &SPEC, e, &[x, weight, bias_buf, out], &params, tiles as u32).await?.with_flops(flops(s) as u64))
 }
 
 /// dx (B, Cin, H, W) = conv^T(dout (B, Cout, Ho, Wo), weight (Cout, Cin, K, K)). Overwritten.
@@ -257,7 +257,9 @@ pub async fn conv2d_bwd_input(
         &[("dout", dout, s.out_len()), ("weight", weight, s.weight_len()), ("dx", dx, s.x_len())],
     )?;
     let (e, tiles) = bwd_input_plan(s);
-    prepare(gpu, &SPEC, e, &[dout, weight, dx], &Params::new(s, false), tiles as u32).await
+    Ok(prepare(gpu, &SPEC, e, &[dout, weight, dx], &Params::new(s, false), tiles as u32)
+        .await?
+        .with_flops(flops(s) as u64))
 }
 
 /// dweight (Cout, Cin, K, K) += sum over B, Ho, Wo of dout (B, Cout, Ho, Wo) times the shifted
@@ -276,7 +278,9 @@ pub async fn conv2d_bwd_weight(
     )?;
     let (e, co_per, ci_per) = bwd_weight_plan(s);
     let tiles = s.cout.div_ceil(co_per) * s.cin.div_ceil(ci_per);
-    prepare(gpu, &SPEC, e, &[dout, x, dweight], &Params::new(s, false), tiles as u32).await
+    Ok(prepare(gpu, &SPEC, e, &[dout, x, dweight], &Params::new(s, false), tiles as u32)
+        .await?
+        .with_flops(flops(s) as u64))
 }
 
 /// dbias (Cout,) += sum over B, Ho, Wo of dout (B, Cout, Ho, Wo). Accumulated.

@@ -128,7 +128,7 @@ impl Scheme {
         if !gpu.tuning() {
             return Ok(Scheme::Rows);
         }
-        let passed = tune::passing(gpu, &SPEC, |entry| Scheme::of_entry(entry).name()).await?;
+        let passed = Scheme::passing(gpu).await?;
         // Scratch operands of the problem's shape, over as many batch items as fit in
         // TUNE_SCRATCH elements each (every scheme's work is linear in the items).
         let per_item = [s.a.max(d.m * d.k), s.b.max(d.k * d.n), s.out.max(d.m * d.n)];
@@ -138,11 +138,18 @@ impl Scheme {
         let b = gpu.zeros("tune b", span(items, s.b, d.k * d.n))?;
         let out = gpu.zeros("tune out", span(items, s.out, d.m * d.n))?;
         let mut candidates = Vec::new();
-        for scheme in Scheme::ALL.into_iter().filter(|x| passed.iter().any(|p| p == x.name())) {
+        for scheme in passed {
             candidates.push((scheme.name(), launch(gpu, scheme, layout, &a, &b, None, &out, dt, s).await?));
         }
         let pick = tune::fastest(gpu, &key, Scheme::Rows.name(), &candidates).await?;
         Ok(Scheme::named(pick).unwrap_or(Scheme::Rows))
+    }
+
+    /// The schemes whose every registry check passes on `gpu` (checked once per device, or read
+    /// from the cache: `tune::passing`).
+    pub async fn passing(gpu: &Gpu) -> Result<Vec<Scheme>, GpuError> {
+        let names = tune::passing(gpu, &SPEC, |entry| Scheme::of_entry(entry).name()).await?;
+        Ok(Scheme::ALL.into_iter().filter(|x| names.iter().any(|n| n == x.name())).collect())
     }
 
     /// The scheme a registry entry belongs to.
@@ -419,7 +426,8 @@ async fn launch(
     let bias_buf = optional(gpu, "matmul bias", bias, d.n)?; // has_bias says which
     let entry = layout.entry_strided(scheme, d, s);
     let params = Params::strided(d, s, bias.is_some());
-    prepare(gpu, &SPEC, entry, &[a, b, bias_buf, out], &params, scheme.workgroups(d) as u32).await
+    let disp = prepare(gpu, &SPEC, entry, &[a, b, bias_buf, out], &params, scheme.workgroups(d) as u32).await?;
+    Ok(disp.with_flops(d.flops() as u64))
 }
 
 /// How a gradient is computed: a forward product of `layout` over `dims`, with `dout` as its

@@ -1,9 +1,14 @@
 //! `cdl bench train` keeps its JSON schema: training cases (std and std+CDL) and every sampler
-//! per batch size, with positive rates and device memory.
+//! per batch size, with positive rates, device memory, and FLOPs per step equal to a hand count.
 
 use crate::common;
 
 use std::process::Command;
+
+/// FLOPs of one row through the default MLP (D 2, W 128, E 128, 2 blocks), by hand:
+/// 2 (E W + W W + D W + 2 (2 W W) + W D), the products emb.fc1, emb.fc2, inp, the blocks' fc1
+/// and fc2, and out.
+const MLP_FWD_PER_ROW: u64 = 2 * (128 * 128 + 128 * 128 + 2 * 128 + 4 * 128 * 128 + 128 * 2);
 
 #[test]
 fn bench_train_reports_every_case() {
@@ -30,6 +35,7 @@ fn bench_train_reports_every_case() {
     assert!(out.status.success(), "{}", String::from_utf8_lossy(&out.stderr));
     let v: serde_json::Value = serde_json::from_slice(&out.stdout).unwrap();
     assert_eq!((v["bench"].as_str(), v["schema"].as_u64()), (Some("train"), Some(1)));
+    assert!(v["best_matmul"]["gflops"].as_f64().unwrap() > 0.0, "{v}");
     let cases = v["cases"].as_array().unwrap();
     for batch in [8u64, 16] {
         let of = |what: &str| cases.iter().filter(|c| c["batch"] == batch && c["what"] == what).collect::<Vec<_>>();
@@ -39,6 +45,11 @@ fn bench_train_reports_every_case() {
         assert_eq!(train[1]["rows"].as_u64(), Some(batch + 16));
         for c in &train {
             assert!(c["examples_per_s"].as_f64().unwrap() > 0.0 && c["device_bytes"].as_u64().unwrap() > 0, "{c}");
+            // Backward is twice the forward but for emb.fc1's input gradient.
+            let per_row = 3 * MLP_FWD_PER_ROW - 2 * 128 * 128;
+            assert_eq!(c["flops_per_step"].as_f64(), Some((c["rows"].as_u64().unwrap() * per_row) as f64), "{c}");
+            assert!(c["gflops_per_s"].as_f64().unwrap() > 0.0 && c["efficiency_vs_best_matmul"].as_f64().unwrap() > 0.0);
+            assert!(c["dispatches_per_step"].as_f64().unwrap() >= 20.0, "{c}");
         }
         let samplers: Vec<&str> = of("sample").iter().map(|c| c["sampler"].as_str().unwrap()).collect();
         assert_eq!(samplers.len(), 4, "{samplers:?}");
@@ -79,5 +90,28 @@ fn the_gpu_bench_script_runs_every_step_and_writes_one_json() {
         assert_eq!(o.status.code(), Some(1));
         let err = String::from_utf8_lossy(&o.stderr);
         assert!(err.contains("nvidia-smi not found"), "{err}");
+    }
+}
+
+/// `cdl bench sample` times every sampler; each run's FLOPs are its evaluations of the default
+/// MLP on every sample, so the count and the evaluations agree.
+#[test]
+fn bench_sample_reports_every_sampler() {
+    if common::gpu_or_skip().is_none() {
+        return;
+    }
+    let out = Command::new(env!("CARGO_BIN_EXE_cdl"))
+        .args(["bench", "sample", "--model", "mlp", "--samples", "8", "--steps", "3"])
+        .output()
+        .unwrap();
+    assert!(out.status.success(), "{}", String::from_utf8_lossy(&out.stderr));
+    let v: serde_json::Value = serde_json::from_slice(&out.stdout).unwrap();
+    assert_eq!(v["bench"], "sample");
+    let cases = v["cases"].as_array().unwrap();
+    let names: Vec<&str> = cases.iter().map(|c| c["sampler"].as_str().unwrap()).collect();
+    assert_eq!(names, ["ddpm-3", "ddim-3", "heun-3", "parallel-ddpm-3-posterior-p3-tol0.1"]);
+    for c in cases {
+        assert!(c["samples_per_s"].as_f64().unwrap() > 0.0, "{c}");
+        assert_eq!(c["flops"].as_u64(), Some(c["evaluations"].as_u64().unwrap() * 8 * MLP_FWD_PER_ROW), "{c}");
     }
 }

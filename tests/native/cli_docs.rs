@@ -3,7 +3,7 @@
 
 use std::process::Command;
 
-const COMMANDS: [&[&str]; 12] = [
+const COMMANDS: [&[&str]; 15] = [
     &[],
     &["train"],
     &["sample"],
@@ -12,10 +12,13 @@ const COMMANDS: [&[&str]; 12] = [
     &["experiment", "toy"],
     &["experiment", "images"],
     &["bench"],
+    &["bench", "ops"],
     &["bench", "train"],
+    &["bench", "sample"],
     &["bench", "model"],
     &["bench", "quality"],
     &["info"],
+    &["tune"],
 ];
 
 fn help(args: &[&str]) -> String {

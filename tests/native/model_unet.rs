@@ -310,6 +310,27 @@ fn built_model_holds_the_description_count() {
     }
 }
 
+/// The FLOPs the launchers count from their shapes (`Dispatch::flops`, what `cdl bench` reports)
+/// equal the description's count: the forward dispatches of a batch of 3 hold 3 times the
+/// per-image count, and the backward twice the forward less the input gradients of the
+/// products that read labels and noise features (emb.fc1 and the class embedding), which no
+/// one needs. conv_in's input gradient is computed: it is the model's `dx`.
+#[test]
+fn dispatch_flops_equal_the_description_count() {
+    let Some(gpu) = common::gpu_or_skip() else { return };
+    const BATCH: u64 = 3;
+    for cfg in [micro(), UNetConfig { num_classes: CLASSES, ..micro() }, UNetConfig::tiny()] {
+        let model = pollster::block_on(UNet::new(gpu, cfg.clone(), BATCH as usize, 0)).unwrap();
+        let (fwd, bwd) = model.dispatches();
+        let sum = |ds: &[cdl::gpu::Dispatch]| ds.iter().map(|d| d.flops()).sum::<u64>();
+        assert_eq!(sum(fwd), BATCH * model.flops(), "{cfg:?}");
+        // emb.fc1: channels -> E = 4 channels; the class embedding: classes -> E.
+        let (ch, e) = (cfg.channels as u64, 4 * cfg.channels as u64);
+        let no_dx = 2 * ch * e + 2 * cfg.num_classes as u64 * e;
+        assert_eq!(sum(bwd), 2 * sum(fwd) - BATCH * no_dx, "{cfg:?}");
+    }
+}
+
 /// FLOPs per image equal a hand count of the micro net (below), and change exactly as the
 /// count says: the class embedding adds one K x E product; heads split the channels of the
 /// attention products without changing their work. The presets: printed, and ordered.
