@@ -12,8 +12,18 @@ override TRANS_A: bool;
 override TRANS_B: bool;
 
 // Bindings (group 0): a (read), b (read), bias (read; a placeholder when has_bias = 0), out
-// (write); matmul_bwd_bias: dout (read), dbias (read_write). Group 1: Params. Params, R and
-// LANES are declared in ops/matmul.rs.
+// (write), aux (read) and out2 (write), the epilogue's operands (placeholders when unused);
+// matmul_bwd_bias: dout (read), dbias (read_write). Group 1: Params. Params, R and LANES are
+// declared in ops/matmul.rs.
+//
+// The epilogue (p.epilogue) applies to v = op(a) op(b) + bias at each output element:
+//   EP_NONE   out = v
+//   EP_SILU   out = v and out2 = silu(v)        (a Linear and its activation, forward)
+//   EP_DSILU  out = v * silu'(aux)              (the input gradient of a Linear through the
+//                                                activation before it, aux its pre-activation)
+const EP_NONE: u32 = 0u;
+const EP_SILU: u32 = 1u;
+const EP_DSILU: u32 = 2u;
 @group(1) @binding(0) var<uniform> p: Params;
 
 @group(0) @binding(0) var<storage, read> a: array<f32>;
@@ -26,8 +36,47 @@ override TRANS_B: bool;
 @group(0) @binding(2) var<storage, read> bias4: array<vec4<f32>>;
 @group(0) @binding(3) var<storage, read_write> out4: array<vec4<f32>>;
 
+@group(0) @binding(4) var<storage, read> aux: array<f32>;
+@group(0) @binding(5) var<storage, read_write> out2: array<f32>;
+@group(0) @binding(4) var<storage, read> aux4: array<vec4<f32>>;
+@group(0) @binding(5) var<storage, read_write> out2_4: array<vec4<f32>>;
+
 @group(0) @binding(0) var<storage, read> dout: array<f32>;
 @group(0) @binding(1) var<storage, read_write> dbias: array<f32>;
+
+// Sigmoid without overflow: exp of a non-positive argument only (as in elementwise.wgsl).
+fn sigmoid(v: f32) -> f32 {
+    let e = exp(-abs(v));
+    return select(e / (1.0 + e), 1.0 / (1.0 + e), v >= 0.0);
+}
+
+fn sigmoid4(v: vec4<f32>) -> vec4<f32> {
+    return vec4<f32>(sigmoid(v.x), sigmoid(v.y), sigmoid(v.z), sigmoid(v.w));
+}
+
+// The epilogue of one element at index i of out.
+fn epilogue(i: u32, v: f32) {
+    if (p.epilogue == EP_DSILU) {
+        let x = aux[i];
+        let s = sigmoid(x);
+        out[i] = v * s * (1.0 + x * (1.0 - s));
+        return;
+    }
+    out[i] = v;
+    if (p.epilogue == EP_SILU) { out2[i] = v * sigmoid(v); }
+}
+
+// The epilogue of 4 elements at vec4 index i of out.
+fn epilogue4(i: u32, v: vec4<f32>) {
+    if (p.epilogue == EP_DSILU) {
+        let x = aux4[i];
+        let s = sigmoid4(x);
+        out4[i] = v * s * (1.0 + x * (1.0 - s));
+        return;
+    }
+    out4[i] = v;
+    if (p.epilogue == EP_SILU) { out2_4[i] = v * sigmoid4(v); }
+}
 
 // Work split, chosen for CPU-backed adapters (lavapipe, SwiftShader), where what costs is the
 // number of load instructions per multiply-add (a load runs per invocation, with its index
@@ -82,7 +131,7 @@ fn store(tl: Tile, acc: ptr<function, array<vec4<f32>, R>>) {
         if (r < p.m) {
             let v = (*acc)[i] + bv;
             for (var j = 0u; j < 4u; j = j + 1u) {
-                if (tl.col + j < p.n) { out[base + r * p.n + tl.col + j] = v[j]; }
+                if (tl.col + j < p.n) { epilogue(base + r * p.n + tl.col + j, v[j]); }
             }
         }
     }
@@ -95,7 +144,7 @@ fn store4(tl: Tile, acc: ptr<function, array<vec4<f32>, R>>) {
     let n4 = p.n / 4u;
     for (var i = 0u; i < R; i = i + 1u) {
         let r = tl.row0 + i;
-        if (r < p.m) { out4[base + r * n4] = (*acc)[i] + bv; }
+        if (r < p.m) { epilogue4(base + r * n4, (*acc)[i] + bv); }
     }
 }
 
@@ -262,7 +311,7 @@ fn matmul_tiled(id: Grid, @builtin(local_invocation_index) lid: u32) {
         if (row < p.m) {
             let v = acc[i] + bv;
             for (var j = 0u; j < 4u; j = j + 1u) {
-                if (col + j < p.n) { out[base + row * p.n + col + j] = v[j]; }
+                if (col + j < p.n) { epilogue(base + row * p.n + col + j, v[j]); }
             }
         }
     }

@@ -120,8 +120,8 @@ fn naive_dispatch(
 ) -> Result<Dispatch, GpuError> {
     #[repr(C)]
     #[derive(Clone, Copy, bytemuck::Pod, bytemuck::Zeroable)]
-    struct P([u32; 8]);
-    let p = P([d.m as u32, d.n as u32, d.k as u32, 1, 0, 0, 0, 0]);
+    struct P([u32; 12]); // matmul's Params: m, n, k, batch, strides, has_bias, epilogue, padding
+    let p = P([d.m as u32, d.n as u32, d.k as u32, 1, 0, 0, 0, 0, 0, 0, 0, 0]);
     // 8x8 invocations per workgroup over a 2-D grid of outputs.
     let mut disp = gpu.dispatch(kernel, &bufs, &p, 1)?;
     disp.set_grid(d.n.div_ceil(8) as u32, d.m.div_ceil(8) as u32);

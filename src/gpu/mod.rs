@@ -86,6 +86,8 @@ pub struct Gpu {
     kernels: Mutex<HashMap<String, Kernel>>,
     /// A small buffer for optional bindings a dispatch does not read.
     unused: Buffer,
+    /// Its twin for optional outputs: a writable binding may not alias a read one.
+    unused_out: Buffer,
     /// Device errors no error scope caught (validation, out of memory, device lost), kept for
     /// the next readback to report instead of panicking inside wgpu.
     errors: Arc<Mutex<Vec<String>>>,
@@ -128,9 +130,9 @@ impl Gpu {
             .await
             .map_err(|e| GpuError::Device(e.to_string()))?;
         let debug = debug_level();
-        let unused = Buffer {
+        let placeholder = |label| Buffer {
             buffer: device.create_buffer(&wgpu::BufferDescriptor {
-                label: Some("unused"),
+                label: Some(label),
                 // 16 bytes: the smallest binding a vec4 array accepts.
                 size: 16,
                 usage: STORAGE_USAGE,
@@ -139,6 +141,7 @@ impl Gpu {
             offset: 0,
             len: 4,
         };
+        let (unused, unused_out) = (placeholder("unused"), placeholder("unused output"));
         let errors: Arc<Mutex<Vec<String>>> = Arc::default();
         let sink = errors.clone();
         device.on_uncaptured_error(Arc::new(move |e: wgpu::Error| lock(&sink).push(first_line(&e.to_string()))));
@@ -152,6 +155,7 @@ impl Gpu {
             modules: Mutex::default(),
             kernels: Mutex::default(),
             unused,
+            unused_out,
             errors,
             debug,
             submissions: AtomicU64::new(0),
@@ -270,6 +274,12 @@ impl Gpu {
     /// A small buffer to bind where an optional operand is absent.
     pub fn unused(&self) -> &Buffer {
         &self.unused
+    }
+
+    /// A small buffer to bind where an optional output is absent (never the one `unused`
+    /// gives, which the same dispatch may bind read-only).
+    pub fn unused_out(&self) -> &Buffer {
+        &self.unused_out
     }
 
     /// A storage buffer holding `data`.

@@ -209,8 +209,7 @@ impl Mlp {
 
         // --- forward ---
         let mut fwd = vec![embedding::embedding_fwd(gpu, &t, &emb, b, e).await?];
-        fwd.extend(emb1.forward(gpu, &p, &emb, &e1, b).await?);
-        fwd.push(ew::silu_fwd(gpu, &e1, &e1_act, n).await?);
+        fwd.extend(emb1.forward_silu(gpu, &p, &emb, &e1, &e1_act, b).await?);
         fwd.extend(emb2.forward(gpu, &p, &e1_act, &temb, b).await?);
         let mut h = z("h0", n)?;
         fwd.extend(inp.forward(gpu, &p, &x, &h, b).await?);
@@ -228,8 +227,7 @@ impl Mlp {
             let c = z("c", n)?;
             let h_next = z(&format!("h{}", i + 1), n)?;
             fwd.push(ew::add(gpu, &ba.h_in, &temb, &ba.u, n).await?);
-            fwd.extend(blk.fc1.forward(gpu, &p, &ba.u, &ba.a, b).await?);
-            fwd.push(ew::silu_fwd(gpu, &ba.a, &ba.a_act, n).await?);
+            fwd.extend(blk.fc1.forward_silu(gpu, &p, &ba.u, &ba.a, &ba.a_act, b).await?);
             fwd.extend(blk.fc2.forward(gpu, &p, &ba.a_act, &c, b).await?);
             fwd.push(ew::add(gpu, &ba.h_in, &c, &ba.s, n).await?);
             let (gw, gb) = (p.value(blk.norm_weight)?, p.value(blk.norm_bias)?);
@@ -256,13 +254,12 @@ impl Mlp {
         bwd.extend(out_l.backward(gpu, &p, &h, &df, Some(&dh), b).await?);
         let dtemb = z("dtemb", n)?;
         for (i, (blk, ba)) in blocks.iter().zip(&acts).enumerate().rev() {
-            let (ds, da_act, da, du, dh_prev) = (z("ds", n)?, z("da_act", n)?, z("da", n)?, z("du", n)?, z("dh", n)?);
+            let (ds, da, du, dh_prev) = (z("ds", n)?, z("da", n)?, z("du", n)?, z("dh", n)?);
             let gw = p.value(blk.norm_weight)?;
             bwd.push(groupnorm::groupnorm_bwd_input(gpu, &dh, &ba.s, &ba.mean, &ba.rstd, &gw, &ds, ln).await?);
             let (dgw, dgb) = (p.grad(blk.norm_weight)?, p.grad(blk.norm_bias)?);
             bwd.push(groupnorm::groupnorm_bwd_params(gpu, &dh, &ba.s, &ba.mean, &ba.rstd, &dgw, &dgb, ln).await?);
-            bwd.extend(blk.fc2.backward(gpu, &p, &ba.a_act, &ds, Some(&da_act), b).await?);
-            bwd.push(ew::silu_bwd(gpu, &da_act, &ba.a, &da, n).await?);
+            bwd.extend(blk.fc2.backward_through_silu(gpu, &p, &ba.a_act, &ds, &da, &ba.a, b).await?);
             bwd.extend(blk.fc1.backward(gpu, &p, &ba.u, &da, Some(&du), b).await?);
             // h_in feeds both the residual sum and u = h_in + temb.
             bwd.push(ew::add(gpu, &ds, &du, &dh_prev, n).await?);
@@ -278,13 +275,12 @@ impl Mlp {
             // x also feeds ε̂ directly through the preconditioning's skip term.
             bwd.push(ew::axpy(gpu, dxs, &dx, b * d, 1.0).await?);
         }
-        let (de1_act, de1) = (z("de1_act", n)?, z("de1", n)?);
+        let de1 = z("de1", n)?;
         if blocks.is_empty() {
             // No block reads temb: its gradient is zero (dtemb was never written).
             bwd.push(ew::scale(gpu, &dh, &dtemb, n, 0.0).await?);
         }
-        bwd.extend(emb2.backward(gpu, &p, &e1_act, &dtemb, Some(&de1_act), b).await?);
-        bwd.push(ew::silu_bwd(gpu, &de1_act, &e1, &de1, n).await?);
+        bwd.extend(emb2.backward_through_silu(gpu, &p, &e1_act, &dtemb, &de1, &e1, b).await?);
         bwd.extend(emb1.backward(gpu, &p, &emb, &de1, None, b).await?);
 
         let memory_bytes = bytes.get();

@@ -524,7 +524,7 @@ fn budget(p: &Plan, cfg: &UNetConfig, b: usize) -> Result<Budget, GpuError> {
     }
     g.add("t", b);
     g.add("emb", b * ch);
-    for what in ["e1", "e1_act", "temb", "dtemb", "de1_act", "de1"] {
+    for what in ["e1", "e1_act", "temb", "dtemb", "de1"] {
         g.add(what, b * e);
     }
     if cfg.num_classes > 0 {
@@ -917,14 +917,8 @@ impl UNet {
             Some(m) => (m.x_in.clone(), m.dx_in.clone(), m.f.clone(), m.df.clone()),
         };
         let emb = z("emb", b * ch)?;
-        let [e1, e1_act, temb, dtemb, de1_act, de1] = [
-            z("e1", b * e)?,
-            z("e1_act", b * e)?,
-            z("temb", b * e)?,
-            z("dtemb", b * e)?,
-            z("de1_act", b * e)?,
-            z("de1", b * e)?,
-        ];
+        let [e1, e1_act, temb, dtemb, de1] =
+            [z("e1", b * e)?, z("e1_act", b * e)?, z("temb", b * e)?, z("dtemb", b * e)?, z("de1", b * e)?];
         // With labels: temb = temb_base + labels_onehot W^T (temb_class); dtemb reaches both terms.
         let class = match class_emb {
             Some(w) => {
@@ -938,8 +932,7 @@ impl UNet {
 
         // --- forward ---
         let mut fwd = vec![embedding::embedding_fwd(gpu, &t, &emb, b, ch).await?];
-        fwd.extend(fc1.forward(gpu, &p, &emb, &e1, b).await?);
-        fwd.push(ew::silu_fwd(gpu, &e1, &e1_act, b * e).await?);
+        fwd.extend(fc1.forward_silu(gpu, &p, &emb, &e1, &e1_act, b).await?);
         if let Some((w, onehot, base, cls)) = &class {
             let d = Dims::new(b, e, cfg.num_classes);
             fwd.extend(fc2.forward(gpu, &p, &e1_act, base, b).await?);
@@ -991,8 +984,7 @@ impl UNet {
             let d = Dims::new(b, e, cfg.num_classes);
             bwd.push(matmul::matmul_bwd_b(gpu, Layout::NT, &dtemb, onehot, &p.grad(*w)?, d).await?);
         }
-        bwd.extend(fc2.backward(gpu, &p, &e1_act, &dtemb, Some(&de1_act), b).await?);
-        bwd.push(ew::silu_bwd(gpu, &de1_act, &e1, &de1, b * e).await?);
+        bwd.extend(fc2.backward_through_silu(gpu, &p, &e1_act, &dtemb, &de1, &e1, b).await?);
         bwd.extend(fc1.backward(gpu, &p, &emb, &de1, None, b).await?);
 
         let memory = 4 * budget.total;

@@ -139,7 +139,8 @@ impl Scheme {
         let out = gpu.zeros("tune out", span(items, s.out, d.m * d.n))?;
         let mut candidates = Vec::new();
         for scheme in passed {
-            candidates.push((scheme.name(), launch(gpu, scheme, layout, &a, &b, None, &out, dt, s).await?));
+            let ep = Epilogue::None;
+            candidates.push((scheme.name(), launch(gpu, scheme, layout, &a, &b, None, &out, ep, dt, s).await?));
         }
         let pick = tune::fastest(gpu, &key, Scheme::Rows.name(), &candidates).await?;
         Ok(Scheme::named(pick).unwrap_or(Scheme::Rows))
@@ -318,6 +319,10 @@ super::uniform! {
         stride_b: u32,
         stride_out: u32,
         has_bias: u32,
+        epilogue: u32,
+        _pad0: u32,
+        _pad1: u32,
+        _pad2: u32,
     }
 }
 
@@ -330,11 +335,7 @@ pub const NAIVE_SOURCE: &str = super::wgsl::concat_str!(
 );
 
 impl Params {
-    fn new(d: Dims, has_bias: bool) -> Self {
-        Self::strided(d, Strides::contiguous(d), has_bias)
-    }
-
-    fn strided(d: Dims, s: Strides, has_bias: bool) -> Self {
+    fn strided(d: Dims, s: Strides, has_bias: bool, epilogue: u32) -> Self {
         Self {
             m: d.m as u32,
             n: d.n as u32,
@@ -344,6 +345,43 @@ impl Params {
             stride_b: s.b as u32,
             stride_out: s.out as u32,
             has_bias: u32::from(has_bias),
+            epilogue,
+            _pad0: 0,
+            _pad1: 0,
+            _pad2: 0,
+        }
+    }
+}
+
+/// What a product does with each output element v = op(a) · op(b) + bias before storing it
+/// (the shader's EP_* constants): fusing the activation of a Linear into its product saves a
+/// dispatch and a pass over the activations, forward and backward.
+#[derive(Clone, Copy, Debug)]
+pub enum Epilogue<'a> {
+    /// out = v.
+    None,
+    /// out = v and `act` = silu(v), both stored like out.
+    Silu { act: &'a Buffer },
+    /// out = v · silu'(`pre`), `pre` stored like out: the gradient of a SiLU's input from the
+    /// gradient of its output, v, and its input, `pre`.
+    DSilu { pre: &'a Buffer },
+}
+
+impl<'a> Epilogue<'a> {
+    /// The shader's code, and the buffers to bind as aux (read) and out2 (written).
+    fn bind(self, gpu: &'a Gpu) -> (u32, &'a Buffer, &'a Buffer) {
+        match self {
+            Epilogue::None => (0, gpu.unused(), gpu.unused_out()),
+            Epilogue::Silu { act } => (1, gpu.unused(), act),
+            Epilogue::DSilu { pre } => (2, pre, gpu.unused_out()),
+        }
+    }
+
+    fn name(self) -> &'static str {
+        match self {
+            Epilogue::None => "",
+            Epilogue::Silu { .. } => " +silu",
+            Epilogue::DSilu { .. } => " *dsilu",
         }
     }
 }
@@ -373,7 +411,7 @@ pub async fn matmul_in(
     out: &Buffer,
     d: Dims,
 ) -> Result<Dispatch, GpuError> {
-    launch(gpu, scheme, layout, a, b, bias, out, d, Strides::contiguous(d)).await
+    launch(gpu, scheme, layout, a, b, bias, out, Epilogue::None, d, Strides::contiguous(d)).await
 }
 
 /// Elements an operand of `len` elements per item spans over `batch` items `stride` apart.
@@ -394,7 +432,24 @@ pub async fn matmul_strided(
     d: Dims,
     s: Strides,
 ) -> Result<Dispatch, GpuError> {
-    launch(gpu, Scheme::for_shape(gpu, layout, d, s).await?, layout, a, b, bias, out, d, s).await
+    launch(gpu, Scheme::for_shape(gpu, layout, d, s).await?, layout, a, b, bias, out, Epilogue::None, d, s).await
+}
+
+/// `matmul` with an epilogue on each output element (`Epilogue`): a Linear and its SiLU in one
+/// dispatch.
+#[allow(clippy::too_many_arguments)] // the operands of `matmul` plus the epilogue
+pub async fn matmul_ep(
+    gpu: &Gpu,
+    layout: Layout,
+    a: &Buffer,
+    b: &Buffer,
+    bias: Option<&Buffer>,
+    out: &Buffer,
+    ep: Epilogue<'_>,
+    d: Dims,
+) -> Result<Dispatch, GpuError> {
+    let s = Strides::contiguous(d);
+    launch(gpu, Scheme::for_shape(gpu, layout, d, s).await?, layout, a, b, bias, out, ep, d, s).await
 }
 
 #[allow(clippy::too_many_arguments)] // the operands of `matmul_strided` plus the scheme
@@ -406,6 +461,7 @@ async fn launch(
     b: &Buffer,
     bias: Option<&Buffer>,
     out: &Buffer,
+    ep: Epilogue<'_>,
     d: Dims,
     s: Strides,
 ) -> Result<Dispatch, GpuError> {
@@ -424,9 +480,15 @@ async fn launch(
         ],
     )?;
     let bias_buf = optional(gpu, "matmul bias", bias, d.n)?; // has_bias says which
+    let (code, aux, out2) = ep.bind(gpu);
+    if code != 0 {
+        let operand = if code == 1 { out2 } else { aux };
+        needs("matmul epilogue", &[(ep.name().trim(), operand, span(d.batch, s.out, d.m * d.n))])?;
+    }
     let entry = layout.entry_strided(scheme, d, s);
-    let params = Params::strided(d, s, bias.is_some());
-    let disp = prepare(gpu, &SPEC, entry, &[a, b, bias_buf, out], &params, scheme.workgroups(d) as u32).await?;
+    let params = Params::strided(d, s, bias.is_some(), code);
+    let bufs = [a, b, bias_buf, out, aux, out2];
+    let disp = prepare(gpu, &SPEC, entry, &bufs, &params, scheme.workgroups(d) as u32).await?;
     Ok(disp.with_flops(d.flops() as u64))
 }
 
@@ -480,12 +542,15 @@ async fn run_plan(
     dout: &Buffer,
     other: &Buffer,
     grad: &Buffer,
+    ep: Epilogue<'_>,
 ) -> Result<Dispatch, GpuError> {
     let (x, y) = if plan.dout_first { (dout, other) } else { (other, dout) };
-    match scheme {
-        Some(scheme) => matmul_in(gpu, scheme, plan.layout, x, y, None, grad, plan.dims).await,
-        None => matmul(gpu, plan.layout, x, y, None, grad, plan.dims).await,
-    }
+    let (d, s) = (plan.dims, Strides::contiguous(plan.dims));
+    let scheme = match scheme {
+        Some(scheme) => scheme,
+        None => Scheme::for_shape(gpu, plan.layout, d, s).await?,
+    };
+    launch(gpu, scheme, plan.layout, x, y, None, grad, ep, d, s).await
 }
 
 /// The gradient of `a` for `out = op(a) · op(b)`: stored like `a`, overwritten.
@@ -497,7 +562,22 @@ pub async fn matmul_bwd_a(
     da: &Buffer,
     d: Dims,
 ) -> Result<Dispatch, GpuError> {
-    run_plan(gpu, None, bwd_a_plan(layout, d), dout, b, da).await
+    run_plan(gpu, None, bwd_a_plan(layout, d), dout, b, da, Epilogue::None).await
+}
+
+/// `matmul_bwd_a` with an epilogue on each element of `da` (`Epilogue::DSilu`: the gradient
+/// through the SiLU whose output `a` is).
+#[allow(clippy::too_many_arguments)] // the operands of `matmul_bwd_a` plus the epilogue
+pub async fn matmul_bwd_a_ep(
+    gpu: &Gpu,
+    layout: Layout,
+    dout: &Buffer,
+    b: &Buffer,
+    da: &Buffer,
+    ep: Epilogue<'_>,
+    d: Dims,
+) -> Result<Dispatch, GpuError> {
+    run_plan(gpu, None, bwd_a_plan(layout, d), dout, b, da, ep).await
 }
 
 /// The gradient of `b` for `out = op(a) · op(b)`: stored like `b`, overwritten.
@@ -509,13 +589,13 @@ pub async fn matmul_bwd_b(
     db: &Buffer,
     d: Dims,
 ) -> Result<Dispatch, GpuError> {
-    run_plan(gpu, None, bwd_b_plan(layout, d), dout, a, db).await
+    run_plan(gpu, None, bwd_b_plan(layout, d), dout, a, db, Epilogue::None).await
 }
 
 /// dbias (N,) += column sums of dout over all rows and batches.
 pub async fn matmul_bwd_bias(gpu: &Gpu, dout: &Buffer, dbias: &Buffer, d: Dims) -> Result<Dispatch, GpuError> {
     needs("matmul_bwd_bias", &[("dout", dout, d.batch * d.m * d.n), ("dbias", dbias, d.n)])?;
-    let params = Params::new(d, false);
+    let params = Params::strided(d, Strides::contiguous(d), false, 0);
     prepare(gpu, &SPEC, "matmul_bwd_bias", &[dout, dbias], &params, groups_for(d.n, LANES)).await
 }
 
@@ -537,6 +617,14 @@ async fn check_async(gpu: &Gpu) -> Result<Vec<CheckResult>, GpuError> {
         ] {
             for layout in [Layout::NN, Layout::NT, Layout::TN] {
                 results.extend(check_one(gpu, scheme, layout, d, with_bias).await?);
+            }
+        }
+    }
+    // The epilogues, on an unaligned shape (scalar entry points) and an aligned one (vec4).
+    for scheme in Scheme::ALL {
+        for d in [Dims { m: 67, n: 45, k: 83, batch: 2 }, Dims { m: 68, n: 44, k: 84, batch: 3 }] {
+            for layout in [Layout::NN, Layout::NT, Layout::TN] {
+                results.extend(check_epilogues(gpu, scheme, layout, d).await?);
             }
         }
     }
@@ -584,8 +672,47 @@ async fn check_strided(
     }
     let shape = format!("{layout:?} m={} n={} k={} batch={} strides {:?} +bias", d.m, d.n, d.k, d.batch, s);
     let entry = layout.entry_strided(scheme, d, s);
-    let f = launch(gpu, scheme, layout, &a, &b, Some(&bias), &out, d, s).await?;
+    let f = launch(gpu, scheme, layout, &a, &b, Some(&bias), &out, Epilogue::None, d, s).await?;
     Ok(SPEC.result(entry, shape, &run_read(gpu, &f, &out).await?, &want))
+}
+
+/// The forward with bias and `Epilogue::Silu` (both outputs), and the gradient of `a` with
+/// `Epilogue::DSilu` over a random pre-activation, against the f64 reference product followed
+/// by the reference SiLU and its backward.
+async fn check_epilogues(gpu: &Gpu, scheme: Scheme, layout: Layout, d: Dims) -> Result<Vec<CheckResult>, GpuError> {
+    use crate::reference::elementwise::{silu_bwd, silu_fwd};
+    let s = layout.shape(d);
+    let (na, nb, nc) = (d.m * d.k, d.k * d.n, d.m * d.n);
+    let (xa, xb, xbias) = (normal_vec(na * d.batch, 9, 0), normal_vec(nb * d.batch, 9, 1), normal_vec(d.n, 9, 2));
+    let (xdout, xpre) = (normal_vec(nc * d.batch, 9, 3), normal_vec(na * d.batch, 9, 4));
+    let (a64, b64, bias64, dout64, pre64) = (f64s(&xa), f64s(&xb), f64s(&xbias), f64s(&xdout), f64s(&xpre));
+    let (mut want_out, mut want_da) = (vec![0.0; nc * d.batch], vec![0.0; na * d.batch]);
+    for t in 0..d.batch {
+        let (ra, rb, rc) = (t * na..(t + 1) * na, t * nb..(t + 1) * nb, t * nc..(t + 1) * nc);
+        r::matmul(&mut want_out[rc.clone()], &a64[ra.clone()], &b64[rb.clone()], Some(&bias64[..]), s);
+        r::matmul_bwd_a(&mut want_da[ra], &dout64[rc], &b64[rb], s);
+    }
+    let mut want_act = vec![0.0; want_out.len()];
+    silu_fwd(&mut want_act, &want_out);
+    let mut want_dpre = vec![0.0; want_da.len()];
+    silu_bwd(&mut want_dpre, &want_da, &pre64);
+
+    let (a, b, bias) = (gpu.upload("a", &xa)?, gpu.upload("b", &xb)?, gpu.upload("bias", &xbias)?);
+    let (dout, pre) = (gpu.upload("dout", &xdout)?, gpu.upload("pre", &xpre)?);
+    let (out, act, da) =
+        (gpu.zeros("out", nc * d.batch)?, gpu.zeros("act", nc * d.batch)?, gpu.zeros("da", na * d.batch)?);
+    let shape = format!("{layout:?} m={} n={} k={} batch={} +bias", d.m, d.n, d.k, d.batch);
+    let contiguous = Strides::contiguous(d);
+    let f = launch(gpu, scheme, layout, &a, &b, Some(&bias), &out, Epilogue::Silu { act: &act }, d, contiguous).await?;
+    let entry = layout.entry(scheme, d);
+    let mut results =
+        vec![SPEC.result(entry, format!("{shape} +silu out"), &run_read(gpu, &f, &out).await?, &want_out)];
+    results.push(SPEC.result(entry, format!("{shape} +silu act"), &gpu.read(&act).await?, &want_act));
+    let plan = bwd_a_plan(layout, d);
+    let g = run_plan(gpu, Some(scheme), plan, &dout, &b, &da, Epilogue::DSilu { pre: &pre }).await?;
+    let got = run_read(gpu, &g, &da).await?;
+    results.push(SPEC.result(plan.entry(scheme), format!("{shape} bwd_a *dsilu"), &got, &want_dpre));
+    Ok(results)
 }
 
 /// Forward, both input gradients and (with bias) the bias gradient of one layout, each against
@@ -634,11 +761,11 @@ async fn check_one(
     let f = matmul_in(gpu, scheme, layout, &a, &b, with_bias.then_some(&bias), &out, d).await?;
     results.push(SPEC.result(entry, shape.clone(), &run_read(gpu, &f, &out).await?, &want_out));
     let plan = bwd_a_plan(layout, d);
-    let ga = run_plan(gpu, Some(scheme), plan, &dout, &b, &da).await?;
+    let ga = run_plan(gpu, Some(scheme), plan, &dout, &b, &da, Epilogue::None).await?;
     let e = plan.entry(scheme);
     results.push(SPEC.result(e, format!("{shape} bwd_a"), &run_read(gpu, &ga, &da).await?, &want_da));
     let plan = bwd_b_plan(layout, d);
-    let gb = run_plan(gpu, Some(scheme), plan, &dout, &a, &db).await?;
+    let gb = run_plan(gpu, Some(scheme), plan, &dout, &a, &db, Epilogue::None).await?;
     let e = plan.entry(scheme);
     results.push(SPEC.result(e, format!("{shape} bwd_b"), &run_read(gpu, &gb, &db).await?, &want_db));
     if with_bias {
