@@ -368,20 +368,13 @@ pub enum Epilogue<'a> {
 }
 
 impl<'a> Epilogue<'a> {
-    /// The shader's code, and the buffers to bind as aux (read) and out2 (written).
-    fn bind(self, gpu: &'a Gpu) -> (u32, &'a Buffer, &'a Buffer) {
+    /// The shader's code, the buffers to bind as aux (read) and out2 (written), and the operand
+    /// the epilogue adds with its name (stored like out, so it needs as many elements).
+    fn bind(self, gpu: &'a Gpu) -> (u32, &'a Buffer, &'a Buffer, Option<(&'static str, &'a Buffer)>) {
         match self {
-            Epilogue::None => (0, gpu.unused(), gpu.unused_out()),
-            Epilogue::Silu { act } => (1, gpu.unused(), act),
-            Epilogue::DSilu { pre } => (2, pre, gpu.unused_out()),
-        }
-    }
-
-    fn name(self) -> &'static str {
-        match self {
-            Epilogue::None => "",
-            Epilogue::Silu { .. } => " +silu",
-            Epilogue::DSilu { .. } => " *dsilu",
+            Epilogue::None => (0, gpu.unused(), gpu.unused_out(), None),
+            Epilogue::Silu { act } => (1, gpu.unused(), act, Some(("silu act", act))),
+            Epilogue::DSilu { pre } => (2, pre, gpu.unused_out(), Some(("dsilu pre", pre))),
         }
     }
 }
@@ -432,7 +425,7 @@ pub async fn matmul_strided(
     d: Dims,
     s: Strides,
 ) -> Result<Dispatch, GpuError> {
-    launch(gpu, Scheme::for_shape(gpu, layout, d, s).await?, layout, a, b, bias, out, Epilogue::None, d, s).await
+    launch_tuned(gpu, layout, a, b, bias, out, Epilogue::None, d, s).await
 }
 
 /// `matmul` with an epilogue on each output element (`Epilogue`): a Linear and its SiLU in one
@@ -448,7 +441,22 @@ pub async fn matmul_ep(
     ep: Epilogue<'_>,
     d: Dims,
 ) -> Result<Dispatch, GpuError> {
-    let s = Strides::contiguous(d);
+    launch_tuned(gpu, layout, a, b, bias, out, ep, d, Strides::contiguous(d)).await
+}
+
+/// `launch` in the scheme `gpu` uses for this shape (measured, forced or the default).
+#[allow(clippy::too_many_arguments)] // the operands of `launch` but the scheme
+async fn launch_tuned(
+    gpu: &Gpu,
+    layout: Layout,
+    a: &Buffer,
+    b: &Buffer,
+    bias: Option<&Buffer>,
+    out: &Buffer,
+    ep: Epilogue<'_>,
+    d: Dims,
+    s: Strides,
+) -> Result<Dispatch, GpuError> {
     launch(gpu, Scheme::for_shape(gpu, layout, d, s).await?, layout, a, b, bias, out, ep, d, s).await
 }
 
@@ -480,10 +488,9 @@ async fn launch(
         ],
     )?;
     let bias_buf = optional(gpu, "matmul bias", bias, d.n)?; // has_bias says which
-    let (code, aux, out2) = ep.bind(gpu);
-    if code != 0 {
-        let operand = if code == 1 { out2 } else { aux };
-        needs("matmul epilogue", &[(ep.name().trim(), operand, span(d.batch, s.out, d.m * d.n))])?;
+    let (code, aux, out2, operand) = ep.bind(gpu);
+    if let Some((name, buf)) = operand {
+        needs("matmul epilogue", &[(name, buf, span(d.batch, s.out, d.m * d.n))])?;
     }
     let entry = layout.entry_strided(scheme, d, s);
     let params = Params::strided(d, s, bias.is_some(), code);
@@ -546,11 +553,10 @@ async fn run_plan(
 ) -> Result<Dispatch, GpuError> {
     let (x, y) = if plan.dout_first { (dout, other) } else { (other, dout) };
     let (d, s) = (plan.dims, Strides::contiguous(plan.dims));
-    let scheme = match scheme {
-        Some(scheme) => scheme,
-        None => Scheme::for_shape(gpu, plan.layout, d, s).await?,
-    };
-    launch(gpu, scheme, plan.layout, x, y, None, grad, ep, d, s).await
+    match scheme {
+        Some(scheme) => launch(gpu, scheme, plan.layout, x, y, None, grad, ep, d, s).await,
+        None => launch_tuned(gpu, plan.layout, x, y, None, grad, ep, d, s).await,
+    }
 }
 
 /// The gradient of `a` for `out = op(a) · op(b)`: stored like `a`, overwritten.
