@@ -60,7 +60,44 @@ macro_rules! op_tests {
     };
 }
 
-op_tests!(elementwise, matmul, reduce, philox, groupnorm, resample, embedding, softmax, optim, conv2d, loss, rows);
+op_tests!(
+    elementwise,
+    matmul,
+    reduce,
+    philox,
+    groupnorm,
+    resample,
+    embedding,
+    softmax,
+    optim,
+    conv2d,
+    loss,
+    rows,
+    sampler
+);
+
+/// The samplers on the device (`eval::gpu_sampler`) against the f64 host path in the browser, as
+/// tests/native/eval_gpu_sampler.rs does natively (same network, noise and tolerance): DDPM, Heun
+/// with churn and the Picard sampler with a sliding window, in groups and chunks of 16 rows.
+#[wasm_bindgen_test]
+async fn samplers_on_the_device_match_the_host_path() {
+    use cdl::diffusion::sampler::{sample, DdpmVariance, SamplerConfig};
+    let g = gpu().await;
+    let cfg = MlpConfig { dim: 2, width: 32, blocks: 2, emb_dim: 16, precond: cdl::model::Precond::Edm };
+    let net = Mlp::new(&g, cfg, 16, 7).await.unwrap_or_else(|e| panic!("{e}"));
+    let mut den = cdl::eval::denoiser::GpuDenoiser::new(&g, Box::new(net));
+    let par =
+        SamplerConfig::Parallel { steps: 40, window: 10, tol: 0.05, ddim: false, variance: DdpmVariance::Posterior };
+    let sequential = SamplerConfig::Ddpm { steps: 50, variance: DdpmVariance::Beta };
+    for s in [sequential, SamplerConfig::Heun { steps: 8, churn: 2.0 }, par] {
+        let (want, want_stats) = sample(&mut den, &s, 20, 11, None).await.unwrap_or_else(|e| panic!("{e}"));
+        let (got, stats) = den.sample_on_device(&s, 20, 11, None).await.unwrap_or_else(|e| panic!("{e}"));
+        let worst = got.iter().zip(&want).map(|(a, b)| (a - b).abs()).fold(0.0, f64::max);
+        cdl::gpu::log(&format!("{}: max |device - host| {worst:.2e}, {stats:?}", s.name()));
+        assert!(worst <= 2e-5, "{}: device and host samples differ by {worst:e}", s.name());
+        assert_eq!(stats, want_stats, "{}", s.name());
+    }
+}
 
 /// Output, input gradient and every parameter gradient (flat `grads` split by `layout`) against
 /// the oracle's, with LOOSE; one message listing every mismatch.

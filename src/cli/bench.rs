@@ -442,7 +442,7 @@ pub async fn train(gpu: &Gpu, o: &TrainBench<'_>) -> Result<Value, String> {
             efficiency(&mut case, per_step(after.flops - before.flops), ms_per_step, &peak);
             cases.push(case);
             if label == "std" {
-                cases.extend(samplers(gpu, &run, o.model, batch, o.sampler_steps).await?);
+                cases.extend(samplers(gpu, &run, o.model, batch, o.sampler_steps, false).await?);
             }
         }
     }
@@ -461,13 +461,17 @@ pub async fn train(gpu: &Gpu, o: &TrainBench<'_>) -> Result<Value, String> {
 }
 
 /// One run of each sampler (DDPM, DDIM, EDM Heun, parallel DDPM) at `steps` on `n` samples of
-/// `run`'s EMA weights, timed from the first evaluation to the samples on the host.
+/// `run`'s EMA weights, timed from the first evaluation to the samples on the host: with the
+/// sampler's arithmetic on the device ("path": "device"), and with `host` also on the host in f64
+/// right after it (the reference path, one readback per evaluation), so the two compare in the
+/// same run.
 async fn samplers(
     gpu: &Gpu,
     run: &cdl::train::run::Run,
     model: &str,
     n: usize,
     steps: usize,
+    host: bool,
 ) -> Result<Vec<Value>, String> {
     use cdl::diffusion::sampler::{sample, DdpmVariance, SamplerConfig};
     use cdl::eval::denoiser::GpuDenoiser;
@@ -486,18 +490,25 @@ async fn samplers(
         },
     ] {
         let mut den = GpuDenoiser::from_trainer(gpu, run.trainer(), n.min(1024)).await.map_err(|x| e(&x))?;
-        let (before, start) = (gpu.counters(), Instant::now());
-        let (_, s) = sample(&mut den, &cfg, n, 0, None).await.map_err(|x| e(&x))?;
-        let secs = start.elapsed().as_secs_f64();
-        let after = gpu.counters();
-        cases.push(json!({
-            "what": "sample", "model": model, "batch": n, "sampler": cfg.name(),
-            "passes": s.passes, "evaluations": s.evaluations, "seconds": secs,
-            "samples_per_s": n as f64 / secs,
-            "submissions": after.submissions - before.submissions,
-            "flops": after.flops - before.flops,
-            "gflops_per_s": (after.flops - before.flops) as f64 / secs / 1e9,
-        }));
+        for path in if host { &["device", "host"][..] } else { &["device"][..] } {
+            let (before, start) = (gpu.counters(), Instant::now());
+            let (_, s) = if *path == "host" {
+                sample(&mut den, &cfg, n, 0, None).await
+            } else {
+                den.sample_on_device(&cfg, n, 0, None).await
+            }
+            .map_err(|x| e(&x))?;
+            let secs = start.elapsed().as_secs_f64();
+            let after = gpu.counters();
+            cases.push(json!({
+                "what": "sample", "model": model, "batch": n, "sampler": cfg.name(), "path": path,
+                "passes": s.passes, "evaluations": s.evaluations, "seconds": secs,
+                "samples_per_s": n as f64 / secs,
+                "submissions": after.submissions - before.submissions,
+                "flops": after.flops - before.flops,
+                "gflops_per_s": (after.flops - before.flops) as f64 / secs / 1e9,
+            }));
+        }
     }
     Ok(cases)
 }
@@ -507,13 +518,13 @@ async fn samplers(
 pub async fn sample(gpu: &Gpu, model: &str, n: usize, steps: usize) -> Result<Value, String> {
     use cdl::train::recipe::LossKind;
     let run = synthetic_run(gpu, model, LossKind::Itd, 1, 1, 1, 1).await?;
-    let cases = samplers(gpu, &run, model, n, steps).await?;
+    let cases = samplers(gpu, &run, model, n, steps, true).await?;
     Ok(json!({
         "bench": "sample",
         "adapter": gpu.info.name,
         "backend": format!("{:?}", gpu.info.backend),
         "variants": variants_json(gpu),
-        "statistic": "wall time of one run of each sampler on `batch` samples (the model evaluated on at most 1,024 at once), from the first evaluation to the samples on the host; submissions: command buffers submitted during the run; flops: the matrix products and convolutions of its evaluations, counted from their shapes",
+        "statistic": "wall time of one run of each sampler on `batch` samples (the model evaluated on at most 1,024 at once), from the first evaluation to the samples on the host, with the sampler's arithmetic on the device (path device) and, right after, on the host in f64 (path host, one readback per evaluation); submissions: command buffers submitted during the run; flops: the matrix products and convolutions of its evaluations, counted from their shapes",
         "cases": cases,
     }))
 }

@@ -171,6 +171,7 @@ impl ExperimentPlan {
             seed,
             no_ema: false,
             clip_denoised: false,
+            host_sampler: false,
         };
         let var = match a.variance {
             VarianceKind::Beta => "β",

@@ -312,6 +312,7 @@ pub async fn quality(gpu: &Gpu, a: &QualityArgs) -> Result<Value, String> {
                     seed: 1 + seed,
                     no_ema: false,
                     clip_denoised: false,
+                    host_sampler: false,
                 };
                 let (x, _, _) = draw(gpu, &trained.checkpoint, &sa, n as usize).await?;
                 f.entry("seconds_cdl").or_default().push(t.elapsed().as_secs_f64());

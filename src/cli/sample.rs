@@ -10,7 +10,7 @@ use serde_json::{json, Value};
 
 use cdl::diffusion::likelihood::RefGaussian;
 use cdl::diffusion::logistic::TruncLogistic;
-use cdl::diffusion::sampler::{sample, BatchDenoiser, ClipDenoised, DdpmVariance, SampleStats, SamplerConfig};
+use cdl::diffusion::sampler::{sample, ClipDenoised, DdpmVariance, SampleStats, SamplerConfig};
 use cdl::eval::denoiser::GpuDenoiser;
 use cdl::eval::mmd::{mmd, MMD_BANDWIDTH};
 use cdl::eval::nll::test_nll;
@@ -88,20 +88,29 @@ pub struct SamplerArgs {
     /// clip_denoised; image models only). Keeps an undertrained model's samples from saturating.
     #[arg(long)]
     pub clip_denoised: bool,
+    /// Run the sampler's arithmetic on the host in f64 (the reference path: one readback per
+    /// network evaluation) instead of on the device (one readback at the end, one small one per
+    /// parallel pass).
+    #[arg(long)]
+    pub host_sampler: bool,
 }
 
 impl SamplerArgs {
-    /// Draws `n` samples over `den`, through `ClipDenoised` with `--clip-denoised`.
+    /// Draws `n` samples over `den`, clipping x̂₀ to [−1, 1] with `--clip-denoised`: on the
+    /// device, or on the host with `--host-sampler`.
     pub async fn sample(
         &self,
-        den: &mut dyn BatchDenoiser,
+        den: &mut GpuDenoiser<'_>,
         n: usize,
         seed: u64,
     ) -> Result<(Vec<f64>, SampleStats), String> {
-        let r = if self.clip_denoised {
-            sample(&mut ClipDenoised { inner: den, lo: -1.0, hi: 1.0 }, &self.config(), n, seed, None).await
-        } else {
-            sample(den, &self.config(), n, seed, None).await
+        let clip = self.clip_denoised.then_some((-1.0, 1.0));
+        let r = match (self.host_sampler, clip) {
+            (false, _) => den.sample_on_device(&self.config(), n, seed, clip).await,
+            (true, Some((lo, hi))) => {
+                sample(&mut ClipDenoised { inner: den, lo, hi }, &self.config(), n, seed, None).await
+            }
+            (true, None) => sample(den, &self.config(), n, seed, None).await,
         };
         r.map_err(|e| e.to_string())
     }

@@ -590,7 +590,7 @@ pub async fn train(gpu: &Gpu, args: TrainArgs) -> Result<(), String> {
 /// The run's progress picture: an image grid (DDIM-50, 64 samples) or 1,000 2-D samples
 /// (DDPM-100) over 2,000 data points, with the EMA weights and a fixed seed.
 async fn sample_picture(gpu: &Gpu, run: &Run, file: &Path) -> Result<(), String> {
-    use cdl::diffusion::sampler::{sample, DdpmVariance, SamplerConfig};
+    use cdl::diffusion::sampler::{DdpmVariance, SamplerConfig};
     use cdl::eval::plot;
     let d = run.trainer().net().row_len();
     let (n, cfg) = if d == 2 {
@@ -600,7 +600,7 @@ async fn sample_picture(gpu: &Gpu, run: &Run, file: &Path) -> Result<(), String>
     };
     let mut den =
         cdl::eval::denoiser::GpuDenoiser::from_trainer(gpu, run.trainer(), n).await.map_err(|e| e.to_string())?;
-    let (x, _) = sample(&mut den, &cfg, n, 0, None).await.map_err(|e| e.to_string())?;
+    let (x, _) = den.sample_on_device(&cfg, n, 0, None).await.map_err(|e| e.to_string())?;
     let xs: Vec<f32> = x.iter().map(|&v| v as f32).collect();
     let img = if d == 2 {
         let data = &run.data().examples;

@@ -9,9 +9,10 @@ use std::pin::Pin;
 
 use super::likelihood::Denoiser;
 use super::logsnr::sigmoid;
-use super::rng::HostRng;
+use super::rng::row_normals;
 use super::schedule::{alpha_of_sigma, DdpmSchedule};
 use super::{DiffusionError, Result};
+use crate::philox::Stream;
 
 /// Stream tag of the initial x_T: sample i's x_T is normal stream (seed, [INIT, TAG_SAMPLER_INIT,
 /// i]) and the noise n_j of step j is stream (seed, [j, TAG_SAMPLER_NOISE, i]) ("pre-sampled"
@@ -324,19 +325,20 @@ pub struct SampleStats {
     pub steps: usize,
 }
 
-/// Initial x_T ~ N(0, I) of `n` samples. (n, d)
+/// Initial x_T ~ N(0, I) of `n` samples: the device's normals (`row_normals`), so the device
+/// samplers (`eval::gpu_sampler`) draw exactly these numbers. (n, d)
 pub fn initial_noise(seed: u64, n: usize, d: usize) -> Vec<f64> {
     let mut x = vec![0.0; n * d];
     for (i, row) in x.chunks_exact_mut(d).enumerate() {
-        HostRng::new(seed, [u32::MAX, TAG_SAMPLER_INIT, i as u32]).fill_normal(row);
+        row_normals(row, Stream::new(seed, [u32::MAX, TAG_SAMPLER_INIT, i as u32]));
     }
     x
 }
 
-/// n_j of step j for `n` samples (standard normals). out: (n, d)
+/// n_j of step j for `n` samples (standard normals, as `initial_noise`). out: (n, d)
 pub fn step_noise(seed: u64, step: usize, d: usize, out: &mut [f64]) {
     for (i, row) in out.chunks_exact_mut(d).enumerate() {
-        HostRng::new(seed, [step as u32, TAG_SAMPLER_NOISE, i as u32]).fill_normal(row);
+        row_normals(row, Stream::new(seed, [step as u32, TAG_SAMPLER_NOISE, i as u32]));
     }
 }
 

@@ -57,6 +57,11 @@ impl<'g> GpuDenoiser<'g> {
         Ok(Self::new(gpu, net))
     }
 
+    /// The device the model lives on.
+    pub fn gpu(&self) -> &'g Gpu {
+        self.gpu
+    }
+
     /// The model.
     pub fn net(&self) -> &dyn Net {
         self.net.as_ref()

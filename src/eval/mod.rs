@@ -1,5 +1,6 @@
 //! Evaluation: sample-quality metrics (MMD, sliced Wasserstein, NLL, Fréchet distance, KID) and
-//! pictures, as pure host computations that compile for wasm32; only `plot::save_png` and
+//! pictures, as pure host computations that compile for wasm32 (but for the trained network as a
+//! denoiser and the samplers run on the device: `denoiser`, `gpu_sampler`); only `plot::save_png` and
 //! `npz::{save_stats, load_stats}` touch the file system, natively. Not here: FID features (they
 //! need Inception weights, math.md §9 pitfall 16), fonts or axis labels.
 
@@ -11,6 +12,7 @@ use crate::text::OneLine;
 pub mod denoiser;
 pub mod fd;
 pub mod feature_stats;
+pub mod gpu_sampler;
 pub mod kid;
 pub mod linalg;
 pub mod mmd;

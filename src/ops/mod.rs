@@ -14,6 +14,7 @@ pub mod philox;
 pub mod reduce;
 pub mod resample;
 pub mod rows;
+pub mod sampler;
 pub mod softmax;
 pub mod tune;
 mod wgsl;
@@ -169,6 +170,7 @@ pub const OPS: &[OpSpec] = &[
     conv2d::SPEC,
     loss::SPEC,
     rows::SPEC,
+    sampler::SPEC,
 ];
 
 /// The op families with interchangeable kernel variants, and each one's variant names (the

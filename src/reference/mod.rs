@@ -21,6 +21,7 @@ pub mod optim;
 pub mod reduce;
 pub mod resample;
 pub mod rows;
+pub mod sampler;
 pub mod tol;
 
 pub use num_traits::Float;

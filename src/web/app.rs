@@ -841,7 +841,7 @@ impl runtime::Task for ToyPage {
                     return;
                 }
             };
-            match sampler::sample(&mut den, &cfg, n, 1, None).await {
+            match den.sample_on_device(&cfg, n, 1, None).await {
                 Ok((x, stats)) => {
                     m.mmd = mmd(&x, &reference, 2, MMD_BANDWIDTH).ok();
                     m.samples = x;

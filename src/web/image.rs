@@ -10,7 +10,7 @@ use serde_json::json;
 use super::runtime::{self, push, show_message, Control, LossLog, Meter, Task};
 use super::toy::loss_label;
 use super::{dom, draw, store};
-use crate::diffusion::sampler::{self, ClipDenoised, SamplerConfig};
+use crate::diffusion::sampler::{self, SamplerConfig};
 use crate::eval::denoiser::GpuDenoiser;
 use crate::gpu::{Gpu, GpuOptions};
 use crate::model::UNetConfig;
@@ -637,12 +637,7 @@ impl runtime::Task for ImagePage {
             Ok(mut den) => {
                 // Clipping x̂₀ to the data's [-1, 1] keeps a young model's samples from saturating.
                 let clip = dom::checked("img-clip").unwrap_or(self.opts.clip);
-                let r = if clip {
-                    sampler::sample(&mut ClipDenoised { inner: &mut den, lo: -1.0, hi: 1.0 }, &cfg, n, 1, None).await
-                } else {
-                    sampler::sample(&mut den, &cfg, n, 1, None).await
-                };
-                r.map_err(|e| e.to_string())
+                den.sample_on_device(&cfg, n, 1, clip.then_some((-1.0, 1.0))).await.map_err(|e| e.to_string())
             }
             Err(e) => Err(e.to_string()),
         };

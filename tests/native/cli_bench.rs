@@ -93,8 +93,9 @@ fn the_gpu_bench_script_runs_every_step_and_writes_one_json() {
     }
 }
 
-/// `cdl bench sample` times every sampler; each run's FLOPs are its evaluations of the default
-/// MLP on every sample, so the count and the evaluations agree.
+/// `cdl bench sample` times every sampler on both paths (device, then host); each run's FLOPs
+/// are its evaluations of the default MLP on every sample, so the count and the evaluations
+/// agree.
 #[test]
 fn bench_sample_reports_every_sampler() {
     if common::gpu_or_skip().is_none() {
@@ -108,8 +109,19 @@ fn bench_sample_reports_every_sampler() {
     let v: serde_json::Value = serde_json::from_slice(&out.stdout).unwrap();
     assert_eq!(v["bench"], "sample");
     let cases = v["cases"].as_array().unwrap();
-    let names: Vec<&str> = cases.iter().map(|c| c["sampler"].as_str().unwrap()).collect();
-    assert_eq!(names, ["ddpm-3", "ddim-3", "heun-3", "parallel-ddpm-3-posterior-p3-tol0.1"]);
+    let names: Vec<(&str, &str)> =
+        cases.iter().map(|c| (c["sampler"].as_str().unwrap(), c["path"].as_str().unwrap())).collect();
+    let want: Vec<(&str, &str)> = ["ddpm-3", "ddim-3", "heun-3", "parallel-ddpm-3-posterior-p3-tol0.1"]
+        .iter()
+        .flat_map(|s| [(*s, "device"), (*s, "host")])
+        .collect();
+    assert_eq!(names, want);
+    for pair in cases.chunks(2) {
+        // Same sampler, same evaluations on both paths; the device path submits no more often.
+        assert_eq!(pair[0]["passes"], pair[1]["passes"], "{pair:?}");
+        assert_eq!(pair[0]["evaluations"], pair[1]["evaluations"], "{pair:?}");
+        assert!(pair[0]["submissions"].as_u64() <= pair[1]["submissions"].as_u64(), "{pair:?}");
+    }
     for c in cases {
         assert!(c["samples_per_s"].as_f64().unwrap() > 0.0, "{c}");
         assert_eq!(c["flops"].as_u64(), Some(c["evaluations"].as_u64().unwrap() * 8 * MLP_FWD_PER_ROW), "{c}");

@@ -64,6 +64,17 @@ fn every_sampler_writes_points_and_pictures() {
     assert_eq!(rows[0], "x,y");
     assert_eq!(rows.len(), 65);
     assert!(rows[1..].iter().all(|r| r.split(',').all(|f| f.parse::<f64>().is_ok_and(f64::is_finite))), "{text}");
+    // --host-sampler: the f64 host path gives the same points (the device keeps its state in f32;
+    // tests/native/eval_gpu_sampler.rs has the tolerance's derivation) and the same counts.
+    let host = dir.join("host.csv");
+    let args = ["sample", "--checkpoint", &ck, "--n", "64", "--steps", "50", "--host-sampler"];
+    let h = json_line(&cdl(&[&args[..], &["--out", host.to_str().unwrap()]].concat()));
+    assert_eq!((h["passes"].as_u64(), h["evaluations"].as_u64()), (Some(50), Some(50)), "{h}");
+    let values = |t: &str| -> Vec<f64> { t.lines().skip(1).flat_map(|r| r.split(',')).map(|f| f.parse().unwrap()).collect() };
+    let (dev, hst) = (values(&text), values(&std::fs::read_to_string(&host).unwrap()));
+    assert_eq!(dev.len(), hst.len());
+    let worst = dev.iter().zip(&hst).map(|(a, b)| (a - b).abs()).fold(0.0, f64::max);
+    assert!(worst < 1e-4, "device and host samples differ by {worst}");
     for (sampler, extra) in [
         ("ddim", vec!["--steps", "20"]),
         ("heun", vec!["--steps", "8", "--churn", "1"]),

@@ -64,6 +64,7 @@ native!(
     cli_train,
     diffusion_closed_form_gpu,
     diffusion_sampler,
+    eval_gpu_sampler,
     eval_nll,
     eval_plot,
     fuzz_regressions,
