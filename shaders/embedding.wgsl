@@ -9,6 +9,9 @@
 //   scale_shift_bwd_input:  dout, scale (read), dx (write)
 //   scale_shift_bwd_scale:  dout, xs (read), dscale (write)
 //   scale_shift_bwd_shift:  dout (read), dshift (write)
+//   scale_shift_silu_fwd:   x, scale, shift (read), y (write)
+//   scale_shift_silu_bwd_input:  sd_dout, sd_x, sd_scale, sd_shift (read), sd_dx (write)
+//   scale_shift_silu_bwd_params: sd_dout, sd_x, sd_scale, sd_shift (read), sd_dscale, sd_dshift (write)
 //   precond_in:             t, pz (read), pzin (write)
 //   precond_fwd:            t, pz, pf (read), peps (write)
 //   precond_bwd:            t, pdeps (read), pdf, pdz (write)
@@ -33,6 +36,14 @@
 @group(0) @binding(2) var<storage, read_write> dscale: array<f32>;
 
 @group(0) @binding(1) var<storage, read_write> dshift: array<f32>;
+
+@group(0) @binding(0) var<storage, read> sd_dout: array<f32>;
+@group(0) @binding(1) var<storage, read> sd_x: array<f32>;
+@group(0) @binding(2) var<storage, read> sd_scale: array<f32>;
+@group(0) @binding(3) var<storage, read> sd_shift: array<f32>;
+@group(0) @binding(4) var<storage, read_write> sd_dx: array<f32>;
+@group(0) @binding(4) var<storage, read_write> sd_dscale: array<f32>;
+@group(0) @binding(5) var<storage, read_write> sd_dshift: array<f32>;
 
 @group(0) @binding(1) var<storage, read> pz: array<f32>;
 @group(0) @binding(2) var<storage, read> pf: array<f32>;
@@ -154,6 +165,59 @@ fn scale_shift_bwd_shift(id: Grid, @builtin(local_invocation_index) lid: u32) {
     }
     let total = tree_sum(lid, acc);
     if (lid == 0u && bc < p.n) { dshift[bc] = total; }
+}
+
+// --- scale/shift modulation followed by SiLU (a residual block's norm2 -> modulation -> SiLU) -----
+// The modulated m = x (1 + scale) + shift is not stored: the backward recomputes it from x.
+
+fn sigmoid(v: f32) -> f32 {
+    let e = exp(-abs(v));
+    return select(e / (1.0 + e), 1.0 / (1.0 + e), v >= 0.0);
+}
+
+// d m for the gradient g of silu(m): g silu'(m), silu'(m) = s (1 + m (1 - s)), s = sigmoid(m).
+fn dsilu_mod(i: u32) -> f32 {
+    let bc = i / p.hw;
+    let m = sd_x[i] * (1.0 + sd_scale[bc]) + sd_shift[bc];
+    let s = sigmoid(m);
+    return sd_dout[i] * s * (1.0 + m * (1.0 - s));
+}
+
+// y = silu(x (1 + scale[b, c]) + shift[b, c]).
+@compute @workgroup_size(WG)
+fn scale_shift_silu_fwd(id: Grid, @builtin(local_invocation_index) lid: u32) {
+    let i = invocation_linear(id, lid, WG);
+    if (i >= p.n) { return; }
+    let bc = i / p.hw;
+    let m = x[i] * (1.0 + scale[bc]) + shift[bc];
+    y[i] = m * sigmoid(m);
+}
+
+// dx = dm (1 + scale[b, c]), dm = dout silu'(m).
+@compute @workgroup_size(WG)
+fn scale_shift_silu_bwd_input(id: Grid, @builtin(local_invocation_index) lid: u32) {
+    let i = invocation_linear(id, lid, WG);
+    if (i >= p.n) { return; }
+    sd_dx[i] = dsilu_mod(i) * (1.0 + sd_scale[i / p.hw]);
+}
+
+// dscale[b, c] = sum_hw dm x and dshift[b, c] = sum_hw dm in one pass; one workgroup per (b, c).
+@compute @workgroup_size(WG)
+fn scale_shift_silu_bwd_params(id: Grid, @builtin(local_invocation_index) lid: u32) {
+    let bc = workgroup_linear(id);
+    var acc = vec2<f32>(0.0, 0.0);
+    if (bc < p.n) {
+        let base = bc * p.hw;
+        for (var i = lid; i < p.hw; i = i + WG) {
+            let dm = dsilu_mod(base + i);
+            acc = acc + vec2<f32>(dm * sd_x[base + i], dm);
+        }
+    }
+    let total = tree_sum2(lid, acc);
+    if (lid == 0u && bc < p.n) {
+        sd_dscale[bc] = total.x;
+        sd_dshift[bc] = total.y;
+    }
 }
 
 // zin = a_in z per row (the network's input c_in x_sigma), alpha = ALPHA_PER_T t[row]. Linear and

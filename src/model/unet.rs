@@ -548,7 +548,7 @@ fn budget(p: &Plan, cfg: &UNetConfig, b: usize) -> Result<Budget, GpuError> {
                     g.add("resblock (B, E)", b * e);
                     g.add("resblock (B, Cout)", b * blk.cout);
                 }
-                for _ in 0..(6 + usize::from(blk.skip.is_some())) {
+                for _ in 0..(5 + usize::from(blk.skip.is_some())) {
                     g.add("resblock (B, Cout, H, W)", no);
                 }
                 g.add("resblock stats", 2 * b * (blk.norm1.groups + blk.norm2.groups));

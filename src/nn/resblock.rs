@@ -62,8 +62,9 @@ pub enum GradMode {
 /// The buffers of one block bound to one (B, H, W): what the forward saves and the backward's
 /// scratch. Built once with the model.
 ///
-/// Saved by the forward: norm1(x), silu of it, conv1's output, silu(temb), scale, norm2's
-/// output, the modulated h and silu of it, and both norms' (mean, rstd). The caller keeps x and
+/// Saved by the forward: norm1(x), silu of it, conv1's output, silu(temb), scale, shift, norm2's
+/// output, silu of the modulated h (not h itself: the backward recomputes it), and both norms'
+/// (mean, rstd). The caller keeps x and
 /// temb alive until backward.
 #[derive(Debug)]
 pub struct ResBlockActs {
@@ -73,10 +74,9 @@ pub struct ResBlockActs {
     /// norm1(x) and silu of it. (B, Cin, H, W)
     n1: Buffer,
     a1: Buffer,
-    /// conv1 output, norm2 output, modulated h, silu of it. (B, Cout, H, W)
+    /// conv1 output, norm2 output, silu of the modulated norm2 output. (B, Cout, H, W)
     h1: Buffer,
     n2: Buffer,
-    m: Buffer,
     a2: Buffer,
     /// silu(temb). (B, E)
     ta: Buffer,
@@ -136,7 +136,6 @@ impl ResBlock {
             a1: z("rb_a1", ni)?,
             h1: z("rb_h1", no)?,
             n2: z("rb_n2", no)?,
-            m: z("rb_m", no)?,
             a2: z("rb_a2", no)?,
             ta: z("rb_temb_act", ne)?,
             scale: z("rb_scale", nc)?,
@@ -176,8 +175,8 @@ impl ResBlock {
         d.extend(self.emb_scale.forward(gpu, p, &a.ta, &a.scale, b).await?);
         d.extend(self.emb_shift.forward(gpu, p, &a.ta, &a.shift, b).await?);
         d.extend(self.norm2.forward(gpu, p, &a.h1, &a.n2, &a.stats2, b, hw).await?);
-        d.push(embedding::scale_shift_fwd(gpu, &a.n2, &a.scale, &a.shift, &a.m, bc, hw).await?);
-        d.push(ew::silu_fwd(gpu, &a.m, &a.a2, no).await?);
+        // The modulation and its SiLU in one pass (the modulated h is recomputed in backward).
+        d.push(embedding::scale_shift_silu_fwd(gpu, &a.n2, &a.scale, &a.shift, &a.a2, bc, hw).await?);
         // conv2's output goes to backward scratch (free during the forward); out = skip + it.
         let h2 = &a.g_out1;
         d.extend(self.conv2.forward(gpu, p, &a.a2, h2, b, h, w).await?);
@@ -207,15 +206,14 @@ impl ResBlock {
         mode: GradMode,
     ) -> Result<Vec<Dispatch>, GpuError> {
         let (b, h, w, hw) = (a.b, a.h, a.w, a.h * a.w);
-        let (ni, no, bc, ne) = (b * self.cin * hw, b * self.cout * hw, b * self.cout, b * self.emb_dim);
+        let (ni, bc, ne) = (b * self.cin * hw, b * self.cout, b * self.emb_dim);
         // out = skip(x) + h2: dh2 = dout.
         let mut d = self.conv2.backward(gpu, p, &a.a2, dout, Some(&a.g_out1), b, h, w).await?; // da2
-        d.push(ew::silu_bwd(gpu, &a.g_out1, &a.m, &a.g_out2, no).await?); // dm
-        d.push(embedding::scale_shift_bwd_input(gpu, &a.g_out2, &a.scale, &a.g_out1, bc, hw).await?); // dn2
-        d.push(embedding::scale_shift_bwd_scale(gpu, &a.g_out2, &a.n2, &a.dscale, bc, hw).await?);
-        d.push(embedding::scale_shift_bwd_shift(gpu, &a.g_out2, &a.dshift, bc, hw).await?);
-        d.extend(self.norm2.backward(gpu, p, &a.h1, &a.g_out1, &a.stats2, Some(&a.g_out2), b, hw).await?); // dh1
-        d.extend(self.conv1.backward(gpu, p, &a.a1, &a.g_out2, Some(&a.g_in1), b, h, w).await?); // da1
+        let (n2, sc, sh) = (&a.n2, &a.scale, &a.shift);
+        d.push(embedding::scale_shift_silu_bwd_input(gpu, &a.g_out1, n2, sc, sh, &a.g_out2, bc, hw).await?); // dn2
+        d.push(embedding::scale_shift_silu_bwd_params(gpu, &a.g_out1, n2, sc, sh, &a.dscale, &a.dshift, bc, hw).await?);
+        d.extend(self.norm2.backward(gpu, p, &a.h1, &a.g_out2, &a.stats2, Some(&a.g_out1), b, hw).await?); // dh1
+        d.extend(self.conv1.backward(gpu, p, &a.a1, &a.g_out1, Some(&a.g_in1), b, h, w).await?); // da1
         d.push(ew::silu_bwd(gpu, &a.g_in1, &a.n1, &a.g_in2, ni).await?); // dn1
         d.extend(self.norm1.backward(gpu, p, x, &a.g_in2, &a.stats1, Some(&a.g_in1), b, hw).await?); // dx main
         match &self.skip {

@@ -54,6 +54,24 @@ pub const SPEC: OpSpec = OpSpec {
             tol: DEFAULT,
             why: "f32 tree sum over H*W in a different order from the reference",
         },
+        Entry {
+            name: "scale_shift_silu_fwd",
+            reference: "embedding::scale_shift_silu_fwd",
+            tol: STRICT,
+            why: "the modulation's roundings, then SiLU's f32 exp and division (as silu_fwd)",
+        },
+        Entry {
+            name: "scale_shift_silu_bwd_input",
+            reference: "embedding::scale_shift_silu_bwd_input",
+            tol: STRICT,
+            why: "the recomputed modulation, SiLU's derivative (as silu_bwd) and one product",
+        },
+        Entry {
+            name: "scale_shift_silu_bwd_params",
+            reference: "embedding::scale_shift_silu_bwd_params",
+            tol: DEFAULT,
+            why: "f32 tree sums over H*W in a different order from the reference",
+        },
         Entry { name: "precond_in", reference: "embedding::precond_in", tol: DEFAULT, why: PRECOND },
         Entry { name: "precond_fwd", reference: "embedding::precond_fwd", tol: DEFAULT, why: PRECOND },
         Entry { name: "precond_bwd", reference: "embedding::precond_bwd", tol: DEFAULT, why: PRECOND },
@@ -166,6 +184,71 @@ pub async fn scale_shift_bwd_shift(
     prepare(gpu, &SPEC, "scale_shift_bwd_shift", &[dout, dshift], &p, bc as u32).await
 }
 
+// --- scale/shift modulation followed by SiLU -----------------------------------------------------
+
+/// y = silu(x * (1 + scale[b, c]) + shift[b, c]): `scale_shift_fwd` and `silu_fwd` in one pass,
+/// the modulated value not stored (the backward recomputes it from x). Overwritten.
+/// x, y: (B, C, H, W), scale, shift: (B, C); bc = B * C, hw = H * W
+pub async fn scale_shift_silu_fwd(
+    gpu: &Gpu,
+    x: &Buffer,
+    scale: &Buffer,
+    shift: &Buffer,
+    y: &Buffer,
+    bc: usize,
+    hw: usize,
+) -> Result<Dispatch, GpuError> {
+    let e = "scale_shift_silu_fwd";
+    needs(e, &[("x", x, bc * hw), ("scale", scale, bc), ("shift", shift, bc), ("y", y, bc * hw)])?;
+    let p = params(bc * hw, 0, hw.max(1));
+    prepare(gpu, &SPEC, e, &[x, scale, shift, y], &p, groups_for(bc * hw, WG)).await
+}
+
+/// The input gradient of `scale_shift_silu_fwd` for the gradient `dout` of its output:
+/// dx = dout * silu'(m) * (1 + scale[b, c]), m recomputed from x. Overwritten.
+/// dout, x, dx: (B, C, H, W), scale, shift: (B, C)
+#[allow(clippy::too_many_arguments)]
+pub async fn scale_shift_silu_bwd_input(
+    gpu: &Gpu,
+    dout: &Buffer,
+    x: &Buffer,
+    scale: &Buffer,
+    shift: &Buffer,
+    dx: &Buffer,
+    bc: usize,
+    hw: usize,
+) -> Result<Dispatch, GpuError> {
+    let e = "scale_shift_silu_bwd_input";
+    let n = bc * hw;
+    needs(e, &[("dout", dout, n), ("x", x, n), ("scale", scale, bc), ("shift", shift, bc), ("dx", dx, n)])?;
+    let p = params(n, 0, hw.max(1));
+    prepare(gpu, &SPEC, e, &[dout, x, scale, shift, dx], &p, groups_for(n, WG)).await
+}
+
+/// The modulation gradients of `scale_shift_silu_fwd`, both in one pass: dscale[b, c] =
+/// sum_hw dm * x and dshift[b, c] = sum_hw dm, dm = dout * silu'(m). Overwritten; one workgroup
+/// per (b, c). dout, x: (B, C, H, W), scale, shift, dscale, dshift: (B, C)
+#[allow(clippy::too_many_arguments)]
+pub async fn scale_shift_silu_bwd_params(
+    gpu: &Gpu,
+    dout: &Buffer,
+    x: &Buffer,
+    scale: &Buffer,
+    shift: &Buffer,
+    dscale: &Buffer,
+    dshift: &Buffer,
+    bc: usize,
+    hw: usize,
+) -> Result<Dispatch, GpuError> {
+    let e = "scale_shift_silu_bwd_params";
+    let n = bc * hw;
+    let b = [("dout", dout, n), ("x", x, n), ("scale", scale, bc), ("shift", shift, bc)];
+    needs(e, &b)?;
+    needs(e, &[("dscale", dscale, bc), ("dshift", dshift, bc)])?;
+    let p = params(bc, 0, hw);
+    prepare(gpu, &SPEC, e, &[dout, x, scale, shift, dscale, dshift], &p, bc as u32).await
+}
+
 // --- preconditioning ----------------------------------------------------------------------------
 
 /// zin = a_in·z per row, α = 8·t[b] (reference/embedding.rs): the network's input. Also the
@@ -269,7 +352,26 @@ async fn check_async(gpu: &Gpu) -> Result<Vec<CheckResult>, GpuError> {
         gpu.write(&dsmall, &normal_vec(bc, 41, 5));
         r::scale_shift_bwd_shift(&mut want, &d64, hw);
         let d = scale_shift_bwd_shift(gpu, &dout, &dsmall, bc, hw).await?;
-        results.push(SPEC.result("scale_shift_bwd_shift", shape, &run_read(gpu, &d, &dsmall).await?, &want));
+        results.push(SPEC.result("scale_shift_bwd_shift", shape.clone(), &run_read(gpu, &d, &dsmall).await?, &want));
+
+        // The fused modulation + SiLU, over the same operands.
+        let mut want = vec![0.0; n];
+        r::scale_shift_silu_fwd(&mut want, &x64, &s64, &h64, hw);
+        let d = scale_shift_silu_fwd(gpu, &x, &scale, &shift, &y, bc, hw).await?;
+        results.push(SPEC.result("scale_shift_silu_fwd", shape.clone(), &run_read(gpu, &d, &y).await?, &want));
+        gpu.write(&y, &vec![f32::NAN; n]);
+        r::scale_shift_silu_bwd_input(&mut want, &d64, &x64, &s64, &h64, hw);
+        let d = scale_shift_silu_bwd_input(gpu, &dout, &x, &scale, &shift, &y, bc, hw).await?;
+        results.push(SPEC.result("scale_shift_silu_bwd_input", shape.clone(), &run_read(gpu, &d, &y).await?, &want));
+        let dsmall2 = gpu.upload("dsmall2", &normal_vec(bc, 41, 6))?;
+        gpu.write(&dsmall, &normal_vec(bc, 41, 7));
+        let (mut want_s, mut want_h) = (vec![0.0; bc], vec![0.0; bc]);
+        r::scale_shift_silu_bwd_params(&mut want_s, &mut want_h, &d64, &x64, &s64, &h64, hw);
+        let d = scale_shift_silu_bwd_params(gpu, &dout, &x, &scale, &shift, &dsmall, &dsmall2, bc, hw).await?;
+        gpu.run(&[&d]);
+        for (buf, want) in [(&dsmall, &want_s), (&dsmall2, &want_h)] {
+            results.push(SPEC.result("scale_shift_silu_bwd_params", shape.clone(), &gpu.read(buf).await?, want));
+        }
     }
 
     // Preconditioning: 301 rows of 3 (4 workgroups, a row length that does not divide 256); the

@@ -106,6 +106,46 @@ pub fn scale_shift_bwd_shift<T: Float>(dshift: &mut [T], dout: &[T], hw: usize) 
     }
 }
 
+/// y = silu(x * (1 + scale[b, c]) + shift[b, c]). Overwritten. x, y: (B, C, H, W),
+/// scale, shift: (B, C)
+pub fn scale_shift_silu_fwd<T: Float>(y: &mut [T], x: &[T], scale: &[T], shift: &[T], hw: usize) {
+    let mut m = vec![T::zero(); x.len()];
+    scale_shift_fwd(&mut m, x, scale, shift, hw);
+    super::elementwise::silu_fwd(y, &m);
+}
+
+/// dm = dout * silu'(m) for m = x * (1 + scale) + shift, recomputed from x. dout, x: (B, C, H, W)
+fn scale_shift_silu_dm<T: Float>(dout: &[T], x: &[T], scale: &[T], shift: &[T], hw: usize) -> Vec<T> {
+    let mut m = vec![T::zero(); x.len()];
+    scale_shift_fwd(&mut m, x, scale, shift, hw);
+    let mut dm = vec![T::zero(); x.len()];
+    super::elementwise::silu_bwd(&mut dm, dout, &m);
+    dm
+}
+
+/// The input gradient of `scale_shift_silu_fwd`: dx = dm * (1 + scale[b, c]). Overwritten.
+/// dx, dout, x: (B, C, H, W), scale, shift: (B, C)
+pub fn scale_shift_silu_bwd_input<T: Float>(dx: &mut [T], dout: &[T], x: &[T], scale: &[T], shift: &[T], hw: usize) {
+    scale_shift_bwd_input(dx, &scale_shift_silu_dm(dout, x, scale, shift, hw), scale, hw);
+}
+
+/// The modulation gradients of `scale_shift_silu_fwd`: dscale = sum_hw dm * x, dshift = sum_hw dm.
+/// Overwritten. dscale, dshift, scale, shift: (B, C), dout, x: (B, C, H, W)
+#[allow(clippy::too_many_arguments)]
+pub fn scale_shift_silu_bwd_params<T: Float>(
+    dscale: &mut [T],
+    dshift: &mut [T],
+    dout: &[T],
+    x: &[T],
+    scale: &[T],
+    shift: &[T],
+    hw: usize,
+) {
+    let dm = scale_shift_silu_dm(dout, x, scale, shift, hw);
+    scale_shift_bwd_scale(dscale, &dm, x, hw);
+    scale_shift_bwd_shift(dshift, &dm, hw);
+}
+
 // --- preconditioning ----------------------------------------------------------------------------
 
 /// The preconditioning's per-row coefficients: EDM's `EDMPrecond` (math.md §4.3) written for an

@@ -14,7 +14,8 @@ use cdl::reference::attention::{
 use cdl::reference::conv2d::{conv2d_bwd_bias, conv2d_bwd_input, conv2d_bwd_weight, conv2d_fwd, Conv2dShape};
 use cdl::reference::embedding::{
     embedding_bwd_t, embedding_fwd, precond_bwd, precond_coeffs, precond_fwd, precond_in, scale_shift_bwd_input,
-    scale_shift_bwd_scale, scale_shift_bwd_shift, scale_shift_fwd,
+    scale_shift_bwd_scale, scale_shift_bwd_shift, scale_shift_fwd, scale_shift_silu_bwd_input,
+    scale_shift_silu_bwd_params, scale_shift_silu_fwd,
 };
 use cdl::reference::groupnorm::{groupnorm_bwd_input, groupnorm_bwd_params, groupnorm_fwd, GroupNormShape};
 use cdl::reference::optim::{adam_step, clip_grad_norm, ema_update, grad_norm, AdamConfig};
@@ -668,6 +669,38 @@ fn scale_shift_gradcheck() {
     assert_overwrites("scale_shift_bwd_input", bc * hw, |d| scale_shift_bwd_input(d, &dout, &scale, hw));
     assert_overwrites("scale_shift_bwd_scale", bc, |d| scale_shift_bwd_scale(d, &dout, &x, hw));
     assert_overwrites("scale_shift_bwd_shift", bc, |d| scale_shift_bwd_shift(d, &dout, hw));
+}
+
+/// The fused modulation + SiLU: its gradients against central differences, and its forward equal
+/// to the two ops it replaces.
+#[test]
+fn scale_shift_silu_gradcheck() {
+    let (bc, hw) = (12, 35);
+    let x = randn(bc * hw, 174);
+    let scale: Vec<f64> = randn(bc, 175).iter().map(|v| 0.5 * v).collect();
+    let shift = randn(bc, 176);
+    let dout = randn(bc * hw, 177);
+    let fwd = |x: &[f64], sc: &[f64], sh: &[f64]| {
+        let mut y = vec![0.0; bc * hw];
+        scale_shift_silu_fwd(&mut y, x, sc, sh, hw);
+        y
+    };
+    let (mut m, mut want) = (vec![0.0; bc * hw], vec![0.0; bc * hw]);
+    scale_shift_fwd(&mut m, &x, &scale, &shift, hw);
+    cdl::reference::elementwise::silu_fwd(&mut want, &m);
+    tol::assert_close("scale_shift_silu = silu(scale_shift)", &fwd(&x, &scale, &shift), &want, tol::EXACT);
+    let mut dx = vec![0.0; bc * hw];
+    scale_shift_silu_bwd_input(&mut dx, &dout, &x, &scale, &shift, hw);
+    let (mut dscale, mut dshift) = (vec![0.0; bc], vec![0.0; bc]);
+    scale_shift_silu_bwd_params(&mut dscale, &mut dshift, &dout, &x, &scale, &shift, hw);
+    let l = |x: &[f64], sc: &[f64], sh: &[f64]| gradcheck::dot(&fwd(x, sc, sh), &dout);
+    check_each("scale_shift_silu", ["dx", "dscale", "dshift"], l, [&x, &scale, &shift], [&dx, &dscale, &dshift]);
+    assert_overwrites("scale_shift_silu_bwd_input", bc * hw, |d| {
+        scale_shift_silu_bwd_input(d, &dout, &x, &scale, &shift, hw)
+    });
+    assert_overwrites("scale_shift_silu_bwd_params dscale", bc, |d| {
+        scale_shift_silu_bwd_params(d, &mut vec![0.0; bc], &dout, &x, &scale, &shift, hw)
+    });
 }
 
 /// σ_d of the MLP (1), of the UNet (0.5), and one above 1 (m = 1 + (σ_d² − 1)·σ(α) grows).
