@@ -668,7 +668,9 @@ impl ToyPage {
 
     /// Draws every model's samples again with the chosen sampler, recording each step (the
     /// displayed samples' seed and count, so the animation ends on the samples shown), and
-    /// starts playing them.
+    /// starts playing them. The frames come from the f64 host path (the device path records no
+    /// trajectory), the samples shown from the device: the last frame equals them to within the
+    /// device's f32 state (`lastGap`, the largest coordinate difference).
     async fn animate(&mut self) -> Result<(), String> {
         let cfg = self.sampler();
         let n = self.opts.samples.min(ANIM_POINTS);
@@ -694,6 +696,9 @@ impl ToyPage {
             self.anim_info = json!({
                 "frames": step_of.len(), "steps": steps, "firstVar": [var(0), var(1)],
                 "lastHash": runtime::hash_bits(last.iter().map(|x| x.to_bits())),
+                "lastGap": (self.models[0].samples.len() >= last.len()).then(|| {
+                    last.iter().zip(&self.models[0].samples).map(|(a, b)| (a - b).abs()).fold(0.0, f64::max)
+                }),
             });
         }
         self.anim = Some(Animation { frames, step_of, start: dom::now_ms(), shown: 0 });

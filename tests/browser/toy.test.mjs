@@ -189,7 +189,9 @@ export const tests = [
         // DDIM-10 from x_T: 11 frames; x_T is N(0, I) (128 points: variance within ±40%).
         assert(a.frames === 11 && a.steps === 10, `frames ${a.frames}, steps ${a.steps}`);
         assert(a.firstVar.every((v) => v > 0.6 && v < 1.4), `x_T variances ${a.firstVar}`);
-        assert(a.lastHash === s.models[0].samplesHash, `the animation ends on the samples shown (${a.lastHash} vs ${s.models[0].samplesHash})`);
+        // The frames come from the f64 host path, the samples shown from the device (f32 state):
+        // equal within 2e-5, the bound tests/native/eval_gpu_sampler.rs holds the two paths to.
+        assert(typeof a.lastGap === 'number' && a.lastGap <= 2e-5, `the animation ends on the samples shown (largest difference ${a.lastGap})`);
         assert(caption.some((c) => c < 250), `caption drawn (pixel ${caption})`);
         assert(page.errors.length === 0, `console errors:\n${page.errors.join('\n')}`);
       });
