@@ -17,12 +17,6 @@
 @group(0) @binding(0) var<storage, read> x: array<f32>;
 @group(0) @binding(1) var<storage, read_write> y: array<f32>;
 
-// Sigmoid without overflow: exp of a non-positive argument only.
-fn sigmoid(v: f32) -> f32 {
-    let e = exp(-abs(v));
-    return select(e / (1.0 + e), 1.0 / (1.0 + e), v >= 0.0);
-}
-
 @compute @workgroup_size(WG)
 fn add(id: Grid, @builtin(local_invocation_index) lid: u32) {
     let i = invocation_linear(id, lid, WG);
@@ -50,10 +44,7 @@ fn axpy(id: Grid, @builtin(local_invocation_index) lid: u32) {
 @compute @workgroup_size(WG)
 fn silu_fwd(id: Grid, @builtin(local_invocation_index) lid: u32) {
     let i = invocation_linear(id, lid, WG);
-    if (i < p.n) {
-        let v = x[i];
-        y[i] = v * sigmoid(v);
-    }
+    if (i < p.n) { y[i] = silu(x[i]); }
 }
 
 // out = dout * s * (1 + x (1 - s)) with a = dout, b = x: SiLU's own backward, which recomputes
@@ -61,9 +52,5 @@ fn silu_fwd(id: Grid, @builtin(local_invocation_index) lid: u32) {
 @compute @workgroup_size(WG)
 fn silu_bwd(id: Grid, @builtin(local_invocation_index) lid: u32) {
     let i = invocation_linear(id, lid, WG);
-    if (i < p.n) {
-        let v = b[i];
-        let s = sigmoid(v);
-        out[i] = a[i] * s * (1.0 + v * (1.0 - s));
-    }
+    if (i < p.n) { out[i] = silu_grad(a[i], b[i]); }
 }

@@ -56,11 +56,6 @@ fn softplus(x: f32) -> f32 {
     return max(x, 0.0) + log(1.0 + exp(-abs(x)));
 }
 
-fn sigmoid(x: f32) -> f32 {
-    let e = exp(-abs(x));
-    return select(e / (1.0 + e), 1.0 / (1.0 + e), x >= 0.0);
-}
-
 // row_weights, logits, anchor_losses, stats = [total, std, cdl, non-finite count]: one workgroup
 // for the whole step (S + K threads of work, K anchors in parallel).
 @compute @workgroup_size(WG)

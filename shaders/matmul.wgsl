@@ -44,12 +44,6 @@ const EP_DSILU: u32 = 2u;
 @group(0) @binding(0) var<storage, read> dout: array<f32>;
 @group(0) @binding(1) var<storage, read_write> dbias: array<f32>;
 
-// Sigmoid without overflow: exp of a non-positive argument only (as in elementwise.wgsl).
-fn sigmoid(v: f32) -> f32 {
-    let e = exp(-abs(v));
-    return select(e / (1.0 + e), 1.0 / (1.0 + e), v >= 0.0);
-}
-
 fn sigmoid4(v: vec4<f32>) -> vec4<f32> {
     return vec4<f32>(sigmoid(v.x), sigmoid(v.y), sigmoid(v.z), sigmoid(v.w));
 }
@@ -57,13 +51,11 @@ fn sigmoid4(v: vec4<f32>) -> vec4<f32> {
 // The epilogue of one element at index i of out.
 fn epilogue(i: u32, v: f32) {
     if (p.epilogue == EP_DSILU) {
-        let x = aux[i];
-        let s = sigmoid(x);
-        out[i] = v * s * (1.0 + x * (1.0 - s));
+        out[i] = silu_grad(v, aux[i]);
         return;
     }
     out[i] = v;
-    if (p.epilogue == EP_SILU) { out2[i] = v * sigmoid(v); }
+    if (p.epilogue == EP_SILU) { out2[i] = silu(v); }
 }
 
 // The epilogue of 4 elements at vec4 index i of out.

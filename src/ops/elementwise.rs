@@ -10,7 +10,7 @@ use crate::reference::tol::{compare, STRICT};
 
 pub const SPEC: OpSpec = OpSpec {
     name: "elementwise",
-    shader: super::shader!("elementwise.wgsl"; Params),
+    shader: super::shader!("elementwise.wgsl", "activation.wgsl"; Params),
     variants: &[],
     entries: &[
         Entry { name: "add", reference: "elementwise::add", tol: STRICT, why: "one rounding" },

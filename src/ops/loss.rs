@@ -12,7 +12,7 @@ use crate::reference::tol::{DEFAULT, LOOSE, STRICT};
 
 pub const SPEC: OpSpec = OpSpec {
     name: "loss",
-    shader: super::shader!("loss.wgsl", "tree.wgsl"; Params),
+    shader: super::shader!("loss.wgsl", "tree.wgsl", "activation.wgsl"; Params),
     variants: &[],
     entries: &[
         Entry { name: "row_err", reference: "loss::row_err", tol: DEFAULT, why: "f32 tree sum over a row" },

@@ -47,7 +47,7 @@ const WHY: &str = "f32 accumulation over K terms vs an f64 reference";
 
 pub const SPEC: OpSpec = OpSpec {
     name: "matmul",
-    shader: super::shader!("matmul.wgsl"; Params),
+    shader: super::shader!("matmul.wgsl", "activation.wgsl"; Params),
     variants: &[
         Layout::NN.variant(Form::Scalar),
         Layout::NT.variant(Form::Scalar),
