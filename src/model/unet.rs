@@ -543,8 +543,10 @@ fn budget(p: &Plan, cfg: &UNetConfig, b: usize) -> Result<Budget, GpuError> {
                 uses[x] += 1;
                 let hw = p.maps[x].r * p.maps[x].r;
                 let (ni, no) = (b * blk.cin * hw, b * blk.cout * hw);
-                for _ in 0..4 {
+                for _ in 0..3 {
                     g.add("resblock (B, Cin, H, W)", ni);
+                }
+                for _ in 0..4 {
                     g.add("resblock (B, E)", b * e);
                     g.add("resblock (B, Cout)", b * blk.cout);
                 }
@@ -582,9 +584,9 @@ fn budget(p: &Plan, cfg: &UNetConfig, b: usize) -> Result<Budget, GpuError> {
             }
         }
     }
-    // The output head: norm, silu and their gradients; stats.
+    // The output head: silu(norm) and its gradient; stats.
     let c0 = p.norm_out.c;
-    for _ in 0..4 {
+    for _ in 0..2 {
         g.add("output head (B, C, H, W)", b * c0 * s);
     }
     g.add("output head stats", 2 * b * p.norm_out.groups);
@@ -952,9 +954,8 @@ impl UNet {
         let last = maps.len() - 1;
         let n0 = body.nchw(last).len();
         let stats_out = norm_out.stats(gpu, b)?;
-        let (on, oa, doa, don) = (z("out_norm", n0)?, z("out_act", n0)?, z("dout_act", n0)?, z("dout_norm", n0)?);
-        fwd.extend(norm_out.forward(gpu, &p, &ts[last].buf, &on, &stats_out, b, s * s).await?);
-        fwd.push(ew::silu_fwd(gpu, &on, &oa, n0).await?);
+        let (oa, doa) = (z("out_act", n0)?, z("dout_act", n0)?);
+        fwd.extend(norm_out.forward_silu(gpu, &p, &ts[last].buf, &oa, &stats_out, b, s * s).await?);
         fwd.extend(conv_out.forward(gpu, &p, &oa, &net_out, b, s, s).await?);
         if let Some(m) = &edm {
             fwd.push(embedding::precond_fwd(gpu, &t, &x, &m.f, &out, b, n_out / b, SIGMA_DATA).await?);
@@ -966,9 +967,8 @@ impl UNet {
             bwd.push(embedding::precond_bwd(gpu, &t, &dout, &m.df, &m.dx_skip, b, n_out / b, SIGMA_DATA).await?);
         }
         bwd.extend(conv_out.backward(gpu, &p, &oa, &net_dout, Some(&doa), b, s, s).await?);
-        bwd.push(ew::silu_bwd(gpu, &doa, &on, &don, n0).await?);
         let (dst, pend) = grad_dst(&mut ts, last)?;
-        bwd.extend(norm_out.backward(gpu, &p, &ts[last].buf, &don, &stats_out, Some(&dst), b, s * s).await?);
+        bwd.extend(norm_out.backward_silu(gpu, &p, &ts[last].buf, &doa, &stats_out, &dst, b, s * s).await?);
         finish(gpu, &ts, pend, &mut bwd).await?;
         let mut mode = GradMode::Write;
         for (st, sv) in steps.iter().zip(&saved).rev() {

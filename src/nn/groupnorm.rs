@@ -71,6 +71,47 @@ impl GroupNorm {
         Ok(vec![op::groupnorm_fwd(gpu, x, &g, &bt, y, &stats.mean, &stats.rstd, self.shape(b, hw)).await?])
     }
 
+    /// a = silu(gamma xhat + beta), the norm and the SiLU after it in one pass (the normalised
+    /// value is not stored); writes `stats`. x, a (B, C, H, W).
+    #[allow(clippy::too_many_arguments)]
+    pub async fn forward_silu(
+        &self,
+        gpu: &Gpu,
+        p: &Params,
+        x: &Buffer,
+        a: &Buffer,
+        stats: &GroupNormStats,
+        b: usize,
+        hw: usize,
+    ) -> Result<Vec<Dispatch>, GpuError> {
+        let (g, bt) = (p.value(self.weight)?, p.value(self.bias)?);
+        Ok(vec![op::groupnorm_silu_fwd(gpu, x, &g, &bt, a, &stats.mean, &stats.rstd, self.shape(b, hw)).await?])
+    }
+
+    /// The backward of `forward_silu` for the gradient `da` of its output: dgamma, dbeta +=,
+    /// dx overwritten.
+    #[allow(clippy::too_many_arguments)]
+    pub async fn backward_silu(
+        &self,
+        gpu: &Gpu,
+        p: &Params,
+        x: &Buffer,
+        da: &Buffer,
+        stats: &GroupNormStats,
+        dx: &Buffer,
+        b: usize,
+        hw: usize,
+    ) -> Result<Vec<Dispatch>, GpuError> {
+        let s = self.shape(b, hw);
+        let (g, bt) = (p.value(self.weight)?, p.value(self.bias)?);
+        let (dg, db) = (p.grad(self.weight)?, p.grad(self.bias)?);
+        let (m, r) = (&stats.mean, &stats.rstd);
+        Ok(vec![
+            op::groupnorm_silu_bwd_params(gpu, da, x, m, r, &g, &bt, &dg, &db, s).await?,
+            op::groupnorm_silu_bwd_input(gpu, da, x, m, r, &g, &bt, dx, s).await?,
+        ])
+    }
+
     /// dgamma, dbeta += (accumulated); dx overwritten when given. x is the forward input and
     /// `stats` what its forward saved.
     #[allow(clippy::too_many_arguments)]

@@ -62,17 +62,15 @@ pub enum GradMode {
 /// The buffers of one block bound to one (B, H, W): what the forward saves and the backward's
 /// scratch. Built once with the model.
 ///
-/// Saved by the forward: norm1(x), silu of it, conv1's output, silu(temb), scale, shift, norm2's
-/// output, silu of the modulated h (not h itself: the backward recomputes it), and both norms'
-/// (mean, rstd). The caller keeps x and
-/// temb alive until backward.
+/// Saved by the forward: silu(norm1(x)) (not norm1(x) itself), conv1's output, silu(temb), scale,
+/// shift, norm2's output, silu of the modulated h (not h itself), and both norms' (mean, rstd):
+/// the backward recomputes what is not saved. The caller keeps x and temb alive until backward.
 #[derive(Debug)]
 pub struct ResBlockActs {
     pub b: usize,
     pub h: usize,
     pub w: usize,
-    /// norm1(x) and silu of it. (B, Cin, H, W)
-    n1: Buffer,
+    /// silu(norm1(x)). (B, Cin, H, W)
     a1: Buffer,
     /// conv1 output, norm2 output, silu of the modulated norm2 output. (B, Cout, H, W)
     h1: Buffer,
@@ -132,7 +130,6 @@ impl ResBlock {
             b,
             h,
             w,
-            n1: z("rb_n1", ni)?,
             a1: z("rb_a1", ni)?,
             h1: z("rb_h1", no)?,
             n2: z("rb_n2", no)?,
@@ -167,9 +164,8 @@ impl ResBlock {
         out: &Buffer,
     ) -> Result<Vec<Dispatch>, GpuError> {
         let (b, h, w, hw) = (a.b, a.h, a.w, a.h * a.w);
-        let (ni, no, bc) = (b * self.cin * hw, b * self.cout * hw, b * self.cout);
-        let mut d = self.norm1.forward(gpu, p, x, &a.n1, &a.stats1, b, hw).await?;
-        d.push(ew::silu_fwd(gpu, &a.n1, &a.a1, ni).await?);
+        let (no, bc) = (b * self.cout * hw, b * self.cout);
+        let mut d = self.norm1.forward_silu(gpu, p, x, &a.a1, &a.stats1, b, hw).await?;
         d.extend(self.conv1.forward(gpu, p, &a.a1, &a.h1, b, h, w).await?);
         d.push(ew::silu_fwd(gpu, temb, &a.ta, b * self.emb_dim).await?);
         d.extend(self.emb_scale.forward(gpu, p, &a.ta, &a.scale, b).await?);
@@ -214,14 +210,13 @@ impl ResBlock {
         d.push(embedding::scale_shift_silu_bwd_params(gpu, &a.g_out1, n2, sc, sh, &a.dscale, &a.dshift, bc, hw).await?);
         d.extend(self.norm2.backward(gpu, p, &a.h1, &a.g_out2, &a.stats2, Some(&a.g_out1), b, hw).await?); // dh1
         d.extend(self.conv1.backward(gpu, p, &a.a1, &a.g_out1, Some(&a.g_in1), b, h, w).await?); // da1
-        d.push(ew::silu_bwd(gpu, &a.g_in1, &a.n1, &a.g_in2, ni).await?); // dn1
-        d.extend(self.norm1.backward(gpu, p, x, &a.g_in2, &a.stats1, Some(&a.g_in1), b, hw).await?); // dx main
+        d.extend(self.norm1.backward_silu(gpu, p, x, &a.g_in1, &a.stats1, &a.g_in2, b, hw).await?); // dx main
         match &self.skip {
             Some(skip) => {
-                d.extend(skip.backward(gpu, p, x, dout, Some(&a.g_in2), b, h, w).await?);
-                d.push(ew::add(gpu, &a.g_in1, &a.g_in2, dx, ni).await?);
+                d.extend(skip.backward(gpu, p, x, dout, Some(&a.g_in1), b, h, w).await?);
+                d.push(ew::add(gpu, &a.g_in2, &a.g_in1, dx, ni).await?);
             }
-            None => d.push(ew::add(gpu, &a.g_in1, dout, dx, ni).await?),
+            None => d.push(ew::add(gpu, &a.g_in2, dout, dx, ni).await?),
         }
         // The embedding branch: d silu(temb) = dscale W_scale + dshift W_shift, then silu'.
         d.extend(self.emb_scale.backward(gpu, p, &a.ta, &a.dscale, Some(&a.dta1), b).await?);

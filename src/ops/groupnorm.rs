@@ -1,12 +1,13 @@
 //! Launchers for `shaders/groupnorm.wgsl`: GroupNorm forward (saving mean and rstd per (B, G)),
-//! the input gradient (overwritten) and the gamma/beta gradients (accumulated).
+//! the input gradient (overwritten) and the gamma/beta gradients (accumulated), each also with
+//! the SiLU that follows the norm fused in (`groupnorm_silu_*`: the shader's SILU override).
 //!
 //! `GroupNormShape` (B, C, H * W, G) and `EPS` are defined here and taken by `reference::groupnorm`,
 //! so a layer describes its norm once for both.
 
 use bytemuck::Zeroable;
 
-use super::{f64s, needs, prepare, run_read, CheckResult, Entry, OpSpec};
+use super::{f64s, needs, optional, prepare, run_read, CheckResult, Entry, OpSpec, Variant};
 use crate::gpu::{groups_for, Buffer, Dispatch, Gpu, GpuError};
 use crate::philox::normal_vec;
 use crate::reference::groupnorm as r;
@@ -67,6 +68,10 @@ const BWD_PARAMS: &str = "f32 tree sums over B*H*W per channel, order differs fr
 /// parameter sums, within DEFAULT's rtol.
 const ROWS: &str = "sequential f32 sums over a short group (at most ROWS_MAX terms)";
 const COLS: &str = "sequential f32 sums over B*H*W (at most COLS_MAX terms) per channel";
+/// With SiLU fused the sums are the same; the forward adds one f32 silu per element and the
+/// backward one silu' (recomputed from the same f32 y), each a few ulp relative.
+const SILU_FWD: &str = "the forward's sums, then f32 silu of the normalised value";
+const SILU_BWD: &str = "the backward's sums over dy = dout silu'(y), y recomputed in f32";
 
 /// Groups of at most this many elements use the one-invocation-per-group entries.
 pub const ROWS_MAX: usize = 1024;
@@ -75,8 +80,8 @@ pub const COLS_MAX: usize = 1024;
 
 pub const SPEC: OpSpec = OpSpec {
     name: "groupnorm",
-    shader: super::shader!("groupnorm.wgsl", "tree.wgsl"; Params),
-    variants: &[],
+    shader: super::shader!("groupnorm.wgsl", "tree.wgsl", "activation.wgsl"; Params),
+    variants: &SILU_VARIANTS,
     entries: &[
         Entry { name: "groupnorm_fwd", reference: "groupnorm::groupnorm_fwd", tol: DEFAULT, why: FWD },
         Entry {
@@ -104,9 +109,76 @@ pub const SPEC: OpSpec = OpSpec {
             tol: DEFAULT,
             why: COLS,
         },
+        Entry { name: "groupnorm_silu_fwd", reference: "groupnorm::groupnorm_silu_fwd", tol: DEFAULT, why: SILU_FWD },
+        Entry {
+            name: "groupnorm_silu_bwd_input",
+            reference: "groupnorm::groupnorm_silu_bwd_input",
+            tol: DEFAULT,
+            why: SILU_BWD,
+        },
+        Entry {
+            name: "groupnorm_silu_bwd_params",
+            reference: "groupnorm::groupnorm_silu_bwd_params",
+            tol: DEFAULT,
+            why: SILU_BWD,
+        },
+        Entry {
+            name: "groupnorm_silu_fwd_rows",
+            reference: "groupnorm::groupnorm_silu_fwd",
+            tol: DEFAULT,
+            why: SILU_FWD,
+        },
+        Entry {
+            name: "groupnorm_silu_bwd_input_rows",
+            reference: "groupnorm::groupnorm_silu_bwd_input",
+            tol: DEFAULT,
+            why: SILU_BWD,
+        },
+        Entry {
+            name: "groupnorm_silu_bwd_params_cols",
+            reference: "groupnorm::groupnorm_silu_bwd_params",
+            tol: DEFAULT,
+            why: SILU_BWD,
+        },
     ],
     check,
 };
+
+/// Each entry point with SILU set: registry entry `groupnorm_silu_*` of `groupnorm_*`.
+const SILU_VARIANTS: [Variant; 6] = {
+    const SILU: &[(&str, f64)] = &[("SILU", 1.0)];
+    const fn v(name: &'static str, entry_point: &'static str) -> Variant {
+        Variant { name, entry_point, constants: SILU }
+    }
+    [
+        v("groupnorm_silu_fwd", "groupnorm_fwd"),
+        v("groupnorm_silu_bwd_input", "groupnorm_bwd_input"),
+        v("groupnorm_silu_bwd_params", "groupnorm_bwd_params"),
+        v("groupnorm_silu_fwd_rows", "groupnorm_fwd_rows"),
+        v("groupnorm_silu_bwd_input_rows", "groupnorm_bwd_input_rows"),
+        v("groupnorm_silu_bwd_params_cols", "groupnorm_bwd_params_cols"),
+    ]
+};
+
+/// The registry entries of one pass: plain, or with SiLU fused.
+#[derive(Clone, Copy)]
+struct Names {
+    wide: &'static str,
+    short: &'static str,
+}
+
+const FWD_NAMES: [Names; 2] = [
+    Names { wide: "groupnorm_fwd", short: "groupnorm_fwd_rows" },
+    Names { wide: "groupnorm_silu_fwd", short: "groupnorm_silu_fwd_rows" },
+];
+const BWD_INPUT_NAMES: [Names; 2] = [
+    Names { wide: "groupnorm_bwd_input", short: "groupnorm_bwd_input_rows" },
+    Names { wide: "groupnorm_silu_bwd_input", short: "groupnorm_silu_bwd_input_rows" },
+];
+const BWD_PARAMS_NAMES: [Names; 2] = [
+    Names { wide: "groupnorm_bwd_params", short: "groupnorm_bwd_params_cols" },
+    Names { wide: "groupnorm_silu_bwd_params", short: "groupnorm_silu_bwd_params_cols" },
+];
 
 super::constants! {
     /// Invocations per workgroup of the entries with one workgroup per group or channel (a
@@ -132,21 +204,21 @@ super::uniform! {
 
 /// The forward / input-gradient entry for this shape and its workgroup count: one workgroup per
 /// group, or one invocation per group for groups of at most `ROWS_MAX` elements.
-fn row_entry(s: GroupNormShape, wide: &'static str, rows: &'static str) -> (&'static str, u32) {
+fn row_entry(s: GroupNormShape, names: Names) -> (&'static str, u32) {
     if s.c / s.g.max(1) * s.hw <= ROWS_MAX {
-        (rows, groups_for(s.b * s.g, WG_ROWS))
+        (names.short, groups_for(s.b * s.g, WG_ROWS))
     } else {
-        (wide, (s.b * s.g) as u32)
+        (names.wide, (s.b * s.g) as u32)
     }
 }
 
 /// The parameter-gradient entry: one workgroup per channel, or one invocation per channel when
 /// B·H·W is at most `COLS_MAX`.
-fn param_entry(s: GroupNormShape) -> (&'static str, u32) {
+fn param_entry(s: GroupNormShape, names: Names) -> (&'static str, u32) {
     if s.b * s.hw <= COLS_MAX {
-        ("groupnorm_bwd_params_cols", groups_for(s.c, WG_ROWS))
+        (names.short, groups_for(s.c, WG_ROWS))
     } else {
-        ("groupnorm_bwd_params", s.c as u32)
+        (names.wide, s.c as u32)
     }
 }
 
@@ -172,9 +244,31 @@ pub async fn groupnorm_fwd(
     rstd: &Buffer,
     s: GroupNormShape,
 ) -> Result<Dispatch, GpuError> {
+    fwd(gpu, [x, gamma, beta, out, mean, rstd], s, FWD_NAMES[0]).await
+}
+
+/// out = silu(gamma * (x - mean) * rstd + beta): `groupnorm_fwd` with the SiLU that follows it,
+/// in one pass; the normalised value is not stored (the backward recomputes it).
+#[allow(clippy::too_many_arguments)]
+pub async fn groupnorm_silu_fwd(
+    gpu: &Gpu,
+    x: &Buffer,
+    gamma: &Buffer,
+    beta: &Buffer,
+    out: &Buffer,
+    mean: &Buffer,
+    rstd: &Buffer,
+    s: GroupNormShape,
+) -> Result<Dispatch, GpuError> {
+    fwd(gpu, [x, gamma, beta, out, mean, rstd], s, FWD_NAMES[1]).await
+}
+
+/// Either forward; `bufs` = x, gamma, beta, out, mean, rstd (the shader's bindings).
+async fn fwd(gpu: &Gpu, bufs: [&Buffer; 6], s: GroupNormShape, names: Names) -> Result<Dispatch, GpuError> {
     let p = params(s)?;
+    let [x, gamma, beta, out, mean, rstd] = bufs;
     needs(
-        "groupnorm_fwd",
+        names.wide,
         &[
             ("x", x, s.len()),
             ("gamma", gamma, s.c),
@@ -184,8 +278,7 @@ pub async fn groupnorm_fwd(
             ("rstd", rstd, s.b * s.g),
         ],
     )?;
-    let bufs = [x, gamma, beta, out, mean, rstd];
-    let (entry, groups) = row_entry(s, "groupnorm_fwd", "groupnorm_fwd_rows");
+    let (entry, groups) = row_entry(s, names);
     prepare(gpu, &SPEC, entry, &bufs, &p, groups).await
 }
 
@@ -202,9 +295,39 @@ pub async fn groupnorm_bwd_input(
     dx: &Buffer,
     s: GroupNormShape,
 ) -> Result<Dispatch, GpuError> {
+    bwd_input(gpu, [dout, x, mean, rstd, gamma, dx], None, s).await
+}
+
+/// The input gradient of `groupnorm_silu_fwd` for the gradient `dout` of its output: dout
+/// carried through silu'(y), y recomputed from x, the saved statistics, gamma and beta, then as
+/// `groupnorm_bwd_input`. Overwritten.
+#[allow(clippy::too_many_arguments)]
+pub async fn groupnorm_silu_bwd_input(
+    gpu: &Gpu,
+    dout: &Buffer,
+    x: &Buffer,
+    mean: &Buffer,
+    rstd: &Buffer,
+    gamma: &Buffer,
+    beta: &Buffer,
+    dx: &Buffer,
+    s: GroupNormShape,
+) -> Result<Dispatch, GpuError> {
+    bwd_input(gpu, [dout, x, mean, rstd, gamma, dx], Some(beta), s).await
+}
+
+/// Either input gradient: `bufs` = dout, x, mean, rstd, gamma, dx; with `beta` the SiLU one.
+async fn bwd_input(
+    gpu: &Gpu,
+    bufs: [&Buffer; 6],
+    beta: Option<&Buffer>,
+    s: GroupNormShape,
+) -> Result<Dispatch, GpuError> {
     let p = params(s)?;
+    let [dout, x, mean, rstd, gamma, dx] = bufs;
+    let names = BWD_INPUT_NAMES[usize::from(beta.is_some())];
     needs(
-        "groupnorm_bwd_input",
+        names.wide,
         &[
             ("dout", dout, s.len()),
             ("x", x, s.len()),
@@ -214,8 +337,9 @@ pub async fn groupnorm_bwd_input(
             ("dx", dx, s.len()),
         ],
     )?;
-    let bufs = [x, gamma, dout, mean, rstd, dx];
-    let (entry, groups) = row_entry(s, "groupnorm_bwd_input", "groupnorm_bwd_input_rows");
+    let beta = optional(gpu, &format!("{} beta", names.wide), beta, s.c)?;
+    let bufs = [x, gamma, dout, mean, rstd, dx, beta];
+    let (entry, groups) = row_entry(s, names);
     prepare(gpu, &SPEC, entry, &bufs, &p, groups).await
 }
 
@@ -233,9 +357,40 @@ pub async fn groupnorm_bwd_params(
     dbeta: &Buffer,
     s: GroupNormShape,
 ) -> Result<Dispatch, GpuError> {
+    bwd_params(gpu, [dout, x, mean, rstd, dgamma, dbeta], None, s).await
+}
+
+/// The gamma and beta gradients of `groupnorm_silu_fwd` for the gradient `dout` of its output:
+/// `groupnorm_bwd_params` over dy = dout silu'(y), y recomputed. Accumulated.
+#[allow(clippy::too_many_arguments)]
+pub async fn groupnorm_silu_bwd_params(
+    gpu: &Gpu,
+    dout: &Buffer,
+    x: &Buffer,
+    mean: &Buffer,
+    rstd: &Buffer,
+    gamma: &Buffer,
+    beta: &Buffer,
+    dgamma: &Buffer,
+    dbeta: &Buffer,
+    s: GroupNormShape,
+) -> Result<Dispatch, GpuError> {
+    bwd_params(gpu, [dout, x, mean, rstd, dgamma, dbeta], Some((gamma, beta)), s).await
+}
+
+/// Either parameter gradient: `bufs` = dout, x, mean, rstd, dgamma, dbeta; with (gamma, beta)
+/// the SiLU one.
+async fn bwd_params(
+    gpu: &Gpu,
+    bufs: [&Buffer; 6],
+    affine: Option<(&Buffer, &Buffer)>,
+    s: GroupNormShape,
+) -> Result<Dispatch, GpuError> {
     let p = params(s)?;
+    let [dout, x, mean, rstd, dgamma, dbeta] = bufs;
+    let names = BWD_PARAMS_NAMES[usize::from(affine.is_some())];
     needs(
-        "groupnorm_bwd_params",
+        names.wide,
         &[
             ("dout", dout, s.len()),
             ("x", x, s.len()),
@@ -245,8 +400,10 @@ pub async fn groupnorm_bwd_params(
             ("dbeta", dbeta, s.c),
         ],
     )?;
-    let bufs = [x, dout, mean, rstd, dgamma, dbeta];
-    let (entry, groups) = param_entry(s);
+    let gamma = optional(gpu, &format!("{} gamma", names.wide), affine.map(|a| a.0), s.c)?;
+    let beta = optional(gpu, &format!("{} beta", names.wide), affine.map(|a| a.1), s.c)?;
+    let bufs = [x, dout, mean, rstd, dgamma, dbeta, beta, gamma];
+    let (entry, groups) = param_entry(s, names);
     prepare(gpu, &SPEC, entry, &bufs, &p, groups).await
 }
 
@@ -265,14 +422,17 @@ async fn check_async(gpu: &Gpu) -> Result<Vec<CheckResult>, GpuError> {
         GroupNormShape::new(5, 12, 9, 3),
     ];
     for (i, s) in shapes.into_iter().enumerate() {
-        results.extend(check_one(gpu, s, 20 + i as u64).await?);
+        for silu in [false, true] {
+            results.extend(check_one(gpu, s, 20 + i as u64, silu).await?);
+        }
     }
     Ok(results)
 }
 
-/// Forward (out, mean, rstd) and both backward entry points on one shape. The backward gets the
-/// reference's statistics rounded to f32, so it is checked on its own, not through the forward.
-async fn check_one(gpu: &Gpu, s: GroupNormShape, seed: u64) -> Result<Vec<CheckResult>, GpuError> {
+/// Forward (out, mean, rstd) and both backward entry points on one shape, plain or with SiLU
+/// fused. The backward gets the reference's statistics rounded to f32, so it is checked on its
+/// own, not through the forward.
+async fn check_one(gpu: &Gpu, s: GroupNormShape, seed: u64, silu: bool) -> Result<Vec<CheckResult>, GpuError> {
     let (n, bg) = (s.len(), s.b * s.g);
     // An offset and a scale per element, so the mean and variance are far from 0 and 1.
     let xx: Vec<f32> = normal_vec(n, seed, 0).iter().map(|v| 3.0 + 2.0 * v).collect();
@@ -296,10 +456,17 @@ async fn check_one(gpu: &Gpu, s: GroupNormShape, seed: u64) -> Result<Vec<CheckR
     let shape = format!("b={} c={} hw={} g={}", s.b, s.c, s.hw, s.g);
     let mut results = Vec::new();
 
+    let k = usize::from(silu);
     let (mut want, mut want_mean, mut want_rstd) = (vec![0.0; n], vec![0.0; bg], vec![0.0; bg]);
-    r::groupnorm_fwd(&mut want, &mut want_mean, &mut want_rstd, &x64, &g64, &b64, s);
-    let f = groupnorm_fwd(gpu, &x, &gamma, &beta, &out, &mean, &rstd, s).await?;
-    let (fe, _) = row_entry(s, "groupnorm_fwd", "groupnorm_fwd_rows");
+    let (wm, wr) = (&mut want_mean, &mut want_rstd);
+    let f = if silu {
+        r::groupnorm_silu_fwd(&mut want, wm, wr, &x64, &g64, &b64, s);
+        groupnorm_silu_fwd(gpu, &x, &gamma, &beta, &out, &mean, &rstd, s).await?
+    } else {
+        r::groupnorm_fwd(&mut want, wm, wr, &x64, &g64, &b64, s);
+        groupnorm_fwd(gpu, &x, &gamma, &beta, &out, &mean, &rstd, s).await?
+    };
+    let (fe, _) = row_entry(s, FWD_NAMES[k]);
     results.push(SPEC.result(fe, format!("{shape} out"), &run_read(gpu, &f, &out).await?, &want));
     results.push(SPEC.result(fe, format!("{shape} mean"), &gpu.read(&mean).await?, &want_mean));
     results.push(SPEC.result(fe, format!("{shape} rstd"), &gpu.read(&rstd).await?, &want_rstd));
@@ -311,16 +478,27 @@ async fn check_one(gpu: &Gpu, s: GroupNormShape, seed: u64) -> Result<Vec<CheckR
     gpu.write(&rstd, &rstd32);
     let (m64, r64) = (f64s(&mean32), f64s(&rstd32));
 
-    r::groupnorm_bwd_input(&mut want, &d64, &x64, &m64, &r64, &g64, s);
-    let gi = groupnorm_bwd_input(gpu, &dout, &x, &mean, &rstd, &gamma, &dx, s).await?;
-    let (ie, _) = row_entry(s, "groupnorm_bwd_input", "groupnorm_bwd_input_rows");
+    let gi = if silu {
+        r::groupnorm_silu_bwd_input(&mut want, &d64, &x64, &m64, &r64, &g64, &b64, s);
+        groupnorm_silu_bwd_input(gpu, &dout, &x, &mean, &rstd, &gamma, &beta, &dx, s).await?
+    } else {
+        r::groupnorm_bwd_input(&mut want, &d64, &x64, &m64, &r64, &g64, s);
+        groupnorm_bwd_input(gpu, &dout, &x, &mean, &rstd, &gamma, &dx, s).await?
+    };
+    let (ie, _) = row_entry(s, BWD_INPUT_NAMES[k]);
     results.push(SPEC.result(ie, shape.clone(), &run_read(gpu, &gi, &dx).await?, &want));
 
     let (mut want_dg, mut want_db) = (f64s(&xdg), f64s(&xdb));
-    r::groupnorm_bwd_params(&mut want_dg, &mut want_db, &d64, &x64, &m64, &r64, s);
-    let gp = groupnorm_bwd_params(gpu, &dout, &x, &mean, &rstd, &dgamma, &dbeta, s).await?;
+    let (wg, wb) = (&mut want_dg, &mut want_db);
+    let gp = if silu {
+        r::groupnorm_silu_bwd_params(wg, wb, &d64, &x64, &m64, &r64, &g64, &b64, s);
+        groupnorm_silu_bwd_params(gpu, &dout, &x, &mean, &rstd, &gamma, &beta, &dgamma, &dbeta, s).await?
+    } else {
+        r::groupnorm_bwd_params(wg, wb, &d64, &x64, &m64, &r64, s);
+        groupnorm_bwd_params(gpu, &dout, &x, &mean, &rstd, &dgamma, &dbeta, s).await?
+    };
     let got_dg = run_read(gpu, &gp, &dgamma).await?;
-    let (pe, _) = param_entry(s);
+    let (pe, _) = param_entry(s, BWD_PARAMS_NAMES[k]);
     results.push(SPEC.result(pe, format!("{shape} dgamma (+=)"), &got_dg, &want_dg));
     results.push(SPEC.result(pe, format!("{shape} dbeta (+=)"), &gpu.read(&dbeta).await?, &want_db));
     Ok(results)

@@ -1,11 +1,13 @@
 //! CPU reference of group normalisation with a per-channel affine (Wu & He 2018; PyTorch
 //! `nn.GroupNorm`); the oracle of `shaders/groupnorm.wgsl`. Saved for backward: `mean` and `rstd`
 //! per (B, G) (xhat is recomputed from `x`). Overwritten: `out`, `mean`, `rstd`, `dx`;
-//! accumulated (`+=`): `dgamma`, `dbeta`. Not here: the SiLU that usually follows, running
-//! statistics (GroupNorm has none), the min(32, C/4) choice of G (the layer's business).
+//! accumulated (`+=`): `dgamma`, `dbeta`. The `groupnorm_silu_*` functions are the norm with the
+//! SiLU that often follows, as one op. Not here: running statistics (GroupNorm has none), the
+//! min(32, C/4) choice of G (the layer's business).
 
 use std::ops::Range;
 
+use super::elementwise::{silu_bwd, silu_fwd};
 use super::Float;
 /// The oracle takes the op's own shape type and epsilon.
 pub use crate::ops::groupnorm::{GroupNormShape, EPS};
@@ -115,4 +117,80 @@ pub fn groupnorm_bwd_params<T: Float>(
         dgamma[c] = dgamma[c] + acc_g;
         dbeta[c] = dbeta[c] + acc_b;
     }
+}
+
+// --- the norm followed by SiLU (a residual block's norm1, the UNet's output head) ------------
+
+/// out = silu(gamma * (x - mean) * rstd + beta): `groupnorm_fwd` then SiLU, writing the saved
+/// `mean` and `rstd`; the normalised value itself is not kept.
+pub fn groupnorm_silu_fwd<T: Float>(
+    out: &mut [T],
+    mean: &mut [T],
+    rstd: &mut [T],
+    x: &[T],
+    gamma: &[T],
+    beta: &[T],
+    s: GroupNormShape,
+) {
+    let mut y = vec![T::zero(); out.len()];
+    groupnorm_fwd(&mut y, mean, rstd, x, gamma, beta, s);
+    silu_fwd(out, &y);
+}
+
+/// The gradient of the norm's output y from the gradient `dout` of silu(y): y recomputed from x
+/// and the saved statistics.
+#[allow(clippy::too_many_arguments)]
+fn silu_dy<T: Float>(
+    dout: &[T],
+    x: &[T],
+    mean: &[T],
+    rstd: &[T],
+    gamma: &[T],
+    beta: &[T],
+    s: GroupNormShape,
+) -> Vec<T> {
+    let mut y = vec![T::zero(); x.len()];
+    for (bg, g, range) in groups(s) {
+        for (i, k) in range.enumerate() {
+            let c = s.channel(g, i);
+            y[k] = gamma[c] * (x[k] - mean[bg]) * rstd[bg] + beta[c];
+        }
+    }
+    let mut dy = vec![T::zero(); x.len()];
+    silu_bwd(&mut dy, dout, &y);
+    dy
+}
+
+/// The input gradient of `groupnorm_silu_fwd` for the gradient `dout` of its output. Overwritten.
+#[allow(clippy::too_many_arguments)]
+pub fn groupnorm_silu_bwd_input<T: Float>(
+    dx: &mut [T],
+    dout: &[T],
+    x: &[T],
+    mean: &[T],
+    rstd: &[T],
+    gamma: &[T],
+    beta: &[T],
+    s: GroupNormShape,
+) {
+    let dy = silu_dy(dout, x, mean, rstd, gamma, beta, s);
+    groupnorm_bwd_input(dx, &dy, x, mean, rstd, gamma, s);
+}
+
+/// The gamma and beta gradients of `groupnorm_silu_fwd` for the gradient `dout` of its output.
+/// Accumulated.
+#[allow(clippy::too_many_arguments)]
+pub fn groupnorm_silu_bwd_params<T: Float>(
+    dgamma: &mut [T],
+    dbeta: &mut [T],
+    dout: &[T],
+    x: &[T],
+    mean: &[T],
+    rstd: &[T],
+    gamma: &[T],
+    beta: &[T],
+    s: GroupNormShape,
+) {
+    let dy = silu_dy(dout, x, mean, rstd, gamma, beta, s);
+    groupnorm_bwd_params(dgamma, dbeta, &dy, x, mean, rstd, s);
 }

@@ -17,7 +17,10 @@ use cdl::reference::embedding::{
     scale_shift_bwd_scale, scale_shift_bwd_shift, scale_shift_fwd, scale_shift_silu_bwd_input,
     scale_shift_silu_bwd_params, scale_shift_silu_fwd,
 };
-use cdl::reference::groupnorm::{groupnorm_bwd_input, groupnorm_bwd_params, groupnorm_fwd, GroupNormShape};
+use cdl::reference::groupnorm::{
+    groupnorm_bwd_input, groupnorm_bwd_params, groupnorm_fwd, groupnorm_silu_bwd_input, groupnorm_silu_bwd_params,
+    groupnorm_silu_fwd, GroupNormShape,
+};
 use cdl::reference::optim::{adam_step, clip_grad_norm, ema_update, grad_norm, AdamConfig};
 use cdl::reference::resample::{
     avgpool2x2_bwd_input, avgpool2x2_fwd, concat_bwd, concat_fwd, upsample2x_bwd_input, upsample2x_fwd, Nchw,
@@ -282,6 +285,46 @@ fn groupnorm_normalizes_each_group() {
     let expected: Vec<f64> =
         out.iter().enumerate().map(|(i, v)| gamma[(i / 35) % 6] * v + beta[(i / 35) % 6]).collect();
     tol::assert_close("groupnorm affine", &affine, &expected, F64_TIGHT);
+}
+
+/// The fused norm + SiLU: its forward is silu(groupnorm) exactly, its gradients match finite
+/// differences of that composition, and the backward accumulates / overwrites as the plain norm's.
+#[test]
+fn groupnorm_silu_gradcheck() {
+    let s = GroupNormShape::new(2, 6, 35, 3);
+    let x: Vec<f64> = randn(s.len(), 34).iter().map(|v| 2.0 * v + 0.5).collect();
+    let gamma: Vec<f64> = randn(s.c, 35).iter().map(|v| 1.0 + 0.3 * v).collect();
+    let beta = randn(s.c, 36);
+    let dout = randn(s.len(), 37);
+    let (mut mean, mut rstd) = (vec![0.0; s.b * s.g], vec![0.0; s.b * s.g]);
+    let fwd = |x: &[f64], g: &[f64], b: &[f64]| {
+        let mut out = vec![0.0; s.len()];
+        let (mut m, mut r) = (vec![0.0; s.b * s.g], vec![0.0; s.b * s.g]);
+        groupnorm_silu_fwd(&mut out, &mut m, &mut r, x, g, b, s);
+        out
+    };
+    let mut want = vec![0.0; s.len()];
+    cdl::reference::elementwise::silu_fwd(&mut want, &gn_fwd(&x, &gamma, &beta, s));
+    tol::assert_close("groupnorm_silu = silu(groupnorm)", &fwd(&x, &gamma, &beta), &want, tol::EXACT);
+
+    let mut out = vec![0.0; s.len()];
+    groupnorm_silu_fwd(&mut out, &mut mean, &mut rstd, &x, &gamma, &beta, s);
+    let mut dx = vec![0.0; s.len()];
+    groupnorm_silu_bwd_input(&mut dx, &dout, &x, &mean, &rstd, &gamma, &beta, s);
+    let (mut dgamma, mut dbeta) = (vec![0.0; s.c], vec![0.0; s.c]);
+    groupnorm_silu_bwd_params(&mut dgamma, &mut dbeta, &dout, &x, &mean, &rstd, &gamma, &beta, s);
+    let l = |x: &[f64], g: &[f64], b: &[f64]| gradcheck::dot(&fwd(x, g, b), &dout);
+    check_each("groupnorm_silu", ["dx", "dgamma", "dbeta"], l, [&x, &gamma, &beta], [&dx, &dgamma, &dbeta]);
+
+    assert_accumulates("groupnorm_silu_bwd_params dgamma", s.c, |d| {
+        groupnorm_silu_bwd_params(d, &mut [0.0; 6], &dout, &x, &mean, &rstd, &gamma, &beta, s)
+    });
+    assert_accumulates("groupnorm_silu_bwd_params dbeta", s.c, |d| {
+        groupnorm_silu_bwd_params(&mut [0.0; 6], d, &dout, &x, &mean, &rstd, &gamma, &beta, s)
+    });
+    assert_overwrites("groupnorm_silu_bwd_input", s.len(), |d| {
+        groupnorm_silu_bwd_input(d, &dout, &x, &mean, &rstd, &gamma, &beta, s)
+    });
 }
 
 #[test]
