@@ -5,17 +5,14 @@
 
 // Bindings (group 0, inputs first, outputs last):
 //   embedding_fwd:          t (read), emb (write)
-//   scale_shift_fwd:        x, scale, shift (read), y (write)
-//   scale_shift_bwd_input:  dout, scale (read), dx (write)
-//   scale_shift_bwd_scale:  dout, xs (read), dscale (write)
-//   scale_shift_bwd_shift:  dout (read), dshift (write)
 //   scale_shift_silu_fwd:   x, scale, shift (read), y (write)
 //   scale_shift_silu_bwd_input:  sd_dout, sd_x, sd_scale, sd_shift (read), sd_dx (write)
 //   scale_shift_silu_bwd_params: sd_dout, sd_x, sd_scale, sd_shift (read), sd_dscale, sd_dshift (write)
 //   precond_in:             t, pz (read), pzin (write)
 //   precond_fwd:            t, pz, pf (read), peps (write)
 //   precond_bwd:            t, pdeps (read), pdf, pdz (write)
-// Shapes: t (B,), emb (B, E); x, y, dout, dx, xs (B, C, H, W); scale, shift, dscale, dshift (B, C);
+// Shapes: t (B,), emb (B, E); x, y, sd_dout, sd_x, sd_dx (B, C, H, W); scale, shift, sd_scale,
+// sd_shift, sd_dscale, sd_dshift (B, C);
 // pz, pzin, pf, peps, pdeps, pdf, pdz (B, E) with E the row length (the model's output size per row).
 // Group 1: Params. Params and the workgroup size WG are declared in ops/embedding.rs.
 
@@ -28,14 +25,6 @@
 @group(0) @binding(1) var<storage, read> scale: array<f32>;
 @group(0) @binding(2) var<storage, read> shift: array<f32>;
 @group(0) @binding(3) var<storage, read_write> y: array<f32>;
-
-@group(0) @binding(0) var<storage, read> dout: array<f32>;
-@group(0) @binding(2) var<storage, read_write> dx: array<f32>;
-
-@group(0) @binding(1) var<storage, read> xs: array<f32>;
-@group(0) @binding(2) var<storage, read_write> dscale: array<f32>;
-
-@group(0) @binding(1) var<storage, read_write> dshift: array<f32>;
 
 @group(0) @binding(0) var<storage, read> sd_dout: array<f32>;
 @group(0) @binding(1) var<storage, read> sd_x: array<f32>;
@@ -121,66 +110,14 @@ fn embedding_fwd(id: Grid, @builtin(local_invocation_index) lid: u32) {
     emb[i] = select(sc.x, sc.y, k < half);
 }
 
-// --- scale/shift modulation ----------------------------------------------------------------------
-
-// y[b, c, :, :] = x[b, c, :, :] * (1 + scale[b, c]) + shift[b, c].
-@compute @workgroup_size(WG)
-fn scale_shift_fwd(id: Grid, @builtin(local_invocation_index) lid: u32) {
-    let i = invocation_linear(id, lid, WG);
-    if (i >= p.n) { return; }
-    let bc = i / p.hw;
-    y[i] = x[i] * (1.0 + scale[bc]) + shift[bc];
-}
-
-// dx = dout * (1 + scale[b, c]).
-@compute @workgroup_size(WG)
-fn scale_shift_bwd_input(id: Grid, @builtin(local_invocation_index) lid: u32) {
-    let i = invocation_linear(id, lid, WG);
-    if (i >= p.n) { return; }
-    dx[i] = dout[i] * (1.0 + scale[i / p.hw]);
-}
-
-// dscale[b, c] = sum_hw dout * x; one workgroup per (b, c) and a tree in workgroup memory
-// (deterministic, no atomics), as dshift below.
-@compute @workgroup_size(WG)
-fn scale_shift_bwd_scale(id: Grid, @builtin(local_invocation_index) lid: u32) {
-    let bc = workgroup_linear(id);
-    var acc = 0.0;
-    if (bc < p.n) {
-        let base = bc * p.hw;
-        for (var i = lid; i < p.hw; i = i + WG) { acc = acc + dout[base + i] * xs[base + i]; }
-    }
-    let total = tree_sum(lid, acc);
-    if (lid == 0u && bc < p.n) { dscale[bc] = total; }
-}
-
-// dshift[b, c] = sum_hw dout; one workgroup per (b, c).
-@compute @workgroup_size(WG)
-fn scale_shift_bwd_shift(id: Grid, @builtin(local_invocation_index) lid: u32) {
-    let bc = workgroup_linear(id);
-    var acc = 0.0;
-    if (bc < p.n) {
-        let base = bc * p.hw;
-        for (var i = lid; i < p.hw; i = i + WG) { acc = acc + dout[base + i]; }
-    }
-    let total = tree_sum(lid, acc);
-    if (lid == 0u && bc < p.n) { dshift[bc] = total; }
-}
-
 // --- scale/shift modulation followed by SiLU (a residual block's norm2 -> modulation -> SiLU) -----
 // The modulated m = x (1 + scale) + shift is not stored: the backward recomputes it from x.
 
-fn sigmoid(v: f32) -> f32 {
-    let e = exp(-abs(v));
-    return select(e / (1.0 + e), 1.0 / (1.0 + e), v >= 0.0);
-}
-
-// d m for the gradient g of silu(m): g silu'(m), silu'(m) = s (1 + m (1 - s)), s = sigmoid(m).
+// d m for the gradient g = dout of silu(m).
 fn dsilu_mod(i: u32) -> f32 {
     let bc = i / p.hw;
     let m = sd_x[i] * (1.0 + sd_scale[bc]) + sd_shift[bc];
-    let s = sigmoid(m);
-    return sd_dout[i] * s * (1.0 + m * (1.0 - s));
+    return silu_grad(sd_dout[i], m);
 }
 
 // y = silu(x (1 + scale[b, c]) + shift[b, c]).
@@ -190,7 +127,7 @@ fn scale_shift_silu_fwd(id: Grid, @builtin(local_invocation_index) lid: u32) {
     if (i >= p.n) { return; }
     let bc = i / p.hw;
     let m = x[i] * (1.0 + scale[bc]) + shift[bc];
-    y[i] = m * sigmoid(m);
+    y[i] = silu(m);
 }
 
 // dx = dm (1 + scale[b, c]), dm = dout silu'(m).

@@ -26,34 +26,10 @@ const PRECOND: &str = "f32 exp, sqrt and divisions of the per-row coefficients (
 
 pub const SPEC: OpSpec = OpSpec {
     name: "embedding",
-    shader: super::shader!("embedding.wgsl", "tree.wgsl"; Params),
+    shader: super::shader!("embedding.wgsl", "tree.wgsl", "activation.wgsl"; Params),
     variants: &[],
     entries: &[
         Entry { name: "embedding_fwd", reference: "embedding::embedding_fwd", tol: DEFAULT, why: EMB },
-        Entry {
-            name: "scale_shift_fwd",
-            reference: "embedding::scale_shift_fwd",
-            tol: STRICT,
-            why: "three roundings (the GPU may fuse into an fma)",
-        },
-        Entry {
-            name: "scale_shift_bwd_input",
-            reference: "embedding::scale_shift_bwd_input",
-            tol: STRICT,
-            why: "two roundings",
-        },
-        Entry {
-            name: "scale_shift_bwd_scale",
-            reference: "embedding::scale_shift_bwd_scale",
-            tol: DEFAULT,
-            why: "f32 tree sum over H*W in a different order from the reference",
-        },
-        Entry {
-            name: "scale_shift_bwd_shift",
-            reference: "embedding::scale_shift_bwd_shift",
-            tol: DEFAULT,
-            why: "f32 tree sum over H*W in a different order from the reference",
-        },
         Entry {
             name: "scale_shift_silu_fwd",
             reference: "embedding::scale_shift_silu_fwd",
@@ -122,71 +98,9 @@ pub async fn embedding_fwd(gpu: &Gpu, t: &Buffer, out: &Buffer, b: usize, e: usi
     prepare(gpu, &SPEC, "embedding_fwd", &[t, out], &p, groups_for(b * e, WG)).await
 }
 
-// --- scale/shift modulation ---------------------------------------------------------------------
-
-/// y = x * (1 + scale[b, c]) + shift[b, c]. x, y: (B, C, H, W), scale, shift: (B, C); bc = B * C,
-/// hw = H * W
-pub async fn scale_shift_fwd(
-    gpu: &Gpu,
-    x: &Buffer,
-    scale: &Buffer,
-    shift: &Buffer,
-    y: &Buffer,
-    bc: usize,
-    hw: usize,
-) -> Result<Dispatch, GpuError> {
-    needs("scale_shift_fwd", &[("x", x, bc * hw), ("scale", scale, bc), ("shift", shift, bc), ("y", y, bc * hw)])?;
-    let p = params(bc * hw, 0, hw.max(1));
-    prepare(gpu, &SPEC, "scale_shift_fwd", &[x, scale, shift, y], &p, groups_for(bc * hw, WG)).await
-}
-
-/// dx = dout * (1 + scale[b, c]). Overwritten. dout, dx: (B, C, H, W), scale: (B, C); bc = B * C
-pub async fn scale_shift_bwd_input(
-    gpu: &Gpu,
-    dout: &Buffer,
-    scale: &Buffer,
-    dx: &Buffer,
-    bc: usize,
-    hw: usize,
-) -> Result<Dispatch, GpuError> {
-    needs("scale_shift_bwd_input", &[("dout", dout, bc * hw), ("scale", scale, bc), ("dx", dx, bc * hw)])?;
-    let p = params(bc * hw, 0, hw.max(1));
-    let g = groups_for(bc * hw, WG);
-    prepare(gpu, &SPEC, "scale_shift_bwd_input", &[dout, scale, dx], &p, g).await
-}
-
-/// dscale[b, c] = sum_hw dout * x. Overwritten; one workgroup per (b, c).
-/// dout, x: (B, C, H, W), dscale: (B, C)
-pub async fn scale_shift_bwd_scale(
-    gpu: &Gpu,
-    dout: &Buffer,
-    x: &Buffer,
-    dscale: &Buffer,
-    bc: usize,
-    hw: usize,
-) -> Result<Dispatch, GpuError> {
-    needs("scale_shift_bwd_scale", &[("dout", dout, bc * hw), ("x", x, bc * hw), ("dscale", dscale, bc)])?;
-    let p = params(bc, 0, hw);
-    prepare(gpu, &SPEC, "scale_shift_bwd_scale", &[dout, x, dscale], &p, bc as u32).await
-}
-
-/// dshift[b, c] = sum_hw dout. Overwritten; one workgroup per (b, c).
-/// dout: (B, C, H, W), dshift: (B, C)
-pub async fn scale_shift_bwd_shift(
-    gpu: &Gpu,
-    dout: &Buffer,
-    dshift: &Buffer,
-    bc: usize,
-    hw: usize,
-) -> Result<Dispatch, GpuError> {
-    needs("scale_shift_bwd_shift", &[("dout", dout, bc * hw), ("dshift", dshift, bc)])?;
-    let p = params(bc, 0, hw);
-    prepare(gpu, &SPEC, "scale_shift_bwd_shift", &[dout, dshift], &p, bc as u32).await
-}
-
 // --- scale/shift modulation followed by SiLU -----------------------------------------------------
 
-/// y = silu(x * (1 + scale[b, c]) + shift[b, c]): `scale_shift_fwd` and `silu_fwd` in one pass,
+/// y = silu(x * (1 + scale[b, c]) + shift[b, c]): the modulation and the SiLU in one pass,
 /// the modulated value not stored (the backward recomputes it from x). Overwritten.
 /// x, y: (B, C, H, W), scale, shift: (B, C); bc = B * C, hw = H * W
 pub async fn scale_shift_silu_fwd(
@@ -337,24 +251,7 @@ async fn check_async(gpu: &Gpu) -> Result<Vec<CheckResult>, GpuError> {
         // Start the reduced gradients non-zero: they must be overwritten, not accumulated.
         let dsmall = gpu.upload("dsmall", &normal_vec(bc, 41, 4))?;
 
-        let mut want = vec![0.0; n];
-        r::scale_shift_fwd(&mut want, &x64, &s64, &h64, hw);
-        let d = scale_shift_fwd(gpu, &x, &scale, &shift, &y, bc, hw).await?;
-        results.push(SPEC.result("scale_shift_fwd", shape.clone(), &run_read(gpu, &d, &y).await?, &want));
-        r::scale_shift_bwd_input(&mut want, &d64, &s64, hw);
-        let d = scale_shift_bwd_input(gpu, &dout, &scale, &y, bc, hw).await?;
-        results.push(SPEC.result("scale_shift_bwd_input", shape.clone(), &run_read(gpu, &d, &y).await?, &want));
-
-        let mut want = vec![0.0; bc];
-        r::scale_shift_bwd_scale(&mut want, &d64, &x64, hw);
-        let d = scale_shift_bwd_scale(gpu, &dout, &x, &dsmall, bc, hw).await?;
-        results.push(SPEC.result("scale_shift_bwd_scale", shape.clone(), &run_read(gpu, &d, &dsmall).await?, &want));
-        gpu.write(&dsmall, &normal_vec(bc, 41, 5));
-        r::scale_shift_bwd_shift(&mut want, &d64, hw);
-        let d = scale_shift_bwd_shift(gpu, &dout, &dsmall, bc, hw).await?;
-        results.push(SPEC.result("scale_shift_bwd_shift", shape.clone(), &run_read(gpu, &d, &dsmall).await?, &want));
-
-        // The fused modulation + SiLU, over the same operands.
+        // The modulation + SiLU.
         let mut want = vec![0.0; n];
         r::scale_shift_silu_fwd(&mut want, &x64, &s64, &h64, hw);
         let d = scale_shift_silu_fwd(gpu, &x, &scale, &shift, &y, bc, hw).await?;
