@@ -290,6 +290,18 @@ impl SamplerConfig {
         }
     }
 
+    /// The steps of a DDPM, DDIM or parallel configuration (the transition each of its points
+    /// takes); Heun has none (an error).
+    pub fn linear_steps(&self) -> Result<Vec<LinearStep>> {
+        match *self {
+            Self::Ddpm { steps, variance } | Self::Parallel { steps, ddim: false, variance, .. } => {
+                Ok(ddpm_steps(&ddpm_schedule(steps)?, variance))
+            }
+            Self::Ddim { steps } | Self::Parallel { steps, ddim: true, .. } => ddim_steps(&DdpmSchedule::ho(), steps),
+            Self::Heun { .. } => Err(DiffusionError::Config("EDM Heun has no linear steps".into())),
+        }
+    }
+
     /// The log-SNR levels (lo, hi) at which this sampler queries the network.
     pub fn alpha_range(&self) -> Result<(f64, f64)> {
         let span = |l: &mut dyn Iterator<Item = f64>| {
@@ -355,22 +367,12 @@ pub async fn sample(
         return Err(DiffusionError::Config("number of samples must be >= 1".into()));
     }
     match *cfg {
-        SamplerConfig::Ddpm { steps, variance } => {
-            let s = ddpm_steps(&ddpm_schedule(steps)?, variance);
-            sequential(den, &s, n, seed, trajectory).await
-        }
-        SamplerConfig::Ddim { steps } => {
-            let s = ddim_steps(&DdpmSchedule::ho(), steps)?;
-            sequential(den, &s, n, seed, trajectory).await
+        SamplerConfig::Ddpm { .. } | SamplerConfig::Ddim { .. } => {
+            sequential(den, &cfg.linear_steps()?, n, seed, trajectory).await
         }
         SamplerConfig::Heun { steps, churn } => heun(den, steps, churn, n, seed, trajectory).await,
-        SamplerConfig::Parallel { steps, window, tol, ddim, variance } => {
-            let s = if ddim {
-                ddim_steps(&DdpmSchedule::ho(), steps)?
-            } else {
-                ddpm_steps(&ddpm_schedule(steps)?, variance)
-            };
-            picard(den, &s, window, tol, n, seed, trajectory).await
+        SamplerConfig::Parallel { window, tol, .. } => {
+            picard(den, &cfg.linear_steps()?, window, tol, n, seed, trajectory).await
         }
     }
 }
@@ -434,7 +436,8 @@ pub async fn sequential(
     Ok((x, SampleStats { passes: steps.len(), evaluations: steps.len(), steps: steps.len() }))
 }
 
-fn finite(x: &[f64]) -> Result<()> {
+/// Fails on the first non-finite sample value.
+pub(crate) fn finite(x: &[f64]) -> Result<()> {
     match x.iter().position(|v| !v.is_finite()) {
         Some(i) => Err(DiffusionError::NonFinite(format!("sample value {i} is {}", x[i]))),
         None => Ok(()),
@@ -462,11 +465,7 @@ pub async fn picard(
 ) -> Result<(Vec<f64>, SampleStats)> {
     let d = den.dim();
     let s_n = steps.len();
-    if window == 0 || !(tol.is_finite() && tol >= 0.0) {
-        return Err(DiffusionError::Config(format!(
-            "parallel sampler needs window >= 1 and tol >= 0, got {window}, {tol}"
-        )));
-    }
+    check_picard(window, tol)?;
     let nd = n * d;
     // ξ_j = σ_j·n_j, fixed up front (computed from the seed, the same numbers `sequential` draws).
     let mut xi = vec![0.0; s_n * nd];
@@ -481,7 +480,6 @@ pub async fn picard(
     let mut buf: Vec<Vec<f64>> = vec![x_t; s_n + 1];
     let (mut b, mut stats) = (0usize, SampleStats { steps: s_n, ..SampleStats::default() });
     let mut e = window.min(s_n);
-    let tol2 = tol * tol;
     while b < s_n {
         let len = e - b;
         let mut z = Vec::with_capacity(len * nd);
@@ -498,20 +496,17 @@ pub async fn picard(
         // from the window as it was evaluated (`z`, the pass's snapshot), never from a point this
         // pass has already rewritten (ParaDiGMS, math.md §6.5).
         let mut acc = buf[b].clone();
-        let mut first_bad = len;
+        let mut worst = Vec::with_capacity(len);
         for (o, j) in (b..e).enumerate() {
             let st = &steps[j];
             let (xj, ej, xij) = (&z[o * nd..(o + 1) * nd], &eps[o * nd..(o + 1) * nd], &xi[j * nd..(j + 1) * nd]);
             for i in 0..nd {
                 acc[i] += (st.a - 1.0) * xj[i] + st.b * ej[i] + xij[i];
             }
-            if first_bad == len && !converged(&acc, &buf[j + 1], steps.get(j + 1).map(|s| s.tol_var), n, d, tol2) {
-                first_bad = o;
-            }
+            worst.push(largest_change(&acc, &buf[j + 1], d));
             buf[j + 1].copy_from_slice(&acc);
         }
-        let nb = b + (first_bad + 1).min(len);
-        let ne = (nb + window).min(s_n);
+        let (nb, ne) = picard_slide(steps, b, &worst, window, tol, d);
         for j in e + 1..=ne {
             buf[j] = buf[e].clone();
         }
@@ -526,16 +521,49 @@ pub async fn picard(
     Ok((out, stats))
 }
 
-/// Whether every sample's new value is within τ² of the old one, normalised by d·v.
-fn converged(new: &[f64], old: &[f64], var: Option<f64>, n: usize, d: usize, tol2: f64) -> bool {
-    (0..n).all(|s| {
-        let r: f64 = (0..d).map(|i| (new[s * d + i] - old[s * d + i]).powi(2)).sum();
-        match var {
-            // The last point: converged only when reproduced exactly.
+/// Fails unless the window and the tolerance are usable.
+pub(crate) fn check_picard(window: usize, tol: f64) -> Result<()> {
+    if window == 0 || !(tol.is_finite() && tol >= 0.0) {
+        return Err(DiffusionError::Config(format!(
+            "parallel sampler needs window >= 1 and tol >= 0, got {window}, {tol}"
+        )));
+    }
+    Ok(())
+}
+
+/// The largest squared change ||new − old||² over the samples of one point (n rows of d), NaN
+/// when any is NaN.
+fn largest_change(new: &[f64], old: &[f64], d: usize) -> f64 {
+    new.chunks_exact(d)
+        .zip(old.chunks_exact(d))
+        .map(|(a, b)| a.iter().zip(b).map(|(a, b)| (a - b).powi(2)).sum::<f64>())
+        .fold(0.0, |worst, r| if r.is_nan() || r > worst { r } else { worst })
+}
+
+/// After a pass over the window starting at point `b` whose rebuilt points b+1.. changed by at
+/// most `worst[o]` (squared, over the samples), the next window [nb, ne): it starts past the
+/// converged prefix plus the first unconverged point. Point j+1 has converged when
+/// worst ≤ τ²·d·v_{j+1}, v = the next step's β̃; the output X_S (no next step) only when
+/// reproduced exactly. The host and the device samplers both slide by this rule.
+pub(crate) fn picard_slide(
+    steps: &[LinearStep],
+    b: usize,
+    worst: &[f64],
+    window: usize,
+    tol: f64,
+    d: usize,
+) -> (usize, usize) {
+    let converged = |o: usize| {
+        let r = worst[o];
+        match steps.get(b + o + 1) {
             None => r == 0.0,
-            Some(v) => r <= tol2 * d as f64 * v.max(1e-20),
+            Some(s) => r <= tol * tol * d as f64 * s.tol_var.max(1e-20),
         }
-    })
+    };
+    let len = worst.len();
+    let first_bad = (0..len).find(|&o| !converged(o)).unwrap_or(len);
+    let nb = b + (first_bad + 1).min(len);
+    (nb, (nb + window).min(steps.len()))
 }
 
 // ---------------------------------------------------------------------------------------------
@@ -569,9 +597,7 @@ pub async fn heun(
     seed: u64,
     mut trajectory: Option<&mut Vec<Vec<f64>>>,
 ) -> Result<(Vec<f64>, SampleStats)> {
-    if steps < 2 || !(churn.is_finite() && churn >= 0.0) {
-        return Err(DiffusionError::Config(format!("Heun needs >= 2 steps and churn >= 0, got {steps}, {churn}")));
-    }
+    check_heun(steps, churn)?;
     let d = den.dim();
     let nd = n * d;
     let t = edm_sigmas(steps);
@@ -605,6 +631,14 @@ pub async fn heun(
     }
     finite(&x)?;
     Ok((x, SampleStats { passes: evals, evaluations: evals, steps }))
+}
+
+/// Fails unless Heun's level count and churn are usable.
+pub(crate) fn check_heun(steps: usize, churn: f64) -> Result<()> {
+    if steps < 2 || !(churn.is_finite() && churn >= 0.0) {
+        return Err(DiffusionError::Config(format!("Heun needs >= 2 steps and churn >= 0, got {steps}, {churn}")));
+    }
+    Ok(())
 }
 
 /// out = ε̂(x/sqrt(1+σ²), −2 ln σ) for x in x_σ space; z is scratch. x, z, out: (n, d)

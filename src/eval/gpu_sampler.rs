@@ -9,9 +9,9 @@
 
 use crate::diffusion::logsnr::sigmoid;
 use crate::diffusion::sampler::{
-    ddim_steps, ddpm_schedule, ddpm_steps, edm_sigmas, LinearStep, SampleStats, SamplerConfig,
+    check_heun, check_picard, edm_sigmas, finite, picard_slide, LinearStep, SampleStats, SamplerConfig,
 };
-use crate::diffusion::schedule::{alpha_of_sigma, DdpmSchedule};
+use crate::diffusion::schedule::alpha_of_sigma;
 use crate::diffusion::{DiffusionError, Result};
 use crate::gpu::{Buffer, Dispatch, Gpu, GpuError};
 use crate::ops::sampler::{self as k, Group, TABLE_ROW};
@@ -72,36 +72,20 @@ impl GpuDenoiser<'_> {
         }
         let clip = clip.map(|(lo, hi)| (lo as f32, hi as f32));
         let x = match *cfg {
-            SamplerConfig::Ddpm { steps, variance } => {
-                let s = ddpm_steps(&ddpm_schedule(steps)?, variance);
-                self.sequential(&s, n, seed, clip).await?
-            }
-            SamplerConfig::Ddim { steps } => {
-                let s = ddim_steps(&DdpmSchedule::ho(), steps)?;
-                self.sequential(&s, n, seed, clip).await?
+            SamplerConfig::Ddpm { .. } | SamplerConfig::Ddim { .. } => {
+                self.sequential(&cfg.linear_steps()?, n, seed, clip).await?
             }
             SamplerConfig::Heun { steps, churn } => {
-                if steps < 2 || !(churn.is_finite() && churn >= 0.0) {
-                    return Err(DiffusionError::Config(format!(
-                        "Heun needs >= 2 steps and churn >= 0, got {steps}, {churn}"
-                    )));
-                }
+                check_heun(steps, churn)?;
                 let x = self.heun(steps, churn, n, seed, clip).await?;
                 let evals = 2 * steps - 1;
                 (x, SampleStats { passes: evals, evaluations: evals, steps })
             }
-            SamplerConfig::Parallel { steps, window, tol, ddim, variance } => {
-                let s = if ddim {
-                    ddim_steps(&DdpmSchedule::ho(), steps)?
-                } else {
-                    ddpm_steps(&ddpm_schedule(steps)?, variance)
-                };
-                self.picard(&s, window, tol, n, seed, clip).await?
+            SamplerConfig::Parallel { window, tol, .. } => {
+                self.picard(&cfg.linear_steps()?, window, tol, n, seed, clip).await?
             }
         };
-        if let Some(i) = x.0.iter().position(|v| !v.is_finite()) {
-            return Err(DiffusionError::NonFinite(format!("sample value {i} is {}", x.0[i])));
-        }
+        finite(&x.0)?;
         Ok(x)
     }
 
@@ -217,11 +201,7 @@ impl GpuDenoiser<'_> {
         clip: Option<(f32, f32)>,
     ) -> Result<(Vec<f64>, SampleStats)> {
         let s_n = steps.len();
-        if window == 0 || !(tol.is_finite() && tol >= 0.0) {
-            return Err(DiffusionError::Config(format!(
-                "parallel sampler needs window >= 1 and tol >= 0, got {window}, {tol}"
-            )));
-        }
+        check_picard(window, tol)?;
         let window = window.min(s_n);
         let (gpu, d, rows) = (self.gpu(), self.net().row_len(), self.net().rows());
         let (point, slots) = (n * d, window + 1);
@@ -250,7 +230,6 @@ impl GpuDenoiser<'_> {
         }
         let (mut b, mut e) = (0usize, window);
         let mut stats = SampleStats { steps: s_n, ..SampleStats::default() };
-        let tol2 = tol * tol;
         while b < s_n {
             let len = e - b;
             pc.set_window(gpu, b, len).map_err(gpu_err)?;
@@ -270,17 +249,8 @@ impl GpuDenoiser<'_> {
             let worst = gpu.read(&flags.view(0, len).map_err(gpu_err)?).await.map_err(gpu_err)?;
             stats.passes += 1;
             stats.evaluations += len;
-            let converged = |o: usize| {
-                let r = f64::from(worst[o]);
-                match steps.get(b + o + 1) {
-                    // The last point: converged only when reproduced exactly.
-                    None => r == 0.0,
-                    Some(s) => r <= tol2 * d as f64 * s.tol_var.max(1e-20),
-                }
-            };
-            let first_bad = (0..len).find(|&o| !converged(o)).unwrap_or(len);
-            let nb = b + (first_bad + 1).min(len);
-            let ne = (nb + window).min(s_n);
+            let worst: Vec<f64> = worst.into_iter().map(f64::from).collect();
+            let (nb, ne) = picard_slide(steps, b, &worst, window, tol, d);
             if ne > e {
                 rec.copy(&xr, (e % slots) * point, &prev, 0, point);
             }
