@@ -4,10 +4,11 @@
 // dbias. Every kernel is an implicit GEMM (no im2col), deterministic; the launcher
 // (src/ops/conv2d.rs) picks the variant from the shape.
 
-// Bindings (group 0, inputs first, outputs last):
-//   conv2d_fwd(_v4):              x (read), weight (read), bias (read; a placeholder when
-//                                 has_bias = 0), out (write)
-//   conv2d_bwd_input(_v4):        dout (read), weight (read), dx (write)
+// Bindings (group 0; placeholders where the params' flag is 0):
+//   conv2d_fwd(_v4):              x (read), weight (read), bias (read, has_bias), out (write),
+//                                 res (read, has_res: added to out, a residual connection)
+//   conv2d_bwd_input(_v4):        dout (read), weight (read), dx (write), dres (read, has_res:
+//                                 added to dx, the other branch's gradient)
 //   conv2d_bwd_weight(_k1, _v4):  dout (read), x_saved (read), dweight (read_write)
 //   conv2d_bwd_bias:              dout (read), dbias (read_write)
 // Group 1: Params (declared in ops/conv2d.rs).
@@ -19,8 +20,11 @@
 @group(0) @binding(2) var<storage, read> bias: array<f32>;
 @group(0) @binding(3) var<storage, read_write> out: array<f32>;
 
+@group(0) @binding(4) var<storage, read> res: array<f32>;
+
 @group(0) @binding(0) var<storage, read> dout: array<f32>;
 @group(0) @binding(2) var<storage, read_write> dx: array<f32>;
+@group(0) @binding(3) var<storage, read> dres: array<f32>;
 
 // The forward input, bound second in bwd_weight (binding 0 is dout there).
 @group(0) @binding(1) var<storage, read> x_saved: array<f32>;
@@ -35,6 +39,8 @@
 @group(0) @binding(2) var<storage, read_write> dx4: array<vec4<f32>>;
 @group(0) @binding(0) var<storage, read> dout4: array<vec4<f32>>;
 @group(0) @binding(1) var<storage, read> x_saved4: array<vec4<f32>>;
+@group(0) @binding(4) var<storage, read> res4: array<vec4<f32>>;
+@group(0) @binding(3) var<storage, read> dres4: array<vec4<f32>>;
 
 // How the kernels are split: the way matmul.wgsl explains for CPU-backed adapters (lavapipe,
 // SwiftShader): one operand's loads depend only on the workgroup id and loop counters, and each
@@ -112,7 +118,10 @@ fn conv2d_fwd(id: Grid, @builtin(local_invocation_index) lid: u32) {
             var v = acc[i];
             if (p.has_bias != 0u) { v = v + vec4<f32>(bias[co]); }
             for (var j = 0u; j < 4u; j = j + 1u) {
-                if (col + j < npix) { out[ob[j] + co * plane] = v[j]; }
+                let k = ob[j] + co * plane;
+                if (col + j < npix) {
+                    if (p.has_res != 0u) { out[k] = v[j] + res[k]; } else { out[k] = v[j]; }
+                }
             }
         }
     }
@@ -187,7 +196,10 @@ fn conv2d_bwd_input(id: Grid, @builtin(local_invocation_index) lid: u32) {
         let ci = ci0 + i;
         if (ci < p.cin) {
             for (var j = 0u; j < 4u; j = j + 1u) {
-                if (live[j]) { dx[db[j] + ci * hw] = acc[i][j]; }
+                let k = db[j] + ci * hw;
+                if (live[j]) {
+                    if (p.has_res != 0u) { dx[k] = acc[i][j] + dres[k]; } else { dx[k] = acc[i][j]; }
+                }
             }
         }
     }
@@ -436,8 +448,14 @@ fn conv2d_fwd_v4(id: Grid, @builtin(local_invocation_index) lid: u32) {
             var bv = vec4<f32>(0.0);
             if (p.has_bias != 0u) { bv = vec4<f32>(bias[co]); }
             let o = ((sg.b * p.cout + co) * p.h + sg.oy) * w4 + sg.ox0 / 4u;
-            out4[o] = acc[2u * r] + bv;
-            if (second) { out4[o + 1u] = acc[2u * r + 1u] + bv; }
+            var r0 = vec4<f32>(0.0);
+            var r1 = vec4<f32>(0.0);
+            if (p.has_res != 0u) {
+                r0 = res4[o];
+                if (second) { r1 = res4[o + 1u]; }
+            }
+            out4[o] = acc[2u * r] + bv + r0;
+            if (second) { out4[o + 1u] = acc[2u * r + 1u] + bv + r1; }
         }
     }
 }
@@ -453,8 +471,13 @@ fn conv2d_bwd_input_v4(id: Grid, @builtin(local_invocation_index) lid: u32) {
         let ci = sg.row0 + r;
         if (ci < p.cin) {
             let o = ((sg.b * p.cin + ci) * p.h + sg.oy) * w4 + sg.ox0 / 4u;
-            dx4[o] = acc[2u * r];
-            if (second) { dx4[o + 1u] = acc[2u * r + 1u]; }
+            if (p.has_res != 0u) {
+                dx4[o] = acc[2u * r] + dres4[o];
+                if (second) { dx4[o + 1u] = acc[2u * r + 1u] + dres4[o + 1u]; }
+            } else {
+                dx4[o] = acc[2u * r];
+                if (second) { dx4[o + 1u] = acc[2u * r + 1u]; }
+            }
         }
     }
 }

@@ -798,8 +798,8 @@ impl Body<'_> {
                 let bufs = attn.buffers(gpu, b, hw)?;
                 let (n, y) = (gpu.zeros("attn_in", n_el)?, gpu.zeros("attn_y", n_el)?);
                 fwd.extend(norm.forward(gpu, p, &ts[x].buf, &n, &stats, b, hw).await?);
-                fwd.extend(attn.forward(gpu, p, &n, &y, &bufs).await?);
-                fwd.push(ew::add(gpu, &ts[x].buf, &y, &ts[out].buf, n_el).await?);
+                // out = x + attn(n), the residual added by the output projection's pass.
+                fwd.extend(attn.forward(gpu, p, &n, Some(&ts[x].buf), &ts[out].buf, &bufs).await?);
                 Saved::Attn { stats, bufs, n, y }
             }
             Step::Down { x, out } => {
@@ -841,7 +841,7 @@ impl Body<'_> {
                 *mode = GradMode::Add;
             }
             (Step::Attn { norm, attn, x, out }, Saved::Attn { stats, bufs, n, y }) => {
-                // y and then n's buffers are free in the backward: dn into y, dnorm-input into n.
+                // y (scratch the forward leaves unused) takes dn.
                 let (n_el, hw) = (self.nchw(x).len(), maps[x].r * maps[x].r);
                 let dy = ts[out].grad.clone();
                 bwd.extend(attn.backward(gpu, p, n, &dy, Some(y), bufs).await?);

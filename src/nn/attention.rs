@@ -191,13 +191,15 @@ impl Attention {
         })
     }
 
-    /// y = W_o attention(W_qkv x + b_qkv) + b_o; writes the saved buffers of `bufs`.
-    /// x, y: (B, C, T)
+    /// y = W_o attention(W_qkv x + b_qkv) + b_o (+ res, when given, in the output projection's
+    /// pass: a residual connection; y must not be res); writes the saved buffers of `bufs`.
+    /// x, y, res: (B, C, T)
     pub async fn forward(
         &self,
         gpu: &Gpu,
         p: &Params,
         x: &Buffer,
+        res: Option<&Buffer>,
         y: &Buffer,
         bufs: &AttentionBuffers,
     ) -> Result<Vec<Dispatch>, GpuError> {
@@ -206,7 +208,7 @@ impl Attention {
         let (wo, bo) = (p.value(self.proj_weight)?, p.value(self.proj_bias)?);
         let (tt, dt) = (v.scores(), v.mix());
 
-        let mut out = vec![conv2d_fwd(gpu, x, &wq, Some(&bq), &bufs.qkv, s.qkv_conv()).await?];
+        let mut out = vec![conv2d_fwd(gpu, x, &wq, Some(&bq), None, &bufs.qkv, s.qkv_conv()).await?];
         for h in 0..s.heads {
             // scores_h (T, T) = q_h^T (T, D) k_h (D, T)
             let (q, k, sc) = (v.qkv(&bufs.qkv, 0, h)?, v.qkv(&bufs.qkv, 1, h)?, v.tt(&bufs.scratch0, h)?);
@@ -221,7 +223,7 @@ impl Attention {
             let st = Strides { a: v.qkv_stride(), b: v.tt_stride(), out: v.ct_stride() };
             out.push(matmul_strided(gpu, Layout::NT, &vh, &a, None, &o, dt, st).await?);
         }
-        out.push(conv2d_fwd(gpu, &bufs.out, &wo, Some(&bo), y, s.out_conv()).await?);
+        out.push(conv2d_fwd(gpu, &bufs.out, &wo, Some(&bo), res, y, s.out_conv()).await?);
         Ok(out)
     }
 
@@ -242,7 +244,7 @@ impl Attention {
         let (oc, qc) = (s.out_conv(), s.qkv_conv());
 
         let mut out = vec![
-            conv2d_bwd_input(gpu, dy, &wo, &bufs.dout, oc).await?,
+            conv2d_bwd_input(gpu, dy, &wo, None, &bufs.dout, oc).await?,
             conv2d_bwd_weight(gpu, dy, &bufs.out, &p.grad(self.proj_weight)?, oc).await?,
             conv2d_bwd_bias(gpu, dy, &p.grad(self.proj_bias)?, oc).await?,
         ];
@@ -269,7 +271,7 @@ impl Attention {
         out.push(conv2d_bwd_weight(gpu, &bufs.dqkv, x, &p.grad(self.qkv_weight)?, qc).await?);
         out.push(conv2d_bwd_bias(gpu, &bufs.dqkv, &p.grad(self.qkv_bias)?, qc).await?);
         if let Some(dx) = dx {
-            out.push(conv2d_bwd_input(gpu, &bufs.dqkv, &wq, dx, qc).await?);
+            out.push(conv2d_bwd_input(gpu, &bufs.dqkv, &wq, None, dx, qc).await?);
         }
         Ok(out)
     }

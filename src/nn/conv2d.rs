@@ -47,8 +47,39 @@ impl Conv2d {
         h: usize,
         w: usize,
     ) -> Result<Vec<Dispatch>, GpuError> {
+        self.forward_with(gpu, p, x, None, y, b, h, w).await
+    }
+
+    /// y = conv(x, W) + b + res in one pass (a residual connection); y must not be res.
+    #[allow(clippy::too_many_arguments)]
+    pub async fn forward_add(
+        &self,
+        gpu: &Gpu,
+        p: &Params,
+        x: &Buffer,
+        res: &Buffer,
+        y: &Buffer,
+        b: usize,
+        h: usize,
+        w: usize,
+    ) -> Result<Vec<Dispatch>, GpuError> {
+        self.forward_with(gpu, p, x, Some(res), y, b, h, w).await
+    }
+
+    #[allow(clippy::too_many_arguments)]
+    async fn forward_with(
+        &self,
+        gpu: &Gpu,
+        p: &Params,
+        x: &Buffer,
+        res: Option<&Buffer>,
+        y: &Buffer,
+        b: usize,
+        h: usize,
+        w: usize,
+    ) -> Result<Vec<Dispatch>, GpuError> {
         let (wt, bias) = (p.value(self.weight)?, p.value(self.bias)?);
-        Ok(vec![op::conv2d_fwd(gpu, x, &wt, Some(&bias), y, self.shape(b, h, w)).await?])
+        Ok(vec![op::conv2d_fwd(gpu, x, &wt, Some(&bias), res, y, self.shape(b, h, w)).await?])
     }
 
     /// dW += conv2d_bwd_weight(dy, x), db += sum over (B, Ho, Wo) of dy, and dx = conv^T(dy, W)
@@ -68,13 +99,46 @@ impl Conv2d {
         h: usize,
         w: usize,
     ) -> Result<Vec<Dispatch>, GpuError> {
+        self.backward_with(gpu, p, x, dy, dx.map(|dx| (dx, None)), b, h, w).await
+    }
+
+    /// `backward` with dx = conv^T(dy, W) + dres (the gradient x gets from another branch,
+    /// summed in the same pass); dx must not be dres.
+    #[allow(clippy::too_many_arguments)]
+    pub async fn backward_add(
+        &self,
+        gpu: &Gpu,
+        p: &Params,
+        x: &Buffer,
+        dy: &Buffer,
+        dres: &Buffer,
+        dx: &Buffer,
+        b: usize,
+        h: usize,
+        w: usize,
+    ) -> Result<Vec<Dispatch>, GpuError> {
+        self.backward_with(gpu, p, x, dy, Some((dx, Some(dres))), b, h, w).await
+    }
+
+    #[allow(clippy::too_many_arguments)]
+    async fn backward_with(
+        &self,
+        gpu: &Gpu,
+        p: &Params,
+        x: &Buffer,
+        dy: &Buffer,
+        dx: Option<(&Buffer, Option<&Buffer>)>,
+        b: usize,
+        h: usize,
+        w: usize,
+    ) -> Result<Vec<Dispatch>, GpuError> {
         let s = self.shape(b, h, w);
         let mut out = vec![
             op::conv2d_bwd_weight(gpu, dy, x, &p.grad(self.weight)?, s).await?,
             op::conv2d_bwd_bias(gpu, dy, &p.grad(self.bias)?, s).await?,
         ];
-        if let Some(dx) = dx {
-            out.push(op::conv2d_bwd_input(gpu, dy, &p.value(self.weight)?, dx, s).await?);
+        if let Some((dx, dres)) = dx {
+            out.push(op::conv2d_bwd_input(gpu, dy, &p.value(self.weight)?, dres, dx, s).await?);
         }
         Ok(out)
     }

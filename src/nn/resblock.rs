@@ -164,7 +164,7 @@ impl ResBlock {
         out: &Buffer,
     ) -> Result<Vec<Dispatch>, GpuError> {
         let (b, h, w, hw) = (a.b, a.h, a.w, a.h * a.w);
-        let (no, bc) = (b * self.cout * hw, b * self.cout);
+        let bc = b * self.cout;
         let mut d = self.norm1.forward_silu(gpu, p, x, &a.a1, &a.stats1, b, hw).await?;
         d.extend(self.conv1.forward(gpu, p, &a.a1, &a.h1, b, h, w).await?);
         d.push(ew::silu_fwd(gpu, temb, &a.ta, b * self.emb_dim).await?);
@@ -173,16 +173,15 @@ impl ResBlock {
         d.extend(self.norm2.forward(gpu, p, &a.h1, &a.n2, &a.stats2, b, hw).await?);
         // The modulation and its SiLU in one pass (the modulated h is recomputed in backward).
         d.push(embedding::scale_shift_silu_fwd(gpu, &a.n2, &a.scale, &a.shift, &a.a2, bc, hw).await?);
-        // conv2's output goes to backward scratch (free during the forward); out = skip + it.
-        let h2 = &a.g_out1;
-        d.extend(self.conv2.forward(gpu, p, &a.a2, h2, b, h, w).await?);
-        match (&self.skip, &a.skip_out) {
+        // out = skip(x) + conv2(..), the residual added by conv2's own pass.
+        let res = match (&self.skip, &a.skip_out) {
             (Some(skip), Some(s)) => {
                 d.extend(skip.forward(gpu, p, x, s, b, h, w).await?);
-                d.push(ew::add(gpu, s, h2, out, no).await?);
+                s
             }
-            _ => d.push(ew::add(gpu, x, h2, out, no).await?),
-        }
+            _ => x,
+        };
+        d.extend(self.conv2.forward_add(gpu, p, &a.a2, res, out, b, h, w).await?);
         Ok(d)
     }
 
@@ -212,10 +211,8 @@ impl ResBlock {
         d.extend(self.conv1.backward(gpu, p, &a.a1, &a.g_out1, Some(&a.g_in1), b, h, w).await?); // da1
         d.extend(self.norm1.backward_silu(gpu, p, x, &a.g_in1, &a.stats1, &a.g_in2, b, hw).await?); // dx main
         match &self.skip {
-            Some(skip) => {
-                d.extend(skip.backward(gpu, p, x, dout, Some(&a.g_in1), b, h, w).await?);
-                d.push(ew::add(gpu, &a.g_in2, &a.g_in1, dx, ni).await?);
-            }
+            // dx = the main path's + the skip conv's input gradient, summed by the latter's pass.
+            Some(skip) => d.extend(skip.backward_add(gpu, p, x, dout, &a.g_in2, dx, b, h, w).await?),
             None => d.push(ew::add(gpu, &a.g_in2, dout, dx, ni).await?),
         }
         // The embedding branch: d silu(temb) = dscale W_scale + dshift W_shift, then silu'.

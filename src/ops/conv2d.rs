@@ -185,7 +185,7 @@ super::uniform! {
         stride: u32,
         pad: u32,
         has_bias: u32,
-        _pad: u32,
+        has_res: u32,
     }
 }
 
@@ -203,8 +203,13 @@ impl Params {
             stride: s.stride as u32,
             pad: s.pad as u32,
             has_bias: u32::from(has_bias),
-            _pad: 0,
+            has_res: 0,
         }
+    }
+
+    /// The same with an added operand (`res` / `dres`) when `res` is set.
+    fn with_res(self, res: bool) -> Self {
+        Self { has_res: u32::from(res), ..self }
     }
 }
 
@@ -225,29 +230,37 @@ fn check_shape(s: Conv2dShape) -> Result<(), GpuError> {
     Ok(())
 }
 
-/// out (B, Cout, Ho, Wo) = conv(x (B, Cin, H, W), weight (Cout, Cin, K, K)) + bias (Cout,).
-/// Overwritten.
+/// out (B, Cout, Ho, Wo) = conv(x (B, Cin, H, W), weight (Cout, Cin, K, K)) + bias (Cout,)
+/// (+ res (B, Cout, Ho, Wo) when given: a residual connection in the same pass). Overwritten;
+/// out must not be res.
 pub async fn conv2d_fwd(
     gpu: &Gpu,
     x: &Buffer,
     weight: &Buffer,
     bias: Option<&Buffer>,
+    res: Option<&Buffer>,
     out: &Buffer,
     s: Conv2dShape,
 ) -> Result<Dispatch, GpuError> {
     check_shape(s)?;
     needs("conv2d_fwd", &[("x", x, s.x_len()), ("weight", weight, s.weight_len()), ("out", out, s.out_len())])?;
-    let bias_buf = optional(gpu, "conv2d_fwd bias", bias, s.cout)?; // has_bias says which
+    // The params' flags say which of these are placeholders.
+    let bias_buf = optional(gpu, "conv2d_fwd bias", bias, s.cout)?;
+    let res_buf = optional(gpu, "conv2d_fwd res", res, s.out_len())?;
     let (e, tiles) = fwd_plan(s);
-    let params = Params::new(s, bias.is_some());
-    Ok(prepare(gpu, &SPEC, e, &[x, weight, bias_buf, out], &params, tiles as u32).await?.with_flops(flops(s) as u64))
+    let params = Params::new(s, bias.is_some()).with_res(res.is_some());
+    let bufs = [x, weight, bias_buf, out, res_buf];
+    Ok(prepare(gpu, &SPEC, e, &bufs, &params, tiles as u32).await?.with_flops(flops(s) as u64))
 }
 
-/// dx (B, Cin, H, W) = conv^T(dout (B, Cout, Ho, Wo), weight (Cout, Cin, K, K)). Overwritten.
+/// dx (B, Cin, H, W) = conv^T(dout (B, Cout, Ho, Wo), weight (Cout, Cin, K, K)) (+ dres
+/// (B, Cin, H, W) when given: the gradient of x from another branch, summed in the same pass).
+/// Overwritten; dx must not be dres.
 pub async fn conv2d_bwd_input(
     gpu: &Gpu,
     dout: &Buffer,
     weight: &Buffer,
+    dres: Option<&Buffer>,
     dx: &Buffer,
     s: Conv2dShape,
 ) -> Result<Dispatch, GpuError> {
@@ -256,10 +269,10 @@ pub async fn conv2d_bwd_input(
         "conv2d_bwd_input",
         &[("dout", dout, s.out_len()), ("weight", weight, s.weight_len()), ("dx", dx, s.x_len())],
     )?;
+    let dres_buf = optional(gpu, "conv2d_bwd_input dres", dres, s.x_len())?;
     let (e, tiles) = bwd_input_plan(s);
-    Ok(prepare(gpu, &SPEC, e, &[dout, weight, dx], &Params::new(s, false), tiles as u32)
-        .await?
-        .with_flops(flops(s) as u64))
+    let params = Params::new(s, false).with_res(dres.is_some());
+    Ok(prepare(gpu, &SPEC, e, &[dout, weight, dx, dres_buf], &params, tiles as u32).await?.with_flops(flops(s) as u64))
 }
 
 /// dweight (Cout, Cin, K, K) += sum over B, Ho, Wo of dout (B, Cout, Ho, Wo) times the shifted
@@ -305,28 +318,31 @@ async fn check_async(gpu: &Gpu) -> Result<Vec<CheckResult>, GpuError> {
     // Odd H and W (the general kernels), channel counts off the tile sizes, every (K, stride),
     // pixel counts above one tile of 256, several bwd_weight channel blocks (Cout 70 > 64).
     // Then stride 1 with W a multiple of 4 (the vec4 kernels): part-filled row segments (W 12,
-    // W 4), K = 1, and the larger case. Two shapes run the forward without bias.
+    // W 4), K = 1, and the larger case. Two shapes run the forward without bias; four (general
+    // and vec4 kernels, stride 1 and 2, with and without bias) add a residual to the forward's
+    // output and the input gradient.
     let shapes = [
-        (Conv2dShape::new(2, 6, 10, 13, 11, 3, 1), true),
-        (Conv2dShape::new(2, 6, 10, 13, 11, 3, 2), true),
-        (Conv2dShape::new(2, 6, 10, 13, 11, 1, 1), true),
-        (Conv2dShape::new(2, 6, 10, 13, 11, 1, 2), true),
-        (Conv2dShape::new(1, 37, 70, 9, 7, 3, 2), true),
-        (Conv2dShape::new(2, 37, 70, 9, 7, 1, 1), false),
-        (Conv2dShape::new(2, 6, 10, 7, 12, 3, 1), true),
-        (Conv2dShape::new(1, 20, 36, 5, 4, 3, 1), true),
-        (Conv2dShape::new(2, 37, 70, 9, 12, 1, 1), false),
-        (Conv2dShape::new(3, 32, 48, 16, 16, 3, 1), true),
+        (Conv2dShape::new(2, 6, 10, 13, 11, 3, 1), true, true),
+        (Conv2dShape::new(2, 6, 10, 13, 11, 3, 2), true, true),
+        (Conv2dShape::new(2, 6, 10, 13, 11, 1, 1), true, false),
+        (Conv2dShape::new(2, 6, 10, 13, 11, 1, 2), true, false),
+        (Conv2dShape::new(1, 37, 70, 9, 7, 3, 2), true, false),
+        (Conv2dShape::new(2, 37, 70, 9, 7, 1, 1), false, false),
+        (Conv2dShape::new(2, 6, 10, 7, 12, 3, 1), true, true),
+        (Conv2dShape::new(1, 20, 36, 5, 4, 3, 1), true, false),
+        (Conv2dShape::new(2, 37, 70, 9, 12, 1, 1), false, true),
+        (Conv2dShape::new(3, 32, 48, 16, 16, 3, 1), true, false),
     ];
-    for (s, with_bias) in shapes {
-        results.extend(check_one(gpu, s, with_bias).await?);
+    for (s, with_bias, with_res) in shapes {
+        results.extend(check_one(gpu, s, with_bias, with_res).await?);
     }
     Ok(results)
 }
 
-/// Forward (with or without bias), the input gradient, and the weight and bias gradients
-/// accumulated into non-zero starting values, each against the f64 reference.
-async fn check_one(gpu: &Gpu, s: Conv2dShape, with_bias: bool) -> Result<Vec<CheckResult>, GpuError> {
+/// Forward (with or without bias and residual), the input gradient (with or without an added
+/// gradient), and the weight and bias gradients accumulated into non-zero starting values, each
+/// against the f64 reference (the added operands summed onto it).
+async fn check_one(gpu: &Gpu, s: Conv2dShape, with_bias: bool, with_res: bool) -> Result<Vec<CheckResult>, GpuError> {
     let tag = (s.k * 10 + s.stride) as u32;
     let xx = normal_vec(s.x_len(), 11, tag);
     let xw = normal_vec(s.weight_len(), 11, tag + 100);
@@ -348,16 +364,28 @@ async fn check_one(gpu: &Gpu, s: Conv2dShape, with_bias: bool) -> Result<Vec<Che
     let shape = format!("B={} Cin={} Cout={} H={} W={} K={} s={}", s.b, s.cin, s.cout, s.h, s.w, s.k, s.stride);
     let mut results = Vec::new();
 
+    // The residuals: (B, Cout, Ho, Wo) for the forward, (B, Cin, H, W) for dx.
+    let (xres, xdres) = (normal_vec(s.out_len(), 11, tag + 500), normal_vec(s.x_len(), 11, tag + 600));
+    let (res, dres) = (gpu.upload("res", &xres)?, gpu.upload("dres", &xdres)?);
+    let plus = |want: &mut [f64], add: &[f32]| want.iter_mut().zip(add).for_each(|(w, &a)| *w += f64::from(a));
+
     let mut want = vec![0.0; s.out_len()];
     r::conv2d_fwd(&mut want, &x64, &w64, with_bias.then_some(&bias64[..]), s);
-    let d = conv2d_fwd(gpu, &x, &w, with_bias.then_some(&bias), &out, s).await?;
-    let what = if with_bias { format!("{shape} +bias") } else { shape.clone() };
+    if with_res {
+        plus(&mut want, &xres);
+    }
+    let d = conv2d_fwd(gpu, &x, &w, with_bias.then_some(&bias), with_res.then_some(&res), &out, s).await?;
+    let what = format!("{shape}{}{}", if with_bias { " +bias" } else { "" }, if with_res { " +res" } else { "" });
     results.push(SPEC.result(fwd_plan(s).0, what, &run_read(gpu, &d, &out).await?, &want));
 
     let mut want = vec![0.0; s.x_len()];
     r::conv2d_bwd_input(&mut want, &dout64, &w64, s);
-    let d = conv2d_bwd_input(gpu, &dout, &w, &dx, s).await?;
-    results.push(SPEC.result(bwd_input_plan(s).0, shape.clone(), &run_read(gpu, &d, &dx).await?, &want));
+    if with_res {
+        plus(&mut want, &xdres);
+    }
+    let d = conv2d_bwd_input(gpu, &dout, &w, with_res.then_some(&dres), &dx, s).await?;
+    let what = format!("{shape}{}", if with_res { " +dres" } else { "" });
+    results.push(SPEC.result(bwd_input_plan(s).0, what, &run_read(gpu, &d, &dx).await?, &want));
 
     let mut want = f64s(&xdw0);
     r::conv2d_bwd_weight(&mut want, &dout64, &x64, s);

@@ -35,7 +35,7 @@ fn check_layer(b: usize, c: usize, t: usize, heads: usize) {
     // Outputs start as NaN: an element the layer fails to write fails the check.
     let y = gpu.upload("y", &vec![f32::NAN; s.x_len()]).unwrap();
     let dx = gpu.upload("dx", &vec![f32::NAN; s.x_len()]).unwrap();
-    let fwd = pollster::block_on(layer.forward(gpu, &p, &x, &y, &bufs)).unwrap();
+    let fwd = pollster::block_on(layer.forward(gpu, &p, &x, None, &y, &bufs)).unwrap();
     let bwd = pollster::block_on(layer.backward(gpu, &p, &x, &dy, Some(&dx), &bufs)).unwrap();
     submit(gpu, &p, &fwd, &bwd);
     let read = |buf| pollster::block_on(gpu.read(buf)).unwrap();
