@@ -6,8 +6,8 @@
 // Bindings (group 0, inputs first, outputs last):
 //   embedding_fwd:          t (read), emb (write)
 //   scale_shift_silu_fwd:   x, scale, shift (read), y (write)
-//   scale_shift_silu_bwd_input:  sd_dout, sd_x, sd_scale, sd_shift (read), sd_dx (write)
-//   scale_shift_silu_bwd_params: sd_dout, sd_x, sd_scale, sd_shift (read), sd_dscale, sd_dshift (write)
+//   scale_shift_silu_bwd(_rows): sd_dout, sd_x, sd_scale, sd_shift (read), sd_dx, sd_dscale,
+//                           sd_dshift (write)
 //   precond_in:             t, pz (read), pzin (write)
 //   precond_fwd:            t, pz, pf (read), peps (write)
 //   precond_bwd:            t, pdeps (read), pdf, pdz (write)
@@ -31,8 +31,8 @@
 @group(0) @binding(2) var<storage, read> sd_scale: array<f32>;
 @group(0) @binding(3) var<storage, read> sd_shift: array<f32>;
 @group(0) @binding(4) var<storage, read_write> sd_dx: array<f32>;
-@group(0) @binding(4) var<storage, read_write> sd_dscale: array<f32>;
-@group(0) @binding(5) var<storage, read_write> sd_dshift: array<f32>;
+@group(0) @binding(5) var<storage, read_write> sd_dscale: array<f32>;
+@group(0) @binding(6) var<storage, read_write> sd_dshift: array<f32>;
 
 @group(0) @binding(1) var<storage, read> pz: array<f32>;
 @group(0) @binding(2) var<storage, read> pf: array<f32>;
@@ -130,31 +130,42 @@ fn scale_shift_silu_fwd(id: Grid, @builtin(local_invocation_index) lid: u32) {
     y[i] = silu(m);
 }
 
-// dx = dm (1 + scale[b, c]), dm = dout silu'(m).
-@compute @workgroup_size(WG)
-fn scale_shift_silu_bwd_input(id: Grid, @builtin(local_invocation_index) lid: u32) {
-    let i = invocation_linear(id, lid, WG);
-    if (i >= p.n) { return; }
-    sd_dx[i] = dsilu_mod(i) * (1.0 + sd_scale[i / p.hw]);
+// The whole backward in one pass per (b, c) row of H*W: dm = dout silu'(m) once per element,
+// dx = dm (1 + scale[b, c]), dscale[b, c] = sum_hw dm x, dshift[b, c] = sum_hw dm (all
+// overwritten). One workgroup per row with a tree for the sums, or (`_rows`, for short rows)
+// one invocation per row summing in sequence, WG_ROWS rows per workgroup.
+
+// dm at element i of row bc; writes dx[i] and returns (dm x, dm).
+fn ssilu_bwd_elem(bc: u32, i: u32) -> vec2<f32> {
+    let dm = dsilu_mod(i);
+    sd_dx[i] = dm * (1.0 + sd_scale[bc]);
+    return vec2<f32>(dm * sd_x[i], dm);
 }
 
-// dscale[b, c] = sum_hw dm x and dshift[b, c] = sum_hw dm in one pass; one workgroup per (b, c).
 @compute @workgroup_size(WG)
-fn scale_shift_silu_bwd_params(id: Grid, @builtin(local_invocation_index) lid: u32) {
+fn scale_shift_silu_bwd(id: Grid, @builtin(local_invocation_index) lid: u32) {
     let bc = workgroup_linear(id);
     var acc = vec2<f32>(0.0, 0.0);
     if (bc < p.n) {
         let base = bc * p.hw;
-        for (var i = lid; i < p.hw; i = i + WG) {
-            let dm = dsilu_mod(base + i);
-            acc = acc + vec2<f32>(dm * sd_x[base + i], dm);
-        }
+        for (var i = lid; i < p.hw; i = i + WG) { acc = acc + ssilu_bwd_elem(bc, base + i); }
     }
     let total = tree_sum2(lid, acc);
     if (lid == 0u && bc < p.n) {
         sd_dscale[bc] = total.x;
         sd_dshift[bc] = total.y;
     }
+}
+
+@compute @workgroup_size(WG_ROWS)
+fn scale_shift_silu_bwd_rows(id: Grid, @builtin(local_invocation_index) lid: u32) {
+    let bc = invocation_linear(id, lid, WG_ROWS);
+    if (bc >= p.n) { return; }
+    let base = bc * p.hw;
+    var acc = vec2<f32>(0.0, 0.0);
+    for (var i = 0u; i < p.hw; i = i + 1u) { acc = acc + ssilu_bwd_elem(bc, base + i); }
+    sd_dscale[bc] = acc.x;
+    sd_dshift[bc] = acc.y;
 }
 
 // zin = a_in z per row (the network's input c_in x_sigma), alpha = ALPHA_PER_T t[row]. Linear and

@@ -205,8 +205,8 @@ impl ResBlock {
         // out = skip(x) + h2: dh2 = dout.
         let mut d = self.conv2.backward(gpu, p, &a.a2, dout, Some(&a.g_out1), b, h, w).await?; // da2
         let (n2, sc, sh) = (&a.n2, &a.scale, &a.shift);
-        d.push(embedding::scale_shift_silu_bwd_input(gpu, &a.g_out1, n2, sc, sh, &a.g_out2, bc, hw).await?); // dn2
-        d.push(embedding::scale_shift_silu_bwd_params(gpu, &a.g_out1, n2, sc, sh, &a.dscale, &a.dshift, bc, hw).await?);
+        let (ds, dh) = (&a.dscale, &a.dshift);
+        d.push(embedding::scale_shift_silu_bwd(gpu, &a.g_out1, n2, sc, sh, &a.g_out2, ds, dh, bc, hw).await?); // dn2
         d.extend(self.norm2.backward(gpu, p, &a.h1, &a.g_out2, &a.stats2, Some(&a.g_out1), b, hw).await?); // dh1
         d.extend(self.conv1.backward(gpu, p, &a.a1, &a.g_out1, Some(&a.g_in1), b, h, w).await?); // da1
         d.extend(self.norm1.backward_silu(gpu, p, x, &a.g_in1, &a.stats1, &a.g_in2, b, hw).await?); // dx main

@@ -24,6 +24,15 @@ const EMB: &str = "f32 exp for the frequencies and an f32 t*freq: sin/cos argume
 /// products. STRICT's rtol 1e-5 would cover it too; DEFAULT leaves margin for the backend's exp.
 const PRECOND: &str = "f32 exp, sqrt and divisions of the per-row coefficients (a few ulp each), then 1-2 products";
 
+/// dx: the recomputed modulation, SiLU's derivative (as silu_bwd) and one product, a few ulp
+/// (STRICT would hold); dscale, dshift: f32 sums over H·W, a tree or sequential, in another
+/// order than the reference.
+const SSILU_BWD: &str = "dx a few roundings; dscale, dshift f32 sums over H*W in another order";
+
+/// Rows of at most this many H·W elements use `scale_shift_silu_bwd_rows` (one invocation
+/// each); longer ones a workgroup each.
+pub const ROWS_HW_MAX: usize = 1024;
+
 pub const SPEC: OpSpec = OpSpec {
     name: "embedding",
     shader: super::shader!("embedding.wgsl", "tree.wgsl", "activation.wgsl"; Params),
@@ -37,16 +46,16 @@ pub const SPEC: OpSpec = OpSpec {
             why: "the modulation's roundings, then SiLU's f32 exp and division (as silu_fwd)",
         },
         Entry {
-            name: "scale_shift_silu_bwd_input",
-            reference: "embedding::scale_shift_silu_bwd_input",
-            tol: STRICT,
-            why: "the recomputed modulation, SiLU's derivative (as silu_bwd) and one product",
+            name: "scale_shift_silu_bwd",
+            reference: "embedding::scale_shift_silu_bwd_input and _bwd_params",
+            tol: DEFAULT,
+            why: SSILU_BWD,
         },
         Entry {
-            name: "scale_shift_silu_bwd_params",
-            reference: "embedding::scale_shift_silu_bwd_params",
+            name: "scale_shift_silu_bwd_rows",
+            reference: "embedding::scale_shift_silu_bwd_input and _bwd_params",
             tol: DEFAULT,
-            why: "f32 tree sums over H*W in a different order from the reference",
+            why: SSILU_BWD,
         },
         Entry { name: "precond_in", reference: "embedding::precond_in", tol: DEFAULT, why: PRECOND },
         Entry { name: "precond_fwd", reference: "embedding::precond_fwd", tol: DEFAULT, why: PRECOND },
@@ -59,6 +68,8 @@ super::constants! {
     /// Invocations per workgroup: one element each, or one (b, c) row per workgroup in the
     /// reductions (a power of two for the tree).
     override WG = 256;
+    /// Rows per workgroup of `scale_shift_silu_bwd_rows`, one invocation each.
+    override WG_ROWS = 64;
 }
 
 super::uniform! {
@@ -118,49 +129,39 @@ pub async fn scale_shift_silu_fwd(
     prepare(gpu, &SPEC, e, &[x, scale, shift, y], &p, groups_for(bc * hw, WG)).await
 }
 
-/// The input gradient of `scale_shift_silu_fwd` for the gradient `dout` of its output:
-/// dx = dout * silu'(m) * (1 + scale[b, c]), m recomputed from x. Overwritten.
-/// dout, x, dx: (B, C, H, W), scale, shift: (B, C)
+/// The backward of `scale_shift_silu_fwd` for the gradient `dout` of its output, in one pass:
+/// dm = dout * silu'(m) with m recomputed from x, dx = dm * (1 + scale[b, c]),
+/// dscale[b, c] = sum_hw dm * x, dshift[b, c] = sum_hw dm. All overwritten.
+/// dout, x, dx: (B, C, H, W), scale, shift, dscale, dshift: (B, C)
 #[allow(clippy::too_many_arguments)]
-pub async fn scale_shift_silu_bwd_input(
+pub async fn scale_shift_silu_bwd(
     gpu: &Gpu,
     dout: &Buffer,
     x: &Buffer,
     scale: &Buffer,
     shift: &Buffer,
     dx: &Buffer,
-    bc: usize,
-    hw: usize,
-) -> Result<Dispatch, GpuError> {
-    let e = "scale_shift_silu_bwd_input";
-    let n = bc * hw;
-    needs(e, &[("dout", dout, n), ("x", x, n), ("scale", scale, bc), ("shift", shift, bc), ("dx", dx, n)])?;
-    let p = params(n, 0, hw.max(1));
-    prepare(gpu, &SPEC, e, &[dout, x, scale, shift, dx], &p, groups_for(n, WG)).await
-}
-
-/// The modulation gradients of `scale_shift_silu_fwd`, both in one pass: dscale[b, c] =
-/// sum_hw dm * x and dshift[b, c] = sum_hw dm, dm = dout * silu'(m). Overwritten; one workgroup
-/// per (b, c). dout, x: (B, C, H, W), scale, shift, dscale, dshift: (B, C)
-#[allow(clippy::too_many_arguments)]
-pub async fn scale_shift_silu_bwd_params(
-    gpu: &Gpu,
-    dout: &Buffer,
-    x: &Buffer,
-    scale: &Buffer,
-    shift: &Buffer,
     dscale: &Buffer,
     dshift: &Buffer,
     bc: usize,
     hw: usize,
 ) -> Result<Dispatch, GpuError> {
-    let e = "scale_shift_silu_bwd_params";
     let n = bc * hw;
-    let b = [("dout", dout, n), ("x", x, n), ("scale", scale, bc), ("shift", shift, bc)];
+    let (e, groups) = ssilu_bwd_plan(bc, hw);
+    let b = [("dout", dout, n), ("x", x, n), ("scale", scale, bc), ("shift", shift, bc), ("dx", dx, n)];
     needs(e, &b)?;
     needs(e, &[("dscale", dscale, bc), ("dshift", dshift, bc)])?;
     let p = params(bc, 0, hw);
-    prepare(gpu, &SPEC, e, &[dout, x, scale, shift, dscale, dshift], &p, bc as u32).await
+    prepare(gpu, &SPEC, e, &[dout, x, scale, shift, dx, dscale, dshift], &p, groups).await
+}
+
+/// The backward's entry for rows of `hw` elements and its workgroup count.
+fn ssilu_bwd_plan(bc: usize, hw: usize) -> (&'static str, u32) {
+    if hw <= ROWS_HW_MAX {
+        ("scale_shift_silu_bwd_rows", groups_for(bc, WG_ROWS))
+    } else {
+        ("scale_shift_silu_bwd", bc as u32)
+    }
 }
 
 // --- preconditioning ----------------------------------------------------------------------------
@@ -237,8 +238,10 @@ async fn check_async(gpu: &Gpu) -> Result<Vec<CheckResult>, GpuError> {
     let d = embedding_fwd(gpu, &t, &emb, b, e).await?;
     results.push(SPEC.result("embedding_fwd", format!("b={b} e={e}"), &run_read(gpu, &d, &emb).await?, &want));
 
-    // Scale/shift: B=3, C=12, 13x9 and a 40x30 plane (H*W = 1200: several strides per thread).
-    for (bc, hw) in [(3 * 12, 13 * 9), (2 * 5, 40 * 30)] {
+    // Scale/shift: B=3, C=12, 13x9 and 4x4 planes (the one-invocation-per-row backward, 36 and
+    // 70 rows: several workgroups) and a 40x30 plane (H*W = 1200: a workgroup per row, several
+    // strides per thread).
+    for (bc, hw) in [(3 * 12, 13 * 9), (7 * 10, 4 * 4), (2 * 5, 40 * 30)] {
         let n = bc * hw;
         let shape = format!("bc={bc} hw={hw}");
         let xx = normal_vec(n, 41, 0);
@@ -258,16 +261,14 @@ async fn check_async(gpu: &Gpu) -> Result<Vec<CheckResult>, GpuError> {
         results.push(SPEC.result("scale_shift_silu_fwd", shape.clone(), &run_read(gpu, &d, &y).await?, &want));
         gpu.write(&y, &vec![f32::NAN; n]);
         r::scale_shift_silu_bwd_input(&mut want, &d64, &x64, &s64, &h64, hw);
-        let d = scale_shift_silu_bwd_input(gpu, &dout, &x, &scale, &shift, &y, bc, hw).await?;
-        results.push(SPEC.result("scale_shift_silu_bwd_input", shape.clone(), &run_read(gpu, &d, &y).await?, &want));
         let dsmall2 = gpu.upload("dsmall2", &normal_vec(bc, 41, 6))?;
-        gpu.write(&dsmall, &normal_vec(bc, 41, 7));
         let (mut want_s, mut want_h) = (vec![0.0; bc], vec![0.0; bc]);
         r::scale_shift_silu_bwd_params(&mut want_s, &mut want_h, &d64, &x64, &s64, &h64, hw);
-        let d = scale_shift_silu_bwd_params(gpu, &dout, &x, &scale, &shift, &dsmall, &dsmall2, bc, hw).await?;
+        let d = scale_shift_silu_bwd(gpu, &dout, &x, &scale, &shift, &y, &dsmall, &dsmall2, bc, hw).await?;
         gpu.run(&[&d]);
-        for (buf, want) in [(&dsmall, &want_s), (&dsmall2, &want_h)] {
-            results.push(SPEC.result("scale_shift_silu_bwd_params", shape.clone(), &gpu.read(buf).await?, want));
+        let e = ssilu_bwd_plan(bc, hw).0;
+        for (what, buf, want) in [("dx", &y, &want), ("dscale", &dsmall, &want_s), ("dshift", &dsmall2, &want_h)] {
+            results.push(SPEC.result(e, format!("{shape} {what}"), &gpu.read(buf).await?, want));
         }
     }
 
