@@ -47,7 +47,8 @@ impl Conv2d {
         h: usize,
         w: usize,
     ) -> Result<Vec<Dispatch>, GpuError> {
-        self.forward_with(gpu, p, x, None, y, b, h, w).await
+        let (wt, bias) = (p.value(self.weight)?, p.value(self.bias)?);
+        Ok(vec![op::conv2d_fwd(gpu, x, &wt, Some(&bias), None, y, self.shape(b, h, w)).await?])
     }
 
     /// y = conv(x, W) + b + res in one pass (a residual connection); y must not be res.
@@ -63,23 +64,8 @@ impl Conv2d {
         h: usize,
         w: usize,
     ) -> Result<Vec<Dispatch>, GpuError> {
-        self.forward_with(gpu, p, x, Some(res), y, b, h, w).await
-    }
-
-    #[allow(clippy::too_many_arguments)]
-    async fn forward_with(
-        &self,
-        gpu: &Gpu,
-        p: &Params,
-        x: &Buffer,
-        res: Option<&Buffer>,
-        y: &Buffer,
-        b: usize,
-        h: usize,
-        w: usize,
-    ) -> Result<Vec<Dispatch>, GpuError> {
         let (wt, bias) = (p.value(self.weight)?, p.value(self.bias)?);
-        Ok(vec![op::conv2d_fwd(gpu, x, &wt, Some(&bias), res, y, self.shape(b, h, w)).await?])
+        Ok(vec![op::conv2d_fwd(gpu, x, &wt, Some(&bias), Some(res), y, self.shape(b, h, w)).await?])
     }
 
     /// dW += conv2d_bwd_weight(dy, x), db += sum over (B, Ho, Wo) of dy, and dx = conv^T(dy, W)

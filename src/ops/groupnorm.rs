@@ -144,19 +144,21 @@ pub const SPEC: OpSpec = OpSpec {
     check,
 };
 
-/// Each entry point with SILU set: registry entry `groupnorm_silu_*` of `groupnorm_*`.
+/// Each entry point with SILU set: registry entry `groupnorm_silu_*` of `groupnorm_*`, read off
+/// the name tables below.
 const SILU_VARIANTS: [Variant; 6] = {
     const SILU: &[(&str, f64)] = &[("SILU", 1.0)];
-    const fn v(name: &'static str, entry_point: &'static str) -> Variant {
-        Variant { name, entry_point, constants: SILU }
+    const fn v(pass: [Names; 2], short: bool) -> Variant {
+        let (plain, fused) = if short { (pass[0].short, pass[1].short) } else { (pass[0].wide, pass[1].wide) };
+        Variant { name: fused, entry_point: plain, constants: SILU }
     }
     [
-        v("groupnorm_silu_fwd", "groupnorm_fwd"),
-        v("groupnorm_silu_bwd_input", "groupnorm_bwd_input"),
-        v("groupnorm_silu_bwd_params", "groupnorm_bwd_params"),
-        v("groupnorm_silu_fwd_rows", "groupnorm_fwd_rows"),
-        v("groupnorm_silu_bwd_input_rows", "groupnorm_bwd_input_rows"),
-        v("groupnorm_silu_bwd_params_cols", "groupnorm_bwd_params_cols"),
+        v(FWD_NAMES, false),
+        v(BWD_INPUT_NAMES, false),
+        v(BWD_PARAMS_NAMES, false),
+        v(FWD_NAMES, true),
+        v(BWD_INPUT_NAMES, true),
+        v(BWD_PARAMS_NAMES, true),
     ]
 };
 

@@ -47,17 +47,24 @@ pub fn groupnorm_fwd<T: Float>(
     s: GroupNormShape,
 ) {
     let inv_n = inv_len::<T>(s);
-    for (bg, g, range) in groups(s) {
-        let xs = &x[range.clone()];
+    for (bg, _, range) in groups(s) {
+        let xs = &x[range];
         let mu = xs.iter().fold(T::zero(), |a, &v| a + v) * inv_n;
         // Two-pass variance: subtracting the mean first avoids the cancellation of E[x^2] - mu^2.
         let var = xs.iter().fold(T::zero(), |a, &v| a + (v - mu) * (v - mu)) * inv_n;
-        let r = T::one() / (var + cast(s.eps)).sqrt();
         mean[bg] = mu;
-        rstd[bg] = r;
-        for (i, (o, &v)) in out[range].iter_mut().zip(xs).enumerate() {
+        rstd[bg] = T::one() / (var + cast(s.eps)).sqrt();
+    }
+    affine(out, x, mean, rstd, gamma, beta, s);
+}
+
+/// out = gamma * (x - mean) * rstd + beta from given statistics: the forward's output, and what
+/// the fused SiLU's backward recomputes.
+fn affine<T: Float>(out: &mut [T], x: &[T], mean: &[T], rstd: &[T], gamma: &[T], beta: &[T], s: GroupNormShape) {
+    for (bg, g, range) in groups(s) {
+        for (i, k) in range.enumerate() {
             let c = s.channel(g, i);
-            *o = gamma[c] * (v - mu) * r + beta[c];
+            out[k] = gamma[c] * (x[k] - mean[bg]) * rstd[bg] + beta[c];
         }
     }
 }
@@ -150,12 +157,7 @@ fn silu_dy<T: Float>(
     s: GroupNormShape,
 ) -> Vec<T> {
     let mut y = vec![T::zero(); x.len()];
-    for (bg, g, range) in groups(s) {
-        for (i, k) in range.enumerate() {
-            let c = s.channel(g, i);
-            y[k] = gamma[c] * (x[k] - mean[bg]) * rstd[bg] + beta[c];
-        }
-    }
+    affine(&mut y, x, mean, rstd, gamma, beta, s);
     let mut dy = vec![T::zero(); x.len()];
     silu_bwd(&mut dy, dout, &y);
     dy

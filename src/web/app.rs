@@ -695,7 +695,6 @@ impl ToyPage {
             };
             self.anim_info = json!({
                 "frames": step_of.len(), "steps": steps, "firstVar": [var(0), var(1)],
-                "lastHash": runtime::hash_bits(last.iter().map(|x| x.to_bits())),
                 "lastGap": (self.models[0].samples.len() >= last.len()).then(|| {
                     last.iter().zip(&self.models[0].samples).map(|(a, b)| (a - b).abs()).fold(0.0, f64::max)
                 }),
