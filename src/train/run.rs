@@ -20,6 +20,7 @@ use crate::model::{Mlp, MlpConfig, Net, Precond, UNet, UNetConfig};
 use crate::text::{error_from, OneLine};
 use crate::train::checkpoint::{Checkpoint, CheckpointError};
 use crate::train::data::{data_seed, Batcher, DataError, Points, Standardization};
+use crate::train::dist::Collective;
 use crate::train::images::ImageDataError;
 use crate::train::recipe::{default_q, loss_config_with, CdlKnobs, Levels, LossKind};
 use crate::train::trainer::{example_variances, AdamConfig, Examples, StepStats, TrainConfig, TrainError, Trainer};
@@ -671,18 +672,39 @@ impl fmt::Debug for Run {
 impl Run {
     /// A fresh run of `config`'s preset network on `data`.
     pub async fn new(gpu: &Gpu, config: RunConfig, data: Rc<TrainingData>) -> Result<Self, RunError> {
+        Self::new_on(gpu, config, data, None).await
+    }
+
+    /// As `new`, as one rank of a data-parallel run when `comm` is given (`train::dist`): the
+    /// same network (same init seed) on every rank, each evaluating its shard of every step.
+    pub async fn new_on(
+        gpu: &Gpu,
+        config: RunConfig,
+        data: Rc<TrainingData>,
+        comm: Option<Rc<dyn Collective>>,
+    ) -> Result<Self, RunError> {
         config.validate()?;
         let net = config.net()?;
-        Self::with_net(gpu, config, net, data).await
+        Self::assemble(gpu, config, net, data, comm).await
     }
 
     /// A fresh run of `net` (a page's own network) on `data`; the config is made to describe the
     /// net and to name the data (`RunConfig::data = data.source`).
     pub async fn with_net(
         gpu: &Gpu,
+        config: RunConfig,
+        net: NetConfig,
+        data: Rc<TrainingData>,
+    ) -> Result<Self, RunError> {
+        Self::assemble(gpu, config, net, data, None).await
+    }
+
+    async fn assemble(
+        gpu: &Gpu,
         mut config: RunConfig,
         net: NetConfig,
         data: Rc<TrainingData>,
+        comm: Option<Rc<dyn Collective>>,
     ) -> Result<Self, RunError> {
         config.validate()?;
         config.describe(&net);
@@ -695,8 +717,9 @@ impl Run {
         let alpha_range = loss.alpha_range().ok_or_else(|| config_err("the loss has no rows"))?;
         let train = config.train_config(loss);
         train.validate()?;
-        let model = net.build(gpu, train.rows(), config.seed).await?;
-        let trainer = Trainer::new(gpu, model, train, config.chunk_limit()).await?;
+        let rows = comm.as_ref().map_or(train.rows(), |c| train.shard_rows(c.rank(), c.ranks()));
+        let model = net.build(gpu, rows, config.seed).await?;
+        let trainer = Trainer::with_collective(gpu, model, train, config.chunk_limit(), comm).await?;
         let batcher = Batcher::new(data_seed(config.seed), data.examples.len(), config.batch as usize)?;
         Ok(Self { config, net, data, trainer, batcher, alpha_range })
     }
@@ -709,7 +732,19 @@ impl Run {
         trained: &Trained,
         data: Rc<TrainingData>,
     ) -> Result<Self, RunError> {
-        let mut run = Self::with_net(gpu, config, trained.net()?, data).await?;
+        Self::resume_on(gpu, config, trained, data, None).await
+    }
+
+    /// As `resume`, as one rank of a data-parallel run when `comm` is given (every rank reads
+    /// the same checkpoint).
+    pub async fn resume_on(
+        gpu: &Gpu,
+        config: RunConfig,
+        trained: &Trained,
+        data: Rc<TrainingData>,
+        comm: Option<Rc<dyn Collective>>,
+    ) -> Result<Self, RunError> {
+        let mut run = Self::assemble(gpu, config, trained.net()?, data, comm).await?;
         run.trainer.restore(gpu, &trained.checkpoint)?;
         Ok(run)
     }

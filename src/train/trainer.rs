@@ -5,11 +5,12 @@
 //! metrics files or progress output (the CLI and the web page do that).
 
 use std::fmt;
+use std::rc::Rc;
 
-use crate::diffusion::loss::{plan_step, LossConfig, StdLoss};
+use crate::diffusion::loss::{plan_step, shard_range, LossConfig, RowPlan, StdLoss};
 use crate::diffusion::rows::ROW_WORDS;
 use crate::diffusion::DiffusionError;
-use crate::gpu::{Buffer, Dispatch, Gpu, GpuError};
+use crate::gpu::{Buffer, Dispatch, Gpu, GpuError, Recorder};
 use crate::model::Net;
 use crate::ops::loss::{self as head, HeadOut};
 /// The optimizer's configuration, defined with its kernel in `ops::optim`.
@@ -19,6 +20,7 @@ use crate::ops::reduce::{self, SumSq};
 use crate::ops::rows;
 use crate::text::error_from;
 use crate::train::checkpoint::{Checkpoint, CheckpointError, ADAM_M_PREFIX, ADAM_V_PREFIX, EMA_PREFIX, MODEL_PREFIX};
+use crate::train::dist::{self, Collective};
 use crate::train::weights::{insert_params, read_params};
 
 /// The network's noise input for log-SNR α: c_noise = α/8 (math.md §8), continuous (math.md §9
@@ -70,8 +72,14 @@ impl TrainConfig {
 
     /// Rows of one step: S + 2KM (S = B with a standard loss, else 0).
     pub fn rows(&self) -> usize {
+        self.shard_rows(0, 1)
+    }
+
+    /// Rows rank `rank` of `ranks` evaluates in data-parallel training (`RowPlan::shard`).
+    pub fn shard_rows(&self, rank: usize, ranks: usize) -> usize {
         let s = if self.loss.std == StdLoss::None { 0 } else { self.batch };
-        s + self.loss.cdl.map_or(0, |c| 2 * c.anchors * c.points)
+        shard_range(s, rank, ranks).len()
+            + self.loss.cdl.map_or(0, |c| 2 * c.points * shard_range(c.anchors, rank, ranks).len())
     }
 
     /// The learning rate of step s (0-based).
@@ -192,6 +200,8 @@ pub enum TrainError {
     /// A loss or gradient was NaN/Inf at `step` (1-based); the state was rolled back to step
     /// `kept` (the start of the chunk).
     NonFinite { step: u64, what: String, kept: u64 },
+    /// A collective operation between the ranks of a data-parallel run failed.
+    Dist(String),
 }
 
 impl fmt::Display for TrainError {
@@ -201,6 +211,7 @@ impl fmt::Display for TrainError {
             Self::Gpu(e) => write!(f, "{e}"),
             Self::Diffusion(e) => write!(f, "{e}"),
             Self::Checkpoint(e) => write!(f, "{e}"),
+            Self::Dist(m) => write!(f, "data-parallel training: {m}"),
             Self::NonFinite { step, what, kept } => write!(
                 f,
                 "training stopped: {what} at step {step} (non-finite); the state of step {kept} is kept \
@@ -278,12 +289,19 @@ struct Pending {
 /// moments, step), and resume is exact: the row plan, the GPU noise streams and the mini-batch
 /// of step s are pure functions of (seed, s), so a run restored at step N continues bit for bit
 /// as if it had never stopped.
+///
+/// Data-parallel (`with_collective`): each rank evaluates its shard of every step's rows, reads
+/// its gradient back, sums it with the other ranks' and uploads the sum before the norm, clipping
+/// and Adam: two submissions and one readback per step instead of one submission per step.
 pub struct Trainer {
     net: Box<dyn Net>,
     cfg: TrainConfig,
     step: u64,
     rows: usize,
+    /// Anchors of this rank's shard (all K without a collective).
     anchors: usize,
+    /// The other ranks, when data-parallel.
+    comm: Option<Rc<dyn Collective>>,
     noise_seed: u64,
     data_seed: u64,
     // per-step inputs
@@ -330,15 +348,32 @@ impl Trainer {
     /// Prepares training of `net` (bound to `cfg.rows()` rows) on examples of `row_len`
     /// elements. `log_steps` is the most steps one `train` call runs (one log slot each).
     pub async fn new(gpu: &Gpu, net: Box<dyn Net>, cfg: TrainConfig, log_steps: usize) -> Result<Self, TrainError> {
+        Self::with_collective(gpu, net, cfg, log_steps, None).await
+    }
+
+    /// As `new`, as one rank of a data-parallel run when `comm` is given: `net` is bound to the
+    /// rank's rows (`TrainConfig::shard_rows`) and every rank starts from the same weights.
+    pub async fn with_collective(
+        gpu: &Gpu,
+        net: Box<dyn Net>,
+        cfg: TrainConfig,
+        log_steps: usize,
+        comm: Option<Rc<dyn Collective>>,
+    ) -> Result<Self, TrainError> {
         cfg.validate()?;
-        let rows = cfg.rows();
+        let (rank, ranks) = comm.as_ref().map_or((0, 1), |c| (c.rank(), c.ranks()));
+        if cfg.loss.std != StdLoss::None && cfg.batch < ranks {
+            return Err(TrainError::Config(format!("a batch of {} cannot be split over {ranks} ranks", cfg.batch)));
+        }
+        let rows = cfg.shard_rows(rank, ranks);
         if net.rows() != rows {
             return Err(TrainError::Config(format!(
-                "the model is bound to {} rows but the loss needs {rows} (B + 2KM)",
-                net.rows()
+                "the model is bound to {} rows but the loss needs {rows} (B + 2KM{})",
+                net.rows(),
+                if ranks > 1 { format!(", rank {rank} of {ranks}") } else { String::new() }
             )));
         }
-        let anchors = cfg.loss.cdl.map_or(0, |c| c.anchors);
+        let anchors = cfg.loss.cdl.map_or(0, |c| shard_range(c.anchors, rank, ranks).len());
         let n = net.row_len();
         let b = cfg.batch;
         let flat = net.params().layout.flat_len();
@@ -364,7 +399,7 @@ impl Trainer {
         let seed = sub_seed(cfg.seed, SEED_NOISE);
         let rows_d = rows::row_inputs(gpu, &batch_x, &table, net.input(), &targets, rows, n, b, seed).await?;
         // The head's scalars come from a plan of this config (constant across steps).
-        let probe = plan_step(&cfg.loss, b, seed, 0)?;
+        let probe = plan_step(&cfg.loss, b, seed, 0)?.shard(rank, ranks);
         let h = probe.head().to_f32();
         let err_d = head::row_err(gpu, net.output(), &targets, &scale, &errors, &h, n).await?;
         let out = HeadOut { row_weights: &row_weights, logits: &logits, anchor_losses: &anchor_losses, stats: &stats };
@@ -390,6 +425,7 @@ impl Trainer {
             step: 0,
             rows,
             anchors,
+            comm,
             batch_x,
             table,
             scale,
@@ -475,12 +511,32 @@ impl Trainer {
         let start = self.step;
         self.save_snapshot(gpu);
         let mut pending = Vec::with_capacity(steps);
+        let comm = self.comm.clone();
         for slot in 0..steps {
-            pending.push(self.submit_step(gpu, data, batcher, slot)?);
+            pending.push(self.prepare_step(gpu, data, batcher)?);
+            let mut rec = gpu.recorder();
+            self.record_gradient(&mut rec);
+            if let Some(comm) = &comm {
+                rec.submit();
+                let grad = &self.net.params().grad;
+                let mut g = gpu.read(grad).await?;
+                comm.sum_f32(&mut g).map_err(TrainError::Dist)?;
+                gpu.write(grad, &g);
+                rec = gpu.recorder();
+            }
+            self.record_update(&mut rec, slot);
+            rec.submit();
             self.step += 1;
         }
         let rec = LOG_HEAD + self.anchors;
-        let log = gpu.read(&self.log.view(0, steps * rec)?).await?;
+        let mut log = gpu.read(&self.log.view(0, steps * rec)?).await?;
+        let rec = match &comm {
+            Some(comm) => {
+                log = self.global_log(comm.as_ref(), &log, steps)?;
+                LOG_HEAD + self.cfg.loss.cdl.map_or(0, |c| c.anchors)
+            }
+            None => rec,
+        };
         let mut out = Vec::with_capacity(steps);
         for (i, (p, r)) in pending.into_iter().zip(log.chunks(rec)).enumerate() {
             let s = StepStats {
@@ -511,18 +567,47 @@ impl Trainer {
         Ok(out)
     }
 
-    /// Uploads step `self.step`'s batch and rows, and submits the whole step.
-    fn submit_step(
+    /// The chunk's log of this rank, `steps` records of its shard, as the whole run's: the
+    /// losses and non-finite counts summed over the ranks, every anchor's logit at its place,
+    /// the squared gradient norm (the same on every rank, computed after the sum) once.
+    fn global_log(&self, comm: &dyn Collective, log: &[f32], steps: usize) -> Result<Vec<f32>, TrainError> {
+        let k = self.cfg.loss.cdl.map_or(0, |c| c.anchors);
+        let first = shard_range(k, comm.rank(), comm.ranks()).start;
+        let (local, global) = (LOG_HEAD + self.anchors, LOG_HEAD + k);
+        let mut out = vec![0f32; steps * global];
+        for (o, r) in out.chunks_exact_mut(global).zip(log.chunks_exact(local)) {
+            o[..4].copy_from_slice(&r[..4]);
+            if comm.rank() == 0 {
+                o[4] = r[4];
+            }
+            o[LOG_HEAD + first..LOG_HEAD + first + self.anchors].copy_from_slice(&r[LOG_HEAD..]);
+        }
+        comm.sum_f32(&mut out).map_err(TrainError::Dist)?;
+        Ok(out)
+    }
+
+    /// The hash of the weights (`dist::hash_f32`), for the check that the ranks of a
+    /// data-parallel run hold the same model.
+    pub async fn weights_hash(&self, gpu: &Gpu) -> Result<u64, TrainError> {
+        Ok(dist::hash_f32(&gpu.read(&self.net.params().value).await?))
+    }
+
+    /// Uploads step `self.step`'s batch and rows (this rank's shard when data-parallel).
+    fn prepare_step(
         &mut self,
         gpu: &Gpu,
         data: &dyn Examples,
         batcher: &mut dyn FnMut(u64, &mut Vec<u32>),
-        slot: usize,
     ) -> Result<Pending, TrainError> {
         let s = self.step;
         let step32 = u32::try_from(s).map_err(|_| TrainError::Config(format!("step {s} exceeds u32")))?;
         let (b, n) = (self.cfg.batch, self.net.row_len());
-        let plan = plan_step(&self.cfg.loss, b, self.noise_seed, step32)?;
+        let whole = plan_step(&self.cfg.loss, b, self.noise_seed, step32)?;
+        let labels: Vec<f32> = whole.anchors.iter().map(|a| a.label as f32).collect();
+        let plan: RowPlan = match &self.comm {
+            Some(c) => whole.shard(c.rank(), c.ranks()),
+            None => whole,
+        };
         batcher(s, &mut self.idx);
         if self.idx.len() != b || self.idx.iter().any(|&i| i as usize >= data.len()) {
             return Err(TrainError::Config(format!("batcher gave {} indices for a batch of {b}", self.idx.len())));
@@ -544,9 +629,9 @@ impl Trainer {
         put(&self.weight, &|r| r.weight as f32);
         put(&self.offset, &|r| r.offset as f32);
         self.row_scratch = scratch;
-        let labels: Vec<f32> = plan.anchors.iter().map(|a| a.label as f32).collect();
-        if !labels.is_empty() {
-            gpu.write(&self.labels, &labels);
+        let shard_labels: Vec<f32> = plan.anchors.iter().map(|a| a.label as f32).collect();
+        if !shard_labels.is_empty() {
+            gpu.write(&self.labels, &shard_labels);
         }
         if self.net.num_classes() > 0 {
             let row_labels: Vec<u32> = plan.rows.iter().map(|r| self.lb[r.example as usize]).collect();
@@ -557,14 +642,23 @@ impl Trainer {
         let flat = self.net.params().layout.flat_len();
         optim::set_ema_decay(gpu, &self.ema_d, flat, self.cfg.ema_at(s));
 
-        let mut rec = gpu.recorder();
-        self.net.params().zero_grad(&mut rec);
+        Ok(Pending { lr, labels })
+    }
+
+    /// Records the step up to the gradient: zeroed gradients, rows, forward, loss head, backward.
+    fn record_gradient<'a>(&'a self, rec: &mut Recorder<'a>) {
+        self.net.params().zero_grad(rec);
         let (fwd, bwd) = self.net.dispatches();
         rec.dispatch(&self.rows_d)
             .dispatches(fwd)
             .dispatches([&self.err_d, &self.head_d, &self.grad_d])
-            .dispatches(bwd)
-            .dispatches([&self.norm.partial, &self.norm.total])
+            .dispatches(bwd);
+    }
+
+    /// Records the rest of the step from the gradient: norm, clipping, Adam, EMA, and the copy
+    /// of the step's statistics into log slot `slot`.
+    fn record_update<'a>(&'a self, rec: &mut Recorder<'a>, slot: usize) {
+        rec.dispatches([&self.norm.partial, &self.norm.total])
             .dispatches(&self.clip_d)
             .dispatches([&self.adam.dispatch, &self.ema_d]);
         let at = (LOG_HEAD + self.anchors) * slot;
@@ -572,8 +666,6 @@ impl Trainer {
         if self.anchors > 0 {
             rec.copy(&self.logits, 0, &self.log, at + LOG_HEAD, self.anchors);
         }
-        rec.submit();
-        Ok(Pending { lr, labels })
     }
 
     fn state(&self) -> [&Buffer; 4] {

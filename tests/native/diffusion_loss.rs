@@ -459,3 +459,36 @@ fn planned_itd_std_loss_estimates_the_nll() {
     println!("ITD L_std: exact {exact:.5}, mean {m:.5}, SE {se:.5}");
     assert!((m - exact).abs() < 4.0 * se, "L_std {m} vs {exact} (SE {se})");
 }
+
+/// Data-parallel shards (`RowPlan::shard`): over any number of ranks every row of the step is in
+/// exactly one shard, each shard's loss head gives that row the whole step's gradient weight, and
+/// the shards' losses sum to the whole step's (h_G counted once), with every logit in rank order.
+#[test]
+fn shards_of_a_step_sum_to_the_whole_step() {
+    let q = TruncLogistic::ITD_CIFAR;
+    let loss = toy_loss(StdLoss::Itd { q }, Some(toy_cdl(3, 4, ZetaDist::Uniform { lo: 1.0, hi: 4.0 }, false)), 0.7);
+    let plan = plan_step(&loss, 7, 11, 5).unwrap();
+    assert!(plan.std_const != 0.0);
+    let errors: Vec<f64> = (0..plan.len()).map(|r| 2.0 + (r as f64 * 0.37).sin()).collect();
+    let whole = evaluate(&plan, &errors).unwrap();
+    for ranks in 1..=5 {
+        let (mut total, mut logits, mut seen) = (0.0, Vec::new(), vec![0; plan.len()]);
+        for rank in 0..ranks {
+            let shard = plan.shard(rank, ranks);
+            // Each shard row is a row of the whole plan (rows are told apart by their streams).
+            let at: Vec<usize> =
+                shard.rows.iter().map(|r| plan.rows.iter().position(|w| w == r).expect("a row of the plan")).collect();
+            let e: Vec<f64> = at.iter().map(|&i| errors[i]).collect();
+            let part = evaluate(&shard, &e).unwrap();
+            for (&i, &w) in at.iter().zip(&part.row_weights) {
+                seen[i] += 1;
+                assert_eq!(w, whole.row_weights[i], "row {i}, rank {rank} of {ranks}");
+            }
+            total += part.total;
+            logits.extend(part.logits);
+        }
+        assert!(seen.iter().all(|&n| n == 1), "{ranks} ranks: rows seen {seen:?}");
+        assert_close("sharded total", &[total], &[whole.total], Tol { atol: 1e-12, rtol: 1e-12 });
+        assert_eq!(logits, whole.logits, "{ranks} ranks");
+    }
+}

@@ -240,6 +240,12 @@ pub fn plan_step(cfg: &LossConfig, batch: usize, seed: u64, step: u32) -> Result
     })
 }
 
+/// Rank `rank`'s contiguous block of `n` items split over `ranks` (sizes differ by at most one).
+pub fn shard_range(n: usize, rank: usize, ranks: usize) -> std::ops::Range<usize> {
+    let ranks = ranks.max(1);
+    n * rank / ranks..n * (rank + 1) / ranks
+}
+
 // ---------------------------------------------------------------------------------------------
 // CPU mirror of the row construction (what the GPU gathers)
 
@@ -278,6 +284,29 @@ impl RowPlan {
                 noise0: r.noise0.words,
             })
             .collect()
+    }
+
+    /// The part of this plan that rank `rank` of `ranks` evaluates in data-parallel training
+    /// (`train::dist`): a contiguous block of the standard rows and a contiguous block of the
+    /// anchors with all 2M of their rows, so each anchor's logit stays on one rank. Weights and
+    /// normalisations stay those of the whole step and `std_const` goes to rank 0 alone, so the
+    /// shards' losses and row weights sum to the whole plan's (same rows, same noise streams,
+    /// same example indices into the whole batch). The layout is a plan's (std, p-rows, q-rows).
+    pub fn shard(&self, rank: usize, ranks: usize) -> RowPlan {
+        let (s, k, m) = (self.n_std, self.anchors.len(), self.points);
+        let std = shard_range(s, rank, ranks);
+        let an = shard_range(k, rank, ranks);
+        let p = |k: usize| self.p_row(k, 0);
+        let mut rows = self.rows[std.clone()].to_vec();
+        rows.extend_from_slice(&self.rows[p(an.start)..p(an.end)]);
+        rows.extend_from_slice(&self.rows[p(an.start) + k * m..p(an.end) + k * m]);
+        RowPlan {
+            rows,
+            anchors: self.anchors[an].to_vec(),
+            n_std: std.len(),
+            std_const: if rank == 0 { self.std_const } else { 0.0 },
+            ..*self
+        }
     }
 
     /// Sizes and scalars of the loss head (`ops::loss`, `reference::loss`) for this plan.
