@@ -224,7 +224,7 @@ impl ExperimentPlan {
             ..base.clone()
         };
         let t = Instant::now();
-        train_cmd::train(gpu, targs).await?;
+        train_cmd::train(gpu, targs, None).await?;
         let secs = t.elapsed().as_secs_f64();
         Ok((load(&out.join(train_cmd::CHECKPOINT))?, secs))
     }

@@ -3,17 +3,21 @@
 
 mod bench;
 mod experiment;
+#[cfg(feature = "mpi")]
+mod mpi;
 mod quality;
 mod sample;
 mod train;
 mod tune;
 
 use std::process::ExitCode;
+use std::rc::Rc;
 
 use clap::error::ErrorKind;
 use clap::{CommandFactory, FromArgMatches, Parser, Subcommand};
 
 use cdl::gpu::{Gpu, GpuOptions};
+use cdl::train::dist::Collective;
 
 #[derive(Parser)]
 #[command(name = "cdl", version, about = "Contrastive Diffusion Loss training on WebGPU")]
@@ -190,18 +194,72 @@ async fn run(cli: Cli, matches: &clap::ArgMatches) -> Result<ExitCode, String> {
     if cli.adapter.is_some() {
         opts.adapter = cli.adapter.clone();
     }
-    let gpu = Gpu::new(&opts).await.map_err(|e| e.to_string())?;
-    cdl::ops::check_variants(&gpu).map_err(|e| e.to_string())?;
-    // Kernel variants: the cached choices of this adapter, and measurement of new shapes
-    // unless CDL_TUNE=0 (then the cache and the defaults).
-    tune::load(&gpu);
-    gpu.set_tuning(std::env::var("CDL_TUNE").map_or(true, |v| v != "0"));
-    let result = command(&gpu, cli).await;
-    tune::save(&gpu);
-    result
+    // `mpirun -n R cdl train`: the job's ranks, before the device, since each rank takes its own.
+    let ranks = match cli.command {
+        Command::Train(_) => launch_ranks()?,
+        _ => None,
+    };
+    let comm = ranks.as_ref().map(|r| r.clone() as Rc<dyn Collective>);
+    if let Some(c) = comm.as_ref().filter(|c| c.ranks() > 1 && opts.adapter.is_none()) {
+        let adapters = cdl::gpu::list_adapters().await.len().max(1);
+        opts.adapter = Some((c.rank() % adapters).to_string());
+    }
+    let result = async {
+        let gpu = Gpu::new(&opts).await.map_err(|e| e.to_string())?;
+        cdl::ops::check_variants(&gpu).map_err(|e| e.to_string())?;
+        // Kernel variants: the cached choices of this adapter, and measurement of new shapes
+        // unless CDL_TUNE=0 (then the cache and the defaults).
+        // The ranks of a data-parallel run take the cached choices and the defaults without
+        // measuring: timings could pick different kernels, and so different roundings, per rank.
+        tune::load(&gpu);
+        let ranks = comm.as_ref().map_or(1, |c| c.ranks());
+        gpu.set_tuning(ranks == 1 && std::env::var("CDL_TUNE").map_or(true, |v| v != "0"));
+        let result = command(&gpu, cli, comm.clone()).await;
+        if comm.as_ref().is_none_or(|c| c.rank() == 0) {
+            tune::save(&gpu);
+        }
+        result
+    }
+    .await;
+    match (result, &ranks) {
+        #[cfg(feature = "mpi")]
+        (Err(e), Some(mpi)) if mpi.ranks() > 1 => {
+            // One rank's error stops the whole job (the others wait in a collective otherwise).
+            eprintln!("error: rank {} of {}: {e}", mpi.rank(), mpi.ranks());
+            mpi.abort(2)
+        }
+        (result, _) => result,
+    }
 }
 
-async fn command(gpu: &Gpu, cli: Cli) -> Result<ExitCode, String> {
+/// Environment variables through which MPI launchers (Open MPI's mpirun, MPICH's Hydra, Slurm's
+/// srun) tell a process the size of its job.
+const LAUNCHER_SIZE_VARS: [&str; 2] = ["OMPI_COMM_WORLD_SIZE", "PMI_SIZE"];
+
+/// The MPI job this process is a rank of, when a launcher started it.
+#[cfg(feature = "mpi")]
+fn launch_ranks() -> Result<Option<Rc<mpi::Mpi>>, String> {
+    let launched = LAUNCHER_SIZE_VARS.iter().chain(&["PMIX_RANK"]).any(|v| std::env::var_os(v).is_some());
+    if !launched {
+        return Ok(None);
+    }
+    Ok(Some(Rc::new(mpi::Mpi::init()?)))
+}
+
+/// Without MPI support a launcher's ranks would each train the whole run into the same files.
+#[cfg(not(feature = "mpi"))]
+fn launch_ranks() -> Result<Option<Rc<dyn Collective>>, String> {
+    let size = LAUNCHER_SIZE_VARS.iter().find_map(|v| std::env::var(v).ok()?.parse::<u64>().ok());
+    match size {
+        Some(n) if n > 1 => Err(format!(
+            "started as one of {n} MPI ranks, but this cdl was built without MPI support; build it with \
+             `cargo build --release --features mpi`"
+        )),
+        _ => Ok(None),
+    }
+}
+
+async fn command(gpu: &Gpu, cli: Cli, comm: Option<Rc<dyn Collective>>) -> Result<ExitCode, String> {
     match cli.command {
         Command::Info => info(gpu).await,
         Command::Tune(args) => emit(&tune::tune(gpu, &args).await?, None),
@@ -213,7 +271,7 @@ async fn command(gpu: &Gpu, cli: Cli) -> Result<ExitCode, String> {
         Command::Experiment { what: ExperimentWhat::Images(args) } => {
             experiment::images(gpu, args).await.map(|()| ExitCode::SUCCESS)
         }
-        Command::Train(args) => train::train(gpu, args).await.map(|()| {
+        Command::Train(args) => train::train(gpu, args, comm).await.map(|()| {
             if train::INTERRUPTED.load(std::sync::atomic::Ordering::SeqCst) {
                 ExitCode::from(130)
             } else {

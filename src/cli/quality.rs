@@ -299,7 +299,7 @@ pub async fn quality(gpu: &Gpu, a: &QualityArgs) -> Result<Value, String> {
                 targs.check()?;
                 eprintln!("{data} {loss} seed {seed}: cdl train, {} steps …", a.steps);
                 let t = Instant::now();
-                train_cmd::train(gpu, targs.clone()).await?;
+                train_cmd::train(gpu, targs.clone(), None).await?;
                 let trained = load(&dir.join(train_cmd::CHECKPOINT))?;
                 let sa = SamplerArgs {
                     sampler: SamplerKind::Ddpm,

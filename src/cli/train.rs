@@ -19,6 +19,7 @@ use cdl::gpu::Gpu;
 use cdl::model::Precond;
 use cdl::text::OneLine;
 use cdl::train::checkpoint;
+use cdl::train::dist::{self, Collective};
 use cdl::train::recipe::LossKind;
 use cdl::train::run::{Run, RunConfig, Trained, TrainingData, MODELS};
 use cdl::train::trainer::StepStats;
@@ -414,7 +415,16 @@ fn truncate_metrics(path: &Path, step: u64) -> Result<(), String> {
 /// (same batches, same noise) and drops metrics lines written after it; a run killed before its
 /// first checkpoint resumes from step 0. A run killed at any moment (SIGKILL) resumes this way:
 /// every file is replaced atomically except metrics.jsonl, whose torn last line `--resume` drops.
-pub async fn train(gpu: &Gpu, args: TrainArgs) -> Result<(), String> {
+///
+/// As one rank of a data-parallel run (`comm`, `mpirun -n R cdl train`): every rank trains its
+/// shard of each step and holds the same weights (checked by hash at every checkpoint); rank 0
+/// alone writes the run directory and prints.
+pub async fn train(gpu: &Gpu, mut args: TrainArgs, comm: Option<Rc<dyn Collective>>) -> Result<(), String> {
+    let rank = comm.as_ref().map_or(0, |c| c.rank());
+    let writer = rank == 0;
+    if !writer {
+        args.quiet = true;
+    }
     if args.sample_every > 0 && !args.sample_every.is_multiple_of(args.log_every) {
         return Err(format!(
             "--sample-every ({}) must be a multiple of --log-every ({})",
@@ -452,12 +462,15 @@ pub async fn train(gpu: &Gpu, args: TrainArgs) -> Result<(), String> {
                 shown(&config)
             ));
         }
-        Run::resume(gpu, config, &trained, data)
+        Run::resume_on(gpu, config, &trained, data, comm.clone())
             .await
             .map_err(|e| format!("cannot resume from {}: {e}", ck_path.display()))?
     } else {
-        Run::new(gpu, config, data).await.map_err(|e| e.to_string())?
+        Run::new_on(gpu, config, data, comm.clone()).await.map_err(|e| e.to_string())?
     };
+    if !writer {
+        return follow(gpu, &args, &mut run, comm.as_deref()).await;
+    }
     fs::create_dir_all(&dir).map_err(|e| format!("cannot create the run directory {}: {e}", dir.display()))?;
     // The step of the checkpoint on disk, for the message of a run that stops.
     let mut saved: Option<u64> = None;
@@ -488,11 +501,13 @@ pub async fn train(gpu: &Gpu, args: TrainArgs) -> Result<(), String> {
         .map_err(|e| format!("cannot open {}: {e}", metrics_path.display()))?;
 
     if !args.quiet {
+        let ranks = comm.as_ref().map_or(1, |c| c.ranks());
         println!(
-            "training {} ({} parameters, {} rows per step) on {} ({} points) with the {} loss for {} steps",
+            "training {} ({} parameters, {} rows per step{}) on {} ({} points) with the {} loss for {} steps",
             run.trainer().net().arch(),
             run.trainer().net().params().layout.count(),
             run.trainer().config().rows(),
+            if ranks > 1 { format!(" over {ranks} ranks") } else { String::new() },
             args.data,
             run.data().examples.len(),
             args.loss,
@@ -553,8 +568,9 @@ pub async fn train(gpu: &Gpu, args: TrainArgs) -> Result<(), String> {
         }
         // Ctrl-C stops at the next metrics line (chunks end there), so the checkpoint and the
         // metrics file agree and `--resume` continues the curve exactly.
-        let interrupted = INTERRUPTED.load(Ordering::SeqCst) && s.is_multiple_of(args.log_every);
+        let interrupted = interrupted_at(&args, s, comm.as_deref())?;
         if s.is_multiple_of(args.checkpoint_every) || s == args.steps || interrupted {
+            check_ranks(gpu, &run, comm.as_deref()).await?;
             let ck = run.checkpoint(gpu).await.map_err(|e| e.to_string())?;
             // The loss and gradient checks cannot see an update that overflows the weights
             // themselves (a learning rate beyond f32); such a state is never written.
@@ -585,6 +601,46 @@ pub async fn train(gpu: &Gpu, args: TrainArgs) -> Result<(), String> {
         println!("{summary}");
     }
     Ok(())
+}
+
+/// The loop of a rank other than 0: the same chunks, interrupt decisions and weight checks as
+/// rank 0's loop (so every collective meets its partners), without files or output.
+async fn follow(gpu: &Gpu, args: &TrainArgs, run: &mut Run, comm: Option<&dyn Collective>) -> Result<(), String> {
+    catch_interrupts();
+    while run.step() < args.steps {
+        let s = run.step();
+        let n = (args.log_every - s % args.log_every).min(args.steps - s).min(run.chunk_limit() as u64) as usize;
+        run.train_chunk(gpu, n).await.map_err(|e| e.to_string())?;
+        let s = run.step();
+        let interrupted = interrupted_at(args, s, comm)?;
+        if s.is_multiple_of(args.checkpoint_every) || s == args.steps || interrupted {
+            check_ranks(gpu, run, comm).await?;
+        }
+        if interrupted {
+            return Ok(());
+        }
+    }
+    Ok(())
+}
+
+/// Whether the run stops for Ctrl-C after step `s`: at a metrics line, and, data-parallel, when any
+/// rank was interrupted (all ranks decide alike).
+fn interrupted_at(args: &TrainArgs, s: u64, comm: Option<&dyn Collective>) -> Result<bool, String> {
+    if !s.is_multiple_of(args.log_every) {
+        return Ok(false);
+    }
+    let mut flag = [f32::from(u8::from(INTERRUPTED.load(Ordering::SeqCst)))];
+    if let Some(c) = comm {
+        c.sum_f32(&mut flag)?;
+    }
+    Ok(flag[0] > 0.0)
+}
+
+/// Data-parallel: stops with an error unless every rank holds the same weights.
+async fn check_ranks(gpu: &Gpu, run: &Run, comm: Option<&dyn Collective>) -> Result<(), String> {
+    let Some(c) = comm.filter(|c| c.ranks() > 1) else { return Ok(()) };
+    let hash = run.trainer().weights_hash(gpu).await.map_err(|e| e.to_string())?;
+    dist::check_same_weights(c, hash, run.step())
 }
 
 /// The run's progress picture: an image grid (DDIM-50, 64 samples) or 1,000 2-D samples

@@ -47,6 +47,8 @@ macro_rules! native {
     };
 }
 
+#[cfg(all(unix, feature = "mpi"))]
+mod cli_mpi;
 #[cfg(unix)]
 mod cli_sigkill;
 #[cfg(unix)]
