@@ -845,8 +845,8 @@ fn pm(v: &[f64]) -> String {
     if !(se.is_finite() && se > 0.0) {
         return sig(m, 4);
     }
-    let decimals = 1 - se.log10().floor() as i32;
-    if (0..=8).contains(&decimals) {
+    let decimals = (1 - se.log10().floor() as i32).max(0);
+    if decimals <= 8 && m.abs().max(se) < 1e9 {
         let d = decimals as usize;
         format!("{m:.d$} ± {se:.d$}")
     } else {
