@@ -7,6 +7,7 @@ mod experiment;
 mod mpi;
 mod quality;
 mod sample;
+mod sweep;
 mod train;
 mod tune;
 
@@ -55,6 +56,14 @@ enum Command {
     /// fastest per shape in the cache (which every command reads), so runs start tuned. JSON on
     /// stdout.
     Tune(tune::TuneArgs),
+    /// Run a grid of `cdl train` runs (flags × seeds): J at a time here, or as a Slurm array or a
+    /// shell script; collect their final metrics as mean ± standard error over seeds.
+    ///
+    /// Each run is a `cdl train --resume` child process in a directory of its own, so running the
+    /// sweep again skips finished runs and continues the others. `cdl sweep` itself does not open
+    /// the GPU.
+    #[command(after_help = sweep::GRID_HELP)]
+    Sweep(sweep::SweepArgs),
     /// Measure kernels and write JSON results.
     Bench {
         #[command(subcommand)]
@@ -187,8 +196,15 @@ async fn run(cli: Cli, matches: &clap::ArgMatches) -> Result<ExitCode, String> {
         _ => cli,
     };
     if let Some(b) = &cli.backend {
-        // Read by wgpu when the instance is created, below.
+        // Read by wgpu when the instance is created, below (and by `cdl sweep`'s children).
         std::env::set_var("WGPU_BACKEND", b);
+    }
+    // A sweep only starts processes: they open the device, with the adapter chosen here.
+    if let Command::Sweep(args) = cli.command {
+        if let Some(a) = &cli.adapter {
+            std::env::set_var("CDL_ADAPTER", a);
+        }
+        return sweep::sweep(args);
     }
     let mut opts = GpuOptions::from_env();
     if cli.adapter.is_some() {
@@ -261,6 +277,7 @@ fn launch_ranks() -> Result<Option<Rc<dyn Collective>>, String> {
 
 async fn command(gpu: &Gpu, cli: Cli, comm: Option<Rc<dyn Collective>>) -> Result<ExitCode, String> {
     match cli.command {
+        Command::Sweep(_) => Err("internal: cdl sweep does not use the device".into()),
         Command::Info => info(gpu).await,
         Command::Tune(args) => emit(&tune::tune(gpu, &args).await?, None),
         Command::Sample(args) => sample::sample_cmd(gpu, args).await.map(|()| ExitCode::SUCCESS),

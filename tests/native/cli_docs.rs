@@ -3,7 +3,7 @@
 
 use std::process::Command;
 
-const COMMANDS: [&[&str]; 15] = [
+const COMMANDS: [&[&str]; 16] = [
     &[],
     &["train"],
     &["sample"],
@@ -19,6 +19,7 @@ const COMMANDS: [&[&str]; 15] = [
     &["bench", "quality"],
     &["info"],
     &["tune"],
+    &["sweep"],
 ];
 
 fn help(args: &[&str]) -> String {

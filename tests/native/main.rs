@@ -63,6 +63,7 @@ native!(
     cli_docs,
     cli_outliers,
     cli_sample,
+    cli_sweep,
     cli_train,
     diffusion_closed_form_gpu,
     diffusion_sampler,
