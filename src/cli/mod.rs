@@ -217,8 +217,7 @@ async fn run(cli: Cli, matches: &clap::ArgMatches) -> Result<ExitCode, String> {
     };
     let comm = ranks.as_ref().map(|r| r.clone() as Rc<dyn Collective>);
     if let Some(c) = comm.as_ref().filter(|c| c.ranks() > 1 && opts.adapter.is_none()) {
-        let adapters = cdl::gpu::list_adapters().await.len().max(1);
-        opts.adapter = Some((c.rank() % adapters).to_string());
+        opts.adapter = cdl::gpu::rank_adapter(c.rank()).await.map(|i| i.to_string());
     }
     let result = async {
         let gpu = Gpu::new(&opts).await.map_err(|e| e.to_string())?;

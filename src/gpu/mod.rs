@@ -653,6 +653,22 @@ pub async fn list_adapters() -> Vec<String> {
         .collect()
 }
 
+/// The index in `list_adapters` of the adapter that rank `rank` of a data-parallel job takes:
+/// round-robin over the adapters of the default adapter's backend and kind (a machine's GPUs,
+/// not the same GPU again through a fallback backend such as GL).
+#[cfg(not(target_arch = "wasm32"))]
+pub async fn rank_adapter(rank: usize) -> Option<usize> {
+    let all = instance::adapters().await;
+    let default = instance::high_performance(all.clone())?.get_info();
+    let peers: Vec<usize> = all
+        .iter()
+        .enumerate()
+        .filter(|(_, a)| a.get_info().backend == default.backend && a.get_info().device_type == default.device_type)
+        .map(|(i, _)| i)
+        .collect();
+    peers.get(rank % peers.len().max(1)).copied()
+}
+
 #[cfg(not(target_arch = "wasm32"))]
 async fn pick_adapter(opts: &GpuOptions) -> Result<wgpu::Adapter, GpuError> {
     let all = instance::adapters().await;

@@ -34,6 +34,7 @@ mod reference_nn_gradcheck;
 mod reference_philox;
 mod shaders_validate;
 mod train_data;
+mod train_dist;
 mod train_recipe;
 
 // ---
