@@ -45,7 +45,12 @@ fn bad_configs_are_one_line_errors() {
 fn every_preset_resolves_and_flags_override_the_file() {
     let Some(dir) = gpu_scratch("presets") else { return };
     let root = Path::new(env!("CARGO_MANIFEST_DIR")).join("configs");
-    let mut presets: Vec<PathBuf> = std::fs::read_dir(&root).unwrap().map(|e| e.unwrap().path()).collect();
+    // configs/sweeps/ holds sweep grids (tests/native/cli_sweep.rs), not run configs.
+    let mut presets: Vec<PathBuf> = std::fs::read_dir(&root)
+        .unwrap()
+        .map(|e| e.unwrap().path())
+        .filter(|p| p.extension().is_some_and(|e| e == "toml"))
+        .collect();
     presets.sort();
     assert!(presets.len() >= 7, "{presets:?}");
     for p in &presets {

@@ -234,3 +234,19 @@ fn bad_grids_are_one_line_errors_and_write_nothing() {
     assert!(e.contains("--out"), "{e}");
     let _ = std::fs::remove_dir_all(&dir);
 }
+
+#[test]
+fn the_shipped_example_grids_expand() {
+    let root = Path::new(env!("CARGO_MANIFEST_DIR")).join("configs").join("sweeps");
+    let mut grids: Vec<_> = std::fs::read_dir(&root).unwrap().map(|e| e.unwrap().path()).collect();
+    grids.sort();
+    assert!(!grids.is_empty());
+    for g in &grids {
+        let out = scratch("sweep-shipped");
+        let o = sweep(g.to_str().unwrap(), &out, &["--emit", "shell"]);
+        assert!(o.status.success(), "{}: {}", g.display(), text(&o));
+        // toy2d-lambda.toml: 2 λ × 2 seeds.
+        assert!(commands(&manifest(&out)).len() >= 4, "{}", g.display());
+        let _ = std::fs::remove_dir_all(&out);
+    }
+}
