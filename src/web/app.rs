@@ -136,7 +136,7 @@ impl ToyPageOptions {
         let mut base = default_config();
         base.width = num("width", base.width as usize).clamp(4, 1024) as u64;
         base.blocks = num("blocks", base.blocks as usize).min(8) as u64;
-        base.precond = dom::param("precond").filter(|v| v == "eps" || v == "edm").or(base.precond);
+        base.precond = dom::precond_param().or(base.precond);
         base.batch = num("batch", base.batch as usize).clamp(4, 4096) as u64;
         base.seed = num("seed", 0) as u64;
         base.anchors = num("K", base.anchors as usize).clamp(1, base.batch as usize) as u64;

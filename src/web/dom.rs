@@ -138,6 +138,11 @@ pub fn param(name: &str) -> Option<String> {
     query()?.get(name)
 }
 
+/// The `precond` parameter when it names a preconditioning (`Precond::parse`: "edm" or "eps").
+pub fn precond_param() -> Option<String> {
+    param("precond").filter(|v| crate::model::Precond::parse(v).is_ok())
+}
+
 /// A flag parameter: present and not "0" / "false".
 pub fn flag(name: &str) -> bool {
     param(name).is_some_and(|v| v != "0" && v != "false")

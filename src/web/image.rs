@@ -102,7 +102,7 @@ impl ImageSettings {
             unet.attn_resolutions = a;
         }
         let batch = num("batch", 16).clamp(1, 256);
-        let precond = dom::param("precond").filter(|v| v == "eps" || v == "edm");
+        let precond = dom::precond_param();
         let config = RunConfig {
             precond,
             loss: dom::param("loss").and_then(|v| v.parse().ok()).unwrap_or(LossKind::Cdl),
