@@ -215,8 +215,9 @@ async fn run(cli: Cli, matches: &clap::ArgMatches) -> Result<ExitCode, String> {
         Command::Train(_) => launch_ranks()?,
         _ => None,
     };
-    let comm = ranks.as_ref().map(|r| r.clone() as Rc<dyn Collective>);
-    if let Some(c) = comm.as_ref().filter(|c| c.ranks() > 1 && opts.adapter.is_none()) {
+    // A job of one rank (`mpirun -n 1`, or one task of a launcher) is a plain run.
+    let comm = ranks.as_ref().filter(|r| r.ranks() > 1).map(|r| r.clone() as Rc<dyn Collective>);
+    if let Some(c) = comm.as_ref().filter(|_| opts.adapter.is_none()) {
         opts.adapter = cdl::gpu::rank_adapter(c.rank()).await.map(|i| i.to_string());
     }
     let result = async {

@@ -528,10 +528,7 @@ pub async fn train(gpu: &Gpu, mut args: TrainArgs, comm: Option<Rc<dyn Collectiv
         b
     });
     while run.step() < args.steps {
-        let s = run.step();
-        let to_log = args.log_every - s % args.log_every;
-        let n = to_log.min(args.steps - s).min(run.chunk_limit() as u64) as usize;
-        let stats = match run.train_chunk(gpu, n).await {
+        let stats = match run.train_chunk(gpu, chunk_len(&args, &run)).await {
             Ok(stats) => stats,
             Err(e) => return Err(format!("{e}; {}", kept(&dir, saved))),
         };
@@ -569,7 +566,7 @@ pub async fn train(gpu: &Gpu, mut args: TrainArgs, comm: Option<Rc<dyn Collectiv
         // Ctrl-C stops at the next metrics line (chunks end there), so the checkpoint and the
         // metrics file agree and `--resume` continues the curve exactly.
         let interrupted = interrupted_at(&args, s, comm.as_deref())?;
-        if s.is_multiple_of(args.checkpoint_every) || s == args.steps || interrupted {
+        if checkpoint_due(&args, s, interrupted) {
             check_ranks(gpu, &run, comm.as_deref()).await?;
             let ck = run.checkpoint(gpu).await.map_err(|e| e.to_string())?;
             // The loss and gradient checks cannot see an update that overflows the weights
@@ -608,12 +605,10 @@ pub async fn train(gpu: &Gpu, mut args: TrainArgs, comm: Option<Rc<dyn Collectiv
 async fn follow(gpu: &Gpu, args: &TrainArgs, run: &mut Run, comm: Option<&dyn Collective>) -> Result<(), String> {
     catch_interrupts();
     while run.step() < args.steps {
-        let s = run.step();
-        let n = (args.log_every - s % args.log_every).min(args.steps - s).min(run.chunk_limit() as u64) as usize;
-        run.train_chunk(gpu, n).await.map_err(|e| e.to_string())?;
+        run.train_chunk(gpu, chunk_len(args, run)).await.map_err(|e| e.to_string())?;
         let s = run.step();
         let interrupted = interrupted_at(args, s, comm)?;
-        if s.is_multiple_of(args.checkpoint_every) || s == args.steps || interrupted {
+        if checkpoint_due(args, s, interrupted) {
             check_ranks(gpu, run, comm).await?;
         }
         if interrupted {
@@ -621,6 +616,17 @@ async fn follow(gpu: &Gpu, args: &TrainArgs, run: &mut Run, comm: Option<&dyn Co
         }
     }
     Ok(())
+}
+
+/// Steps of the next chunk: up to the next metrics line, the end of the run or the trainer's limit.
+fn chunk_len(args: &TrainArgs, run: &Run) -> usize {
+    let s = run.step();
+    (args.log_every - s % args.log_every).min(args.steps - s).min(run.chunk_limit() as u64) as usize
+}
+
+/// Whether a checkpoint is written after step `s` (and, data-parallel, the ranks' weights compared).
+fn checkpoint_due(args: &TrainArgs, s: u64, interrupted: bool) -> bool {
+    s.is_multiple_of(args.checkpoint_every) || s == args.steps || interrupted
 }
 
 /// Whether the run stops for Ctrl-C after step `s`: at a metrics line, and, data-parallel, when any

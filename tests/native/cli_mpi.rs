@@ -19,10 +19,11 @@ use crate::common::cli::{cdl, loss_curve, scratch, text, train_args};
 /// counted twice: a 1/B-sized term) is far outside 1e-4.
 const RANKS_REL_TOL: f64 = 1e-4;
 
-/// `mpirun -n 2 <cdl> args` (root allowed, as in containers; oversubscribed, for 1-core machines).
-fn mpirun_command(args: &[&str]) -> Command {
+/// `mpirun -n <ranks> <cdl> args` (root allowed, as in containers; oversubscribed, for 1-core
+/// machines).
+fn mpirun_n(ranks: usize, args: &[&str]) -> Command {
     let mut c = Command::new("mpirun");
-    c.args(["--oversubscribe", "-n", "2", env!("CARGO_BIN_EXE_cdl")])
+    c.args(["--oversubscribe", "-n", &ranks.to_string(), env!("CARGO_BIN_EXE_cdl")])
         .args(args)
         .env("OMPI_ALLOW_RUN_AS_ROOT", "1")
         .env("OMPI_ALLOW_RUN_AS_ROOT_CONFIRM", "1")
@@ -31,7 +32,7 @@ fn mpirun_command(args: &[&str]) -> Command {
 }
 
 fn mpirun(args: &[&str]) -> Output {
-    mpirun_command(args).output().expect("run mpirun (Open MPI's openmpi-bin)")
+    mpirun_n(2, args).output().expect("run mpirun (Open MPI's openmpi-bin)")
 }
 
 fn close(what: &str, a: f64, b: f64, scale: f64) {
@@ -159,6 +160,26 @@ fn two_ranks_equal_one_unet_tiny() {
 }
 
 #[test]
+fn one_rank_under_mpirun_is_a_plain_run() {
+    if common::gpu_or_skip().is_none() {
+        return;
+    }
+    let (a, b) = (scratch("mpi-plain"), scratch("mpi-one-rank"));
+    let (sa, sb) = (a.to_str().expect("utf-8"), b.to_str().expect("utf-8"));
+    let o = cdl(&train_args(sa, &["--steps", "20", "--log-every", "10"]));
+    assert!(o.status.success(), "{}", text(&o));
+    let o = mpirun_n(1, &train_args(sb, &["--steps", "20", "--log-every", "10"])).output().expect("mpirun");
+    assert!(o.status.success(), "{}", text(&o));
+    assert!(!text(&o).contains("ranks"), "{}", text(&o));
+    assert_eq!(loss_curve(&a), loss_curve(&b));
+    let load = |d: &Path| checkpoint::load(d.join("checkpoint.safetensors")).expect("checkpoint");
+    assert_eq!(load(&a).tensors(), load(&b).tensors());
+    for d in [&a, &b] {
+        let _ = std::fs::remove_dir_all(d);
+    }
+}
+
+#[test]
 fn two_rank_run_resumes_exactly() {
     if common::gpu_or_skip().is_none() {
         return;
@@ -201,7 +222,7 @@ fn a_killed_rank_stops_the_job_and_keeps_the_checkpoint() {
         dir.to_str().expect("utf-8"),
         &["--steps", "1000000", "--log-every", "20", "--checkpoint-every", "20"],
     );
-    let mut child = mpirun_command(&args).stdout(Stdio::piped()).stderr(Stdio::piped()).spawn().expect("mpirun");
+    let mut child = mpirun_n(2, &args).stdout(Stdio::piped()).stderr(Stdio::piped()).spawn().expect("mpirun");
     // Wait for the first checkpoint, then kill rank 1 mid-run.
     let pid = loop {
         if child.try_wait().expect("mpirun status").is_some() {
