@@ -628,11 +628,12 @@ impl Trainer {
         put(&self.scale, &|r| r.scale as f32);
         put(&self.weight, &|r| r.weight as f32);
         put(&self.offset, &|r| r.offset as f32);
-        self.row_scratch = scratch;
-        let shard_labels: Vec<f32> = plan.anchors.iter().map(|a| a.label as f32).collect();
-        if !shard_labels.is_empty() {
-            gpu.write(&self.labels, &shard_labels);
+        if !plan.anchors.is_empty() {
+            scratch.clear();
+            scratch.extend(plan.anchors.iter().map(|a| a.label as f32));
+            gpu.write(&self.labels, &scratch);
         }
+        self.row_scratch = scratch;
         if self.net.num_classes() > 0 {
             let row_labels: Vec<u32> = plan.rows.iter().map(|r| self.lb[r.example as usize]).collect();
             self.net.write_labels(gpu, &row_labels)?;
