@@ -73,7 +73,8 @@ op_tests!(
     conv2d,
     loss,
     rows,
-    sampler
+    sampler,
+    inception
 );
 
 /// The samplers on the device (`eval::gpu_sampler`) against the f64 host path in the browser, as

@@ -1,8 +1,9 @@
 //! Evaluation: sample-quality metrics (MMD, sliced Wasserstein, NLL, Fréchet distance, KID) and
-//! pictures, as pure host computations that compile for wasm32 (but for the trained network as a
-//! denoiser and the samplers run on the device: `denoiser`, `gpu_sampler`); only `plot::save_png` and
-//! `npz::{save_stats, load_stats}` touch the file system, natively. Not here: FID features (they
-//! need Inception weights, math.md §9 pitfall 16), fonts or axis labels.
+//! pictures, as pure host computations that compile for wasm32 (but for what runs on the device:
+//! the trained network as a denoiser, the samplers, and the FID Inception-v3 features from
+//! user-supplied weights: `denoiser`, `gpu_sampler`, `inception`); only `plot::save_png` and
+//! `npz::{save_stats, load_stats}` touch the file system, natively. Not here: Inception weights
+//! themselves (the user converts pytorch-fid's, math.md §9 pitfall 16), fonts or axis labels.
 
 use std::fmt;
 use std::path::PathBuf;
@@ -13,6 +14,7 @@ pub mod denoiser;
 pub mod fd;
 pub mod feature_stats;
 pub mod gpu_sampler;
+pub mod inception;
 pub mod kid;
 pub mod linalg;
 pub mod mmd;

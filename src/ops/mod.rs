@@ -7,6 +7,7 @@ pub mod conv2d;
 pub mod elementwise;
 pub mod embedding;
 pub mod groupnorm;
+pub mod inception;
 pub mod loss;
 pub mod matmul;
 pub mod optim;
@@ -171,6 +172,7 @@ pub const OPS: &[OpSpec] = &[
     loss::SPEC,
     rows::SPEC,
     sampler::SPEC,
+    inception::SPEC,
 ];
 
 /// The op families with interchangeable kernel variants, and each one's variant names (the

@@ -15,6 +15,7 @@ pub mod elementwise;
 pub mod embedding;
 pub mod gradcheck;
 pub mod groupnorm;
+pub mod inception;
 pub mod loss;
 pub mod matmul;
 pub mod optim;

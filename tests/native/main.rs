@@ -69,6 +69,7 @@ native!(
     diffusion_closed_form_gpu,
     diffusion_sampler,
     eval_gpu_sampler,
+    eval_inception,
     eval_nll,
     eval_plot,
     fuzz_regressions,

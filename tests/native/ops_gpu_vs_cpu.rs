@@ -36,7 +36,7 @@ macro_rules! op_tests {
     };
 }
 
-op_tests!(elementwise, matmul, reduce, philox, groupnorm, resample, embedding, softmax, optim, conv2d, loss, rows, sampler);
+op_tests!(elementwise, matmul, reduce, philox, groupnorm, resample, embedding, softmax, optim, conv2d, loss, rows, sampler, inception);
 
 /// A dispatch of more than 65,535 workgroups folds into 2-D and still covers every element.
 #[test]
