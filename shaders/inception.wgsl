@@ -120,14 +120,19 @@ fn maxpool_fwd(id: Grid, @builtin(local_invocation_index) lid: u32) {
     let y0 = i32(o.y * p.stride) - i32(p.pad_h);
     let x0 = i32(o.x * p.stride) - i32(p.pad_w);
     let base = (o.w * p.cin + o.z) * p.h;
-    var m = bitcast<f32>(0xff800000u);
+    // Starts from the first in-image element (every window holds one: pad < kernel), not from
+    // -inf, which WGSL cannot spell as a constant (Chromium's compiler refuses the bitcast).
+    var m = 0.0;
+    var seen = false;
     for (var ky = 0u; ky < p.kh; ky = ky + 1u) {
         let iy = y0 + i32(ky);
         if (iy < 0 || iy >= i32(p.h)) { continue; }
         for (var kx = 0u; kx < p.kw; kx = kx + 1u) {
             let ix = x0 + i32(kx);
             if (ix < 0 || ix >= i32(p.w)) { continue; }
-            m = max(m, x[(base + u32(iy)) * p.w + u32(ix)]);
+            let v = x[(base + u32(iy)) * p.w + u32(ix)];
+            m = select(v, max(m, v), seen);
+            seen = true;
         }
     }
     dst[out_index(o.w, o.z, o.y, o.x)] = m;

@@ -77,6 +77,25 @@ op_tests!(
     inception
 );
 
+/// The FID Inception network in the browser against its f64 oracle on random weights, as
+/// tests/native/eval_inception.rs does natively (same weights seed, tolerance and oracle): one
+/// 3×16×17 image, upsampled to 299×299, through every block to the 2,048 pool features.
+#[wasm_bindgen_test]
+async fn inception_features_match_the_reference_forward() {
+    use cdl::eval::inception::{Inception, InceptionWeights, FEATURES};
+    let g = gpu().await;
+    let (h, w) = (16, 17);
+    let weights = InceptionWeights::random(7);
+    let net = Inception::new(&g, &weights, 1, h, w).unwrap_or_else(|e| panic!("{e}"));
+    let x: Vec<f32> = normal_vec(3 * h * w, 5, 0).iter().map(|z| (0.5 + 0.25 * z).clamp(0.0, 1.0)).collect();
+    let got = net.features(&g, &x, 1).await.unwrap_or_else(|e| panic!("{e}"));
+    let want = cdl::reference::inception::forward(&weights, &to_f64(&x), 1, h, w);
+    assert_eq!(got.len(), FEATURES);
+    let r = compare(&got, &want, cdl::reference::tol::INCEPTION);
+    cdl::gpu::log(&format!("inception features: {r}"));
+    assert!(r.ok(), "Inception features in the browser vs the oracle: {r}");
+}
+
 /// The samplers on the device (`eval::gpu_sampler`) against the f64 host path in the browser, as
 /// tests/native/eval_gpu_sampler.rs does natively (same network, noise and tolerance): DDPM, Heun
 /// with churn and the Picard sampler with a sliding window, in groups and chunks of 16 rows.

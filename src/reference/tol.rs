@@ -19,6 +19,12 @@ pub const STRICT: Tol = Tol { atol: 1e-6, rtol: 1e-5 };
 pub const DEFAULT: Tol = Tol { atol: 1e-5, rtol: 1e-3 };
 /// Backward passes with long reductions (thousands of terms in f32).
 pub const LOOSE: Tol = Tol { atol: 1e-4, rtol: 1e-2 };
+/// The FID Inception network's 2,048 features against its f64 oracle: f32 through 17
+/// convolutions deep (reductions of up to 2,016 terms) and 11 pools; ReLU and max pooling pass
+/// the rounding on, so it grows with depth. Measured on lavapipe: max |device − oracle| 1.3e-6 on
+/// features up to 2.1 (relative errors up to 4e-3 only on features near zero); 16× that absolute
+/// error, or 1e-3 relative.
+pub const INCEPTION: Tol = Tol { atol: 2e-5, rtol: 1e-3 };
 
 /// Summary of a comparison: worst errors and, when it failed, where.
 #[derive(Clone, Debug)]

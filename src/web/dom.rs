@@ -41,6 +41,13 @@ pub fn set_hidden(id: &str, hidden: bool) {
     }
 }
 
+/// Enables or disables a button (a disabled one says why in its `title`).
+pub fn set_disabled(id: &str, disabled: bool) {
+    if let Some(el) = get::<web_sys::HtmlButtonElement>(id) {
+        el.set_disabled(disabled);
+    }
+}
+
 /// `data-<name>` on <body>: states for tests, screenshots and CSS.
 pub fn set_body_data(name: &str, value: &str) {
     if let Some(body) = document().and_then(|d| d.body()) {

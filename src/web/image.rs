@@ -7,6 +7,7 @@ use std::rc::Rc;
 
 use serde_json::json;
 
+use super::quality::{Quality, MAX_INCEPTION_BYTES};
 use super::runtime::{self, push, show_message, Control, LossLog, Meter, Task};
 use super::toy::loss_label;
 use super::{dom, draw, store};
@@ -55,6 +56,10 @@ enum ImageCommand {
     SaveStorage,
     LoadStorage,
     Resample,
+    /// The FID Inception weights, read from a file.
+    LoadInception(String, Vec<u8>),
+    /// FID and KID of fresh samples against training images.
+    Quality,
     Lost(u32, String),
     Restart,
     LoseDevice,
@@ -68,6 +73,7 @@ const API: &[runtime::Named<ImageCommand>] = &[
     ("step", || ImageCommand::Step),
     ("reset", || ImageCommand::Reset),
     ("resample", || ImageCommand::Resample),
+    ("quality", || ImageCommand::Quality),
     ("saveStorage", || ImageCommand::SaveStorage),
     ("loadStorage", || ImageCommand::LoadStorage),
     ("loseDevice", || ImageCommand::LoseDevice),
@@ -163,6 +169,8 @@ struct ImagePageOptions {
     sample_every_ms: f64,
     /// Images of the built-in set.
     shapes: usize,
+    /// Samples (and training images) of FID/KID.
+    quality_n: usize,
 }
 
 impl ImagePageOptions {
@@ -179,6 +187,7 @@ impl ImagePageOptions {
             step_size: num("step_size", 4).clamp(1, CHUNK_MAX),
             sample_every_ms: num("sample_every", 10_000) as f64,
             shapes: num("shapes", shapes::DEFAULT_COUNT).clamp(16, 50_000),
+            quality_n: num("fid_n", 64).clamp(2, 2048),
         }
     }
 }
@@ -275,6 +284,10 @@ struct ImagePage {
     /// The last weights read back (for a restart after device loss).
     kept: Option<Checkpoint>,
     grid_drawn: bool,
+    /// The FID feature network, once the reader gave its weights.
+    quality: Option<Quality>,
+    /// The last FID/KID: the step measured, FID, KID mean and standard deviation, images a side.
+    scores: Option<(u64, f64, f64, f64, usize)>,
 }
 
 /// Builds image mode on the page and starts its training task: a grid of samples refreshes
@@ -304,6 +317,8 @@ pub async fn run() -> Result<(), String> {
         model,
         kept: None,
         grid_drawn: false,
+        quality: None,
+        scores: None,
     };
     runtime::watch_device(&engine.gpu, engine.ctl.generation);
     engine.redraw();
@@ -328,6 +343,7 @@ fn init_controls(opts: &ImagePageOptions) {
     dom::set_value("img-sampler-steps", &opts.sampler_steps.to_string());
     dom::set_checked("img-clip", opts.clip);
     dom::set_text("img-step", &format!("Step ×{}", opts.step_size));
+    dom::set_text("img-fid", &format!("FID/KID ({} images)", opts.quality_n));
     let attn = match s.unet.attn_resolutions.as_slice() {
         [] => "no attention".to_string(),
         r => format!("attention at {}", r.iter().map(|v| format!("{v} px")).collect::<Vec<_>>().join(", ")),
@@ -346,6 +362,7 @@ fn wire_controls(shared: &ImageShared) {
     click("img-step", || ImageCommand::Step);
     click("img-reset", || ImageCommand::Reset);
     click("img-resample", || ImageCommand::Resample);
+    click("img-fid", || ImageCommand::Quality);
     click("img-save-file", || ImageCommand::SaveFile);
     click("img-save-storage", || ImageCommand::SaveStorage);
     click("img-load-storage", || ImageCommand::LoadStorage);
@@ -387,6 +404,19 @@ fn wire_controls(shared: &ImageShared) {
                     dom::set_text("img-data-info", "");
                     set_data_error(&e);
                 }
+            }
+        });
+    });
+    let s = shared.clone();
+    dom::on("img-inception-file", "change", move |_| {
+        let Some(file) = store::chosen_file("img-inception-file") else { return };
+        store::clear_file("img-inception-file");
+        let s = s.clone();
+        wasm_bindgen_futures::spawn_local(async move {
+            dom::set_message(QUALITY_MSG, "reading…", false);
+            match store::read_file(&file, MAX_INCEPTION_BYTES, "an Inception weights file").await {
+                Ok(bytes) => push(&s, ImageCommand::LoadInception(file.name(), bytes)),
+                Err(e) => dom::set_message(QUALITY_MSG, &e, true),
             }
         });
     });
@@ -449,6 +479,8 @@ fn set_data_error(text: &str) {
 
 /// The element that reports saves and loads of weights.
 const WEIGHTS_MSG: &str = "img-weights-msg";
+/// The element that reports the Inception weights and FID/KID.
+const QUALITY_MSG: &str = "img-fid-msg";
 
 fn set_weights_message(text: &str, error: bool) {
     dom::set_message(WEIGHTS_MSG, text, error);
@@ -511,9 +543,54 @@ impl ImagePage {
             self.model = Model::from_checkpoint(&self.gpu, self.model.run.config(), &trained, &self.data).await?;
             self.kept = Some(trained.checkpoint);
         }
+        if let Some(q) = self.quality.as_mut() {
+            q.forget_device();
+        }
         runtime::hide_lost();
         self.refresh_samples().await;
         Ok(())
+    }
+
+    /// FID and KID of `quality_n` fresh samples (the page's sampler, seed 1) against the first
+    /// `quality_n` training images, both through the Inception network on this GPU.
+    async fn measure_quality(&mut self) -> Result<String, String> {
+        let Some(mut quality) = self.quality.take() else {
+            return Err("choose the Inception weights file first".into());
+        };
+        let r = self.quality_with(&mut quality).await;
+        self.quality = Some(quality);
+        let (fid, kid, n) = r?;
+        let step = self.model.step();
+        self.scores = Some((step, fid, kid.mean, kid.std, n));
+        Ok(format!(
+            "step {step}: FID {fid:.2} · KID {:.4} ± {:.4} ({n} samples against {n} training images; \
+             both grow as n shrinks, so compare at equal n)",
+            kid.mean, kid.std
+        ))
+    }
+
+    async fn quality_with(&self, quality: &mut Quality) -> Result<(f64, crate::eval::kid::Kid, usize), String> {
+        let n = self.opts.quality_n;
+        let examples = &self.data.training.examples;
+        if examples.len() < n {
+            return Err(format!("{n} images asked for and the data has {}", examples.len()));
+        }
+        let cfg = self.sampler();
+        let clip = dom::checked("img-clip").unwrap_or(self.opts.clip);
+        dom::set_message(QUALITY_MSG, &format!("sampling {n} images…"), false);
+        dom::sleep(0).await;
+        let mut den =
+            GpuDenoiser::from_trainer(&self.gpu, self.model.run.trainer(), n).await.map_err(|e| e.to_string())?;
+        let (x, _) = den.sample_on_device(&cfg, n, 1, clip.then_some((-1.0, 1.0))).await.map_err(|e| e.to_string())?;
+        let samples: Vec<f32> = x.iter().map(|&v| v as f32).collect();
+        let idx: Vec<u32> = (0..n as u32).collect();
+        let (mut reals, mut labels) = (vec![0f32; n * examples.row_len()], vec![0u32; n]);
+        examples.gather(&idx, 0, 0, &mut reals, &mut labels);
+        let progress = |k: usize, of: usize| {
+            dom::set_message(QUALITY_MSG, &format!("Inception features {k}/{of}…"), false);
+        };
+        let s = quality.scores(&self.gpu, &samples, &reals, n, SIDE, progress).await?;
+        Ok((s.fid, s.kid, s.n))
     }
 
     async fn save_file(&mut self) -> Result<(), String> {
@@ -607,6 +684,21 @@ impl runtime::Task for ImagePage {
             ImageCommand::Resample => {
                 self.model.samples_step = None;
                 self.refresh_samples().await;
+            }
+            ImageCommand::LoadInception(name, bytes) => {
+                let r = Quality::load(&name, &bytes).map(|q| {
+                    self.quality = Some(q);
+                    format!("loaded {name}: the FID Inception-v3 network")
+                });
+                dom::show_result(QUALITY_MSG, &r);
+                dom::set_disabled("img-fid", self.quality.is_none());
+                if self.quality.is_some() {
+                    dom::set_attr("img-fid", "title", "FID and KID of fresh samples against as many training images");
+                }
+            }
+            ImageCommand::Quality => {
+                let r = self.measure_quality().await;
+                dom::show_result(QUALITY_MSG, &r);
             }
             ImageCommand::Lost(generation, msg) => {
                 self.ctl.on_lost(generation, msg, self.kept.as_ref().map(|c| c.step))
@@ -726,6 +818,12 @@ impl runtime::Task for ImagePage {
                 "samplesVersion": m.samples_version, "gridDrawn": self.grid_drawn,
                 "samplesHash": runtime::hash_bits(m.samples.iter().map(|x| u64::from(x.to_bits()))),
                 "keptStep": self.kept.as_ref().map(|c| c.step),
+            },
+            "quality": {
+                "weights": self.quality.as_ref().map(|q| q.name.clone()),
+                "scores": self.scores.map(|(step, fid, kid, kid_std, n)| json!({
+                    "step": step, "fid": fid, "kidMean": kid, "kidStd": kid_std, "n": n,
+                })),
             },
         });
         self.ctl.shared.borrow_mut().state = s.to_string();

@@ -6,6 +6,7 @@ mod app;
 mod dom;
 mod draw;
 mod image;
+mod quality;
 mod runtime;
 mod selftest;
 mod store;

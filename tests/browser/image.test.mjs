@@ -53,6 +53,18 @@ function cdlBin() {
   return bin;
 }
 
+/// A converted FID Inception weights file with pytorch-fid's names and shapes and random values
+/// (tools/inception_mirror.py, then tools/inception_to_safetensors.py; scripts/test sets CDL_PYTHON).
+function inceptionWeights(dir) {
+  const python = process.env.CDL_PYTHON;
+  assert(python && fs.existsSync(python), 'CDL_PYTHON must name the mirror venv\'s python (scripts/test sets it)');
+  const pth = path.join(dir, 'inception-random.pth');
+  const out = path.join(dir, 'inception-random.safetensors');
+  execFileSync(python, [path.join(root, 'tools', 'inception_mirror.py'), 'make-weights', pth, '7']);
+  execFileSync(python, [path.join(root, 'tools', 'inception_to_safetensors.py'), pth, out]);
+  return out;
+}
+
 /// `count` CIFAR-10 records (label byte + 3072 pixel bytes), labels 0..9, patterned pixels.
 function cifarBatch(count) {
   const rec = 1 + 3 * 32 * 32;
@@ -191,6 +203,44 @@ export const tests = [
         assert((await colours(page, 'img-data-grid')).n > 50, 'training images drawn');
         assert(page.errors.length === 0, `console errors:\n${page.errors.join('\n')}`);
         return `(${(archive.length / 1e6).toFixed(1)} MB archive read in ${secs.toFixed(1)} s)`;
+      });
+    },
+  },
+  {
+    name: 'image_mode_scores_fid_and_kid_with_a_chosen_inception_file',
+    timeout: 600,
+    async run(base) {
+      const tmp = fs.mkdtempSync(path.join(os.tmpdir(), 'cdl-fid-'));
+      const weights = inceptionWeights(tmp);
+      const truncated = path.join(tmp, 'truncated.safetensors');
+      fs.writeFileSync(truncated, fs.readFileSync(weights).subarray(0, 1 << 20));
+      return withPage(base, query({ fid_n: 3 }), async (page) => {
+        assert(await page.isDisabled('#img-fid'), 'FID/KID is disabled until the weights are chosen');
+        // A cut file is refused, naming the file; the button stays disabled.
+        await page.setInputFiles('#img-inception-file', truncated);
+        await page.waitForFunction(() => document.querySelector('#img-fid-msg').textContent.includes('truncated.safetensors'),
+          null, { timeout: 120_000 });
+        assert(await page.isDisabled('#img-fid'), 'still disabled after a bad file');
+        assert((await page.getAttribute('#img-fid-msg', 'class') || '').includes('error'), 'the refusal shows as an error');
+
+        await page.setInputFiles('#img-inception-file', weights);
+        await page.waitForFunction(() => /loaded inception-random/.test(document.querySelector('#img-fid-msg').textContent),
+          null, { timeout: 120_000 });
+        const loaded = await waitState(page, (s) => s.quality.weights === 'inception-random.safetensors', { what: 'the weights' });
+        assert(loaded.quality.scores === null, 'no scores before the button');
+        const t0 = Date.now();
+        await click(page, 'img-fid');
+        const s = await waitState(page, (s) => s.quality.scores !== null, { timeout: 500_000, what: 'FID and KID' });
+        const secs = (Date.now() - t0) / 1000;
+        const q = s.quality.scores;
+        assert(q.n === 3 && q.step === 0, `3 images a side at step 0: ${JSON.stringify(q)}`);
+        assert(Number.isFinite(q.fid) && q.fid > 0, `FID of an untrained model is finite and positive: ${q.fid}`);
+        assert(Number.isFinite(q.kidMean) && Number.isFinite(q.kidStd) && q.kidStd >= 0, `KID: ${JSON.stringify(q)}`);
+        const msg = await page.textContent('#img-fid-msg');
+        assert(/FID \d/.test(msg) && /KID /.test(msg), `the result is shown: ${msg}`);
+        await screenshot(page, 'image-fid');
+        assert(page.errors.length === 0, `console errors:\n${page.errors.join('\n')}`);
+        return `(FID ${q.fid.toFixed(1)}, KID ${q.kidMean.toFixed(4)} ± ${q.kidStd.toFixed(4)}; 6 images in ${secs.toFixed(1)} s)`;
       });
     },
   },

@@ -17,7 +17,7 @@ use cdl::reference::inception::forward;
 use cdl::reference::tol::{assert_close, Tol};
 use safetensors::tensor::{Dtype, TensorView};
 
-const TOL: Tol = Tol { atol: 2e-5, rtol: 1e-3 };
+const TOL: Tol = cdl::reference::tol::INCEPTION;
 
 /// Two images of 3 x 37 x 41 (upsampled to 299 x 299: non-square, a non-integer ratio) in [0, 1].
 fn images(n: usize, h: usize, w: usize) -> Vec<f32> {
