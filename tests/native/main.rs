@@ -73,6 +73,7 @@ native!(
     eval_nll,
     eval_plot,
     fuzz_regressions,
+    mirror_inception,
     mirror_mlp,
     mirror_unet,
     model_checkpoint,
