@@ -62,6 +62,7 @@ native!(
     cli_cifar,
     cli_config,
     cli_docs,
+    cli_fid,
     cli_outliers,
     cli_sample,
     cli_sweep,
