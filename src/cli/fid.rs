@@ -8,14 +8,21 @@ use std::path::{Path, PathBuf};
 use clap::Args;
 use serde_json::{json, Value};
 
+use cdl::diffusion::sampler::EvalFuture;
+use cdl::diffusion::DiffusionError;
 use cdl::eval::fd::frechet_moments;
 use cdl::eval::feature_stats::{FeatureStats, Moments};
+use cdl::eval::gpu_sampler::DeviceSamples;
 use cdl::eval::inception::{Inception, InceptionWeights, FEATURES};
 use cdl::eval::kid::{kid, KidConfig};
 use cdl::eval::npz;
-use cdl::gpu::Gpu;
+use cdl::gpu::{Buffer, Dispatch, Gpu};
+use cdl::ops::elementwise;
 use cdl::train::{cifar, images, shapes};
 
+/// Why a FID against a statistics file has no KID.
+pub const KID_NOTE: &str =
+    "KID needs the features of both sets; a statistics .npz holds only their mean and covariance";
 /// Side of the built-in `shapes` images `cdl fid` draws (the 32 px of unet-compact).
 pub const SHAPES_SIDE: u32 = 32;
 /// Seed of the built-in `shapes` images `cdl fid` draws.
@@ -163,7 +170,7 @@ fn mismatch(path: &Path, (iw, ih): (usize, usize), (w, h): (usize, usize)) -> St
 }
 
 /// The pytorch-fid statistics file `spec` names, or `None` when it names an image set.
-fn stats_file(spec: &str) -> Result<Option<Moments>, String> {
+pub(super) fn stats_file(spec: &str) -> Result<Option<Moments>, String> {
     if !spec.to_ascii_lowercase().ends_with(".npz") {
         return Ok(None);
     }
@@ -199,7 +206,7 @@ pub fn progress(len: usize, what: &str) -> indicatif::ProgressBar {
 
 /// The Inception features of every image of `src`: their moments and, with `keep`, the features
 /// themselves, (n, 2048) row-major.
-async fn source_features(
+pub(super) async fn source_features(
     gpu: &Gpu,
     weights: &InceptionWeights,
     src: &ImageSource,
@@ -226,6 +233,100 @@ async fn source_features(
     }
     bar.finish_and_clear();
     Ok((stats, kept))
+}
+
+/// The features of samples the sampler leaves on the device (`GpuDenoiser::sample_into`): each
+/// chunk of up to the network's batch is copied out of the sampler's buffer and mapped from model
+/// units [-1, 1] to the network's [0, 1] by x/2 + 1/2 on the device, then run through Inception;
+/// only the features are read back. Unlike the PNGs of `cdl sample --out DIR`, the images are
+/// neither clipped nor rounded to 8 bits.
+pub(super) struct InceptionSink<'g> {
+    gpu: &'g Gpu,
+    net: Inception,
+    /// Values per sample, 3·side².
+    d: usize,
+    /// (batch, d): a chunk of samples, model units.
+    chunk: Buffer,
+    /// (batch, d): the chunk in [0, 1].
+    images: Buffer,
+    /// images = chunk / 2, then images += ones / 2.
+    half: Dispatch,
+    shift: Dispatch,
+    /// Moments of every feature so far.
+    pub stats: FeatureStats,
+    /// Every feature so far, (n, 2048), when KID needs them.
+    pub kept: Option<Vec<f32>>,
+}
+
+impl<'g> InceptionSink<'g> {
+    pub async fn new(
+        gpu: &'g Gpu,
+        weights: &InceptionWeights,
+        batch: usize,
+        side: usize,
+        keep: bool,
+    ) -> Result<Self, String> {
+        let e = |e: cdl::gpu::GpuError| e.to_string();
+        let net = Inception::new(gpu, weights, batch, side, side).map_err(e)?;
+        let d = 3 * side * side;
+        let len = net.batch() * d;
+        let chunk = gpu.zeros("fid samples", len).map_err(e)?;
+        let images = gpu.zeros("fid images", len).map_err(e)?;
+        let ones = gpu.upload("fid ones", &vec![1.0; len]).map_err(e)?;
+        let half = elementwise::scale(gpu, &chunk, &images, len, 0.5).await.map_err(e)?;
+        let shift = elementwise::axpy(gpu, &ones, &images, len, 0.5).await.map_err(e)?;
+        let stats = FeatureStats::new(FEATURES).map_err(|e| e.to_string())?;
+        Ok(Self { gpu, net, d, chunk, images, half, shift, stats, kept: keep.then(Vec::new) })
+    }
+}
+
+impl DeviceSamples for InceptionSink<'_> {
+    fn take<'a>(&'a mut self, x: &'a Buffer, m: usize) -> EvalFuture<'a> {
+        Box::pin(async move {
+            let err = |e: String| DiffusionError::Denoiser(format!("Inception features: {e}"));
+            let b = self.net.batch();
+            for start in (0..m).step_by(b) {
+                let c = b.min(m - start);
+                let mut rec = self.gpu.recorder();
+                rec.copy(x, start * self.d, &self.chunk, 0, c * self.d).dispatch(&self.half).dispatch(&self.shift);
+                rec.submit();
+                let f = self.net.features_of(self.gpu, &self.images, c).await.map_err(|e| err(e.to_string()))?;
+                self.stats.push(&f).map_err(|e| err(e.to_string()))?;
+                if let Some(k) = &mut self.kept {
+                    k.extend_from_slice(&f);
+                }
+            }
+            Ok(())
+        })
+    }
+}
+
+/// The reference side of a FID: the moments of an image set's features (and the features
+/// themselves with `keep`) or of a statistics file (features `None`), with its image count.
+pub(super) async fn reference(
+    gpu: &Gpu,
+    weights: &InceptionWeights,
+    spec: &str,
+    batch: usize,
+    keep: bool,
+) -> Result<(Moments, Option<Vec<f32>>, Option<usize>), String> {
+    if let Some(m) = stats_file(spec)? {
+        return Ok((m, None, None));
+    }
+    let src = ImageSource::open(spec, None)?;
+    if src.len() < 2 {
+        return Err(format!("{spec}: {} image, FID needs at least 2", src.len()));
+    }
+    let (stats, f) = source_features(gpu, weights, &src, batch, keep, "reference").await?;
+    Ok((stats.moments().map_err(|e| e.to_string())?, keep.then_some(f), Some(src.len())))
+}
+
+/// KID of two feature sets (n, 2048) with `cfg`, as JSON fields.
+pub(super) fn kid_json(a: &[f32], b: &[f32], cfg: KidConfig) -> Result<Value, String> {
+    let (wa, wb): (Vec<f64>, Vec<f64>) =
+        (a.iter().map(|&v| f64::from(v)).collect(), b.iter().map(|&v| f64::from(v)).collect());
+    let k = kid(&wa, &wb, FEATURES, cfg).map_err(|e| e.to_string())?;
+    Ok(json!({"kid_mean": k.mean, "kid_std": k.std, "kid_subsets": k.subsets, "kid_subset_size": k.subset_size}))
 }
 
 // ---------------------------------------------------------------------------------------------
@@ -278,13 +379,10 @@ pub async fn fid(gpu: &Gpu, args: &FidArgs) -> Result<Value, String> {
                 subset_size: args.kid_subset_size as usize,
                 ..KidConfig::default()
             };
-            let (wa, wb): (Vec<f64>, Vec<f64>) =
-                (fa.iter().map(|&v| f64::from(v)).collect(), fb.iter().map(|&v| f64::from(v)).collect());
-            let k = kid(&wa, &wb, FEATURES, cfg).map_err(|e| e.to_string())?;
-            out["kid_mean"] = json!(k.mean);
-            out["kid_std"] = json!(k.std);
-            out["kid_subsets"] = json!(k.subsets);
-            out["kid_subset_size"] = json!(k.subset_size);
+            let k = kid_json(&fa, &fb, cfg)?;
+            for key in ["kid_mean", "kid_std", "kid_subsets", "kid_subset_size"] {
+                out[key] = k[key].clone();
+            }
         }
         None => {
             out["kid_note"] =

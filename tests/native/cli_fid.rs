@@ -8,7 +8,7 @@ use std::path::Path;
 use std::process::Command;
 
 use crate::common;
-use crate::common::cli::{cdl, error_line, gpu_scratch, text};
+use crate::common::cli::{cdl, cdl_words, error_line, gpu_scratch, text};
 use crate::common::mirror::python_or_skip;
 
 use cdl::eval::inception::FEATURES;
@@ -30,6 +30,21 @@ fn folder(dir: &Path, n: usize, w: u32, h: u32, seed: u32) {
     }
 }
 
+/// Random Inception weights in `dir` (the mirror's `make-weights`, then the converter): the path
+/// of the safetensors file.
+fn weights(py: &str, dir: &Path) -> String {
+    let (pth, st) = (dir.join("w.pth"), dir.join("w.safetensors"));
+    let tools = Path::new(env!("CARGO_MANIFEST_DIR")).join("tools");
+    for args in [
+        vec![tools.join("inception_mirror.py").into_os_string(), "make-weights".into(), pth.clone().into()],
+        vec![tools.join("inception_to_safetensors.py").into_os_string(), pth.into(), st.clone().into()],
+    ] {
+        let o = Command::new(py).args(&args).output().unwrap();
+        assert!(o.status.success(), "{}", text(&o));
+    }
+    st.display().to_string()
+}
+
 /// The one JSON line of a successful `cdl fid`.
 fn fid_json(args: &[&str]) -> serde_json::Value {
     let o = cdl(args);
@@ -47,16 +62,8 @@ fn fid_of_two_folders_and_of_saved_statistics() {
     let (a, b) = (dir.join("a"), dir.join("b"));
     folder(&a, N, SIDE, SIDE, 1);
     folder(&b, N, SIDE, SIDE, 2);
-    let (pth, st) = (dir.join("w.pth"), dir.join("w.safetensors"));
-    let tools = Path::new(env!("CARGO_MANIFEST_DIR")).join("tools");
-    for args in [
-        vec![tools.join("inception_mirror.py").into_os_string(), "make-weights".into(), pth.clone().into()],
-        vec![tools.join("inception_to_safetensors.py").into_os_string(), pth.into(), st.clone().into()],
-    ] {
-        let o = Command::new(&py).args(&args).output().unwrap();
-        assert!(o.status.success(), "{}", text(&o));
-    }
-    let (st, sb) = (st.to_str().unwrap(), dir.join("b.npz"));
+    let st = weights(&py, &dir);
+    let (st, sb) = (st.as_str(), dir.join("b.npz"));
     let (a, b, sb) = (a.to_str().unwrap(), b.to_str().unwrap(), sb.to_str().unwrap());
 
     // B against A, saving B's statistics; KID over min(1000, 3, 3) = 3 images per subset.
@@ -74,6 +81,53 @@ fn fid_of_two_folders_and_of_saved_statistics() {
     let fid2 = w["fid"].as_f64().unwrap();
     assert!((fid2 - fid).abs() <= 1e-6 * (1.0 + fid), "{fid2} vs {fid}");
     assert!(w["kid_mean"].is_null() && w["n_b"].is_null() && w["kid_note"].is_string(), "{w}");
+}
+
+/// `cdl eval --metrics fid,kid` hands the sampler's output to the network on the device; `cdl
+/// sample --out DIR` then `cdl fid DIR` takes the same samples (same sampler, seed and n) through
+/// 8-bit PNGs. With x̂₀ clipped, DDIM's last step lands in [-1, 1], so the two differ by the PNGs'
+/// rounding alone (at most 1/255 of the range per pixel): EVAL_VS_PNG bounds the relative FID
+/// difference that leaves (features move by ~1e-2 of their scale at most, FID by about twice
+/// that); a device path that skipped the [-1, 1] → [0, 1] map or read the wrong rows moves FID by
+/// O(1) of itself.
+const EVAL_VS_PNG: f64 = 0.05;
+
+#[test]
+fn eval_fid_on_the_device_matches_cdl_fid_on_the_written_pngs() {
+    let Some(py) = python_or_skip() else { return };
+    let Some(dir) = gpu_scratch("cli-fid-eval") else { return };
+    let st = weights(&py, &dir);
+    let (run, pngs, refs) = (dir.join("run"), dir.join("pngs"), dir.join("refs"));
+    folder(&refs, N, 16, 16, 4);
+    let o = cdl_words(
+        "train --model unet-tiny --data shapes --loss ddpm --batch 2 --steps 2 --log-every 1 --checkpoint-every 2 --quiet",
+        &["--out", run.to_str().unwrap()],
+    );
+    assert!(o.status.success(), "{}", text(&o));
+    let ck = run.join("checkpoint.safetensors");
+    let sampler = "--n 3 --sampler ddim --steps 3 --clip-denoised --seed 5";
+    let ck = ck.to_str().unwrap();
+    let o = cdl_words(&format!("sample {sampler}"), &["--checkpoint", ck, "--out", pngs.to_str().unwrap()]);
+    assert!(o.status.success(), "{}", text(&o));
+    let refs = refs.to_str().unwrap();
+    let png = fid_json(&["fid", pngs.to_str().unwrap(), refs, "--inception", &st, "--kid-subsets", "5"]);
+    let o = cdl_words(
+        &format!("eval {sampler} --metrics fid,kid"),
+        &["--checkpoint", ck, "--inception", &st, "--ref", refs],
+    );
+    assert!(o.status.success(), "{}", text(&o));
+    let dev: serde_json::Value = serde_json::from_slice(&o.stdout).unwrap();
+    let (a, b) = (dev["fid"].as_f64().unwrap(), png["fid"].as_f64().unwrap());
+    assert!(b > 0.0 && (a - b).abs() <= EVAL_VS_PNG * b, "eval {dev} vs fid on PNGs {png}");
+    assert!(dev["kid_mean"].as_f64().unwrap().is_finite() && dev["n_ref"] == 3, "{dev}");
+    // Bad requests: no weights, a point metric set for fid's reference, KID against moments.
+    let e = error_line(&cdl_words(&format!("eval {sampler} --metrics fid"), &["--checkpoint", ck, "--ref", refs]));
+    assert!(e.contains("--inception"), "{e}");
+    let e = error_line(&cdl_words(
+        &format!("eval {sampler} --metrics kid"),
+        &["--checkpoint", ck, "--inception", &st, "--ref", dir.join("s.npz").to_str().unwrap()],
+    ));
+    assert!(e.contains("kid"), "{e}");
 }
 
 #[test]
