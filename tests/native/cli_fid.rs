@@ -179,3 +179,32 @@ fn bench_fid_reports_images_per_second() {
         assert!((c["gflops"].as_f64().unwrap() - per_s * 5.7).abs() <= 1e-9 * per_s, "{c}");
     }
 }
+
+/// `cdl experiment images --inception`: a FID column, each run's samples against the held-out
+/// images, in report.md and report.json.
+#[test]
+fn experiment_images_reports_fid_with_inception_weights() {
+    let Some(py) = python_or_skip() else { return };
+    let Some(dir) = gpu_scratch("cli-fid-experiment") else { return };
+    let st = weights(&py, &dir);
+    let out = dir.join("exp");
+    let o = cdl_words(
+        "experiment images --quick --arms ddpm --seeds 1 --steps 2 --samples 3 --samplers ddim --ddim-steps 2",
+        &["--inception", &st, "--out", out.to_str().unwrap()],
+    );
+    assert!(o.status.success(), "{}", text(&o));
+    let report = std::fs::read_to_string(out.join("report.md")).unwrap();
+    assert!(report.contains("| FID |") || report.contains(" FID |"), "{report}");
+    let v: serde_json::Value = serde_json::from_str(&std::fs::read_to_string(out.join("report.json")).unwrap()).unwrap();
+    let runs = v["runs"].as_array().unwrap();
+    assert_eq!(runs.len(), 1, "{v}");
+    // Three samples of a model trained for 2 steps against 4 held-out shapes: far apart.
+    let fid = runs[0]["fid"].as_f64().unwrap();
+    assert!(fid.is_finite() && fid > 0.0, "{}", runs[0]);
+    // A weights file that is not there: one line naming it, before any training.
+    let e = error_line(&cdl_words(
+        "experiment images --quick --arms ddpm --seeds 1 --steps 2 --samples 3 --samplers ddim",
+        &["--inception", dir.join("none.safetensors").to_str().unwrap(), "--out", dir.join("exp2").to_str().unwrap()],
+    ));
+    assert!(e.contains("none.safetensors"), "{e}");
+}
