@@ -671,7 +671,7 @@ async fn fid_moments(
 /// The image experiment: arms, samplers and seeds as `toy`; image models are scored against
 /// held-out images (`train::run::held_out_images`). Metrics: sample grids, the fraction of
 /// saturated pixels (with the held-out images' own fraction as its floor), Picard passes, the
-/// ITD test NLL in bits/dim. A sample-quality metric such as FID is one more `Column`.
+/// ITD test NLL in bits/dim, and with `--inception` FID against the held-out images.
 pub async fn images(gpu: &Gpu, args: ImagesArgs) -> Result<(), String> {
     let defaults = if args.quick { (2, 20, 8, 4, 4, 4, 6, 4, 3) } else { (5, 20_000, 64, 16, 64, 100, 1000, 100, 18) };
     let a = &args.arms;
