@@ -554,3 +554,50 @@ fn mirror_rows(python: &std::path::Path, arch: &str, config: &str, rows: usize) 
     let text = String::from_utf8_lossy(&out.stdout);
     serde_json::from_str(text.trim()).map_err(|e| format!("PyTorch mirror printed no JSON ({e}): {text}"))
 }
+
+/// Multiply-adds of Inception-v3 on one 299×299 image, counted as 2 FLOPs each: ~5.7 GFLOP (the
+/// network's published ~2.85 G multiply-adds).
+pub const INCEPTION_FLOPS_PER_IMAGE: f64 = 5.7e9;
+
+/// `cdl bench fid`: images/s of the Inception feature network with random weights at each batch
+/// size, from the images on the host to the features on the host.
+pub async fn fid(gpu: &Gpu, batches: &[usize], size: usize, runs: usize) -> Result<Value, String> {
+    use cdl::eval::inception::{Inception, InceptionWeights, FEATURES};
+    let weights = InceptionWeights::random(0);
+    let mut cases = Vec::new();
+    for &batch in batches {
+        let net = Inception::new(gpu, &weights, batch, size, size).map_err(|e| e.to_string())?;
+        // Values in [0, 1], as the network expects.
+        let x: Vec<f32> =
+            normal_vec(3 * size * size * batch, 7, 0).iter().map(|v| 0.5 + 0.15 * v.clamp(-3.0, 3.0)).collect();
+        let mut ms = Vec::with_capacity(runs);
+        for run in 0..=runs {
+            let t = Instant::now();
+            let f = net.features(gpu, &x, batch).await.map_err(|e| e.to_string())?;
+            if f.len() != batch * FEATURES {
+                return Err(format!("internal: {} features for {batch} images", f.len()));
+            }
+            if run > 0 {
+                ms.push(t.elapsed().as_secs_f64() * 1e3);
+            }
+        }
+        ms.sort_by(f64::total_cmp);
+        let median = ms[ms.len() / 2];
+        let per_s = batch as f64 / (median / 1e3);
+        cases.push(json!({
+            "batch": batch,
+            "size": size,
+            "ms": median,
+            "images_per_s": per_s,
+            "gflops": per_s * INCEPTION_FLOPS_PER_IMAGE / 1e9,
+        }));
+    }
+    Ok(json!({
+        "bench": "fid",
+        "adapter": gpu.info.name,
+        "backend": format!("{:?}", gpu.info.backend),
+        "variants": variants_json(gpu),
+        "statistic": "median wall ms of one `Inception::features` call on `batch` images of size×size (upload, resize to 299×299, the network, readback of the 2,048 features), after one warm-up call; gflops assumes 5.7 GFLOP per image",
+        "cases": cases,
+    }))
+}

@@ -103,6 +103,10 @@ pub struct ImagesArgs {
     /// NLL points on 256 held-out images (a GPU's budget).
     #[arg(long)]
     pub quick: bool,
+    /// Inception-v3 weights (see `cdl fid --inception`): adds a FID column, each model's samples
+    /// against the held-out images (both mapped from [-1, 1] to [0, 1], not rounded to 8 bits).
+    #[arg(long)]
+    pub inception: Option<PathBuf>,
     #[command(flatten)]
     pub arms: ArmArgs,
 }
@@ -644,10 +648,30 @@ async fn density_png(den: &mut GpuDenoiser<'_>, reference: &[f64], m: usize, fil
 // ---------------------------------------------------------------------------------------------
 // The image experiment
 
+/// Moments of the Inception features of images `x` (n, 3, side, side) in model units [-1, 1].
+async fn fid_moments(
+    gpu: &Gpu,
+    weights: &cdl::eval::inception::InceptionWeights,
+    x: &[f64],
+    side: usize,
+) -> Result<cdl::eval::feature_stats::Moments, String> {
+    use cdl::eval::inception::{Inception, FEATURES};
+    let d = 3 * side * side;
+    let n = x.len() / d;
+    let net = Inception::new(gpu, weights, n.clamp(1, 16), side, side).map_err(|e| e.to_string())?;
+    let mut stats = cdl::eval::feature_stats::FeatureStats::new(FEATURES).map_err(|e| e.to_string())?;
+    for start in (0..n).step_by(net.batch()) {
+        let m = net.batch().min(n - start);
+        let images: Vec<f32> = x[start * d..(start + m) * d].iter().map(|&v| (0.5 * v + 0.5) as f32).collect();
+        stats.push(&net.features(gpu, &images, m).await.map_err(|e| e.to_string())?).map_err(|e| e.to_string())?;
+    }
+    stats.moments().map_err(|e| format!("FID: {e}"))
+}
+
 /// The image experiment: arms, samplers and seeds as `toy`; image models are scored against
 /// held-out images (`train::run::held_out_images`). Metrics: sample grids, the fraction of
 /// saturated pixels (with the held-out images' own fraction as its floor), Picard passes, the
-/// ITD test NLL in bits/dim. A sample-quality metric such as FID is one more `Column`.
+/// ITD test NLL in bits/dim, and with `--inception` FID against the held-out images.
 pub async fn images(gpu: &Gpu, args: ImagesArgs) -> Result<(), String> {
     let defaults = if args.quick { (2, 20, 8, 4, 4, 4, 6, 4, 3) } else { (5, 20_000, 64, 16, 64, 100, 1000, 100, 18) };
     let a = &args.arms;
@@ -669,7 +693,24 @@ pub async fn images(gpu: &Gpu, args: ImagesArgs) -> Result<(), String> {
     let (test, variances, split) = held_out_images(&base.run_config(), held).map_err(|e| e.to_string())?;
     let (d, m) = (variances.len(), test.len() / variances.len());
     let floor_sat = saturated_fraction(&test);
-    let columns = [col("saturated", "saturated pixels (%)", 2, true, Compare::All)];
+    // FID against the held-out images when weights are given: their features once, then each
+    // model's samples'.
+    let side = ((d / 3) as f64).sqrt().round() as usize;
+    let fid_ref = match &args.inception {
+        Some(path) if d != 3 * side * side => {
+            return Err(format!("{}: FID needs RGB images; these have {d} values each", path.display()))
+        }
+        Some(path) => {
+            let weights = super::fid::load_weights(path)?;
+            let moments = fid_moments(gpu, &weights, &test, side).await?;
+            Some((weights, moments))
+        }
+        None => None,
+    };
+    let mut columns = vec![col("saturated", "saturated pixels (%)", 2, true, Compare::All)];
+    if fid_ref.is_some() {
+        columns.push(col("fid", "FID", 2, false, Compare::All));
+    }
     let mut table = Table::new(&plan, &plan.samplers(a, 0), &columns);
     let mut rows = Vec::new();
     for seed in 0..plan.seeds {
@@ -692,9 +733,18 @@ pub async fn images(gpu: &Gpu, args: ImagesArgs) -> Result<(), String> {
                 println!("seed {seed}: sampling {arm} with {label} …");
                 let (x, stats, secs) = draw(gpu, &trained.checkpoint, &sa, plan.n).await?;
                 let sat = saturated_fraction(&x);
-                table.push_draw(ai, si, &[("saturated", sat)], &stats, secs);
+                let fid = match &fid_ref {
+                    Some((weights, reference)) => {
+                        let m = fid_moments(gpu, weights, &x, side).await?;
+                        Some(cdl::eval::fd::frechet_moments(&m, reference).map_err(|e| e.to_string())?)
+                    }
+                    None => None,
+                };
+                let mut figures = vec![("saturated", sat)];
+                figures.extend(fid.map(|f| ("fid", f)));
+                table.push_draw(ai, si, &figures, &stats, secs);
                 rows.push(json!({"seed": seed, "arm": arm.name(), "sampler": label, "config": sa.config().name(),
-                    "saturated_fraction": sat, "passes": stats.passes, "evaluations": stats.evaluations,
+                    "saturated_fraction": sat, "fid": fid, "passes": stats.passes, "evaluations": stats.evaluations,
                     "sample_seconds": secs, "nll_bpd": t_nll.bpd, "train_seconds": train_s}));
                 if seed == 0 {
                     let c = if d.is_multiple_of(3) { 3 } else { 1 };
@@ -715,7 +765,7 @@ pub async fn images(gpu: &Gpu, args: ImagesArgs) -> Result<(), String> {
          weights for sampling. CDL arms: K = 2, M = {}, paired draws, Σ/B, λ = 1. {} samples per model and sampler. \
          Saturated pixels: channel values that the uint8 export puts at 0 or 255. NLL: the ITD test protocol with \
          {} α points on {} {} images, continuous bits/dim (it favours ITD-trained arms by construction). DDPM \
-         variance {} for both the sequential and the parallel sampler. No sample-quality metric (FID) yet.\n\n\
+         variance {} for both the sequential and the parallel sampler. {}\n\n\
          **Machine.** {}. Total time {secs:.0} s.\n\n\
          **Saturation floor** (the held-out images' own fraction): {:.2} %.\n\n",
         args.data,
@@ -732,6 +782,13 @@ pub async fn images(gpu: &Gpu, args: ImagesArgs) -> Result<(), String> {
         m,
         if split { "held-out" } else { "training (an image folder has no held-out split)" },
         variance_text(a.variance),
+        if fid_ref.is_some() {
+            "FID: Inception-v3 features (`--inception`) of each model's samples against the held-out images, \
+             both mapped from [-1, 1] to [0, 1] without 8-bit rounding; with few images it is biased upwards and \
+             compares arms, not papers."
+        } else {
+            "No sample-quality metric (FID: pass `--inception WEIGHTS`)."
+        },
         machine(gpu),
         100.0 * floor_sat
     );

@@ -3,6 +3,7 @@
 
 mod bench;
 mod experiment;
+mod fid;
 #[cfg(feature = "mpi")]
 mod mpi;
 mod quality;
@@ -47,6 +48,10 @@ enum Command {
     /// Sample a checkpoint and report MMD, sliced Wasserstein and NLL (bits/dim) against data, as
     /// one JSON line.
     Eval(sample::EvalArgs),
+    /// FID and KID between two image sets (folders, `shapes`, CIFAR-10), or FID between an image
+    /// set and pytorch-fid statistics (.npz), with Inception-v3 weights the user supplies
+    /// (pytorch-fid's, converted by tools/inception_to_safetensors.py); one JSON line.
+    Fid(fid::FidArgs),
     /// Run an experiment and write a report.
     Experiment {
         #[command(subcommand)]
@@ -145,6 +150,23 @@ enum BenchWhat {
         /// Steps of each sampler (Heun: levels).
         #[arg(long, default_value_t = 10, value_parser = clap::value_parser!(u32).range(2..=10_000))]
         steps: u32,
+        /// Also write the JSON to this file.
+        #[arg(long)]
+        out: Option<std::path::PathBuf>,
+    },
+    /// Images/s of the Inception-v3 feature network of `cdl fid` with random weights (no file
+    /// needed), and GFLOP/s at its ~5.7 GFLOP per 299×299 image. JSON on stdout.
+    Fid {
+        /// Batch sizes, comma-separated.
+        #[arg(long, default_value = "8,32", value_delimiter = ',',
+              value_parser = clap::value_parser!(u32).range(1..=4096))]
+        batches: Vec<u32>,
+        /// Side of the input images (the network resizes them to 299×299).
+        #[arg(long, default_value_t = 32, value_parser = clap::value_parser!(u32).range(1..=4096))]
+        size: u32,
+        /// Timed runs per case (after one warm-up run); the median is reported.
+        #[arg(long, default_value_t = 3, value_parser = clap::value_parser!(u32).range(1..=1000))]
+        runs: u32,
         /// Also write the JSON to this file.
         #[arg(long)]
         out: Option<std::path::PathBuf>,
@@ -282,6 +304,10 @@ async fn command(gpu: &Gpu, cli: Cli, comm: Option<Rc<dyn Collective>>) -> Resul
         Command::Tune(args) => emit(&tune::tune(gpu, &args).await?, None),
         Command::Sample(args) => sample::sample_cmd(gpu, args).await.map(|()| ExitCode::SUCCESS),
         Command::Eval(args) => sample::eval_cmd(gpu, args).await.map(|()| ExitCode::SUCCESS),
+        Command::Fid(args) => {
+            println!("{}", fid::fid(gpu, &args).await?);
+            Ok(ExitCode::SUCCESS)
+        }
         Command::Experiment { what: ExperimentWhat::Toy(args) } => {
             experiment::toy(gpu, args).await.map(|()| ExitCode::SUCCESS)
         }
@@ -321,6 +347,11 @@ async fn command(gpu: &Gpu, cli: Cli, comm: Option<Rc<dyn Collective>>) -> Resul
         }
         Command::Bench { what: BenchWhat::Sample { model, samples, steps, out } } => {
             let json = bench::sample(gpu, &model, samples as usize, steps as usize).await?;
+            emit(&json, out.as_deref())
+        }
+        Command::Bench { what: BenchWhat::Fid { batches, size, runs, out } } => {
+            let batches: Vec<usize> = batches.iter().map(|&b| b as usize).collect();
+            let json = bench::fid(gpu, &batches, size as usize, runs as usize).await?;
             emit(&json, out.as_deref())
         }
         Command::Bench { what: BenchWhat::Quality(args) } => {

@@ -158,9 +158,18 @@ pub struct EvalArgs {
     /// the data the checkpoint was trained on.
     #[arg(long)]
     pub data: Option<String>,
-    /// Comma-separated metrics: mmd, swd, nll.
+    /// Comma-separated metrics: mmd, swd, nll; for image models also fid and kid (with
+    /// --inception and --ref; the samples go from the sampler to the Inception network on the
+    /// device, mapped from [-1, 1] to [0, 1] without 8-bit rounding).
     #[arg(long, default_value = "mmd,swd,nll", value_delimiter = ',')]
     pub metrics: Vec<String>,
+    /// Inception-v3 weights for fid and kid (see `cdl fid --inception`).
+    #[arg(long)]
+    pub inception: Option<PathBuf>,
+    /// Reference of fid and kid: a folder of PNG/JPEG images, `shapes`, a CIFAR-10 archive, or a
+    /// pytorch-fid statistics .npz (fid only: it holds no features for kid).
+    #[arg(long = "ref")]
+    pub reference: Option<String>,
     /// α points of the NLL test protocol (ITD uses 1000).
     #[arg(long, default_value_t = 1000)]
     pub nll_points: usize,
@@ -305,15 +314,7 @@ async fn sample_dir(gpu: &Gpu, args: &SampleArgs) -> Result<(), String> {
     let d = c.in_channels * c.image_size * c.image_size;
     let (side, ch) = (c.image_size as u32, c.in_channels);
     let n = args.sampler.n as usize;
-    let limit = (gpu.limits.max_storage_buffer_binding_size as usize).min(DIR_BATCH_BYTES);
-    let mut per = DIR_BATCH.min(n);
-    while per > 1 {
-        let (total, largest) = cdl::model::unet::memory_estimate(&c, per).map_err(|e| e.to_string())?;
-        if total <= DIR_BATCH_BYTES && largest <= limit {
-            break;
-        }
-        per /= 2;
-    }
+    let per = image_rows(gpu, &c, n)?;
     let mut den = GpuDenoiser::from_checkpoint(gpu, &trained.checkpoint, per, !args.sampler.no_ema)
         .await
         .map_err(|e| e.to_string())?;
@@ -349,7 +350,77 @@ async fn sample_dir(gpu: &Gpu, args: &SampleArgs) -> Result<(), String> {
     Ok(())
 }
 
-/// The metrics of one model × sampler against reference points (model units).
+/// Samples per sampling batch of an image model: at most `DIR_BATCH` (and n), halved while the
+/// model would need more than `DIR_BATCH_BYTES` or the adapter's largest binding.
+fn image_rows(gpu: &Gpu, c: &cdl::model::UNetConfig, n: usize) -> Result<usize, String> {
+    let limit = (gpu.limits.max_storage_buffer_binding_size as usize).min(DIR_BATCH_BYTES);
+    let mut per = DIR_BATCH.min(n);
+    while per > 1 {
+        let (total, largest) = cdl::model::unet::memory_estimate(c, per).map_err(|e| e.to_string())?;
+        if total <= DIR_BATCH_BYTES && largest <= limit {
+            break;
+        }
+        per /= 2;
+    }
+    Ok(per)
+}
+
+/// The error of fid or kid without their flags.
+const FID_FLAGS: &str =
+    "--metrics fid and kid need --inception WEIGHTS and --ref (an image folder, shapes, CIFAR-10 or a .npz)";
+/// Images per Inception evaluation in `cdl eval`'s fid and kid.
+const FID_BATCH: usize = 16;
+
+/// fid and kid of an image checkpoint's samples against `args.reference`: the sampler's output
+/// goes to the Inception network on the device (`GpuDenoiser::sample_into`), never to the host.
+async fn fid_metrics(gpu: &Gpu, trained: &Trained, args: &EvalArgs) -> Result<Value, String> {
+    use super::fid;
+    let want_kid = args.metrics.iter().any(|m| m == "kid");
+    let (Some(weights), Some(spec)) = (&args.inception, &args.reference) else {
+        return Err(FID_FLAGS.into());
+    };
+    let NetConfig::UNet(c) = trained.net().map_err(|e| e.to_string())? else {
+        return Err("fid and kid are for image models".into());
+    };
+    if c.in_channels != 3 {
+        return Err(format!("fid and kid need RGB images; this model has {} channel(s)", c.in_channels));
+    }
+    if args.sampler.host_sampler {
+        return Err("fid and kid take the samples on the device; drop --host-sampler".into());
+    }
+    let n = args.sampler.n as usize;
+    if n < 2 {
+        return Err("fid and kid need at least 2 samples (--n)".into());
+    }
+    if want_kid && spec.to_ascii_lowercase().ends_with(".npz") {
+        return Err(format!("{spec}: kid needs reference images; {}", fid::KID_NOTE));
+    }
+    let weights = fid::load_weights(weights)?;
+    let (ref_m, ref_f, ref_n) = fid::reference(gpu, &weights, spec, FID_BATCH, want_kid).await?;
+    let rows = image_rows(gpu, &c, n)?;
+    let mut den = GpuDenoiser::from_checkpoint(gpu, &trained.checkpoint, rows, !args.sampler.no_ema)
+        .await
+        .map_err(|e| e.to_string())?;
+    let mut sink = fid::InceptionSink::new(gpu, &weights, FID_BATCH.min(n), c.image_size, want_kid).await?;
+    let clip = args.sampler.clip_denoised.then_some((-1.0, 1.0));
+    let t = Instant::now();
+    den.sample_into(&args.sampler.config(), n, args.sampler.seed, clip, &mut sink).await.map_err(|e| e.to_string())?;
+    let m = sink.stats.moments().map_err(|e| e.to_string())?;
+    let mut out = json!({"ref": spec, "n_ref": ref_n, "fid_seconds": t.elapsed().as_secs_f64()});
+    if args.metrics.iter().any(|m| m == "fid") {
+        out["fid"] = json!(cdl::eval::fd::frechet_moments(&m, &ref_m).map_err(|e| e.to_string())?);
+    }
+    if let (Some(a), Some(b)) = (&sink.kept, &ref_f) {
+        let k = fid::kid_json(a, b, cdl::eval::kid::KidConfig::default())?;
+        for key in ["kid_mean", "kid_std", "kid_subsets", "kid_subset_size"] {
+            out[key] = k[key].clone();
+        }
+    }
+    Ok(out)
+}
+
+/// The metrics of one model × sampler against reference points (model units); `which` holds
+/// only mmd, swd and nll (`eval_cmd` checks the names).
 #[allow(clippy::too_many_arguments)]
 async fn metrics(
     gpu: &Gpu,
@@ -386,26 +457,40 @@ async fn metrics(
         out["nll_nats"] = json!(t.nats);
         out["nll_bpd"] = json!(t.bpd);
     }
-    for m in which {
-        if !["mmd", "swd", "nll"].contains(&m.as_str()) {
-            return Err(format!("unknown metric {m:?}; expected mmd, swd or nll"));
-        }
-    }
     Ok(out)
 }
 
 pub async fn eval_cmd(gpu: &Gpu, args: EvalArgs) -> Result<(), String> {
     let trained = load(&args.checkpoint)?;
-    let spec =
-        args.data.clone().or_else(|| trained.meta.data_source.clone()).ok_or_else(|| {
-            format!("{}: the checkpoint does not name its data; pass --data", args.checkpoint.display())
-        })?;
-    let reference = reference_points(&spec, &trained, args.sampler.n as usize, 6)?;
     if let Some(w) = trained.range_warning(&args.sampler.config()) {
         eprintln!("{w}");
     }
-    let mut v = metrics(gpu, &trained, &args.sampler, &reference, &args.metrics, args.nll_points).await?;
-    v["data"] = json!(spec);
+    // Every name and fid's flags before any sampling, so a bad request fails at once.
+    for m in &args.metrics {
+        if !["mmd", "swd", "nll", "fid", "kid"].contains(&m.as_str()) {
+            return Err(format!("unknown metric {m:?}; expected mmd, swd, nll, fid or kid"));
+        }
+    }
+    let (point_metrics, fid_metric): (Vec<String>, Vec<String>) =
+        args.metrics.iter().cloned().partition(|m| m != "fid" && m != "kid");
+    if !fid_metric.is_empty() && (args.inception.is_none() || args.reference.is_none()) {
+        return Err(FID_FLAGS.into());
+    }
+    let mut v = json!({"sampler": args.sampler.config().name(), "n": args.sampler.n});
+    if !point_metrics.is_empty() {
+        let spec = args.data.clone().or_else(|| trained.meta.data_source.clone()).ok_or_else(|| {
+            format!("{}: the checkpoint does not name its data; pass --data", args.checkpoint.display())
+        })?;
+        let reference = reference_points(&spec, &trained, args.sampler.n as usize, 6)?;
+        v = metrics(gpu, &trained, &args.sampler, &reference, &point_metrics, args.nll_points).await?;
+        v["data"] = json!(spec);
+    }
+    if !fid_metric.is_empty() {
+        let f = fid_metrics(gpu, &trained, &args).await?;
+        for (k, x) in f.as_object().into_iter().flatten() {
+            v[k] = x.clone();
+        }
+    }
     v["checkpoint"] = json!(args.checkpoint.display().to_string());
     println!("{v}");
     Ok(())

@@ -9,7 +9,7 @@
 
 use crate::diffusion::logsnr::sigmoid;
 use crate::diffusion::sampler::{
-    check_heun, check_picard, edm_sigmas, finite, picard_slide, LinearStep, SampleStats, SamplerConfig,
+    check_heun, check_picard, edm_sigmas, finite, picard_slide, EvalFuture, LinearStep, SampleStats, SamplerConfig,
 };
 use crate::diffusion::schedule::alpha_of_sigma;
 use crate::diffusion::{DiffusionError, Result};
@@ -26,6 +26,36 @@ const SUBMIT_FLOPS: u64 = 2_000_000_000;
 
 fn gpu_err(e: GpuError) -> DiffusionError {
     DiffusionError::Denoiser(e.to_string())
+}
+
+/// Takes samples where the sampler leaves them, on the device, instead of a readback: `take` gets
+/// a buffer whose first m·d values are the next m samples (m, d), model units, in order; it must
+/// be done with the buffer when its future resolves (the sampler overwrites it afterwards).
+pub trait DeviceSamples {
+    fn take<'a>(&'a mut self, x: &'a Buffer, m: usize) -> EvalFuture<'a>;
+}
+
+/// Where a sampler's groups of samples go: read back to the host, or to a `DeviceSamples`.
+enum Sink<'s> {
+    Host(Vec<f64>),
+    Device(&'s mut dyn DeviceSamples),
+}
+
+impl Sink<'_> {
+    async fn put(&mut self, gpu: &Gpu, x: &Buffer, m: usize, d: usize) -> Result<()> {
+        match self {
+            Sink::Host(out) => out.extend(read(gpu, x, m * d).await?),
+            Sink::Device(sink) => sink.take(x, m).await?,
+        }
+        Ok(())
+    }
+
+    fn into_host(self) -> Vec<f64> {
+        match self {
+            Sink::Host(out) => out,
+            Sink::Device(_) => Vec::new(),
+        }
+    }
 }
 
 /// The table rows of linear steps: a, b, σ, the next step's noise input, and the clip's m, s.
@@ -67,26 +97,52 @@ impl GpuDenoiser<'_> {
         seed: u64,
         clip: Option<(f64, f64)>,
     ) -> Result<(Vec<f64>, SampleStats)> {
+        let mut sink = Sink::Host(Vec::with_capacity(n * self.net().row_len()));
+        let stats = self.run(cfg, n, seed, clip, &mut sink).await?;
+        let x = sink.into_host();
+        finite(&x)?;
+        Ok((x, stats))
+    }
+
+    /// `sample_on_device` with the samples handed to `sink` on the device, group by group, never
+    /// read back: what a metric computed on the device (FID's features) consumes.
+    pub async fn sample_into(
+        &mut self,
+        cfg: &SamplerConfig,
+        n: usize,
+        seed: u64,
+        clip: Option<(f64, f64)>,
+        sink: &mut dyn DeviceSamples,
+    ) -> Result<SampleStats> {
+        self.run(cfg, n, seed, clip, &mut Sink::Device(sink)).await
+    }
+
+    async fn run(
+        &mut self,
+        cfg: &SamplerConfig,
+        n: usize,
+        seed: u64,
+        clip: Option<(f64, f64)>,
+        sink: &mut Sink<'_>,
+    ) -> Result<SampleStats> {
         if n == 0 {
             return Err(DiffusionError::Config("number of samples must be >= 1".into()));
         }
         let clip = clip.map(|(lo, hi)| (lo as f32, hi as f32));
-        let x = match *cfg {
+        match *cfg {
             SamplerConfig::Ddpm { .. } | SamplerConfig::Ddim { .. } => {
-                self.sequential(&cfg.linear_steps()?, n, seed, clip).await?
+                self.sequential(&cfg.linear_steps()?, n, seed, clip, sink).await
             }
             SamplerConfig::Heun { steps, churn } => {
                 check_heun(steps, churn)?;
-                let x = self.heun(steps, churn, n, seed, clip).await?;
+                self.heun(steps, churn, n, seed, clip, sink).await?;
                 let evals = 2 * steps - 1;
-                (x, SampleStats { passes: evals, evaluations: evals, steps })
+                Ok(SampleStats { passes: evals, evaluations: evals, steps })
             }
             SamplerConfig::Parallel { window, tol, .. } => {
-                self.picard(&cfg.linear_steps()?, window, tol, n, seed, clip).await?
+                self.picard(&cfg.linear_steps()?, window, tol, n, seed, clip, sink).await
             }
-        };
-        finite(&x.0)?;
-        Ok(x)
+        }
     }
 
     /// Groups of the rows the model is bound to, each run through all of `record`'s steps:
@@ -108,13 +164,13 @@ impl GpuDenoiser<'_> {
         n: usize,
         seed: u64,
         clip: Option<(f32, f32)>,
-    ) -> Result<(Vec<f64>, SampleStats)> {
+        sink: &mut Sink<'_>,
+    ) -> Result<SampleStats> {
         let (gpu, d, rows) = (self.gpu(), self.net().row_len(), self.net().rows());
         let table = gpu.upload("sampler table", &linear_table(steps)).map_err(gpu_err)?;
         let ctr = gpu.zeros("sampler step", 1).map_err(gpu_err)?;
         let x = gpu.zeros("sampler x", rows * d).map_err(gpu_err)?;
         let per = self.evals_per_submit();
-        let mut out = Vec::with_capacity(n * d);
         for (sample0, m) in self.groups(n).collect::<Vec<_>>() {
             let g = Group { seed, rows, d, sample0, clip };
             let net = self.net();
@@ -134,10 +190,10 @@ impl GpuDenoiser<'_> {
                 }
             }
             rec.submit();
-            out.extend(read(gpu, &x, m * d).await?);
+            sink.put(gpu, &x, m, d).await?;
         }
         let s = steps.len();
-        Ok((out, SampleStats { passes: s, evaluations: s, steps: s }))
+        Ok(SampleStats { passes: s, evaluations: s, steps: s })
     }
 
     async fn heun(
@@ -147,14 +203,14 @@ impl GpuDenoiser<'_> {
         n: usize,
         seed: u64,
         clip: Option<(f32, f32)>,
-    ) -> Result<Vec<f64>> {
+        sink: &mut Sink<'_>,
+    ) -> Result<()> {
         let (gpu, d, rows) = (self.gpu(), self.net().row_len(), self.net().rows());
         let table = gpu.upload("sampler table", &heun_table(steps, churn)).map_err(gpu_err)?;
         let ctr = gpu.zeros("sampler step", 1).map_err(gpu_err)?;
         let x = gpu.zeros("sampler x", rows * d).map_err(gpu_err)?;
         let d1 = gpu.zeros("sampler d1", rows * d).map_err(gpu_err)?;
         let per = self.evals_per_submit();
-        let mut out = Vec::with_capacity(n * d);
         let sigma_max = edm_sigmas(steps)[0] as f32;
         for (sample0, m) in self.groups(n).collect::<Vec<_>>() {
             let g = Group { seed, rows, d, sample0, clip };
@@ -181,9 +237,9 @@ impl GpuDenoiser<'_> {
                 }
             }
             rec.submit();
-            out.extend(read(gpu, &x, m * d).await?);
+            sink.put(gpu, &x, m, d).await?;
         }
-        Ok(out)
+        Ok(())
     }
 
     /// ParaDiGMS (math.md §6.5) exactly as `sampler::picard`, over a ring of window + 1 points on
@@ -199,7 +255,8 @@ impl GpuDenoiser<'_> {
         n: usize,
         seed: u64,
         clip: Option<(f32, f32)>,
-    ) -> Result<(Vec<f64>, SampleStats)> {
+        sink: &mut Sink<'_>,
+    ) -> Result<SampleStats> {
         let s_n = steps.len();
         check_picard(window, tol)?;
         let window = window.min(s_n);
@@ -263,7 +320,8 @@ impl GpuDenoiser<'_> {
         // X_S, through prev (a view's start must be aligned; a copy's need not).
         rec.copy(&xr, (s_n % slots) * point, &prev, 0, point);
         rec.submit();
-        Ok((read(gpu, &prev, point).await?, stats))
+        sink.put(gpu, &prev, n, d).await?;
+        Ok(stats)
     }
 }
 

@@ -452,7 +452,7 @@ pub fn load_folder_with(dir: &Path, opts: &FolderOptions) -> Result<ImageSet, Im
 
 /// The image files of `dir`, sorted by file name.
 #[cfg(not(target_arch = "wasm32"))]
-fn image_files(dir: &Path) -> Result<Vec<PathBuf>, ImageDataError> {
+pub fn image_files(dir: &Path) -> Result<Vec<PathBuf>, ImageDataError> {
     let rd = std::fs::read_dir(dir).map_err(|e| ImageDataError::io("cannot read folder", dir, e))?;
     let mut files = Vec::new();
     for entry in rd {

@@ -106,9 +106,12 @@ fn eval_reports_finite_metrics() {
     }
     // The sliced Wasserstein distance of a barely trained model to the data is not zero.
     assert!(v["swd"].as_f64().unwrap() > 0.0);
-    let e = cdl(&["eval", "--checkpoint", &ck, "--metrics", "mmd,fid"]);
+    let e = cdl(&["eval", "--checkpoint", &ck, "--metrics", "mmd,is"]);
     assert_eq!(e.status.code(), Some(2));
     assert!(String::from_utf8_lossy(&e.stderr).contains("unknown metric"), "{:?}", e);
+    // fid and kid name the flags they need before anything is sampled.
+    let e = cli::error_line(&cdl(&["eval", "--checkpoint", &ck, "--metrics", "mmd,fid"]));
+    assert!(e.contains("--inception"), "{e}");
     let _ = std::fs::remove_dir_all(&dir);
 }
 
