@@ -1,6 +1,6 @@
 //! Shared helpers of the PyTorch mirror tests (tests/native/mirror_*.rs): the CDL_PYTHON /
-//! REQUIRE_MIRROR skip rule, running `tools/mirror.py <model>`, and the
-//! OK / NOT OK report.
+//! REQUIRE_MIRROR skip rule, running `tools/mirror.py <model>`, the OK / NOT OK report, and the
+//! random FID Inception weights the Inception tests share.
 
 use std::path::Path;
 use std::process::Command;
@@ -27,6 +27,36 @@ pub fn python_or_skip() -> Option<String> {
         }
     }
 }
+
+/// Random FID Inception weights in pytorch-fid's names (`tools/inception_mirror.py make-weights`,
+/// seed `INCEPTION_SEED`) and their conversion (`tools/inception_to_safetensors.py`): (the state
+/// dict `.pth`, the converted `.safetensors`). Made once per test process (~30 s of PyTorch) and
+/// shared by every test that needs a weights file.
+pub fn inception_weights(python: &str) -> &'static (std::path::PathBuf, std::path::PathBuf) {
+    static FILES: std::sync::OnceLock<(std::path::PathBuf, std::path::PathBuf)> = std::sync::OnceLock::new();
+    FILES.get_or_init(|| {
+        let dir = super::dirs::scratch("inception-weights");
+        let (pth, st) = (dir.join("weights.pth"), dir.join("weights.safetensors"));
+        let tools = Path::new(env!("CARGO_MANIFEST_DIR")).join("tools");
+        let seed = INCEPTION_SEED.to_string();
+        for args in [
+            vec![
+                tools.join("inception_mirror.py").into_os_string(),
+                "make-weights".into(),
+                pth.clone().into(),
+                seed.into(),
+            ],
+            vec![tools.join("inception_to_safetensors.py").into_os_string(), pth.clone().into(), st.clone().into()],
+        ] {
+            let o = Command::new(python).args(&args).output().expect("run the PyTorch mirror");
+            assert!(o.status.success(), "{:?} failed: {}", args, String::from_utf8_lossy(&o.stderr));
+        }
+        (pth, st)
+    })
+}
+
+/// Seed of the shared random Inception weights.
+pub const INCEPTION_SEED: u64 = 3;
 
 /// The inputs of a mirror run, from Philox `seed`: x ~ N(0, 1), t ~ 1.5 N(0, 1) (a c_noise-like
 /// range), target ~ N(0, 1) (the ε the model predicts).
