@@ -238,7 +238,7 @@ export const tests = [
         assert(Number.isFinite(q.kidMean) && Number.isFinite(q.kidStd) && q.kidStd >= 0, `KID: ${JSON.stringify(q)}`);
         const msg = await page.textContent('#img-fid-msg');
         assert(/FID \d/.test(msg) && /KID /.test(msg), `the result is shown: ${msg}`);
-        await screenshot(page, 'image-fid');
+        await screenshot(page, 'image-fid.png');
         assert(page.errors.length === 0, `console errors:\n${page.errors.join('\n')}`);
         return `(FID ${q.fid.toFixed(1)}, KID ${q.kidMean.toFixed(4)} ± ${q.kidStd.toFixed(4)}; 4 images in ${secs.toFixed(1)} s)`;
       });
