@@ -13,11 +13,10 @@ use cdl::diffusion::DiffusionError;
 use cdl::eval::fd::frechet_moments;
 use cdl::eval::feature_stats::{FeatureStats, Moments};
 use cdl::eval::gpu_sampler::DeviceSamples;
-use cdl::eval::inception::{Inception, InceptionWeights, FEATURES};
+use cdl::eval::inception::{Inception, InceptionWeights, InputRange, FEATURES};
 use cdl::eval::kid::{kid, KidConfig};
 use cdl::eval::npz;
-use cdl::gpu::{Buffer, Dispatch, Gpu};
-use cdl::ops::elementwise;
+use cdl::gpu::{Buffer, Gpu};
 use cdl::train::{cifar, images, shapes};
 
 /// Why a FID against a statistics file has no KID.
@@ -236,9 +235,9 @@ pub(super) async fn source_features(
 }
 
 /// The features of samples the sampler leaves on the device (`GpuDenoiser::sample_into`): each
-/// chunk of up to the network's batch is copied out of the sampler's buffer and mapped from model
-/// units [-1, 1] to the network's [0, 1] by x/2 + 1/2 on the device, then run through Inception;
-/// only the features are read back. Unlike the PNGs of `cdl sample --out DIR`, the images are
+/// chunk of up to the network's batch is copied out of the sampler's buffer and run through
+/// Inception as model units in [-1, 1] (`InputRange::MinusOneOne`: the network's own input map,
+/// folded into its resize, skips the [0, 1] → [-1, 1] step); only the features are read back. Unlike the PNGs of `cdl sample --out DIR`, the images are
 /// neither clipped nor rounded to 8 bits.
 pub(super) struct InceptionSink<'g> {
     gpu: &'g Gpu,
@@ -247,11 +246,6 @@ pub(super) struct InceptionSink<'g> {
     d: usize,
     /// (batch, d): a chunk of samples, model units.
     chunk: Buffer,
-    /// (batch, d): the chunk in [0, 1].
-    images: Buffer,
-    /// images = chunk / 2, then images += ones / 2.
-    half: Dispatch,
-    shift: Dispatch,
     /// Moments of every feature so far.
     pub stats: FeatureStats,
     /// Every feature so far, (n, 2048), when KID needs them.
@@ -259,7 +253,7 @@ pub(super) struct InceptionSink<'g> {
 }
 
 impl<'g> InceptionSink<'g> {
-    pub async fn new(
+    pub fn new(
         gpu: &'g Gpu,
         weights: &InceptionWeights,
         batch: usize,
@@ -271,12 +265,8 @@ impl<'g> InceptionSink<'g> {
         let d = 3 * side * side;
         let len = net.batch() * d;
         let chunk = gpu.zeros("fid samples", len).map_err(e)?;
-        let images = gpu.zeros("fid images", len).map_err(e)?;
-        let ones = gpu.upload("fid ones", &vec![1.0; len]).map_err(e)?;
-        let half = elementwise::scale(gpu, &chunk, &images, len, 0.5).await.map_err(e)?;
-        let shift = elementwise::axpy(gpu, &ones, &images, len, 0.5).await.map_err(e)?;
         let stats = FeatureStats::new(FEATURES).map_err(|e| e.to_string())?;
-        Ok(Self { gpu, net, d, chunk, images, half, shift, stats, kept: keep.then(Vec::new) })
+        Ok(Self { gpu, net, d, chunk, stats, kept: keep.then(Vec::new) })
     }
 }
 
@@ -288,9 +278,13 @@ impl DeviceSamples for InceptionSink<'_> {
             for start in (0..m).step_by(b) {
                 let c = b.min(m - start);
                 let mut rec = self.gpu.recorder();
-                rec.copy(x, start * self.d, &self.chunk, 0, c * self.d).dispatch(&self.half).dispatch(&self.shift);
+                rec.copy(x, start * self.d, &self.chunk, 0, c * self.d);
                 rec.submit();
-                let f = self.net.features_of(self.gpu, &self.images, c).await.map_err(|e| err(e.to_string()))?;
+                let f = self
+                    .net
+                    .features_of_range(self.gpu, &self.chunk, c, InputRange::MinusOneOne)
+                    .await
+                    .map_err(|e| err(e.to_string()))?;
                 self.stats.push(&f).map_err(|e| err(e.to_string()))?;
                 if let Some(k) = &mut self.kept {
                     k.extend_from_slice(&f);

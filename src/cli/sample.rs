@@ -401,7 +401,7 @@ async fn fid_metrics(gpu: &Gpu, trained: &Trained, args: &EvalArgs) -> Result<Va
     let mut den = GpuDenoiser::from_checkpoint(gpu, &trained.checkpoint, rows, !args.sampler.no_ema)
         .await
         .map_err(|e| e.to_string())?;
-    let mut sink = fid::InceptionSink::new(gpu, &weights, FID_BATCH.min(n), c.image_size, want_kid).await?;
+    let mut sink = fid::InceptionSink::new(gpu, &weights, FID_BATCH.min(n), c.image_size, want_kid)?;
     let clip = args.sampler.clip_denoised.then_some((-1.0, 1.0));
     let t = Instant::now();
     den.sample_into(&args.sampler.config(), n, args.sampler.seed, clip, &mut sink).await.map_err(|e| e.to_string())?;
