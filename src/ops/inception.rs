@@ -42,6 +42,13 @@ impl Slice {
     }
 }
 
+/// Output side of a window `k` sliding with `stride` over `size` padded by `pad` on both ends:
+/// (size + 2 pad - k) / stride + 1 (floor, PyTorch's `ceil_mode=False`); sizes that do not fit
+/// are refused by the shapes' checks.
+fn out_side(size: usize, pad: usize, k: usize, stride: usize) -> usize {
+    (size + 2 * pad).saturating_sub(k) / stride.max(1) + 1
+}
+
 /// One convolution: input (B, Cin, H, W), weight (Cout, Cin, KH, KW), stride and zero padding
 /// per axis. Output size (H + 2 pad_h - KH) / stride + 1 by (W + 2 pad_w - KW) / stride + 1
 /// (floor), as PyTorch's `nn.Conv2d`.
@@ -62,12 +69,12 @@ pub struct ConvShape {
 impl ConvShape {
     /// Output height.
     pub fn ho(&self) -> usize {
-        (self.h + 2 * self.pad_h).saturating_sub(self.kh) / self.stride.max(1) + 1
+        out_side(self.h, self.pad_h, self.kh, self.stride)
     }
 
     /// Output width.
     pub fn wo(&self) -> usize {
-        (self.w + 2 * self.pad_w).saturating_sub(self.kw) / self.stride.max(1) + 1
+        out_side(self.w, self.pad_w, self.kw, self.stride)
     }
 
     /// Elements of x: B Cin H W.
@@ -131,12 +138,12 @@ pub struct PoolShape {
 impl PoolShape {
     /// Output height.
     pub fn ho(&self) -> usize {
-        (self.h + 2 * self.pad).saturating_sub(self.k) / self.stride.max(1) + 1
+        out_side(self.h, self.pad, self.k, self.stride)
     }
 
     /// Output width.
     pub fn wo(&self) -> usize {
-        (self.w + 2 * self.pad).saturating_sub(self.k) / self.stride.max(1) + 1
+        out_side(self.w, self.pad, self.k, self.stride)
     }
 
     /// Elements of x: B C H W.
