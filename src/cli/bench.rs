@@ -584,12 +584,29 @@ pub async fn fid(gpu: &Gpu, batches: &[usize], size: usize, runs: usize) -> Resu
         ms.sort_by(f64::total_cmp);
         let median = ms[ms.len() / 2];
         let per_s = batch as f64 / (median / 1e3);
+        // Each step of the network timed alone (timestamp queries, where the adapter has them),
+        // slowest first: where the time goes.
+        let layers = match net.profile(gpu, batch).await.map_err(|e| e.to_string())? {
+            None => Value::Null,
+            Some(mut steps) => {
+                steps.sort_by(|a, b| b.2.total_cmp(&a.2));
+                json!(steps
+                    .iter()
+                    .map(|(name, flops, ms)| json!({
+                        "step": name,
+                        "ms": ms,
+                        "gflops_per_s": if *ms > 0.0 { *flops as f64 / (ms * 1e6) } else { 0.0 },
+                    }))
+                    .collect::<Vec<_>>())
+            }
+        };
         cases.push(json!({
             "batch": batch,
             "size": size,
             "ms": median,
             "images_per_s": per_s,
             "gflops": per_s * INCEPTION_FLOPS_PER_IMAGE / 1e9,
+            "layers": layers,
         }));
     }
     Ok(json!({
@@ -597,7 +614,7 @@ pub async fn fid(gpu: &Gpu, batches: &[usize], size: usize, runs: usize) -> Resu
         "adapter": gpu.info.name,
         "backend": format!("{:?}", gpu.info.backend),
         "variants": variants_json(gpu),
-        "statistic": "median wall ms of one `Inception::features` call on `batch` images of size×size (upload, resize to 299×299, the network, readback of the 2,048 features), after one warm-up call; gflops assumes 5.7 GFLOP per image",
+        "statistic": "median wall ms of one `Inception::features` call on `batch` images of size×size (upload, resize to 299×299, the network, readback of the 2,048 features), after one warm-up call; gflops assumes 5.7 GFLOP per image; layers: each step of the network timed alone by timestamp queries (null without them), slowest first, with its counted FLOPs per ms",
         "cases": cases,
     }))
 }

@@ -158,6 +158,16 @@ fn bench_fid_reports_images_per_second() {
         assert!(per_s > 0.0 && per_s.is_finite(), "{c}");
         // The GFLOP/s column is the rate times 5.7 GFLOP per image.
         assert!((c["gflops"].as_f64().unwrap() - per_s * 5.7).abs() <= 1e-9 * per_s, "{c}");
+        // Where the adapter has timestamp queries (lavapipe has), every step of the network timed
+        // alone, slowest first: each of the 94 convolutions by its layer name, with its rate.
+        if let Some(layers) = c["layers"].as_array() {
+            let ms: Vec<f64> = layers.iter().map(|l| l["ms"].as_f64().unwrap()).collect();
+            assert!(ms.windows(2).all(|w| w[0] >= w[1]) && ms.iter().all(|t| t.is_finite()), "{c}");
+            for conv in cdl::eval::inception::conv_layers() {
+                let l = layers.iter().find(|l| l["step"] == conv.name.as_str());
+                assert!(l.is_some_and(|l| l["gflops_per_s"].as_f64().unwrap() >= 0.0), "{} in {c}", conv.name);
+            }
+        }
     }
 }
 
