@@ -138,6 +138,10 @@ fn a_unet_trains_on_an_image_folder() {
         "3",
         "--sample-every",
         "3",
+        // A 2-step DDIM grid: the picture's plumbing, not its quality (DDIM-50 of 64 images
+        // costs this test over a minute on a CPU adapter).
+        "--sample-steps",
+        "2",
         "--out",
         out.to_str().unwrap(),
         "--quiet",

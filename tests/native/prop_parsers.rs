@@ -642,6 +642,7 @@ fn toml_key() -> impl Strategy<Value = String> {
         "log_every",
         "checkpoint_every",
         "sample_every",
+        "sample_steps",
         "out",
         "flip",
         "classes",
