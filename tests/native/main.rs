@@ -36,6 +36,7 @@ mod shaders_validate;
 mod train_data;
 mod train_dist;
 mod train_recipe;
+mod train_shapes;
 
 // ---
 // Native only: the GPU, the `cdl` binary, the PyTorch mirror, files and proptest.
