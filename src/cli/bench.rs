@@ -555,10 +555,6 @@ fn mirror_rows(python: &std::path::Path, arch: &str, config: &str, rows: usize) 
     serde_json::from_str(text.trim()).map_err(|e| format!("PyTorch mirror printed no JSON ({e}): {text}"))
 }
 
-/// Multiply-adds of Inception-v3 on one 299×299 image, counted as 2 FLOPs each: ~5.7 GFLOP (the
-/// network's published ~2.85 G multiply-adds).
-pub const INCEPTION_FLOPS_PER_IMAGE: f64 = 5.7e9;
-
 /// `cdl bench fid`: images/s of the Inception feature network with random weights at each batch
 /// size, from the images on the host to the features on the host.
 pub async fn fid(gpu: &Gpu, batches: &[usize], size: usize, runs: usize) -> Result<Value, String> {
@@ -567,6 +563,7 @@ pub async fn fid(gpu: &Gpu, batches: &[usize], size: usize, runs: usize) -> Resu
     let mut cases = Vec::new();
     for &batch in batches {
         let net = Inception::new(gpu, &weights, batch, size, size).map_err(|e| e.to_string())?;
+        let flops = net.flops_per_image(gpu).await.map_err(|e| e.to_string())?;
         // Values in [0, 1], as the network expects.
         let x: Vec<f32> =
             normal_vec(3 * size * size * batch, 7, 0).iter().map(|v| 0.5 + 0.15 * v.clamp(-3.0, 3.0)).collect();
@@ -605,7 +602,8 @@ pub async fn fid(gpu: &Gpu, batches: &[usize], size: usize, runs: usize) -> Resu
             "size": size,
             "ms": median,
             "images_per_s": per_s,
-            "gflops": per_s * INCEPTION_FLOPS_PER_IMAGE / 1e9,
+            "flops_per_image": flops,
+            "gflops": per_s * flops as f64 / 1e9,
             "layers": layers,
         }));
     }
@@ -614,7 +612,7 @@ pub async fn fid(gpu: &Gpu, batches: &[usize], size: usize, runs: usize) -> Resu
         "adapter": gpu.info.name,
         "backend": format!("{:?}", gpu.info.backend),
         "variants": variants_json(gpu),
-        "statistic": "median wall ms of one `Inception::features` call on `batch` images of size×size (upload, resize to 299×299, the network, readback of the 2,048 features), after one warm-up call; gflops assumes 5.7 GFLOP per image; layers: each step of the network timed alone by timestamp queries (null without them), slowest first, with its counted FLOPs per ms",
+        "statistic": "median wall ms of one `Inception::features` call on `batch` images of size×size (upload, resize to 299×299, the network, readback of the 2,048 features), after one warm-up call; gflops: images/s times flops_per_image, the FLOPs the launchers count (two per multiply-add); layers: each step of the network timed alone by timestamp queries (null without them), slowest first, with its counted FLOPs per ms",
         "cases": cases,
     }))
 }

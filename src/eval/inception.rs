@@ -504,6 +504,12 @@ impl Inception {
         self.batch
     }
 
+    /// FLOPs of the network on one image, as its launchers count them from the shapes (two per
+    /// multiply-add of every convolution; the pools and the resize count 0).
+    pub async fn flops_per_image(&self, gpu: &Gpu) -> Result<u64, GpuError> {
+        Ok(self.dispatches(gpu, 1).await?.iter().map(Dispatch::flops).sum())
+    }
+
     /// Features of n <= batch images (n, 3, h, w) in [0, 1], row-major f32 -> (n, 2048).
     pub async fn features(&self, gpu: &Gpu, images: &[f32], n: usize) -> Result<Vec<f32>, GpuError> {
         self.check_n(n)?;
