@@ -76,6 +76,14 @@ fn adapters_are_chosen_by_index_or_name() {
         // "  1: NAME (BACKEND, TYPE)" is chosen as "adapter: NAME (BACKEND, TYPE, driver ...)".
         let name_and_backend = second.split(',').next().unwrap_or_default();
         assert!(chosen.starts_with(&format!("adapter: {name_and_backend},")), "{chosen} is not {second}");
+        // The self-test runs on the chosen adapter (with lavapipe installed, the second is
+        // llvmpipe through GL): every kernel passes its check on a second backend too.
+        let summary = stdout.lines().find(|l| l.starts_with("self-test: ")).unwrap_or_default();
+        let counts: Vec<&str> = summary.split_whitespace().collect();
+        assert!(
+            counts.len() == 6 && counts[1] == counts[3] && counts[4..] == ["checks", "OK"],
+            "{second}: {summary}\n{stdout}"
+        );
     }
 }
 
