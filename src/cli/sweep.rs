@@ -495,11 +495,9 @@ fn resolve(grid: &Grid, point: &[(String, toml::Value)], shown: &str) -> Result<
     let mut table = grid.fixed.clone();
     table.extend(point.iter().cloned());
     let args = train::apply_config(TrainArgs::defaults(), &toml_text(&table)?, shown, None)?;
-    // `cdl train` checks these two when it starts, after its flags: here before any run.
-    for (name, every) in [("checkpoint_every", args.checkpoint_every), ("sample_every", args.sample_every)] {
-        if !every.is_multiple_of(args.log_every) {
-            return Err(format!("{shown}: {name} = {every} must be a multiple of log_every = {}", args.log_every));
-        }
+    // `cdl train` checks this when it starts, after its flags: here before any run.
+    if let Some((key, every)) = args.off_the_log_grid() {
+        return Err(format!("{shown}: {key} = {every} must be a multiple of log_every = {}", args.log_every));
     }
     Ok(args)
 }

@@ -257,6 +257,15 @@ impl TrainArgs {
         self.run_config().validate().map_err(|e| e.to_string())
     }
 
+    /// The first of checkpoint_every and sample_every (0: never) that is not a multiple of
+    /// log_every, with its value: a run's chunks end at its metrics lines, so checkpoints and
+    /// pictures can only fall there.
+    pub fn off_the_log_grid(&self) -> Option<(&'static str, u64)> {
+        [("checkpoint_every", self.checkpoint_every), ("sample_every", self.sample_every)]
+            .into_iter()
+            .find(|(_, every)| !every.is_multiple_of(self.log_every))
+    }
+
     /// Every flag at its default (what `cdl train` with no flags runs).
     pub fn defaults() -> Self {
         <DefaultsOnly as clap::Parser>::parse_from(["cdl"]).args
@@ -429,17 +438,9 @@ pub async fn train(gpu: &Gpu, mut args: TrainArgs, comm: Option<Rc<dyn Collectiv
     if !writer {
         args.quiet = true;
     }
-    if args.sample_every > 0 && !args.sample_every.is_multiple_of(args.log_every) {
-        return Err(format!(
-            "--sample-every ({}) must be a multiple of --log-every ({})",
-            args.sample_every, args.log_every
-        ));
-    }
-    if !args.checkpoint_every.is_multiple_of(args.log_every) {
-        return Err(format!(
-            "--checkpoint-every ({}) must be a multiple of --log-every ({})",
-            args.checkpoint_every, args.log_every
-        ));
+    if let Some((key, every)) = args.off_the_log_grid() {
+        let flag = key.replace('_', "-");
+        return Err(format!("--{flag} ({every}) must be a multiple of --log-every ({})", args.log_every));
     }
     let config = args.run_config();
     let data = Rc::new(TrainingData::load(&config).map_err(|e| e.to_string())?);

@@ -188,8 +188,16 @@ fn bad_input_is_one_line_naming_the_problem() {
         (vec!["--lr=-1".into()], &["learning rate"]),
         (vec!["--steps".into(), "x".into()], &["--steps", "x"]),
         (vec!["--anchors".into(), "64".into()], &["anchors", "batch"]),
-        (vec!["--checkpoint-every".into(), "7".into()], &["multiple"]),
     ];
+    // Checkpoints and pictures fall on metrics lines (without LOGS, which sets both intervals).
+    let out_s = out.to_str().unwrap();
+    for (flag, want) in [
+        ("--checkpoint-every", "--checkpoint-every (15) must be a multiple of --log-every (10)"),
+        ("--sample-every", "--sample-every (15) must be a multiple of --log-every (10)"),
+    ] {
+        let e = error_line(&cdl(&train_args(out_s, &["--log-every", "10", flag, "15", "--steps", "5"])));
+        assert!(e.contains(want), "{flag}: {e} lacks {want:?}");
+    }
     // --resume into a directory whose checkpoint does not decode.
     let corrupt = dir.join("corrupt");
     std::fs::create_dir_all(&corrupt).unwrap();
