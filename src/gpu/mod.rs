@@ -115,7 +115,17 @@ impl fmt::Debug for Gpu {
 impl Gpu {
     /// Acquires an adapter and a device with every limit the adapter offers.
     pub async fn new(opts: &GpuOptions) -> Result<Self, GpuError> {
-        let adapter = pick_adapter(opts).await?;
+        Self::with_adapter(Self::adapter(opts).await?, opts).await
+    }
+
+    /// The adapter `new` would use (`opts.adapter` chooses one natively). The first half of
+    /// `new`, for callers that report the two waits apart (the web pages' start-up stages).
+    pub async fn adapter(opts: &GpuOptions) -> Result<wgpu::Adapter, GpuError> {
+        pick_adapter(opts).await
+    }
+
+    /// A device on `adapter` with every limit it offers: the second half of `new`.
+    pub async fn with_adapter(adapter: wgpu::Adapter, opts: &GpuOptions) -> Result<Self, GpuError> {
         let info = adapter.get_info();
         // Storage bindings default to 128 MiB; the adapter usually offers far more.
         let limits = adapter.limits();
