@@ -50,6 +50,28 @@ const STORAGE_KEY: &str = "cdl.weights";
 /// Checkpoints shipped with the page (`web/assets/`): (data set, loss).
 const PRETRAINED: &[(&str, &str)] = &[("moons", "cdl"), ("moons", "ddpm")];
 
+/// Start-up stages after the device (`runtime::Startup`).
+const MODELS: runtime::Stage = runtime::Stage {
+    name: "building the models",
+    meaning: "The networks' buffers are allocated and their GPU kernels compiled, each on its first use.",
+    advice: runtime::SLOW_ADAPTER,
+};
+const WEIGHTS: runtime::Stage = runtime::Stage {
+    name: "loading shipped weights",
+    meaning: "The trained weights shipped with the page are fetched from assets/ and put on the GPU.",
+    advice: "Wait, check that the site serves assets/*.safetensors, or add pretrained=0 to the URL to start \
+             from fresh weights.",
+};
+const SAMPLES: runtime::Stage = runtime::Stage {
+    name: "drawing the first samples",
+    meaning: "The sampler runs the networks once per sampler step (compiling its kernels first), and the \
+              log p(x) map needs many more runs; fewer samples (samples=), sampler steps (sampler_steps=) or \
+              heat=none in the URL make it quicker.",
+    advice: runtime::SLOW_ADAPTER,
+};
+/// Buttons disabled until the page is ready: there are no weights to save before then.
+const HELD: &[&str] = &["save-file-a", "save-file-b", "save-storage"];
+
 /// What the controls ask of the training task.
 enum ToyCommand {
     Start,
@@ -76,6 +98,18 @@ enum ToyCommand {
 }
 
 type ToyShared = runtime::SharedRef<ToyCommand>;
+
+impl ToyCommand {
+    /// Whether the command starts training (`Some(true)`), stops it (`Some(false)`) or neither
+    /// (Reset stops it too).
+    fn starts(&self) -> Option<bool> {
+        match self {
+            Self::Start => Some(true),
+            Self::Pause | Self::Reset | Self::Toy(_) | Self::Points(..) => Some(false),
+            _ => None,
+        }
+    }
+}
 
 /// The commands of `window.cdl`.
 const API: &[runtime::Named<ToyCommand>] = &[
@@ -227,15 +261,23 @@ struct Animation {
 /// Builds the demo on the page: wires the controls, acquires WebGPU, loads shipped weights and
 /// starts the training task. The full page shows two models side by side (DDPM and ITD+CDL by
 /// default) trained on the same data; the embed layout (`?embed`) shows one. For tests and
-/// scripts: `window.cdl.state()` (a plain object; see `publish`) and
-/// `window.cdl.{start,pause,step,reset,saveStorage,loadStorage,loseDevice}()`.
+/// scripts: `window.cdl.state()` (a plain object; see `publish`; before the page is ready, the
+/// start-up stage: `runtime::Startup`) and
+/// `window.cdl.{start,pause,step,reset,saveStorage,loadStorage,loseDevice}()`. Commands given
+/// during start-up run once the page is ready.
 pub async fn run(embed: bool) -> Result<(), String> {
     let opts = ToyPageOptions::from_url(embed);
     let shared: ToyShared = Rc::default();
     runtime::install_api(&shared, API);
     init_controls(&opts);
     wire_controls(&shared, &opts);
-    let Some(gpu) = runtime::acquire_gpu().await else { return Ok(()) };
+    // Controls pressed from now on are queued and run once the page is ready, in order.
+    let startup = runtime::Startup::new(&shared, ToyCommand::starts);
+    for id in HELD {
+        startup.hold(id, "available once the page is ready: there are no weights to save yet");
+    }
+    let Some(gpu) = runtime::acquire_gpu(&startup).await else { return Ok(()) };
+    startup.stage(MODELS);
     let data = match Toy::from_name(&opts.dataset) {
         Some(t) => ToyDataSet::toy(t, opts.base.seed),
         None => {
@@ -258,10 +300,13 @@ pub async fn run(embed: bool) -> Result<(), String> {
     runtime::watch_device(&engine.gpu, engine.ctl.generation);
     engine.reset().await?;
     if opts.pretrained {
+        startup.stage(WEIGHTS);
         engine.load_pretrained().await;
     }
+    startup.stage(SAMPLES);
     engine.refresh_samples().await;
     engine.redraw();
+    startup.finish();
     dom::set_text("status", "ready");
     dom::set_body_data("status", "ready");
     engine.publish();

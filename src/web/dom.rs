@@ -34,6 +34,17 @@ pub fn set_attr(id: &str, name: &str, value: &str) {
     }
 }
 
+/// Attribute `name` of element `id`.
+pub fn attr(id: &str, name: &str) -> Option<String> {
+    element(id)?.get_attribute(name)
+}
+
+pub fn remove_attr(id: &str, name: &str) {
+    if let Some(el) = element(id) {
+        let _ = el.remove_attribute(name);
+    }
+}
+
 /// Shows or hides an element (the `hidden` attribute).
 pub fn set_hidden(id: &str, hidden: bool) {
     if let Some(el) = get::<web_sys::HtmlElement>(id) {

@@ -40,6 +40,20 @@ const STORAGE_KEY: &str = "cdl.images";
 /// The in-memory weights for a device-loss restart are refreshed this often, in ms.
 const KEEP_EVERY_MS: f64 = 20_000.0;
 
+/// Start-up stages after the device (`runtime::Startup`).
+const IMAGES: runtime::Stage = runtime::Stage {
+    name: "drawing the built-in images",
+    meaning: "The page draws its training images on the CPU.",
+    advice: "Wait, or ask for fewer images (shapes= in the URL).",
+};
+const MODEL: runtime::Stage = runtime::Stage {
+    name: "building the model",
+    meaning: "The UNet's buffers are allocated and its GPU kernels compiled, each on its first use.",
+    advice: runtime::SLOW_ADAPTER,
+};
+/// Buttons disabled until the page is ready: there are no weights to save before then.
+const HELD: &[&str] = &["img-save-file", "img-save-storage"];
+
 /// What the controls ask of the training task.
 enum ImageCommand {
     Start,
@@ -66,6 +80,18 @@ enum ImageCommand {
 }
 
 type ImageShared = runtime::SharedRef<ImageCommand>;
+
+impl ImageCommand {
+    /// Whether the command starts training (`Some(true)`), stops it (`Some(false)`) or neither
+    /// (a reset stops it too).
+    fn starts(&self) -> Option<bool> {
+        match self {
+            Self::Start => Some(true),
+            Self::Pause | Self::Reset | Self::Shapes | Self::Cifar(..) => Some(false),
+            _ => None,
+        }
+    }
+}
 
 const API: &[runtime::Named<ImageCommand>] = &[
     ("start", || ImageCommand::Start),
@@ -294,8 +320,10 @@ struct ImagePage {
 /// while it trains, next to a grid of training images, with the loss curve and images per
 /// second. CIFAR-10 comes as the official `.bin` batches or `cifar-10-binary.tar.gz`. Weights:
 /// `cdl train --model unet-compact --data shapes` output opens here, and `cdl sample` reads the
-/// page's downloads. For tests and scripts: `window.cdl.state()` (see `publish`) and
+/// page's downloads. For tests and scripts: `window.cdl.state()` (see `publish`; before the page
+/// is ready, the start-up stage: `runtime::Startup`) and
 /// `window.cdl.{start,pause,step,reset,resample,saveStorage,loadStorage,loseDevice}()`.
+/// Commands given during start-up run once the page is ready.
 pub async fn run() -> Result<(), String> {
     dom::add_body_class("image-mode");
     let opts = ImagePageOptions::from_url();
@@ -303,10 +331,16 @@ pub async fn run() -> Result<(), String> {
     runtime::install_api(&shared, API);
     init_controls(&opts);
     wire_controls(&shared);
-    let Some(gpu) = runtime::acquire_gpu().await else { return Ok(()) };
-    dom::set_text("status", "drawing the built-in images…");
+    // Controls pressed from now on are queued and run once the page is ready, in order.
+    let startup = runtime::Startup::new(&shared, ImageCommand::starts);
+    for id in HELD {
+        startup.hold(id, "available once the page is ready: there are no weights to save yet");
+    }
+    let Some(gpu) = runtime::acquire_gpu(&startup).await else { return Ok(()) };
+    startup.stage(IMAGES);
     dom::sleep(0).await;
     let data = ImageDataSet::shapes(opts.shapes, opts.settings.config.seed);
+    startup.stage(MODEL);
     let model = Model::new(&gpu, opts.settings.clone(), &data).await?;
     let meter = Meter::new(opts.chunk.max(1), CHUNK_MAX, CHUNK_TARGET_MS);
     let mut engine = ImagePage {
@@ -322,6 +356,7 @@ pub async fn run() -> Result<(), String> {
     };
     runtime::watch_device(&engine.gpu, engine.ctl.generation);
     engine.redraw();
+    startup.finish();
     dom::set_text("status", "ready");
     dom::set_body_data("status", "ready");
     engine.publish();

@@ -1,11 +1,13 @@
 //! What every demo page's task needs, whatever it trains: the command queue the controls feed,
-//! `window.cdl` for tests and scripts, WebGPU acquisition with the no-WebGPU message, device-loss
-//! reports, and the steps/s meter with the adaptive chunk size.
+//! `window.cdl` for tests and scripts, the start-up stages shown while the page gets ready,
+//! WebGPU acquisition with the no-WebGPU message, device-loss reports, and the steps/s meter
+//! with the adaptive chunk size.
 
 use std::cell::{Cell, RefCell};
 use std::collections::VecDeque;
 use std::rc::Rc;
 
+use serde_json::json;
 use wasm_bindgen::prelude::*;
 
 use super::dom;
@@ -15,6 +17,17 @@ use crate::train::trainer::StepStats;
 /// How long a page waits for a WebGPU adapter before saying it has none, in ms (`?adapter_wait`
 /// overrides it).
 pub const ADAPTER_TIMEOUT_MS: i32 = 15_000;
+
+/// How long one start-up stage may run before the page says so, in s (`?stage_timeout`, in s,
+/// overrides it). Running over is a warning: the stage goes on and the page with it.
+pub const STAGE_TIMEOUT_S: f64 = 60.0;
+
+/// How often the running stage's elapsed seconds are refreshed in the status line, in ms.
+const STAGE_TICK_MS: i32 = 1000;
+
+/// The advice for stages that a software adapter makes slow.
+pub const SLOW_ADAPTER: &str = "A software WebGPU adapter (SwiftShader, which Chromium uses where it finds no usable \
+     GPU) is many times slower than a GPU: wait, or open the page in a browser with hardware WebGPU.";
 
 /// What the controls and the task share: handlers only push commands and read flags.
 pub struct Shared<C> {
@@ -79,31 +92,279 @@ pub fn no_webgpu(why: &str) {
     dom::set_text("status", "WebGPU is not available");
 }
 
-/// The WebGPU device, or None after showing the no-WebGPU message. Some configurations (WebGPU
-/// switched off by policy or flags) never answer the adapter request: the message then appears
-/// after `ADAPTER_TIMEOUT_MS`.
-pub async fn acquire_gpu() -> Option<Gpu> {
-    dom::set_text("status", "acquiring WebGPU…");
+/// The start-up stage that waits for the browser's adapter.
+const ADAPTER: Stage = Stage {
+    name: "requesting a WebGPU adapter",
+    meaning: "The browser has not yet answered the page's request for a GPU.",
+    advice: "Wait: a browser with WebGPU switched off never answers, and the page then says so.",
+};
+
+/// The start-up stage that waits for the device on the adapter.
+const DEVICE: Stage = Stage {
+    name: "creating the device",
+    meaning: "The browser found a GPU adapter and is opening a device on it.",
+    advice: "Wait, or reload the page; if it stays here, restart the browser.",
+};
+
+/// The WebGPU device, or None after showing the no-WebGPU message; `startup` shows the adapter
+/// and device stages. Some configurations (WebGPU switched off by policy or flags) never
+/// answer the adapter request: the message then appears after `ADAPTER_TIMEOUT_MS`. A device
+/// request that never answers is left to the stage limit's message (an adapter was found).
+pub async fn acquire_gpu<C: 'static>(startup: &Startup<C>) -> Option<Gpu> {
+    startup.stage(ADAPTER);
     let wait = dom::param("adapter_wait").and_then(|v| v.parse::<i32>().ok()).unwrap_or(ADAPTER_TIMEOUT_MS);
     let acquired = Rc::new(Cell::new(false));
     let flag = acquired.clone();
+    let inner = startup.inner.clone();
     wasm_bindgen_futures::spawn_local(async move {
         dom::sleep(wait).await;
         if !flag.get() {
+            // The status line says there is no WebGPU now, not how long the request has waited.
+            inner.st.borrow_mut().quiet = true;
             no_webgpu(&format!("no answer to the adapter request within {} s", f64::from(wait) / 1000.0));
         }
     });
-    let gpu = Gpu::new(&GpuOptions::default()).await;
+    let opts = GpuOptions::default();
+    let adapter = Gpu::adapter(&opts).await;
     acquired.set(true);
+    let gpu = match adapter {
+        Ok(a) => {
+            startup.stage(DEVICE);
+            Gpu::with_adapter(a, &opts).await
+        }
+        Err(e) => Err(e),
+    };
     match gpu {
         Ok(g) => {
             dom::set_text("adapter", &g.describe());
             Some(g)
         }
         Err(e) => {
+            startup.inner.st.borrow_mut().quiet = true;
             no_webgpu(&e.to_string());
             None
         }
+    }
+}
+
+/// One named part of a page's start-up, and what to tell the reader when it runs long.
+#[derive(Clone, Copy, Debug)]
+pub struct Stage {
+    /// Shown in the status line while it runs ("drawing the first samples… 12 s").
+    pub name: &'static str,
+    /// What the page is doing meanwhile.
+    pub meaning: &'static str,
+    /// What the reader can do about a stage that runs long.
+    pub advice: &'static str,
+}
+
+/// A page's start-up, stage by stage. While a stage runs, the status line shows its name and
+/// the seconds it has taken (refreshed every `STAGE_TICK_MS`), `<body data-stage>` its name,
+/// and `window.cdl.state()` (until the page publishes its own) `{ ready: false, stage,
+/// stageSeconds, seconds, late, startPressed, stageLimit }`. A stage that runs longer than the
+/// limit (`STAGE_TIMEOUT_S`, `?stage_timeout`) is named in `#message` with what it means and
+/// what to try, and in `<body data-stage-timeout>`; the work is not cancelled, and the page goes
+/// on when it finishes. Buttons that cannot act before the page is ready are `hold`en until
+/// `finish`. Dropping it (a start-up that failed) stops the clock.
+pub struct Startup<C: 'static> {
+    inner: Rc<StartupInner<C>>,
+}
+
+struct StartupInner<C> {
+    shared: SharedRef<C>,
+    /// Whether a command starts training (`Some(true)`), stops it (`Some(false)`) or neither.
+    starts: fn(&C) -> Option<bool>,
+    /// The stage limit, in s.
+    limit_s: f64,
+    /// When start-up began, in ms.
+    began: f64,
+    st: RefCell<StartupState>,
+}
+
+#[derive(Default)]
+struct StartupState {
+    /// The running stage and when it began, in ms.
+    stage: Option<(Stage, f64)>,
+    /// Stages that ran over the limit, with the seconds they took once they finished.
+    late: Vec<(Stage, Option<f64>)>,
+    /// Buttons disabled until the page is ready, with the titles they had.
+    held: Vec<(&'static str, Option<String>)>,
+    /// The no-WebGPU message owns the status line.
+    quiet: bool,
+    done: bool,
+}
+
+impl<C: 'static> Startup<C> {
+    /// Starts the clock; `starts` tells which queued commands start or stop training (the
+    /// status line says when Start was pressed and training waits for the page).
+    pub fn new(shared: &SharedRef<C>, starts: fn(&C) -> Option<bool>) -> Self {
+        let limit_s = dom::param("stage_timeout")
+            .and_then(|v| v.parse::<f64>().ok())
+            .filter(|s| s.is_finite() && *s > 0.0)
+            .unwrap_or(STAGE_TIMEOUT_S);
+        let inner = Rc::new(StartupInner {
+            shared: shared.clone(),
+            starts,
+            limit_s,
+            began: dom::now_ms(),
+            st: RefCell::default(),
+        });
+        let clock = inner.clone();
+        wasm_bindgen_futures::spawn_local(async move {
+            loop {
+                dom::sleep(STAGE_TICK_MS).await;
+                if clock.st.borrow().done {
+                    break;
+                }
+                clock.tick();
+            }
+        });
+        Self { inner }
+    }
+
+    /// Ends the running stage and begins `stage`.
+    pub fn stage(&self, stage: Stage) {
+        let i = &self.inner;
+        i.end_stage();
+        {
+            let mut st = i.st.borrow_mut();
+            st.stage = Some((stage, dom::now_ms()));
+            st.quiet = false;
+        }
+        dom::set_body_data("stage", stage.name);
+        // A page's reset during start-up clears the message; a late stage's note stays.
+        i.show_late();
+        i.show();
+    }
+
+    /// Disables button `id` until `finish`, saying `why` in its title.
+    pub fn hold(&self, id: &'static str, why: &str) {
+        self.inner.st.borrow_mut().held.push((id, dom::attr(id, "title")));
+        dom::set_disabled(id, true);
+        dom::set_attr(id, "title", why);
+    }
+
+    /// Ends the last stage: `data-stage="ready"`, held buttons enabled again, the notes of late
+    /// stages kept in `#message`. The page then shows "ready" and publishes its state.
+    pub fn finish(&self) {
+        let i = &self.inner;
+        i.end_stage();
+        let held = {
+            let mut st = i.st.borrow_mut();
+            st.done = true;
+            std::mem::take(&mut st.held)
+        };
+        for (id, title) in held {
+            dom::set_disabled(id, false);
+            match title {
+                Some(t) => dom::set_attr(id, "title", &t),
+                None => dom::remove_attr(id, "title"),
+            }
+        }
+        dom::set_body_data("stage", "ready");
+        i.show_late();
+    }
+}
+
+impl<C> Drop for Startup<C> {
+    fn drop(&mut self) {
+        self.inner.st.borrow_mut().done = true;
+    }
+}
+
+impl<C> StartupInner<C> {
+    fn seconds_since(t: f64) -> f64 {
+        (dom::now_ms() - t) / 1000.0
+    }
+
+    /// Records the running stage as late if it ran over the limit, with the time it took.
+    fn end_stage(&self) {
+        let mut st = self.st.borrow_mut();
+        let Some((stage, t0)) = st.stage.take() else { return };
+        let took = Self::seconds_since(t0);
+        if let Some(entry) = st.late.iter_mut().find(|(s, t)| s.name == stage.name && t.is_none()) {
+            entry.1 = Some(took);
+        } else if took > self.limit_s {
+            st.late.push((stage, Some(took)));
+            dom::set_body_data("stage-timeout", stage.name);
+        }
+    }
+
+    /// Once a second: the running stage's seconds, a note when it passes the limit, the state.
+    fn tick(&self) {
+        let over = {
+            let mut st = self.st.borrow_mut();
+            match st.stage {
+                // While the no-WebGPU message is up, it stays the one message.
+                Some((stage, t0)) if !st.quiet && Self::seconds_since(t0) > self.limit_s => {
+                    let noted = st.late.iter().any(|(s, t)| s.name == stage.name && t.is_none());
+                    if !noted {
+                        st.late.push((stage, None));
+                    }
+                    (!noted).then_some(stage)
+                }
+                _ => None,
+            }
+        };
+        if let Some(stage) = over {
+            dom::set_body_data("stage-timeout", stage.name);
+            self.show_late();
+        }
+        self.show();
+    }
+
+    /// Whether the queued commands leave training started (Start pressed during start-up).
+    fn start_pressed(&self) -> bool {
+        self.shared.borrow().queue.iter().filter_map(self.starts).last().unwrap_or(false)
+    }
+
+    /// The status line and the state of the running stage.
+    fn show(&self) {
+        let st = self.st.borrow();
+        let Some((stage, t0)) = st.stage else { return };
+        let secs = Self::seconds_since(t0);
+        let start = self.start_pressed();
+        if !st.quiet {
+            let mut text = format!("{}… {secs:.0} s", stage.name);
+            if start {
+                text += " · Start pressed: training begins when the page is ready";
+            }
+            dom::set_text("status", &text);
+        }
+        let late: Vec<&str> = st.late.iter().map(|(s, _)| s.name).collect();
+        let state = json!({
+            "ready": false, "stage": stage.name, "stageSeconds": secs, "seconds": Self::seconds_since(self.began),
+            "late": late, "startPressed": start, "stageLimit": self.limit_s,
+        });
+        self.shared.borrow_mut().state = state.to_string();
+    }
+
+    /// `#message`: every late stage, what it means and what to try.
+    fn show_late(&self) {
+        let st = self.st.borrow();
+        if st.late.is_empty() {
+            return;
+        }
+        let limit = self.limit_s;
+        let notes: Vec<String> = st
+            .late
+            .iter()
+            .map(|(s, took)| match took {
+                None => format!(
+                    "Start-up is slow: \"{}\" has run for over {limit} s. {} {} The page keeps waiting and goes on \
+                     when it finishes.",
+                    s.name, s.meaning, s.advice
+                ),
+                Some(t) => format!(
+                    "Start-up was slow: \"{}\" took {} s (more than {limit} s), then finished. {} {}",
+                    s.name,
+                    if *t < 1.0 { format!("{t:.3}") } else { format!("{t:.1}") },
+                    s.meaning,
+                    s.advice
+                ),
+            })
+            .collect();
+        show_message(&notes.join(" "));
     }
 }
 
