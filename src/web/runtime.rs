@@ -58,7 +58,11 @@ pub fn on_click<C: 'static>(shared: &SharedRef<C>, id: &str, make: fn() -> C) {
 }
 
 /// `window.cdl`: `state()` (the published JSON as an object) and one function per command.
+/// Commands given before the page's code ran (`window.cdlEarly`, kept by the script in
+/// `web/index.html`: Start, Pause and Step clicked, or called on its stand-in `window.cdl`) are
+/// queued first, in order.
 pub fn install_api<C: 'static>(shared: &SharedRef<C>, cmds: &[Named<C>]) {
+    take_early(shared, cmds);
     let api = js_sys::Object::new();
     let s = shared.clone();
     let state =
@@ -73,6 +77,23 @@ pub fn install_api<C: 'static>(shared: &SharedRef<C>, cmds: &[Named<C>]) {
     }
     if let Some(w) = dom::window() {
         let _ = js_sys::Reflect::set(&w, &"cdl".into(), &api);
+    }
+}
+
+/// Queues the commands `web/index.html` kept before the page's code ran (their names in
+/// `window.cdlEarly.cmds`), and tells that script to stop keeping them.
+fn take_early<C>(shared: &SharedRef<C>, cmds: &[Named<C>]) {
+    let Some(early) = dom::window().and_then(|w| js_sys::Reflect::get(&w, &"cdlEarly".into()).ok()) else { return };
+    if !early.is_object() {
+        return;
+    }
+    let _ = js_sys::Reflect::set(&early, &"taken".into(), &JsValue::TRUE);
+    let names =
+        js_sys::Reflect::get(&early, &"cmds".into()).map_or_else(|_| js_sys::Array::new(), |v| js_sys::Array::from(&v));
+    for name in names.iter().filter_map(|v| v.as_string()) {
+        if let Some(&(_, make)) = cmds.iter().find(|(n, _)| *n == name) {
+            push(shared, make());
+        }
     }
 }
 
