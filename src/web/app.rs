@@ -805,7 +805,7 @@ impl runtime::Task for ToyPage {
 
     async fn handle(&mut self, cmd: ToyCommand) -> Result<(), String> {
         match cmd {
-            ToyCommand::Start => self.ctl.shared.borrow_mut().running = true,
+            ToyCommand::Start => self.ctl.start(),
             ToyCommand::Pause => self.ctl.stop(),
             ToyCommand::Step => self.ctl.pending_steps += self.opts.step_size,
             ToyCommand::Reset => {

@@ -680,7 +680,7 @@ impl runtime::Task for ImagePage {
 
     async fn handle(&mut self, cmd: ImageCommand) -> Result<(), String> {
         match cmd {
-            ImageCommand::Start => self.ctl.shared.borrow_mut().running = true,
+            ImageCommand::Start => self.ctl.start(),
             ImageCommand::Pause => self.ctl.stop(),
             ImageCommand::Step => self.ctl.pending_steps += self.opts.step_size,
             ImageCommand::Reset => self.reset().await?,

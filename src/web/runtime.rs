@@ -451,8 +451,12 @@ impl Meter {
     }
 
     /// Records a chunk of `n` steps that took `ms` and ended at time `now` with `steps` done;
-    /// with `adapt`, the next chunk aims at the target time (at most doubling or halving).
+    /// with `adapt`, the next chunk aims at the target time (at most doubling or halving). The
+    /// first chunk after `clear` gives a rate of its own.
     pub fn record(&mut self, n: usize, ms: f64, now: f64, steps: u64, adapt: bool) {
+        if self.marks.is_empty() {
+            self.marks.push_back((now - ms, steps.saturating_sub(n as u64)));
+        }
         if adapt {
             let want = (n as f64 * self.target_ms / ms.max(1.0)).clamp(n as f64 * 0.5, n as f64 * 2.0);
             self.chunk = (want.round() as usize).clamp(1, self.max_chunk);
@@ -498,6 +502,9 @@ pub struct Control<C> {
     /// How often samples are redrawn and weights kept while training, in ms.
     pub sample_every_ms: f64,
     pub keep_every_ms: f64,
+    /// How long the last redraw of samples while training took, in ms: the next waits at least
+    /// twice as long, so a slow sampler (a software adapter) leaves training half the time.
+    pub sample_ms: f64,
 }
 
 impl<C> Control<C> {
@@ -513,7 +520,16 @@ impl<C> Control<C> {
             kept_at: 0.0,
             sample_every_ms,
             keep_every_ms,
+            sample_ms: 0.0,
         }
+    }
+
+    /// Starts training (Start); the rate is measured afresh unless it was already running.
+    pub fn start(&mut self) {
+        if !self.running() {
+            self.meter.clear();
+        }
+        self.shared.borrow_mut().running = true;
     }
 
     pub fn running(&self) -> bool {
@@ -613,6 +629,11 @@ pub async fn run_loop<T: Task>(mut task: T) {
         let c = task.control();
         let train = c.lost.is_none() && (c.running() || c.pending_steps > 0);
         if train && task.can_train() {
+            if had_cmds {
+                // What the commands changed (Start: running) shows before the chunk.
+                task.redraw();
+                task.publish();
+            }
             if let Err(e) = task.train_chunk().await {
                 task.control().stop();
                 task.control().fail(e);
@@ -620,10 +641,17 @@ pub async fn run_loop<T: Task>(mut task: T) {
             let now = dom::now_ms();
             let c = task.control();
             let paused = !c.running() && c.pending_steps == 0;
-            let (sample, keep) =
-                (paused || now - c.sampled_at > c.sample_every_ms, paused || now - c.kept_at > c.keep_every_ms);
+            let every = c.sample_every_ms.max(2.0 * c.sample_ms);
+            let (sample, keep) = (paused || now - c.sampled_at > every, paused || now - c.kept_at > c.keep_every_ms);
+            if sample || keep {
+                // The new step and rate show while samples and weights are read, which can take
+                // much longer than a chunk.
+                task.redraw();
+                task.publish();
+            }
             if sample {
                 task.refresh_samples().await;
+                task.control().sample_ms = dom::now_ms() - now;
             }
             if keep {
                 task.back_up_weights().await;
