@@ -21,6 +21,26 @@ async function withBrowser(body) {
 
 export const tests = [
   {
+    name: 'the_embed_shows_the_start_up_stage_until_ready',
+    timeout: 120,
+    async run(base) {
+      return withBrowser(async (page) => {
+        // The embed hides the status line once ready; while it starts, a reader sees the stage.
+        await page.route('**/assets/*.safetensors', async (route) => { await sleep(2500); await route.continue(); });
+        await page.goto(`${base}index.html?embed&${tiny({ loss_b: 'none', pretrained: 1 })}`);
+        await page.waitForFunction(() => document.body.dataset.stage === 'loading shipped weights', null, { timeout: 60_000 });
+        assert(await page.isVisible('#status'), 'the status line is visible in the embed while it starts');
+        const text = await page.textContent('#status');
+        assert(/^loading shipped weights… \d+ s/.test(text), `the embed's status names the stage: ${text}`);
+        const s = await waitState(page, () => true, { what: 'the embed to be ready' });
+        assert(s.models.length === 1 && s.models[0].step > 0, 'the shipped model');
+        assert(await page.isHidden('#status'), 'the status line is hidden in the embed once ready');
+        assert(page.errors.length === 0, `console errors:\n${page.errors.join('\n')}`);
+        return `(${text})`;
+      });
+    },
+  },
+  {
     name: 'start_up_names_its_stages_and_a_late_stage_still_gets_ready',
     timeout: 180,
     async run(base) {
