@@ -69,8 +69,8 @@ const SAMPLES: runtime::Stage = runtime::Stage {
               heat=none in the URL make it quicker.",
     advice: runtime::SLOW_ADAPTER,
 };
-/// Buttons disabled until the page is ready: there are no weights to save before then.
-const HELD: &[&str] = &["save-file-a", "save-file-b", "save-storage"];
+/// The save buttons, disabled until the page is ready (`runtime::Startup`).
+const SAVES: &[&str] = &["save-file-a", "save-file-b", "save-storage"];
 
 /// What the controls ask of the training task.
 enum ToyCommand {
@@ -272,10 +272,7 @@ pub async fn run(embed: bool) -> Result<(), String> {
     init_controls(&opts);
     wire_controls(&shared, &opts);
     // Controls pressed from now on are queued and run once the page is ready, in order.
-    let startup = runtime::Startup::new(&shared, ToyCommand::starts);
-    for id in HELD {
-        startup.hold(id, "available once the page is ready: there are no weights to save yet");
-    }
+    let startup = runtime::Startup::new(&shared, ToyCommand::starts, SAVES);
     let Some(gpu) = runtime::acquire_gpu(&startup).await else { return Ok(()) };
     startup.stage(MODELS);
     let data = match Toy::from_name(&opts.dataset) {
@@ -307,8 +304,6 @@ pub async fn run(embed: bool) -> Result<(), String> {
     engine.refresh_samples().await;
     engine.redraw();
     startup.finish();
-    dom::set_text("status", "ready");
-    dom::set_body_data("status", "ready");
     engine.publish();
     if opts.autoplay {
         shared.borrow_mut().running = true;

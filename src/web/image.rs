@@ -51,8 +51,8 @@ const MODEL: runtime::Stage = runtime::Stage {
     meaning: "The UNet's buffers are allocated and its GPU kernels compiled, each on its first use.",
     advice: runtime::SLOW_ADAPTER,
 };
-/// Buttons disabled until the page is ready: there are no weights to save before then.
-const HELD: &[&str] = &["img-save-file", "img-save-storage"];
+/// The save buttons, disabled until the page is ready (`runtime::Startup`).
+const SAVES: &[&str] = &["img-save-file", "img-save-storage"];
 
 /// What the controls ask of the training task.
 enum ImageCommand {
@@ -332,10 +332,7 @@ pub async fn run() -> Result<(), String> {
     init_controls(&opts);
     wire_controls(&shared);
     // Controls pressed from now on are queued and run once the page is ready, in order.
-    let startup = runtime::Startup::new(&shared, ImageCommand::starts);
-    for id in HELD {
-        startup.hold(id, "available once the page is ready: there are no weights to save yet");
-    }
+    let startup = runtime::Startup::new(&shared, ImageCommand::starts, SAVES);
     let Some(gpu) = runtime::acquire_gpu(&startup).await else { return Ok(()) };
     startup.stage(IMAGES);
     dom::sleep(0).await;
@@ -357,8 +354,6 @@ pub async fn run() -> Result<(), String> {
     runtime::watch_device(&engine.gpu, engine.ctl.generation);
     engine.redraw();
     startup.finish();
-    dom::set_text("status", "ready");
-    dom::set_body_data("status", "ready");
     engine.publish();
     if engine.opts.autoplay {
         shared.borrow_mut().running = true;

@@ -217,8 +217,10 @@ struct StartupState {
 
 impl<C: 'static> Startup<C> {
     /// Starts the clock; `starts` tells which queued commands start or stop training (the
-    /// status line says when Start was pressed and training waits for the page).
-    pub fn new(shared: &SharedRef<C>, starts: fn(&C) -> Option<bool>) -> Self {
+    /// status line says when Start was pressed and training waits for the page). The buttons
+    /// `saves` stay disabled, with a title saying why, until `finish`: there are no weights to
+    /// save before then.
+    pub fn new(shared: &SharedRef<C>, starts: fn(&C) -> Option<bool>, saves: &[&'static str]) -> Self {
         let limit_s = dom::param("stage_timeout")
             .and_then(|v| v.parse::<f64>().ok())
             .filter(|s| s.is_finite() && *s > 0.0)
@@ -240,7 +242,11 @@ impl<C: 'static> Startup<C> {
                 clock.tick();
             }
         });
-        Self { inner }
+        let startup = Self { inner };
+        for id in saves {
+            startup.hold(id, "available once the page is ready: there are no weights to save yet");
+        }
+        startup
     }
 
     /// Ends the running stage and begins `stage`.
@@ -259,14 +265,15 @@ impl<C: 'static> Startup<C> {
     }
 
     /// Disables button `id` until `finish`, saying `why` in its title.
-    pub fn hold(&self, id: &'static str, why: &str) {
+    fn hold(&self, id: &'static str, why: &str) {
         self.inner.st.borrow_mut().held.push((id, dom::attr(id, "title")));
         dom::set_disabled(id, true);
         dom::set_attr(id, "title", why);
     }
 
-    /// Ends the last stage: `data-stage="ready"`, held buttons enabled again, the notes of late
-    /// stages kept in `#message`. The page then shows "ready" and publishes its state.
+    /// Ends the last stage: the status line "ready", `data-stage` and `data-status` "ready",
+    /// held buttons enabled again, the notes of late stages kept in `#message`. The page then
+    /// publishes its state.
     pub fn finish(&self) {
         let i = &self.inner;
         i.end_stage();
@@ -284,6 +291,8 @@ impl<C: 'static> Startup<C> {
         }
         dom::set_body_data("stage", "ready");
         i.show_late();
+        dom::set_text("status", "ready");
+        dom::set_body_data("status", "ready");
     }
 }
 
