@@ -244,7 +244,7 @@ async fn run(cli: Cli, matches: &clap::ArgMatches) -> Result<ExitCode, String> {
     }
     let result = async {
         let gpu = Gpu::new(&opts).await.map_err(|e| e.to_string())?;
-        cdl::ops::check_variants(&gpu).map_err(|e| e.to_string())?;
+        cdl::ops::check_variants(&gpu).map_err(|e| format!("CDL_VARIANT: {e}"))?;
         // Kernel variants: the cached choices of this adapter, and measurement of new shapes
         // unless CDL_TUNE=0 (then the cache and the defaults).
         // The ranks of a data-parallel run take the cached choices and the defaults without

@@ -9,10 +9,8 @@ use clap::Args;
 use serde_json::{json, Value};
 
 use cdl::gpu::Gpu;
+use cdl::ops::tune;
 use cdl::train::checkpoint;
-
-/// The cache file's format version.
-const SCHEMA: u64 = 1;
 
 /// The cache directory: `CDL_CACHE_DIR`, else `$XDG_CACHE_HOME/cdl`, else `~/.cache/cdl`;
 /// None without any of them.
@@ -23,36 +21,14 @@ fn cache_dir() -> Option<PathBuf> {
         .or_else(|| var("HOME").map(|d| d.join(".cache/cdl")))
 }
 
-/// What identifies the adapter and its driver: the key of the cache file.
-fn adapter_id(gpu: &Gpu) -> String {
-    let i = &gpu.info;
-    format!("{:?}|{}|{:x}:{:x}|{}|{}", i.backend, i.name, i.vendor, i.device, i.driver, i.driver_info)
-}
-
-/// The cache file of `gpu`'s adapter and driver: `variants-<FNV-1a of adapter_id>.json`.
+/// The cache file of `gpu`'s adapter and driver: `variants-<ops::tune::adapter_key>.json`.
 pub fn cache_path(gpu: &Gpu) -> Option<PathBuf> {
-    let hash =
-        adapter_id(gpu).bytes().fold(0xcbf2_9ce4_8422_2325u64, |h, b| (h ^ u64::from(b)).wrapping_mul(0x100_0000_01b3));
-    Some(cache_dir()?.join(format!("variants-{hash:016x}.json")))
+    Some(cache_dir()?.join(format!("variants-{}.json", tune::adapter_key(gpu))))
 }
 
 /// The choices of a cache file, or why it cannot be used.
 fn read(path: &std::path::Path, gpu: &Gpu) -> Result<Vec<(String, String)>, String> {
-    let text = std::fs::read_to_string(path).map_err(|e| e.to_string())?;
-    let v: Value = serde_json::from_str(&text).map_err(|e| e.to_string())?;
-    if v["schema"].as_u64() != Some(SCHEMA) {
-        return Err(format!("schema {} (this build writes {SCHEMA})", v["schema"]));
-    }
-    if v["adapter"].as_str() != Some(&adapter_id(gpu)) {
-        return Err("written for another adapter or driver".into());
-    }
-    let choices = v["choices"].as_object().ok_or("no \"choices\" object")?;
-    choices
-        .iter()
-        .map(|(k, c)| {
-            c.as_str().map(|c| (k.clone(), c.to_string())).ok_or_else(|| format!("choice {k:?} is not a string"))
-        })
-        .collect()
+    tune::read_cache(&std::fs::read_to_string(path).map_err(|e| e.to_string())?, gpu)
 }
 
 /// Loads the cached choices of `gpu`'s adapter into it. A missing file is no news; an
@@ -63,11 +39,7 @@ pub fn load(gpu: &Gpu) {
         return;
     }
     match read(&path, gpu) {
-        Ok(choices) => {
-            for (k, v) in choices {
-                gpu.set_choice(&k, &v, false);
-            }
-        }
+        Ok(choices) => tune::apply_cache(gpu, choices),
         Err(e) => eprintln!("warning: ignoring the kernel-variant cache {}: {e}", path.display()),
     }
 }
@@ -80,12 +52,7 @@ pub fn save(gpu: &Gpu) {
         return;
     }
     let Some(path) = cache_path(gpu) else { return };
-    let mut choices: serde_json::Map<String, Value> =
-        read(&path, gpu).unwrap_or_default().into_iter().map(|(k, v)| (k, json!(v))).collect();
-    for (k, v) in gpu.choices() {
-        choices.insert(k, json!(v));
-    }
-    let text = json!({"schema": SCHEMA, "adapter": adapter_id(gpu), "choices": choices}).to_string();
+    let text = tune::cache_text(gpu, read(&path, gpu).unwrap_or_default());
     let written = std::fs::create_dir_all(path.parent().unwrap_or(std::path::Path::new(".")))
         .map_err(|e| e.to_string())
         .and_then(|()| {

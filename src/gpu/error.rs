@@ -18,7 +18,7 @@ pub enum GpuError {
     Shape(String),
     /// A readback failed (device lost, or a mapping error).
     Readback(String),
-    /// `CDL_VARIANT` or `Gpu::set_variant` named an op family or a variant that does not exist.
+    /// `CDL_VARIANT`, the page's `?variant` or `Gpu::set_variant` named an op family or a variant that does not exist.
     Variant { op: String, variant: String, available: String },
 }
 
@@ -46,7 +46,7 @@ impl fmt::Display for GpuError {
             GpuError::Shape(e) => write!(f, "bad shape: {e}"),
             GpuError::Readback(e) => write!(f, "reading GPU results failed: {e}"),
             GpuError::Variant { op, variant, available } => {
-                write!(f, "CDL_VARIANT: no kernel variant {op:?}:{variant:?}; available: {available}")
+                write!(f, "no kernel variant {op:?}:{variant:?}; available: {available}")
             }
         }
     }

@@ -2,8 +2,12 @@
 //! variants (matmul's schemes) keys each problem by its op family and shape; the first time a
 //! key is met while `Gpu::tuning` is on, it times every variant that passed the family's
 //! registry check on this device, on scratch buffers of the problem's shape, and keeps the
-//! fastest (`fastest`). `Gpu::choice` remembers the choice for the device's lifetime; the CLI
-//! keeps it across runs in a cache file per adapter and driver (cli/tune.rs).
+//! fastest (`fastest`). `Gpu::choice` remembers the choice for the device's lifetime; the
+//! choices are kept across runs per adapter and driver as one JSON text (`cache_text`,
+//! `read_cache`): the CLI in a file under the user's cache directory (cli/tune.rs), the page in
+//! browser storage (web/store.rs).
+
+use serde_json::{json, Value};
 
 use super::OpSpec;
 use crate::gpu::{Dispatch, Gpu, GpuError};
@@ -16,6 +20,60 @@ pub const MARGIN: f64 = 0.9;
 
 /// Timed repetitions per variant, after one warm-up run of each; the median counts.
 pub const REPS: usize = 3;
+
+/// The format version of a saved set of choices.
+pub const CACHE_SCHEMA: u64 = 1;
+
+/// What identifies the adapter and its driver: saved choices apply to it alone.
+pub fn adapter_id(gpu: &Gpu) -> String {
+    let i = &gpu.info;
+    format!("{:?}|{}|{:x}:{:x}|{}|{}", i.backend, i.name, i.vendor, i.device, i.driver, i.driver_info)
+}
+
+/// A short name for the adapter and driver (FNV-1a of `adapter_id`, 16 hex digits), for file
+/// names and storage keys.
+pub fn adapter_key(gpu: &Gpu) -> String {
+    let hash =
+        adapter_id(gpu).bytes().fold(0xcbf2_9ce4_8422_2325u64, |h, b| (h ^ u64::from(b)).wrapping_mul(0x100_0000_01b3));
+    format!("{hash:016x}")
+}
+
+/// The choices saved in `text` for `gpu`'s adapter, or why they cannot be used (another
+/// schema or adapter, not JSON, a choice that is not a string).
+pub fn read_cache(text: &str, gpu: &Gpu) -> Result<Vec<(String, String)>, String> {
+    let v: Value = serde_json::from_str(text).map_err(|e| e.to_string())?;
+    if v["schema"].as_u64() != Some(CACHE_SCHEMA) {
+        return Err(format!("schema {} (this build writes {CACHE_SCHEMA})", v["schema"]));
+    }
+    if v["adapter"].as_str() != Some(&adapter_id(gpu)) {
+        return Err("written for another adapter or driver".into());
+    }
+    let choices = v["choices"].as_object().ok_or("no \"choices\" object")?;
+    choices
+        .iter()
+        .map(|(k, c)| {
+            c.as_str().map(|c| (k.clone(), c.to_string())).ok_or_else(|| format!("choice {k:?} is not a string"))
+        })
+        .collect()
+}
+
+/// `gpu`'s choices over `saved` (what the cache holds now: another process may have added
+/// shapes), as the text `read_cache` reads.
+pub fn cache_text(gpu: &Gpu, saved: Vec<(String, String)>) -> String {
+    let mut choices: serde_json::Map<String, Value> = saved.into_iter().map(|(k, v)| (k, json!(v))).collect();
+    for (k, v) in gpu.choices() {
+        choices.insert(k, json!(v));
+    }
+    json!({"schema": CACHE_SCHEMA, "adapter": adapter_id(gpu), "choices": choices}).to_string()
+}
+
+/// Gives `gpu` the `choices` read from a cache (not measured by it: not saved again unless
+/// tuning adds to them).
+pub fn apply_cache(gpu: &Gpu, choices: Vec<(String, String)>) {
+    for (k, v) in choices {
+        gpu.set_choice(&k, &v, false);
+    }
+}
 
 /// The choice key under which a family's passing variants are recorded.
 fn passed_key(op: &str) -> String {
@@ -44,8 +102,8 @@ pub async fn passing(gpu: &Gpu, spec: &OpSpec, variant_of: fn(&str) -> &'static 
 }
 
 /// Times `candidates` (variant name, a prepared dispatch of the problem) and records under
-/// `key` the fastest, or `default` unless another is faster by `MARGIN`. Natively the time is
-/// the wall time from submit to idle; in the browser tuning is not offered yet (the default).
+/// `key` the fastest, or `default` unless another is faster by `MARGIN`. The time is the wall
+/// time from submit to idle (`performance.now()` in the browser).
 pub async fn fastest(
     gpu: &Gpu,
     key: &str,
@@ -64,7 +122,6 @@ pub async fn fastest(
     Ok(pick)
 }
 
-#[cfg(not(target_arch = "wasm32"))]
 async fn median_times(
     gpu: &Gpu,
     candidates: &[(&'static str, Dispatch)],
@@ -77,10 +134,10 @@ async fn median_times(
     // Interleaved, so that a burst of load elsewhere hits every variant alike.
     for _ in 0..REPS {
         for (i, (_, d)) in candidates.iter().enumerate() {
-            let start = std::time::Instant::now();
+            let start = now_s();
             gpu.run(&[d]);
             gpu.finish().await?;
-            t[i].push(start.elapsed().as_secs_f64());
+            t[i].push(now_s() - start);
         }
     }
     Ok(candidates
@@ -93,10 +150,15 @@ async fn median_times(
         .collect())
 }
 
-#[cfg(target_arch = "wasm32")]
-async fn median_times(
-    _gpu: &Gpu,
-    _candidates: &[(&'static str, Dispatch)],
-) -> Result<Vec<(&'static str, f64)>, GpuError> {
-    Ok(Vec::new())
+/// Seconds on a monotonic clock (`Instant` panics on wasm: the page's `performance.now()`).
+fn now_s() -> f64 {
+    #[cfg(not(target_arch = "wasm32"))]
+    {
+        static START: std::sync::OnceLock<std::time::Instant> = std::sync::OnceLock::new();
+        START.get_or_init(std::time::Instant::now).elapsed().as_secs_f64()
+    }
+    #[cfg(target_arch = "wasm32")]
+    {
+        web_sys::window().and_then(|w| w.performance()).map_or(0.0, |p| p.now() / 1e3)
+    }
 }

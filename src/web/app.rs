@@ -303,7 +303,7 @@ pub async fn run(embed: bool) -> Result<(), String> {
     startup.stage(SAMPLES);
     engine.refresh_samples().await;
     engine.redraw();
-    startup.finish();
+    startup.finish(&engine.gpu);
     engine.publish();
     if opts.autoplay {
         shared.borrow_mut().running = true;
@@ -485,7 +485,7 @@ fn redraw_drawing(drawn: &[f64]) {
 impl ToyPage {
     /// A fresh device and the models rebuilt from the kept weights.
     async fn restart(&mut self) -> Result<(), String> {
-        self.gpu = Gpu::new(&crate::gpu::GpuOptions::default()).await.map_err(|e| format!("cannot restart: {e}"))?;
+        self.gpu = runtime::renew_gpu(&self.gpu).await?;
         self.ctl.new_device(&self.gpu);
         let kept = std::mem::take(&mut self.kept);
         self.reset().await?;
@@ -776,6 +776,10 @@ impl runtime::Task for ToyPage {
         &mut self.ctl
     }
 
+    fn gpu(&self) -> &Gpu {
+        &self.gpu
+    }
+
     fn lost_cmd(generation: u32, msg: String) -> ToyCommand {
         ToyCommand::Lost(generation, msg)
     }
@@ -991,6 +995,7 @@ impl runtime::Task for ToyPage {
             "chunk": self.ctl.meter.chunk,
             "data": { "name": self.data.name, "n": self.data.points.len() },
             "models": models,
+            "kernels": runtime::kernels_json(&self.gpu),
             "anim": {
                 "playing": self.anim.is_some(),
                 "played": self.anim_played,

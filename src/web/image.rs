@@ -13,7 +13,7 @@ use super::toy::loss_label;
 use super::{dom, draw, store};
 use crate::diffusion::sampler::{self, SamplerConfig};
 use crate::eval::denoiser::GpuDenoiser;
-use crate::gpu::{Gpu, GpuOptions};
+use crate::gpu::Gpu;
 use crate::model::UNetConfig;
 use crate::train::checkpoint::{self, Checkpoint};
 use crate::train::cifar::{self, Cifar, Split};
@@ -353,7 +353,7 @@ pub async fn run() -> Result<(), String> {
     };
     runtime::watch_device(&engine.gpu, engine.ctl.generation);
     engine.redraw();
-    startup.finish();
+    startup.finish(&engine.gpu);
     engine.publish();
     if engine.opts.autoplay {
         shared.borrow_mut().running = true;
@@ -564,7 +564,7 @@ impl ImagePage {
     }
 
     async fn restart(&mut self) -> Result<(), String> {
-        self.gpu = Gpu::new(&GpuOptions::default()).await.map_err(|e| format!("cannot restart: {e}"))?;
+        self.gpu = runtime::renew_gpu(&self.gpu).await?;
         self.ctl.new_device(&self.gpu);
         let kept = self.kept.take();
         self.reset().await?;
@@ -659,6 +659,10 @@ impl runtime::Task for ImagePage {
 
     fn control(&mut self) -> &mut Control<ImageCommand> {
         &mut self.ctl
+    }
+
+    fn gpu(&self) -> &Gpu {
+        &self.gpu
     }
 
     fn lost_cmd(generation: u32, msg: String) -> ImageCommand {
@@ -849,6 +853,7 @@ impl runtime::Task for ImagePage {
                 "samplesHash": runtime::hash_bits(m.samples.iter().map(|x| u64::from(x.to_bits()))),
                 "keptStep": self.kept.as_ref().map(|c| c.step),
             },
+            "kernels": runtime::kernels_json(&self.gpu),
             "quality": {
                 "weights": self.quality.as_ref().map(|q| q.name.clone()),
                 "scores": self.scores.map(|(step, fid, kid, kid_std, n)| json!({

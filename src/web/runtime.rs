@@ -145,7 +145,7 @@ pub async fn acquire_gpu<C: 'static>(startup: &Startup<C>) -> Option<Gpu> {
             no_webgpu(&format!("no answer to the adapter request within {} s", f64::from(wait) / 1000.0));
         }
     });
-    let opts = GpuOptions::default();
+    let opts = gpu_options();
     let adapter = Gpu::adapter(&opts).await;
     acquired.set(true);
     let gpu = match adapter {
@@ -158,6 +158,15 @@ pub async fn acquire_gpu<C: 'static>(startup: &Startup<C>) -> Option<Gpu> {
     match gpu {
         Ok(g) => {
             dom::set_text("adapter", &g.describe());
+            if let Err(e) = crate::ops::check_variants(&g) {
+                startup.inner.st.borrow_mut().quiet = true;
+                dom::set_body_data("status", "error");
+                dom::set_text("status", "cannot start");
+                show_message(&format!("?variant: {e}"));
+                return None;
+            }
+            startup.stage(KERNEL_CHOICES);
+            super::store::load_variants(&g).await;
             Some(g)
         }
         Err(e) => {
@@ -166,6 +175,53 @@ pub async fn acquire_gpu<C: 'static>(startup: &Startup<C>) -> Option<Gpu> {
             None
         }
     }
+}
+
+/// The start-up stage that reads the kernel-variant choices saved for this adapter.
+const KERNEL_CHOICES: Stage = Stage {
+    name: "reading saved kernel choices",
+    meaning: "The page reads which kernel variants it measured fastest on this adapter in an earlier visit.",
+    advice: "Wait, or reload the page; browser storage that never answers is a browser problem.",
+};
+
+/// The device options of the page: `?variant=op:variant,…` forces kernel variants as
+/// `CDL_VARIANT` does natively (a name the registry does not know stops start-up with the
+/// registry's message).
+pub fn gpu_options() -> GpuOptions {
+    GpuOptions {
+        variants: crate::gpu::parse_variants(&dom::param("variant").unwrap_or_default()),
+        ..GpuOptions::default()
+    }
+}
+
+/// A fresh device for a restart after device loss, with the options, the forced variants, the
+/// measured choices and the tuning switch of `old`.
+pub async fn renew_gpu(old: &Gpu) -> Result<Gpu, String> {
+    let gpu = Gpu::new(&gpu_options()).await.map_err(|e| format!("cannot restart: {e}"))?;
+    crate::ops::tune::apply_cache(&gpu, old.choices());
+    gpu.set_tuning(old.tuning());
+    Ok(gpu)
+}
+
+/// Whether the page measures kernel variants on shapes it has no choice for: from the moment it
+/// is ready (start-up runs the defaults, so the first samples are not delayed) unless
+/// `?tune=0`.
+fn tuning_wanted() -> bool {
+    dom::param("tune").is_none_or(|v| v != "0")
+}
+
+/// The kernel variants for `window.cdl.state()`: whether tuning is on, the variant forced per
+/// family, the choices measured or read (per op family and shape), and what the saved cache did.
+pub fn kernels_json(gpu: &Gpu) -> serde_json::Value {
+    let cache = super::store::variant_cache();
+    let shapes: Vec<(String, String)> = gpu.choices().into_iter().filter(|(k, _)| !k.starts_with("passed ")).collect();
+    json!({
+        "tuning": gpu.tuning(),
+        "forced": gpu.variants().into_iter().map(|(op, v)| format!("{op}:{v}")).collect::<Vec<_>>(),
+        "choices": shapes.len(),
+        "chosen": shapes.iter().map(|(_, v)| v.as_str()).collect::<std::collections::BTreeSet<_>>(),
+        "loaded": cache.loaded, "saves": cache.saves, "cacheWarning": cache.warning,
+    })
 }
 
 /// One named part of a page's start-up, and what to tell the reader when it runs long.
@@ -274,7 +330,8 @@ impl<C: 'static> Startup<C> {
     /// Ends the last stage: the status line "ready", `data-stage` and `data-status` "ready",
     /// held buttons enabled again, the notes of late stages kept in `#message`. The page then
     /// publishes its state.
-    pub fn finish(&self) {
+    pub fn finish(&self, gpu: &Gpu) {
+        gpu.set_tuning(tuning_wanted());
         let i = &self.inner;
         i.end_stage();
         let held = {
@@ -594,6 +651,7 @@ impl<C> Control<C> {
 pub trait Task {
     type Cmd;
     fn control(&mut self) -> &mut Control<Self::Cmd>;
+    fn gpu(&self) -> &Gpu;
     /// The command that reports a device loss.
     fn lost_cmd(generation: u32, msg: String) -> Self::Cmd;
     /// Whether `cmd` may run while the device is lost (the report itself, the restart).
@@ -665,6 +723,7 @@ pub async fn run_loop<T: Task>(mut task: T) {
             if keep {
                 task.back_up_weights().await;
             }
+            super::store::save_variants(task.gpu()).await;
             task.redraw();
             task.tick();
             task.publish();
@@ -675,6 +734,7 @@ pub async fn run_loop<T: Task>(mut task: T) {
             if stale {
                 task.refresh_samples().await;
                 task.back_up_weights().await;
+                super::store::save_variants(task.gpu()).await;
             }
             if had_cmds || stale {
                 task.redraw();

@@ -1,11 +1,14 @@
 //! Bytes in and out of the page: user files (size checked before reading), downloads, files
-//! shipped with the page (fetch) and browser storage (IndexedDB).
+//! shipped with the page (fetch) and browser storage (IndexedDB): saved weights and the
+//! kernel-variant choices measured on this adapter.
 
 use wasm_bindgen::prelude::*;
 use wasm_bindgen::JsCast;
 use wasm_bindgen_futures::JsFuture;
 
 use super::dom;
+use crate::gpu::Gpu;
+use crate::ops::tune;
 
 /// Largest weights file the page reads: a full checkpoint (weights, EMA, Adam moments) is
 /// 0.5 MB for the default MLP, 27 MB for the compact UNet and 108 MB for the small one.
@@ -87,7 +90,8 @@ pub fn download(name: &str, bytes: &[u8]) -> Result<(), String> {
 // Browser storage: IndexedDB (raw bytes, no base64, quota in the hundreds of MB where
 // localStorage stops at about 5 MB, too little for a UNet checkpoint).
 
-/// Database and object store of saved weights.
+/// Database and object store of saved weights (and, under `kernel-variants/…` keys, the
+/// kernel-variant choices).
 const DB_NAME: &str = "cdl";
 const DB_STORE: &str = "weights";
 
@@ -158,4 +162,65 @@ pub async fn load(key: &str) -> Result<Option<Vec<u8>>, String> {
     let bytes =
         v.dyn_into::<js_sys::Uint8Array>().map_err(|_| format!("browser storage entry {key:?} is not bytes"))?;
     Ok(Some(bytes.to_vec()))
+}
+
+// ---------------------------------------------------------------------------------------------
+// The kernel-variant choices measured on this adapter (`ops::tune`), kept in the same store as
+// the weights under one key per adapter and driver, so a second visit starts with them.
+
+/// What the page's kernel-variant cache did: choices read at start-up, saves, and the warning
+/// of an entry that could not be used.
+#[derive(Clone, Debug, Default)]
+pub struct VariantCache {
+    pub loaded: usize,
+    pub saves: usize,
+    pub warning: Option<String>,
+}
+
+thread_local! {
+    static VARIANT_CACHE: std::cell::RefCell<VariantCache> = std::cell::RefCell::default();
+}
+
+pub fn variant_cache() -> VariantCache {
+    VARIANT_CACHE.with(|c| c.borrow().clone())
+}
+
+/// The storage key of `gpu`'s adapter's choices.
+fn variants_key(gpu: &Gpu) -> String {
+    format!("kernel-variants/{}", tune::adapter_key(gpu))
+}
+
+/// Gives `gpu` the choices saved for its adapter. Nothing saved is no news; an entry that cannot
+/// be used (another schema, corrupt) is ignored with one console warning and replaced by the
+/// next save; storage that cannot be opened leaves the page to measure afresh.
+pub async fn load_variants(gpu: &Gpu) {
+    let text = match load(&variants_key(gpu)).await {
+        Ok(Some(bytes)) => String::from_utf8(bytes).map_err(|e| e.to_string()),
+        Ok(None) => return,
+        Err(e) => Err(e),
+    };
+    match text.and_then(|t| tune::read_cache(&t, gpu)) {
+        Ok(choices) => {
+            let n = choices.len();
+            tune::apply_cache(gpu, choices);
+            VARIANT_CACHE.with(|c| c.borrow_mut().loaded = n);
+        }
+        Err(e) => {
+            let msg = format!("ignoring the saved kernel-variant choices: {e}");
+            web_sys::console::warn_1(&JsValue::from_str(&msg));
+            VARIANT_CACHE.with(|c| c.borrow_mut().warning = Some(msg));
+        }
+    }
+}
+
+/// Saves `gpu`'s choices for its adapter when some were measured since the last save; a
+/// failure is one console warning (the cache only saves time).
+pub async fn save_variants(gpu: &Gpu) {
+    if !gpu.take_new_choices() {
+        return;
+    }
+    match store(&variants_key(gpu), tune::cache_text(gpu, Vec::new()).as_bytes()).await {
+        Ok(()) => VARIANT_CACHE.with(|c| c.borrow_mut().saves += 1),
+        Err(e) => web_sys::console::warn_1(&JsValue::from_str(&format!("cannot save the kernel-variant choices: {e}"))),
+    }
 }

@@ -6,7 +6,7 @@
 import { launch, newPage, state, waitState, assert, tiny } from './lib.mjs';
 
 /// The toy page's stages, in order (src/web/runtime.rs, src/web/app.rs).
-const STAGES = ['requesting a WebGPU adapter', 'creating the device', 'building the models', 'loading shipped weights',
+const STAGES = ['requesting a WebGPU adapter', 'creating the device', 'reading saved kernel choices', 'building the models', 'loading shipped weights',
   'drawing the first samples'];
 const sleep = (ms) => new Promise((r) => setTimeout(r, ms));
 
