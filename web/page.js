@@ -1,5 +1,6 @@
 // The page's layout glue beside the wasm (which owns training and drawing): the controls folded
-// on narrow screens and in the embed.
+// on narrow screens and in the embed, and the embed's height posted to the page around it
+// (web/cdl-demo.js).
 (() => {
   const query = new URLSearchParams(location.search);
   const embed = query.has('embed');
@@ -20,5 +21,22 @@
     const fold = () => { if (!chosen) box.open = !embed && !narrow.matches; };
     narrow.addEventListener('change', fold);
     fold();
+  }
+
+  // -------------------------------------------------------------------------------------------
+  // Embed sizing: the frame's content height goes to the parent page, which sizes the iframe
+  // (no fixed height needed). The body's height, not the document's, so the frame can shrink.
+  if (embed && window.parent !== window) {
+    let last = 0;
+    const post = () => {
+      const style = getComputedStyle(document.body);
+      const height = Math.ceil(document.body.getBoundingClientRect().height
+        + parseFloat(style.marginTop) + parseFloat(style.marginBottom));
+      if (height === last) return;
+      last = height;
+      window.parent.postMessage({ cdlDemoHeight: height }, '*');
+    };
+    new ResizeObserver(post).observe(document.body);
+    post();
   }
 })();
