@@ -1,9 +1,10 @@
 // The page's layout glue beside the wasm (which owns training and drawing): the controls folded
-// on narrow screens and in the embed, and the embed's height posted to the page around it
-// (web/cdl-demo.js).
+// on narrow screens and in the embed, the embed's height posted to the page around it
+// (web/cdl-demo.js), and "Copy link" (the data-param controls of index.html written into a URL).
 (() => {
   const query = new URLSearchParams(location.search);
   const embed = query.has('embed');
+  const image = query.get('mode') === 'image';
   const byId = (id) => document.getElementById(id);
 
   // -------------------------------------------------------------------------------------------
@@ -38,5 +39,47 @@
     };
     new ResizeObserver(post).observe(document.body);
     post();
+  }
+
+  // -------------------------------------------------------------------------------------------
+  // Copy link: the current URL with every data-param control of this mode written into it.
+  const linkFromControls = () => {
+    const url = new URL(location.href);
+    url.hash = '';
+    const notes = [];
+    const scope = byId(image ? 'image-demo' : 'demo');
+    for (const el of scope.querySelectorAll('[data-param]')) {
+      const name = el.dataset.param;
+      if (el.type === 'checkbox') {
+        url.searchParams.set(name, el.checked ? '1' : '0');
+      } else if (el.tagName === 'SELECT' && el.selectedOptions[0] && 'noLink' in el.selectedOptions[0].dataset) {
+        // Drawn points and CSV files are not in a link: it keeps the data set it was opened with.
+        notes.push('drawn or uploaded points are not in the link');
+      } else if (el.value.trim() !== '') {
+        url.searchParams.set(name, el.value.trim());
+      }
+    }
+    return { href: url.href, notes };
+  };
+
+  const button = byId('copy-link');
+  if (button) {
+    button.addEventListener('click', async () => {
+      const { href, notes } = linkFromControls();
+      const link = byId('share-link');
+      link.href = href;
+      link.textContent = href;
+      link.hidden = false;
+      let copied = false;
+      try {
+        await navigator.clipboard.writeText(href);
+        copied = true;
+      } catch {
+        // No clipboard API, or the browser refused it: the link is shown to copy by hand.
+      }
+      const said = copied ? 'Link copied:' : 'Copy this link (the browser did not allow the clipboard):';
+      byId('share-msg').textContent = [said, ...notes.map((n) => `(${n})`)].join(' ');
+      document.body.dataset.linkCopied = copied ? 'yes' : 'no';
+    });
   }
 })();
