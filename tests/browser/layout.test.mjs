@@ -14,6 +14,11 @@ const SHIPPED = 'heat=none&samples=400&sampler=ddim&sampler_steps=40';
 /// The shrunken image setting of tests/browser/image.test.mjs.
 const SMALL_IMAGE = 'mode=image&ch=8&mult=1,2&blocks=1&attn=none&batch=4&K=1&M=2&samples=4&sampler_steps=4&shapes=256&chunk=2&step_size=4&sample_every=1000000';
 
+/// Pages open at a phone's width (the blog tall enough that its lazy second frame loads too) or a desktop's.
+const PHONE = { viewport: { width: 360, height: 800 } };
+const TALL_PHONE = { viewport: { width: 360, height: 1600 } };
+const DESKTOP = { viewport: { width: 1440, height: 900 } };
+
 /// The height of the content of iframe `el` (its body and margins) in whole px: what the frame should be.
 const FRAME_CONTENT = `(el) => { const d = el.contentDocument; const s = getComputedStyle(d.body);
   return Math.ceil(d.body.getBoundingClientRect().height + parseFloat(s.marginTop) + parseFloat(s.marginBottom)); }`;
@@ -52,14 +57,22 @@ async function panes(frame, ids, what) {
   return Object.fromEntries(boxes.map((b) => [b.id, b]));
 }
 
+/// Runs `body(page)` on a fresh browser (context options `context`), fails on console errors,
+/// and always closes the browser.
 async function withBrowser(body, context = {}) {
   const browser = await launch();
   try {
-    return await body(await newPage(browser, context));
+    const page = await newPage(browser, context);
+    const note = await body(page);
+    assert(page.errors.length === 0, `console errors:\n${page.errors.join('\n')}`);
+    return note;
   } finally {
     await browser.close();
   }
 }
+
+/// A test named `name` (at most `timeout` s) that runs `body(page, base)` through withBrowser.
+const browserTest = (name, timeout, context, body) => ({ name, timeout, run: (base) => withBrowser((page) => body(page, base), context) });
 
 /// Relative luminance of a CSS rgb()/rgba() colour; null when not opaque.
 function luminance(css) {
@@ -129,210 +142,161 @@ async function tabThrough(page, what) {
 }
 
 export const tests = [
-  {
-    name: 'toy_page_fits_360_to_1920_with_both_panes_stacked_when_narrow',
-    timeout: 240,
-    async run(base) {
-      return withBrowser(async (page) => {
-        await page.goto(`${base}index.html?${SHIPPED}`);
-        await waitState(page, (s) => s.models.length === 2 && s.models.every((m) => m.samplesStep >= 1), { what: 'samples of both models' });
-        const notes = [];
-        for (const w of WIDTHS) {
-          await page.setViewportSize({ width: w, height: 800 });
-          await settle(page);
-          await noOverflow(page, `toy at ${w} px`);
-          const b = await panes(page, ['scatter-a', 'scatter-b', 'curve-a', 'curve-b'], `toy at ${w} px`);
-          const stacked = b['scatter-b'].top >= b['curve-a'].bottom;
-          assert(stacked === (w < 700), `toy at ${w} px: panes ${stacked ? 'stacked' : 'side by side'}`);
-          const open = await page.evaluate(() => document.getElementById('controls-box').open);
-          assert(open === (w > 640), `toy at ${w} px: controls ${open ? 'open' : 'folded'}`);
-          await shoot(page, `layout-toy-${w}.png`);
-          notes.push(`${w}: ${Math.round(b['scatter-a'].width)} px canvas`);
-        }
-        assert(page.errors.length === 0, `console errors:\n${page.errors.join('\n')}`);
-        return `(${notes.join(', ')})`;
-      }, { viewport: { width: 360, height: 800 } });
-    },
-  },
-  {
-    name: 'image_mode_fits_360_to_1920_and_every_control_is_named',
-    timeout: 240,
-    async run(base) {
-      return withBrowser(async (page) => {
-        await page.goto(`${base}index.html?${SMALL_IMAGE}`);
-        await waitState(page, (s) => s.mode === 'image' && s.model.gridDrawn, { what: 'image mode and its sample grid' });
-        for (const w of WIDTHS) {
-          await page.setViewportSize({ width: w, height: 800 });
-          await settle(page);
-          await noOverflow(page, `image mode at ${w} px`);
-          await panes(page, ['img-data-grid', 'img-samples', 'img-curve'], `image mode at ${w} px`);
-          await shoot(page, `layout-image-${w}.png`);
-        }
-        const stops = await tabThrough(page, 'image mode');
-        assert(page.errors.length === 0, `console errors:\n${page.errors.join('\n')}`);
-        return `(${stops} tab stops)`;
-      }, { viewport: { width: 360, height: 800 } });
-    },
-  },
-  {
-    name: 'blog_embed_fits_360_to_1920_and_its_frame_follows_its_content',
-    timeout: 240,
-    async run(base) {
-      return withBrowser(async (page) => {
-        // The blog example as published, with a quicker sampler for SwiftShader.
-        await page.route('**/blog-example.html', async (route) => {
-          const res = await route.fetch();
-          const html = (await res.text()).replaceAll('<cdl-demo ', '<cdl-demo samples="400" sampler="ddim" sampler_steps="40" ');
-          await route.fulfill({ response: res, body: html });
-        });
-        await page.goto(`${base}blog-example.html`);
-        await page.waitForFunction(() => document.querySelectorAll('cdl-demo iframe').length === 2);
-        // In the blog's order, so frames[i] is the i-th <cdl-demo>'s iframe.
-        const frames = await Promise.all((await page.$$('cdl-demo iframe')).map((h) => h.contentFrame()));
-        assert(frames.length === 2, `two embedded demos, found ${frames.length}`);
-        for (const f of frames) await waitState(f, (s) => s.models[0].samplesStep >= 1, { what: `samples in ${f.url()}` });
-        const heights = [];
-        for (const w of WIDTHS) {
-          await page.setViewportSize({ width: w, height: 1600 });
-          await settle(page);
-          await noOverflow(page, `blog at ${w} px`);
-          for (const [i, f] of frames.entries()) {
-            await settle(f);
-            const what = `embed ${i} at ${w} px`;
-            await noOverflow(f, what);
-            await panes(f, ['scatter-a', 'curve-a'], what);
-            // The frame takes its content's height (body and margins), so nothing scrolls inside it.
-            const frameEl = `document.querySelectorAll('cdl-demo iframe')[${i}]`;
-            await page.waitForFunction(`(${FRAME_CONTENT})(${frameEl}) === ${frameEl}.clientHeight`, null, { timeout: 5000 })
-              .catch(() => {});
-            const m = await page.evaluate(`(() => {
-              const el = ${frameEl}; const r = el.getBoundingClientRect(); const d = el.contentDocument;
-              return { left: r.left, right: r.right, inner: innerWidth, frame: el.clientHeight, content: (${FRAME_CONTENT})(el),
-                scroll: d.documentElement.scrollHeight, open: d.getElementById('controls-box').open,
-                start: d.getElementById('start').checkVisibility() };
-            })()`);
-            assert(m.left >= 0 && m.right <= m.inner, `${what}: the frame fits the column: ${JSON.stringify(m)}`);
-            assert(m.frame === m.content && m.scroll <= m.frame,
-              `${what}: the frame is as tall as its content (frame ${m.frame} px, content ${m.content} px, scroll ${m.scroll} px)`);
-            assert(!m.open && !m.start, `${what}: the controls are folded behind a disclosure`);
-            heights.push(m.frame);
-          }
-          await shoot(page, `layout-embed-${w}.png`);
-        }
-        // Opening the controls makes the frame taller, and closing them shrinks it back.
-        const f = frames[0];
-        const el = await page.$('cdl-demo iframe');
-        assert(await el.contentFrame() === f, 'the first frame');
-        const before = await el.evaluate((el) => el.clientHeight);
-        await f.click('#controls-box > summary');
-        await page.waitForFunction(([el, h]) => el.clientHeight > h + 20, [el, before], { timeout: 5000 });
-        assert(await f.isVisible('#start'), 'Start shows once the controls are open');
-        await f.click('#controls-box > summary');
-        await page.waitForFunction(([el, h]) => el.clientHeight === h, [el, before], { timeout: 5000 });
-        assert(page.errors.length === 0, `console errors:\n${page.errors.join('\n')}`);
-        return `(frame heights ${heights.join(', ')} px)`;
-      }, { viewport: { width: 360, height: 1600 } });
-    },
-  },
-  {
-    name: 'dark_scheme_darkens_the_page_and_the_embed',
-    timeout: 120,
-    async run(base) {
-      return withBrowser(async (page) => {
-        const notes = [];
-        for (const [what, url] of [['toy', `index.html?${tiny()}`], ['embed', `index.html?embed&${tiny({ loss_b: 'none' })}`],
-          ['image mode', `index.html?${SMALL_IMAGE}`], ['blog', 'blog-example.html']]) {
-          await page.goto(`${base}${url}`);
-          const c = await page.evaluate(() => {
-            const body = getComputedStyle(document.body);
-            const button = document.querySelector('button') || document.body;
-            return { bg: body.backgroundColor, fg: body.color, button: getComputedStyle(button).backgroundColor,
-              buttonFg: getComputedStyle(button).color };
-          });
-          const [bg, fg, bbg, bfg] = [c.bg, c.fg, c.button, c.buttonFg].map(luminance);
-          assert(bg !== null && bg < 0.05, `${what}: dark background (${c.bg})`);
-          assert(fg !== null && fg > 0.5, `${what}: light text (${c.fg})`);
-          // Chromium's own controls: rgb(239, 239, 239) buttons in the light scheme (0.86), rgb(107, 107, 107) in the dark.
-          assert(bbg === null || bbg < 0.3, `${what}: dark controls (${c.button})`);
-          assert(bfg !== null && bfg > 0.5, `${what}: light control text (${c.buttonFg})`);
-          if (what === 'toy') {
-            await waitState(page, () => true, { what: 'the demo to be ready' });
-            await shoot(page, 'layout-toy-dark.png');
-          }
-          notes.push(`${what} ${c.bg}`);
-        }
-        assert(page.errors.length === 0, `console errors:\n${page.errors.join('\n')}`);
-        return `(${notes.join(', ')})`;
-      }, { colorScheme: 'dark' });
-    },
-  },
-  {
-    name: 'keyboard_reaches_every_toy_control_with_a_name_and_a_focus_ring',
-    timeout: 120,
-    async run(base) {
-      return withBrowser(async (page) => {
-        await page.goto(`${base}index.html?${tiny()}`);
-        await waitState(page, () => true, { what: 'the demo to be ready' });
-        const stops = await tabThrough(page, 'toy mode');
-        assert(page.errors.length === 0, `console errors:\n${page.errors.join('\n')}`);
-        return `(${stops} tab stops)`;
-      }, { viewport: { width: 1440, height: 900 } });
-    },
-  },
-  {
-    name: 'copy_link_restores_the_toy_settings',
-    timeout: 180,
-    async run(base) {
-      return withBrowser(async (page) => {
-        await page.context().grantPermissions(['clipboard-read', 'clipboard-write'], { origin: new URL(base).origin });
-        await page.goto(`${base}index.html?${tiny()}`);
-        await waitState(page, () => true, { what: 'the demo to be ready' });
-        const want = { dataset: 'spirals', 'loss-a': 'itd', 'loss-b': 'ddpm', lambda: '0.5', anchors: '3', points: '4',
-          sampler: 'ddim', 'sampler-steps': '7', heat: 'none' };
-        for (const [id, v] of Object.entries(want)) await setControl(page, id, v);
-        const href = await copyLink(page);
-        const q = new URL(href).searchParams;
-        const expect = { dataset: 'spirals', loss: 'itd', loss_b: 'ddpm', lambda: '0.5', K: '3', M: '4', sampler: 'ddim',
-          sampler_steps: '7', heat: 'none', width: '16', pretrained: '0' };
-        for (const [k, v] of Object.entries(expect)) assert(q.get(k) === v, `link ${k}=${q.get(k)}, want ${v}: ${href}`);
-        await page.goto(href);
-        const s = await waitState(page, (s) => s.models.length === 2, { what: 'the linked page to be ready' });
-        assert(s.data.name === 'spirals', `data set restored: ${s.data.name}`);
-        assert(s.models.map((m) => m.loss).join() === 'itd,ddpm', `losses restored: ${s.models.map((m) => m.loss)}`);
-        for (const [id, v] of Object.entries(want)) {
-          const got = await page.inputValue(`#${id}`);
-          assert(got === v, `#${id} restored: ${got}, want ${v}`);
-        }
-        assert(page.errors.length === 0, `console errors:\n${page.errors.join('\n')}`);
-        return `(${href.replace(base, '')})`;
+  browserTest('toy_page_fits_360_to_1920_with_both_panes_stacked_when_narrow', 240, PHONE, async (page, base) => {
+    await page.goto(`${base}index.html?${SHIPPED}`);
+    await waitState(page, (s) => s.models.length === 2 && s.models.every((m) => m.samplesStep >= 1), { what: 'samples of both models' });
+    const notes = [];
+    for (const w of WIDTHS) {
+      await page.setViewportSize({ width: w, height: 800 });
+      await settle(page);
+      await noOverflow(page, `toy at ${w} px`);
+      const b = await panes(page, ['scatter-a', 'scatter-b', 'curve-a', 'curve-b'], `toy at ${w} px`);
+      const stacked = b['scatter-b'].top >= b['curve-a'].bottom;
+      assert(stacked === (w < 700), `toy at ${w} px: panes ${stacked ? 'stacked' : 'side by side'}`);
+      const open = await page.evaluate(() => document.getElementById('controls-box').open);
+      assert(open === (w > 640), `toy at ${w} px: controls ${open ? 'open' : 'folded'}`);
+      await shoot(page, `layout-toy-${w}.png`);
+      notes.push(`${w}: ${Math.round(b['scatter-a'].width)} px canvas`);
+    }
+    return `(${notes.join(', ')})`;
+  }),
+  browserTest('image_mode_fits_360_to_1920_and_every_control_is_named', 240, PHONE, async (page, base) => {
+    await page.goto(`${base}index.html?${SMALL_IMAGE}`);
+    await waitState(page, (s) => s.mode === 'image' && s.model.gridDrawn, { what: 'image mode and its sample grid' });
+    for (const w of WIDTHS) {
+      await page.setViewportSize({ width: w, height: 800 });
+      await settle(page);
+      await noOverflow(page, `image mode at ${w} px`);
+      await panes(page, ['img-data-grid', 'img-samples', 'img-curve'], `image mode at ${w} px`);
+      await shoot(page, `layout-image-${w}.png`);
+    }
+    const stops = await tabThrough(page, 'image mode');
+    return `(${stops} tab stops)`;
+  }),
+  browserTest('blog_embed_fits_360_to_1920_and_its_frame_follows_its_content', 240, TALL_PHONE, async (page, base) => {
+    // The blog example as published, with a quicker sampler for SwiftShader.
+    await page.route('**/blog-example.html', async (route) => {
+      const res = await route.fetch();
+      const html = (await res.text()).replaceAll('<cdl-demo ', '<cdl-demo samples="400" sampler="ddim" sampler_steps="40" ');
+      await route.fulfill({ response: res, body: html });
+    });
+    await page.goto(`${base}blog-example.html`);
+    await page.waitForFunction(() => document.querySelectorAll('cdl-demo iframe').length === 2);
+    // In the blog's order, so frames[i] is the i-th <cdl-demo>'s iframe.
+    const frames = await Promise.all((await page.$$('cdl-demo iframe')).map((h) => h.contentFrame()));
+    assert(frames.length === 2, `two embedded demos, found ${frames.length}`);
+    for (const f of frames) await waitState(f, (s) => s.models[0].samplesStep >= 1, { what: `samples in ${f.url()}` });
+    const heights = [];
+    for (const w of WIDTHS) {
+      await page.setViewportSize({ width: w, height: 1600 });
+      await settle(page);
+      await noOverflow(page, `blog at ${w} px`);
+      for (const [i, f] of frames.entries()) {
+        await settle(f);
+        const what = `embed ${i} at ${w} px`;
+        await noOverflow(f, what);
+        await panes(f, ['scatter-a', 'curve-a'], what);
+        // The frame takes its content's height (body and margins), so nothing scrolls inside it.
+        const frameEl = `document.querySelectorAll('cdl-demo iframe')[${i}]`;
+        await page.waitForFunction(`(${FRAME_CONTENT})(${frameEl}) === ${frameEl}.clientHeight`, null, { timeout: 5000 })
+          .catch(() => {});
+        const m = await page.evaluate(`(() => {
+          const el = ${frameEl}; const r = el.getBoundingClientRect(); const d = el.contentDocument;
+          return { left: r.left, right: r.right, inner: innerWidth, frame: el.clientHeight, content: (${FRAME_CONTENT})(el),
+            scroll: d.documentElement.scrollHeight, open: d.getElementById('controls-box').open,
+            start: d.getElementById('start').checkVisibility() };
+        })()`);
+        assert(m.left >= 0 && m.right <= m.inner, `${what}: the frame fits the column: ${JSON.stringify(m)}`);
+        assert(m.frame === m.content && m.scroll <= m.frame,
+          `${what}: the frame is as tall as its content (frame ${m.frame} px, content ${m.content} px, scroll ${m.scroll} px)`);
+        assert(!m.open && !m.start, `${what}: the controls are folded behind a disclosure`);
+        heights.push(m.frame);
+      }
+      await shoot(page, `layout-embed-${w}.png`);
+    }
+    // Opening the controls makes the frame taller, and closing them shrinks it back.
+    const f = frames[0];
+    const el = await page.$('cdl-demo iframe');
+    assert(await el.contentFrame() === f, 'the first frame');
+    const before = await el.evaluate((el) => el.clientHeight);
+    await f.click('#controls-box > summary');
+    await page.waitForFunction(([el, h]) => el.clientHeight > h + 20, [el, before], { timeout: 5000 });
+    assert(await f.isVisible('#start'), 'Start shows once the controls are open');
+    await f.click('#controls-box > summary');
+    await page.waitForFunction(([el, h]) => el.clientHeight === h, [el, before], { timeout: 5000 });
+    return `(frame heights ${heights.join(', ')} px)`;
+  }),
+  browserTest('dark_scheme_darkens_the_page_and_the_embed', 120, { colorScheme: 'dark' }, async (page, base) => {
+    const notes = [];
+    for (const [what, url] of [['toy', `index.html?${tiny()}`], ['embed', `index.html?embed&${tiny({ loss_b: 'none' })}`],
+      ['image mode', `index.html?${SMALL_IMAGE}`], ['blog', 'blog-example.html']]) {
+      await page.goto(`${base}${url}`);
+      const c = await page.evaluate(() => {
+        const body = getComputedStyle(document.body);
+        const button = document.querySelector('button') || document.body;
+        return { bg: body.backgroundColor, fg: body.color, button: getComputedStyle(button).backgroundColor,
+          buttonFg: getComputedStyle(button).color };
       });
-    },
-  },
-  {
-    name: 'copy_link_restores_the_image_mode_settings',
-    timeout: 180,
-    async run(base) {
-      return withBrowser(async (page) => {
-        await page.context().grantPermissions(['clipboard-read', 'clipboard-write'], { origin: new URL(base).origin });
-        await page.goto(`${base}index.html?${SMALL_IMAGE}`);
-        await waitState(page, (s) => s.mode === 'image', { what: 'image mode to be ready' });
-        const want = { 'img-loss': 'ddpm', 'img-batch': '2', 'img-sampler': 'heun', 'img-sampler-steps': '5', 'img-lambda': '0.25' };
-        for (const [id, v] of Object.entries(want)) await setControl(page, id, v);
-        await setControl(page, 'img-clip', false);
-        const href = await copyLink(page);
-        const q = new URL(href).searchParams;
-        const expect = { mode: 'image', loss: 'ddpm', batch: '2', sampler: 'heun', sampler_steps: '5', lambda: '0.25', clip: '0', ch: '8' };
-        for (const [k, v] of Object.entries(expect)) assert(q.get(k) === v, `link ${k}=${q.get(k)}, want ${v}: ${href}`);
-        await page.goto(href);
-        await waitState(page, (s) => s.mode === 'image', { what: 'the linked image mode to be ready' });
-        for (const [id, v] of Object.entries(want)) {
-          const got = await page.inputValue(`#${id}`);
-          assert(got === v, `#${id} restored: ${got}, want ${v}`);
-        }
-        assert(!(await page.isChecked('#img-clip')), 'clip x̂₀ restored (unticked)');
-        assert(page.errors.length === 0, `console errors:\n${page.errors.join('\n')}`);
-        return `(${href.replace(base, '')})`;
-      });
-    },
-  },
+      const [bg, fg, bbg, bfg] = [c.bg, c.fg, c.button, c.buttonFg].map(luminance);
+      assert(bg !== null && bg < 0.05, `${what}: dark background (${c.bg})`);
+      assert(fg !== null && fg > 0.5, `${what}: light text (${c.fg})`);
+      // Chromium's own controls: rgb(239, 239, 239) buttons in the light scheme (0.86), rgb(107, 107, 107) in the dark.
+      assert(bbg === null || bbg < 0.3, `${what}: dark controls (${c.button})`);
+      assert(bfg !== null && bfg > 0.5, `${what}: light control text (${c.buttonFg})`);
+      if (what === 'toy') {
+        await waitState(page, () => true, { what: 'the demo to be ready' });
+        await shoot(page, 'layout-toy-dark.png');
+      }
+      notes.push(`${what} ${c.bg}`);
+    }
+    return `(${notes.join(', ')})`;
+  }),
+  browserTest('keyboard_reaches_every_toy_control_with_a_name_and_a_focus_ring', 120, DESKTOP, async (page, base) => {
+    await page.goto(`${base}index.html?${tiny()}`);
+    await waitState(page, () => true, { what: 'the demo to be ready' });
+    const stops = await tabThrough(page, 'toy mode');
+    return `(${stops} tab stops)`;
+  }),
+  browserTest('copy_link_restores_the_toy_settings', 180, {}, async (page, base) => {
+    await page.context().grantPermissions(['clipboard-read', 'clipboard-write'], { origin: new URL(base).origin });
+    await page.goto(`${base}index.html?${tiny()}`);
+    await waitState(page, () => true, { what: 'the demo to be ready' });
+    const want = { dataset: 'spirals', 'loss-a': 'itd', 'loss-b': 'ddpm', lambda: '0.5', anchors: '3', points: '4',
+      sampler: 'ddim', 'sampler-steps': '7', heat: 'none' };
+    for (const [id, v] of Object.entries(want)) await setControl(page, id, v);
+    const href = await copyLink(page);
+    const q = new URL(href).searchParams;
+    const expect = { dataset: 'spirals', loss: 'itd', loss_b: 'ddpm', lambda: '0.5', K: '3', M: '4', sampler: 'ddim',
+      sampler_steps: '7', heat: 'none', width: '16', pretrained: '0' };
+    for (const [k, v] of Object.entries(expect)) assert(q.get(k) === v, `link ${k}=${q.get(k)}, want ${v}: ${href}`);
+    await page.goto(href);
+    const s = await waitState(page, (s) => s.models.length === 2, { what: 'the linked page to be ready' });
+    assert(s.data.name === 'spirals', `data set restored: ${s.data.name}`);
+    assert(s.models.map((m) => m.loss).join() === 'itd,ddpm', `losses restored: ${s.models.map((m) => m.loss)}`);
+    for (const [id, v] of Object.entries(want)) {
+      const got = await page.inputValue(`#${id}`);
+      assert(got === v, `#${id} restored: ${got}, want ${v}`);
+    }
+    return `(${href.replace(base, '')})`;
+  }),
+  browserTest('copy_link_restores_the_image_mode_settings', 180, {}, async (page, base) => {
+    await page.context().grantPermissions(['clipboard-read', 'clipboard-write'], { origin: new URL(base).origin });
+    await page.goto(`${base}index.html?${SMALL_IMAGE}`);
+    await waitState(page, (s) => s.mode === 'image', { what: 'image mode to be ready' });
+    const want = { 'img-loss': 'ddpm', 'img-batch': '2', 'img-sampler': 'heun', 'img-sampler-steps': '5', 'img-lambda': '0.25' };
+    for (const [id, v] of Object.entries(want)) await setControl(page, id, v);
+    await setControl(page, 'img-clip', false);
+    const href = await copyLink(page);
+    const q = new URL(href).searchParams;
+    const expect = { mode: 'image', loss: 'ddpm', batch: '2', sampler: 'heun', sampler_steps: '5', lambda: '0.25', clip: '0', ch: '8' };
+    for (const [k, v] of Object.entries(expect)) assert(q.get(k) === v, `link ${k}=${q.get(k)}, want ${v}: ${href}`);
+    await page.goto(href);
+    await waitState(page, (s) => s.mode === 'image', { what: 'the linked image mode to be ready' });
+    for (const [id, v] of Object.entries(want)) {
+      const got = await page.inputValue(`#${id}`);
+      assert(got === v, `#${id} restored: ${got}, want ${v}`);
+    }
+    assert(!(await page.isChecked('#img-clip')), 'clip x̂₀ restored (unticked)');
+    return `(${href.replace(base, '')})`;
+  }),
 ];
