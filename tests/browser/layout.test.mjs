@@ -279,6 +279,21 @@ export const tests = [
     }
     return `(${href.replace(base, '')})`;
   }),
+  browserTest('copy_link_shows_the_link_when_the_clipboard_is_refused', 60, {}, async (page, base) => {
+    // A browser that refuses the clipboard (no permission, an insecure page): the link is shown to copy by hand.
+    await page.addInitScript(() => { Clipboard.prototype.writeText = () => Promise.reject(new DOMException('refused', 'NotAllowedError')); });
+    await page.goto(`${base}index.html?${tiny()}`);
+    await waitState(page, () => true, { what: 'the demo to be ready' });
+    await setControl(page, 'dataset', 'draw');
+    await page.click('#copy-link');
+    await page.waitForFunction(() => document.body.dataset.linkCopied === 'no');
+    const href = await page.getAttribute('#share-link', 'href');
+    assert(await page.isVisible('#share-link') && href === (await page.textContent('#share-link')), `the link is shown: ${href}`);
+    const msg = await page.textContent('#share-msg');
+    assert(/^Copy this link/.test(msg) && /drawn or uploaded points are not in the link/.test(msg), `message: ${msg}`);
+    assert(new URL(href).searchParams.get('dataset') === null, `no data set for drawn points: ${href}`);
+    return `(${msg})`;
+  }),
   browserTest('copy_link_restores_the_image_mode_settings', 180, {}, async (page, base) => {
     await page.context().grantPermissions(['clipboard-read', 'clipboard-write'], { origin: new URL(base).origin });
     await page.goto(`${base}index.html?${SMALL_IMAGE}`);
