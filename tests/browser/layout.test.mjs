@@ -1,6 +1,7 @@
-// The page where it is read: toy mode, image mode and the blog embed from 360 to 1920 px wide, the
-// dark scheme, keyboard reach with names and focus rings, the embed's frame sized by its content,
-// and "Copy link" round trips. Screenshots: target/browser-artifacts/layout-*.png (README's: below).
+// Where the page is read: toy mode, image mode and the blog embed from 360 to 1920 px wide, the dark
+// scheme, keyboard reach with names and focus rings, the embed's frame sized by its content, and
+// "Copy link". Screenshots in target/browser-artifacts/layout-*.png; CDL_UPDATE_SCREENSHOT=1
+// also copies the README's four to docs/screenshots/.
 
 import fs from 'node:fs';
 import path from 'node:path';
