@@ -13,6 +13,9 @@
   // the width (a rotated phone, a resized window) until the reader opens or closes it. The embed
   // class is set here, before the wasm loads, so the frame does not start in the full layout.
   if (embed) document.body.classList.add('embed');
+  // Image mode shows its own section from the first paint (the wasm sets the class too), so a
+  // reader never sees the toy demo's controls first, and an early Start is the image Start.
+  if (image) document.body.classList.add('image-mode');
   const narrow = matchMedia('(max-width: 40rem)');
   for (const id of ['controls-box', 'img-controls-box']) {
     const box = byId(id);

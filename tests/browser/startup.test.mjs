@@ -3,12 +3,31 @@
 // while the page still gets ready, and Start pressed before the page is ready is honoured.
 // Models are tiny (lib.mjs TINY).
 
+import { spawn } from 'node:child_process';
+import os from 'node:os';
 import { launch, newPage, state, waitState, assert, tiny } from './lib.mjs';
 
 /// The toy page's stages, in order (src/web/runtime.rs, src/web/app.rs).
 const STAGES = ['requesting a WebGPU adapter', 'creating the device', 'reading saved kernel choices', 'building the models', 'loading shipped weights',
   'drawing the first samples'];
 const sleep = (ms) => new Promise((r) => setTimeout(r, ms));
+
+/// Distinct colours among a canvas's pixels (a drawn pane has many, a blank one one or two).
+function colours(page, id) {
+  return page.evaluate((id) => {
+    const c = document.getElementById(id);
+    const d = c.getContext('2d').getImageData(0, 0, c.width, c.height).data;
+    const seen = new Set();
+    for (let i = 0; i < d.length; i += 4) seen.add((d[i] << 16) | (d[i + 1] << 8) | d[i + 2]);
+    return seen.size;
+  }, id);
+}
+
+/// One busy process per core (a spinning node), killed by the returned function.
+function busyCpu() {
+  const kids = os.cpus().map(() => spawn(process.execPath, ['-e', 'for (;;) {}'], { stdio: 'ignore' }));
+  return () => kids.forEach((k) => k.kill('SIGKILL'));
+}
 
 async function withBrowser(body) {
   const browser = await launch();
@@ -101,6 +120,77 @@ export const tests = [
           return `${n} ${((next.ms - mine[0].ms) / 1000).toFixed(1)} s`;
         });
         return `(${spans.join(', ')})`;
+      });
+    },
+  },
+  {
+    name: 'a_start_on_a_busy_cpu_always_names_its_stage_and_draws_both_panes',
+    timeout: 300,
+    async run(base) {
+      // Every core spins in another process while the page (two models, shipped weights) starts.
+      const stop = busyCpu();
+      try {
+        return await withBrowser(async (page) => {
+          await page.goto(`${base}index.html?${tiny({ pretrained: 1 })}`, { waitUntil: 'commit' });
+          const seen = [];
+          let last = { text: null, at: Date.now() };
+          let longest = 0;
+          for (;;) {
+            const now = await page.evaluate(() => {
+              const el = document.getElementById('status');
+              return { text: el ? el.textContent : null, status: document.body.dataset.status ?? null };
+            }).catch(() => ({ text: null, status: null }));
+            if (now.text !== last.text) {
+              longest = Math.max(longest, Date.now() - last.at);
+              last = { text: now.text, at: Date.now() };
+              seen.push(now.text);
+            }
+            if (now.status === 'ready') break;
+            // Before the page's code: "loading…"; then a stage and its seconds, refreshed every second.
+            assert(now.text === null || now.text === 'loading…' || STAGES.some((n) => now.text.startsWith(`${n}… `)),
+              `the status names a stage: ${now.text}`);
+            assert(Date.now() - last.at < 10_000, `the status line stood still for 10 s: ${now.text}`);
+            await sleep(250);
+          }
+          const s = await waitState(page, () => true, { what: 'the page to be ready' });
+          assert(s.models.length === 2 && s.models.every((m) => m.samples === 128), 'both models drew their samples');
+          for (const id of ['scatter-a', 'scatter-b']) {
+            const n = await colours(page, id);
+            assert(n > 3, `pane ${id} is drawn (${n} colours)`);
+          }
+          assert(page.errors.length === 0, `console errors:\n${page.errors.join('\n')}`);
+          return `(${seen.length} status texts; the status line changed at least every ${(longest / 1000).toFixed(1)} s)`;
+        });
+      } finally {
+        stop();
+      }
+    },
+  },
+  {
+    name: 'image_mode_start_pressed_before_the_code_ran_trains_once_ready',
+    timeout: 240,
+    async run(base) {
+      return withBrowser(async (page) => {
+        await page.addInitScript(() => {
+          document.addEventListener('click', (e) => {
+            if (e.target.id === 'img-start') window.__startStage = document.body.dataset.stage ?? 'before the page code ran';
+          }, true);
+        });
+        let release;
+        const clicked = new Promise((r) => { release = r; });
+        await page.route('**/*.wasm', async (route) => { await clicked; await route.continue(); });
+        const q = new URLSearchParams({ mode: 'image', ch: 8, mult: '1,2', blocks: 1, attn: 'none', batch: 4, K: 1, M: 2,
+          samples: 4, sampler_steps: 4, shapes: 256, chunk: 2, sample_every: 1e6 });
+        await page.goto(`${base}index.html?${q}`, { waitUntil: 'commit' });
+        await page.click('#img-start');
+        release();
+        const early = await page.evaluate(() => window.__startStage);
+        assert(early === 'before the page code ran', `Start was pressed before the page's code ran (stage: ${early})`);
+        const s = await waitState(page, (s) => s.mode === 'image' && s.model.step >= 4 && s.stepsPerSec > 0,
+          { what: 'image training from the early Start', timeout: 200_000 });
+        assert(s.running, 'running');
+        assert(page.errors.length === 0, `console errors:\n${page.errors.join('\n')}`);
+        return `(step ${s.model.step} at ${s.imagesPerSec.toFixed(2)} images/s)`;
       });
     },
   },
