@@ -231,18 +231,12 @@ fn matmul4(id: Grid, @builtin(local_invocation_index) lid: u32) {
     store4(tl, &acc);
 }
 
-// The GPU-shaped variant (`matmul_*_tiled`), for adapters with real workgroup memory: a
-// workgroup of TILE_LANES = 256 invocations owns a TM x TM = 64 x 64 output tile, each invocation
-// a 4 x 4 block of it in registers (rows 4 ty .. 4 ty + 3, columns 4 tx .. 4 tx + 3). Per step
-// of TK = 16 along K the workgroup stages op(a)'s 64 x 16 and op(b)'s 16 x 64 slices in
-// workgroup memory (2 x 4 KiB, within WebGPU's default 16 KiB), each invocation loading 4
-// elements of each with neighbouring invocations on neighbouring addresses of whichever
-// dimension the layout stores contiguously; then every invocation reads one vec4 of each slice
-// per kk for 16 multiply-adds. Out-of-range rows, columns and K are staged as zeros and skipped
-// at the store; any M, N, K, layout and batch stride.
-var<workgroup> ta: array<vec4<f32>, TK * TM / 4>; // [kk][row / 4], component row % 4
-var<workgroup> tb: array<vec4<f32>, TK * TM / 4>; // [kk][col / 4], component col % 4
-
+// The GPU-shaped variant (`matmul_*_tiled`), for adapters with real workgroup memory: the
+// staged-tile product of common/gemm_tile.wgsl (TM x TM = 64 x 64 output tiles, 4 x 4 per
+// invocation, steps of TK = 16 along K) over op(a) and op(b), each invocation staging 4
+// elements of each slice per step with neighbouring invocations on neighbouring addresses of
+// whichever dimension the layout stores contiguously. Out-of-range rows, columns and K are
+// staged as zeros and skipped at the store; any M, N, K, layout and batch stride.
 @compute @workgroup_size(TILE_LANES)
 fn matmul_tiled(id: Grid, @builtin(local_invocation_index) lid: u32) {
     let tiles_m = (p.m + TM - 1u) / TM;
@@ -270,24 +264,17 @@ fn matmul_tiled(id: Grid, @builtin(local_invocation_index) lid: u32) {
             let ka = k0 + ia.y;
             var va = 0.0;
             if (ra < p.m && ka < p.k) { va = a[ab + ra * sa.x + ka * sa.y]; }
-            ta[ia.y * q4 + ia.x / 4u][ia.x % 4u] = va;
+            stage_a(ia.x, ia.y, va);
             // b: along N when b is (K, N), along K when it is stored (N, K).
             let ib = select(vec2<u32>(e % TM, e / TM), vec2<u32>(e / TK, e % TK), TRANS_B); // (col, kk)
             let cb = col0 + ib.x;
             let kb = k0 + ib.y;
             var vb = 0.0;
             if (cb < p.n && kb < p.k) { vb = b[bb + cb * sb.x + kb * sb.y]; }
-            tb[ib.y * q4 + ib.x / 4u][ib.x % 4u] = vb;
+            stage_b(ib.y, ib.x, vb);
         }
         workgroupBarrier();
-        for (var kk = 0u; kk < TK; kk = kk + 1u) {
-            let av = ta[kk * q4 + ty];
-            let bv = tb[kk * q4 + tx];
-            acc[0] = acc[0] + av.x * bv;
-            acc[1] = acc[1] + av.y * bv;
-            acc[2] = acc[2] + av.z * bv;
-            acc[3] = acc[3] + av.w * bv;
-        }
+        tile_product(tx, ty, &acc);
         workgroupBarrier();
     }
     let col = col0 + 4u * tx;

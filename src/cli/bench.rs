@@ -28,7 +28,7 @@ async fn time(gpu: &Gpu, d: &[&Dispatch], runs: usize) -> Result<f64, GpuError> 
 
 /// Square matmuls of each size in `sizes`, in every scheme (`matmul::Scheme`, each timed with
 /// the same buffers and runs), against the naive baseline, each marked whether it is the scheme
-/// `gpu` uses for that shape (forced, cached or measured: `Scheme::for_shape`); then the row
+/// `gpu` uses for that shape (forced, cached or measured: `matmul::scheme_for`); then the row
 /// reductions.
 pub async fn ops(gpu: &Gpu, runs: usize, sizes: &[usize]) -> Result<Value, GpuError> {
     let forced = gpu.variant("matmul");
@@ -42,7 +42,7 @@ pub async fn ops(gpu: &Gpu, runs: usize, sizes: &[usize]) -> Result<Value, GpuEr
         let naive_kernel = gpu.kernel("matmul_naive", "matmul_v0_naive", matmul::NAIVE_SOURCE, "matmul_naive").await?;
         let naive = naive_dispatch(gpu, &naive_kernel, [&a, &b, gpu.unused(), &out], d)?;
         let naive_ms = time(gpu, &[&naive], if size >= 1024 { 1 } else { runs }).await?;
-        let in_use = matmul::Scheme::for_shape(gpu, Layout::NN, d, matmul::Strides::contiguous(d)).await?;
+        let in_use = matmul::scheme_for(gpu, Layout::NN, d, matmul::Strides::contiguous(d)).await?;
         for scheme in matmul::Scheme::ALL {
             gpu.set_variant("matmul", Some(scheme.name()));
             let fwd = matmul::matmul(gpu, Layout::NN, &a, &b, None, &out, d).await?;
@@ -142,7 +142,7 @@ pub async fn best_matmul(gpu: &Gpu, runs: usize) -> Result<Value, GpuError> {
     let out = gpu.zeros("peak out", size * size)?;
     let forced = gpu.variant("matmul");
     let mut best: Option<(&str, f64)> = None;
-    for scheme in matmul::Scheme::passing(gpu).await? {
+    for scheme in matmul::Scheme::passing(gpu, &matmul::SPEC).await? {
         gpu.set_variant("matmul", Some(scheme.name()));
         let disp = matmul::matmul(gpu, Layout::NN, &a, &b, None, &out, d).await?;
         let gflops = d.flops() / time(gpu, &[&disp], runs).await? / 1e6;

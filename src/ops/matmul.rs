@@ -1,6 +1,6 @@
 //! Launchers for `shaders/matmul.wgsl`: batched out = op(a) · op(b) + bias and its backward.
 
-use super::{f64s, needs, optional, prepare, run_read, tune, variant_names, CheckResult, Entry, OpSpec, Variant};
+use super::{f64s, needs, optional, prepare, run_read, tune, CheckResult, Entry, OpSpec, Variant};
 use crate::gpu::{groups_for, Buffer, Dispatch, Gpu, GpuError};
 use crate::philox::normal_vec;
 use crate::reference::matmul as r;
@@ -47,7 +47,7 @@ const WHY: &str = "f32 accumulation over K terms vs an f64 reference";
 
 pub const SPEC: OpSpec = OpSpec {
     name: "matmul",
-    shader: super::shader!("matmul.wgsl", "activation.wgsl"; Params),
+    shader: super::shader!("matmul.wgsl", "activation.wgsl", "gemm_tile.wgsl"; Params),
     variants: &[
         Layout::NN.variant(Form::Scalar),
         Layout::NT.variant(Form::Scalar),
@@ -74,100 +74,42 @@ pub const SPEC: OpSpec = OpSpec {
     check,
 };
 
-/// The two kernel shapes of the family (`CDL_VARIANT=matmul:rows|tiled`), both for every layout.
-#[derive(Clone, Copy, Debug, PartialEq, Eq)]
-pub enum Scheme {
-    /// Shaped for CPU-backed adapters (lavapipe, SwiftShader): R rows by 4 columns per
-    /// invocation in registers, no workgroup memory, vec4 loads where aligned. The default.
-    Rows,
-    /// Shaped for GPUs: 64 x 64 output tiles staged through workgroup memory, 4 x 4 per
-    /// invocation (`matmul_tiled`).
-    Tiled,
+/// The family's two kernel shapes (`CDL_VARIANT=matmul:rows|tiled`), both for every layout:
+/// `Rows`, R rows by 4 columns per invocation; `Tiled`, `matmul_tiled`.
+pub use super::tune::Scheme;
+
+/// The scheme of one product: forced, recorded for its shape, measured now when tuning is on
+/// (the schemes that pass the registry check here, on scratch operands of its shape), or
+/// `Rows`, the default (`tune::decide`).
+pub async fn scheme_for(gpu: &Gpu, layout: Layout, d: Dims, s: Strides) -> Result<Scheme, GpuError> {
+    if d.m == 0 || d.n == 0 || d.k == 0 || d.batch == 0 {
+        return Ok(Scheme::Rows); // refused by `launch`, with its message
+    }
+    let key = tune_key(layout, d, s);
+    let passed = match tune::decide(gpu, &SPEC, &key).await? {
+        tune::Decision::Known(scheme) => return Ok(scheme),
+        tune::Decision::Measure(passed) => passed,
+    };
+    // Scratch operands of the problem's shape, over as many batch items as fit in
+    // TUNE_SCRATCH elements each (every scheme's work is linear in the items).
+    let per_item = [s.a.max(d.m * d.k), s.b.max(d.k * d.n), s.out.max(d.m * d.n)];
+    let items = (TUNE_SCRATCH / per_item.into_iter().max().unwrap_or(1)).clamp(1, d.batch);
+    let dt = Dims { batch: items, ..d };
+    let a = gpu.zeros("tune a", span(items, s.a, d.m * d.k))?;
+    let b = gpu.zeros("tune b", span(items, s.b, d.k * d.n))?;
+    let out = gpu.zeros("tune out", span(items, s.out, d.m * d.n))?;
+    let mut candidates = Vec::new();
+    for scheme in passed {
+        candidates.push((scheme, launch(gpu, scheme, layout, &a, &b, None, &out, Epilogue::None, dt, s).await?));
+    }
+    tune::fastest(gpu, &key, &candidates).await
 }
 
-impl Scheme {
-    pub const ALL: [Scheme; 2] = [Scheme::Rows, Scheme::Tiled];
-    /// Their names, the default first (`ops::VARIANT_CHOICES`).
-    pub const NAMES: [&'static str; 2] = [Scheme::Rows.name(), Scheme::Tiled.name()];
-
-    pub const fn name(self) -> &'static str {
-        match self {
-            Scheme::Rows => "rows",
-            Scheme::Tiled => "tiled",
-        }
-    }
-
-    fn named(name: &str) -> Option<Self> {
-        Scheme::ALL.into_iter().find(|s| s.name() == name)
-    }
-
-    /// The scheme forced for every matmul on `gpu` (`CDL_VARIANT=matmul:…`, `Gpu::set_variant`),
-    /// if any; a name the family does not have is an error.
-    pub fn forced(gpu: &Gpu) -> Result<Option<Self>, GpuError> {
-        let Some(v) = gpu.variant(SPEC.name) else { return Ok(None) };
-        variant_names(SPEC.name, &v)?;
-        Ok(Scheme::named(&v))
-    }
-
-    /// The scheme of one product: the forced one, else the choice recorded for its shape
-    /// (`Gpu::choice`, from the cache or measured earlier), else, when `gpu.tuning()`, the
-    /// fastest of the schemes that pass the registry check here, measured now (`tune`); else
-    /// `Rows`, the default.
-    pub async fn for_shape(gpu: &Gpu, layout: Layout, d: Dims, s: Strides) -> Result<Self, GpuError> {
-        if let Some(forced) = Scheme::forced(gpu)? {
-            return Ok(forced);
-        }
-        if d.m == 0 || d.n == 0 || d.k == 0 || d.batch == 0 {
-            return Ok(Scheme::Rows); // refused by `launch`, with its message
-        }
-        let key = tune_key(layout, d, s);
-        if let Some(v) = gpu.choice(&key) {
-            // A name from an older cache that this build lacks: the default.
-            return Ok(Scheme::named(&v).unwrap_or(Scheme::Rows));
-        }
-        if !gpu.tuning() {
-            return Ok(Scheme::Rows);
-        }
-        let passed = Scheme::passing(gpu).await?;
-        // Scratch operands of the problem's shape, over as many batch items as fit in
-        // TUNE_SCRATCH elements each (every scheme's work is linear in the items).
-        let per_item = [s.a.max(d.m * d.k), s.b.max(d.k * d.n), s.out.max(d.m * d.n)];
-        let items = (TUNE_SCRATCH / per_item.into_iter().max().unwrap_or(1)).clamp(1, d.batch);
-        let dt = Dims { batch: items, ..d };
-        let a = gpu.zeros("tune a", span(items, s.a, d.m * d.k))?;
-        let b = gpu.zeros("tune b", span(items, s.b, d.k * d.n))?;
-        let out = gpu.zeros("tune out", span(items, s.out, d.m * d.n))?;
-        let mut candidates = Vec::new();
-        for scheme in passed {
-            let ep = Epilogue::None;
-            candidates.push((scheme.name(), launch(gpu, scheme, layout, &a, &b, None, &out, ep, dt, s).await?));
-        }
-        let pick = tune::fastest(gpu, &key, Scheme::Rows.name(), &candidates).await?;
-        Ok(Scheme::named(pick).unwrap_or(Scheme::Rows))
-    }
-
-    /// The schemes whose every registry check passes on `gpu` (checked once per device, or read
-    /// from the cache: `tune::passing`).
-    pub async fn passing(gpu: &Gpu) -> Result<Vec<Scheme>, GpuError> {
-        let names = tune::passing(gpu, &SPEC, |entry| Scheme::of_entry(entry).name()).await?;
-        Ok(Scheme::ALL.into_iter().filter(|x| names.iter().any(|n| n == x.name())).collect())
-    }
-
-    /// The scheme a registry entry belongs to.
-    fn of_entry(entry: &str) -> Self {
-        if entry.ends_with("_tiled") {
-            Scheme::Tiled
-        } else {
-            Scheme::Rows
-        }
-    }
-
-    /// Workgroups of one matmul over `d`.
-    fn workgroups(self, d: Dims) -> usize {
-        match self {
-            Scheme::Rows => d.batch * d.m.div_ceil(R) * d.n.div_ceil(COLS),
-            Scheme::Tiled => d.batch * d.m.div_ceil(TM) * d.n.div_ceil(TM),
-        }
+/// Workgroups of one matmul over `d` in `scheme`.
+fn workgroups(scheme: Scheme, d: Dims) -> usize {
+    match scheme {
+        Scheme::Rows => d.batch * d.m.div_ceil(R) * d.n.div_ceil(COLS),
+        Scheme::Tiled => d.batch * d.m.div_ceil(TM) * d.n.div_ceil(TM),
     }
 }
 
@@ -297,11 +239,11 @@ super::constants! {
     override LANES = 64;
     /// Tiled scheme: the side of a workgroup's output tile (a WGSL `const`: it sizes the
     /// workgroup arrays)...
-    const TM = 64;
+    pub(crate) const TM = 64;
     /// ... the K step staged in workgroup memory per barrier ...
-    const TK = 16;
+    pub(crate) const TK = 16;
     /// ... and its invocations, (TM / 4)^2, one 4 x 4 block each.
-    const TILE_LANES = 256;
+    pub(crate) const TILE_LANES = 256;
 }
 
 const _: () = assert!(TILE_LANES == (TM / 4) * (TM / 4) && TK * TM * 4 * 2 <= 16 * 1024);
@@ -457,7 +399,7 @@ async fn launch_tuned(
     d: Dims,
     s: Strides,
 ) -> Result<Dispatch, GpuError> {
-    launch(gpu, Scheme::for_shape(gpu, layout, d, s).await?, layout, a, b, bias, out, ep, d, s).await
+    launch(gpu, scheme_for(gpu, layout, d, s).await?, layout, a, b, bias, out, ep, d, s).await
 }
 
 #[allow(clippy::too_many_arguments)] // the operands of `matmul_strided` plus the scheme
@@ -495,7 +437,7 @@ async fn launch(
     let entry = layout.entry_strided(scheme, d, s);
     let params = Params::strided(d, s, bias.is_some(), code);
     let bufs = [a, b, bias_buf, out, aux, out2];
-    let disp = prepare(gpu, &SPEC, entry, &bufs, &params, scheme.workgroups(d) as u32).await?;
+    let disp = prepare(gpu, &SPEC, entry, &bufs, &params, workgroups(scheme, d) as u32).await?;
     Ok(disp.with_flops(d.flops() as u64))
 }
 

@@ -1,16 +1,95 @@
-//! Kernel variants chosen by measurement on the running adapter. A launcher with several
-//! variants (matmul's schemes) keys each problem by its op family and shape; the first time a
-//! key is met while `Gpu::tuning` is on, it times every variant that passed the family's
-//! registry check on this device, on scratch buffers of the problem's shape, and keeps the
-//! fastest (`fastest`). `Gpu::choice` remembers the choice for the device's lifetime; the
-//! choices are kept across runs per adapter and driver as one JSON text (`cache_text`,
+//! Kernel variants chosen by measurement on the running adapter. A family with two schemes
+//! (matmul, conv2d: `Scheme`) keys each problem by its op family and shape; the first time a
+//! key is met while `Gpu::tuning` is on (`decide`), the launcher times every scheme that passed
+//! the family's registry check on this device, on scratch buffers of the problem's shape, and
+//! keeps the fastest (`fastest`). `Gpu::choice` remembers the choice for the device's lifetime;
+//! the choices are kept across runs per adapter and driver as one JSON text (`cache_text`,
 //! `read_cache`): the CLI in a file under the user's cache directory (cli/tune.rs), the page in
 //! browser storage (web/store.rs).
 
 use serde_json::{json, Value};
 
-use super::OpSpec;
+use super::{variant_names, OpSpec};
 use crate::gpu::{Dispatch, Gpu, GpuError};
+
+/// The two kernel shapes of a family with variants (`CDL_VARIANT=matmul:rows|tiled`,
+/// `conv2d:rows|tiled`); a registry entry belongs to `Tiled` when its name ends in `_tiled`.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum Scheme {
+    /// Shaped for CPU-backed adapters (lavapipe, SwiftShader): a few rows by a few columns per
+    /// invocation in registers, no workgroup memory, vec4 loads where aligned. The default.
+    Rows,
+    /// Shaped for GPUs: 64 x 64 output tiles staged through workgroup memory, 4 x 4 per
+    /// invocation (`shaders/common/gemm_tile.wgsl`).
+    Tiled,
+}
+
+impl Scheme {
+    pub const ALL: [Scheme; 2] = [Scheme::Rows, Scheme::Tiled];
+    /// Their names, the default first (`ops::VARIANT_CHOICES`).
+    pub const NAMES: [&'static str; 2] = [Scheme::Rows.name(), Scheme::Tiled.name()];
+
+    pub const fn name(self) -> &'static str {
+        match self {
+            Scheme::Rows => "rows",
+            Scheme::Tiled => "tiled",
+        }
+    }
+
+    pub fn named(name: &str) -> Option<Self> {
+        Scheme::ALL.into_iter().find(|s| s.name() == name)
+    }
+
+    /// The scheme a registry entry belongs to.
+    pub fn of_entry(entry: &str) -> Self {
+        if entry.ends_with("_tiled") {
+            Scheme::Tiled
+        } else {
+            Scheme::Rows
+        }
+    }
+
+    /// The scheme forced for every problem of family `op` on `gpu` (`CDL_VARIANT=op:…`,
+    /// `Gpu::set_variant`), if any; a name the family does not have is an error.
+    pub fn forced(gpu: &Gpu, op: &str) -> Result<Option<Self>, GpuError> {
+        let Some(v) = gpu.variant(op) else { return Ok(None) };
+        variant_names(op, &v)?;
+        Ok(Scheme::named(&v))
+    }
+
+    /// The schemes of `spec` whose every registry check passes on `gpu` (checked once per
+    /// device, or read from the cache: `passing`).
+    pub async fn passing(gpu: &Gpu, spec: &OpSpec) -> Result<Vec<Scheme>, GpuError> {
+        let names = passing(gpu, spec, |entry| Scheme::of_entry(entry).name()).await?;
+        Ok(Scheme::ALL.into_iter().filter(|x| names.iter().any(|n| n == x.name())).collect())
+    }
+}
+
+/// What decides a problem's scheme before anything is timed (`decide`).
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub enum Decision {
+    /// Forced, recorded for this key (cache or an earlier measurement), or the default because
+    /// tuning is off.
+    Known(Scheme),
+    /// Tuning is on and the key is new: time these (the schemes that pass here) with `fastest`.
+    Measure(Vec<Scheme>),
+}
+
+/// The scheme of the problem recorded under `key` in family `spec`: the forced one, else the
+/// choice recorded for the key (a name from an older cache that this build lacks: the default),
+/// else, when `gpu.tuning()`, the passing schemes to measure; else `Rows`, the default.
+pub async fn decide(gpu: &Gpu, spec: &OpSpec, key: &str) -> Result<Decision, GpuError> {
+    if let Some(forced) = Scheme::forced(gpu, spec.name)? {
+        return Ok(Decision::Known(forced));
+    }
+    if let Some(v) = gpu.choice(key) {
+        return Ok(Decision::Known(Scheme::named(&v).unwrap_or(Scheme::Rows)));
+    }
+    if !gpu.tuning() {
+        return Ok(Decision::Known(Scheme::Rows));
+    }
+    Ok(Decision::Measure(Scheme::passing(gpu, spec).await?))
+}
 
 /// A variant other than the family's default is chosen only when it takes less than this
 /// fraction of the default's time. Timing on a shared machine moves by several per cent between
@@ -101,38 +180,37 @@ pub async fn passing(gpu: &Gpu, spec: &OpSpec, variant_of: fn(&str) -> &'static 
     Ok(ok)
 }
 
-/// Times `candidates` (variant name, a prepared dispatch of the problem) and records under
-/// `key` the fastest, or `default` unless another is faster by `MARGIN`. The time is the wall
-/// time from submit to idle (`performance.now()` in the browser).
-pub async fn fastest(
-    gpu: &Gpu,
-    key: &str,
-    default: &'static str,
-    candidates: &[(&'static str, Dispatch)],
-) -> Result<&'static str, GpuError> {
-    let times = median_times(gpu, candidates).await?;
-    let of = |name: &str| times.iter().find(|(n, _)| *n == name).map(|(_, t)| *t);
+/// Times `candidates` (a scheme, a prepared dispatch of the problem in it) and records under
+/// `key` the fastest, or `Rows`, the default, unless another is faster by `MARGIN`. The time is
+/// the wall time from submit to idle (`performance.now()` in the browser).
+pub async fn fastest(gpu: &Gpu, key: &str, candidates: &[(Scheme, Dispatch)]) -> Result<Scheme, GpuError> {
+    let default = Scheme::Rows;
+    let times = median_times(gpu, candidates, REPS).await?;
+    let of = |scheme: Scheme| times.iter().find(|(n, _)| *n == scheme).map(|(_, t)| *t);
     let best = times.iter().copied().min_by(|x, y| x.1.total_cmp(&y.1));
     let pick = match (best, of(default)) {
-        (Some((name, t)), Some(td)) if name != default && t >= MARGIN * td => default,
-        (Some((name, _)), _) => name,
+        (Some((scheme, t)), Some(td)) if scheme != default && t >= MARGIN * td => default,
+        (Some((scheme, _)), _) => scheme,
         (None, _) => default,
     };
-    gpu.set_choice(key, pick, true);
+    gpu.set_choice(key, pick.name(), true);
     Ok(pick)
 }
 
-async fn median_times(
+/// Each candidate's median wall time in seconds from submit to idle over `reps` runs, after one
+/// warm-up run of each; the runs interleaved, so that a burst of load elsewhere hits every
+/// candidate alike.
+pub async fn median_times(
     gpu: &Gpu,
-    candidates: &[(&'static str, Dispatch)],
-) -> Result<Vec<(&'static str, f64)>, GpuError> {
+    candidates: &[(Scheme, Dispatch)],
+    reps: usize,
+) -> Result<Vec<(Scheme, f64)>, GpuError> {
     for (_, d) in candidates {
         gpu.run(&[d]);
         gpu.finish().await?;
     }
-    let mut t = vec![Vec::with_capacity(REPS); candidates.len()];
-    // Interleaved, so that a burst of load elsewhere hits every variant alike.
-    for _ in 0..REPS {
+    let mut t = vec![Vec::with_capacity(reps); candidates.len()];
+    for _ in 0..reps.max(1) {
         for (i, (_, d)) in candidates.iter().enumerate() {
             let start = now_s();
             gpu.run(&[d]);

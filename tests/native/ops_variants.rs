@@ -30,7 +30,7 @@ fn a_forced_variant_is_the_one_dispatched() {
     let b = gpu.zeros("b", 12 * 20).unwrap();
     let out = gpu.zeros("out", 33 * 20).unwrap();
     let key = |g: &Gpu| pollster::block_on(matmul::matmul(g, Layout::NN, &a, &b, None, &out, d)).map(|x| x.key);
-    assert_eq!(Scheme::forced(&gpu), Ok(Some(Scheme::Tiled)));
+    assert_eq!(Scheme::forced(&gpu, "matmul"), Ok(Some(Scheme::Tiled)));
     assert!(key(&gpu).unwrap().starts_with("matmul_nn_tiled["), "{:?}", key(&gpu));
     // Backward products follow the same scheme.
     let da = pollster::block_on(matmul::matmul_bwd_a(&gpu, Layout::NN, &out, &b, &a, d)).unwrap();
@@ -44,7 +44,7 @@ fn a_forced_variant_is_the_one_dispatched() {
     assert!(cdl::ops::check_variants(&gpu).is_err());
     // The shared device of the other tests runs the default, unless CDL_VARIANT says otherwise.
     if std::env::var_os("CDL_VARIANT").is_none() {
-        assert_eq!(Scheme::forced(shared), Ok(None));
+        assert_eq!(Scheme::forced(shared, "matmul"), Ok(None));
     }
 }
 
