@@ -2,7 +2,8 @@
 // and its backward; checked against src/reference/conv2d.rs (same names, same contract). Saved
 // for backward: only the input x and the weight. Overwritten: out, dx; accumulated: dweight,
 // dbias. Every kernel is an implicit GEMM (no im2col), deterministic; the launcher
-// (src/ops/conv2d.rs) picks the variant from the shape.
+// (src/ops/conv2d.rs) picks the entry from the shape and the scheme (rows or tiled) by
+// measurement.
 
 // Bindings (group 0; placeholders where the params' flag is 0):
 //   conv2d_fwd(_v4):              x (read), weight (read), bias (read, has_bias), out (write),
@@ -11,6 +12,7 @@
 //                                 added to dx, the other branch's gradient)
 //   conv2d_bwd_weight(_k1, _v4):  dout (read), x_saved (read), dweight (read_write)
 //   conv2d_bwd_bias:              dout (read), dbias (read_write)
+// The *_tiled entries (the GPU-shaped scheme, below) bind as their plain namesakes.
 // Group 1: Params (declared in ops/conv2d.rs).
 
 @group(1) @binding(0) var<uniform> p: Params;
@@ -50,7 +52,8 @@
 // no float atomics anyway). Rows and pixels past the edge are clamped for loading and skipped at
 // the store. The linear workgroup id (workgroup_linear) enumerates the tiles, so grids above
 // 65,535 workgroups fold like every other op. Limits: at most 64 invocations per workgroup and
-// 256 bytes of workgroup memory (WebGPU defaults allow 256 and 16 KiB).
+// 256 bytes of workgroup memory (WebGPU defaults allow 256 and 16 KiB); the tiled scheme (at
+// the end) takes 256 and 8 KiB.
 //
 // Tile sizes, declared in ops/conv2d.rs with Params: `const` where the value sizes an array,
 // `override` (set at pipeline creation) for the workgroup sizes.
@@ -530,6 +533,219 @@ fn conv2d_bwd_weight_v4(id: Grid, @builtin(local_invocation_index) lid: u32) {
             let base = (co * p.cin + ci) * 9u;
             for (var tap = 0u; tap < 9u; tap = tap + 1u) {
                 dweight[base + tap] = dweight[base + tap] + acc[9u * r + tap];
+            }
+        }
+    }
+}
+
+// --- tiled (GPU-shaped) -----------------------------------------------------------------------
+
+// conv2d_fwd_tiled, conv2d_bwd_input_tiled, conv2d_bwd_weight_tiled: the same three products as
+// implicit GEMMs on the staged tiles of common/gemm_tile.wgsl (64 x 64 output tiles, 4 x 4 per
+// invocation, steps of TK = 16 along the reduction), for adapters with real workgroup memory.
+// The im2col operand is gathered on the fly into workgroup memory (no im2col buffer): padding
+// and pixels past the edge are staged as zeros. The tensors stay NCHW, the model's layout (the
+// other kernels of a step, GroupNorm, attention, resampling, read it), so the gathers walk
+// pixels: a GEMM column is an output pixel (fwd) or input pixel (bwd_input), and the reduction
+// of bwd_weight runs over pixels; neighbouring invocations stage neighbouring pixels, which
+// are neighbouring addresses at stride 1. Since TILE_LANES is a multiple of TM, an invocation
+// stages the same column (lid % TM) of B at every step, decoded once.
+//   fwd:        out (Cout) x (B Ho Wo) over (Cin K K): A = weight, B = x gathered.
+//   bwd_input:  dx (Cin) x (B H W) over (Cout taps): A = weight transposed, B = dout gathered;
+//               per parity class of the input pixel, as conv2d_bwd_input, so at stride 2 only
+//               the taps that reach the class are in the reduction.
+//   bwd_weight: dweight (Cout) x (Cin K K) over (B Ho Wo): A = dout, B = x gathered; one
+//               invocation sums each element, in a fixed order (deterministic).
+
+// The first row and column of tile t of an output with `cols` columns (column tile fastest);
+// row0 past the rows for a folded grid's spare workgroups (uniform).
+fn tile_origin(t: u32, cols: u32) -> vec2<u32> {
+    let tiles_n = (cols + TM - 1u) / TM;
+    return vec2<u32>((t / tiles_n) * TM, (t % tiles_n) * TM);
+}
+
+@compute @workgroup_size(TILE_LANES)
+fn conv2d_fwd_tiled(id: Grid, @builtin(local_invocation_index) lid: u32) {
+    let plane = p.ho * p.wo;
+    let npix = p.b * plane;
+    let o = tile_origin(workgroup_linear(id), npix);
+    if (o.x >= p.cout) { return; }
+    let kk = p.k * p.k;
+    let kdim = p.cin * kk;
+    // The pixel this invocation stages, clamped for decoding.
+    let sc = o.y + lid % TM;
+    let scc = min(sc, npix - 1u);
+    let iy0 = i32((scc % plane / p.wo) * p.stride) - i32(p.pad);
+    let ix0 = i32((scc % plane % p.wo) * p.stride) - i32(p.pad);
+    let xb = (scc / plane) * p.cin * p.h * p.w;
+    var acc: array<vec4<f32>, 4>;
+    for (var k0 = 0u; k0 < kdim; k0 = k0 + TK) {
+        for (var e = lid; e < TK * TM; e = e + TILE_LANES) {
+            // weight (Cout, Cin K K) is contiguous along the reduction: neighbours along kk.
+            let co = o.x + e / TK;
+            let ka = k0 + e % TK;
+            var va = 0.0;
+            if (co < p.cout && ka < kdim) { va = weight[co * kdim + ka]; }
+            stage_a(e / TK, e % TK, va);
+            let kb = k0 + e / TM;
+            var vb = 0.0;
+            if (sc < npix && kb < kdim) {
+                let tap = kb % kk;
+                let iy = iy0 + i32(tap / p.k);
+                let ix = ix0 + i32(tap % p.k);
+                if (iy >= 0 && iy < i32(p.h) && ix >= 0 && ix < i32(p.w)) {
+                    vb = x[xb + (kb / kk) * p.h * p.w + u32(iy) * p.w + u32(ix)];
+                }
+            }
+            stage_b(e / TM, lid % TM, vb);
+        }
+        workgroupBarrier();
+        tile_product(lid % (TM / 4u), lid / (TM / 4u), &acc);
+        workgroupBarrier();
+    }
+    let ty = lid / (TM / 4u);
+    for (var j = 0u; j < 4u; j = j + 1u) {
+        let c = o.y + 4u * (lid % (TM / 4u)) + j;
+        if (c < npix) {
+            let ob = (c / plane) * p.cout * plane + c % plane;
+            for (var i = 0u; i < 4u; i = i + 1u) {
+                let co = o.x + 4u * ty + i;
+                if (co < p.cout) {
+                    var v = acc[i][j];
+                    if (p.has_bias != 0u) { v = v + bias[co]; }
+                    let k = ob + co * plane;
+                    if (p.has_res != 0u) { v = v + res[k]; }
+                    out[k] = v;
+                }
+            }
+        }
+    }
+}
+
+@compute @workgroup_size(TILE_LANES)
+fn conv2d_bwd_input_tiled(id: Grid, @builtin(local_invocation_index) lid: u32) {
+    let s = p.stride;
+    // Parity classes as in conv2d_bwd_input: pixels iy = s yq + py, ix = s xq + px over the
+    // largest class's (hc, wc) grid; the class is the workgroup's, after its column tile.
+    let hc = (p.h + s - 1u) / s;
+    let wc = (p.w + s - 1u) / s;
+    let ncls = p.b * hc * wc;
+    let tiles_n = (ncls + TM - 1u) / TM;
+    let t = workgroup_linear(id);
+    let cls = (t / tiles_n) % (s * s);
+    let o = tile_origin((t / tiles_n / (s * s)) * tiles_n + t % tiles_n, ncls);
+    if (o.x >= p.cin) { return; }
+    let py = cls / s;
+    let px = cls % s;
+    // The taps reaching the class: ky = ky0 + s i (i < nty), kx = kx0 + s j (j < ntx).
+    let ky0 = (py + p.pad) % s;
+    let kx0 = (px + p.pad) % s;
+    let ntx = (p.k - kx0 + s - 1u) / s;
+    let ntap = ((p.k - ky0 + s - 1u) / s) * ntx;
+    let kdim = p.cout * ntap;
+    let kk = p.k * p.k;
+    let plane = p.ho * p.wo;
+    // The pixel this invocation stages, clamped for decoding.
+    let sc = o.y + lid % TM;
+    let scc = min(sc, ncls - 1u);
+    let bb = scc / (hc * wc);
+    let iy = (scc % (hc * wc)) / wc * s + py;
+    let ix = scc % wc * s + px;
+    let live = sc < ncls && iy < p.h && ix < p.w;
+    let gb = bb * p.cout * plane;
+    var acc: array<vec4<f32>, 4>;
+    for (var k0 = 0u; k0 < kdim; k0 = k0 + TK) {
+        for (var e = lid; e < TK * TM; e = e + TILE_LANES) {
+            // A[ci][(co, tap)] = weight[co][ci][tap]: neighbours along ci.
+            let ci = o.x + e % TM;
+            let ka = k0 + e / TM;
+            var va = 0.0;
+            if (ci < p.cin && ka < kdim) {
+                let ti = ka % ntap;
+                let tap = (ky0 + s * (ti / ntx)) * p.k + kx0 + s * (ti % ntx);
+                va = weight[((ka / ntap) * p.cin + ci) * kk + tap];
+            }
+            stage_a(e % TM, e / TM, va);
+            // Output pixel oy reads iy at tap ky when oy s + ky - pad = iy (exact by the class).
+            let kb = k0 + e / TM;
+            var vb = 0.0;
+            if (live && kb < kdim) {
+                let ti = kb % ntap;
+                let oy = (i32(iy + p.pad) - i32(ky0 + s * (ti / ntx))) / i32(s);
+                let ox = (i32(ix + p.pad) - i32(kx0 + s * (ti % ntx))) / i32(s);
+                if (oy >= 0 && oy < i32(p.ho) && ox >= 0 && ox < i32(p.wo)) {
+                    vb = dout[gb + (kb / ntap) * plane + u32(oy) * p.wo + u32(ox)];
+                }
+            }
+            stage_b(e / TM, lid % TM, vb);
+        }
+        workgroupBarrier();
+        tile_product(lid % (TM / 4u), lid / (TM / 4u), &acc);
+        workgroupBarrier();
+    }
+    let ty = lid / (TM / 4u);
+    let hw = p.h * p.w;
+    for (var j = 0u; j < 4u; j = j + 1u) {
+        let c = o.y + 4u * (lid % (TM / 4u)) + j;
+        let cy = (c % (hc * wc)) / wc * s + py;
+        let cx = c % wc * s + px;
+        if (c < ncls && cy < p.h && cx < p.w) {
+            let db = (c / (hc * wc)) * p.cin * hw + cy * p.w + cx;
+            for (var i = 0u; i < 4u; i = i + 1u) {
+                let ci = o.x + 4u * ty + i;
+                if (ci < p.cin) {
+                    let k = db + ci * hw;
+                    if (p.has_res != 0u) { dx[k] = acc[i][j] + dres[k]; } else { dx[k] = acc[i][j]; }
+                }
+            }
+        }
+    }
+}
+
+@compute @workgroup_size(TILE_LANES)
+fn conv2d_bwd_weight_tiled(id: Grid, @builtin(local_invocation_index) lid: u32) {
+    let kk = p.k * p.k;
+    let ncol = p.cin * kk;
+    let o = tile_origin(workgroup_linear(id), ncol);
+    if (o.x >= p.cout) { return; }
+    let plane = p.ho * p.wo;
+    let npix = p.b * plane;
+    var acc: array<vec4<f32>, 4>;
+    for (var k0 = 0u; k0 < npix; k0 = k0 + TK) {
+        for (var e = lid; e < TK * TM; e = e + TILE_LANES) {
+            // Both operands walk pixels: neighbours along the reduction (kk = e % TK).
+            let pix = k0 + e % TK;
+            let r = e / TK;
+            var va = 0.0;
+            var vb = 0.0;
+            if (pix < npix) {
+                let bb = pix / plane;
+                let q = pix % plane;
+                let co = o.x + r;
+                if (co < p.cout) { va = dout[(bb * p.cout + co) * plane + q]; }
+                let c = o.y + r;
+                let tap = c % kk;
+                let iy = i32((q / p.wo) * p.stride + tap / p.k) - i32(p.pad);
+                let ix = i32((q % p.wo) * p.stride + tap % p.k) - i32(p.pad);
+                if (c < ncol && iy >= 0 && iy < i32(p.h) && ix >= 0 && ix < i32(p.w)) {
+                    vb = x_saved[((bb * p.cin + c / kk) * p.h + u32(iy)) * p.w + u32(ix)];
+                }
+            }
+            stage_a(r, e % TK, va);
+            stage_b(e % TK, r, vb);
+        }
+        workgroupBarrier();
+        tile_product(lid % (TM / 4u), lid / (TM / 4u), &acc);
+        workgroupBarrier();
+    }
+    let ty = lid / (TM / 4u);
+    for (var i = 0u; i < 4u; i = i + 1u) {
+        let co = o.x + 4u * ty + i;
+        for (var j = 0u; j < 4u; j = j + 1u) {
+            let c = o.y + 4u * (lid % (TM / 4u)) + j;
+            if (co < p.cout && c < ncol) {
+                let k = co * ncol + c;
+                dweight[k] = dweight[k] + acc[i][j];
             }
         }
     }

@@ -4,6 +4,7 @@
 //!
 //! Overwritten: `out`, `dx`. Accumulated (`+=`): `dweight`, `dbias`.
 
+use super::tune::{self, Scheme};
 use super::{f64s, needs, optional, prepare, run_read, CheckResult, Entry, OpSpec};
 use crate::gpu::{Buffer, Dispatch, Gpu, GpuError};
 use crate::philox::normal_vec;
@@ -89,7 +90,7 @@ const WHY: &str = "f32 accumulation over Cin*K*K, Cout*K*K or B*Ho*Wo terms vs a
 
 pub const SPEC: OpSpec = OpSpec {
     name: "conv2d",
-    shader: super::shader!("conv2d.wgsl"; Params),
+    shader: super::shader!("conv2d.wgsl", "gemm_tile.wgsl"; Params),
     variants: &[],
     entries: &[
         Entry { name: "conv2d_fwd", reference: "conv2d::conv2d_fwd", tol: LOOSE, why: WHY },
@@ -99,6 +100,9 @@ pub const SPEC: OpSpec = OpSpec {
         Entry { name: "conv2d_bwd_weight", reference: "conv2d::conv2d_bwd_weight (K = 3)", tol: LOOSE, why: WHY },
         Entry { name: "conv2d_bwd_weight_k1", reference: "conv2d::conv2d_bwd_weight (K = 1)", tol: LOOSE, why: WHY },
         Entry { name: "conv2d_bwd_weight_v4", reference: "conv2d::conv2d_bwd_weight (stride 1)", tol: LOOSE, why: WHY },
+        Entry { name: "conv2d_fwd_tiled", reference: "conv2d::conv2d_fwd", tol: LOOSE, why: WHY },
+        Entry { name: "conv2d_bwd_input_tiled", reference: "conv2d::conv2d_bwd_input", tol: LOOSE, why: WHY },
+        Entry { name: "conv2d_bwd_weight_tiled", reference: "conv2d::conv2d_bwd_weight", tol: LOOSE, why: WHY },
         Entry { name: "conv2d_bwd_bias", reference: "conv2d::conv2d_bwd_bias", tol: LOOSE, why: WHY },
     ],
     check,
@@ -127,7 +131,15 @@ super::constants! {
     override WLV = 32;
     /// Invocations per workgroup of conv2d_bwd_bias.
     override BL = 64;
+    /// Tiled scheme (common/gemm_tile.wgsl, shared with matmul_tiled): the side of a
+    /// workgroup's output tile, the reduction step staged per barrier, and the invocations.
+    const TM = 64;
+    const TK = 16;
+    const TILE_LANES = 256;
 }
+
+// One tile scheme: the shared WGSL product assumes matmul's values.
+const _: () = assert!(TM == super::matmul::TM && TK == super::matmul::TK && TILE_LANES == super::matmul::TILE_LANES);
 
 /// Pixels per workgroup of conv2d_fwd and conv2d_bwd_input.
 const TILE_PIX: usize = 4 * LANES;
@@ -137,34 +149,119 @@ fn vec4_rows(s: Conv2dShape) -> bool {
     s.stride == 1 && s.w.is_multiple_of(4)
 }
 
-/// The forward entry point for `s` and its workgroup count.
-fn fwd_plan(s: Conv2dShape) -> (&'static str, usize) {
-    if vec4_rows(s) {
-        ("conv2d_fwd_v4", v4_tiles(s, s.cout))
-    } else {
-        ("conv2d_fwd", s.cout.div_ceil(R) * (s.b * s.ho() * s.wo()).div_ceil(TILE_PIX))
-    }
+/// The three products of a convolution, each tuned and forced as family `conv2d`.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum Pass {
+    Fwd,
+    BwdInput,
+    BwdWeight,
 }
 
-/// The input-gradient entry point for `s` and its workgroup count.
-fn bwd_input_plan(s: Conv2dShape) -> (&'static str, usize) {
-    if vec4_rows(s) {
-        ("conv2d_bwd_input_v4", v4_tiles(s, s.cin))
-    } else {
-        // One tile set per parity class (iy mod stride, ix mod stride), each over the largest
-        // class's pixel grid.
+impl Pass {
+    pub const ALL: [Pass; 3] = [Pass::Fwd, Pass::BwdInput, Pass::BwdWeight];
+
+    pub const fn name(self) -> &'static str {
+        match self {
+            Pass::Fwd => "fwd",
+            Pass::BwdInput => "bwd_input",
+            Pass::BwdWeight => "bwd_weight",
+        }
+    }
+
+    /// The entry point of this pass over `s` in `scheme`: in the rows scheme the stride-1 vec4
+    /// kernels when every image row is whole vec4s, and for the weight gradient the K = 1 one.
+    pub fn entry(self, scheme: Scheme, s: Conv2dShape) -> &'static str {
+        match (self, scheme) {
+            (Pass::Fwd, Scheme::Tiled) => "conv2d_fwd_tiled",
+            (Pass::BwdInput, Scheme::Tiled) => "conv2d_bwd_input_tiled",
+            (Pass::BwdWeight, Scheme::Tiled) => "conv2d_bwd_weight_tiled",
+            (Pass::Fwd, Scheme::Rows) if vec4_rows(s) => "conv2d_fwd_v4",
+            (Pass::Fwd, Scheme::Rows) => "conv2d_fwd",
+            (Pass::BwdInput, Scheme::Rows) if vec4_rows(s) => "conv2d_bwd_input_v4",
+            (Pass::BwdInput, Scheme::Rows) => "conv2d_bwd_input",
+            (Pass::BwdWeight, Scheme::Rows) => match (s.k, vec4_rows(s)) {
+                (3, true) => "conv2d_bwd_weight_v4",
+                (3, false) => "conv2d_bwd_weight",
+                _ => "conv2d_bwd_weight_k1",
+            },
+        }
+    }
+
+    /// Workgroups of this pass over `s` in `scheme`.
+    fn workgroups(self, scheme: Scheme, s: Conv2dShape) -> usize {
+        let out_pixels = s.b * s.ho() * s.wo();
+        // bwd_input: one tile set per parity class (iy mod stride, ix mod stride), each over the
+        // largest class's pixel grid.
+        let classes = s.stride * s.stride;
         let class_pixels = s.b * s.h.div_ceil(s.stride) * s.w.div_ceil(s.stride);
-        ("conv2d_bwd_input", s.cin.div_ceil(R) * s.stride * s.stride * class_pixels.div_ceil(TILE_PIX))
+        let tiled = scheme == Scheme::Tiled;
+        match self {
+            Pass::Fwd if tiled => s.cout.div_ceil(TM) * out_pixels.div_ceil(TM),
+            Pass::BwdInput if tiled => s.cin.div_ceil(TM) * classes * class_pixels.div_ceil(TM),
+            Pass::BwdWeight if tiled => s.cout.div_ceil(TM) * (s.cin * s.k * s.k).div_ceil(TM),
+            Pass::Fwd if vec4_rows(s) => v4_tiles(s, s.cout),
+            Pass::Fwd => s.cout.div_ceil(R) * out_pixels.div_ceil(TILE_PIX),
+            Pass::BwdInput if vec4_rows(s) => v4_tiles(s, s.cin),
+            Pass::BwdInput => s.cin.div_ceil(R) * classes * class_pixels.div_ceil(TILE_PIX),
+            Pass::BwdWeight => {
+                // Output and input channels per workgroup.
+                let (co_per, ci_per) = match (s.k, vec4_rows(s)) {
+                    (3, true) => (RW, WLV),
+                    (3, false) => (2 * WL, WCI3),
+                    _ => (2 * WL, WCI1),
+                };
+                s.cout.div_ceil(co_per) * s.cin.div_ceil(ci_per)
+            }
+        }
     }
 }
 
-/// The weight-gradient entry point for `s` and the output and input channels per workgroup.
-fn bwd_weight_plan(s: Conv2dShape) -> (&'static str, usize, usize) {
-    match (s.k, vec4_rows(s)) {
-        (3, true) => ("conv2d_bwd_weight_v4", RW, WLV),
-        (3, false) => ("conv2d_bwd_weight", 2 * WL, WCI3),
-        _ => ("conv2d_bwd_weight_k1", 2 * WL, WCI1),
+/// The choice key of one pass over one shape.
+pub fn tune_key(pass: Pass, s: Conv2dShape) -> String {
+    format!(
+        "conv2d {} B={} Cin={} Cout={} H={} W={} K={} s={}",
+        pass.name(),
+        s.b,
+        s.cin,
+        s.cout,
+        s.h,
+        s.w,
+        s.k,
+        s.stride
+    )
+}
+
+/// Elements per scratch operand when timing the schemes (64 MiB of f32).
+const TUNE_SCRATCH: usize = 1 << 24;
+
+/// The scheme of one pass over `s`: forced, recorded for its shape, measured now when tuning is
+/// on (the schemes that pass the registry check here, on scratch operands of its shape), or
+/// `Rows`, the default (`tune::decide`).
+pub async fn scheme_for(gpu: &Gpu, pass: Pass, s: Conv2dShape) -> Result<Scheme, GpuError> {
+    if check_shape(s).is_err() {
+        return Ok(Scheme::Rows); // refused by the launcher, with its message
     }
+    let key = tune_key(pass, s);
+    let passed = match tune::decide(gpu, &SPEC, &key).await? {
+        tune::Decision::Known(scheme) => return Ok(scheme),
+        tune::Decision::Measure(passed) => passed,
+    };
+    // Scratch operands over as many images as fit in TUNE_SCRATCH elements each (both schemes'
+    // work is linear in the images).
+    let per_image = (s.cin * s.h * s.w).max(s.cout * s.ho() * s.wo()).max(s.weight_len());
+    let st = Conv2dShape { b: (TUNE_SCRATCH / per_image).clamp(1, s.b), ..s };
+    let (x, w, out) =
+        (gpu.zeros("tune x", st.x_len())?, gpu.zeros("tune w", st.weight_len())?, gpu.zeros("tune out", st.out_len())?);
+    let mut candidates = Vec::new();
+    for scheme in passed {
+        let d = match pass {
+            Pass::Fwd => launch_fwd(gpu, scheme, &x, &w, None, None, &out, st).await?,
+            Pass::BwdInput => launch_bwd_input(gpu, scheme, &out, &w, None, &x, st).await?,
+            Pass::BwdWeight => launch_bwd_weight(gpu, scheme, &out, &x, &w, st).await?,
+        };
+        candidates.push((scheme, d));
+    }
+    tune::fastest(gpu, &key, &candidates).await
 }
 
 /// Workgroups of the vec4 fwd / bwd_input kernels producing `rows` channels.
@@ -232,9 +329,23 @@ fn check_shape(s: Conv2dShape) -> Result<(), GpuError> {
 
 /// out (B, Cout, Ho, Wo) = conv(x (B, Cin, H, W), weight (Cout, Cin, K, K)) + bias (Cout,)
 /// (+ res (B, Cout, Ho, Wo) when given: a residual connection in the same pass). Overwritten;
-/// out must not be res.
+/// out must not be res. In the scheme `gpu` uses for this shape (`scheme_for`).
 pub async fn conv2d_fwd(
     gpu: &Gpu,
+    x: &Buffer,
+    weight: &Buffer,
+    bias: Option<&Buffer>,
+    res: Option<&Buffer>,
+    out: &Buffer,
+    s: Conv2dShape,
+) -> Result<Dispatch, GpuError> {
+    launch_fwd(gpu, scheme_for(gpu, Pass::Fwd, s).await?, x, weight, bias, res, out, s).await
+}
+
+#[allow(clippy::too_many_arguments)] // the operands of `conv2d_fwd` plus the scheme
+async fn launch_fwd(
+    gpu: &Gpu,
+    scheme: Scheme,
     x: &Buffer,
     weight: &Buffer,
     bias: Option<&Buffer>,
@@ -247,17 +358,41 @@ pub async fn conv2d_fwd(
     // The params' flags say which of these are placeholders.
     let bias_buf = optional(gpu, "conv2d_fwd bias", bias, s.cout)?;
     let res_buf = optional(gpu, "conv2d_fwd res", res, s.out_len())?;
-    let (e, tiles) = fwd_plan(s);
     let params = Params::new(s, bias.is_some()).with_res(res.is_some());
     let bufs = [x, weight, bias_buf, out, res_buf];
-    Ok(prepare(gpu, &SPEC, e, &bufs, &params, tiles as u32).await?.with_flops(flops(s) as u64))
+    launch(gpu, Pass::Fwd, scheme, &bufs, &params, s).await
+}
+
+/// The pipeline of `pass` in `scheme` over `bufs`, with its workgroups and FLOPs.
+async fn launch(
+    gpu: &Gpu,
+    pass: Pass,
+    scheme: Scheme,
+    bufs: &[&Buffer],
+    params: &Params,
+    s: Conv2dShape,
+) -> Result<Dispatch, GpuError> {
+    let (e, tiles) = (pass.entry(scheme, s), pass.workgroups(scheme, s));
+    Ok(prepare(gpu, &SPEC, e, bufs, params, tiles as u32).await?.with_flops(flops(s) as u64))
 }
 
 /// dx (B, Cin, H, W) = conv^T(dout (B, Cout, Ho, Wo), weight (Cout, Cin, K, K)) (+ dres
 /// (B, Cin, H, W) when given: the gradient of x from another branch, summed in the same pass).
-/// Overwritten; dx must not be dres.
+/// Overwritten; dx must not be dres. In the scheme `gpu` uses for this shape (`scheme_for`).
 pub async fn conv2d_bwd_input(
     gpu: &Gpu,
+    dout: &Buffer,
+    weight: &Buffer,
+    dres: Option<&Buffer>,
+    dx: &Buffer,
+    s: Conv2dShape,
+) -> Result<Dispatch, GpuError> {
+    launch_bwd_input(gpu, scheme_for(gpu, Pass::BwdInput, s).await?, dout, weight, dres, dx, s).await
+}
+
+async fn launch_bwd_input(
+    gpu: &Gpu,
+    scheme: Scheme,
     dout: &Buffer,
     weight: &Buffer,
     dres: Option<&Buffer>,
@@ -270,15 +405,26 @@ pub async fn conv2d_bwd_input(
         &[("dout", dout, s.out_len()), ("weight", weight, s.weight_len()), ("dx", dx, s.x_len())],
     )?;
     let dres_buf = optional(gpu, "conv2d_bwd_input dres", dres, s.x_len())?;
-    let (e, tiles) = bwd_input_plan(s);
     let params = Params::new(s, false).with_res(dres.is_some());
-    Ok(prepare(gpu, &SPEC, e, &[dout, weight, dx, dres_buf], &params, tiles as u32).await?.with_flops(flops(s) as u64))
+    launch(gpu, Pass::BwdInput, scheme, &[dout, weight, dx, dres_buf], &params, s).await
 }
 
 /// dweight (Cout, Cin, K, K) += sum over B, Ho, Wo of dout (B, Cout, Ho, Wo) times the shifted
-/// forward input x (B, Cin, H, W). Accumulated.
+/// forward input x (B, Cin, H, W). Accumulated. In the scheme `gpu` uses for this shape
+/// (`scheme_for`).
 pub async fn conv2d_bwd_weight(
     gpu: &Gpu,
+    dout: &Buffer,
+    x: &Buffer,
+    dweight: &Buffer,
+    s: Conv2dShape,
+) -> Result<Dispatch, GpuError> {
+    launch_bwd_weight(gpu, scheme_for(gpu, Pass::BwdWeight, s).await?, dout, x, dweight, s).await
+}
+
+async fn launch_bwd_weight(
+    gpu: &Gpu,
+    scheme: Scheme,
     dout: &Buffer,
     x: &Buffer,
     dweight: &Buffer,
@@ -289,11 +435,7 @@ pub async fn conv2d_bwd_weight(
         "conv2d_bwd_weight",
         &[("dout", dout, s.out_len()), ("x", x, s.x_len()), ("dweight", dweight, s.weight_len())],
     )?;
-    let (e, co_per, ci_per) = bwd_weight_plan(s);
-    let tiles = s.cout.div_ceil(co_per) * s.cin.div_ceil(ci_per);
-    Ok(prepare(gpu, &SPEC, e, &[dout, x, dweight], &Params::new(s, false), tiles as u32)
-        .await?
-        .with_flops(flops(s) as u64))
+    launch(gpu, Pass::BwdWeight, scheme, &[dout, x, dweight], &Params::new(s, false), s).await
 }
 
 /// dbias (Cout,) += sum over B, Ho, Wo of dout (B, Cout, Ho, Wo). Accumulated.
@@ -320,7 +462,9 @@ async fn check_async(gpu: &Gpu) -> Result<Vec<CheckResult>, GpuError> {
     // Then stride 1 with W a multiple of 4 (the vec4 kernels): part-filled row segments (W 12,
     // W 4), K = 1, and the larger case. Two shapes run the forward without bias; four (general
     // and vec4 kernels, stride 1 and 2, with and without bias) add a residual to the forward's
-    // output and the input gradient.
+    // output and the input gradient. Every shape in both schemes, whatever `gpu` uses; for the
+    // tiled scheme, Cout 70 and Cin 70 span two 64-row tiles, 333 and 630 columns of dweight
+    // several column tiles, and reductions of 54 .. 768 terms leave part-filled K steps.
     let shapes = [
         (Conv2dShape::new(2, 6, 10, 13, 11, 3, 1), true, true),
         (Conv2dShape::new(2, 6, 10, 13, 11, 3, 2), true, true),
@@ -332,6 +476,7 @@ async fn check_async(gpu: &Gpu) -> Result<Vec<CheckResult>, GpuError> {
         (Conv2dShape::new(1, 20, 36, 5, 4, 3, 1), true, false),
         (Conv2dShape::new(2, 37, 70, 9, 12, 1, 1), false, true),
         (Conv2dShape::new(3, 32, 48, 16, 16, 3, 1), true, false),
+        (Conv2dShape::new(2, 70, 20, 11, 9, 3, 2), true, true),
     ];
     for (s, with_bias, with_res) in shapes {
         results.extend(check_one(gpu, s, with_bias, with_res).await?);
@@ -340,8 +485,9 @@ async fn check_async(gpu: &Gpu) -> Result<Vec<CheckResult>, GpuError> {
 }
 
 /// Forward (with or without bias and residual), the input gradient (with or without an added
-/// gradient), and the weight and bias gradients accumulated into non-zero starting values, each
-/// against the f64 reference (the added operands summed onto it).
+/// gradient), and the weight gradient accumulated into non-zero starting values, in each scheme,
+/// then the bias gradient (the same in both), each against the f64 reference (the added
+/// operands summed onto it).
 async fn check_one(gpu: &Gpu, s: Conv2dShape, with_bias: bool, with_res: bool) -> Result<Vec<CheckResult>, GpuError> {
     let tag = (s.k * 10 + s.stride) as u32;
     let xx = normal_vec(s.x_len(), 11, tag);
@@ -355,10 +501,6 @@ async fn check_one(gpu: &Gpu, s: Conv2dShape, with_bias: bool, with_res: bool) -
     let w = gpu.upload("weight", &xw)?;
     let bias = gpu.upload("bias", &xbias)?;
     let dout = gpu.upload("dout", &xdout)?;
-    // Output buffers start non-zero: overwritten ones must not keep stale values.
-    let out = gpu.upload("out", &vec![7.0; s.out_len()])?;
-    let dx = gpu.upload("dx", &vec![7.0; s.x_len()])?;
-    let dw = gpu.upload("dweight", &xdw0)?;
     let db = gpu.upload("dbias", &xbias)?;
 
     let shape = format!("B={} Cin={} Cout={} H={} W={} K={} s={}", s.b, s.cin, s.cout, s.h, s.w, s.k, s.stride);
@@ -369,28 +511,37 @@ async fn check_one(gpu: &Gpu, s: Conv2dShape, with_bias: bool, with_res: bool) -
     let (res, dres) = (gpu.upload("res", &xres)?, gpu.upload("dres", &xdres)?);
     let plus = |want: &mut [f64], add: &[f32]| want.iter_mut().zip(add).for_each(|(w, &a)| *w += f64::from(a));
 
-    let mut want = vec![0.0; s.out_len()];
-    r::conv2d_fwd(&mut want, &x64, &w64, with_bias.then_some(&bias64[..]), s);
+    let mut want_out = vec![0.0; s.out_len()];
+    r::conv2d_fwd(&mut want_out, &x64, &w64, with_bias.then_some(&bias64[..]), s);
+    let mut want_dx = vec![0.0; s.x_len()];
+    r::conv2d_bwd_input(&mut want_dx, &dout64, &w64, s);
     if with_res {
-        plus(&mut want, &xres);
+        plus(&mut want_out, &xres);
+        plus(&mut want_dx, &xdres);
     }
-    let d = conv2d_fwd(gpu, &x, &w, with_bias.then_some(&bias), with_res.then_some(&res), &out, s).await?;
-    let what = format!("{shape}{}{}", if with_bias { " +bias" } else { "" }, if with_res { " +res" } else { "" });
-    results.push(SPEC.result(fwd_plan(s).0, what, &run_read(gpu, &d, &out).await?, &want));
+    let mut want_dw = f64s(&xdw0);
+    r::conv2d_bwd_weight(&mut want_dw, &dout64, &x64, s);
 
-    let mut want = vec![0.0; s.x_len()];
-    r::conv2d_bwd_input(&mut want, &dout64, &w64, s);
-    if with_res {
-        plus(&mut want, &xdres);
+    for scheme in Scheme::ALL {
+        // Output buffers start non-zero: overwritten ones must not keep stale values.
+        let out = gpu.upload("out", &vec![7.0; s.out_len()])?;
+        let dx = gpu.upload("dx", &vec![7.0; s.x_len()])?;
+        let dw = gpu.upload("dweight", &xdw0)?;
+
+        let d = launch_fwd(gpu, scheme, &x, &w, with_bias.then_some(&bias), with_res.then_some(&res), &out, s).await?;
+        let what = format!("{shape}{}{}", if with_bias { " +bias" } else { "" }, if with_res { " +res" } else { "" });
+        let e = Pass::Fwd.entry(scheme, s);
+        results.push(SPEC.result(e, what, &run_read(gpu, &d, &out).await?, &want_out));
+
+        let d = launch_bwd_input(gpu, scheme, &dout, &w, with_res.then_some(&dres), &dx, s).await?;
+        let what = format!("{shape}{}", if with_res { " +dres" } else { "" });
+        let e = Pass::BwdInput.entry(scheme, s);
+        results.push(SPEC.result(e, what, &run_read(gpu, &d, &dx).await?, &want_dx));
+
+        let d = launch_bwd_weight(gpu, scheme, &dout, &x, &dw, s).await?;
+        let e = Pass::BwdWeight.entry(scheme, s);
+        results.push(SPEC.result(e, format!("{shape} +="), &run_read(gpu, &d, &dw).await?, &want_dw));
     }
-    let d = conv2d_bwd_input(gpu, &dout, &w, with_res.then_some(&dres), &dx, s).await?;
-    let what = format!("{shape}{}", if with_res { " +dres" } else { "" });
-    results.push(SPEC.result(bwd_input_plan(s).0, what, &run_read(gpu, &d, &dx).await?, &want));
-
-    let mut want = f64s(&xdw0);
-    r::conv2d_bwd_weight(&mut want, &dout64, &x64, s);
-    let d = conv2d_bwd_weight(gpu, &dout, &x, &dw, s).await?;
-    results.push(SPEC.result(bwd_weight_plan(s).0, format!("{shape} +="), &run_read(gpu, &d, &dw).await?, &want));
 
     let mut want = bias64.clone();
     r::conv2d_bwd_bias(&mut want, &dout64, s);

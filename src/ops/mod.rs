@@ -177,7 +177,8 @@ pub const OPS: &[OpSpec] = &[
 
 /// The op families with interchangeable kernel variants, and each one's variant names (the
 /// family's default first): what `CDL_VARIANT=op:variant` and `Gpu::set_variant` may name.
-pub const VARIANT_CHOICES: &[(&str, &[&str])] = &[(matmul::SPEC.name, &tune::Scheme::NAMES)];
+pub const VARIANT_CHOICES: &[(&str, &[&str])] =
+    &[(matmul::SPEC.name, &tune::Scheme::NAMES), (conv2d::SPEC.name, &tune::Scheme::NAMES)];
 
 /// The variant names of op family `op`, or the error naming what exists.
 pub fn variant_names(op: &str, variant: &str) -> Result<&'static [&'static str], GpuError> {
