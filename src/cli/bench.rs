@@ -8,8 +8,10 @@ use std::time::Instant;
 use serde_json::{json, Value};
 
 use cdl::gpu::{Dispatch, Gpu, GpuError};
+use cdl::ops::conv2d::{self, Conv2dShape, Pass};
 use cdl::ops::matmul::{self, Dims, Layout};
 use cdl::ops::reduce;
+use cdl::ops::tune::{self, Scheme};
 use cdl::philox::normal_vec;
 
 async fn time(gpu: &Gpu, d: &[&Dispatch], runs: usize) -> Result<f64, GpuError> {
@@ -28,9 +30,10 @@ async fn time(gpu: &Gpu, d: &[&Dispatch], runs: usize) -> Result<f64, GpuError> 
 
 /// Square matmuls of each size in `sizes`, in every scheme (`matmul::Scheme`, each timed with
 /// the same buffers and runs), against the naive baseline, each marked whether it is the scheme
-/// `gpu` uses for that shape (forced, cached or measured: `matmul::scheme_for`); then the row
-/// reductions.
-pub async fn ops(gpu: &Gpu, runs: usize, sizes: &[usize]) -> Result<Value, GpuError> {
+/// `gpu` uses for that shape (forced, cached or measured: `matmul::scheme_for`); then the
+/// compact UNet's largest convolutions at batch `conv_batch` (none at 0, `conv_cases`); then
+/// the row reductions.
+pub async fn ops(gpu: &Gpu, runs: usize, sizes: &[usize], conv_batch: usize) -> Result<Value, GpuError> {
     let forced = gpu.variant("matmul");
     let mut cases = Vec::new();
     for &size in sizes {
@@ -64,6 +67,9 @@ pub async fn ops(gpu: &Gpu, runs: usize, sizes: &[usize]) -> Result<Value, GpuEr
         }
         gpu.set_variant("matmul", forced.as_deref());
     }
+    if conv_batch > 0 {
+        cases.extend(conv_cases(gpu, runs, conv_batch).await?);
+    }
     let (rows, n) = (1024usize, 4096usize);
     let x = gpu.upload("x", &normal_vec(rows * n, 2, 0))?;
     let y = gpu.upload("y", &normal_vec(rows * n, 2, 1))?;
@@ -90,6 +96,57 @@ pub async fn ops(gpu: &Gpu, runs: usize, sizes: &[usize]) -> Result<Value, GpuEr
         "statistic": "median wall ms from submit to queue idle, after one warm-up run",
         "cases": cases,
     }))
+}
+
+/// The compact UNet's largest convolutions, all on its 32 x 32 feature maps: conv1 of the first
+/// up-path ResBlock over the concatenated 96 channels, that block's 1 x 1 skip, and the
+/// 32-channel 3 x 3 convolution of every level-0 block.
+fn unet_compact_convs(batch: usize) -> [Conv2dShape; 3] {
+    [
+        Conv2dShape::new(batch, 96, 32, 32, 32, 3, 1),
+        Conv2dShape::new(batch, 96, 32, 32, 32, 1, 1),
+        Conv2dShape::new(batch, 32, 32, 32, 32, 3, 1),
+    ]
+}
+
+/// Each pass (forward, input and weight gradient) of each `unet_compact_convs` shape in both
+/// conv2d schemes, timed interleaved (`tune::median_times`, `runs` each), each marked whether
+/// it is the scheme `gpu` uses for that pass and shape (`conv2d::scheme_for`).
+async fn conv_cases(gpu: &Gpu, runs: usize, batch: usize) -> Result<Vec<Value>, GpuError> {
+    let forced = gpu.variant("conv2d");
+    let mut cases = Vec::new();
+    for s in unet_compact_convs(batch) {
+        let x = gpu.upload("x", &normal_vec(s.x_len(), 3, 0))?;
+        let w = gpu.upload("w", &normal_vec(s.weight_len(), 3, 1))?;
+        let bias = gpu.upload("bias", &normal_vec(s.cout, 3, 2))?;
+        let dout = gpu.upload("dout", &normal_vec(s.out_len(), 3, 3))?;
+        let (out, dx, dw) =
+            (gpu.zeros("out", s.out_len())?, gpu.zeros("dx", s.x_len())?, gpu.zeros("dw", s.weight_len())?);
+        let shape = format!("B={} Cin={} Cout={} {}x{} K={}", s.b, s.cin, s.cout, s.h, s.w, s.k);
+        for pass in Pass::ALL {
+            let in_use = conv2d::scheme_for(gpu, pass, s).await?;
+            let mut candidates = Vec::new();
+            for scheme in Scheme::ALL {
+                gpu.set_variant("conv2d", Some(scheme.name()));
+                let d = match pass {
+                    Pass::Fwd => conv2d::conv2d_fwd(gpu, &x, &w, Some(&bias), None, &out, s).await?,
+                    Pass::BwdInput => conv2d::conv2d_bwd_input(gpu, &dout, &w, None, &dx, s).await?,
+                    Pass::BwdWeight => conv2d::conv2d_bwd_weight(gpu, &dout, &x, &dw, s).await?,
+                };
+                candidates.push((scheme, d));
+            }
+            gpu.set_variant("conv2d", forced.as_deref());
+            for (scheme, secs) in tune::median_times(gpu, &candidates, runs).await? {
+                let ms = secs * 1e3;
+                cases.push(json!({
+                    "op": format!("conv2d_{}", pass.name()), "scheme": scheme.name(), "in_use": scheme == in_use,
+                    "kernel": pass.entry(scheme, s), "shape": shape, "median_ms": ms,
+                    "gflops": conv2d::flops(s) / ms / 1e6,
+                }));
+            }
+        }
+    }
+    Ok(cases)
 }
 
 /// The variants in use per op family with variants: the forced one, or "per shape" with the

@@ -93,6 +93,7 @@ enum ExperimentWhat {
 #[derive(Subcommand)]
 enum BenchWhat {
     /// Matmul forward and backward in every kernel scheme (square, 256, 512, 1024 by default);
+    /// the compact UNet's largest convolutions, forward and both gradients, in every scheme;
     /// row reductions. JSON on stdout.
     Ops {
         /// Timed runs per case (after one warm-up run); the median is reported.
@@ -102,6 +103,9 @@ enum BenchWhat {
         #[arg(long, value_delimiter = ',', default_value = "256,512,1024",
               value_parser = clap::value_parser!(u32).range(4..=16384))]
         sizes: Vec<u32>,
+        /// Batch B of the convolution cases (B x 96 x 32 x 32 inputs and smaller); 0 skips them.
+        #[arg(long, default_value_t = 8, value_parser = clap::value_parser!(u32).range(0..=4096))]
+        conv_batch: u32,
         /// Also write the JSON to this file.
         #[arg(long)]
         out: Option<std::path::PathBuf>,
@@ -321,9 +325,9 @@ async fn command(gpu: &Gpu, cli: Cli, comm: Option<Rc<dyn Collective>>) -> Resul
                 ExitCode::SUCCESS
             }
         }),
-        Command::Bench { what: BenchWhat::Ops { runs, sizes, out } } => {
+        Command::Bench { what: BenchWhat::Ops { runs, sizes, conv_batch, out } } => {
             let sizes: Vec<usize> = sizes.iter().map(|&n| n as usize).collect();
-            let json = bench::ops(gpu, runs as usize, &sizes).await.map_err(|e| e.to_string())?;
+            let json = bench::ops(gpu, runs as usize, &sizes, conv_batch as usize).await.map_err(|e| e.to_string())?;
             emit(&json, out.as_deref())
         }
         Command::Bench {
