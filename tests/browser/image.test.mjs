@@ -15,6 +15,10 @@ import { launch, newPage, waitState, screenshot, assert, root } from './lib.mjs'
 const SMALL = {
   mode: 'image', ch: 8, mult: '1,2', blocks: 1, attn: 'none', batch: 4, K: 1, M: 2, samples: 4,
   sampler_steps: 4, shapes: 256, chunk: 2, step_size: 4, sample_every: 1e6,
+  // Kernel tuning (tests/browser/tuning.test.mjs) times every new shape's variants once per
+  // visit here, as each test starts with empty browser storage; on SwiftShader that would add
+  // about a minute to each test without testing anything of image mode.
+  tune: 0,
 };
 
 function query(overrides = {}) {
