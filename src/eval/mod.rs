@@ -2,8 +2,9 @@
 //! pictures, as pure host computations that compile for wasm32 (but for what runs on the device:
 //! the trained network as a denoiser, the samplers, and the FID Inception-v3 features from
 //! user-supplied weights: `denoiser`, `gpu_sampler`, `inception`); only `plot::save_png` and
-//! `npz::{save_stats, load_stats}` touch the file system, natively. Not here: Inception weights
-//! themselves (the user converts pytorch-fid's, math.md §9 pitfall 16), fonts or axis labels.
+//! `npz::{save_stats, load_stats}` touch the file system, natively; `figure` (titled figures with
+//! axes, through plotters) is native only. Not here: Inception weights themselves (the user
+//! converts pytorch-fid's, math.md §9 pitfall 16).
 
 use std::fmt;
 use std::path::PathBuf;
@@ -13,6 +14,8 @@ use crate::text::OneLine;
 pub mod denoiser;
 pub mod fd;
 pub mod feature_stats;
+#[cfg(not(target_arch = "wasm32"))]
+pub mod figure;
 pub mod gpu_sampler;
 pub mod inception;
 pub mod kid;
@@ -42,6 +45,8 @@ pub enum EvalError {
     NonFinite { what: &'static str, index: usize, value: f64 },
     /// PNG encoding failed.
     Encode(String),
+    /// A figure could not be drawn (the plotting library's message).
+    Draw(String),
     /// An `.npz`/`.npy` that cannot be read or written; the message says which array and why.
     Format(String),
     /// A file-system operation failed; `action` reads like "cannot write".
@@ -58,6 +63,7 @@ impl fmt::Display for EvalError {
                 write!(f, "{what} holds a non-finite value {value} at index {index}")
             }
             Self::Encode(m) => write!(f, "cannot encode PNG: {}", OneLine(m)),
+            Self::Draw(m) => write!(f, "cannot draw the figure: {}", OneLine(m)),
             Self::Format(m) => write!(f, "{}", OneLine(m)),
             Self::Io { action, path, source } => {
                 write!(f, "{action} {}: {}", OneLine(&path.display().to_string()), OneLine(&source.to_string()))
