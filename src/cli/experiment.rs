@@ -16,6 +16,7 @@ use cdl::diffusion::likelihood::RefGaussian;
 use cdl::diffusion::logistic::TruncLogistic;
 use cdl::diffusion::sampler::SampleStats;
 use cdl::eval::denoiser::GpuDenoiser;
+use cdl::eval::figure::{self, Map, Panel, Series, DATA_COLOR, SAMPLE_COLOR};
 use cdl::eval::mmd::{mmd, MMD_BANDWIDTH};
 use cdl::eval::nll::{pointwise, test_nll};
 use cdl::eval::plot::{self, Bounds, Colormap};
@@ -528,6 +529,7 @@ pub async fn toy(gpu: &Gpu, args: ToyArgs) -> Result<(), String> {
     let columns = [col("mmd", "MMD", 5, false, Compare::All), col("outliers", "outliers (%)", 2, true, Compare::No)];
     let mut table = Table::new(&plan, &plan.samplers(a, 0), &columns);
     let (mut panels, mut rows) = (Vec::new(), Vec::new());
+    let (held_label, sample_label) = (format!("{} held-out points", plan.n), format!("{} samples", plan.n));
     for seed in 0..plan.seeds {
         for (ai, &arm) in plan.arms.iter().enumerate() {
             let (trained, train_s) =
@@ -564,24 +566,45 @@ pub async fn toy(gpu: &Gpu, args: ToyArgs) -> Result<(), String> {
                     "mmd_floor": table.floor[seed as usize]}));
                 if seed == 0 {
                     let (xs, rs) = (f32s(&x), f32s(reference));
-                    let img = plot::scatter(&rs, &xs, Bounds::covering(&[&rs], 0.1).squared(), 400)
+                    let title = format!("{arm}: {label}");
+                    let series = [
+                        Series { label: &held_label, points: &rs, color: DATA_COLOR },
+                        Series { label: &sample_label, points: &xs, color: SAMPLE_COLOR },
+                    ];
+                    let img = figure::scatter(&title, &series, Bounds::covering(&[&rs], 0.1).squared(), 440)
                         .map_err(|e| e.to_string())?;
                     plot::save_png(dir.join(format!("samples-{}-{name}.png", arm.name())), &img)
                         .map_err(|e| e.to_string())?;
                     if name == "sequential" || name == "parallel" {
-                        panels.push(img);
+                        panels.push((title, rs, xs));
                     }
                 }
             }
             if seed == 0 {
                 let m = if args.quick { 32 } else { 128 };
-                density_png(&mut den, reference, m, &dir.join(format!("density-{}.png", arm.name()))).await?;
+                let file = dir.join(format!("density-{}.png", arm.name()));
+                density_png(&mut den, reference, m, &format!("{arm}: log density, ITD estimator"), &file).await?;
             }
         }
     }
     if !panels.is_empty() {
-        let sheet = plot::side_by_side(&panels.iter().collect::<Vec<_>>(), 8);
-        plot::save_png(dir.join("samples.png"), &sheet).map_err(|e| e.to_string())?;
+        // One row per arm: its sequential and parallel DDPM panels, over the same bounds.
+        let cols = panels.len().div_ceil(plan.arms.len());
+        let sheet: Vec<Panel> = panels
+            .iter()
+            .map(|(title, rs, xs)| Panel {
+                title: title.clone(),
+                series: vec![
+                    Series { label: &held_label, points: rs, color: DATA_COLOR },
+                    Series { label: &sample_label, points: xs, color: SAMPLE_COLOR },
+                ],
+            })
+            .collect();
+        let all: Vec<&[f32]> = panels.iter().map(|p| &p.1[..]).collect();
+        let bounds = Bounds::covering(&all, 0.1).squared();
+        let title = format!("{}: DDPM samples of every arm, seed 0", args.data);
+        let img = figure::scatter_sheet(&title, &sheet, bounds, 440, cols).map_err(|e| e.to_string())?;
+        plot::save_png(dir.join("samples.png"), &img).map_err(|e| e.to_string())?;
     }
     let secs = started.elapsed().as_secs_f64();
     let precond = a.precond.as_deref().unwrap_or("edm");
@@ -614,7 +637,7 @@ pub async fn toy(gpu: &Gpu, args: ToyArgs) -> Result<(), String> {
     md += &table.markdown(plan.seeds);
     md += "\nPictures (seed 0): `samples-<arm>-<sampler>.png` (samples in colour over the held-out data in grey), \
            `samples.png` (sequential and parallel DDPM of every arm), `density-<arm>.png` (log p̂(x) from the ITD \
-           estimator on a 48×48 grid, the 8 nats below its maximum). Per-seed numbers: report.json.\n";
+           estimator on a 128×128 grid, drawn bilinearly over the 8 nats below its maximum). Per-seed numbers: report.json.\n";
     let js = json!({
         "experiment": "toy", "data": args.data, "seeds": plan.seeds, "steps": plan.steps, "points": plan.points,
         "samples": plan.n, "sampler_steps": plan.t_n, "ddim_steps": plan.ddim, "heun_steps": plan.heun,
@@ -626,12 +649,24 @@ pub async fn toy(gpu: &Gpu, args: ToyArgs) -> Result<(), String> {
     write_report(&dir, &md, &js)
 }
 
-/// log p̂(x) on a 48×48 grid (ITD estimator, EMA weights) over the 8 nats below its maximum, with
-/// the held-out points: the noise classifier's view of the data.
-async fn density_png(den: &mut GpuDenoiser<'_>, reference: &[f64], m: usize, file: &Path) -> Result<(), String> {
+/// Cells a side of the density map's grid.
+const DENSITY_GRID: usize = 128;
+/// Held-out points drawn over the density map.
+const DENSITY_POINTS: usize = 150;
+
+/// log p̂(x) on a `DENSITY_GRID`² grid (ITD estimator with `m` α points, EMA weights), drawn
+/// bilinearly over the 8 nats below its maximum with a colour bar, under the first
+/// `DENSITY_POINTS` held-out points: the noise classifier's view of the data.
+async fn density_png(
+    den: &mut GpuDenoiser<'_>,
+    reference: &[f64],
+    m: usize,
+    title: &str,
+    file: &Path,
+) -> Result<(), String> {
     let rs = f32s(reference);
     let bounds = Bounds::covering(&[&rs], 0.1).squared();
-    let (nx, ny) = (48, 48);
+    let (nx, ny) = (DENSITY_GRID, DENSITY_GRID);
     let grid: Vec<f64> = bounds.grid_centers(nx, ny).iter().map(|&v| f64::from(v)).collect();
     let var = [1.0, 1.0];
     let q = TruncLogistic::cdl_toy(&var).map_err(|e| e.to_string())?;
@@ -639,9 +674,19 @@ async fn density_png(den: &mut GpuDenoiser<'_>, reference: &[f64], m: usize, fil
     let nll = pointwise(den, &grid, &q, &r, m, None, 3).await.map_err(|e| e.to_string())?;
     let logp: Vec<f64> = nll.iter().map(|v| -v).collect();
     let top = logp.iter().copied().fold(f64::NEG_INFINITY, f64::max);
-    let mut img =
-        plot::heatmap_in_range(&logp, nx, ny, 400, Colormap::Viridis, (top - 8.0, top)).map_err(|e| e.to_string())?;
-    plot::overlay_points(&mut img, bounds, &rs[..rs.len().min(2 * 150)]).map_err(|e| e.to_string())?;
+    let map = Map {
+        values: &logp,
+        nx,
+        ny,
+        bounds,
+        colormap: Colormap::Viridis,
+        range: (top - 8.0, top),
+        label: "log p(x) (nats)",
+    };
+    let shown = &rs[..rs.len().min(2 * DENSITY_POINTS)];
+    let label = format!("{} held-out points", shown.len() / 2);
+    let overlay = [Series { label: &label, points: shown, color: figure::OVERLAY_FILL }];
+    let img = figure::heatmap(title, &map, &overlay, 560).map_err(|e| e.to_string())?;
     plot::save_png(file, &img).map_err(|e| e.to_string())
 }
 
@@ -750,7 +795,10 @@ pub async fn images(gpu: &Gpu, args: ImagesArgs) -> Result<(), String> {
                     let c = if d.is_multiple_of(3) { 3 } else { 1 };
                     let side = ((d / c) as f64).sqrt().round() as usize;
                     let k = plan.n.min(64);
-                    let img = plot::image_grid(&f32s(&x[..k * d]), k, c, side, 8, 2).map_err(|e| e.to_string())?;
+                    let caption = format!("{k} samples, {}, EMA weights", sa.config().name());
+                    let img = plot::image_grid(&f32s(&x[..k * d]), k, c, side, 8, 2)
+                        .and_then(|grid| figure::image_figure(&format!("{arm}: {label}"), &caption, &grid))
+                        .map_err(|e| e.to_string())?;
                     plot::save_png(dir.join(format!("samples-{}-{name}.png", arm.name())), &img)
                         .map_err(|e| e.to_string())?;
                 }

@@ -12,6 +12,7 @@ use cdl::diffusion::likelihood::RefGaussian;
 use cdl::diffusion::logistic::TruncLogistic;
 use cdl::diffusion::sampler::{sample, ClipDenoised, DdpmVariance, SampleStats, SamplerConfig};
 use cdl::eval::denoiser::GpuDenoiser;
+use cdl::eval::figure::{self, Series, SAMPLE_COLOR};
 use cdl::eval::mmd::{mmd, MMD_BANDWIDTH};
 use cdl::eval::nll::test_nll;
 use cdl::eval::plot::{self, Bounds};
@@ -270,14 +271,21 @@ pub async fn sample_cmd(gpu: &Gpu, args: SampleArgs) -> Result<(), String> {
                 .map_err(|e| e.to_string())?;
         }
         "png" => {
+            let run = args.checkpoint.parent().and_then(|p| p.file_name()).unwrap_or(args.checkpoint.as_os_str());
+            let title = format!("{}, step {}", run.to_string_lossy(), trained.checkpoint.step);
+            let ema = if args.sampler.no_ema { "raw" } else { "EMA" };
             let img = if d == 2 {
                 let pts = f32s(&x);
-                plot::scatter(&[], &pts, Bounds::covering(&[&pts], 0.05).squared(), 800)
+                let label = format!("{} samples, {}, {ema} weights", args.sampler.n, args.sampler.config().name());
+                let series = [Series { label: &label, points: &pts, color: SAMPLE_COLOR }];
+                figure::scatter(&title, &series, Bounds::covering(&[&pts], 0.05).squared(), 800)
             } else {
                 let c = if d.is_multiple_of(3) { 3 } else { 1 };
                 let side = ((d / c) as f64).sqrt() as usize;
                 let n = (args.sampler.n as usize).min(64);
+                let caption = format!("{n} samples, {}, {ema} weights", args.sampler.config().name());
                 plot::image_grid(&f32s(&x[..n * d]), n, c, side, 8, 2)
+                    .and_then(|grid| figure::image_figure(&title, &caption, &grid))
             }
             .map_err(|e| e.to_string())?;
             plot::save_png(out, &img).map_err(|e| e.to_string())?;

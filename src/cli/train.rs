@@ -28,6 +28,12 @@ use cdl::train::trainer::StepStats;
 pub const CHECKPOINT: &str = "checkpoint.safetensors";
 /// Metrics file name inside the run directory.
 pub const METRICS: &str = "metrics.jsonl";
+/// The folder of the run's pictures inside the run directory: `step-<step>.png` samples every
+/// `--sample-every` steps and `loss.png`.
+pub const PICTURES: &str = "samples";
+/// The loss curves of `metrics.jsonl` inside `PICTURES`, redrawn with every sample picture and at
+/// the end of the run.
+pub const LOSS_PICTURE: &str = "loss.png";
 /// The resolved run config inside the run directory.
 const CONFIG: &str = "config.toml";
 /// TOML files larger than this are refused before reading.
@@ -565,8 +571,9 @@ pub async fn train(gpu: &Gpu, mut args: TrainArgs, comm: Option<Rc<dyn Collectiv
             window_start = Instant::now();
         }
         if args.sample_every > 0 && s.is_multiple_of(args.sample_every) {
-            let file = dir.join("samples").join(format!("step-{s:07}.png"));
-            sample_picture(gpu, &run, &file, args.sample_steps).await?;
+            let pictures = dir.join(PICTURES);
+            sample_picture(gpu, &run, &pictures.join(format!("step-{s:07}.png")), &args).await?;
+            loss_picture(&metrics_path, &pictures.join(LOSS_PICTURE), &args)?;
         }
         // Ctrl-C stops at the next metrics line (chunks end there), so the checkpoint and the
         // metrics file agree and `--resume` continues the curve exactly.
@@ -590,6 +597,7 @@ pub async fn train(gpu: &Gpu, mut args: TrainArgs, comm: Option<Rc<dyn Collectiv
     if let Some(b) = &bar {
         b.finish_and_clear();
     }
+    loss_picture(&metrics_path, &dir.join(PICTURES).join(LOSS_PICTURE), &args)?;
     let summary = format!(
         "trained {} steps in {:.1} s; wrote {} and {}",
         run.step(),
@@ -655,12 +663,14 @@ async fn check_ranks(gpu: &Gpu, run: &Run, comm: Option<&dyn Collective>) -> Res
 }
 
 /// The run's progress picture: an image grid (DDIM-50, 64 samples) or 1,000 2-D samples
-/// (DDPM-100) over 2,000 data points, with the EMA weights and a fixed seed; `steps` replaces
-/// the sampler's 50 or 100 steps.
-async fn sample_picture(gpu: &Gpu, run: &Run, file: &Path, steps: Option<u32>) -> Result<(), String> {
+/// (DDPM-100) over 2,000 data points, with the EMA weights and a fixed seed; `--sample-steps`
+/// replaces the sampler's 50 or 100 steps.
+async fn sample_picture(gpu: &Gpu, run: &Run, file: &Path, args: &TrainArgs) -> Result<(), String> {
     use cdl::diffusion::sampler::{DdpmVariance, SamplerConfig};
+    use cdl::eval::figure::{self, Series, DATA_COLOR, SAMPLE_COLOR};
     use cdl::eval::plot;
     let d = run.trainer().net().row_len();
+    let steps = args.sample_steps;
     let (n, cfg) = if d == 2 {
         (1000, SamplerConfig::Ddpm { steps: steps.map_or(100, |s| s as usize), variance: DdpmVariance::Beta })
     } else {
@@ -670,23 +680,57 @@ async fn sample_picture(gpu: &Gpu, run: &Run, file: &Path, steps: Option<u32>) -
         cdl::eval::denoiser::GpuDenoiser::from_trainer(gpu, run.trainer(), n).await.map_err(|e| e.to_string())?;
     let (x, _) = den.sample_on_device(&cfg, n, 0, None).await.map_err(|e| e.to_string())?;
     let xs: Vec<f32> = x.iter().map(|&v| v as f32).collect();
+    let title = format!("{}: {} loss, step {}", args.data, args.loss, run.step());
+    let sampler = format!("{n} samples, {}, EMA weights", cfg.name());
     let img = if d == 2 {
         let data = &run.data().examples;
         let m = data.len().min(2000);
         let idx: Vec<u32> = (0..m as u32).collect();
         let (mut pts, mut labels) = (vec![0f32; 2 * m], vec![0u32; m]);
         data.gather(&idx, 0, 0, &mut pts, &mut labels);
-        plot::scatter(&pts, &xs, plot::Bounds::covering(&[&pts], 0.1).squared(), 512)
+        let data_label = format!("{m} data points");
+        let series = [
+            Series { label: &data_label, points: &pts, color: DATA_COLOR },
+            Series { label: &sampler, points: &xs, color: SAMPLE_COLOR },
+        ];
+        figure::scatter(&title, &series, plot::Bounds::covering(&[&pts], 0.1).squared(), 512)
     } else {
         let c = if d.is_multiple_of(3) { 3 } else { 1 };
         let side = ((d / c) as f64).sqrt().round() as usize;
-        plot::image_grid(&xs, n, c, side, 8, 2)
+        plot::image_grid(&xs, n, c, side, 8, 2).and_then(|grid| figure::image_figure(&title, &sampler, &grid))
     }
     .map_err(|e| e.to_string())?;
     if let Some(parent) = file.parent() {
         fs::create_dir_all(parent).map_err(|e| format!("cannot create {}: {e}", parent.display()))?;
     }
     plot::save_png(file, &img).map_err(|e| e.to_string())
+}
+
+/// The loss curves of the run so far, from `metrics.jsonl`: the loss, and for CDL runs its
+/// standard and CDL terms, against the step. Lines that do not parse (a torn last line) and
+/// missing or non-finite values are left out; without a finite loss nothing is written.
+fn loss_picture(metrics: &Path, file: &Path, args: &TrainArgs) -> Result<(), String> {
+    use cdl::eval::figure::{self, Curve, CURVE_COLORS};
+    let text = fs::read_to_string(metrics).map_err(|e| format!("cannot read {}: {e}", metrics.display()))?;
+    let lines: Vec<Value> = text.lines().filter_map(|l| serde_json::from_str(l).ok()).collect();
+    let column = |key: &str| -> Vec<(f64, f64)> {
+        let at = |v: &Value| Some((v["step"].as_f64()?, v[key].as_f64().filter(|x| x.is_finite())?));
+        lines.iter().filter_map(at).collect()
+    };
+    let keys = [("loss", "loss"), ("loss_std", "standard term"), ("loss_cdl", "CDL term")];
+    let cdl_run = column("loss_cdl").iter().any(|p| p.1 != 0.0);
+    let columns: Vec<_> = keys.iter().take(if cdl_run { 3 } else { 1 }).map(|(k, l)| (column(k), *l)).collect();
+    if columns[0].0.is_empty() {
+        return Ok(());
+    }
+    let curves: Vec<Curve> =
+        columns.iter().zip(CURVE_COLORS).map(|((points, label), color)| Curve { label, points, color }).collect();
+    let title = format!("{}: {} loss, mean over every {} steps", args.data, args.loss, args.log_every);
+    let img = figure::line_chart(&title, ("step", "loss"), &curves, 640, 400).map_err(|e| e.to_string())?;
+    if let Some(parent) = file.parent() {
+        fs::create_dir_all(parent).map_err(|e| format!("cannot create {}: {e}", parent.display()))?;
+    }
+    cdl::eval::plot::save_png(file, &img).map_err(|e| e.to_string())
 }
 
 /// Set by SIGINT (Ctrl-C); a second one exits at once.

@@ -1,7 +1,7 @@
-//! Pictures for evaluation, drawn by hand on an `image::RgbImage`: scatter plots, heat maps with
-//! a colormap of our own, image grids with the EDM uint8 export `to_u8` (math.md §7.1), panels
-//! side by side; PNG bytes, and natively an atomic `save_png`. Not here: fonts, labels, legends,
-//! anti-aliasing, file reading. Point sets are flat (n, 2) f32 slices.
+//! Picture building blocks for both targets: the data rectangle a plot shows (`Bounds`), colormaps,
+//! image grids with the EDM uint8 export `to_u8` (math.md §7.1), PNG bytes, and natively an atomic
+//! `save_png`. The page draws with these; native figures with titles, axes and legends are
+//! `eval::figure`. Point sets are flat (n, 2) f32 slices.
 
 use image::{Rgb, RgbImage};
 
@@ -10,37 +10,18 @@ use super::EvalError;
 // ---------------------------------------------------------------------------------------------
 // Colours and sizes
 
-/// Background of scatter plots and padding of grids and panels.
+/// Background of figures and padding of image grids.
 pub const BACKGROUND: Rgb<u8> = Rgb([255, 255, 255]);
-/// The frame and its tick marks.
-pub const FRAME_COLOR: Rgb<u8> = Rgb([40, 40, 40]);
-/// Data points in `scatter`.
-pub const DATA_COLOR: Rgb<u8> = Rgb([190, 190, 190]);
-/// Model samples in `scatter` (matplotlib's tab:blue).
-pub const SAMPLE_COLOR: Rgb<u8> = Rgb([31, 119, 180]);
-/// NaN cells of a heat map.
+/// NaN cells of a map.
 pub const NAN_COLOR: Rgb<u8> = Rgb([128, 128, 128]);
-/// Fill of overlaid points on a heat map; the rim (`OVERLAY_RIM`) keeps them visible on any colour.
-pub const OVERLAY_FILL: Rgb<u8> = Rgb([255, 255, 255]);
-/// Rim of overlaid points, one pixel wide.
-pub const OVERLAY_RIM: Rgb<u8> = Rgb([0, 0, 0]);
-
 /// Largest side (pixels) a picture may have: keeps width·height·3 bytes well inside memory.
 pub const MAX_SIDE: u32 = 16_384;
-
-/// Most tick marks per axis; with more integer coordinates in view the ticks are left out.
-const MAX_TICKS: f32 = 50.0;
-
-/// Radius of a point disc in pixels: 0.4% of the picture side, at least 1 (2 px at 512).
-fn point_radius(size: u32) -> f64 {
-    (f64::from(size) * 0.004).max(1.0)
-}
 
 // ---------------------------------------------------------------------------------------------
 // Bounds: the data rectangle shown
 
-/// The rectangle [x0, x1] × [y0, y1] of data space that a plot shows (x0 < x1, y0 < y1). It maps
-/// onto the whole image, x to the right, y up; pixel (c, r) has r = 0 at the top.
+/// The rectangle [x0, x1] × [y0, y1] of data space that a plot shows (x0 < x1, y0 < y1), x to
+/// the right, y up.
 #[derive(Clone, Copy, Debug, PartialEq)]
 pub struct Bounds {
     /// Left edge (data units).
@@ -93,23 +74,9 @@ impl Bounds {
         Bounds { x0: cx - half, x1: cx + half, y0: cy - half, y1: cy + half }
     }
 
-    /// Continuous pixel coordinates (column, row) of data point (x, y) in a width × height
-    /// picture: column = (x − x0)/(x1 − x0)·width, row = (y1 − y)/(y1 − y0)·height.
-    fn pixel_pos(self, x: f32, y: f32, width: u32, height: u32) -> (f64, f64) {
-        let (x0, x1, y0, y1) = (f64::from(self.x0), f64::from(self.x1), f64::from(self.y0), f64::from(self.y1));
-        ((f64::from(x) - x0) / (x1 - x0) * f64::from(width), (y1 - f64::from(y)) / (y1 - y0) * f64::from(height))
-    }
-
-    /// The pixel (column, row) that data point (x, y) falls in, None outside the picture.
-    pub fn pixel(&self, x: f32, y: f32, width: u32, height: u32) -> Option<(u32, u32)> {
-        let (c, r) = self.pixel_pos(x, y, width, height);
-        let inside = c >= 0.0 && r >= 0.0 && c < f64::from(width) && r < f64::from(height);
-        inside.then_some((c as u32, r as u32))
-    }
-
     /// Centres of an nx × ny grid of equal cells tiling the rectangle, in heat-map order: row 0 is
     /// the top (y near y1), columns left to right. Evaluate a function there and pass the values
-    /// to `heatmap_with_points` with the same bounds. Returns (ny·nx, 2).
+    /// to `figure::heatmap` with the same bounds. Returns (ny·nx, 2).
     pub fn grid_centers(&self, nx: usize, ny: usize) -> Vec<f32> {
         let (dx, dy) = (f64::from(self.x1 - self.x0) / nx as f64, f64::from(self.y1 - self.y0) / ny as f64);
         let mut out = Vec::with_capacity(2 * nx * ny);
@@ -122,129 +89,10 @@ impl Bounds {
         }
         out
     }
-
-    fn check(&self) -> Result<(), EvalError> {
-        let finite = [self.x0, self.x1, self.y0, self.y1].iter().all(|v| v.is_finite());
-        if finite && self.x0 < self.x1 && self.y0 < self.y1 {
-            Ok(())
-        } else {
-            Err(EvalError::Invalid(format!("plot bounds {self:?}: need finite x0 < x1 and y0 < y1")))
-        }
-    }
-}
-
-fn check_side(what: &str, side: u32) -> Result<(), EvalError> {
-    if side == 0 || side > MAX_SIDE {
-        return Err(EvalError::Invalid(format!("{what} {side} px, need 1 ..= {MAX_SIDE}")));
-    }
-    Ok(())
-}
-
-fn check_pairs(what: &str, points: &[f32]) -> Result<(), EvalError> {
-    if !points.len().is_multiple_of(2) {
-        return Err(EvalError::Shape(format!("{what} has {} values, not (n, 2)", points.len())));
-    }
-    Ok(())
 }
 
 // ---------------------------------------------------------------------------------------------
-// Drawing primitives
-
-/// Paints every pixel whose centre lies within `radius` of (cx, cy) (continuous pixel
-/// coordinates); the pixel holding the centre is always painted when radius ≥ sqrt(½).
-fn disc(img: &mut RgbImage, cx: f64, cy: f64, radius: f64, color: Rgb<u8>) {
-    let (w, h) = (f64::from(img.width()), f64::from(img.height()));
-    let c_lo = (cx - radius).floor().max(0.0);
-    let c_hi = (cx + radius).ceil().min(w - 1.0);
-    let r_lo = (cy - radius).floor().max(0.0);
-    let r_hi = (cy + radius).ceil().min(h - 1.0);
-    if c_lo > c_hi || r_lo > r_hi {
-        return;
-    }
-    for r in r_lo as u32..=r_hi as u32 {
-        for c in c_lo as u32..=c_hi as u32 {
-            let (dx, dy) = (f64::from(c) + 0.5 - cx, f64::from(r) + 0.5 - cy);
-            if dx * dx + dy * dy <= radius * radius {
-                img.put_pixel(c, r, color);
-            }
-        }
-    }
-}
-
-/// Discs of `radius` at every finite point of `points`: (n, 2) under `bounds`.
-fn discs(img: &mut RgbImage, bounds: &Bounds, points: &[f32], radius: f64, color: Rgb<u8>) {
-    let (w, h) = (img.width(), img.height());
-    for p in points.chunks_exact(2) {
-        if p[0].is_finite() && p[1].is_finite() {
-            let (cx, cy) = bounds.pixel_pos(p[0], p[1], w, h);
-            disc(img, cx, cy, radius, color);
-        }
-    }
-}
-
-/// A one-pixel frame along the picture's edges; with `bounds`, tick marks pointing inwards at
-/// every integer coordinate in view (left out when more than `MAX_TICKS` per axis).
-fn frame(img: &mut RgbImage, bounds: Option<&Bounds>) {
-    let (w, h) = (img.width(), img.height());
-    if w == 0 || h == 0 {
-        return;
-    }
-    for c in 0..w {
-        img.put_pixel(c, 0, FRAME_COLOR);
-        img.put_pixel(c, h - 1, FRAME_COLOR);
-    }
-    for r in 0..h {
-        img.put_pixel(0, r, FRAME_COLOR);
-        img.put_pixel(w - 1, r, FRAME_COLOR);
-    }
-    let Some(b) = bounds else { return };
-    let len = (w.min(h) / 80).max(2);
-    // Counted in f32 first: the i64 casts below are then small and exact.
-    if b.x1.floor() - b.x0.ceil() < MAX_TICKS {
-        let (kx0, kx1) = (b.x0.ceil() as i64, b.x1.floor() as i64);
-        for k in kx0..=kx1 {
-            if let Some((c, _)) = b.pixel(k as f32, b.y0.midpoint(b.y1), w, h) {
-                for t in 0..len.min(h) {
-                    img.put_pixel(c, t, FRAME_COLOR);
-                    img.put_pixel(c, h - 1 - t, FRAME_COLOR);
-                }
-            }
-        }
-    }
-    if b.y1.floor() - b.y0.ceil() < MAX_TICKS {
-        let (ky0, ky1) = (b.y0.ceil() as i64, b.y1.floor() as i64);
-        for k in ky0..=ky1 {
-            if let Some((_, r)) = b.pixel(b.x0.midpoint(b.x1), k as f32, w, h) {
-                for t in 0..len.min(w) {
-                    img.put_pixel(t, r, FRAME_COLOR);
-                    img.put_pixel(w - 1 - t, r, FRAME_COLOR);
-                }
-            }
-        }
-    }
-}
-
-// ---------------------------------------------------------------------------------------------
-// Scatter plots
-
-/// A size × size scatter plot: `data`: (n, 2) as `DATA_COLOR` discs, then `samples`: (m, 2) as
-/// `SAMPLE_COLOR` discs on top, on `BACKGROUND`, then the frame with ticks. Non-finite points are
-/// skipped; points outside `bounds` are clipped.
-pub fn scatter(data: &[f32], samples: &[f32], bounds: Bounds, size: u32) -> Result<RgbImage, EvalError> {
-    check_pairs("data", data)?;
-    check_pairs("samples", samples)?;
-    check_side("scatter size", size)?;
-    bounds.check()?;
-    let mut img = RgbImage::from_pixel(size, size, BACKGROUND);
-    let radius = point_radius(size);
-    discs(&mut img, &bounds, data, radius, DATA_COLOR);
-    discs(&mut img, &bounds, samples, radius, SAMPLE_COLOR);
-    frame(&mut img, Some(&bounds));
-    Ok(img)
-}
-
-// ---------------------------------------------------------------------------------------------
-// Heat maps
+// Colormaps
 
 /// A colormap: piecewise-linear RGB between evenly spaced control points, t ∈ [0, 1].
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
@@ -296,102 +144,8 @@ impl Colormap {
     }
 }
 
-/// The range `heatmap` uses: (min, max) of the finite values (`Viridis`), or (−a, a) with a the
-/// largest finite |value| (`Diverging`); None without finite values.
-pub fn auto_range(values: &[f64], colormap: Colormap) -> Option<(f64, f64)> {
-    let (mut lo, mut hi) = (f64::INFINITY, f64::NEG_INFINITY);
-    for &v in values.iter().filter(|v| v.is_finite()) {
-        lo = lo.min(v);
-        hi = hi.max(v);
-    }
-    if lo > hi {
-        return None;
-    }
-    Some(match colormap {
-        Colormap::Viridis => (lo, hi),
-        Colormap::Diverging => {
-            let a = lo.abs().max(hi.abs());
-            (-a, a)
-        }
-    })
-}
-
-/// `heatmap_in_range` over `auto_range` (all-non-finite grids: range (0, 1), so NaN stays grey).
-/// values: (ny, nx), row 0 at the top.
-pub fn heatmap(values: &[f64], nx: usize, ny: usize, size: u32, colormap: Colormap) -> Result<RgbImage, EvalError> {
-    let range = auto_range(values, colormap).unwrap_or((0.0, 1.0));
-    heatmap_in_range(values, nx, ny, size, colormap, range)
-}
-
-/// A size × size heat map of values: (ny, nx), row-major, row 0 drawn at the top (so with y up,
-/// row 0 holds the largest y, as `Bounds::grid_centers` orders it), each cell a block of pixels
-/// (nearest neighbour). Colour = colormap((v − lo)/(hi − lo)) with range = (lo, hi), clamped, so
-/// ±∞ take the end colours; NaN is `NAN_COLOR`; lo = hi maps everything finite to the middle.
-/// A fixed range lets several panels share one scale. Framed, without ticks.
-pub fn heatmap_in_range(
-    values: &[f64],
-    nx: usize,
-    ny: usize,
-    size: u32,
-    colormap: Colormap,
-    range: (f64, f64),
-) -> Result<RgbImage, EvalError> {
-    if nx == 0 || ny == 0 || nx.checked_mul(ny) != Some(values.len()) {
-        return Err(EvalError::Shape(format!("heat map of {nx} × {ny} cells given {} values", values.len())));
-    }
-    check_side("heat map size", size)?;
-    let (lo, hi) = range;
-    if !(lo.is_finite() && hi.is_finite() && lo <= hi) {
-        return Err(EvalError::Invalid(format!("heat map range ({lo}, {hi}): need finite lo <= hi")));
-    }
-    let mut img = RgbImage::new(size, size);
-    for (c, r, px) in img.enumerate_pixels_mut() {
-        let col = (u64::from(c) * nx as u64 / u64::from(size)) as usize;
-        let row = (u64::from(r) * ny as u64 / u64::from(size)) as usize;
-        let v = values[row * nx + col];
-        let t = if hi > lo {
-            (v - lo) / (hi - lo)
-        } else if v.is_infinite() {
-            v.signum().max(0.0)
-        } else {
-            0.5 + 0.0 * v // NaN stays NaN
-        };
-        *px = colormap.rgb(t);
-    }
-    frame(&mut img, None);
-    Ok(img)
-}
-
-/// Draws `points`: (n, 2) under `bounds` as `OVERLAY_FILL` discs with a one-pixel `OVERLAY_RIM`,
-/// on any picture (x over its width, y over its height). Non-finite points are skipped.
-pub fn overlay_points(img: &mut RgbImage, bounds: Bounds, points: &[f32]) -> Result<(), EvalError> {
-    check_pairs("points", points)?;
-    bounds.check()?;
-    let radius = point_radius(img.width().min(img.height()));
-    discs(img, &bounds, points, radius + 1.0, OVERLAY_RIM);
-    discs(img, &bounds, points, radius, OVERLAY_FILL);
-    Ok(())
-}
-
-/// `heatmap` of values: (ny, nx) whose cells tile `bounds` (see `Bounds::grid_centers`), with
-/// `points`: (n, 2) overlaid (`overlay_points`) and the frame with ticks.
-pub fn heatmap_with_points(
-    values: &[f64],
-    nx: usize,
-    ny: usize,
-    size: u32,
-    colormap: Colormap,
-    bounds: Bounds,
-    points: &[f32],
-) -> Result<RgbImage, EvalError> {
-    let mut img = heatmap(values, nx, ny, size, colormap)?;
-    overlay_points(&mut img, bounds, points)?;
-    frame(&mut img, Some(&bounds));
-    Ok(img)
-}
-
 // ---------------------------------------------------------------------------------------------
-// Image grids and panels
+// Image grids
 
 /// The EDM export of a pixel value in [−1, 1]: clip(x·127.5 + 128, 0, 255), truncated toward 0
 /// as PyTorch's `.to(torch.uint8)` does (math.md §7.1): −1 → 0, 0 → 128, 1 → 255. NaN → 0.
@@ -452,25 +206,6 @@ pub fn image_grid(
         }
     }
     Ok(img)
-}
-
-/// Panels left to right, top-aligned, `pad` pixels of `BACKGROUND` around and between them.
-/// Size: (Σ widths + (k + 1)·pad) × (max height + 2·pad); no panels give a 0 × 0 picture.
-pub fn side_by_side(images: &[&RgbImage], pad: u32) -> RgbImage {
-    if images.is_empty() {
-        return RgbImage::new(0, 0);
-    }
-    let w = images.iter().map(|im| im.width()).sum::<u32>() + pad * (images.len() as u32 + 1);
-    let h = images.iter().map(|im| im.height()).max().unwrap_or(0) + 2 * pad;
-    let mut out = RgbImage::from_pixel(w, h, BACKGROUND);
-    let mut x0 = pad;
-    for im in images {
-        for (c, r, px) in im.enumerate_pixels() {
-            out.put_pixel(x0 + c, pad + r, *px);
-        }
-        x0 += im.width() + pad;
-    }
-    out
 }
 
 // ---------------------------------------------------------------------------------------------

@@ -151,9 +151,13 @@ fn a_unet_trains_on_an_image_folder() {
     assert_eq!((ck.arch.as_str(), ck.step), ("unet", 3));
     let lines = std::fs::read_to_string(out.join("metrics.jsonl")).unwrap();
     assert_eq!(lines.lines().count(), 3);
-    // The progress picture: an 8-wide grid of 16-px tiles with 2-px padding.
-    let grid = image::open(out.join("samples").join("step-0000003.png")).unwrap();
-    assert_eq!(grid.width(), 8 * 16 + 9 * 2);
+    // The progress picture: an 8 × 8 grid of 16-px tiles with 2-px padding, scaled up whole
+    // under a title and above a caption.
+    let grid = image::open(out.join("samples").join("step-0000003.png")).unwrap().to_rgb8();
+    let side = 8 * 16 + 9 * 2;
+    let k = cdl::eval::figure::MIN_GRID_WIDTH.div_ceil(side);
+    assert_eq!(grid.height(), cdl::eval::figure::TITLE_BAND + k * side + cdl::eval::figure::CAPTION_BAND);
+    assert!(crate::eval_plot::title_pixels(&grid) > 50, "no title on the grid");
     // A directory of PNGs for FID tools (flat, EDM's uint8 convention).
     let pngs = dir.join("pngs");
     let ck = out.join("checkpoint.safetensors");

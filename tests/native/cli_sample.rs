@@ -88,8 +88,9 @@ fn every_sampler_writes_points_and_pictures() {
         println!("{sampler}: {v}");
         let (passes, steps) = (v["passes"].as_u64().unwrap(), v["steps"].as_u64().unwrap());
         assert!(passes >= 1 && (sampler == "heun" || passes <= steps), "{v}");
-        let img = image::open(&png).unwrap();
+        let img = image::open(&png).unwrap().to_rgb8();
         assert_eq!((img.width(), img.height()), (800, 800));
+        assert!(crate::eval_plot::title_pixels(&img) > 50, "no title on {sampler}'s samples");
     }
     let _ = std::fs::remove_dir_all(&dir);
 }
@@ -134,8 +135,15 @@ fn experiment_toy_reports_every_arm_and_sampler_over_seeds_with_errors_and_verdi
     );
     for png in ["samples.png", "density-itd.png", "density-cdl.png", "samples-cdl-parallel.png", "samples-itd-heun.png"]
     {
-        image::open(dir.join(png)).unwrap();
+        let img = image::open(dir.join(png)).unwrap().to_rgb8();
+        assert!(crate::eval_plot::title_pixels(&img) > 50, "no title on {png}");
+        if png.starts_with("density") {
+            crate::eval_plot::check_colorbar(&img, cdl::eval::plot::Colormap::Viridis);
+        }
     }
+    // The sheet: sequential and parallel DDPM of each arm, a row per arm.
+    let sheet = image::open(dir.join("samples.png")).unwrap();
+    assert_eq!((sheet.width(), sheet.height()), (2 * 440, cdl::eval::figure::TITLE_BAND + 2 * 440));
     let runs = v["runs"].as_array().unwrap();
     for r in runs {
         assert!(r["mmd"].as_f64().is_some_and(f64::is_finite) && r["passes"].as_u64().unwrap() <= 20, "{r}");
@@ -161,7 +169,8 @@ fn experiment_images_reports_every_arm_and_sampler_with_grids() {
         return;
     };
     for png in ["samples-edm-sequential.png", "samples-edm-cdl-parallel.png", "samples-edm-heun.png"] {
-        image::open(dir.join(png)).unwrap();
+        let img = image::open(dir.join(png)).unwrap().to_rgb8();
+        assert!(crate::eval_plot::title_pixels(&img) > 50, "no title on {png}");
     }
     let runs = v["runs"].as_array().unwrap();
     for r in runs {

@@ -2,6 +2,8 @@
 //! or update that keeps the last good checkpoint, checkpoints holding NaN refused by every command
 //! that loads one, and one-line errors for bad input.
 
+use crate::eval_plot::title_pixels;
+use cdl::eval::figure::CURVE_COLORS;
 use crate::common;
 use crate::common::cli;
 
@@ -42,9 +44,14 @@ fn train_writes_a_run_directory() {
     let o = train(&dir, &["--steps", "20", "--data", "spirals", "--sample-every", "10"]);
     assert!(o.status.success(), "{}", text(&o));
     for step in ["0000010", "0000020"] {
-        let img = image::open(dir.join("samples").join(format!("step-{step}.png"))).unwrap();
+        let img = image::open(dir.join("samples").join(format!("step-{step}.png"))).unwrap().to_rgb8();
         assert_eq!(img.width(), 512);
+        assert!(title_pixels(&img) > 50, "no title on step {step}'s samples");
     }
+    // The loss curve beside them: a title and the loss's line (and its legend entry).
+    let loss = image::open(dir.join("samples").join("loss.png")).unwrap().to_rgb8();
+    assert!(title_pixels(&loss) > 50, "no title on the loss curve");
+    assert!(loss.pixels().filter(|p| **p == CURVE_COLORS[0]).count() > 20, "no loss curve");
     assert!(text(&o).contains("checkpoint.safetensors"), "{}", text(&o));
     let lines = curve(&dir);
     assert_eq!(lines.iter().map(|v| v["step"].as_u64().unwrap()).collect::<Vec<_>>(), [5, 10, 15, 20]);
