@@ -89,12 +89,19 @@ fn canvas(width: u32, height: u32, paint: impl FnOnce(&Area) -> Result<(), EvalE
     RgbImage::from_raw(width, height, buf).ok_or_else(|| EvalError::Draw("figure buffer of the wrong size".into()))
 }
 
+/// `text` with each combining tilde (U+0303, as in β̃) drawn as a spacing tilde (U+02DC) after
+/// its letter: the text layout counts a combining mark as a character of its own and drops the
+/// one after it ("(β̃ τ" lost its comma).
+fn drawable(text: &str) -> String {
+    text.replace('\u{303}', "\u{2dc}")
+}
+
 /// Splits off the title band of `area`, writes `title` centred in it and returns the rest.
 fn titled<'a>(area: &Area<'a>, title: &str) -> Result<Area<'a>, EvalError> {
     let (band, body) = area.split_vertically(TITLE_BAND);
     let (w, h) = band.dim_in_pixel();
     let style = text(TITLE_PX).pos(Pos::new(HPos::Center, VPos::Center));
-    band.draw_text(title, &style, (w as i32 / 2, h as i32 / 2)).map_err(draw_err)?;
+    band.draw_text(&drawable(title), &style, (w as i32 / 2, h as i32 / 2)).map_err(draw_err)?;
     Ok(body)
 }
 
@@ -222,7 +229,7 @@ fn draw_scatter(area: &Area, title: &str, series: &[Series], bounds: Bounds) -> 
         let c = color(s.color);
         ch.draw_series(inside(s.points, b).map(|p| Circle::new(p, r, c.filled())))
             .map_err(draw_err)?
-            .label(s.label)
+            .label(drawable(s.label))
             .legend(move |p| Circle::new(p, 5, c.filled()));
     }
     if series.is_empty() {
@@ -398,7 +405,7 @@ pub fn heatmap(title: &str, map: &Map, overlay: &[Series], width: u32) -> Result
             let key = move |p: (i32, i32)| {
                 EmptyElement::at(p) + Circle::new((0, 0), 4, rim.filled()) + Circle::new((0, 0), 3, fill.filled())
             };
-            ch.draw_series(inside(s.points, b).map(dot)).map_err(draw_err)?.label(s.label).legend(key);
+            ch.draw_series(inside(s.points, b).map(dot)).map_err(draw_err)?.label(drawable(s.label)).legend(key);
         }
         if !overlay.is_empty() {
             legend(&mut ch, SeriesLabelPosition::UpperLeft)?;
@@ -490,7 +497,8 @@ pub fn line_chart(
             } else {
                 ch.draw_series(LineSeries::new(pts, col.stroke_width(2))).map_err(draw_err)?
             };
-            anno.label(c.label).legend(move |(x, y)| PathElement::new([(x - 8, y), (x + 8, y)], col.stroke_width(2)));
+            anno.label(drawable(c.label))
+                .legend(move |(x, y)| PathElement::new([(x - 8, y), (x + 8, y)], col.stroke_width(2)));
         }
         legend(&mut ch, SeriesLabelPosition::UpperRight)
     })
@@ -513,7 +521,7 @@ pub fn image_figure(title: &str, caption: &str, grid: &RgbImage) -> Result<RgbIm
         let body = titled(root, title)?;
         let style = text(LABEL_PX).pos(Pos::new(HPos::Center, VPos::Center));
         let at = (w as i32 / 2, (gh + CAPTION_BAND / 2) as i32);
-        body.draw_text(caption, &style, at).map_err(draw_err)?;
+        body.draw_text(&drawable(caption), &style, at).map_err(draw_err)?;
         Ok(())
     })?;
     let scaled = image::imageops::resize(grid, gw, gh, image::imageops::FilterType::Nearest);

@@ -164,6 +164,22 @@ fn scatter_has_a_title_tick_labels_and_a_legend_entry_per_series() {
     assert!(dark_runs(&img, (112, 160), (TITLE_BAND + 10, TITLE_BAND + 70), false) >= 4, "legend labels");
 }
 
+/// The columns of the title band holding ink: the drawn title's extent.
+fn title_columns(img: &RgbImage) -> usize {
+    (8..img.width() - 8).filter(|&c| dark_in(img, (c, c + 1), (6, TITLE_BAND - 2)) > 0).count()
+}
+
+#[test]
+fn a_combining_tilde_keeps_the_characters_after_it() {
+    // "β̃" is β and U+0303; drawn as is, the layout dropped the character after the mark, so
+    // "(β̃ τ = 0.1" came out as "(β̃τ = 0.1". It is drawn as β and a spacing tilde (U+02DC): the
+    // same ink as that text, every character after it included.
+    let bounds = Bounds { x0: -1.0, x1: 1.0, y0: -1.0, y1: 1.0 };
+    let cols = |t: &str| title_columns(&scatter(t, &[], bounds, 400).unwrap());
+    let (combining, spacing, cut) = (cols("(β\u{303}.....)"), cols("(β\u{2dc}.....)"), cols("(β\u{2dc}....)"));
+    assert!(combining == spacing && cut < spacing, "ink columns: combining {combining}, spacing {spacing}, one dot fewer {cut}");
+}
+
 #[test]
 fn scatter_puts_points_where_they_lie_with_y_up() {
     // One sample at the upper right of the data: its colour in the upper-right quarter of the
