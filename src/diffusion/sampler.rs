@@ -337,6 +337,21 @@ pub struct SampleStats {
     pub steps: usize,
 }
 
+/// One pass of the Picard sampler, as both the host and the device samplers report it.
+#[derive(Clone, Copy, Debug, Default, PartialEq)]
+pub struct PicardPass {
+    /// The window it evaluated: points [begin, end).
+    pub begin: usize,
+    pub end: usize,
+    /// The points before this one have converged after the pass (the next window's start).
+    pub converged: usize,
+    /// The normalised change sqrt(||X̃_{j+1} − X_{j+1}||²/(d·v_{j+1})), largest over the samples,
+    /// of the window's first point above τ (the one that stopped the window sliding further;
+    /// math.md §6.5), or the largest of the window's when none is: a point has converged when it
+    /// is ≤ τ. The output X_S (no next step) is left out; 0 when the window holds only X_S.
+    pub error: f64,
+}
+
 /// Initial x_T ~ N(0, I) of `n` samples: the device's normals (`row_normals`), so the device
 /// samplers (`eval::gpu_sampler`) draw exactly these numbers. (n, d)
 pub fn initial_noise(seed: u64, n: usize, d: usize) -> Vec<f64> {
@@ -372,7 +387,7 @@ pub async fn sample(
         }
         SamplerConfig::Heun { steps, churn } => heun(den, steps, churn, n, seed, trajectory).await,
         SamplerConfig::Parallel { window, tol, .. } => {
-            picard(den, &cfg.linear_steps()?, window, tol, n, seed, trajectory).await
+            picard(den, &cfg.linear_steps()?, window, tol, n, seed, trajectory, None).await
         }
     }
 }
@@ -454,6 +469,8 @@ pub(crate) fn finite(x: &[f64]) -> Result<()> {
 /// X_S has no next step (v = 0, pitfall 11): it counts as converged only when reproduced exactly
 /// (no 0·∞); the window still slides onto it once its predecessors have converged, so it never
 /// holds the loop back. With τ → 0 the result is the sequential sampler's with the same noise.
+/// With `passes`, every pass is appended to it.
+#[allow(clippy::too_many_arguments)]
 pub async fn picard(
     den: &mut dyn BatchDenoiser,
     steps: &[LinearStep],
@@ -462,6 +479,7 @@ pub async fn picard(
     n: usize,
     seed: u64,
     trajectory: Option<&mut Vec<Vec<f64>>>,
+    mut passes: Option<&mut Vec<PicardPass>>,
 ) -> Result<(Vec<f64>, SampleStats)> {
     let d = den.dim();
     let s_n = steps.len();
@@ -507,6 +525,9 @@ pub async fn picard(
             buf[j + 1].copy_from_slice(&acc);
         }
         let (nb, ne) = picard_slide(steps, b, &worst, window, tol, d);
+        if let Some(log) = passes.as_deref_mut() {
+            log.push(picard_pass(steps, b, &worst, nb, tol, d));
+        }
         for j in e + 1..=ne {
             buf[j] = buf[e].clone();
         }
@@ -564,6 +585,22 @@ pub(crate) fn picard_slide(
     let first_bad = (0..len).find(|&o| !converged(o)).unwrap_or(len);
     let nb = b + (first_bad + 1).min(len);
     (nb, (nb + window).min(steps.len()))
+}
+
+/// The report of a pass over the window starting at `b` whose points changed by at most
+/// `worst[o]` and after which the window starts at `nb` (`picard_slide`, tolerance `tol`).
+pub(crate) fn picard_pass(steps: &[LinearStep], b: usize, worst: &[f64], nb: usize, tol: f64, d: usize) -> PicardPass {
+    // Normalised changes of the points that have a next step (not X_S), in window order.
+    let norm: Vec<f64> = worst
+        .iter()
+        .enumerate()
+        .filter_map(|(o, &r)| steps.get(b + o + 1).map(|s| (r / (d as f64 * s.tol_var.max(1e-20))).sqrt()))
+        .collect();
+    let error = match norm.iter().find(|&&v| v.is_nan() || v > tol) {
+        Some(&v) => v,
+        None => norm.iter().copied().fold(0.0, f64::max),
+    };
+    PicardPass { begin: b, end: b + worst.len(), converged: nb, error }
 }
 
 // ---------------------------------------------------------------------------------------------

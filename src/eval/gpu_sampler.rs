@@ -9,7 +9,8 @@
 
 use crate::diffusion::logsnr::sigmoid;
 use crate::diffusion::sampler::{
-    check_heun, check_picard, edm_sigmas, finite, picard_slide, EvalFuture, LinearStep, SampleStats, SamplerConfig,
+    check_heun, check_picard, edm_sigmas, finite, picard_pass, picard_slide, EvalFuture, LinearStep, PicardPass,
+    SampleStats, SamplerConfig,
 };
 use crate::diffusion::schedule::alpha_of_sigma;
 use crate::diffusion::{DiffusionError, Result};
@@ -97,8 +98,21 @@ impl GpuDenoiser<'_> {
         seed: u64,
         clip: Option<(f64, f64)>,
     ) -> Result<(Vec<f64>, SampleStats)> {
+        self.sample_on_device_logged(cfg, n, seed, clip, &mut Vec::new()).await
+    }
+
+    /// `sample_on_device` that appends every pass of the parallel sampler to `passes` (as
+    /// `sampler::picard` does; nothing for the other samplers).
+    pub async fn sample_on_device_logged(
+        &mut self,
+        cfg: &SamplerConfig,
+        n: usize,
+        seed: u64,
+        clip: Option<(f64, f64)>,
+        passes: &mut Vec<PicardPass>,
+    ) -> Result<(Vec<f64>, SampleStats)> {
         let mut sink = Sink::Host(Vec::with_capacity(n * self.net().row_len()));
-        let stats = self.run(cfg, n, seed, clip, &mut sink).await?;
+        let stats = self.run(cfg, n, seed, clip, &mut sink, passes).await?;
         let x = sink.into_host();
         finite(&x)?;
         Ok((x, stats))
@@ -114,7 +128,7 @@ impl GpuDenoiser<'_> {
         clip: Option<(f64, f64)>,
         sink: &mut dyn DeviceSamples,
     ) -> Result<SampleStats> {
-        self.run(cfg, n, seed, clip, &mut Sink::Device(sink)).await
+        self.run(cfg, n, seed, clip, &mut Sink::Device(sink), &mut Vec::new()).await
     }
 
     async fn run(
@@ -124,6 +138,7 @@ impl GpuDenoiser<'_> {
         seed: u64,
         clip: Option<(f64, f64)>,
         sink: &mut Sink<'_>,
+        passes: &mut Vec<PicardPass>,
     ) -> Result<SampleStats> {
         if n == 0 {
             return Err(DiffusionError::Config("number of samples must be >= 1".into()));
@@ -140,7 +155,7 @@ impl GpuDenoiser<'_> {
                 Ok(SampleStats { passes: evals, evaluations: evals, steps })
             }
             SamplerConfig::Parallel { window, tol, .. } => {
-                self.picard(&cfg.linear_steps()?, window, tol, n, seed, clip, sink).await
+                self.picard(&cfg.linear_steps()?, window, tol, n, seed, clip, sink, passes).await
             }
         }
     }
@@ -256,6 +271,7 @@ impl GpuDenoiser<'_> {
         seed: u64,
         clip: Option<(f32, f32)>,
         sink: &mut Sink<'_>,
+        passes: &mut Vec<PicardPass>,
     ) -> Result<SampleStats> {
         let s_n = steps.len();
         check_picard(window, tol)?;
@@ -308,6 +324,7 @@ impl GpuDenoiser<'_> {
             stats.evaluations += len;
             let worst: Vec<f64> = worst.into_iter().map(f64::from).collect();
             let (nb, ne) = picard_slide(steps, b, &worst, window, tol, d);
+            passes.push(picard_pass(steps, b, &worst, nb, tol, d));
             if ne > e {
                 rec.copy(&xr, (e % slots) * point, &prev, 0, point);
             }

@@ -88,7 +88,7 @@ fn parallel_sampler_with_zero_tolerance_reproduces_the_sequential_trajectory() {
         for tol in [0.0, 1e-9] {
             let mut buf = Vec::new();
             let (got, stats) =
-                pollster::block_on(picard(&mut RowByRow(&g), &steps, window, tol, n, 3, Some(&mut buf))).unwrap();
+                pollster::block_on(picard(&mut RowByRow(&g), &steps, window, tol, n, 3, Some(&mut buf), None)).unwrap();
             // Cumulative sums regroup the additions of the sequential recursion: equal up to a
             // few ulps per step over 100 steps of O(1) values.
             let err = got.iter().zip(&want).map(|(a, b)| (a - b).abs()).fold(0.0, f64::max);
@@ -113,7 +113,7 @@ fn looser_tolerance_never_costs_more_passes() {
     let steps = ddpm_steps(&ddpm_schedule(200).unwrap(), DdpmVariance::Posterior);
     let mut last = usize::MAX;
     for tol in [1e-6, 1e-3, 0.1, 1.0] {
-        let (_, s) = pollster::block_on(picard(&mut RowByRow(&g), &steps, 200, tol, 32, 5, None)).unwrap();
+        let (_, s) = pollster::block_on(picard(&mut RowByRow(&g), &steps, 200, tol, 32, 5, None, None)).unwrap();
         println!("tol {tol}: {s:?}");
         assert!(s.passes <= 200 && s.passes <= last, "tol {tol}: {s:?}");
         last = s.passes;
@@ -340,7 +340,7 @@ fn parallel_sampler_is_the_paradigms_iteration() {
             for tol in [0.01, 0.1, 0.5] {
                 let (want, passes, evals) = paradigms_reference(den, &steps, window, tol, n, 9);
                 let (got, stats) =
-                    pollster::block_on(picard(&mut RowByRow(den), &steps, window, tol, n, 9, None)).unwrap();
+                    pollster::block_on(picard(&mut RowByRow(den), &steps, window, tol, n, 9, None, None)).unwrap();
                 println!(
                     "{name} window {window} tol {tol}: reference {passes} passes / {evals} evaluations, {stats:?}"
                 );

@@ -12,7 +12,8 @@
 
 use crate::common;
 
-use cdl::diffusion::sampler::{sample, ClipDenoised, DdpmVariance, SamplerConfig};
+use cdl::diffusion::sampler::{picard, sample, ClipDenoised, DdpmVariance, SamplerConfig};
+use cdl::reference::tol::Tol;
 use cdl::eval::denoiser::GpuDenoiser;
 use cdl::model::mlp::{Mlp, MlpConfig, Precond};
 
@@ -96,4 +97,55 @@ fn clip_denoised_matches_the_host_path() {
     compare(SamplerConfig::Heun { steps: 12, churn: 0.0 }, 30, 16, clip);
     let par = SamplerConfig::Parallel { steps: 60, window: 20, tol: 0.05, ddim: false, variance: DdpmVariance::Posterior };
     compare(par, 30, 128, clip);
+}
+
+/// |device − host| of a pass's normalised error (`PicardPass::error`, compared with τ; from 0 to
+/// 5e6, where a point's variance is tiny): relative, 10× the worst measured on lavapipe (2.0e-4).
+const PASS_ERROR_TOL: Tol = Tol { atol: 1e-4, rtol: 2e-3 };
+
+/// Each pass of the Picard sampler, as the device reports it, is the host's: the same window,
+/// the same converged prefix, the same error to within `PASS_ERROR_TOL`; the last pass has
+/// converged the whole trajectory, and a pass whose error is within τ converged its window.
+#[test]
+fn picard_reports_the_host_paths_passes() {
+    let Some(gpu) = common::gpu_or_skip() else { return };
+    let (n, seed) = (30, 11);
+    for (steps, window, tol) in [(100, 100, 0.1), (60, 16, 0.05)] {
+        let cfg = SamplerConfig::Parallel { steps, window, tol, ddim: false, variance: DdpmVariance::Posterior };
+        let mut den = denoiser(gpu, 128);
+        let mut want = Vec::new();
+        let (_, want_stats) = pollster::block_on(picard(
+            &mut den,
+            &cfg.linear_steps().unwrap(),
+            window,
+            tol,
+            n,
+            seed,
+            None,
+            Some(&mut want),
+        ))
+        .unwrap();
+        let mut got = Vec::new();
+        let (_, stats) = pollster::block_on(den.sample_on_device_logged(&cfg, n, seed, None, &mut got)).unwrap();
+        let name = cfg.name();
+        assert_eq!(want.len(), want_stats.passes, "{name}: one report per pass");
+        assert_eq!(got.len(), stats.passes, "{name}: one report per pass on the device");
+        let worst = got.iter().zip(&want).map(|(g, w)| (g.error - w.error).abs() / w.error.max(1.0)).fold(0.0, f64::max);
+        let errors: Vec<String> = want.iter().map(|w| format!("{:.3}", w.error)).collect();
+        eprintln!("{name}: {} passes, max |device - host| / max(host, 1) {worst:.2e}; {errors:?}", got.len());
+        for (i, (g, w)) in got.iter().zip(&want).enumerate() {
+            assert_eq!((g.begin, g.end, g.converged), (w.begin, w.end, w.converged), "{name}: pass {i}");
+            assert!(
+                (g.error - w.error).abs() <= PASS_ERROR_TOL.atol + PASS_ERROR_TOL.rtol * w.error.abs(),
+                "{name}: pass {i} error {} on the device, {} on the host",
+                g.error,
+                w.error
+            );
+            if w.error <= tol && w.end < steps {
+                assert_eq!(w.converged, w.end, "{name}: pass {i} within τ but its window did not converge");
+            }
+        }
+        assert_eq!(want.last().map(|p| p.converged), Some(steps), "{name}: the last pass converged everything");
+        assert!(want.first().is_some_and(|p| p.error > tol), "{name}: the first pass is not within τ");
+    }
 }
