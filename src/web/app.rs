@@ -13,7 +13,7 @@ use super::toy::{default_config, loss_label, ToyModel, TOY_POINTS};
 use super::{dom, draw, store};
 use crate::diffusion::likelihood::RefGaussian;
 use crate::diffusion::logistic::TruncLogistic;
-use crate::diffusion::sampler::{self, SamplerConfig};
+use crate::diffusion::sampler::{self, PicardPass, SamplerConfig};
 use crate::eval::denoiser::GpuDenoiser;
 use crate::eval::mmd::{mmd, MMD_BANDWIDTH};
 use crate::eval::nll;
@@ -95,6 +95,8 @@ enum ToyCommand {
     Resample,
     /// Samples once more, recording every step, and plays the trajectories.
     Animate,
+    /// Runs the parallel (Picard) sampler for every model and shows its passes.
+    Parallel,
 }
 
 type ToyShared = runtime::SharedRef<ToyCommand>;
@@ -121,6 +123,7 @@ const API: &[runtime::Named<ToyCommand>] = &[
     ("loadStorage", || ToyCommand::LoadStorage),
     ("loseDevice", || ToyCommand::LoseDevice),
     ("animate", || ToyCommand::Animate),
+    ("parallel", || ToyCommand::Parallel),
 ];
 
 /// Points drawn with the mouse, in view units, and whether the button is down.
@@ -157,6 +160,9 @@ pub struct ToyPageOptions {
     pub debug: bool,
     /// The map under the samples: "none", "logp" or "logit".
     pub heat: String,
+    /// Parallel sampler window (0: the whole trajectory) and tolerance τ (`cdl sample`'s defaults).
+    pub window: usize,
+    pub tol: f64,
 }
 
 impl ToyPageOptions {
@@ -196,6 +202,11 @@ impl ToyPageOptions {
             sample_every_ms: num("sample_every", SAMPLE_EVERY_MS as usize) as f64,
             debug: dom::flag("debug"),
             heat: dom::param("heat").unwrap_or_else(|| if embed { "none".into() } else { "logp".into() }),
+            window: num("window", 0).min(1000),
+            tol: dom::param("tol")
+                .and_then(|v| v.parse().ok())
+                .filter(|t: &f64| t.is_finite() && *t >= 0.0)
+                .unwrap_or(0.1),
         }
     }
 }
@@ -243,6 +254,17 @@ struct ToyPage {
     /// What the last animation showed (for tests): frames, steps, the variance of model 0's
     /// first frame and the hash of its last.
     anim_info: Value,
+    /// The last run of the parallel sampler, shown until the models' samples are drawn again.
+    parallel: Option<ParallelView>,
+}
+
+/// A run of the parallel (Picard) sampler over every model, same noise and settings.
+struct ParallelView {
+    steps: usize,
+    window: usize,
+    tol: f64,
+    /// Per model: its passes, its samples (n, 2) and the step of the weights they come from.
+    runs: Vec<(Vec<PicardPass>, Vec<f64>, u64)>,
 }
 
 /// Sample trajectories being played: per model, frames of (n, 2) points from x_T to the samples.
@@ -293,6 +315,7 @@ pub async fn run(embed: bool) -> Result<(), String> {
         anim: None,
         anim_played: 0,
         anim_info: Value::Null,
+        parallel: None,
     };
     runtime::watch_device(&engine.gpu, engine.ctl.generation);
     engine.reset().await?;
@@ -327,6 +350,10 @@ fn init_controls(opts: &ToyPageOptions) {
     dom::set_value("points", &opts.base.points.to_string());
     dom::set_value("sampler", &opts.sampler);
     dom::set_value("sampler-steps", &opts.sampler_steps.to_string());
+    if opts.window > 0 {
+        dom::set_value("sampler-window", &opts.window.to_string());
+    }
+    dom::set_value("sampler-tol", &opts.tol.to_string());
     dom::set_value("heat", &opts.heat);
     dom::set_text("step", &format!("Step ×{}", opts.step_size));
 }
@@ -342,6 +369,7 @@ fn wire_controls(shared: &ToyShared, opts: &ToyPageOptions) {
     click("restart", || ToyCommand::Restart);
     click("resample", || ToyCommand::Resample);
     click("animate", || ToyCommand::Animate);
+    click("parallel", || ToyCommand::Parallel);
     for (i, suffix) in ["a", "b"].into_iter().enumerate() {
         let s = shared.clone();
         dom::on(&format!("save-file-{suffix}"), "click", move |_| push(&s, ToyCommand::SaveFile(i)));
@@ -364,7 +392,7 @@ fn wire_controls(shared: &ToyShared, opts: &ToyPageOptions) {
         let s = shared.clone();
         dom::on(id, "change", move |_| push(&s, ToyCommand::Reset));
     }
-    for id in ["sampler", "sampler-steps", "heat", "zeta"] {
+    for id in ["sampler", "sampler-steps", "sampler-window", "sampler-tol", "heat", "zeta"] {
         let s = shared.clone();
         dom::on(id, "change", move |_| push(&s, ToyCommand::Resample));
     }
@@ -569,24 +597,81 @@ impl ToyPage {
         }
     }
 
+    /// The sampler steps, and the parallel sampler's window and tolerance τ, in the controls.
+    fn sampler_settings(&self) -> (usize, usize, f64) {
+        let num = |id: &str| dom::value(id).and_then(|v| v.trim().parse::<f64>().ok());
+        let steps = num("sampler-steps").map_or(self.opts.sampler_steps, |v| v.max(0.0) as usize).clamp(2, 1000);
+        let window = num("sampler-window").filter(|w| *w >= 1.0).map_or(self.opts.window, |w| w as usize);
+        let window = if window == 0 { steps } else { window.min(steps) };
+        let tol = num("sampler-tol").filter(|t| t.is_finite() && *t >= 0.0).unwrap_or(self.opts.tol);
+        (steps, window, tol)
+    }
+
     /// The sampler chosen in the controls.
     fn sampler(&self) -> SamplerConfig {
-        let steps = dom::value("sampler-steps")
-            .and_then(|v| v.parse::<usize>().ok())
-            .unwrap_or(self.opts.sampler_steps)
-            .clamp(2, 1000);
+        let (steps, window, tol) = self.sampler_settings();
         match dom::value("sampler").unwrap_or_else(|| self.opts.sampler.clone()).as_str() {
             "ddpm" => SamplerConfig::Ddpm { steps, variance: sampler::DdpmVariance::Beta },
             "heun" => SamplerConfig::Heun { steps, churn: 0.0 },
-            "parallel" => SamplerConfig::Parallel {
-                steps,
-                window: steps,
-                tol: 0.1,
-                ddim: true,
-                variance: sampler::DdpmVariance::Posterior,
-            },
+            "parallel" => {
+                SamplerConfig::Parallel { steps, window, tol, ddim: true, variance: sampler::DdpmVariance::Posterior }
+            }
             _ => SamplerConfig::Ddim { steps },
         }
+    }
+
+    /// Runs the parallel sampler of the "Parallel sampling" view for every model: `cdl sample
+    /// --sampler parallel --variance posterior` (the authors' parallel sampler) with the page's
+    /// steps, window and τ, the displayed samples' count and seed, on the device.
+    async fn run_parallel(&mut self) -> Result<(), String> {
+        let (steps, window, tol) = self.sampler_settings();
+        let cfg =
+            SamplerConfig::Parallel { steps, window, tol, ddim: false, variance: sampler::DdpmVariance::Posterior };
+        let n = self.opts.samples;
+        let mut runs = Vec::new();
+        dom::set_text("parallel-caption", "running the parallel sampler…");
+        for m in &self.models {
+            let mut den =
+                GpuDenoiser::from_trainer(&self.gpu, m.run.trainer(), n.min(4096)).await.map_err(|e| e.to_string())?;
+            let mut passes = Vec::new();
+            let (x, _) = den.sample_on_device_logged(&cfg, n, 1, None, &mut passes).await.map_err(|e| e.to_string())?;
+            runs.push((passes, x, m.step()));
+        }
+        self.parallel = Some(ParallelView { steps, window, tol, runs });
+        Ok(())
+    }
+
+    /// The parallel sampler's plots, pass counts and caption (hidden before its first run).
+    fn draw_parallel(&self) {
+        let Some(v) = &self.parallel else { return };
+        for (i, suffix) in ["a", "b"].into_iter().enumerate() {
+            let Some((passes, _, _)) = v.runs.get(i) else { continue };
+            dom::set_hidden(&format!("parallel-{suffix}"), false);
+            let errors: Vec<f64> = passes.iter().map(|p| p.error).collect();
+            draw::picard_errors(&format!("picard-errors-{suffix}"), &errors, v.tol);
+            let windows: Vec<_> = passes.iter().map(|p| (p.begin, p.end, p.converged)).collect();
+            draw::picard_windows(&format!("picard-window-{suffix}"), &windows, v.steps);
+            dom::set_text(
+                &format!("picard-passes-{suffix}"),
+                &format!("{} passes for {} steps", passes.len(), v.steps),
+            );
+        }
+        let counts: Vec<String> = self
+            .models
+            .iter()
+            .zip(&v.runs)
+            .map(|(m, r)| format!("{} {}", loss_label(m.run.config().loss), r.0.len()))
+            .collect();
+        dom::set_text(
+            "parallel-caption",
+            &format!(
+                "Parallel (Picard) sampling, {} steps, window {}, τ = {}, same noise for both: passes {}. Each pass                  evaluates the whole window at once; it slides past the points whose change fell within τ. Fewer                  passes = the model's denoiser is consistent across noise levels, which the ITD+CDL loss trains for.",
+                v.steps,
+                v.window,
+                v.tol,
+                counts.join(", ")
+            ),
+        );
     }
 
     /// The heat map under the samples (math.md §2.2, §3.2): −(−log p̂(x)) from the ITD estimator,
@@ -845,6 +930,7 @@ impl runtime::Task for ToyPage {
             ToyCommand::LoseDevice => self.gpu.device.destroy(),
             ToyCommand::Resample => self.refresh_samples().await,
             ToyCommand::Animate => self.animate().await?,
+            ToyCommand::Parallel => self.run_parallel().await?,
         }
         Ok(())
     }
@@ -935,7 +1021,12 @@ impl runtime::Task for ToyPage {
                 g: h.1,
                 colormap: if h.2.starts_with("logit") { Colormap::Diverging } else { Colormap::Viridis },
             });
-            draw::scatter(&format!("scatter-{suffix}"), &self.data.points.data, DRAW_DATA, &m.samples, heat);
+            let par = self.parallel.as_ref().and_then(|v| v.runs.get(i)).filter(|r| r.2 == m.step());
+            let shown = par.map_or(&m.samples, |r| &r.1);
+            draw::scatter(&format!("scatter-{suffix}"), &self.data.points.data, DRAW_DATA, shown, heat);
+            if let Some(r) = par {
+                draw::caption(&format!("scatter-{suffix}"), &format!("parallel sampler: {} passes", r.0.len()));
+            }
             draw::losses(&format!("curve-{suffix}"), &m.log.steps);
             let last = m.log.steps.last();
             let mut text = format!("step {}", m.step());
@@ -956,6 +1047,7 @@ impl runtime::Task for ToyPage {
             }
             dom::set_text(&format!("stats-{suffix}"), &text);
         }
+        self.draw_parallel();
         dom::set_text(
             "rate",
             &format!(
@@ -985,6 +1077,19 @@ impl runtime::Task for ToyPage {
                 })
             })
             .collect();
+        let parallel = self.parallel.as_ref().map(|v| {
+            let runs: Vec<Value> = v
+                .runs
+                .iter()
+                .map(|(p, _, step)| {
+                    json!({
+                        "passes": p.len(), "errors": p.iter().map(|p| p.error).collect::<Vec<_>>(),
+                        "windows": p.iter().map(|p| [p.begin, p.end, p.converged]).collect::<Vec<_>>(), "step": step,
+                    })
+                })
+                .collect();
+            json!({ "steps": v.steps, "window": v.window, "tol": v.tol, "models": runs })
+        });
         let s = json!({
             "ready": true,
             "running": self.ctl.shared.borrow().running,
@@ -996,6 +1101,7 @@ impl runtime::Task for ToyPage {
             "data": { "name": self.data.name, "n": self.data.points.len() },
             "models": models,
             "kernels": runtime::kernels_json(&self.gpu),
+            "parallel": parallel,
             "anim": {
                 "playing": self.anim.is_some(),
                 "played": self.anim_played,

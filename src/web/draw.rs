@@ -172,3 +172,117 @@ pub fn caption(id: &str, text: &str) {
     ctx.set_fill_style_str("#222");
     let _ = ctx.fill_text(text, 6.0, 15.0);
 }
+
+// ---------------------------------------------------------------------------------------------
+// The parallel (Picard) sampler
+
+/// Colour of the Picard window and of the error curve; the converged prefix and τ are grey.
+pub const WINDOW_COLOR: &str = "#1f6fb2";
+const AXIS_FONT: &str = "11px system-ui, sans-serif";
+
+/// Each pass's error (`PicardPass::error`) against the tolerance τ: passes on the x axis, log10
+/// error on the y axis (decade ticks), τ as a dashed line, axis labels and a legend. Errors of 0
+/// are drawn at the bottom of the axis.
+pub fn picard_errors(id: &str, errors: &[f64], tol: f64) {
+    let Some((canvas, ctx)) = dom::context2d(id) else { return };
+    let (w, h) = clear(&canvas, &ctx);
+    let (left, right, top, bottom) = (52.0, w - 14.0, 8.0, h - 30.0);
+    let logs: Vec<f64> =
+        errors.iter().chain([&tol]).filter(|e| **e > 0.0 && e.is_finite()).map(|e| e.log10()).collect();
+    let lo = logs.iter().copied().fold(f64::INFINITY, f64::min).floor().min(tol.max(1e-12).log10().floor() - 1.0);
+    let hi = logs.iter().copied().fold(f64::NEG_INFINITY, f64::max).ceil().max(lo + 1.0);
+    let passes = errors.len().max(1);
+    let px = |p: f64| left + (p - 1.0) / (passes.max(2) - 1) as f64 * (right - left);
+    let py = |e: f64| {
+        let l = if e > 0.0 { e.log10().clamp(lo, hi) } else { lo };
+        bottom - (l - lo) / (hi - lo) * (bottom - top)
+    };
+    ctx.set_font(AXIS_FONT);
+    ctx.set_fill_style_str("#333");
+    ctx.set_stroke_style_str("#ccc");
+    ctx.stroke_rect(left, top, right - left, bottom - top);
+    // Decade ticks, at most ~6 labelled.
+    let every = (((hi - lo) / 6.0).ceil() as i64).max(1);
+    let mut d = lo as i64;
+    while d as f64 <= hi {
+        if (d - lo as i64) % every == 0 {
+            let y = bottom - (d as f64 - lo) / (hi - lo) * (bottom - top);
+            let _ = ctx.fill_text(&format!("1e{d}"), 18.0, y + 4.0);
+        }
+        d += 1;
+    }
+    // Pass ticks: the first, the last and a few between.
+    let step = passes.div_ceil(5).max(1);
+    for p in (1..=passes).filter(|p| (p - 1) % step == 0 || *p == passes) {
+        let _ = ctx.fill_text(&p.to_string(), px(p as f64) - 3.0, bottom + 12.0);
+    }
+    let _ = ctx.fill_text("pass", (left + right) / 2.0 - 10.0, h - 4.0);
+    ctx.save();
+    ctx.translate(10.0, (top + bottom) / 2.0 + 30.0).ok();
+    ctx.rotate(-std::f64::consts::FRAC_PI_2).ok();
+    let _ = ctx.fill_text("log10 error", 0.0, 0.0);
+    ctx.restore();
+    // τ, dashed.
+    ctx.set_stroke_style_str("#888");
+    let _ = ctx.set_line_dash(&js_sys::Array::of2(&4.0.into(), &3.0.into()));
+    ctx.begin_path();
+    ctx.move_to(left, py(tol));
+    ctx.line_to(right, py(tol));
+    ctx.stroke();
+    let _ = ctx.set_line_dash(&js_sys::Array::new());
+    // The errors, a line with a dot per pass.
+    ctx.set_stroke_style_str(WINDOW_COLOR);
+    ctx.set_fill_style_str(WINDOW_COLOR);
+    ctx.begin_path();
+    for (i, &e) in errors.iter().enumerate() {
+        let (x, y) = (px(i as f64 + 1.0), py(e));
+        if i == 0 {
+            ctx.move_to(x, y);
+        } else {
+            ctx.line_to(x, y);
+        }
+    }
+    ctx.stroke();
+    for (i, &e) in errors.iter().enumerate() {
+        ctx.fill_rect(px(i as f64 + 1.0) - 2.0, py(e) - 2.0, 4.0, 4.0);
+    }
+    // Legend, top right.
+    ctx.set_fill_style_str("rgba(255,255,255,0.85)");
+    ctx.fill_rect(right - 118.0, top + 2.0, 114.0, 30.0);
+    ctx.set_fill_style_str(WINDOW_COLOR);
+    ctx.fill_rect(right - 112.0, top + 9.0, 12.0, 3.0);
+    ctx.set_fill_style_str("#888");
+    ctx.fill_rect(right - 112.0, top + 23.0, 12.0, 2.0);
+    ctx.set_fill_style_str("#333");
+    let _ = ctx.fill_text("error of the pass", right - 96.0, top + 14.0);
+    let _ = ctx.fill_text(&format!("tolerance τ = {tol}"), right - 96.0, top + 28.0);
+}
+
+/// The window as it slides: one row per pass (the first at the top), the sampler steps on the x
+/// axis; the converged prefix grey, the evaluated window blue. (begin, end, converged) per pass.
+pub fn picard_windows(id: &str, windows: &[(usize, usize, usize)], steps: usize) {
+    let Some((canvas, ctx)) = dom::context2d(id) else { return };
+    let (w, h) = clear(&canvas, &ctx);
+    let (left, right, top, bottom) = (40.0, w - 8.0, 4.0, h - 30.0);
+    let sx = |j: usize| left + j as f64 / steps.max(1) as f64 * (right - left);
+    let row = (bottom - top) / windows.len().max(1) as f64;
+    for (i, &(b, e, c)) in windows.iter().enumerate() {
+        let y = top + i as f64 * row;
+        ctx.set_fill_style_str("#bbb");
+        ctx.fill_rect(sx(0), y, sx(b) - sx(0), row.max(1.0));
+        ctx.set_fill_style_str(WINDOW_COLOR);
+        ctx.fill_rect(sx(b), y, (sx(e) - sx(b)).max(1.0), row.max(1.0));
+        // What this pass converged, beyond where it started: a dark tick.
+        ctx.set_fill_style_str("#222");
+        ctx.fill_rect(sx(c) - 0.5, y, 1.5, row.max(1.0));
+    }
+    ctx.set_stroke_style_str("#ccc");
+    ctx.stroke_rect(left, top, right - left, bottom - top);
+    ctx.set_font(AXIS_FONT);
+    ctx.set_fill_style_str("#333");
+    let _ = ctx.fill_text("0", sx(0) - 3.0, bottom + 12.0);
+    let _ = ctx.fill_text(&steps.to_string(), sx(steps) - 18.0, bottom + 12.0);
+    let _ = ctx.fill_text("sampler step (grey: converged, blue: window)", left + 20.0, h - 4.0);
+    let _ = ctx.fill_text("pass 1", 2.0, top + 10.0);
+    let _ = ctx.fill_text(&format!("{}", windows.len()), 2.0, bottom);
+}

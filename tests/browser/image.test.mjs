@@ -9,7 +9,7 @@ import os from 'node:os';
 import path from 'node:path';
 import { execFileSync } from 'node:child_process';
 import zlib from 'node:zlib';
-import { launch, newPage, waitState, screenshot, assert, root } from './lib.mjs';
+import { launch, newPage, waitState, screenshot, assert, root, colours, cdlBin } from './lib.mjs';
 
 /// The shrunken image setting of the tests.
 const SMALL = {
@@ -38,24 +38,6 @@ async function withPage(base, q, body) {
 }
 
 const click = (page, id) => page.click(`#${id}`);
-
-/// Distinct colours among the canvas's pixels: a drawn grid of images has many, a blank one one.
-function colours(page, id) {
-  return page.evaluate((id) => {
-    const c = document.getElementById(id);
-    const d = c.getContext('2d').getImageData(0, 0, c.width, c.height).data;
-    const seen = new Set();
-    for (let i = 0; i < d.length; i += 4) seen.add((d[i] << 16) | (d[i + 1] << 8) | d[i + 2]);
-    return { n: seen.size, w: c.width, h: c.height };
-  }, id);
-}
-
-/// The `cdl` binary the test suite built (scripts/test sets CDL_BIN).
-function cdlBin() {
-  const bin = process.env.CDL_BIN || path.join(root, 'target', 'debug', 'cdl');
-  assert(fs.existsSync(bin), `no cdl binary at ${bin}: build it (cargo build) or set CDL_BIN`);
-  return bin;
-}
 
 /// A converted FID Inception weights file with pytorch-fid's names and shapes and random values
 /// (tools/inception_mirror.py, then tools/inception_to_safetensors.py; scripts/test sets CDL_PYTHON).

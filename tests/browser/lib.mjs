@@ -109,3 +109,21 @@ export function tiny(overrides = {}) {
   for (const [k, v] of Object.entries(overrides)) q.set(k, v);
   return q.toString();
 }
+
+/// Distinct colours among the canvas's pixels: a drawn grid of images has many, a blank one one.
+export function colours(page, id) {
+  return page.evaluate((id) => {
+    const c = document.getElementById(id);
+    const d = c.getContext('2d').getImageData(0, 0, c.width, c.height).data;
+    const seen = new Set();
+    for (let i = 0; i < d.length; i += 4) seen.add((d[i] << 16) | (d[i + 1] << 8) | d[i + 2]);
+    return { n: seen.size, w: c.width, h: c.height };
+  }, id);
+}
+
+/// The `cdl` binary the test suite built (scripts/test sets CDL_BIN).
+export function cdlBin() {
+  const bin = process.env.CDL_BIN || path.join(root, 'target', 'debug', 'cdl');
+  assert(fs.existsSync(bin), `no cdl binary at ${bin}: build it (cargo build) or set CDL_BIN`);
+  return bin;
+}

@@ -1,10 +1,11 @@
 // The toy demo (index.html) in headless Chromium on WebGPU (SwiftShader): loading, training,
 // pausing, saving and loading weights, uploads, device loss. Models are tiny (lib.mjs TINY).
 
+import { execFileSync } from 'node:child_process';
 import fs from 'node:fs';
 import os from 'node:os';
 import path from 'node:path';
-import { launch, newPage, state, waitState, screenshot, assert, root, TINY, tiny } from './lib.mjs';
+import { launch, newPage, state, waitState, screenshot, assert, root, TINY, tiny, colours, cdlBin } from './lib.mjs';
 
 /// Opens `query` on a fresh browser, runs `body(page)`, and always closes the browser.
 async function withPage(base, query, body) {
@@ -20,6 +21,7 @@ async function withPage(base, query, body) {
 }
 
 const click = (page, id) => page.click(`#${id}`);
+
 const sleep = (ms) => new Promise((r) => setTimeout(r, ms));
 
 /// Pauses and waits until the samples of every model come from the final step.
@@ -129,6 +131,54 @@ export const tests = [
         await screenshot(page, 'toy-side-by-side.png');
         assert(page.errors.length === 0, `console errors:\n${page.errors.join('\n')}`);
         return `(${s4.stepsPerSec.toFixed(2)} steps/s per model with two models)`;
+      });
+    },
+  },
+  {
+    name: 'parallel_sampling_view_matches_the_cli_pass_counts',
+    timeout: 400,
+    async run(base) {
+      // Both models trained 10 steps, then the parallel sampler of the view (20 steps, a window of
+      // 6 that has to slide, τ = 0.05) against `cdl sample --sampler parallel` on the downloaded
+      // weights with the same settings, seed (the page's 1) and number of samples (128).
+      const query = tiny({ sample_every: 1e6, sampler_steps: 20, window: 6, tol: 0.05 });
+      return withPage(base, query, async (page) => {
+        await click(page, 'step');
+        await waitState(page, (s) => s.models.every((m) => m.step === 10 && m.samplesStep === 10), { what: '10 steps of both models' });
+        await click(page, 'parallel');
+        const s = await waitState(page, (s) => s.parallel && s.parallel.models.length === 2 && s.parallel.models.every((m) => m.step === 10),
+          { timeout: 300_000, what: 'the parallel sampling view' });
+        assert(s.parallel.steps === 20 && s.parallel.window === 6 && s.parallel.tol === 0.05, `the page's settings: ${JSON.stringify(s.parallel)}`);
+        const tmp = fs.mkdtempSync(path.join(os.tmpdir(), 'cdl-parallel-'));
+        const cli = [];
+        for (const [i, side] of ['a', 'b'].entries()) {
+          const view = s.parallel.models[i];
+          assert(view.errors.length === view.passes && view.windows.length === view.passes, `model ${i}: one error and window per pass`);
+          assert(view.windows[view.passes - 1][2] === 20, `model ${i}: the last pass converged all 20 steps: ${JSON.stringify(view.windows)}`);
+          const [download] = await Promise.all([page.waitForEvent('download'), click(page, `save-file-${side}`)]);
+          const file = path.join(tmp, `${side}-${download.suggestedFilename()}`);
+          await download.saveAs(file);
+          const out = execFileSync(cdlBin(), ['sample', '--checkpoint', file, '--sampler', 'parallel', '--variance', 'posterior',
+            '--steps', '20', '--window', '6', '--tol', '0.05', '--seed', '1', '--n', '128', '--out', path.join(tmp, `${side}.csv`)]).toString();
+          const passes = JSON.parse(out.trim().split('\n').pop()).passes;
+          assert(passes === view.passes, `model ${i}: ${view.passes} passes in the page, ${passes} from cdl sample`);
+          cli.push(passes);
+          // Drawn and labelled: the plots have more than a background, their names say the axes.
+          for (const id of [`picard-errors-${side}`, `picard-window-${side}`]) {
+            assert(await page.isVisible(`#${id}`), `${id} visible`);
+            const { n } = await colours(page, id);
+            assert(n > 4, `${id} drawn (${n} colours)`);
+          }
+          const errLabel = await page.getAttribute(`#picard-errors-${side}`, 'aria-label');
+          assert(/error/.test(errLabel) && /pass/.test(errLabel) && /τ/.test(errLabel), `error plot labelled: ${errLabel}`);
+          const winLabel = await page.getAttribute(`#picard-window-${side}`, 'aria-label');
+          assert(/pass/.test(winLabel) && /sampler steps/.test(winLabel), `window plot labelled: ${winLabel}`);
+          assert((await page.textContent(`#picard-passes-${side}`)).includes(`${view.passes} passes`), 'pass count shown');
+        }
+        assert((await page.textContent('#parallel-caption')).includes('passes'), 'caption shown');
+        await screenshot(page, 'toy-parallel.png');
+        assert(page.errors.length === 0, `console errors:\n${page.errors.join('\n')}`);
+        return `(passes: page ${s.parallel.models.map((m) => m.passes)}, cdl sample ${cli})`;
       });
     },
   },
