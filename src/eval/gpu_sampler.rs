@@ -98,21 +98,22 @@ impl GpuDenoiser<'_> {
         seed: u64,
         clip: Option<(f64, f64)>,
     ) -> Result<(Vec<f64>, SampleStats)> {
-        self.sample_on_device_logged(cfg, n, seed, clip, &mut Vec::new()).await
+        self.sample_on_device_logged(cfg, n, seed, clip, &mut |_| {}).await
     }
 
-    /// `sample_on_device` that appends every pass of the parallel sampler to `passes` (as
-    /// `sampler::picard` does; nothing for the other samplers).
+    /// `sample_on_device` that hands every pass of the parallel sampler to `on_pass` as soon as
+    /// its readback arrives (the passes `sampler::picard` logs; none for the other samplers), so
+    /// a page can draw them while the sampler runs.
     pub async fn sample_on_device_logged(
         &mut self,
         cfg: &SamplerConfig,
         n: usize,
         seed: u64,
         clip: Option<(f64, f64)>,
-        passes: &mut Vec<PicardPass>,
+        on_pass: &mut dyn FnMut(PicardPass),
     ) -> Result<(Vec<f64>, SampleStats)> {
         let mut sink = Sink::Host(Vec::with_capacity(n * self.net().row_len()));
-        let stats = self.run(cfg, n, seed, clip, &mut sink, passes).await?;
+        let stats = self.run(cfg, n, seed, clip, &mut sink, on_pass).await?;
         let x = sink.into_host();
         finite(&x)?;
         Ok((x, stats))
@@ -128,7 +129,7 @@ impl GpuDenoiser<'_> {
         clip: Option<(f64, f64)>,
         sink: &mut dyn DeviceSamples,
     ) -> Result<SampleStats> {
-        self.run(cfg, n, seed, clip, &mut Sink::Device(sink), &mut Vec::new()).await
+        self.run(cfg, n, seed, clip, &mut Sink::Device(sink), &mut |_| {}).await
     }
 
     async fn run(
@@ -138,7 +139,7 @@ impl GpuDenoiser<'_> {
         seed: u64,
         clip: Option<(f64, f64)>,
         sink: &mut Sink<'_>,
-        passes: &mut Vec<PicardPass>,
+        on_pass: &mut dyn FnMut(PicardPass),
     ) -> Result<SampleStats> {
         if n == 0 {
             return Err(DiffusionError::Config("number of samples must be >= 1".into()));
@@ -155,7 +156,7 @@ impl GpuDenoiser<'_> {
                 Ok(SampleStats { passes: evals, evaluations: evals, steps })
             }
             SamplerConfig::Parallel { window, tol, .. } => {
-                self.picard(&cfg.linear_steps()?, window, tol, n, seed, clip, sink, passes).await
+                self.picard(&cfg.linear_steps()?, window, tol, n, seed, clip, sink, on_pass).await
             }
         }
     }
@@ -271,7 +272,7 @@ impl GpuDenoiser<'_> {
         seed: u64,
         clip: Option<(f32, f32)>,
         sink: &mut Sink<'_>,
-        passes: &mut Vec<PicardPass>,
+        on_pass: &mut dyn FnMut(PicardPass),
     ) -> Result<SampleStats> {
         let s_n = steps.len();
         check_picard(window, tol)?;
@@ -324,7 +325,7 @@ impl GpuDenoiser<'_> {
             stats.evaluations += len;
             let worst: Vec<f64> = worst.into_iter().map(f64::from).collect();
             let (nb, ne) = picard_slide(steps, b, &worst, window, tol, d);
-            passes.push(picard_pass(steps, b, &worst, nb, tol, d));
+            on_pass(picard_pass(steps, b, &worst, nb, tol, d));
             if ne > e {
                 rec.copy(&xr, (e % slots) * point, &prev, 0, point);
             }

@@ -263,8 +263,9 @@ struct ParallelView {
     steps: usize,
     window: usize,
     tol: f64,
-    /// Per model: its passes, its samples (n, 2) and the step of the weights they come from.
-    runs: Vec<(Vec<PicardPass>, Vec<f64>, u64)>,
+    /// Per model: its passes, its samples (n, 2), the step of the weights they come from and
+    /// the model's `samples_version` then (its pane shows them until its samples change).
+    runs: Vec<(Vec<PicardPass>, Vec<f64>, u64, u64)>,
 }
 
 /// Sample trajectories being played: per model, frames of (n, 2) points from x_T to the samples.
@@ -426,6 +427,14 @@ fn wire_controls(shared: &ToyShared, opts: &ToyPageOptions) {
     });
     wire_drawing(shared, &drawing);
     let _ = opts;
+}
+
+/// The parallel sampler's plots of one pane (`suffix` a or b): errors against τ, and windows.
+fn draw_passes(suffix: &str, passes: &[PicardPass], steps: usize, tol: f64) {
+    let errors: Vec<f64> = passes.iter().map(|p| p.error).collect();
+    draw::picard_errors(&format!("picard-errors-{suffix}"), &errors, tol);
+    let windows: Vec<_> = passes.iter().map(|p| (p.begin, p.end, p.converged)).collect();
+    draw::picard_windows(&format!("picard-window-{suffix}"), &windows, steps);
 }
 
 async fn read_csv(file: &web_sys::File) -> Result<Points, String> {
@@ -633,9 +642,18 @@ impl ToyPage {
         for m in &self.models {
             let mut den =
                 GpuDenoiser::from_trainer(&self.gpu, m.run.trainer(), n.min(4096)).await.map_err(|e| e.to_string())?;
+            // Each pass drawn as its readback arrives (the browser paints while the next one runs).
+            let suffix = ["a", "b"].get(runs.len()).copied().unwrap_or("b");
+            dom::set_hidden(&format!("parallel-{suffix}"), false);
             let mut passes = Vec::new();
-            let (x, _) = den.sample_on_device_logged(&cfg, n, 1, None, &mut passes).await.map_err(|e| e.to_string())?;
-            runs.push((passes, x, m.step()));
+            let mut on_pass = |p: PicardPass| {
+                passes.push(p);
+                draw_passes(suffix, &passes, steps, tol);
+                dom::set_text(&format!("picard-passes-{suffix}"), &format!("running: pass {}", passes.len()));
+            };
+            let (x, _) =
+                den.sample_on_device_logged(&cfg, n, 1, None, &mut on_pass).await.map_err(|e| e.to_string())?;
+            runs.push((passes, x, m.step(), m.samples_version));
         }
         self.parallel = Some(ParallelView { steps, window, tol, runs });
         Ok(())
@@ -645,12 +663,9 @@ impl ToyPage {
     fn draw_parallel(&self) {
         let Some(v) = &self.parallel else { return };
         for (i, suffix) in ["a", "b"].into_iter().enumerate() {
-            let Some((passes, _, _)) = v.runs.get(i) else { continue };
+            let Some((passes, ..)) = v.runs.get(i) else { continue };
             dom::set_hidden(&format!("parallel-{suffix}"), false);
-            let errors: Vec<f64> = passes.iter().map(|p| p.error).collect();
-            draw::picard_errors(&format!("picard-errors-{suffix}"), &errors, v.tol);
-            let windows: Vec<_> = passes.iter().map(|p| (p.begin, p.end, p.converged)).collect();
-            draw::picard_windows(&format!("picard-window-{suffix}"), &windows, v.steps);
+            draw_passes(suffix, passes, v.steps, v.tol);
             dom::set_text(
                 &format!("picard-passes-{suffix}"),
                 &format!("{} passes for {} steps", passes.len(), v.steps),
@@ -1021,7 +1036,11 @@ impl runtime::Task for ToyPage {
                 g: h.1,
                 colormap: if h.2.starts_with("logit") { Colormap::Diverging } else { Colormap::Viridis },
             });
-            let par = self.parallel.as_ref().and_then(|v| v.runs.get(i)).filter(|r| r.2 == m.step());
+            let par = self
+                .parallel
+                .as_ref()
+                .and_then(|v| v.runs.get(i))
+                .filter(|r| r.2 == m.step() && r.3 == m.samples_version);
             let shown = par.map_or(&m.samples, |r| &r.1);
             draw::scatter(&format!("scatter-{suffix}"), &self.data.points.data, DRAW_DATA, shown, heat);
             if let Some(r) = par {
@@ -1081,7 +1100,7 @@ impl runtime::Task for ToyPage {
             let runs: Vec<Value> = v
                 .runs
                 .iter()
-                .map(|(p, _, step)| {
+                .map(|(p, _, step, _)| {
                     json!({
                         "passes": p.len(), "errors": p.iter().map(|p| p.error).collect::<Vec<_>>(),
                         "windows": p.iter().map(|p| [p.begin, p.end, p.converged]).collect::<Vec<_>>(), "step": step,

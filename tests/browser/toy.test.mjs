@@ -145,6 +145,14 @@ export const tests = [
       return withPage(base, query, async (page) => {
         await click(page, 'step');
         await waitState(page, (s) => s.models.every((m) => m.step === 10 && m.samplesStep === 10), { what: '10 steps of both models' });
+        // Every text the pass counters show, to see the passes drawn while the sampler runs.
+        await page.evaluate(() => {
+          window.__passTexts = [];
+          for (const id of ['picard-passes-a', 'picard-passes-b']) {
+            const el = document.getElementById(id);
+            new MutationObserver(() => window.__passTexts.push(`${id}: ${el.textContent}`)).observe(el, { childList: true, characterData: true, subtree: true });
+          }
+        });
         await click(page, 'parallel');
         const s = await waitState(page, (s) => s.parallel && s.parallel.models.length === 2 && s.parallel.models.every((m) => m.step === 10),
           { timeout: 300_000, what: 'the parallel sampling view' });
@@ -174,6 +182,8 @@ export const tests = [
           const winLabel = await page.getAttribute(`#picard-window-${side}`, 'aria-label');
           assert(/pass/.test(winLabel) && /sampler steps/.test(winLabel), `window plot labelled: ${winLabel}`);
           assert((await page.textContent(`#picard-passes-${side}`)).includes(`${view.passes} passes`), 'pass count shown');
+          const live = await page.evaluate((id) => window.__passTexts.filter((t) => t.startsWith(`${id}: running: pass`)), `picard-passes-${side}`);
+          assert(live.length === view.passes, `model ${i}: each pass drawn while running: ${JSON.stringify(live)}`);
         }
         assert((await page.textContent('#parallel-caption')).includes('passes'), 'caption shown');
         await screenshot(page, 'toy-parallel.png');

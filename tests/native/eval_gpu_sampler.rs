@@ -126,7 +126,7 @@ fn picard_reports_the_host_paths_passes() {
         ))
         .unwrap();
         let mut got = Vec::new();
-        let (_, stats) = pollster::block_on(den.sample_on_device_logged(&cfg, n, seed, None, &mut got)).unwrap();
+        let (_, stats) = pollster::block_on(den.sample_on_device_logged(&cfg, n, seed, None, &mut |p| got.push(p))).unwrap();
         let name = cfg.name();
         assert_eq!(want.len(), want_stats.passes, "{name}: one report per pass");
         assert_eq!(got.len(), stats.passes, "{name}: one report per pass on the device");
