@@ -286,7 +286,7 @@ struct Animation {
 /// default) trained on the same data; the embed layout (`?embed`) shows one. For tests and
 /// scripts: `window.cdl.state()` (a plain object; see `publish`; before the page is ready, the
 /// start-up stage: `runtime::Startup`) and
-/// `window.cdl.{start,pause,step,reset,saveStorage,loadStorage,loseDevice}()`. Commands given
+/// `window.cdl.{start,pause,step,reset,saveStorage,loadStorage,loseDevice,animate,parallel}()`. Commands given
 /// during start-up run once the page is ready.
 pub async fn run(embed: bool) -> Result<(), String> {
     let opts = ToyPageOptions::from_url(embed);
