@@ -5,7 +5,7 @@
 
 import fs from 'node:fs';
 import path from 'node:path';
-import { launch, newPage, waitState, screenshot, assert, root, tiny } from './lib.mjs';
+import { waitState, screenshot, assert, root, tiny, withBrowser } from './lib.mjs';
 
 const WIDTHS = [360, 768, 1440, 1920];
 /// The README's screenshots (artifact name → docs/screenshots/ name).
@@ -56,20 +56,6 @@ async function panes(frame, ids, what) {
       `${what}: #${b.id} present, visible and inside the width: ${JSON.stringify(b)}`);
   }
   return Object.fromEntries(boxes.map((b) => [b.id, b]));
-}
-
-/// Runs `body(page)` on a fresh browser (context options `context`), fails on console errors,
-/// and always closes the browser.
-async function withBrowser(body, context = {}) {
-  const browser = await launch();
-  try {
-    const page = await newPage(browser, context);
-    const note = await body(page);
-    assert(page.errors.length === 0, `console errors:\n${page.errors.join('\n')}`);
-    return note;
-  } finally {
-    await browser.close();
-  }
 }
 
 /// A test named `name` (at most `timeout` s) that runs `body(page, base)` through withBrowser.

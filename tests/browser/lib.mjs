@@ -70,6 +70,21 @@ export async function newPage(browser, opts = {}) {
   return page;
 }
 
+/// Runs `body(page)` on a new page of a fresh Chromium (context options `context`), requires no
+/// console errors or uncaught exceptions by its end, closes the browser and returns the body's
+/// note.
+export async function withBrowser(body, context = {}) {
+  const browser = await launch();
+  try {
+    const page = await newPage(browser, context);
+    const note = await body(page);
+    assert(page.errors.length === 0, `console errors:\n${page.errors.join('\n')}`);
+    return note;
+  } finally {
+    await browser.close();
+  }
+}
+
 /// window.cdl.state() of `frame` (a page or an iframe), or null before the demo is up.
 export async function state(frame) {
   return frame.evaluate(() => (window.cdl && window.cdl.state ? window.cdl.state() : null));

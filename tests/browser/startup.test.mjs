@@ -5,37 +5,17 @@
 
 import { spawn } from 'node:child_process';
 import os from 'node:os';
-import { launch, newPage, state, waitState, assert, tiny } from './lib.mjs';
+import { colours, state, waitState, withBrowser, assert, tiny } from './lib.mjs';
 
 /// The toy page's stages, in order (src/web/runtime.rs, src/web/app.rs).
 const STAGES = ['requesting a WebGPU adapter', 'creating the device', 'reading saved kernel choices', 'building the models', 'loading shipped weights',
   'drawing the first samples'];
 const sleep = (ms) => new Promise((r) => setTimeout(r, ms));
 
-/// Distinct colours among a canvas's pixels (a drawn pane has many, a blank one one or two).
-function colours(page, id) {
-  return page.evaluate((id) => {
-    const c = document.getElementById(id);
-    const d = c.getContext('2d').getImageData(0, 0, c.width, c.height).data;
-    const seen = new Set();
-    for (let i = 0; i < d.length; i += 4) seen.add((d[i] << 16) | (d[i + 1] << 8) | d[i + 2]);
-    return seen.size;
-  }, id);
-}
-
 /// One busy process per core (a spinning node), killed by the returned function.
 function busyCpu() {
   const kids = os.cpus().map(() => spawn(process.execPath, ['-e', 'for (;;) {}'], { stdio: 'ignore' }));
   return () => kids.forEach((k) => k.kill('SIGKILL'));
-}
-
-async function withBrowser(body) {
-  const browser = await launch();
-  try {
-    return await body(await newPage(browser));
-  } finally {
-    await browser.close();
-  }
 }
 
 export const tests = [
@@ -155,7 +135,7 @@ export const tests = [
           const s = await waitState(page, () => true, { what: 'the page to be ready' });
           assert(s.models.length === 2 && s.models.every((m) => m.samples === 128), 'both models drew their samples');
           for (const id of ['scatter-a', 'scatter-b']) {
-            const n = await colours(page, id);
+            const { n } = await colours(page, id);
             assert(n > 3, `pane ${id} is drawn (${n} colours)`);
           }
           assert(page.errors.length === 0, `console errors:\n${page.errors.join('\n')}`);

@@ -4,7 +4,7 @@
 // corrupt entry is ignored with one warning and rewritten; ?variant= forces a variant, and a
 // misspelt one stops start-up with the registry's message. Models are tiny (lib.mjs TINY).
 
-import { launch, newPage, waitState, assert, tiny } from './lib.mjs';
+import { waitState, withBrowser, assert, tiny } from './lib.mjs';
 
 /// Trains a few steps from the current state, pauses, and waits until the page has redrawn the
 /// samples of the final step and saved whatever it measured (`saves` at least `saves`).
@@ -65,9 +65,7 @@ export const tests = [
     name: 'kernel_choices_are_measured_once_and_read_on_the_next_visit',
     timeout: 300,
     async run(base) {
-      const browser = await launch();
-      try {
-        const page = await newPage(browser);
+      return withBrowser(async (page) => {
         const url = `${base}index.html?${tiny({ loss_b: 'none' })}`;
 
         // First visit: nothing saved; start-up runs the defaults; training measures its shapes.
@@ -105,34 +103,26 @@ export const tests = [
           `measured afresh: ${JSON.stringify(corrupt.kernels)}`);
         const rewritten = Object.values(await storedChoices(page)).map((t) => JSON.parse(t));
         assert(rewritten.length === 1 && Object.keys(rewritten[0].choices).length > 0, 'the entry is rewritten');
-        assert(page.errors.length === 0, `console errors:\n${page.errors.join('\n')}`);
         return `(${first.kernels.choices} shapes measured, chosen ${JSON.stringify(first.kernels.chosen)}; read back on the next visit)`;
-      } finally {
-        await browser.close();
-      }
+      });
     },
   },
   {
     name: 'a_forced_variant_is_used_and_a_misspelt_one_is_named',
     timeout: 240,
     async run(base) {
-      const browser = await launch();
-      try {
-        const page = await newPage(browser);
+      return withBrowser(async (page) => {
         await page.goto(`${base}index.html?${tiny({ loss_b: 'none', variant: 'matmul:tiled' })}`);
         const s = await trainAndSettle(page, 0);
         assert(JSON.stringify(s.kernels.forced) === '["matmul:tiled"]', `forced: ${JSON.stringify(s.kernels)}`);
         assert(s.models[0].lossLast > 0 && Number.isFinite(s.models[0].lossLast), `trains with the tiled scheme: ${s.models[0].lossLast}`);
-        assert(page.errors.length === 0, `console errors:\n${page.errors.join('\n')}`);
 
         await page.goto(`${base}index.html?${tiny({ variant: 'matmul:tild' })}`);
         await page.waitForFunction(() => document.body.dataset.status === 'error', null, { timeout: 60_000 });
         const msg = await page.textContent('#message');
         assert(/^\?variant: no kernel variant "matmul":"tild"; available: .*matmul:tiled/.test(msg), `the message names the variant and the choices: ${msg}`);
         return `(${msg})`;
-      } finally {
-        await browser.close();
-      }
+      });
     },
   },
 ];
