@@ -157,7 +157,13 @@ fn sigkill_at_every_moment_resumes_to_the_uninterrupted_run() {
         let mut left: Vec<String> =
             std::fs::read_dir(&dir).unwrap().map(|e| e.unwrap().file_name().to_string_lossy().into_owned()).collect();
         left.sort();
-        assert_eq!(left, ["checkpoint.safetensors", "config.toml", "metrics.jsonl"], "{trial}");
+        // Nothing left over but the run's files and the loss curve its end draws.
+        assert_eq!(left, ["checkpoint.safetensors", "config.toml", "metrics.jsonl", "samples"], "{trial}");
+        let pictures: Vec<String> = std::fs::read_dir(dir.join("samples"))
+            .unwrap()
+            .map(|e| e.unwrap().file_name().to_string_lossy().into_owned())
+            .collect();
+        assert_eq!(pictures, ["loss.png"], "{trial}");
         println!("{trial}: killed with a checkpoint at {at:?}, resumed exactly");
         let _ = std::fs::remove_dir_all(&dir);
     }
