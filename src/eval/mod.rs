@@ -12,6 +12,7 @@ use std::path::PathBuf;
 use crate::text::OneLine;
 
 pub mod denoiser;
+pub mod density;
 pub mod fd;
 pub mod feature_stats;
 #[cfg(not(target_arch = "wasm32"))]

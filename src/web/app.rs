@@ -11,12 +11,10 @@ use wasm_bindgen::JsCast;
 use super::runtime::{self, push, show_message, Control, Meter, Task};
 use super::toy::{default_config, loss_label, ToyModel, TOY_POINTS};
 use super::{dom, draw, store};
-use crate::diffusion::likelihood::RefGaussian;
-use crate::diffusion::logistic::TruncLogistic;
 use crate::diffusion::sampler::{self, PicardPass, SamplerConfig};
 use crate::eval::denoiser::GpuDenoiser;
+use crate::eval::density::{self, MapKind};
 use crate::eval::mmd::{mmd, MMD_BANDWIDTH};
-use crate::eval::nll;
 use crate::eval::plot::Colormap;
 use crate::gpu::Gpu;
 use crate::train::checkpoint::{self, Checkpoint};
@@ -43,8 +41,6 @@ const ANIM_HOLD_MS: f64 = 1000.0;
 /// Cells per side of the density map, and the α points of its estimator.
 const HEAT_GRID: usize = 32;
 const HEAT_POINTS: usize = 64;
-/// The log p(x) map spans this many nats below its maximum.
-const LOGP_RANGE: f64 = 8.0;
 /// Browser storage key of saved weights (one entry per model slot).
 const STORAGE_KEY: &str = "cdl.weights";
 /// Checkpoints shipped with the page (`web/assets/`): (data set, loss).
@@ -702,18 +698,8 @@ impl ToyPage {
             return;
         }
         let variances = self.data.points.variances();
-        let (Ok(q), Ok(reference)) = (TruncLogistic::cdl_toy(&variances), RefGaussian::from_variances(&variances))
-        else {
-            return;
-        };
+        let kind = if what == "logit" { MapKind::Logit(zeta) } else { MapKind::LogP };
         let g = HEAT_GRID;
-        let mut xs = Vec::with_capacity(g * g * 2);
-        for r in 0..g {
-            for c in 0..g {
-                let (x, y) = draw::from_px(g as f64, g as f64, c as f64 + 0.5, r as f64 + 0.5);
-                xs.extend([x, y]);
-            }
-        }
         for m in &mut self.models {
             if m.heat.as_ref().is_some_and(|h| h.2 == tag && h.3 == m.step()) {
                 continue;
@@ -726,19 +712,8 @@ impl ToyPage {
                     return;
                 }
             };
-            let z = (what == "logit").then_some(zeta);
-            match nll::pointwise(&mut den, &xs, &q, &reference, HEAT_POINTS, z, 7).await {
-                Ok(v) => {
-                    let v = if z.is_none() {
-                        // log p̂ over the LOGP_RANGE nats below its maximum (as `cdl experiment`):
-                        // the shape of the density, not its far tails.
-                        let top = v.iter().map(|nlp| -nlp).fold(f64::NEG_INFINITY, f64::max);
-                        v.into_iter().map(|nlp| (-nlp).max(top - LOGP_RANGE)).collect()
-                    } else {
-                        v
-                    };
-                    m.heat = Some((v, g, tag.clone(), m.step()));
-                }
+            match density::map(&mut den, &variances, g, HEAT_POINTS, kind).await {
+                Ok(v) => m.heat = Some((v, g, tag.clone(), m.step())),
                 Err(e) => crate::gpu::log(&format!("cdl: density map: {e}")),
             }
             if self.opts.debug {

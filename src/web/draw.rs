@@ -6,8 +6,8 @@ use web_sys::CanvasRenderingContext2d as Ctx;
 use super::dom;
 use crate::eval::plot::Colormap;
 
-/// Half-width of the standardized plane shown in scatter plots.
-pub const VIEW: f64 = 2.8;
+/// Half-width of the standardized plane shown in scatter plots and maps.
+pub use crate::eval::density::VIEW;
 
 pub const DATA_COLOR: &str = "rgba(120,120,120,0.35)";
 pub const DATA_ON_MAP_COLOR: &str = "rgba(0,0,0,0.4)";
