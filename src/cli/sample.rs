@@ -161,7 +161,10 @@ pub struct EvalArgs {
     pub data: Option<String>,
     /// Comma-separated metrics: mmd, swd, nll; for image models also fid and kid (with
     /// --inception and --ref; the samples go from the sampler to the Inception network on the
-    /// device, mapped from [-1, 1] to [0, 1] without 8-bit rounding).
+    /// device, mapped from [-1, 1] to [0, 1] without 8-bit rounding). Against a built-in set, mmd
+    /// comes with mmd_floor: the held-out set against a second one of the same size, what a
+    /// perfect model's samples would give (the estimate is unbiased, so it scatters around 0: its
+    /// size is the metric's noise at this n).
     #[arg(long, default_value = "mmd,swd,nll", value_delimiter = ',')]
     pub metrics: Vec<String>,
     /// Inception-v3 weights for fid and kid (see `cdl fid --inception`).
@@ -491,6 +494,12 @@ pub async fn eval_cmd(gpu: &Gpu, args: EvalArgs) -> Result<(), String> {
         })?;
         let reference = reference_points(&spec, &trained, args.sampler.n as usize, 6)?;
         v = metrics(gpu, &trained, &args.sampler, &reference, &point_metrics, args.nll_points).await?;
+        // The floor of the MMD at this n: the held-out set against a second one drawn alike.
+        if let (true, Ok(DataSource::Toy(toy))) = (point_metrics.iter().any(|m| m == "mmd"), DataSource::parse(&spec)) {
+            let n = args.sampler.n as usize;
+            let second = toy_points(toy, n, 7);
+            v["mmd_floor"] = json!(mmd(&second, &reference, 2, MMD_BANDWIDTH).map_err(|e| e.to_string())?);
+        }
         v["data"] = json!(spec);
     }
     if !fid_metric.is_empty() {

@@ -107,6 +107,10 @@ fn eval_reports_finite_metrics() {
     }
     // The sliced Wasserstein distance of a barely trained model to the data is not zero.
     assert!(v["swd"].as_f64().unwrap() > 0.0);
+    // The floor: two held-out sets of 64 differ by sampling noise only (the unbiased estimate
+    // scatters around 0), far less than a barely trained model's samples differ from the data.
+    let floor = v["mmd_floor"].as_f64().expect("mmd_floor");
+    assert!(floor != 0.0 && floor.abs() < v["mmd"].as_f64().unwrap(), "{v}");
     let e = cdl(&["eval", "--checkpoint", &ck, "--metrics", "mmd,is"]);
     assert_eq!(e.status.code(), Some(2));
     assert!(String::from_utf8_lossy(&e.stderr).contains("unknown metric"), "{:?}", e);
