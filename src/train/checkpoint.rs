@@ -1,11 +1,11 @@
 //! Checkpoints: named f32 tensors plus run metadata (`Checkpoint`), stored as a standard
-//! safetensors file. A pure, target-free `encode` / `decode` (the browser stores the bytes where
+//! safetensors file (F32, or F16 for the tensors chosen with `Checkpoint::store_f16`). A pure, target-free `encode` / `decode` (the browser stores the bytes where
 //! it likes), `check_compatible`, and natively an atomic `save` and `load`. Untrusted input gives
 //! a one-line `CheckpointError`, never a panic. Not here: model or optimizer code; the model
 //! config is opaque text, stored and never parsed.
 
 use std::borrow::Cow;
-use std::collections::{BTreeMap, HashSet};
+use std::collections::{BTreeMap, BTreeSet, HashSet};
 use std::fmt;
 use std::path::PathBuf;
 
@@ -29,7 +29,8 @@ pub const MAX_HEADER_BYTES: u64 = 100_000_000;
 /// - `model.<layer path>.<param>`  the trained parameters, e.g. `model.down.0.conv1.weight`,
 ///   `model.time_embed.linear1.bias`; the layer path is the field path, list indices in decimal;
 /// - `ema.<layer path>.<param>`    the EMA copy of the same parameter (same shape);
-/// - `optim.m.<layer path>.<param>`, `optim.v.<layer path>.<param>`  Adam first / second moments.
+/// - `optim.m.<layer path>.<param>`, `optim.v.<layer path>.<param>`  Adam first / second moments;
+/// - `preview.<what>`                 a shipped file's precomputed preview (`PREVIEW_PREFIX`).
 ///
 /// Other names are allowed (these prefixes are a convention, not a check), except the empty
 /// name and `__metadata__`, which safetensors reserves.
@@ -40,6 +41,9 @@ pub const EMA_PREFIX: &str = "ema.";
 pub const ADAM_M_PREFIX: &str = "optim.m.";
 /// Name prefix of Adam's second moments.
 pub const ADAM_V_PREFIX: &str = "optim.v.";
+/// Name prefix of a shipped file's precomputed preview (`cdl export`: `preview.samples`,
+/// `preview.logp`, `preview.images`); nothing that builds a network reads these.
+pub const PREVIEW_PREFIX: &str = "preview.";
 
 /// Metadata key of the format version (decimal).
 pub const KEY_FORMAT_VERSION: &str = "cdl.format_version";
@@ -127,11 +131,11 @@ pub struct Tensor {
 }
 
 /// Named f32 tensors (sorted by name, unique, each `data.len()` = product of `shape`) plus
-/// the run metadata.
+/// the run metadata, and which tensors the file stores as F16 (`store_f16`).
 ///
 /// Order: the tensors are sorted by name (byte-wise), which is also the order in which
-/// safetensors lays an all-F32 file out, so `tensors()` is identical before `encode` and after
-/// `decode`. Decimal indices mean `model.down.10` sorts before `model.down.2`: load by name
+/// safetensors lays out tensors of one dtype (F32 before F16), so `tensors()` is identical before
+/// `encode` and after `decode`. Decimal indices mean `model.down.10` sorts before `model.down.2`: load by name
 /// (`get`), and give `check_compatible` the model's own order.
 #[derive(Clone, Debug, PartialEq)]
 pub struct Checkpoint {
@@ -147,6 +151,8 @@ pub struct Checkpoint {
     format_version: u32,
     /// Sorted by name, names unique.
     tensors: Vec<Tensor>,
+    /// Names of the tensors `encode` stores as F16 (each one in `tensors`).
+    f16: BTreeSet<String>,
 }
 
 impl Checkpoint {
@@ -159,6 +165,7 @@ impl Checkpoint {
             extra: BTreeMap::new(),
             format_version: FORMAT_VERSION,
             tensors: Vec::new(),
+            f16: BTreeSet::new(),
         }
     }
 
@@ -201,6 +208,35 @@ impl Checkpoint {
     /// Consumes the checkpoint, returning its tensors sorted by name.
     pub fn into_tensors(self) -> Vec<Tensor> {
         self.tensors
+    }
+
+    /// Makes `encode` store the tensor `name` as F16 (IEEE binary16, each value rounded to the
+    /// nearest, ties to even) instead of F32: half the bytes, about 3 significant digits. Fails
+    /// when there is no such tensor; `encode` fails if a finite value lies beyond F16's range.
+    pub fn store_f16(&mut self, name: &str) -> Result<(), CheckpointError> {
+        if self.get(name).is_none() {
+            return Err(invalid(format!("no tensor {name:?} to store as F16")));
+        }
+        self.f16.insert(name.to_string());
+        Ok(())
+    }
+
+    /// Whether the tensor `name` is stored as F16: chosen with `store_f16`, or read from an F16
+    /// tensor by `decode` (its values are then exactly the F16 ones, widened).
+    pub fn is_f16(&self, name: &str) -> bool {
+        self.f16.contains(name)
+    }
+
+    /// Every value of each F16 tensor as `encode` stores it: rounded to F16 (nearest, ties to
+    /// even) and widened back, so the weights in memory are exactly the file's. Fails on a finite
+    /// value beyond F16's range, naming the tensor and the index.
+    pub fn round_f16(&mut self) -> Result<(), CheckpointError> {
+        for t in self.tensors.iter_mut().filter(|t| self.f16.contains(&t.name)) {
+            for (i, v) in t.data.iter_mut().enumerate() {
+                *v = f16_to_f32(f32_to_f16(*v).map_err(|e| invalid(format!("tensor {:?} at index {i}: {e}", t.name)))?);
+            }
+        }
+        Ok(())
     }
 
     /// Names and shapes of all tensors, sorted by name: the `expected` list of `check_compatible`.
@@ -292,6 +328,33 @@ impl Checkpoint {
     }
 }
 
+/// `v` as F16 bits, rounded to the nearest (ties to even; `half`). Exact for NaN: the sign and
+/// the top 10 mantissa bits are kept (a NaN whose top bits are all zero keeps a quiet bit), so a
+/// NaN read from F16 is written back with the same bits. Fails on a finite value that rounds to
+/// an infinity.
+fn f32_to_f16(v: f32) -> Result<u16, String> {
+    if v.is_nan() {
+        let b = v.to_bits();
+        let man = ((b >> 13) & 0x03ff) as u16;
+        let payload = if man == 0 { 0x0200 } else { man };
+        return Ok(((b >> 16) & 0x8000) as u16 | 0x7c00 | payload);
+    }
+    let h = half::f16::from_f32(v);
+    if h.is_infinite() && v.is_finite() {
+        return Err(format!("{v} is beyond the F16 range (largest {})", half::f16::MAX));
+    }
+    Ok(h.to_bits())
+}
+
+/// F16 bits widened to f32, exactly (every F16 value is an f32; NaN keeps its sign and payload
+/// bits, not quieted, so `f32_to_f16` gives the same bits back).
+fn f16_to_f32(bits: u16) -> f32 {
+    if bits & 0x7c00 == 0x7c00 && bits & 0x03ff != 0 {
+        return f32::from_bits((u32::from(bits & 0x8000) << 16) | 0x7f80_0000 | (u32::from(bits & 0x03ff) << 13));
+    }
+    half::f16::from_bits(bits).to_f32()
+}
+
 /// Product of the dimensions; `None` on overflow.
 fn numel(shape: &[usize]) -> Option<usize> {
     shape.iter().try_fold(1usize, |acc, &d| acc.checked_mul(d))
@@ -310,35 +373,49 @@ fn check_name(name: &str) -> Result<(), String> {
 // ---------------------------------------------------------------------------------------------
 // Pure core: bytes <-> Checkpoint (target-free)
 
-/// A checkpoint tensor seen by the safetensors serializer: F32, little-endian.
-struct F32View<'a>(&'a Tensor);
+/// A checkpoint tensor seen by the safetensors serializer: F32, little-endian, or F16 bytes
+/// already rounded by `encode`.
+enum TensorView<'a> {
+    F32(&'a Tensor),
+    F16(&'a Tensor, Vec<u8>),
+}
 
-impl View for F32View<'_> {
+impl View for TensorView<'_> {
     fn dtype(&self) -> Dtype {
-        Dtype::F32
+        match self {
+            Self::F32(_) => Dtype::F32,
+            Self::F16(..) => Dtype::F16,
+        }
     }
 
     fn shape(&self) -> &[usize] {
-        &self.0.shape
+        match self {
+            Self::F32(t) | Self::F16(t, _) => &t.shape,
+        }
     }
 
     fn data(&self) -> Cow<'_, [u8]> {
-        if cfg!(target_endian = "little") {
-            Cow::Borrowed(bytemuck::cast_slice(&self.0.data))
-        } else {
-            Cow::Owned(self.0.data.iter().flat_map(|x| x.to_le_bytes()).collect())
+        match self {
+            Self::F32(t) if cfg!(target_endian = "little") => Cow::Borrowed(bytemuck::cast_slice(&t.data)),
+            Self::F32(t) => Cow::Owned(t.data.iter().flat_map(|x| x.to_le_bytes()).collect()),
+            Self::F16(_, bytes) => Cow::Borrowed(bytes),
         }
     }
 
     fn data_len(&self) -> usize {
-        self.0.data.len() * 4
+        match self {
+            Self::F32(t) => t.data.len() * 4,
+            Self::F16(_, bytes) => bytes.len(),
+        }
     }
 }
 
 /// Serializes a checkpoint to safetensors bytes (format `FORMAT_VERSION`). Fails if an `extra`
-/// key uses the reserved `cdl.` prefix or the header would exceed `MAX_HEADER_BYTES`.
+/// key uses the reserved `cdl.` prefix, a tensor chosen for F16 holds a finite value beyond F16's
+/// range, or the header would exceed `MAX_HEADER_BYTES`.
 ///
-/// File layout: a standard safetensors file (every tensor F32, little-endian, C order) whose
+/// File layout: a standard safetensors file (every tensor F32, or F16 for those chosen with
+/// `store_f16`, rounded to the nearest with ties to even; little-endian, C order) whose
 /// `__metadata__` holds `cdl.format_version`, `cdl.arch`, `cdl.step` (decimal) and
 /// `cdl.model_config`; every other metadata key is an `extra` entry, stored verbatim. Keys
 /// starting with `cdl.` are reserved. safetensors keeps the metadata in a hash map, so the order of
@@ -355,18 +432,32 @@ pub fn encode(ckpt: &Checkpoint) -> Result<Vec<u8>, CheckpointError> {
         (KEY_MODEL_CONFIG.into(), ckpt.model_config.clone()),
     ];
     meta.extend(ckpt.extra.iter().map(|(k, v)| (k.clone(), v.clone())));
-    let views = ckpt.tensors.iter().map(|t| (t.name.as_str(), F32View(t)));
+    let mut views = Vec::with_capacity(ckpt.tensors.len());
+    for t in &ckpt.tensors {
+        if !ckpt.f16.contains(&t.name) {
+            views.push((t.name.as_str(), TensorView::F32(t)));
+            continue;
+        }
+        let mut bytes = Vec::with_capacity(t.data.len() * 2);
+        for (i, &v) in t.data.iter().enumerate() {
+            let h = f32_to_f16(v).map_err(|e| invalid(format!("tensor {:?} at index {i}: {e}", t.name)))?;
+            bytes.extend_from_slice(&h.to_le_bytes());
+        }
+        views.push((t.name.as_str(), TensorView::F16(t, bytes)));
+    }
     safetensors::serialize(views, Some(meta.into_iter().collect())).map_err(|e| invalid(e.to_string()))
 }
 
 /// Parses safetensors bytes into a checkpoint. Accepts only CDL checkpoints (format versions
-/// 1..=`FORMAT_VERSION`) whose tensors are all F32.
+/// 1..=`FORMAT_VERSION`) whose tensors are all F32 or F16; F16 values are widened to f32
+/// exactly, and those tensors are marked `is_f16`, so `encode` writes them back as F16.
 ///
 /// Untrusted input: rejected, before allocating for the payload, are a file shorter than the
 /// 8-byte length prefix and a header length above `MAX_HEADER_BYTES` or above what the file
-/// holds; then every tensor entry is checked (dtype F32 only, shape × 4 bytes = its byte span,
-/// span inside the file) before safetensors validates the whole layout. Every failure is a
-/// one-line `CheckpointError`, never a panic. Every f32 bit pattern is kept, NaN included;
+/// holds; then every tensor entry is checked (dtype F32 or F16 only, shape × 4 or × 2 bytes = its
+/// byte span, span inside the file) before safetensors validates the whole layout. Every failure
+/// is a one-line `CheckpointError`, never a panic. Every f32 and F16 bit pattern is kept, NaN
+/// included;
 /// `load` and `save` refuse tensors holding NaN or an infinity (`check_finite`), so no command
 /// starts from such weights and a run never replaces its last good checkpoint with them.
 pub fn decode(bytes: &[u8]) -> Result<Checkpoint, CheckpointError> {
@@ -417,26 +508,34 @@ pub fn decode(bytes: &[u8]) -> Result<Checkpoint, CheckpointError> {
     }
 
     let mut tensors = Vec::new();
+    let mut f16 = BTreeSet::new();
     for name in metadata.offset_keys() {
         let info = metadata.info(&name).ok_or_else(|| format_err(format!("tensor {name:?} has no entry")))?;
-        // precheck_header already enforced these; kept so this function stands on its own.
-        if info.dtype != Dtype::F32 {
-            return Err(format_err(format!("tensor {name:?} has dtype {}, only F32 is supported", info.dtype)));
-        }
         let (start, end) = info.data_offsets;
         let raw = payload
             .get(start..end)
             .ok_or_else(|| format_err(format!("tensor {name:?}: data_offsets [{start}, {end}] outside the file")))?;
-        let data: Vec<f32> = raw.chunks_exact(4).map(|c| f32::from_le_bytes([c[0], c[1], c[2], c[3]])).collect();
-        if numel(&info.shape) != Some(data.len()) {
+        // precheck_header already enforced the dtypes and spans; kept so this function stands on its own.
+        let data: Vec<f32> = match info.dtype {
+            Dtype::F32 => raw.chunks_exact(4).map(|c| f32::from_le_bytes([c[0], c[1], c[2], c[3]])).collect(),
+            Dtype::F16 => raw.chunks_exact(2).map(|c| f16_to_f32(u16::from_le_bytes([c[0], c[1]]))).collect(),
+            other => {
+                return Err(format_err(format!("tensor {name:?} has dtype {other}, only F32 and F16 are supported")))
+            }
+        };
+        let width = if info.dtype == Dtype::F16 { 2 } else { 4 };
+        if numel(&info.shape) != Some(data.len()) || raw.len() != data.len() * width {
             return Err(format_err(format!("tensor {name:?}: shape {:?} does not match its data", info.shape)));
         }
         check_name(&name).map_err(format_err)?;
+        if info.dtype == Dtype::F16 {
+            f16.insert(name.clone());
+        }
         tensors.push(Tensor { name, shape: info.shape.clone(), data });
     }
     tensors.sort_by(|a, b| a.name.cmp(&b.name));
 
-    Ok(Checkpoint { arch, model_config, step, extra, format_version, tensors })
+    Ok(Checkpoint { arch, model_config, step, extra, format_version, tensors, f16 })
 }
 
 /// The header length stored in the first 8 bytes.
@@ -481,9 +580,11 @@ fn precheck_header(header: &[u8], payload_len: usize) -> Result<(), CheckpointEr
 fn check_entry(name: &str, entry: HeaderEntry, payload_len: usize) -> Result<(), CheckpointError> {
     let bad = |what: &str| format_err(format!("tensor {name:?}: {what}"));
     let dtype = entry.dtype.ok_or_else(|| bad("missing or non-string dtype"))?;
-    if dtype != "F32" {
-        return Err(bad(&format!("dtype {dtype}, only F32 is supported")));
-    }
+    let width = match dtype.as_str() {
+        "F32" => 4u64,
+        "F16" => 2,
+        _ => return Err(bad(&format!("dtype {dtype}, only F32 and F16 are supported"))),
+    };
     let shape = entry.shape.ok_or_else(|| bad("missing shape, or not a list of non-negative integers"))?;
     let (start, end) = match entry.data_offsets.as_deref() {
         Some(&[start, end]) => (start, end),
@@ -492,9 +593,9 @@ fn check_entry(name: &str, entry: HeaderEntry, payload_len: usize) -> Result<(),
     if start > end || end > payload_len as u64 {
         return Err(bad(&format!("data_offsets [{start}, {end}] do not fit the {payload_len} data bytes of the file")));
     }
-    let bytes = shape.iter().try_fold(4u64, |acc, &d| acc.checked_mul(d));
+    let bytes = shape.iter().try_fold(width, |acc, &d| acc.checked_mul(d));
     if bytes != Some(end - start) {
-        return Err(bad(&format!("shape {shape:?} in F32 does not fill data_offsets [{start}, {end}]")));
+        return Err(bad(&format!("shape {shape:?} in {dtype} does not fill data_offsets [{start}, {end}]")));
     }
     if let Some(field) = entry.unknown {
         return Err(bad(&format!("unknown field {field:?} (an entry holds dtype, shape and data_offsets)")));

@@ -273,13 +273,123 @@ fn rejects_corrupt_headers() {
     rejected(&st(r#"{"w":5}"#, b""), "tensor \"w\": missing or non-string dtype");
 }
 
-/// Only F32 tensors are accepted; the message names the tensor and its dtype.
+// ---------------------------------------------------------------------------------------------
+// F16 tensors
+
+/// F16 bit patterns: zeros, subnormals, normals, the largest finite, infinities and NaNs (quiet,
+/// signalling, with payloads, negative), each with the f32 it is exactly.
+const F16_CASES: [(u16, u32); 14] = [
+    (0x0000, 0x0000_0000), // +0
+    (0x8000, 0x8000_0000), // -0
+    (0x0001, 0x3380_0000), // smallest subnormal, 2^-24
+    (0x03ff, 0x387f_c000), // largest subnormal, 1023 * 2^-24
+    (0x0400, 0x3880_0000), // smallest normal, 2^-14
+    (0x3c00, 0x3f80_0000), // 1
+    (0x3c01, 0x3f80_2000), // 1 + 2^-10
+    (0xc000, 0xc000_0000), // -2
+    (0x7bff, 0x477f_e000), // 65504, the largest finite
+    (0x7c00, 0x7f80_0000), // +inf
+    (0xfc00, 0xff80_0000), // -inf
+    (0x7e00, 0x7fc0_0000), // quiet NaN
+    (0x7c01, 0x7f80_2000), // signalling NaN, payload 1
+    (0xfe3f, 0xffc7_e000), // negative quiet NaN with payload
+];
+
+/// An F16 tensor decodes to exactly the f32 of each bit pattern (NaN payloads and signalling
+/// NaNs included) and is marked F16.
+#[test]
+fn f16_values_are_widened_exactly() {
+    let payload: Vec<u8> = F16_CASES.iter().flat_map(|(h, _)| h.to_le_bytes()).collect();
+    let header =
+        format!(r#"{{{META},"model.w":{{"dtype":"F16","shape":[2,7],"data_offsets":[0,{}]}}}}"#, payload.len());
+    let c = decode(&st(&header, &payload)).unwrap();
+    let w = c.get("model.w").unwrap();
+    assert_eq!(w.shape, [2, 7]);
+    assert_eq!(bits(&w.data), F16_CASES.iter().map(|(_, f)| *f).collect::<Vec<_>>());
+    assert!(c.is_f16("model.w"));
+}
+
+/// Tensors chosen with `store_f16` are written as F16 (half the bytes), rounded to the nearest
+/// with ties to even; decoding gives the rounded values, marked F16, and encoding that again gives
+/// the same bytes. The other tensors stay F32 bit for bit.
+#[test]
+fn f16_round_trip_rounds_to_nearest_even() {
+    let mut c = Checkpoint::new("mlp", "{}", 9);
+    // (f32 in, f16 bits out): exact values, a tie rounded down to even, a tie rounded up to even,
+    // just above a tie, below half the smallest subnormal (to 0), the top of the range.
+    let cases: [(f32, u16); 7] = [
+        (1.5, 0x3e00),
+        (1.0 + 2f32.powi(-11), 0x3c00),
+        (1.0 + 3.0 * 2f32.powi(-11), 0x3c02),
+        (1.0 + 2f32.powi(-11) + 2f32.powi(-20), 0x3c01),
+        (2f32.powi(-26), 0x0000),
+        (65519.0, 0x7bff),
+        (-0.0, 0x8000),
+    ];
+    let (values, want): (Vec<f32>, Vec<u16>) = cases.iter().copied().unzip();
+    c.insert("model.w", vec![7], values.clone()).unwrap();
+    c.insert("optim.m.w", vec![7], values.clone()).unwrap();
+    c.store_f16("model.w").unwrap();
+    assert!(c.store_f16("model.missing").is_err());
+    let bytes = encode(&c).unwrap();
+    let all_f32 = {
+        let mut plain = Checkpoint::new("mlp", "{}", 9);
+        plain.insert("model.w", vec![7], values.clone()).unwrap();
+        plain.insert("optim.m.w", vec![7], values.clone()).unwrap();
+        encode(&plain).unwrap()
+    };
+    assert_eq!(all_f32.len() - bytes.len(), 7 * 2, "an F16 tensor takes half the bytes");
+    let back = decode(&bytes).unwrap();
+    assert!(back.is_f16("model.w") && !back.is_f16("optim.m.w"));
+    let widened: Vec<f32> = want.iter().map(|&h| half::f16::from_bits(h).to_f32()).collect();
+    assert_eq!(bits(&back.get("model.w").unwrap().data), bits(&widened));
+    assert_eq!(bits(&back.get("optim.m.w").unwrap().data), bits(&values));
+    // round_f16 gives in memory what the file holds.
+    let mut rounded = c.clone();
+    rounded.round_f16().unwrap();
+    assert_eq!(bits(&rounded.get("model.w").unwrap().data), bits(&widened));
+    // The decoded checkpoint encodes to the same bytes, NaNs of every kind included.
+    assert_eq!(encode(&back).unwrap().len(), bytes.len());
+    assert_bit_identical(&decode(&encode(&back).unwrap()).unwrap(), &back);
+    let payload: Vec<u8> = F16_CASES.iter().flat_map(|(h, _)| h.to_le_bytes()).collect();
+    let header = format!(r#"{{{META},"model.w":{{"dtype":"F16","shape":[14],"data_offsets":[0,28]}}}}"#);
+    let specials = decode(&st(&header, &payload)).unwrap();
+    assert_bit_identical(&decode(&encode(&specials).unwrap()).unwrap(), &specials);
+}
+
+/// A finite value beyond F16's range is refused with one line naming the tensor and the index
+/// (an infinity is stored as one).
+#[test]
+fn f16_overflow_is_refused() {
+    let mut c = Checkpoint::new("mlp", "{}", 1);
+    c.insert("ema.w", vec![3], vec![1.0, f32::INFINITY, 65520.0]).unwrap();
+    c.store_f16("ema.w").unwrap();
+    let msg = encode(&c).unwrap_err().to_string();
+    assert!(msg.contains("\"ema.w\" at index 2") && msg.contains("F16 range") && !msg.contains('\n'), "{msg}");
+    assert!(c.round_f16().unwrap_err().to_string().contains("index 2"));
+}
+
+/// An F16 entry whose byte span is not shape × 2 is refused, as F32's is for shape × 4.
+#[test]
+fn f16_span_mismatch_is_refused() {
+    let t = |shape: &str, offsets: &str| {
+        format!(r#"{{{META},"model.w":{{"dtype":"F16","shape":{shape},"data_offsets":{offsets}}}}}"#)
+    };
+    rejected(&st(&t("[3]", "[0,8]"), &[0; 8]), "shape [3] in F16 does not fill data_offsets [0, 8]");
+    // F32's span of the same shape is twice F16's.
+    rejected(&st(&t("[4]", "[0,16]"), &[0; 16]), "shape [4] in F16 does not fill");
+    rejected(&st(&t("[2]", "[0,8]"), &[0; 4]), "data_offsets [0, 8] do not fit the 4 data bytes");
+    assert!(decode(&st(&t("[4]", "[0,8]"), &[0; 8])).is_ok());
+}
+
+/// Only F32 and F16 tensors are accepted; the message names the tensor and its dtype.
 #[test]
 fn rejects_other_dtypes() {
-    for (dtype, bytes) in [("F16", 2), ("BF16", 2), ("F64", 8), ("I32", 4), ("U8", 1), ("BOOL", 1)] {
+    for (dtype, bytes) in [("BF16", 2), ("F64", 8), ("I32", 4), ("U8", 1), ("BOOL", 1)] {
         let header =
             format!(r#"{{{META},"model.w":{{"dtype":"{dtype}","shape":[2],"data_offsets":[0,{}]}}}}"#, 2 * bytes);
-        let msg = rejected(&st(&header, &vec![0u8; 2 * bytes]), &format!("dtype {dtype}, only F32 is supported"));
+        let msg =
+            rejected(&st(&header, &vec![0u8; 2 * bytes]), &format!("dtype {dtype}, only F32 and F16 are supported"));
         assert!(msg.contains("\"model.w\""), "{msg}");
     }
 }
@@ -584,7 +694,7 @@ mod files {
             (
                 "f64",
                 st(&format!(r#"{{{META},"w":{{"dtype":"F64","shape":[1],"data_offsets":[0,8]}}}}"#), &[0; 8]),
-                "dtype F64, only F32",
+                "dtype F64, only F32 and F16",
             ),
         ];
         for (name, bytes, needle) in cases {

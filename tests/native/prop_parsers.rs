@@ -37,6 +37,19 @@ fn seed_checkpoint() -> Vec<u8> {
     checkpoint::encode(&ck).unwrap()
 }
 
+/// A shipped file (`cdl export`): F16 weights and preview beside an F32 tensor, with the
+/// preview's metadata.
+fn seed_checkpoint_f16() -> Vec<u8> {
+    let mut ck = Checkpoint::new("mlp", r#"{"width":4,"blocks":1}"#, 7);
+    ck.extra.insert("preview".into(), r#"{"n":2}"#.into());
+    ck.insert("model.w", vec![2], vec![0.5, -1.25]).unwrap();
+    ck.insert("ema.w", vec![2, 3], vec![0.5, -1.0, 2.0, 0.0, -0.0, 65504.0]).unwrap();
+    ck.insert("preview.samples", vec![2, 2], vec![0.1, 0.2, -0.3, 1.5]).unwrap();
+    ck.store_f16("ema.w").unwrap();
+    ck.store_f16("preview.samples").unwrap();
+    checkpoint::encode(&ck).unwrap()
+}
+
 fn seeds_csv() -> Vec<Vec<u8>> {
     ["x,y\n1,2\n-3.5,4e2\n", "1,2\r\n3,4\r\n\r\n5,.5\n", "id,Y,X\n0,1,2\n1,\"3\",4\n"]
         .map(|s| s.as_bytes().to_vec())
@@ -155,7 +168,7 @@ fn seeds_run_config() -> Vec<Vec<u8>> {
 /// Every target with its seeds.
 fn seeds() -> Vec<(&'static str, Vec<Vec<u8>>)> {
     vec![
-        ("checkpoint_decode", vec![seed_checkpoint()]),
+        ("checkpoint_decode", vec![seed_checkpoint(), seed_checkpoint_f16()]),
         ("csv_points", seeds_csv()),
         ("cifar_batch", vec![cifar_records(1), cifar_records(2)]),
         ("cifar_archive", seeds_cifar_archive()),
