@@ -34,6 +34,10 @@ pub const MAX_CSV_BYTES: u64 = 1 << 30;
 /// tens of times its size.
 pub const MAX_CSV_LINE_BYTES: usize = 1 << 16;
 
+/// Points the toy page generates for a built-in set (`Toy::generate(PAGE_TOY_POINTS, seed)`):
+/// what it trains on and draws, and the variances of its density map, which `cdl export`
+/// reproduces for a shipped file's preview.
+pub const PAGE_TOY_POINTS: usize = 10_000;
 /// Moons: std of the Gaussian noise added to each coordinate (sklearn `make_moons(noise=0.03)`).
 pub const MOONS_NOISE: f64 = 0.03;
 /// Eight Gaussians: radius of the ring of centres, before the final division.

@@ -545,6 +545,15 @@ const KEY_ALPHA_RANGE: &str = "train.alpha_range";
 /// Every metadata key a run reads and writes (beside the checkpoint's own `cdl.*` keys).
 const KEYS: [&str; 6] = [KEY_VERSION, KEY_RUN, KEY_DATA_SOURCE, KEY_DATA_MEAN, KEY_DATA_STD, KEY_ALPHA_RANGE];
 
+/// Metadata key of a shipped file (`cdl export`): JSON describing its precomputed preview (the
+/// `preview.*` tensors). Not run metadata: `from_extra` skips it.
+pub const KEY_PREVIEW: &str = "preview";
+/// Metadata key of a shipped file (`cdl export`): the run's training curve, JSON
+/// {"step":[…],"loss":[…],"loss_std":[…],"loss_cdl":[…]}. Not run metadata: `from_extra` skips it.
+pub const KEY_CURVE: &str = "curve";
+/// The keys a shipped file adds to a run's metadata.
+pub const SHIPPED_KEYS: [&str; 2] = [KEY_PREVIEW, KEY_CURVE];
+
 /// What a run stores beside its tensors (the checkpoint's `extra`): the run's config, its data and
 /// the log-SNR range its network was trained at. `to_extra` and `from_extra` are the only writer
 /// and reader of these keys.
@@ -585,7 +594,8 @@ impl RunMeta {
     }
 
     /// Reads checkpoint `extra` entries. Refuses a version newer than `META_VERSION`, a key it
-    /// does not know and a malformed value, each with one line naming the key. A version-1
+    /// does not know and a malformed value, each with one line naming the key; the keys of a
+    /// shipped file (`SHIPPED_KEYS`) are skipped unread. A version-1
     /// checkpoint holding none of these keys is bare weights (tools/reference_train.py writes
     /// such files, with notes of its own): its metadata is empty.
     pub fn from_extra(extra: &BTreeMap<String, String>) -> Result<Self, RunError> {
@@ -605,7 +615,7 @@ impl RunMeta {
         if version == 1 && !KEYS.iter().any(|k| extra.contains_key(*k)) {
             return Ok(Self::default());
         }
-        if let Some(key) = extra.keys().find(|k| !KEYS.contains(&k.as_str())) {
+        if let Some(key) = extra.keys().find(|k| !KEYS.contains(&k.as_str()) && !SHIPPED_KEYS.contains(&k.as_str())) {
             return Err(meta_err(format!(
                 "unknown checkpoint metadata key {key:?} (a run stores {})",
                 KEYS.join(", ")

@@ -14,7 +14,7 @@ use crate::train::run::{NetConfig, Run, RunConfig, Trained, TrainingData};
 /// Most steps one `train` call runs.
 pub const CHUNK_MAX: usize = 64;
 /// Points generated for a built-in data set.
-pub const TOY_POINTS: usize = 10_000;
+pub const TOY_POINTS: usize = crate::train::data::PAGE_TOY_POINTS;
 
 /// The page's run settings before its controls and URL change them: `cdl train`'s, with a
 /// narrower MLP (width 64, as the shipped weights) and the page's smaller data sets.

@@ -33,6 +33,16 @@ fn run_meta_reads_back_what_it_writes() {
     assert_eq!(read, meta());
 }
 
+/// A shipped file's `preview` and `curve` (`cdl export`) are not run metadata: skipped unread,
+/// whatever they hold.
+#[test]
+fn shipped_keys_are_skipped() {
+    let mut shipped: BTreeMap<String, String> = meta().to_extra().unwrap().into_iter().collect();
+    shipped.insert("preview".into(), r#"{"n":1000}"#.into());
+    shipped.insert("curve".into(), "not even JSON".into());
+    assert_eq!(RunMeta::from_extra(&shipped).unwrap(), meta());
+}
+
 #[test]
 fn unknown_keys_and_newer_versions_are_refused_in_one_line() {
     let mut with_unknown: BTreeMap<String, String> = meta().to_extra().unwrap().into_iter().collect();
