@@ -3,6 +3,7 @@
 
 mod bench;
 mod experiment;
+mod export;
 mod fid;
 #[cfg(feature = "mpi")]
 mod mpi;
@@ -48,6 +49,10 @@ enum Command {
     /// Sample a checkpoint and report MMD, sliced Wasserstein and NLL (bits/dim) against data, as
     /// one JSON line.
     Eval(sample::EvalArgs),
+    /// Write a checkpoint as a file to ship with a page: the model and EMA weights only (F16
+    /// unless --f32), a preview computed from them (samples and a log p̂ map of a 2-D model, a
+    /// sample grid of an image model) and the run's training curve; one JSON line.
+    Export(export::ExportArgs),
     /// FID and KID between two image sets (folders, `shapes`, CIFAR-10), or FID between an image
     /// set and pytorch-fid statistics (.npz), with Inception-v3 weights the user supplies
     /// (pytorch-fid's, converted by tools/inception_to_safetensors.py); one JSON line.
@@ -308,6 +313,7 @@ async fn command(gpu: &Gpu, cli: Cli, comm: Option<Rc<dyn Collective>>) -> Resul
         Command::Tune(args) => emit(&tune::tune(gpu, &args).await?, None),
         Command::Sample(args) => sample::sample_cmd(gpu, args).await.map(|()| ExitCode::SUCCESS),
         Command::Eval(args) => sample::eval_cmd(gpu, args).await.map(|()| ExitCode::SUCCESS),
+        Command::Export(args) => export::export(gpu, &args).await.map(|()| ExitCode::SUCCESS),
         Command::Fid(args) => {
             println!("{}", fid::fid(gpu, &args).await?);
             Ok(ExitCode::SUCCESS)

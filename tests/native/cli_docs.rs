@@ -3,11 +3,12 @@
 
 use std::process::Command;
 
-const COMMANDS: [&[&str]; 16] = [
+const COMMANDS: [&[&str]; 17] = [
     &[],
     &["train"],
     &["sample"],
     &["eval"],
+    &["export"],
     &["experiment"],
     &["experiment", "toy"],
     &["experiment", "images"],

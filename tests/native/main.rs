@@ -63,6 +63,7 @@ native!(
     cli_cifar,
     cli_config,
     cli_docs,
+    cli_export,
     cli_fid,
     cli_outliers,
     cli_sample,
