@@ -88,7 +88,6 @@ native!(
     ops_variants,
     prop_parsers,
     reference_train,
-    ship_weights,
     train_images,
     train_loop,
     train_run,
