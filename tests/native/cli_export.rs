@@ -188,3 +188,25 @@ fn export_errors_are_one_line() {
     assert!(error_line(&export(src, src, &[])).contains("the checkpoint itself"));
     assert!(!out.exists());
 }
+
+/// A curve longer than 200 rows is thinned to 200 evenly spaced ones, the first and last kept.
+#[test]
+fn export_thins_a_long_curve_keeping_the_last_row() {
+    let Some(dir) = gpu_scratch("export-curve") else { return };
+    let run = dir.join("run");
+    let words = "train --width 8 --blocks 1 --batch 32 --points 8 --toy-points 2000 --steps 301 --log-every 1 --quiet";
+    let mut args: Vec<&str> = words.split_whitespace().collect();
+    args.extend(["--out", run.to_str().unwrap()]);
+    let o = cdl(&args);
+    assert!(o.status.success(), "{}", text(&o));
+    let out = dir.join("c.safetensors");
+    ok(&export(&run.join("checkpoint.safetensors"), &out, &["--no-preview"]));
+    let c: Value = serde_json::from_str(&checkpoint::load(&out).unwrap().extra["curve"]).unwrap();
+    let steps: Vec<u64> = c["step"].as_array().unwrap().iter().map(|s| s.as_u64().unwrap()).collect();
+    // 301 lines (steps 1..=301): row i is line i·300/199.
+    let want: Vec<u64> = (0..200).map(|i| 1 + i * 300 / 199).collect();
+    assert_eq!(steps, want);
+    for key in ["loss", "loss_std", "loss_cdl"] {
+        assert_eq!(c[key].as_array().unwrap().len(), 200, "{key}");
+    }
+}
