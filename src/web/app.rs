@@ -8,6 +8,7 @@ use std::rc::Rc;
 use serde_json::{json, Value};
 use wasm_bindgen::JsCast;
 
+use super::preview::{Curve, Fetched, Previews, Shipped};
 use super::runtime::{self, push, show_message, Control, Meter, Task};
 use super::toy::{default_config, loss_label, ToyModel, TOY_POINTS};
 use super::{dom, draw, store};
@@ -38,13 +39,13 @@ const ANIM_POINTS: usize = 1000;
 const ANIM_FRAMES: usize = 80;
 const ANIM_MS: f64 = 4000.0;
 const ANIM_HOLD_MS: f64 = 1000.0;
-/// Cells per side of the density map, and the α points of its estimator.
-const HEAT_GRID: usize = 32;
-const HEAT_POINTS: usize = 64;
+/// While training, a model's map is recomputed at most this often, in ms, and never sooner than
+/// `HEAT_EVERY_TIMES` its last map took: a 128² map takes seconds on a software adapter, and the
+/// samples (and training) should not wait for it at every redraw. Paused, it follows the weights.
+const HEAT_EVERY_MS: f64 = 15_000.0;
+const HEAT_EVERY_TIMES: f64 = 3.0;
 /// Browser storage key of saved weights (one entry per model slot).
 const STORAGE_KEY: &str = "cdl.weights";
-/// Checkpoints shipped with the page (`web/assets/`): (data set, loss).
-const PRETRAINED: &[(&str, &str)] = &[("moons", "cdl"), ("moons", "ddpm")];
 
 /// Start-up stages after the device (`runtime::Startup`).
 const MODELS: runtime::Stage = runtime::Stage {
@@ -54,7 +55,8 @@ const MODELS: runtime::Stage = runtime::Stage {
 };
 const WEIGHTS: runtime::Stage = runtime::Stage {
     name: "loading shipped weights",
-    meaning: "The trained weights shipped with the page are fetched from assets/ and put on the GPU.",
+    meaning: "The trained weights shipped with the page (fetched from assets/ at page start, their preview \
+              drawn then) are put on the GPU.",
     advice: "Wait, check that the site serves assets/*.safetensors, or add pretrained=0 to the URL to start \
              from fresh weights.",
 };
@@ -238,6 +240,8 @@ impl ToyDataSet {
 /// The training task's state.
 struct ToyPage {
     ctl: Control<ToyCommand>,
+    /// The shipped files, fetched once for the preview and the weights.
+    previews: Rc<Previews>,
     opts: ToyPageOptions,
     gpu: Gpu,
     data: ToyDataSet,
@@ -287,13 +291,12 @@ struct Animation {
 pub async fn run(embed: bool) -> Result<(), String> {
     let opts = ToyPageOptions::from_url(embed);
     let shared: ToyShared = Rc::default();
+    let previews = Rc::new(Previews::default());
     runtime::install_api(&shared, API);
     init_controls(&opts);
-    wire_controls(&shared, &opts);
+    wire_controls(&shared, &opts, &previews);
     // Controls pressed from now on are queued and run once the page is ready, in order.
     let startup = runtime::Startup::new(&shared, ToyCommand::starts, SAVES);
-    let Some(gpu) = runtime::acquire_gpu(&startup).await else { return Ok(()) };
-    startup.stage(MODELS);
     let data = match Toy::from_name(&opts.dataset) {
         Some(t) => ToyDataSet::toy(t, opts.base.seed),
         None => {
@@ -301,9 +304,17 @@ pub async fn run(embed: bool) -> Result<(), String> {
             ToyDataSet::toy(Toy::Moons, opts.base.seed)
         }
     };
+    // The shipped models' preview, drawn while the browser answers for its GPU (or never does).
+    if opts.pretrained {
+        let (s, p, name, points) = (shared.clone(), previews.clone(), data.name.clone(), data.points.data.clone());
+        wasm_bindgen_futures::spawn_local(async move { show_preview(&s, &p, &name, &points).await });
+    }
+    let Some(gpu) = runtime::acquire_gpu(&startup).await else { return Ok(()) };
+    startup.stage(MODELS);
     let meter = Meter::new(opts.chunk.max(4), super::toy::CHUNK_MAX, CHUNK_TARGET_MS);
     let mut engine = ToyPage {
         ctl: Control::new(shared.clone(), meter, opts.sample_every_ms, KEEP_EVERY_MS),
+        previews,
         opts: opts.clone(),
         gpu,
         data,
@@ -319,6 +330,8 @@ pub async fn run(embed: bool) -> Result<(), String> {
     if opts.pretrained {
         startup.stage(WEIGHTS);
         engine.load_pretrained().await;
+        // The shipped samples and maps stay on screen until fresh ones are drawn.
+        engine.redraw();
     }
     startup.stage(SAMPLES);
     engine.refresh_samples().await;
@@ -355,7 +368,7 @@ fn init_controls(opts: &ToyPageOptions) {
     dom::set_text("step", &format!("Step ×{}", opts.step_size));
 }
 
-fn wire_controls(shared: &ToyShared, opts: &ToyPageOptions) {
+fn wire_controls(shared: &ToyShared, opts: &ToyPageOptions, previews: &Rc<Previews>) {
     let click = |id: &str, make: fn() -> ToyCommand| runtime::on_click(shared, id, make);
     click("reset", || ToyCommand::Reset);
     click("step", || ToyCommand::Step);
@@ -394,13 +407,22 @@ fn wire_controls(shared: &ToyShared, opts: &ToyPageOptions) {
         dom::on(id, "change", move |_| push(&s, ToyCommand::Resample));
     }
     let drawing = DrawingRef::default();
-    let (s, d) = (shared.clone(), drawing.clone());
+    let (s, d, p) = (shared.clone(), drawing.clone(), previews.clone());
+    let (pretrained, seed) = (opts.pretrained, opts.base.seed);
     dom::on("dataset", "change", move |_| {
         let v = dom::value("dataset").unwrap_or_default();
         dom::set_hidden("draw-panel", v != "draw");
         dom::set_hidden("csv-panel", v != "csv");
         dom::set_text("data-error", "");
         if let Some(t) = Toy::from_name(&v) {
+            // The set's shipped preview at once, whether or not the GPU task is free (or up).
+            if pretrained {
+                let (s, p) = (s.clone(), p.clone());
+                wasm_bindgen_futures::spawn_local(async move {
+                    let points = t.generate(TOY_POINTS, seed);
+                    show_preview(&s, &p, t.name(), &points.data).await;
+                });
+            }
             push(&s, ToyCommand::Toy(t));
         } else if v == "draw" {
             redraw_drawing(&d.borrow().points);
@@ -422,7 +444,126 @@ fn wire_controls(shared: &ToyShared, opts: &ToyPageOptions) {
         });
     });
     wire_drawing(shared, &drawing);
-    let _ = opts;
+}
+
+/// The losses of the panes chosen in the controls (what `ToyPage::settings` builds).
+fn pane_losses() -> Vec<LossKind> {
+    let out: Vec<LossKind> = ["loss-a", "loss-b"].iter().filter_map(|id| dom::value(id)?.parse().ok()).collect();
+    if out.is_empty() {
+        vec![LossKind::Cdl]
+    } else {
+        out
+    }
+}
+
+/// The map chosen under the samples ("none", "logp" or "logit") and the shift ζ of the logit.
+fn heat_choice(default: &str) -> (String, f64) {
+    let what = dom::value("heat").unwrap_or_else(|| default.into());
+    (what, dom::value("zeta").and_then(|v| v.parse::<f64>().ok()).unwrap_or(1.0))
+}
+
+/// The colour bar's label of a map (its tag: "logp", "logp-preview" or "logit<ζ>").
+fn heat_label(tag: &str) -> String {
+    match tag.strip_prefix("logit") {
+        Some(z) => format!("CDL logit f(x), ζ = {z}"),
+        None => "log p(x), nats".into(),
+    }
+}
+
+/// One model's pane (`suffix` a or b): samples over the data and the map `heat` (values, cells
+/// per side, tag) with its colour bar, and the losses trained here (from `first_step` + 1) after
+/// the loaded weights' own training `curve`. Returns the map's colour range when one was drawn.
+fn draw_pane(
+    suffix: &str,
+    data: &[f32],
+    samples: &[f64],
+    heat: Option<(&[f64], usize, &str)>,
+    history: &[[f32; 3]],
+    first_step: u64,
+    curve: Option<&Curve>,
+) -> Option<(f64, f64)> {
+    let map = heat.map(|(values, g, tag)| draw::Heat {
+        values,
+        g,
+        colormap: if tag.starts_with("logit") { Colormap::Diverging } else { Colormap::Viridis },
+    });
+    let colormap = map.as_ref().map(|m| m.colormap);
+    let range = draw::scatter(&format!("scatter-{suffix}"), data, DRAW_DATA, samples, map);
+    let bar = format!("cbar-{suffix}");
+    match (range, colormap, heat) {
+        (Some((lo, hi)), Some(c), Some((_, _, tag))) => {
+            let label = heat_label(tag);
+            draw::colour_bar(&bar, c, lo, hi, &label);
+            dom::set_attr(&bar, "aria-label", &format!("Colour bar of the map: {label}, from {lo:.2} to {hi:.2}"));
+            dom::set_hidden(&bar, false);
+        }
+        _ => dom::set_hidden(&bar, true),
+    }
+    let past = curve.map(|c| draw::PastCurve { step: &c.step, std: &c.std, cdl: &c.cdl });
+    draw::losses(&format!("curve-{suffix}"), history, first_step, past);
+    dom::set_hidden(&format!("legend-shipped-{suffix}"), curve.is_none());
+    range
+}
+
+/// Draws the shipped preview of data set `set` (data `points`, standardized) in the panes of
+/// the chosen losses, before (or without) any GPU work: the preview samples, the log p map when
+/// that map is chosen, the shipped training curve and the samples' MMD. Reported in
+/// `window.cdl.state().preview`. Not drawn once the GPU task has drawn that set itself, nor
+/// after another set was chosen.
+async fn show_preview(shared: &ToyShared, previews: &Previews, set: &str, points: &[f32]) {
+    let losses = pane_losses();
+    let mut files: Vec<Option<Fetched>> = Vec::new();
+    for loss in &losses {
+        files.push(previews.get(set, loss.name()).await);
+    }
+    if previews.live.borrow().as_deref() == Some(set) || dom::value("dataset").as_deref() != Some(set) {
+        return;
+    }
+    let (what, _) = heat_choice("logp");
+    let mut models = Vec::new();
+    for (i, suffix) in ["a", "b"].into_iter().enumerate() {
+        dom::set_hidden(&format!("panel-{suffix}"), i >= losses.len());
+        let Some(&loss) = losses.get(i) else { continue };
+        dom::set_text(&format!("title-{suffix}"), loss_label(loss));
+        let shipped = files[i].as_deref().and_then(|r| r.as_ref().ok());
+        let heat = shipped.and_then(|s| s.logp.as_ref()).filter(|_| what == "logp");
+        let samples = shipped.and_then(|s| s.samples.as_deref()).unwrap_or(&[]);
+        let range = draw_pane(
+            suffix,
+            points,
+            samples,
+            heat.map(|(v, g)| (v.as_slice(), *g, "logp-preview")),
+            &[],
+            0,
+            shipped.and_then(|s| s.curve.as_deref()),
+        );
+        let text = match &files[i] {
+            None => format!("no shipped weights for {set} with this loss"),
+            Some(f) => match f.as_ref() {
+                Err(e) => format!("shipped weights: {e}"),
+                Ok(s) => preview_stats(s),
+            },
+        };
+        dom::set_text(&format!("stats-{suffix}"), &text);
+        let mut m = shipped.map_or(Value::Null, Shipped::describe);
+        if let Some(o) = m.as_object_mut() {
+            o.insert("loss".into(), loss.name().into());
+            o.insert("mapRange".into(), json!(range));
+            o.insert("mapLabel".into(), json!(range.map(|_| heat_label("logp"))));
+        }
+        models.push(m);
+    }
+    runtime::set_preview(shared, json!({ "set": set, "models": models }));
+}
+
+/// The stats line of a pane showing a shipped file's preview.
+fn preview_stats(s: &Shipped) -> String {
+    let mut text = format!("shipped weights, step {}", s.checkpoint.step);
+    if let Some(d) = s.mmd {
+        text += &format!("  ·  MMD {d:.4} (shipped samples)");
+    }
+    text += "  ·  waiting for the GPU to sample";
+    text
 }
 
 /// The parallel sampler's plots of one pane (`suffix` a or b): errors against τ, and windows.
@@ -580,25 +721,38 @@ impl ToyPage {
         Ok(())
     }
 
-    /// Loads the shipped weights of (data set, loss) into every model that has them.
+    /// Loads the shipped weights of (data set, loss) into every model that has them (the bytes
+    /// fetched for the preview) and shows their preview until fresh samples and maps are drawn.
     async fn load_pretrained(&mut self) {
         for i in 0..self.models.len() {
             let loss = self.models[i].run.config().loss.name();
-            if !PRETRAINED.contains(&(self.data.name.as_str(), loss)) {
-                continue;
-            }
-            let url = format!("assets/{}-{loss}.safetensors", self.data.name);
-            let r = match store::fetch_bytes(&url, store::MAX_WEIGHTS_BYTES).await {
-                Ok(bytes) => self.load_bytes(i, &url, &bytes).await,
-                Err(e) => Err(e),
+            let Some(f) = self.previews.get(&self.data.name, loss).await else { continue };
+            let r = match f.as_ref() {
+                Ok(s) => self.load_checkpoint(i, &s.url, s.checkpoint.clone()).await.map(|()| self.show_shipped(i, s)),
+                Err(e) => Err(e.clone()),
             };
             match r {
                 Ok(()) => dom::set_body_data(&format!("pretrained-{i}"), "loaded"),
                 Err(e) => {
                     dom::set_body_data(&format!("pretrained-{i}"), "failed");
-                    crate::gpu::log(&format!("cdl: shipped weights {url}: {e}"));
+                    crate::gpu::log(&format!("cdl: shipped weights: {e}"));
                 }
             }
+        }
+    }
+
+    /// Model `i` (just loaded from `s`) shows `s`'s preview samples, their MMD and, when log p
+    /// is the chosen map, its map.
+    fn show_shipped(&mut self, i: usize, s: &Shipped) {
+        let (what, _) = heat_choice(&self.opts.heat);
+        let m = &mut self.models[i];
+        if let Some(x) = &s.samples {
+            m.samples = x.clone();
+            m.mmd = s.mmd;
+            m.preview = true;
+        }
+        if let Some((v, g)) = s.logp.as_ref().filter(|_| what == "logp") {
+            m.heat = Some((v.clone(), *g, "logp-preview".into(), m.step()));
         }
     }
 
@@ -688,8 +842,7 @@ impl ToyPage {
     /// The heat map under the samples (math.md §2.2, §3.2): −(−log p̂(x)) from the ITD estimator,
     /// or the noise classifier's logit f̂(x) = log p̂(x) − log p̂_ζ(x) at shift ζ, on a grid.
     async fn refresh_heat(&mut self) {
-        let what = dom::value("heat").unwrap_or_else(|| self.opts.heat.clone());
-        let zeta = dom::value("zeta").and_then(|v| v.parse::<f64>().ok()).unwrap_or(1.0);
+        let (what, zeta) = heat_choice(&self.opts.heat);
         let tag = if what == "logit" { format!("logit{zeta}") } else { what.clone() };
         if what != "logp" && what != "logit" {
             for m in &mut self.models {
@@ -699,12 +852,18 @@ impl ToyPage {
         }
         let variances = self.data.points.variances();
         let kind = if what == "logit" { MapKind::Logit(zeta) } else { MapKind::LogP };
-        let g = HEAT_GRID;
+        let g = density::GRID;
+        let training = self.ctl.running() || self.ctl.pending_steps > 0;
         for m in &mut self.models {
             if m.heat.as_ref().is_some_and(|h| h.2 == tag && h.3 == m.step()) {
                 continue;
             }
             let t0 = dom::now_ms();
+            let wait = HEAT_EVERY_MS.max(HEAT_EVERY_TIMES * m.heat_ms.unwrap_or(0.0));
+            if training && m.heat.as_ref().is_some_and(|h| h.2 == tag) && t0 - m.heat_at < wait {
+                continue;
+            }
+            m.heat_tried = Some(m.step());
             let mut den = match GpuDenoiser::from_trainer(&self.gpu, m.run.trainer(), 4096).await {
                 Ok(d) => d,
                 Err(e) => {
@@ -712,8 +871,12 @@ impl ToyPage {
                     return;
                 }
             };
-            match density::map(&mut den, &variances, g, HEAT_POINTS, kind).await {
-                Ok(v) => m.heat = Some((v, g, tag.clone(), m.step())),
+            match density::map(&mut den, &variances, g, density::POINTS, kind).await {
+                Ok(v) => {
+                    m.heat = Some((v, g, tag.clone(), m.step()));
+                    m.heat_at = dom::now_ms();
+                    m.heat_ms = Some(m.heat_at - t0);
+                }
                 Err(e) => crate::gpu::log(&format!("cdl: density map: {e}")),
             }
             if self.opts.debug {
@@ -735,17 +898,25 @@ impl ToyPage {
     /// Replaces model `i` with the checkpoint in `bytes` (validated; its architecture and run
     /// settings are adopted).
     async fn load_bytes(&mut self, i: usize, source: &str, bytes: &[u8]) -> Result<(), String> {
+        let ck = checkpoint::decode(bytes).map_err(|e| format!("{source}: not a CDL weights file: {e}"))?;
+        self.load_checkpoint(i, source, ck).await
+    }
+
+    /// Replaces model `i` with the checkpoint `ck` (validated; its architecture and run settings
+    /// are adopted, and the training curve it carries is drawn before its own losses).
+    async fn load_checkpoint(&mut self, i: usize, source: &str, ck: Checkpoint) -> Result<(), String> {
         if self.models.is_empty() {
             return Err("no model to load into".into());
         }
         let i = i.min(self.models.len() - 1);
-        let ck = checkpoint::decode(bytes).map_err(|e| format!("{source}: not a CDL weights file: {e}"))?;
         ck.check_finite().map_err(|e| format!("{source}: {e}"))?;
+        let curve = Curve::of(&ck.extra).map(Rc::new);
         let trained = Trained::new(ck).map_err(|e| format!("{source}: {e}"))?;
         let base = self.models[i].run.config();
-        let m = ToyModel::from_checkpoint(&self.gpu, base, &trained, self.data.training.clone())
+        let mut m = ToyModel::from_checkpoint(&self.gpu, base, &trained, self.data.training.clone())
             .await
             .map_err(|e| format!("{source}: {e}"))?;
+        m.curve = curve;
         self.models[i] = m;
         self.kept[i] = Some(trained.checkpoint);
         dom::set_value(if i == 0 { "loss-a" } else { "loss-b" }, self.models[i].run.config().loss.name());
@@ -868,7 +1039,11 @@ impl runtime::Task for ToyPage {
     }
 
     fn stale(&self) -> bool {
-        self.models.iter().any(|m| m.samples_step != Some(m.step()))
+        // A map left behind while training (`HEAT_EVERY_MS`) follows the weights once paused.
+        self.models.iter().any(|m| {
+            m.samples_step != Some(m.step())
+                || (m.heat.as_ref().is_some_and(|h| h.3 != m.step()) && m.heat_tried != Some(m.step()))
+        })
     }
 
     fn tick(&mut self) -> bool {
@@ -888,7 +1063,17 @@ impl runtime::Task for ToyPage {
             }
             ToyCommand::Toy(t) => {
                 self.data = ToyDataSet::toy(t, self.opts.base.seed);
+                *self.previews.live.borrow_mut() = None;
+                if self.opts.pretrained {
+                    let shared = self.ctl.shared.clone();
+                    show_preview(&shared, &self.previews, &self.data.name, &self.data.points.data).await;
+                }
                 self.reset().await?;
+                if self.opts.pretrained {
+                    self.load_pretrained().await;
+                    self.redraw();
+                    self.publish();
+                }
                 self.refresh_samples().await;
             }
             ToyCommand::Points(name, points) => {
@@ -969,6 +1154,7 @@ impl runtime::Task for ToyPage {
                 Ok((x, stats)) => {
                     m.mmd = mmd(&x, &reference, 2, MMD_BANDWIDTH).ok();
                     m.samples = x;
+                    m.preview = false;
                     m.samples_step = Some(m.step());
                     m.samples_version += 1;
                     m.passes = stats.passes;
@@ -1006,22 +1192,20 @@ impl runtime::Task for ToyPage {
             dom::set_hidden(&format!("panel-{suffix}"), i >= self.models.len());
             let Some(m) = self.models.get(i) else { continue };
             dom::set_text(&format!("title-{suffix}"), loss_label(m.run.config().loss));
-            let heat = m.heat.as_ref().map(|h| draw::Heat {
-                values: &h.0,
-                g: h.1,
-                colormap: if h.2.starts_with("logit") { Colormap::Diverging } else { Colormap::Viridis },
-            });
             let par = self
                 .parallel
                 .as_ref()
                 .and_then(|v| v.runs.get(i))
                 .filter(|r| r.2 == m.step() && r.3 == m.samples_version);
             let shown = par.map_or(&m.samples, |r| &r.1);
-            draw::scatter(&format!("scatter-{suffix}"), &self.data.points.data, DRAW_DATA, shown, heat);
+            let heat = m.heat.as_ref().map(|h| (h.0.as_slice(), h.1, h.2.as_str()));
+            let first = m.step().saturating_sub(m.log.steps.len() as u64);
+            draw_pane(suffix, &self.data.points.data, shown, heat, &m.log.steps, first, m.curve.as_deref());
             if let Some(r) = par {
                 draw::caption(&format!("scatter-{suffix}"), &format!("parallel sampler: {} passes", r.0.len()));
+            } else if m.preview {
+                draw::caption(&format!("scatter-{suffix}"), "shipped samples (drawn before the GPU was up)");
             }
-            draw::losses(&format!("curve-{suffix}"), &m.log.steps);
             let last = m.log.steps.last();
             let mut text = format!("step {}", m.step());
             if let Some(r) = last {
@@ -1034,13 +1218,14 @@ impl runtime::Task for ToyPage {
                 text += &format!("  ·  noise classifier {:.0}% right", 100.0 * a);
             }
             if let Some(d) = m.mmd {
-                text += &format!("  ·  MMD {d:.4}");
+                text += &format!("  ·  MMD {d:.4}{}", if m.preview { " (shipped samples)" } else { "" });
             }
             if m.passes > 0 {
                 text += &format!("  ·  sampler passes {}", m.passes);
             }
             dom::set_text(&format!("stats-{suffix}"), &text);
         }
+        *self.previews.live.borrow_mut() = Some(self.data.name.clone());
         self.draw_parallel();
         dom::set_text(
             "rate",
@@ -1068,6 +1253,8 @@ impl runtime::Task for ToyPage {
                     "samplesStep": m.samples_step, "samplesHash": runtime::hash_bits(m.samples.iter().map(|x| x.to_bits())),
                     "samples": m.samples.len() / 2, "passes": m.passes, "accuracy": m.log.accuracy,
                     "heat": m.heat.as_ref().map(|h| h.2.clone()), "heatStep": m.heat.as_ref().map(|h| h.3),
+                    "heatGrid": m.heat.as_ref().map(|h| h.1), "heatMs": m.heat_ms, "preview": m.preview,
+                    "curve": m.curve.as_ref().map(|c| c.step.len()),
                 })
             })
             .collect();
@@ -1094,6 +1281,7 @@ impl runtime::Task for ToyPage {
             "chunk": self.ctl.meter.chunk,
             "data": { "name": self.data.name, "n": self.data.points.len() },
             "models": models,
+            "preview": self.ctl.shared.borrow().preview,
             "kernels": runtime::kernels_json(&self.gpu),
             "parallel": parallel,
             "anim": {

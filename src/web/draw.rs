@@ -49,54 +49,143 @@ pub struct Heat<'a> {
 }
 
 /// Data (grey, or black over a map; at most `max_data` points) and samples (red) on canvas `id`,
-/// over `heat` when given.
-pub fn scatter(id: &str, data: &[f32], max_data: usize, samples: &[f64], heat: Option<Heat>) {
-    let Some((canvas, ctx)) = dom::context2d(id) else { return };
+/// over `heat` when given. Returns the map's colour range (lo, hi) when one was drawn.
+pub fn scatter(id: &str, data: &[f32], max_data: usize, samples: &[f64], heat: Option<Heat>) -> Option<(f64, f64)> {
+    let (canvas, ctx) = dom::context2d(id)?;
     let (w, h) = clear(&canvas, &ctx);
-    let mapped = heat.is_some_and(|m| heat_map(&ctx, w, h, &m));
+    let range = heat.and_then(|m| heat_map(id, &ctx, w, h, &m));
     let n = data.len() / 2;
     let stride = n.div_ceil(max_data.max(1)).max(1);
     let pts = (0..n).step_by(stride).map(|i| (f64::from(data[2 * i]), f64::from(data[2 * i + 1])));
-    dots(&ctx, w, h, pts, if mapped { DATA_ON_MAP_COLOR } else { DATA_COLOR }, 1.2);
+    dots(&ctx, w, h, pts, if range.is_some() { DATA_ON_MAP_COLOR } else { DATA_COLOR }, 1.2);
     let s = samples.chunks_exact(2).map(|p| (p[0], p[1]));
     dots(&ctx, w, h, s, SAMPLE_COLOR, 1.5);
+    range
 }
 
-/// Draws the map, normalised to its own range (symmetric about 0 for the diverging map); false
-/// when there is nothing to draw.
-fn heat_map(ctx: &Ctx, w: f64, h: f64, m: &Heat) -> bool {
+/// The colour range of a map: its own (symmetric about 0 for the diverging map), or None when
+/// it has no spread or is not g×g.
+pub fn heat_range(m: &Heat) -> Option<(f64, f64)> {
     let finite = m.values.iter().copied().filter(|v| v.is_finite());
     let (mut lo, mut hi) = finite.fold((f64::INFINITY, f64::NEG_INFINITY), |(a, b), v| (a.min(v), b.max(v)));
     if m.colormap == Colormap::Diverging {
         let r = lo.abs().max(hi.abs());
         (lo, hi) = (-r, r);
     }
-    if hi.partial_cmp(&lo) != Some(std::cmp::Ordering::Greater) || m.values.len() != m.g * m.g {
-        return false;
-    }
-    let (cw, ch) = (w / m.g as f64, h / m.g as f64);
-    for (i, v) in m.values.iter().enumerate() {
-        let c = m.colormap.rgb((v - lo) / (hi - lo));
-        ctx.set_fill_style_str(&format!("rgb({},{},{})", c[0], c[1], c[2]));
-        let (r, col) = (i / m.g, i % m.g);
-        ctx.fill_rect(col as f64 * cw, r as f64 * ch, cw + 0.5, ch + 0.5);
-    }
-    true
+    (hi.partial_cmp(&lo) == Some(std::cmp::Ordering::Greater) && m.values.len() == m.g * m.g).then_some((lo, hi))
 }
 
-/// Loss curves: the standard part (blue) and the CDL part (orange) of each step, smoothed by an
-/// exponential moving average; the y range is robust to the first steps' spikes.
-pub fn losses(id: &str, history: &[[f32; 3]]) {
+thread_local! {
+    /// The last map drawn on each canvas, as pixels (canvas id → (key of the map and size, pixels)):
+    /// the scatter plots are redrawn after every training chunk, the map only when it changes.
+    static MAP_PIXELS: std::cell::RefCell<std::collections::HashMap<String, (u64, web_sys::ImageData)>> =
+        std::cell::RefCell::default();
+}
+
+/// Draws the map over the whole canvas, bilinearly interpolated between the cell centres
+/// (`density::cell_centres`; constant beyond the outer centres), normalised to its
+/// `heat_range`. Returns that range, or None when there is nothing to draw.
+fn heat_map(id: &str, ctx: &Ctx, w: f64, h: f64, m: &Heat) -> Option<(f64, f64)> {
+    let (lo, hi) = heat_range(m)?;
+    let (pw, ph) = (w as usize, h as usize);
+    let key =
+        m.values.iter().fold((m.g as u64) ^ ((pw as u64) << 20) ^ ((ph as u64) << 40) ^ (m.colormap as u64), |k, v| {
+            (k ^ v.to_bits()).wrapping_mul(0x0100_0000_01b3).rotate_left(5)
+        });
+    let cached = MAP_PIXELS.with(|c| c.borrow().get(id).filter(|(k, _)| *k == key).map(|(_, d)| d.clone()));
+    let data = match cached {
+        Some(d) => d,
+        None => {
+            let d = map_pixels(m, lo, hi, pw, ph)?;
+            MAP_PIXELS.with(|c| c.borrow_mut().insert(id.to_string(), (key, d.clone())));
+            d
+        }
+    };
+    ctx.put_image_data(&data, 0.0, 0.0).ok()?;
+    Some((lo, hi))
+}
+
+/// The map as pw × ph pixels: each pixel's value interpolated bilinearly from the four nearest
+/// cell centres, then coloured (non-finite cells count as the range's bottom).
+fn map_pixels(m: &Heat, lo: f64, hi: f64, pw: usize, ph: usize) -> Option<web_sys::ImageData> {
+    let g = m.g;
+    let at = |r: usize, c: usize| {
+        let v = m.values[r * g + c];
+        if v.is_finite() {
+            v
+        } else {
+            lo
+        }
+    };
+    // Cell coordinate of a pixel centre: cell k's centre is at (k + 0.5) / g of the side.
+    let cell = |p: usize, n: usize| -> (usize, usize, f64) {
+        let u = ((p as f64 + 0.5) / n as f64 * g as f64 - 0.5).clamp(0.0, (g - 1) as f64);
+        let i = (u.floor() as usize).min(g.saturating_sub(2));
+        (i, (i + 1).min(g - 1), u - i as f64)
+    };
+    let cols: Vec<_> = (0..pw).map(|x| cell(x, pw)).collect();
+    let mut rgba = Vec::with_capacity(pw * ph * 4);
+    for y in 0..ph {
+        let (r0, r1, fy) = cell(y, ph);
+        for &(c0, c1, fx) in &cols {
+            let top = at(r0, c0) * (1.0 - fx) + at(r0, c1) * fx;
+            let bottom = at(r1, c0) * (1.0 - fx) + at(r1, c1) * fx;
+            let v = top * (1.0 - fy) + bottom * fy;
+            let c = m.colormap.rgb((v - lo) / (hi - lo));
+            rgba.extend([c[0], c[1], c[2], 255]);
+        }
+    }
+    web_sys::ImageData::new_with_u8_clamped_array_and_sh(wasm_bindgen::Clamped(&rgba), pw as u32, ph as u32).ok()
+}
+
+/// A colour bar on canvas `id`: `label` above a bar of `colormap` from `lo` (left) to `hi`
+/// (right), with the values at both ends and the middle under it.
+pub fn colour_bar(id: &str, colormap: Colormap, lo: f64, hi: f64, label: &str) {
+    let Some((canvas, ctx)) = dom::context2d(id) else { return };
+    let (w, h) = clear(&canvas, &ctx);
+    let (left, right, top, bottom) = (8.0, w - 8.0, 16.0, h - 16.0);
+    let n = (right - left) as usize;
+    for i in 0..n {
+        let c = colormap.rgb(i as f64 / (n - 1).max(1) as f64);
+        ctx.set_fill_style_str(&format!("rgb({},{},{})", c[0], c[1], c[2]));
+        ctx.fill_rect(left + i as f64, top, 1.5, bottom - top);
+    }
+    ctx.set_stroke_style_str("#999");
+    ctx.stroke_rect(left, top, right - left, bottom - top);
+    ctx.set_font(AXIS_FONT);
+    ctx.set_fill_style_str("#333");
+    let _ = ctx.fill_text(label, left, 11.0);
+    let fmt = |v: f64| if v.abs() >= 100.0 { format!("{v:.0}") } else { format!("{v:.2}") };
+    let width = |t: &str| ctx.measure_text(t).map_or(30.0, |m| m.width());
+    let (a, mid, b) = (fmt(lo), fmt(0.5 * (lo + hi)), fmt(hi));
+    let _ = ctx.fill_text(&a, left, h - 3.0);
+    let _ = ctx.fill_text(&mid, (left + right - width(&mid)) / 2.0, h - 3.0);
+    let _ = ctx.fill_text(&b, right - width(&b), h - 3.0);
+}
+
+/// A training curve from elsewhere (a shipped file's run) drawn under a model's own losses.
+pub struct PastCurve<'a> {
+    pub step: &'a [f64],
+    pub std: &'a [f64],
+    pub cdl: &'a [f64],
+}
+
+/// Loss curves against the training step: the standard part (blue) and the CDL part (orange) of
+/// each step trained here (the first at step `first_step` + 1), smoothed by an exponential moving
+/// average, after `past` (dashed) when given; the y range is robust to the first steps' spikes.
+pub fn losses(id: &str, history: &[[f32; 3]], first_step: u64, past: Option<PastCurve>) {
     let Some((canvas, ctx)) = dom::context2d(id) else { return };
     let (w, h) = clear(&canvas, &ctx);
     ctx.set_stroke_style_str("#ddd");
     ctx.stroke_rect(0.5, 0.5, w - 1.0, h - 1.0);
-    if history.len() < 2 {
+    let past = past.filter(|p| p.step.len() >= 2 && p.std.len() == p.step.len() && p.cdl.len() == p.step.len());
+    if history.len() < 2 && past.is_none() {
         return;
     }
     let smooth = |k: usize| -> Vec<f64> {
         let mut out = Vec::with_capacity(history.len());
-        let mut m = f64::from(history[0][k]);
+        let Some(first) = history.first() else { return out };
+        let mut m = f64::from(first[k]);
         for r in history {
             m = 0.95 * m + 0.05 * f64::from(r[k]);
             out.push(m);
@@ -105,8 +194,12 @@ pub fn losses(id: &str, history: &[[f32; 3]]) {
     };
     let std = smooth(1);
     let cdl = smooth(2);
-    let has_cdl = history.iter().any(|r| r[2] != 0.0);
+    let has_cdl = history.iter().any(|r| r[2] != 0.0) || past.as_ref().is_some_and(|p| p.cdl.iter().any(|v| *v != 0.0));
+    let live_steps: Vec<f64> = (0..history.len()).map(|i| (first_step + 1 + i as u64) as f64).collect();
     let mut all: Vec<f64> = std.iter().chain(if has_cdl { cdl.iter() } else { [].iter() }).copied().collect();
+    if let Some(p) = &past {
+        all.extend(p.std.iter().chain(if has_cdl { p.cdl.iter() } else { [].iter() }));
+    }
     all.retain(|v| v.is_finite());
     if all.is_empty() {
         return;
@@ -116,15 +209,21 @@ pub fn losses(id: &str, history: &[[f32; 3]]) {
     let hi = all[(all.len() as f64 * 0.98) as usize].max(lo + 1e-6);
     let pad = 0.05 * (hi - lo);
     let (lo, hi) = (lo - pad, hi + pad);
-    let n = history.len();
-    let line = |v: &[f64], color: &str| {
+    let x0 = past.as_ref().map_or(live_steps.first().copied().unwrap_or(0.0), |p| p.step[0]);
+    let x1 = live_steps.last().copied().unwrap_or(0.0).max(past.as_ref().map_or(0.0, |p| p.step[p.step.len() - 1]));
+    let x1 = x1.max(x0 + 1.0);
+    let line = |xs: &[f64], v: &[f64], color: &str| {
+        let n = xs.len();
+        if n < 2 {
+            return;
+        }
         ctx.set_stroke_style_str(color);
         ctx.begin_path();
         // At most ~2 points per pixel.
         let stride = (n / (2 * w as usize).max(1)).max(1);
-        for (j, i) in (0..n).step_by(stride).enumerate() {
-            let x = i as f64 / (n - 1) as f64 * (w - 4.0) + 2.0;
-            let y = (1.0 - (v[i].clamp(lo, hi) - lo) / (hi - lo)) * (h - 16.0) + 12.0;
+        for (j, i) in (0..n).step_by(stride).chain([n - 1]).enumerate() {
+            let x = (xs[i] - x0) / (x1 - x0) * (w - 4.0) + 2.0;
+            let y = (1.0 - (v[i].clamp(lo, hi) - lo) / (hi - lo)) * (h - 28.0) + 12.0;
             if j == 0 {
                 ctx.move_to(x, y);
             } else {
@@ -133,14 +232,27 @@ pub fn losses(id: &str, history: &[[f32; 3]]) {
         }
         ctx.stroke();
     };
-    line(&std, STD_COLOR);
+    if let Some(p) = &past {
+        let _ = ctx.set_line_dash(&js_sys::Array::of2(&4.0.into(), &3.0.into()));
+        line(p.step, p.std, STD_COLOR);
+        if has_cdl {
+            line(p.step, p.cdl, CDL_COLOR);
+        }
+        let _ = ctx.set_line_dash(&js_sys::Array::new());
+    }
+    line(&live_steps, &std, STD_COLOR);
     if has_cdl {
-        line(&cdl, CDL_COLOR);
+        line(&live_steps, &cdl, CDL_COLOR);
     }
     ctx.set_fill_style_str("#333");
     ctx.set_font("11px system-ui, sans-serif");
     let _ = ctx.fill_text(&format!("{hi:.3}"), 4.0, 10.0);
-    let _ = ctx.fill_text(&format!("{lo:.3}"), 4.0, h - 3.0);
+    let _ = ctx.fill_text(&format!("{lo:.3}"), 4.0, h - 17.0);
+    let steps = |v: f64| format!("{v:.0}");
+    let _ = ctx.fill_text(&format!("step {}", steps(x0)), 4.0, h - 3.0);
+    let end = steps(x1);
+    let ew = ctx.measure_text(&end).map_or(30.0, |m| m.width());
+    let _ = ctx.fill_text(&end, w - 4.0 - ew, h - 3.0);
 }
 
 /// Images (n, 3, side, side) in [−1, 1] as a grid of `cols` columns on canvas `id`, one canvas

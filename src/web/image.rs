@@ -795,7 +795,7 @@ impl runtime::Task for ImagePage {
         draw::image_grid("img-data-grid", &d.preview, d.preview.len() / (3 * SIDE * SIDE), SIDE, 4);
         let n = m.samples.len() / (3 * SIDE * SIDE);
         self.grid_drawn = n > 0 && draw::image_grid("img-samples", &m.samples, n, SIDE, 4);
-        draw::losses("img-curve", &m.log.steps);
+        draw::losses("img-curve", &m.log.steps, m.step().saturating_sub(m.log.steps.len() as u64), None);
         dom::set_text("img-title", &format!("{} on {}", loss_label(m.loss()), d.name()));
         let mut text = format!("step {}", m.step());
         if let Some(r) = m.log.steps.last() {

@@ -6,6 +6,7 @@ mod app;
 mod dom;
 mod draw;
 mod image;
+mod preview;
 mod quality;
 mod runtime;
 mod selftest;

@@ -35,12 +35,27 @@ pub struct Shared<C> {
     pub running: bool,
     /// The last published state (JSON text) for `window.cdl.state()`.
     pub state: String,
+    /// What the page shows before its GPU work (the toy page's shipped previews), reported as
+    /// `preview` in every state, start-up's included (`set_preview`).
+    pub preview: serde_json::Value,
 }
 
 impl<C> Default for Shared<C> {
     fn default() -> Self {
-        Self { queue: VecDeque::new(), running: false, state: String::new() }
+        Self { queue: VecDeque::new(), running: false, state: String::new(), preview: serde_json::Value::Null }
     }
+}
+
+/// Records `preview` for `window.cdl.state()` and puts it into the state published now (which
+/// may be start-up's, or the last one of a start-up that stopped for want of WebGPU).
+pub fn set_preview<C>(shared: &SharedRef<C>, preview: serde_json::Value) {
+    let mut s = shared.borrow_mut();
+    let mut state: serde_json::Value = serde_json::from_str(&s.state).unwrap_or_else(|_| json!({ "ready": false }));
+    if let Some(o) = state.as_object_mut() {
+        o.insert("preview".into(), preview.clone());
+    }
+    s.state = state.to_string();
+    s.preview = preview;
 }
 
 pub type SharedRef<C> = Rc<RefCell<Shared<C>>>;
@@ -422,6 +437,7 @@ impl<C> StartupInner<C> {
         let state = json!({
             "ready": false, "stage": stage.name, "stageSeconds": secs, "seconds": Self::seconds_since(self.began),
             "late": late, "startPressed": start, "stageLimit": self.limit_s,
+            "preview": self.shared.borrow().preview,
         });
         self.shared.borrow_mut().state = state.to_string();
     }

@@ -4,6 +4,7 @@
 
 use std::rc::Rc;
 
+use super::preview::Curve;
 use super::runtime::LossLog;
 use crate::gpu::Gpu;
 use crate::model::MlpConfig;
@@ -55,6 +56,15 @@ pub struct ToyModel {
     /// The "noise classifier's view" on a grid over the plot: log p̂(x) or the CDL logit f̂(x);
     /// (values (g, g) row 0 at the top, g, what, step).
     pub heat: Option<(Vec<f64>, usize, String, u64)>,
+    /// How long the last map took to compute, in ms, and when it was done (`dom::now_ms`).
+    pub heat_ms: Option<f64>,
+    pub heat_at: f64,
+    /// The step of the weights a map was last computed for (or tried).
+    pub heat_tried: Option<u64>,
+    /// The samples, MMD and map shown are a shipped file's preview, not yet drawn here.
+    pub preview: bool,
+    /// The training curve of the run that wrote the loaded weights (a shipped file's `curve`).
+    pub curve: Option<Rc<Curve>>,
 }
 
 impl ToyModel {
@@ -68,6 +78,11 @@ impl ToyModel {
             mmd: None,
             passes: 0,
             heat: None,
+            heat_ms: None,
+            heat_at: 0.0,
+            heat_tried: None,
+            preview: false,
+            curve: None,
         }
     }
 
