@@ -8,7 +8,7 @@ use std::rc::Rc;
 use serde_json::{json, Value};
 use wasm_bindgen::JsCast;
 
-use super::preview::{Curve, Fetched, Previews, Shipped};
+use super::preview::{Curve, Fetched, Previews, Shipped, SHIPPED_KEYS};
 use super::runtime::{self, push, show_message, Control, Meter, Task};
 use super::toy::{default_config, loss_label, ToyModel, TOY_POINTS};
 use super::{dom, draw, store};
@@ -44,6 +44,9 @@ const ANIM_HOLD_MS: f64 = 1000.0;
 /// samples (and training) should not wait for it at every redraw. Paused, it follows the weights.
 const HEAT_EVERY_MS: f64 = 15_000.0;
 const HEAT_EVERY_TIMES: f64 = 3.0;
+/// α points of a map computed while training (`density::POINTS` otherwise): a 128² map costs
+/// cells × points network rows, and at 64 points one took 106 s on SwiftShader.
+const HEAT_POINTS_TRAINING: usize = 8;
 /// Browser storage key of saved weights (one entry per model slot).
 const STORAGE_KEY: &str = "cdl.weights";
 
@@ -462,27 +465,32 @@ fn heat_choice(default: &str) -> (String, f64) {
     (what, dom::value("zeta").and_then(|v| v.parse::<f64>().ok()).unwrap_or(1.0))
 }
 
-/// The colour bar's label of a map (its tag: "logp", "logp-preview" or "logit<ζ>").
-fn heat_label(tag: &str) -> String {
-    match tag.strip_prefix("logit") {
+/// The colour bar's label of a map (its tag: "logp" or "logit<ζ>") of `points` α points.
+fn heat_label(tag: &str, points: usize) -> String {
+    let what = match tag.strip_prefix("logit") {
         Some(z) => format!("CDL logit f(x), ζ = {z}"),
         None => "log p(x), nats".into(),
+    };
+    if points < density::POINTS {
+        format!("{what} (while training: {points} α points)")
+    } else {
+        what
     }
 }
 
 /// One model's pane (`suffix` a or b): samples over the data and the map `heat` (values, cells
-/// per side, tag) with its colour bar, and the losses trained here (from `first_step` + 1) after
+/// per side, tag, α points) with its colour bar, and the losses trained here (from `first_step` + 1) after
 /// the loaded weights' own training `curve`. Returns the map's colour range when one was drawn.
 fn draw_pane(
     suffix: &str,
     data: &[f32],
     samples: &[f64],
-    heat: Option<(&[f64], usize, &str)>,
+    heat: Option<(&[f64], usize, &str, usize)>,
     history: &[[f32; 3]],
     first_step: u64,
     curve: Option<&Curve>,
 ) -> Option<(f64, f64)> {
-    let map = heat.map(|(values, g, tag)| draw::Heat {
+    let map = heat.map(|(values, g, tag, _)| draw::Heat {
         values,
         g,
         colormap: if tag.starts_with("logit") { Colormap::Diverging } else { Colormap::Viridis },
@@ -491,8 +499,8 @@ fn draw_pane(
     let range = draw::scatter(&format!("scatter-{suffix}"), data, DRAW_DATA, samples, map);
     let bar = format!("cbar-{suffix}");
     match (range, colormap, heat) {
-        (Some((lo, hi)), Some(c), Some((_, _, tag))) => {
-            let label = heat_label(tag);
+        (Some((lo, hi)), Some(c), Some((_, _, tag, points))) => {
+            let label = heat_label(tag, points);
             draw::colour_bar(&bar, c, lo, hi, &label);
             dom::set_attr(&bar, "aria-label", &format!("Colour bar of the map: {label}, from {lo:.2} to {hi:.2}"));
             dom::set_hidden(&bar, false);
@@ -532,7 +540,7 @@ async fn show_preview(shared: &ToyShared, previews: &Previews, set: &str, points
             suffix,
             points,
             samples,
-            heat.map(|(v, g)| (v.as_slice(), *g, "logp-preview")),
+            heat.map(|(v, g)| (v.as_slice(), *g, "logp", density::POINTS)),
             &[],
             0,
             shipped.and_then(|s| s.curve.as_deref()),
@@ -549,7 +557,7 @@ async fn show_preview(shared: &ToyShared, previews: &Previews, set: &str, points
         if let Some(o) = m.as_object_mut() {
             o.insert("loss".into(), loss.name().into());
             o.insert("mapRange".into(), json!(range));
-            o.insert("mapLabel".into(), json!(range.map(|_| heat_label("logp"))));
+            o.insert("mapLabel".into(), json!(range.map(|_| heat_label("logp", density::POINTS))));
         }
         models.push(m);
     }
@@ -562,7 +570,6 @@ fn preview_stats(s: &Shipped) -> String {
     if let Some(d) = s.mmd {
         text += &format!("  ·  MMD {d:.4} (shipped samples)");
     }
-    text += "  ·  waiting for the GPU to sample";
     text
 }
 
@@ -741,8 +748,10 @@ impl ToyPage {
         }
     }
 
-    /// Model `i` (just loaded from `s`) shows `s`'s preview samples, their MMD and, when log p
-    /// is the chosen map, its map.
+    /// Model `i` (just loaded from `s`) shows `s`'s preview samples and their MMD until it has
+    /// drawn its own, and, when log p is the chosen map, `s`'s map as its map for these weights:
+    /// the same computation (`density::map`) of the same weights, which a software adapter takes
+    /// minutes to repeat.
     fn show_shipped(&mut self, i: usize, s: &Shipped) {
         let (what, _) = heat_choice(&self.opts.heat);
         let m = &mut self.models[i];
@@ -752,7 +761,9 @@ impl ToyPage {
             m.preview = true;
         }
         if let Some((v, g)) = s.logp.as_ref().filter(|_| what == "logp") {
-            m.heat = Some((v.clone(), *g, "logp-preview".into(), m.step()));
+            m.heat = Some((v.clone(), *g, "logp".into(), m.step()));
+            m.heat_points = density::POINTS;
+            m.heat_shipped = true;
         }
     }
 
@@ -854,16 +865,18 @@ impl ToyPage {
         let kind = if what == "logit" { MapKind::Logit(zeta) } else { MapKind::LogP };
         let g = density::GRID;
         let training = self.ctl.running() || self.ctl.pending_steps > 0;
+        let points = if training { HEAT_POINTS_TRAINING } else { density::POINTS };
         for m in &mut self.models {
-            if m.heat.as_ref().is_some_and(|h| h.2 == tag && h.3 == m.step()) {
+            let same = m.heat.as_ref().is_some_and(|h| h.2 == tag);
+            if same && m.heat.as_ref().is_some_and(|h| h.3 == m.step()) && m.heat_points >= points {
                 continue;
             }
             let t0 = dom::now_ms();
             let wait = HEAT_EVERY_MS.max(HEAT_EVERY_TIMES * m.heat_ms.unwrap_or(0.0));
-            if training && m.heat.as_ref().is_some_and(|h| h.2 == tag) && t0 - m.heat_at < wait {
+            if training && same && t0 - m.heat_at < wait {
                 continue;
             }
-            m.heat_tried = Some(m.step());
+            m.heat_tried = Some((m.step(), points));
             let mut den = match GpuDenoiser::from_trainer(&self.gpu, m.run.trainer(), 4096).await {
                 Ok(d) => d,
                 Err(e) => {
@@ -871,16 +884,18 @@ impl ToyPage {
                     return;
                 }
             };
-            match density::map(&mut den, &variances, g, density::POINTS, kind).await {
+            match density::map(&mut den, &variances, g, points, kind).await {
                 Ok(v) => {
                     m.heat = Some((v, g, tag.clone(), m.step()));
+                    m.heat_points = points;
+                    m.heat_shipped = false;
                     m.heat_at = dom::now_ms();
                     m.heat_ms = Some(m.heat_at - t0);
                 }
                 Err(e) => crate::gpu::log(&format!("cdl: density map: {e}")),
             }
             if self.opts.debug {
-                crate::gpu::log(&format!("cdl: {what} map {g}x{g}: {:.1} ms", dom::now_ms() - t0));
+                crate::gpu::log(&format!("cdl: {what} map {g}x{g}, {points} α points: {:.1} ms", dom::now_ms() - t0));
             }
         }
     }
@@ -904,13 +919,18 @@ impl ToyPage {
 
     /// Replaces model `i` with the checkpoint `ck` (validated; its architecture and run settings
     /// are adopted, and the training curve it carries is drawn before its own losses).
-    async fn load_checkpoint(&mut self, i: usize, source: &str, ck: Checkpoint) -> Result<(), String> {
+    async fn load_checkpoint(&mut self, i: usize, source: &str, mut ck: Checkpoint) -> Result<(), String> {
         if self.models.is_empty() {
             return Err("no model to load into".into());
         }
         let i = i.min(self.models.len() - 1);
         ck.check_finite().map_err(|e| format!("{source}: {e}"))?;
         let curve = Curve::of(&ck.extra).map(Rc::new);
+        // What a shipped file adds to a run's checkpoint (its preview and curve) is the page's,
+        // not the run's metadata.
+        for key in SHIPPED_KEYS {
+            ck.extra.remove(*key);
+        }
         let trained = Trained::new(ck).map_err(|e| format!("{source}: {e}"))?;
         let base = self.models[i].run.config();
         let mut m = ToyModel::from_checkpoint(&self.gpu, base, &trained, self.data.training.clone())
@@ -1039,10 +1059,12 @@ impl runtime::Task for ToyPage {
     }
 
     fn stale(&self) -> bool {
-        // A map left behind while training (`HEAT_EVERY_MS`) follows the weights once paused.
+        // A map left behind while training (`HEAT_EVERY_MS`, `HEAT_POINTS_TRAINING`) follows the
+        // weights, with every α point, once paused.
         self.models.iter().any(|m| {
+            let behind = m.heat.as_ref().is_some_and(|h| h.3 != m.step()) || m.heat_points < density::POINTS;
             m.samples_step != Some(m.step())
-                || (m.heat.as_ref().is_some_and(|h| h.3 != m.step()) && m.heat_tried != Some(m.step()))
+                || (m.heat.is_some() && behind && m.heat_tried != Some((m.step(), density::POINTS)))
         })
     }
 
@@ -1198,7 +1220,7 @@ impl runtime::Task for ToyPage {
                 .and_then(|v| v.runs.get(i))
                 .filter(|r| r.2 == m.step() && r.3 == m.samples_version);
             let shown = par.map_or(&m.samples, |r| &r.1);
-            let heat = m.heat.as_ref().map(|h| (h.0.as_slice(), h.1, h.2.as_str()));
+            let heat = m.heat.as_ref().map(|h| (h.0.as_slice(), h.1, h.2.as_str(), m.heat_points));
             let first = m.step().saturating_sub(m.log.steps.len() as u64);
             draw_pane(suffix, &self.data.points.data, shown, heat, &m.log.steps, first, m.curve.as_deref());
             if let Some(r) = par {
@@ -1253,7 +1275,8 @@ impl runtime::Task for ToyPage {
                     "samplesStep": m.samples_step, "samplesHash": runtime::hash_bits(m.samples.iter().map(|x| x.to_bits())),
                     "samples": m.samples.len() / 2, "passes": m.passes, "accuracy": m.log.accuracy,
                     "heat": m.heat.as_ref().map(|h| h.2.clone()), "heatStep": m.heat.as_ref().map(|h| h.3),
-                    "heatGrid": m.heat.as_ref().map(|h| h.1), "heatMs": m.heat_ms, "preview": m.preview,
+                    "heatGrid": m.heat.as_ref().map(|h| h.1), "heatMs": m.heat_ms, "heatPoints": m.heat_points,
+                    "heatShipped": m.heat_shipped, "preview": m.preview,
                     "curve": m.curve.as_ref().map(|c| c.step.len()),
                 })
             })

@@ -29,6 +29,9 @@ pub const PRETRAINED: &[(&str, &str)] = &[
     ("dino", "cdl"),
 ];
 
+/// The metadata keys a shipped file adds to a run's checkpoint (`cdl export`).
+pub const SHIPPED_KEYS: &[&str] = &["preview", "curve"];
+
 /// The URL of the shipped file of (data set, loss), if the page ships one.
 pub fn url(set: &str, loss: &str) -> Option<String> {
     PRETRAINED.contains(&(set, loss)).then(|| format!("assets/{set}-{loss}.safetensors"))

@@ -59,8 +59,12 @@ pub struct ToyModel {
     /// How long the last map took to compute, in ms, and when it was done (`dom::now_ms`).
     pub heat_ms: Option<f64>,
     pub heat_at: f64,
-    /// The step of the weights a map was last computed for (or tried).
-    pub heat_tried: Option<u64>,
+    /// The α points of the map's estimator (fewer while training), and whether the map is the
+    /// shipped file's (computed by `cdl export` from the same weights).
+    pub heat_points: usize,
+    pub heat_shipped: bool,
+    /// The step of the weights and the α points of the last map computed (or tried).
+    pub heat_tried: Option<(u64, usize)>,
     /// The samples, MMD and map shown are a shipped file's preview, not yet drawn here.
     pub preview: bool,
     /// The training curve of the run that wrote the loaded weights (a shipped file's `curve`).
@@ -80,6 +84,8 @@ impl ToyModel {
             heat: None,
             heat_ms: None,
             heat_at: 0.0,
+            heat_points: 0,
+            heat_shipped: false,
             heat_tried: None,
             preview: false,
             curve: None,

@@ -12,6 +12,15 @@ const STAGES = ['requesting a WebGPU adapter', 'creating the device', 'reading s
   'drawing the first samples'];
 const sleep = (ms) => new Promise((r) => setTimeout(r, ms));
 
+/// Resolves once the page's start-up has reached `stage` (<body data-stage>).
+async function inStage(page, stage) {
+  for (;;) {
+    const now = await page.evaluate(() => document.body.dataset.stage).catch(() => null);
+    if (now === stage || page.isClosed()) return;
+    await sleep(50);
+  }
+}
+
 /// One busy process per core (a spinning node), killed by the returned function.
 function busyCpu() {
   const kids = os.cpus().map(() => spawn(process.execPath, ['-e', 'for (;;) {}'], { stdio: 'ignore' }));
@@ -25,7 +34,9 @@ export const tests = [
     async run(base) {
       return withBrowser(async (page) => {
         // The embed hides the status line once ready; while it starts, a reader sees the stage.
-        await page.route('**/assets/*.safetensors', async (route) => { await sleep(2500); await route.continue(); });
+        // The shipped files are fetched from page start (for the preview); they arrive 2.5 s
+        // after the weights stage has begun, which waits for them.
+        await page.route('**/assets/*.safetensors', async (route) => { await inStage(page, 'loading shipped weights'); await sleep(2500); await route.continue(); });
         await page.goto(`${base}index.html?embed&${tiny({ loss_b: 'none', pretrained: 1 })}`);
         await page.waitForFunction(() => document.body.dataset.stage === 'loading shipped weights', null, { timeout: 60_000 });
         assert(await page.isVisible('#status'), 'the status line is visible in the embed while it starts');
@@ -61,8 +72,9 @@ export const tests = [
           };
           new MutationObserver(note).observe(document, { subtree: true, childList: true, characterData: true, attributes: true, attributeFilter: ['data-stage'] });
         });
-        // The shipped weights arrive after 3.5 s, so that stage's seconds are seen to count.
-        await page.route('**/assets/*.safetensors', async (route) => { await sleep(3500); await route.continue(); });
+        // The shipped weights arrive 3.5 s into their stage (they are fetched from page start, for
+        // the preview), so that stage's seconds are seen to count.
+        await page.route('**/assets/*.safetensors', async (route) => { await inStage(page, 'loading shipped weights'); await sleep(3500); await route.continue(); });
         // A limit of 1 ms: every stage runs over it.
         await page.goto(`${base}index.html?${tiny({ loss_b: 'none', pretrained: 1, stage_timeout: 0.001 })}`);
         const s = await waitState(page, () => true, { what: 'the page to be ready despite late stages' });
