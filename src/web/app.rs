@@ -284,11 +284,13 @@ struct Animation {
 // ---------------------------------------------------------------------------------------------
 // Start-up and controls
 
-/// Builds the demo on the page: wires the controls, acquires WebGPU, loads shipped weights and
-/// starts the training task. The full page shows two models side by side (DDPM and ITD+CDL by
-/// default) trained on the same data; the embed layout (`?embed`) shows one. For tests and
-/// scripts: `window.cdl.state()` (a plain object; see `publish`; before the page is ready, the
-/// start-up stage: `runtime::Startup`) and
+/// Builds the demo on the page: wires the controls, fetches the shipped files of the data set
+/// and draws their preview (`show_preview`) while it acquires WebGPU, loads the shipped weights
+/// from the same bytes and starts the training task. The full page shows two models side by
+/// side (DDPM and ITD+CDL by default) trained on the same data; the embed layout (`?embed`)
+/// shows one. For tests and scripts: `window.cdl.state()` (a plain object; see `publish`; before
+/// the page is ready, the start-up stage: `runtime::Startup`; in both, `preview`: what the
+/// preview drew) and
 /// `window.cdl.{start,pause,step,reset,saveStorage,loadStorage,loseDevice,animate,parallel}()`. Commands given
 /// during start-up run once the page is ready.
 pub async fn run(embed: bool) -> Result<(), String> {
