@@ -8,7 +8,7 @@ use std::rc::Rc;
 use serde_json::{json, Value};
 use wasm_bindgen::JsCast;
 
-use super::preview::{Curve, Fetched, Previews, Shipped, SHIPPED_KEYS};
+use super::preview::{Curve, Fetched, Previews, Shipped};
 use super::runtime::{self, push, show_message, Control, Meter, Task};
 use super::toy::{default_config, loss_label, ToyModel, TOY_POINTS};
 use super::{dom, draw, store};
@@ -921,18 +921,13 @@ impl ToyPage {
 
     /// Replaces model `i` with the checkpoint `ck` (validated; its architecture and run settings
     /// are adopted, and the training curve it carries is drawn before its own losses).
-    async fn load_checkpoint(&mut self, i: usize, source: &str, mut ck: Checkpoint) -> Result<(), String> {
+    async fn load_checkpoint(&mut self, i: usize, source: &str, ck: Checkpoint) -> Result<(), String> {
         if self.models.is_empty() {
             return Err("no model to load into".into());
         }
         let i = i.min(self.models.len() - 1);
         ck.check_finite().map_err(|e| format!("{source}: {e}"))?;
         let curve = Curve::of(&ck.extra).map(Rc::new);
-        // What a shipped file adds to a run's checkpoint (its preview and curve) is the page's,
-        // not the run's metadata.
-        for key in SHIPPED_KEYS {
-            ck.extra.remove(*key);
-        }
         let trained = Trained::new(ck).map_err(|e| format!("{source}: {e}"))?;
         let base = self.models[i].run.config();
         let mut m = ToyModel::from_checkpoint(&self.gpu, base, &trained, self.data.training.clone())

@@ -11,6 +11,7 @@ use serde_json::Value;
 
 use super::{dom, store};
 use crate::train::checkpoint::{self, Checkpoint};
+use crate::train::run::{KEY_CURVE, KEY_PREVIEW};
 
 /// Checkpoints shipped with the page (`web/assets/`): every built-in data set, for the DDPM and
 /// the ITD+CDL loss.
@@ -28,9 +29,6 @@ pub const PRETRAINED: &[(&str, &str)] = &[
     ("dino", "ddpm"),
     ("dino", "cdl"),
 ];
-
-/// The metadata keys a shipped file adds to a run's checkpoint (`cdl export`).
-pub const SHIPPED_KEYS: &[&str] = &["preview", "curve"];
 
 /// The URL of the shipped file of (data set, loss), if the page ships one.
 pub fn url(set: &str, loss: &str) -> Option<String> {
@@ -51,7 +49,7 @@ impl Curve {
     /// The curve in `extra`, if it has a well-formed one (equal-length numeric arrays, at least
     /// two rows, steps increasing).
     pub fn of(extra: &BTreeMap<String, String>) -> Option<Self> {
-        let v: Value = serde_json::from_str(extra.get("curve")?).ok()?;
+        let v: Value = serde_json::from_str(extra.get(KEY_CURVE)?).ok()?;
         let col = |k: &str| -> Option<Vec<f64>> { v.get(k)?.as_array()?.iter().map(Value::as_f64).collect() };
         let (step, std, cdl) = (col("step")?, col("loss_std")?, col("loss_cdl")?);
         let ok = step.len() >= 2
@@ -95,7 +93,7 @@ impl Shipped {
             .map(|t| (t.data.iter().map(|&v| f64::from(v)).collect(), t.shape[0]));
         let mmd = checkpoint
             .extra
-            .get("preview")
+            .get(KEY_PREVIEW)
             .and_then(|p| serde_json::from_str::<Value>(p).ok())
             .and_then(|p| p.get("mmd")?.as_f64());
         let curve = Curve::of(&checkpoint.extra).map(Rc::new);
