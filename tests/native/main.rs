@@ -88,6 +88,7 @@ native!(
     ops_variants,
     prop_parsers,
     reference_train,
+    shipped_assets,
     train_images,
     train_loop,
     train_run,
