@@ -75,10 +75,15 @@ pub fn heat_range(m: &Heat) -> Option<(f64, f64)> {
     (hi.partial_cmp(&lo) == Some(std::cmp::Ordering::Greater) && m.values.len() == m.g * m.g).then_some((lo, hi))
 }
 
+/// A canvas's last map: the key of the map and its size, and its RGBA bytes.
+type MapPixels = (u64, std::rc::Rc<Vec<u8>>);
+
 thread_local! {
-    /// The last map drawn on each canvas, as pixels (canvas id → (key of the map and size, pixels)):
-    /// the scatter plots are redrawn after every training chunk, the map only when it changes.
-    static MAP_PIXELS: std::cell::RefCell<std::collections::HashMap<String, (u64, web_sys::ImageData)>> =
+    /// The last map drawn on each canvas, as RGBA bytes (canvas id → (key of the map and size,
+    /// pixels)): the scatter plots are redrawn after every training chunk, the map only when it
+    /// changes. The bytes, not an `ImageData`: one made from a Rust slice views the wasm memory,
+    /// which a later allocation may grow and so detach ("the source data has been detached").
+    static MAP_PIXELS: std::cell::RefCell<std::collections::HashMap<String, MapPixels>> =
         std::cell::RefCell::default();
 }
 
@@ -93,21 +98,25 @@ fn heat_map(id: &str, ctx: &Ctx, w: f64, h: f64, m: &Heat) -> Option<(f64, f64)>
             (k ^ v.to_bits()).wrapping_mul(0x0100_0000_01b3).rotate_left(5)
         });
     let cached = MAP_PIXELS.with(|c| c.borrow().get(id).filter(|(k, _)| *k == key).map(|(_, d)| d.clone()));
-    let data = match cached {
+    let rgba = match cached {
         Some(d) => d,
         None => {
-            let d = map_pixels(m, lo, hi, pw, ph)?;
+            let d = std::rc::Rc::new(map_pixels(m, lo, hi, pw, ph));
             MAP_PIXELS.with(|c| c.borrow_mut().insert(id.to_string(), (key, d.clone())));
             d
         }
     };
+    // Made just before it is drawn (putImageData copies it), so its view of the wasm memory is live.
+    let data =
+        web_sys::ImageData::new_with_u8_clamped_array_and_sh(wasm_bindgen::Clamped(&rgba[..]), pw as u32, ph as u32)
+            .ok()?;
     ctx.put_image_data(&data, 0.0, 0.0).ok()?;
     Some((lo, hi))
 }
 
 /// The map as pw × ph pixels: each pixel's value interpolated bilinearly from the four nearest
-/// cell centres, then coloured (non-finite cells count as the range's bottom).
-fn map_pixels(m: &Heat, lo: f64, hi: f64, pw: usize, ph: usize) -> Option<web_sys::ImageData> {
+/// cell centres, then coloured (non-finite cells count as the range's bottom), as RGBA bytes.
+fn map_pixels(m: &Heat, lo: f64, hi: f64, pw: usize, ph: usize) -> Vec<u8> {
     let g = m.g;
     let at = |r: usize, c: usize| {
         let v = m.values[r * g + c];
@@ -135,7 +144,7 @@ fn map_pixels(m: &Heat, lo: f64, hi: f64, pw: usize, ph: usize) -> Option<web_sy
             rgba.extend([c[0], c[1], c[2], 255]);
         }
     }
-    web_sys::ImageData::new_with_u8_clamped_array_and_sh(wasm_bindgen::Clamped(&rgba), pw as u32, ph as u32).ok()
+    rgba
 }
 
 /// A colour bar on canvas `id`: `label` above a bar of `colormap` from `lo` (left) to `hi`

@@ -53,6 +53,15 @@ export const tests = [
           assert(m.mmd < 0.09, `${m.loss}: samples closer to the data than untrained ones (MMD ${m.mmd})`);
           assert(m.heat === 'logp', `${m.loss}: log p(x) map drawn`);
         }
+        // The map is on the canvas (its corner is the map's bottom colour, not the blank white) with
+        // its colour bar, after the device's redraws (a cached map once vanished on them).
+        const drawn = await page.evaluate(() => ['a', 'b'].map((s) => {
+          const d = document.getElementById(`scatter-${s}`).getContext('2d').getImageData(2, 2, 1, 1).data;
+          return { corner: [d[0], d[1], d[2]], bar: !document.getElementById(`cbar-${s}`).hidden };
+        }));
+        for (const d of drawn) {
+          assert(d.bar && d.corner.some((c) => c < 200), `the map and its colour bar on the canvas: ${JSON.stringify(drawn)}`);
+        }
         assert(page.errors.length === 0, `console errors:\n${page.errors.join('\n')}`);
         return `(MMD ${s.models.map((m) => `${m.loss} ${m.mmd.toFixed(4)}`).join(', ')})`;
       });
