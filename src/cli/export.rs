@@ -17,7 +17,7 @@ use cdl::train::checkpoint::{self, Checkpoint, EMA_PREFIX, MODEL_PREFIX};
 use cdl::train::data::{self, DataSource, PAGE_TOY_POINTS};
 use cdl::train::run::{NetConfig, RunConfig, Trained, KEY_CURVE, KEY_PREVIEW, SHIPPED_KEYS};
 
-use super::sample::{reference_points, EVAL_ROWS};
+use super::sample::{reference_points, EVAL_ROWS, HELD_OUT_SEED};
 use super::train::METRICS;
 
 /// Seed of the preview's sampler: the pages' own (`refresh_samples` in src/web/app.rs and
@@ -30,8 +30,6 @@ const TOY_STEPS: usize = 1000;
 const IMAGE_N: usize = 16;
 /// DDIM steps of the image page's default sampler.
 const IMAGE_STEPS: usize = 25;
-/// Seed of `cdl eval`'s held-out points, against which the preview's MMD is measured.
-const HELD_OUT_SEED: u64 = 6;
 /// Most rows of the shipped training curve (evenly spaced over metrics.jsonl, the last kept).
 pub const CURVE_ROWS: usize = 200;
 

@@ -24,6 +24,9 @@ use cdl::train::run::{NetConfig, Trained};
 
 /// Rows per GPU evaluation chunk when sampling (the model is bound to this many rows).
 pub(super) const EVAL_ROWS: usize = 8192;
+/// Seed of the held-out points `cdl eval` (and `cdl export`'s preview MMD) measures against; the
+/// MMD floor's second held-out set uses the next one.
+pub(super) const HELD_OUT_SEED: u64 = 6;
 
 #[derive(Clone, Copy, Debug, PartialEq, Eq, ValueEnum)]
 pub enum SamplerKind {
@@ -492,12 +495,12 @@ pub async fn eval_cmd(gpu: &Gpu, args: EvalArgs) -> Result<(), String> {
         let spec = args.data.clone().or_else(|| trained.meta.data_source.clone()).ok_or_else(|| {
             format!("{}: the checkpoint does not name its data; pass --data", args.checkpoint.display())
         })?;
-        let reference = reference_points(&spec, &trained, args.sampler.n as usize, 6)?;
+        let reference = reference_points(&spec, &trained, args.sampler.n as usize, HELD_OUT_SEED)?;
         v = metrics(gpu, &trained, &args.sampler, &reference, &point_metrics, args.nll_points).await?;
         // The floor of the MMD at this n: the held-out set against a second one drawn alike.
         if let (true, Ok(DataSource::Toy(toy))) = (point_metrics.iter().any(|m| m == "mmd"), DataSource::parse(&spec)) {
             let n = args.sampler.n as usize;
-            let second = toy_points(toy, n, 7);
+            let second = toy_points(toy, n, HELD_OUT_SEED + 1);
             v["mmd_floor"] = json!(mmd(&second, &reference, 2, MMD_BANDWIDTH).map_err(|e| e.to_string())?);
         }
         v["data"] = json!(spec);
